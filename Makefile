@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install what they need.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY_STAMP  := $(VENV)/.dexnode-installed
+NPM_STAMP := node_modules/.dexnode-installed
+
+.PHONY: install demo test lint typecheck unit integration bench-decode clean
+
+install: $(PY_STAMP) $(NPM_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(PY_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# anvil (its binary ships inside the npm platform package) and the Uniswap artifacts, from the lockfile.
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	node_modules/.bin/anvil --version >/dev/null
+	touch $@
+
+demo: install
+	$(BIN)/dexnode demo
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(PY_STAMP)
+	$(BIN)/mypy
+
+test: install lint typecheck
+	$(BIN)/pytest
+
+unit: $(PY_STAMP)
+	$(BIN)/pytest -m unit
+
+bench-decode: install
+	$(BIN)/python bench/decode.py
+
+clean:
+	rm -rf $(VENV) node_modules .dexnode .dexnode-test-cache .mypy_cache .ruff_cache .pytest_cache

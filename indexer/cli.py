@@ -1,0 +1,137 @@
+"""The ``dexnode`` command line. ``main()`` builds the one ``Settings`` and passes it down as ``ctx.obj``.
+
+Every command accepts the settings it uses as flags (``--database-url``, ``--data-dir``, ...);
+a flag overrides the matching ``DEXNODE_*`` variable. Errors dexnode understands end the command
+with one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from indexer.errors import ConfigError, DexnodeError
+from indexer.settings import Settings, build_settings
+
+T = TypeVar("T")
+
+DatabaseUrlOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="postgresql:// URL [env DEXNODE_DATABASE_URL]; unset = embedded"),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="data directory [env DEXNODE_DATA_DIR, default ./.dexnode]"),
+]
+
+app = typer.Typer(
+    name="dexnode",
+    help="dexnode: exact, reorg-safe on-chain and CEX market data in one schema.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema: apply migrations, show status.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
+    """The settings built in ``main()`` with this command's flags applied."""
+    base = ctx.obj if isinstance(ctx.obj, Settings) else build_settings()
+    return base.with_overrides(**overrides)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+    database_url: DatabaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Apply schema migrations (idempotent: a second run changes nothing)."""
+    from indexer.commands.db import upgrade
+
+    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
+    run_async(upgrade(settings, revision))
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="target revision, e.g. base or -1")],
+    database_url: DatabaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Revert schema migrations down to REVISION (``base`` drops every dexnode table)."""
+    from indexer.commands.db import downgrade
+
+    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
+    run_async(downgrade(settings, revision))
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context, database_url: DatabaseUrlOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Show the database, its schema revision against the code's, and table sizes."""
+    from indexer.commands.db import status
+
+    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
+    run_async(status(settings))
+
+
+@app.command("demo")
+def demo(ctx: typer.Context, database_url: DatabaseUrlOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run the node's main job on embedded defaults and say what it did."""
+    from indexer.commands.demo import run_demo
+
+    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
+    run_async(run_demo(settings))
+
+
+def _mount_optional() -> None:
+    """Command groups that live in their own packages."""
+    import importlib.util
+
+    if importlib.util.find_spec("indexer.devnet.cli") is not None:  # TEMP until devnet lands
+        from indexer.devnet.cli import app as devnet_app
+
+        app.add_typer(devnet_app, name="devnet")
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("DEXNODE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "websockets", "asyncio", "alembic", "pgserver"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def main(argv: list[str] | None = None) -> None:
+    _configure_logging()
+    _mount_optional()
+    try:
+        settings = build_settings()
+        app(args=argv, obj=settings, prog_name="dexnode")
+    except ConfigError as exc:
+        typer.echo(f"dexnode: {exc}", err=True)
+        raise SystemExit(2) from None
+    except DexnodeError as exc:
+        typer.echo(f"dexnode: {exc}", err=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("dexnode: interrupted", err=True)
+        raise SystemExit(130) from None

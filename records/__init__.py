@@ -1,0 +1,55 @@
+"""Normalised records shared by the chain indexer and the CEX module, and their JSON form."""
+
+from records.cex import BookDelta, BookSnapshot, Candle, FundingRate, OpenInterest, Ticker, Trade
+from records.chain import (
+    Block,
+    DexLiquidity,
+    DexTrade,
+    Log,
+    Pool,
+    Reorg,
+    Revert,
+    Token,
+    TokenTransfer,
+    Transaction,
+    Withdrawal,
+)
+from records.codec import (
+    U256,
+    Record,
+    RecordDecodeError,
+    from_dict,
+    from_json,
+    record_types,
+    to_dict,
+    to_json,
+)
+
+__all__ = [
+    "U256",
+    "Block",
+    "BookDelta",
+    "BookSnapshot",
+    "Candle",
+    "DexLiquidity",
+    "DexTrade",
+    "FundingRate",
+    "Log",
+    "OpenInterest",
+    "Pool",
+    "Record",
+    "RecordDecodeError",
+    "Reorg",
+    "Revert",
+    "Ticker",
+    "Token",
+    "TokenTransfer",
+    "Trade",
+    "Transaction",
+    "Withdrawal",
+    "from_dict",
+    "from_json",
+    "record_types",
+    "to_dict",
+    "to_json",
+]

@@ -1,0 +1,127 @@
+"""Exchange (CEX) records, in the seed's (L3 Atom) shape.
+
+Prices and sizes are exact ``Decimal`` from the exchange's text. ``event_timestamp`` is the
+exchange's time in ms (null when the message has none); ``atom_timestamp`` is when dexnode
+received the message, in µs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from records.codec import Record, register
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Trade(Record):
+    TYPE = "trade"
+
+    exchange: str
+    symbol: str
+    price: Decimal
+    size: Decimal
+    taker_side: str  # buy | sell
+    trade_id: str | None
+    maker_order_id: str | None
+    taker_order_id: str | None
+    event_timestamp: int | None
+    atom_timestamp: int
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class BookDelta(Record):
+    """One price level (L2, ``order_id`` null) or one order (L3) changing; size 0 removes it."""
+
+    TYPE = "book_delta"
+
+    exchange: str
+    symbol: str
+    side: str  # bid | ask
+    price: Decimal
+    size: Decimal
+    order_id: str | None
+    sequence: int | None
+    event_timestamp: int | None
+    atom_timestamp: int
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class BookSnapshot(Record):
+    """A full book: levels are (price, size), bids best first (descending), asks ascending."""
+
+    TYPE = "book_snapshot"
+
+    exchange: str
+    symbol: str
+    bids: tuple[tuple[Decimal, Decimal], ...]
+    asks: tuple[tuple[Decimal, Decimal], ...]
+    sequence: int | None
+    event_timestamp: int | None
+    atom_timestamp: int
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Ticker(Record):
+    TYPE = "ticker"
+
+    exchange: str
+    symbol: str
+    bid_price: Decimal | None
+    bid_size: Decimal | None
+    ask_price: Decimal | None
+    ask_size: Decimal | None
+    event_timestamp: int | None
+    atom_timestamp: int
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class Candle(Record):
+    TYPE = "candle"
+
+    exchange: str
+    symbol: str
+    interval: str  # e.g. 1m, 1h
+    start: int  # ms
+    end: int  # ms
+    open: Decimal
+    high: Decimal
+    low: Decimal
+    close: Decimal
+    volume: Decimal
+    trades: int | None
+    closed: bool | None
+    event_timestamp: int | None
+    atom_timestamp: int
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class FundingRate(Record):
+    TYPE = "funding_rate"
+
+    exchange: str
+    symbol: str
+    rate: Decimal
+    predicted_rate: Decimal | None
+    mark_price: Decimal | None
+    next_funding_time: int | None  # ms
+    event_timestamp: int | None
+    atom_timestamp: int
+
+
+@register
+@dataclass(frozen=True, slots=True)
+class OpenInterest(Record):
+    TYPE = "open_interest"
+
+    exchange: str
+    symbol: str
+    open_interest: Decimal
+    event_timestamp: int | None
+    atom_timestamp: int

@@ -1,0 +1,239 @@
+"""JSON form of records: ``{"type": ..., "version": ..., "data": {<fields>}}``.
+
+The fields sit under ``data`` so a record's own ``type``/``version`` fields (a transaction's type,
+a DEX trade's protocol version) never collide with the envelope.
+
+Codecs are compiled once per record class from its type hints, so encoding a record is a
+flat loop over its fields, not a walk over ``typing`` objects per value.
+
+Rules that make the JSON exact for any consumer language:
+- integers annotated ``U256`` (token amounts, wei values, difficulty) are always decimal strings,
+  whatever their size, because JSON numbers lose precision past 2^53 in most parsers and a field's
+  JSON type must not depend on its value;
+- ``Decimal`` is always a string (``"1.50"`` keeps its exponent: ``Decimal("1.50")`` round-trips);
+- other ints (block numbers, indexes, timestamps, gas) are JSON numbers;
+- tuples become arrays, nested records become objects without ``type``/``version``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_type_hints
+
+import orjson
+
+
+class _U256Marker:
+    """Marks an int field that can exceed 2^53 (amounts, wei)."""
+
+    def __repr__(self) -> str:
+        return "U256"
+
+
+U256 = Annotated[int, _U256Marker()]
+
+Encoder = Callable[[Any], Any]
+Decoder = Callable[[Any], Any]
+
+
+class RecordDecodeError(ValueError):
+    """A JSON document that is not a valid record of the type it claims."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Record:
+    """Base of every record. Subclasses set ``TYPE`` (the JSON ``type``) and ``VERSION``."""
+
+    TYPE: ClassVar[str] = ""
+    VERSION: ClassVar[int] = 1
+
+
+R = TypeVar("R", bound=Record)
+
+_REGISTRY: dict[str, type[Record]] = {}
+_CODECS: dict[type, tuple[list[tuple[str, Encoder]], list[tuple[str, Decoder]]]] = {}
+
+
+def register(cls: type[R]) -> type[R]:
+    """Class decorator: make ``cls`` decodable from JSON by its ``TYPE``."""
+    if not cls.TYPE:
+        raise TypeError(f"{cls.__name__} has no TYPE")
+    if cls.TYPE in _REGISTRY and _REGISTRY[cls.TYPE] is not cls:
+        raise TypeError(f"record type {cls.TYPE!r} registered twice")
+    _REGISTRY[cls.TYPE] = cls
+    return cls
+
+
+def record_types() -> dict[str, type[Record]]:
+    return dict(_REGISTRY)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _big_to_json(value: int) -> str:
+    return str(value)
+
+
+def _big_from_json(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RecordDecodeError(f"expected a decimal string for a big integer, got {value!r}")
+    return int(value)
+
+
+def _int_from_json(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RecordDecodeError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _str_from_json(value: Any) -> str:
+    if not isinstance(value, str):
+        raise RecordDecodeError(f"expected a string, got {value!r}")
+    return value
+
+
+def _bool_from_json(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise RecordDecodeError(f"expected a boolean, got {value!r}")
+    return value
+
+
+def _decimal_from_json(value: Any) -> Decimal:
+    if not isinstance(value, str):
+        raise RecordDecodeError(f"expected a decimal string, got {value!r}")
+    try:
+        return Decimal(value)
+    except ArithmeticError as exc:
+        raise RecordDecodeError(f"not a decimal: {value!r}") from exc
+
+
+def _compile(hint: Any) -> tuple[Encoder, Decoder]:
+    origin = get_origin(hint)
+    if origin is Annotated:
+        base, *extras = get_args(hint)
+        if base is int and any(isinstance(e, _U256Marker) for e in extras):
+            return _big_to_json, _big_from_json
+        return _compile(base)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"unsupported union {hint!r}")
+        enc, dec = _compile(args[0])
+
+        def enc_opt(value: Any, enc: Encoder = enc) -> Any:
+            return None if value is None else enc(value)
+
+        def dec_opt(value: Any, dec: Decoder = dec) -> Any:
+            return None if value is None else dec(value)
+
+        return enc_opt, dec_opt
+    if origin is tuple:
+        targs = get_args(hint)
+        if len(targs) == 2 and targs[1] is Ellipsis:
+            item_enc, item_dec = _compile(targs[0])
+
+            def enc_seq(value: Any, enc: Encoder = item_enc) -> Any:
+                return [enc(v) for v in value]
+
+            def dec_seq(value: Any, dec: Decoder = item_dec) -> Any:
+                if not isinstance(value, list):
+                    raise RecordDecodeError(f"expected an array, got {value!r}")
+                return tuple(dec(v) for v in value)
+
+            return enc_seq, dec_seq
+        codecs = [_compile(a) for a in targs]
+
+        def enc_fixed(value: Any, codecs: list[tuple[Encoder, Decoder]] = codecs) -> Any:
+            return [c[0](v) for c, v in zip(codecs, value, strict=True)]
+
+        def dec_fixed(value: Any, codecs: list[tuple[Encoder, Decoder]] = codecs) -> Any:
+            if not isinstance(value, list) or len(value) != len(codecs):
+                raise RecordDecodeError(f"expected an array of {len(codecs)}, got {value!r}")
+            return tuple(c[1](v) for c, v in zip(codecs, value, strict=True))
+
+        return enc_fixed, dec_fixed
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return (lambda value: _fields_to_dict(value)), (lambda value, cls=hint: _fields_from_dict(cls, value))
+    if hint is int:
+        return _identity, _int_from_json
+    if hint is str:
+        return _identity, _str_from_json
+    if hint is bool:
+        return _identity, _bool_from_json
+    if hint is Decimal:
+        return str, _decimal_from_json
+    raise TypeError(f"unsupported field type {hint!r}")
+
+
+def _codec(cls: type) -> tuple[list[tuple[str, Encoder]], list[tuple[str, Decoder]]]:
+    codec = _CODECS.get(cls)
+    if codec is None:
+        hints = get_type_hints(cls, include_extras=True)
+        encoders: list[tuple[str, Encoder]] = []
+        decoders: list[tuple[str, Decoder]] = []
+        for field in dataclasses.fields(cls):
+            enc, dec = _compile(hints[field.name])
+            encoders.append((field.name, enc))
+            decoders.append((field.name, dec))
+        codec = (encoders, decoders)
+        _CODECS[cls] = codec
+    return codec
+
+
+def _fields_to_dict(record: Any) -> dict[str, Any]:
+    encoders, _ = _codec(type(record))
+    return {name: enc(getattr(record, name)) for name, enc in encoders}
+
+
+def _fields_from_dict(cls: type[R], doc: Any) -> R:
+    if not isinstance(doc, dict):
+        raise RecordDecodeError(f"{cls.__name__}: expected an object, got {doc!r}")
+    _, decoders = _codec(cls)
+    kwargs: dict[str, Any] = {}
+    for name, dec in decoders:
+        if name not in doc:
+            raise RecordDecodeError(f"{cls.__name__}: missing field {name!r}")
+        try:
+            kwargs[name] = dec(doc[name])
+        except RecordDecodeError as exc:
+            raise RecordDecodeError(f"{cls.__name__}.{name}: {exc}") from None
+    return cls(**kwargs)
+
+
+def to_dict(record: Record) -> dict[str, Any]:
+    """The record's JSON object (with ``type`` and ``version``) as plain Python values."""
+    return {"type": record.TYPE, "version": record.VERSION, "data": _fields_to_dict(record)}
+
+
+def to_json(record: Record) -> bytes:
+    return orjson.dumps(to_dict(record))
+
+
+def from_dict(doc: Any) -> Record:
+    """Decode any registered record from its JSON object; the ``type`` field picks the class."""
+    if not isinstance(doc, dict):
+        raise RecordDecodeError(f"expected a JSON object, got {type(doc).__name__}")
+    type_name = doc.get("type")
+    cls = _REGISTRY.get(type_name) if isinstance(type_name, str) else None
+    if cls is None:
+        raise RecordDecodeError(f"unknown record type {type_name!r}")
+    version = doc.get("version")
+    if version != cls.VERSION:
+        raise RecordDecodeError(
+            f"{type_name}: unsupported version {version!r} (this build reads {cls.VERSION})"
+        )
+    return _fields_from_dict(cls, doc.get("data"))
+
+
+def from_json(data: bytes | str) -> Record:
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise RecordDecodeError(f"not JSON: {exc}") from None
+    return from_dict(doc)

@@ -1,0 +1,136 @@
+"""Shared test infrastructure: a fresh real Postgres database per session, anvil, fixture paths.
+
+Database: on the server named by ``DATABASE_URL`` when set (a new database is created there and
+dropped afterwards), else on an embedded pgserver started in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from indexer.database import DatabaseInfo, asyncpg_dsn, embedded_server, ensure_database
+from migrations import runner
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures"
+ANVIL = REPO / "node_modules" / ".bin" / "anvil"
+
+pytest_plugins = ["tests.devnet_fixture"] if (REPO / "tests" / "devnet_fixture.py").exists() else []
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.is_dir():
+        pytest.skip(f"recorded fixtures not found at {FIXTURES} (../shared beside the checkout)")
+    return FIXTURES
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, bool]]:
+    """(server URL, embedded?) — DATABASE_URL's server, or an embedded pgserver for this session."""
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield asyncpg_dsn(url), False
+        return
+    with embedded_server(tmp_path_factory.mktemp("pg")) as uri:
+        yield uri, True
+
+
+@pytest.fixture(scope="session")
+async def database(pg_server: tuple[str, bool]) -> AsyncIterator[DatabaseInfo]:
+    """A new, empty database for this test session (dropped at the end on a shared server)."""
+    server, embedded = pg_server
+    name = f"dexnode_test_{os.getpid()}_{secrets.token_hex(3)}"
+    dsn = await ensure_database(server, name)
+    yield DatabaseInfo(dsn=dsn, embedded=embedded)
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+async def migrated_db(database: DatabaseInfo) -> DatabaseInfo:
+    """The session database with the schema at head."""
+    await runner.upgrade(database.sqlalchemy_url)
+    return database
+
+
+@pytest.fixture
+async def scratch_db(pg_server: tuple[str, bool]) -> AsyncIterator[DatabaseInfo]:
+    """A new empty database for one test (for migrations and destructive tests)."""
+    server, embedded = pg_server
+    name = f"dexnode_scratch_{secrets.token_hex(4)}"
+    dsn = await ensure_database(server, name)
+    yield DatabaseInfo(dsn=dsn, embedded=embedded)
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def anvil() -> Iterator[str]:
+    """A bare anvil (npm-installed binary) on a free port; yields its HTTP URL."""
+    if not ANVIL.exists():
+        pytest.fail(f"{ANVIL} missing: run `make install` (npm ci)")
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(ANVIL), "--port", str(port), "--host", "127.0.0.1", "--silent"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("anvil did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for running the ``dexnode`` CLI in a subprocess, with a private data dir."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEXNODE_")}
+    env["DEXNODE_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def dexnode_bin() -> str:
+    exe = REPO / ".venv" / "bin" / "dexnode"
+    return str(exe) if exe.exists() else (shutil.which("dexnode") or "dexnode")
