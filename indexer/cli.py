@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -49,7 +50,24 @@ def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """Run a command; SIGTERM cancels it like Ctrl-C, so every ``async with`` cleans up
+    (the embedded Postgres is stopped, the database transaction rolled back)."""
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+        try:
+            return await coro
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        typer.echo("dexnode: terminated", err=True)
+        raise SystemExit(143) from None
 
 
 @db_app.command("upgrade")
@@ -96,6 +114,34 @@ def demo(ctx: typer.Context, database_url: DatabaseUrlOpt = None, data_dir: Data
 
     settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
     run_async(run_demo(settings))
+
+
+@app.command("follow")
+def follow(
+    ctx: typer.Context,
+    rpc_ws: Annotated[
+        str | None, typer.Option("--rpc-ws", help="node websocket [env DEXNODE_RPC_WS]")
+    ] = None,
+    rpc_http: Annotated[
+        str | None, typer.Option("--rpc-http", help="node JSON-RPC [env DEXNODE_RPC_HTTP]")
+    ] = None,
+    from_block: Annotated[
+        int | None, typer.Option("--from-block", help="first block on an empty database (default: head)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no per-block log line")] = False,
+    silence_timeout: Annotated[
+        float, typer.Option("--silence-timeout", help="seconds without a new head before reconnecting")
+    ] = 60.0,
+    database_url: DatabaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Follow the chain head into Postgres, reorg-safe; resumes from the stored cursor."""
+    from indexer.commands.follow import follow as run_follow
+
+    settings = settings_of(
+        ctx, rpc_ws=rpc_ws, rpc_http=rpc_http, database_url=database_url, data_dir=data_dir
+    )
+    run_async(run_follow(settings, from_block=from_block, quiet=quiet, silence_timeout=silence_timeout))
 
 
 def _mount_optional() -> None:

@@ -134,3 +134,16 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def dexnode_bin() -> str:
     exe = REPO / ".venv" / "bin" / "dexnode"
     return str(exe) if exe.exists() else (shutil.which("dexnode") or "dexnode")
+
+
+@pytest.fixture
+async def clean_db(migrated_db: DatabaseInfo) -> DatabaseInfo:
+    """The session database, emptied of rows (schema kept) before the test."""
+    from sinks.schema import metadata
+
+    conn = await asyncpg.connect(migrated_db.dsn)
+    try:
+        await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in metadata.tables))
+    finally:
+        await conn.close()
+    return migrated_db

@@ -66,9 +66,9 @@ async def test_down_and_up_round_trip(scratch_db: DatabaseInfo) -> None:
 
 
 async def test_natural_keys_make_replays_idempotent_and_numeric_holds_2_256(
-    migrated_db: DatabaseInfo,
+    clean_db: DatabaseInfo,
 ) -> None:
-    conn = await asyncpg.connect(migrated_db.dsn)
+    conn = await asyncpg.connect(clean_db.dsn)
     big = 2**256 - 1
     try:
         async with conn.transaction():

@@ -1,0 +1,78 @@
+"""``dexnode follow``: the live follower into Postgres."""
+
+from __future__ import annotations
+
+import logging
+
+from indexer.database import open_database
+from indexer.errors import FatalError
+from indexer.follower import Follower
+from indexer.heads import HeadStream
+from indexer.pipeline import FOLLOW_STREAM, consume
+from indexer.rpc import RpcClient
+from indexer.settings import Settings
+from migrations import runner
+from sinks.postgres import BlockRef, PostgresSink
+
+log = logging.getLogger("dexnode.follow")
+
+
+async def start_chain(sink: PostgresSink, depth: int) -> list[BlockRef]:
+    """Where to resume: the follower's cursor, else the newest stored block (a backfill's end)."""
+    cursor = await sink.cursor(FOLLOW_STREAM)
+    if cursor is not None:
+        return await sink.recent_blocks(cursor.number, depth)
+    top = await sink.pool.fetchval("SELECT max(number) FROM blocks")
+    if top is None:
+        return []
+    return await sink.recent_blocks(int(top), depth)
+
+
+async def check_chain(rpc: RpcClient, chain: list[BlockRef]) -> None:
+    """Refuse to follow a different chain than the one stored (wrong URL, wrong network)."""
+    if not chain:
+        return
+    oldest = chain[0]
+    try:
+        block = await rpc.get_block_by_number(oldest.number, full_txs=False)
+    except FatalError:
+        raise
+    if block["hash"].lower() != oldest.hash and len(chain) > 1:
+        # the oldest kept block is far enough back that a mismatch means another chain, not a reorg
+        newest = chain[-1]
+        raise FatalError(
+            f"the node's block {oldest.number} is {block['hash'][:12]}, the database has {oldest.hash[:12]}"
+            f" (tip {newest.number}): is DEXNODE_RPC_HTTP the chain this database indexed?"
+        )
+
+
+async def follow(settings: Settings, *, from_block: int | None, quiet: bool, silence_timeout: float) -> None:
+    async with open_database(settings) as db:
+        await runner.upgrade(db.sqlalchemy_url)
+        sink = await PostgresSink.connect(db.dsn)
+        try:
+            async with RpcClient(settings.rpc_http, max_batch_size=settings.rpc_batch_size) as rpc:
+                chain_id = await rpc.chain_id()
+                chain = await start_chain(sink, settings.max_reorg_depth + 1)
+                await check_chain(rpc, chain)
+                if chain:
+                    log.info(
+                        "chain %d: resuming after block %d (%s)",
+                        chain_id,
+                        chain[-1].number,
+                        chain[-1].hash[:10],
+                    )
+                    if from_block is not None and from_block != chain[-1].number + 1:
+                        log.warning(
+                            "--from-block %d ignored: the stored cursor decides where to resume", from_block
+                        )
+                else:
+                    where = f"block {from_block}" if from_block is not None else "the current head"
+                    log.info("chain %d: empty database, starting at %s", chain_id, where)
+                heads = HeadStream(settings.rpc_ws, rpc, silence_timeout=silence_timeout)
+                follower = Follower(
+                    rpc, heads, start=chain, from_block=from_block, max_reorg_depth=settings.max_reorg_depth
+                )
+                await consume(follower, sink, quiet=quiet)
+        finally:
+            await sink.close()

@@ -1,0 +1,122 @@
+"""Follower events → batches → sinks, with the one-line-per-block log.
+
+I/O lives here and in the follower; extraction and decoding stay pure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from indexer.errors import FatalError
+from indexer.extract import ExtractedBlock
+from indexer.follower import Follower, FollowerEvent, NewBlock, Reorg
+from records import Reorg as ReorgRecord
+from sinks.base import Batch, Sink
+
+log = logging.getLogger("dexnode.pipeline")
+
+FOLLOW_STREAM = "follow"
+
+
+def batch_of(stream: str, blocks: Sequence[ExtractedBlock], reorg: ReorgRecord | None = None) -> Batch:
+    return Batch(
+        stream=stream,
+        blocks=[b.block for b in blocks],
+        transactions=[t for b in blocks for t in b.transactions],
+        logs=[lg for b in blocks for lg in b.logs],
+        token_transfers=[t for b in blocks for t in b.token_transfers],
+        reorg=reorg,
+        skipped={"token_transfers": sum(b.skipped_transfers for b in blocks)},
+    )
+
+
+def batch_of_event(stream: str, event: FollowerEvent) -> Batch:
+    if isinstance(event, NewBlock):
+        return batch_of(stream, [event.extracted])
+    record = ReorgRecord(
+        common_ancestor_number=event.ancestor.number,
+        common_ancestor_hash=event.ancestor.hash,
+        depth=event.depth,
+        orphaned_hashes=tuple(r.hash for r in event.orphaned),
+        new_hashes=tuple(n.extracted.block.hash for n in event.new),
+        detected_at=time.time_ns() // 1000,
+    )
+    return batch_of(stream, [n.extracted for n in event.new], record)
+
+
+@dataclass
+class Timing:
+    """Per-block latency split: waiting on the node vs. our processing + commit (ms)."""
+
+    node_ms: list[float] = field(default_factory=list)
+    process_commit_ms: list[float] = field(default_factory=list)
+    total_ms: list[float] = field(default_factory=list)
+
+
+async def write_with_retry(sink: Sink, batch: Batch, *, attempts: int = 0, max_delay: float = 30.0) -> None:
+    """Write until it succeeds: a lost database connection is waited out, never a dropped batch.
+
+    ``attempts`` = 0 means retry for ever; data errors (constraint violations) are fatal.
+    """
+    failures = 0
+    while True:
+        try:
+            await sink.write(batch)
+            return
+        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+            raise FatalError(f"database refused batch at block {batch.first_number}: {exc}") from None
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+            failures += 1
+            if attempts and failures >= attempts:
+                raise FatalError(f"database unavailable after {failures} attempts: {exc}") from None
+            delay = min(max_delay, 0.2 * 2**failures)
+            log.warning("writing block %s failed (%s); retrying in %.1fs", batch.first_number, exc, delay)
+            await asyncio.sleep(delay)
+
+
+def describe(event: FollowerEvent, batch: Batch, ms: float) -> str:
+    blocks = [event.extracted] if isinstance(event, NewBlock) else [n.extracted for n in event.new]
+    parts = []
+    if isinstance(event, Reorg):
+        parts.append(f"REORG depth {event.depth} above {event.ancestor.number};")
+    for b in blocks:
+        parts.append(
+            f"block {b.block.number} {b.block.hash[:10]} txs={len(b.transactions)} logs={len(b.logs)}"
+            f" transfers={len(b.token_transfers)}"
+        )
+    return " ".join(parts) + f" {ms:.1f}ms"
+
+
+async def consume(
+    follower: Follower,
+    sink: Sink,
+    *,
+    stream: str = FOLLOW_STREAM,
+    quiet: bool = False,
+    timing: Timing | None = None,
+    on_event: Callable[[FollowerEvent], None] | None = None,
+) -> None:
+    """Drain the follower's events into the sink, one transaction per event."""
+    async for event in follower.events():
+        t0 = time.perf_counter()
+        batch = batch_of_event(stream, event)
+        await write_with_retry(sink, batch)
+        done = time.perf_counter()
+        ms = (done - t0) * 1000
+        if timing is not None:
+            new = [event] if isinstance(event, NewBlock) else list(event.new)
+            for nb in new:
+                total = (done - nb.head_seen_at) * 1000
+                timing.node_ms.append(nb.fetch_ms)
+                timing.process_commit_ms.append(total - nb.fetch_ms)
+                timing.total_ms.append(total)
+        if not quiet:
+            log.info(describe(event, batch, ms))
+        if on_event is not None:
+            on_event(event)

@@ -1,0 +1,199 @@
+"""The Postgres writer: one transaction per batch, COPY into staging, idempotent insert, cursor, rollback.
+
+Per batch, in one transaction:
+1. if the batch carries a reorg: delete every row above the common ancestor from every
+   block-keyed table (``schema.BLOCK_TABLES``, plus pools created in those blocks) and record
+   the reorg in ``reorgs``;
+2. per table with rows: binary COPY into a temporary staging table (created once per
+   connection, ``ON COMMIT DELETE ROWS``), then ``INSERT ... SELECT ... ON CONFLICT (natural key)
+   DO NOTHING``, so a replayed batch writes nothing twice;
+3. move the stream's cursor to the batch's last block.
+A crash at any point leaves either the whole batch or none of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import asyncpg
+import orjson
+import sqlalchemy as sa
+
+from indexer.database import asyncpg_dsn
+from records import Block, Record, to_dict
+from sinks import schema
+from sinks.base import Batch
+
+log = logging.getLogger("dexnode.sink.postgres")
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRef:
+    number: int
+    hash: str
+    parent_hash: str
+
+
+def _withdrawals_json(block: Block) -> str | None:
+    if block.withdrawals is None:
+        return None
+    return orjson.dumps([to_dict(w)["data"] for w in block.withdrawals]).decode()
+
+
+@dataclass(frozen=True)
+class _TableWriter:
+    table: sa.Table
+    columns: tuple[str, ...]
+    to_row: Callable[[Any], tuple[Any, ...]]
+    stage: str
+    insert_sql: str
+
+
+def _writer(table: sa.Table, overrides: dict[str, Callable[[Any], Any]] | None = None) -> _TableWriter:
+    columns = tuple(
+        c.name for c in table.columns if c.server_default is None and not isinstance(c.default, sa.Identity)
+    )
+    overrides = overrides or {}
+    if overrides:
+        getters = [overrides.get(c) or attrgetter(c) for c in columns]
+
+        def to_row(record: Any) -> tuple[Any, ...]:
+            return tuple(g(record) for g in getters)
+    else:
+        getter = attrgetter(*columns)
+
+        def to_row(record: Any) -> tuple[Any, ...]:
+            return getter(record)
+
+    keys = ", ".join(f'"{c.name}"' for c in table.primary_key.columns)
+    cols = ", ".join(f'"{c}"' for c in columns)
+    stage = f"_stage_{table.name}"
+    insert_sql = (
+        f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({keys}) DO NOTHING'
+    )
+    return _TableWriter(table, columns, to_row, stage, insert_sql)
+
+
+# batch attribute -> writer, in foreign-key-free but sensible order
+_WRITERS: tuple[tuple[str, _TableWriter], ...] = (
+    ("blocks", _writer(schema.blocks, {"withdrawals": _withdrawals_json})),
+    ("transactions", _writer(schema.transactions)),
+    ("logs", _writer(schema.logs)),
+    ("token_transfers", _writer(schema.token_transfers)),
+    ("tokens", _writer(schema.tokens)),
+    ("pools", _writer(schema.pools)),
+    ("dex_trades", _writer(schema.dex_trades)),
+    ("dex_liquidity", _writer(schema.dex_liquidity)),
+)
+
+_DELETES = (
+    *(
+        f'DELETE FROM "{t.name}" WHERE "{"number" if t is schema.blocks else "block_number"}" > $1'
+        for t in schema.BLOCK_TABLES
+    ),
+    'DELETE FROM "pools" WHERE "created_block_number" > $1',
+)
+
+
+async def _create_staging(conn: asyncpg.Connection) -> None:
+    for _, w in _WRITERS:
+        cols = ", ".join(f'"{c}"' for c in w.columns)
+        await conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {w.stage} ON COMMIT DELETE ROWS AS "
+            f'SELECT {cols} FROM "{w.table.name}" WITH NO DATA'
+        )
+
+
+class PostgresSink:
+    """Writes batches; also answers the follower's questions about what is stored."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, max_size: int = 4) -> PostgresSink:
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(dsn), min_size=1, max_size=max_size, init=_create_staging
+        )
+        return cls(pool)
+
+    async def write(self, batch: Batch) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            if batch.reorg is not None:
+                await self._apply_reorg(conn, batch)
+            for attr, writer in _WRITERS:
+                rows: Sequence[Record] = getattr(batch, attr)
+                if not rows:
+                    continue
+                await conn.copy_records_to_table(
+                    writer.stage, records=[writer.to_row(r) for r in rows], columns=writer.columns
+                )
+                await conn.execute(writer.insert_sql)
+            tip = batch.tip
+            if tip is not None:
+                await self._set_cursor(conn, batch.stream, tip.number, tip.hash)
+
+    async def _apply_reorg(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        reorg = batch.reorg
+        assert reorg is not None
+        for sql in _DELETES:
+            await conn.execute(sql, reorg.common_ancestor_number)
+        await conn.execute(
+            "INSERT INTO reorgs (common_ancestor_number, common_ancestor_hash, depth, orphaned_hashes,"
+            " new_hashes) VALUES ($1, $2, $3, $4, $5)",
+            reorg.common_ancestor_number,
+            reorg.common_ancestor_hash,
+            reorg.depth,
+            list(reorg.orphaned_hashes),
+            list(reorg.new_hashes),
+        )
+        if not batch.blocks:  # the new branch is shorter and not fetched yet: the cursor goes back
+            await self._set_cursor(
+                conn, batch.stream, reorg.common_ancestor_number, reorg.common_ancestor_hash
+            )
+
+    @staticmethod
+    async def _set_cursor(conn: asyncpg.Connection, stream: str, number: int, block_hash: str) -> None:
+        await conn.execute(
+            "INSERT INTO cursors (stream, block_number, block_hash, updated_at) VALUES ($1, $2, $3, now())"
+            " ON CONFLICT (stream) DO UPDATE SET block_number = excluded.block_number,"
+            " block_hash = excluded.block_hash, updated_at = excluded.updated_at",
+            stream,
+            number,
+            block_hash,
+        )
+
+    async def revert(self, from_block: int) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            for sql in _DELETES:
+                await conn.execute(sql, from_block - 1)
+            await conn.execute("DELETE FROM cursors WHERE block_number >= $1", from_block)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    # -- what is stored ---------------------------------------------------------------------
+
+    async def cursor(self, stream: str) -> BlockRef | None:
+        row = await self.pool.fetchrow(
+            "SELECT c.block_number, c.block_hash, b.parent_hash FROM cursors c"
+            " LEFT JOIN blocks b ON b.hash = c.block_hash WHERE c.stream = $1",
+            stream,
+        )
+        if row is None:
+            return None
+        return BlockRef(row["block_number"], row["block_hash"], row["parent_hash"] or "")
+
+    async def recent_blocks(self, up_to: int, count: int) -> list[BlockRef]:
+        """Stored blocks numbered ``up_to - count + 1 .. up_to``, ascending."""
+        rows = await self.pool.fetch(
+            "SELECT number, hash, parent_hash FROM blocks"
+            " WHERE number <= $1 AND number > $1 - $2 ORDER BY number",
+            up_to,
+            count,
+        )
+        return [BlockRef(r["number"], r["hash"], r["parent_hash"]) for r in rows]
