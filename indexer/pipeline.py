@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import asyncpg
 
@@ -22,6 +23,12 @@ from sinks.base import Batch, Sink
 log = logging.getLogger("dexnode.pipeline")
 
 FOLLOW_STREAM = "follow"
+
+
+class Enricher(Protocol):
+    """A step that adds protocol records (DEX trades, pools, tokens) to a batch; may do RPC I/O."""
+
+    async def __call__(self, blocks: Sequence[ExtractedBlock], batch: Batch) -> Batch: ...
 
 
 def batch_of(stream: str, blocks: Sequence[ExtractedBlock], reorg: ReorgRecord | None = None) -> Batch:
