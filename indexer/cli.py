@@ -146,12 +146,9 @@ def follow(
 
 def _mount_optional() -> None:
     """Command groups that live in their own packages."""
-    import importlib.util
+    from indexer.devnet.cli import app as devnet_app
 
-    if importlib.util.find_spec("indexer.devnet.cli") is not None:  # TEMP until devnet lands
-        from indexer.devnet.cli import app as devnet_app
-
-        app.add_typer(devnet_app, name="devnet")
+    app.add_typer(devnet_app, name="devnet")
 
 
 def _configure_logging() -> None:

@@ -43,6 +43,7 @@ class NewBlock:
     extracted: ExtractedBlock
     fetch_ms: float  # time spent waiting on the node for this block (header + receipts)
     head_seen_at: float  # time.perf_counter() when the head hint that led here arrived
+    extract_ms: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,10 +146,12 @@ class Follower:
         t0 = time.perf_counter()
         receipts = await self.rpc.get_receipts_for_blocks(blocks)
         fetch_ms = ((time.perf_counter() - t0) * 1000 + header_ms) / len(blocks)
-        return [
-            NewBlock(extract_block(block, block_receipts), fetch_ms, seen_at)
-            for block, block_receipts in zip(blocks, receipts, strict=True)
-        ]
+        out = []
+        for block, block_receipts in zip(blocks, receipts, strict=True):
+            t1 = time.perf_counter()
+            extracted = extract_block(block, block_receipts)
+            out.append(NewBlock(extracted, fetch_ms, seen_at, (time.perf_counter() - t1) * 1000))
+        return out
 
     async def _accept(self, blocks: list[dict[str, Any]], seen_at: float, header_ms: float) -> NewBlock:
         for attempt in range(5):

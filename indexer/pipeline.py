@@ -64,6 +64,8 @@ class Timing:
     node_ms: list[float] = field(default_factory=list)
     process_commit_ms: list[float] = field(default_factory=list)
     total_ms: list[float] = field(default_factory=list)
+    extract_ms: list[float] = field(default_factory=list)
+    write_ms: list[float] = field(default_factory=list)
 
 
 async def write_with_retry(sink: Sink, batch: Batch, *, attempts: int = 0, max_delay: float = 30.0) -> None:
@@ -123,6 +125,8 @@ async def consume(
                 timing.node_ms.append(nb.fetch_ms)
                 timing.process_commit_ms.append(total - nb.fetch_ms)
                 timing.total_ms.append(total)
+                timing.extract_ms.append(nb.extract_ms)
+                timing.write_ms.append(ms / len(new))
         if not quiet:
             log.info(describe(event, batch, ms))
         if on_event is not None:

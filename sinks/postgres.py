@@ -125,17 +125,34 @@ class PostgresSink:
         async with self.pool.acquire() as conn, conn.transaction():
             if batch.reorg is not None:
                 await self._apply_reorg(conn, batch)
-            for attr, writer in _WRITERS:
-                rows: Sequence[Record] = getattr(batch, attr)
-                if not rows:
-                    continue
-                await conn.copy_records_to_table(
-                    writer.stage, records=[writer.to_row(r) for r in rows], columns=writer.columns
-                )
-                await conn.execute(writer.insert_sql)
-            tip = batch.tip
-            if tip is not None:
-                await self._set_cursor(conn, batch.stream, tip.number, tip.hash)
+            await self._insert_rows(conn, batch)
+            await self._checkpoint(conn, batch)
+
+    async def _insert_rows(self, conn: asyncpg.Connection, batch: Batch, *, direct: bool = False) -> None:
+        """Every table's rows: COPY into staging, then insert what is not stored yet.
+
+        ``direct``: COPY straight into the block-keyed tables, for a caller that has checked in this
+        transaction that none of the batch's blocks is stored (the backfill); a row stored meanwhile by
+        another writer then fails the transaction with a unique violation. Tokens and pools, shared
+        across blocks, always go through staging.
+        """
+        for attr, writer in _WRITERS:
+            rows: Sequence[Record] = getattr(batch, attr)
+            if not rows:
+                continue
+            records = [writer.to_row(r) for r in rows]
+            if direct and writer.table in schema.BLOCK_TABLES:
+                await conn.copy_records_to_table(writer.table.name, records=records, columns=writer.columns)
+                continue
+            await conn.copy_records_to_table(writer.stage, records=records, columns=writer.columns)
+            await conn.execute(writer.insert_sql)
+
+    async def _checkpoint(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        """Record the batch's progress in its own transaction: here the stream's cursor; the
+        backfill's subclass records its completed chunk instead."""
+        tip = batch.tip
+        if tip is not None:
+            await self._set_cursor(conn, batch.stream, tip.number, tip.hash)
 
     async def _apply_reorg(self, conn: asyncpg.Connection, batch: Batch) -> None:
         reorg = batch.reorg

@@ -11,6 +11,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -42,14 +43,21 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, bool]]:
-    """(server URL, embedded?) — DATABASE_URL's server, or an embedded pgserver for this session."""
+def pg_server() -> Iterator[tuple[str, bool]]:
+    """(server URL, embedded?) — DATABASE_URL's server, or an embedded pgserver for this session.
+
+    The embedded cluster lives outside pytest's basetemp: as root, pgserver runs PostgreSQL as an
+    unprivileged user, which cannot enter pytest's 0700 ``pytest-of-root`` directory."""
     url = os.environ.get("DATABASE_URL")
     if url:
         yield asyncpg_dsn(url), False
         return
-    with embedded_server(tmp_path_factory.mktemp("pg")) as uri:
-        yield uri, True
+    root = Path(tempfile.mkdtemp(prefix="dexnode-test-pg-"))
+    try:
+        with embedded_server(root) as uri:
+            yield uri, True
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
