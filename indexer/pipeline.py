@@ -99,6 +99,8 @@ def describe(event: FollowerEvent, batch: Batch, ms: float) -> str:
             f"block {b.block.number} {b.block.hash[:10]} txs={len(b.transactions)} logs={len(b.logs)}"
             f" transfers={len(b.token_transfers)}"
         )
+    if batch.dex_trades or batch.dex_liquidity:
+        parts.append(f"trades={len(batch.dex_trades)} liquidity={len(batch.dex_liquidity)}")
     return " ".join(parts) + f" {ms:.1f}ms"
 
 
@@ -110,11 +112,15 @@ async def consume(
     quiet: bool = False,
     timing: Timing | None = None,
     on_event: Callable[[FollowerEvent], None] | None = None,
+    enrich: Enricher | None = None,
 ) -> None:
     """Drain the follower's events into the sink, one transaction per event."""
     async for event in follower.events():
         t0 = time.perf_counter()
         batch = batch_of_event(stream, event)
+        if enrich is not None:
+            blocks = [event.extracted] if isinstance(event, NewBlock) else [n.extracted for n in event.new]
+            batch = await enrich(blocks, batch)
         await write_with_retry(sink, batch)
         done = time.perf_counter()
         ms = (done - t0) * 1000

@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     max_reorg_depth: int = Field(default=64, ge=1, description="deeper reorgs stop the follower")
     rpc_batch_size: int = Field(default=100, ge=1, le=10_000, description="max requests per JSON-RPC batch")
     chain: str = Field(default="ethereum", description="chain name, used as the Kafka topic prefix")
+    uniswap_v2_factories: str | None = Field(
+        default=None,
+        description="v2 venues '0xFACTORY=label[:fee],...' (unset: mainnet Uniswap, Sushiswap, ...)",
+    )
+    uniswap_v3_factories: str | None = Field(
+        default=None, description="v3 venues '0xFACTORY=label,...' (unset: mainnet Uniswap v3, ...)"
+    )
 
     @field_validator("database_url")
     @classmethod

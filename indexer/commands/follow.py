@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from indexer.database import open_database
+from indexer.dex import DexEnricher, registry_from
 from indexer.errors import FatalError
 from indexer.follower import Follower
 from indexer.heads import HeadStream
@@ -73,6 +74,11 @@ async def follow(settings: Settings, *, from_block: int | None, quiet: bool, sil
                 follower = Follower(
                     rpc, heads, start=chain, from_block=from_block, max_reorg_depth=settings.max_reorg_depth
                 )
-                await consume(follower, sink, quiet=quiet)
+                enrich = DexEnricher(
+                    rpc,
+                    sink.pool,
+                    registry_from(settings.uniswap_v2_factories, settings.uniswap_v3_factories),
+                )
+                await consume(follower, sink, quiet=quiet, enrich=enrich)
         finally:
             await sink.close()

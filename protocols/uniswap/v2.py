@@ -1,0 +1,210 @@
+"""Uniswap v2 and its forks: Swap → DexTrade, Mint/Burn → DexLiquidity, PairCreated → Pool.
+
+Forks (SushiSwap, PancakeSwap, …) deploy the same pair contract, so they emit the same events with
+the same topic0; only the factory tells them apart. A fork is therefore one ``V2Venue(factory, label)``
+in the configuration, no code. A pair whose factory is not configured (or does not confirm the pair)
+still decodes, with protocol and exchange ``unknown``.
+
+Rules:
+- Swap: taker = ``to``, maker = the pair. The pair's net flow per token is ``amountIn - amountOut``;
+  the token that went in net is sold, the other bought (``protocols.trades.trade``). This nets the
+  flash-swap shape, where one token has both ``amountIn`` and ``amountOut`` non-zero (the pair pays out
+  first, the callee pays back in either token): ``amount0Out=100, amount0In=30, amount1In=200`` is a
+  sale of 200 token1 for 70 token0. A flash loan repaid in the borrowed token only
+  (``amount0Out=X, amount0In=X+fee``) moves nothing out net and is ``Skip(NOT_A_TRADE)``.
+- Mint: event ``mint``, ``add``; Burn: ``burn``, ``remove``. ``sender`` is the event's sender (usually
+  the router); the LP owner is not in the event (see the LP token's Transfer).
+- Sync is decoded and validated but yields no record (reserves, for later).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+
+from decoders.events import Malformed
+from decoders.uniswap import decode_v2_burn, decode_v2_mint, decode_v2_swap, decode_v2_sync
+from decoders.uniswap_abi import V2_BURN, V2_MINT, V2_PAIR_CREATED, V2_SWAP, V2_SYNC, decode_pair_created
+from protocols.base import (
+    MALFORMED,
+    NOT_A_TRADE,
+    POOL_CREATED,
+    POOL_EVENT,
+    UNCONFIGURED_FACTORY,
+    UNKNOWN,
+    UNKNOWN_POOL,
+    VERSION_MISMATCH,
+    Context,
+    EventHandler,
+    Outcome,
+    ProtocolSpec,
+    Skip,
+    check_venues,
+)
+from protocols.pools import (
+    FACTORY,
+    TOKEN0,
+    TOKEN1,
+    Call,
+    CallResult,
+    PoolResolver,
+    encode_call,
+    read_pool_tokens,
+)
+from protocols.trades import liquidity, trade
+from records import Log, Pool
+
+NAME: Final = "uniswap-v2"
+VERSION: Final = "2"
+PROTOCOL: Final = "uniswap"
+
+
+@dataclass(frozen=True, slots=True)
+class V2Venue:
+    """A deployment of the v2 pair contract: its factory, the exchange label, and the swap fee.
+
+    ``fee`` is in hundredths of a basis point, as v3 counts it (3000 = 0.30 %).
+    """
+
+    factory: str
+    label: str
+    fee: int | None = 3000
+
+
+DEFAULT_V2_VENUES: tuple[V2Venue, ...] = (
+    V2Venue("0x5c69bee701ef814a2b6a3edd4b1652cb9cc5aa6f", "uniswap-v2"),
+    V2Venue("0xc0aee478e3658e2610c5f7a4a2e1777ce9e4f2ac", "sushiswap"),
+    V2Venue("0x1097053fd2ea711dad45caccc45eff7548fcb362", "pancakeswap", fee=2500),
+)  # Ethereum mainnet
+
+_UNKNOWN_POOL: Final = Skip(UNKNOWN_POOL)
+_VERSION_MISMATCH: Final = Skip(VERSION_MISMATCH, "v2 event from a pool of another version")
+_NOT_A_TRADE: Final = Skip(NOT_A_TRADE)
+
+
+def _pool(log: Log, ctx: Context) -> Pool | Skip:
+    pool = ctx.pools.get(log.address)
+    if pool is None:
+        return _UNKNOWN_POOL
+    return pool if pool.version == VERSION else _VERSION_MISMATCH
+
+
+def handle_swap(log: Log, ctx: Context) -> Outcome:
+    """Swap → DexTrade (taker = ``to``; net flows decide the sides)."""
+    event = decode_v2_swap(log)
+    if isinstance(event, Malformed):
+        return Skip(MALFORMED, event.reason)
+    pool = ctx.pools.get(log.address)
+    if pool is None:
+        return _UNKNOWN_POOL
+    if pool.version != VERSION:
+        return _VERSION_MISMATCH
+    _, to, amount0_in, amount1_in, amount0_out, amount1_out = event
+    delta0, delta1 = amount0_in - amount0_out, amount1_in - amount1_out
+    if delta0 >= 0 and delta1 >= 0:  # nothing out net: a flash loan repaid in kind
+        return _NOT_A_TRADE
+    return trade(log, ctx, pool, to, delta0, delta1)
+
+
+def handle_mint(log: Log, ctx: Context) -> Outcome:
+    """Mint → DexLiquidity (mint, add; sender = the caller, usually the router)."""
+    event = decode_v2_mint(log)
+    if isinstance(event, Malformed):
+        return Skip(MALFORMED, event.reason)
+    pool = _pool(log, ctx)
+    if isinstance(pool, Skip):
+        return pool
+    return liquidity(
+        log, ctx, pool, "mint", "add", event.amount0, event.amount1, owner=None, sender=event.sender
+    )
+
+
+def handle_burn(log: Log, ctx: Context) -> Outcome:
+    """Burn → DexLiquidity (burn, remove; the event's ``to`` received the tokens)."""
+    event = decode_v2_burn(log)
+    if isinstance(event, Malformed):
+        return Skip(MALFORMED, event.reason)
+    pool = _pool(log, ctx)
+    if isinstance(pool, Skip):
+        return pool
+    return liquidity(
+        log, ctx, pool, "burn", "remove", event.amount0, event.amount1, owner=None, sender=event.sender
+    )
+
+
+def handle_sync(log: Log, ctx: Context) -> Outcome:
+    """Sync → nothing yet (validated; reserves are for later)."""
+    event = decode_v2_sync(log)
+    return Skip(MALFORMED, event.reason) if isinstance(event, Malformed) else None
+
+
+def _venue_pool(venue: V2Venue | None, address: str, factory: str | None, token0: str, token1: str) -> Pool:
+    return Pool(
+        address=address,
+        protocol=PROTOCOL if venue is not None else UNKNOWN,
+        version=VERSION,
+        exchange=venue.label if venue is not None else UNKNOWN,
+        factory=factory,
+        token0=token0,
+        token1=token1,
+        fee=venue.fee if venue is not None else None,
+        tick_spacing=None,
+        created_block_number=None,
+        created_block_hash=None,
+        created_transaction_hash=None,
+        created_log_index=None,
+    )
+
+
+def protocol(venues: Sequence[V2Venue] = DEFAULT_V2_VENUES) -> ProtocolSpec:
+    """The v2 plugin for these venues (factories must be distinct lower-case addresses)."""
+    by_factory: Mapping[str, V2Venue] = check_venues(venues)
+
+    def handle_pair_created(log: Log, ctx: Context) -> Outcome:
+        """PairCreated from a configured factory → Pool. Other emitters are skipped: anyone can emit
+        this event, so only the configured factory's own log is trusted."""
+        venue = by_factory.get(log.address)
+        if venue is None:
+            return Skip(UNCONFIGURED_FACTORY, log.address)
+        event = decode_pair_created(log)
+        if isinstance(event, Malformed):
+            return Skip(MALFORMED, event.reason)
+        pool = _venue_pool(venue, event.pair, log.address, event.token0, event.token1)
+        return replace(
+            pool,
+            created_block_number=log.block_number,
+            created_block_hash=log.block_hash,
+            created_transaction_hash=log.transaction_hash,
+            created_log_index=log.log_index,
+        )
+
+    def resolve(address: str, results: Mapping[str, CallResult]) -> Pool | Skip:
+        read = read_pool_tokens(address, results)
+        if isinstance(read, Skip):
+            return read
+        token0, token1, factory = read
+        return _venue_pool(None, address, factory, token0, token1)
+
+    def verification(pool: Pool) -> Call | None:
+        if pool.factory is None or pool.factory not in by_factory:
+            return None
+        data = encode_call("getPair(address,address)", pool.token0, pool.token1)
+        return Call("getPair", pool.factory, data)
+
+    def confirm(pool: Pool) -> Pool:
+        venue = by_factory.get(pool.factory or "")
+        return _venue_pool(venue, pool.address, pool.factory, pool.token0, pool.token1)
+
+    resolver = PoolResolver(VERSION, (FACTORY, TOKEN0, TOKEN1), resolve, verification, confirm)
+    return ProtocolSpec(
+        name=NAME,
+        version=VERSION,
+        handlers=(
+            EventHandler(V2_SWAP.topic0, NAME, "Swap", POOL_EVENT, handle_swap, resolver),
+            EventHandler(V2_MINT.topic0, NAME, "Mint", POOL_EVENT, handle_mint, resolver),
+            EventHandler(V2_BURN.topic0, NAME, "Burn", POOL_EVENT, handle_burn, resolver),
+            EventHandler(V2_SYNC.topic0, NAME, "Sync", POOL_EVENT, handle_sync, resolver),
+            EventHandler(V2_PAIR_CREATED.topic0, NAME, "PairCreated", POOL_CREATED, handle_pair_created),
+        ),
+    )

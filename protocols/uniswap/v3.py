@@ -1,0 +1,231 @@
+"""Uniswap v3 (and forks that deploy its pool unchanged): Swap → DexTrade, Mint/Burn/Collect →
+DexLiquidity, PoolCreated → Pool.
+
+A fork is one ``V3Venue(factory, label)`` in the configuration. Forks that changed the Swap event
+(PancakeSwap v3 adds protocol fees to it) have another topic0 and need their own plugin.
+
+Rules:
+- Swap: taker = ``recipient``, maker = the pool. ``amount0``/``amount1`` are the pool's balance changes
+  (positive = paid in): the token with the positive amount is sold, the one with the negative amount is
+  bought (``protocols.trades.trade``).
+- Mint: event ``mint``, ``add``, owner = the position owner, sender = the caller (usually the position
+  manager), liquidity = the liquidity added, tick range.
+- Burn: ``burn``, ``remove``, owner, liquidity removed, tick range. The amounts are credited to the
+  position, not paid: the tokens leave the pool with the following ``Collect``.
+- Collect: ``collect``, ``remove``, owner, tick range, amounts paid (fees + burned principal). Burn and
+  Collect of the same position count the principal twice when summed blindly: filter on ``event``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Final
+
+from decoders.events import Malformed
+from decoders.uniswap import decode_v3_burn, decode_v3_collect, decode_v3_mint, decode_v3_swap
+from decoders.uniswap_abi import V3_BURN, V3_COLLECT, V3_MINT, V3_POOL_CREATED, V3_SWAP, decode_pool_created
+from protocols.base import (
+    MALFORMED,
+    POOL_CREATED,
+    POOL_EVENT,
+    UNCONFIGURED_FACTORY,
+    UNKNOWN,
+    UNKNOWN_POOL,
+    VERSION_MISMATCH,
+    Context,
+    EventHandler,
+    Outcome,
+    ProtocolSpec,
+    Skip,
+    check_venues,
+)
+from protocols.pools import (
+    FACTORY,
+    FEE,
+    TICK_SPACING,
+    TOKEN0,
+    TOKEN1,
+    Call,
+    CallResult,
+    PoolResolver,
+    encode_call,
+    int_result,
+    read_pool_tokens,
+    uint_result,
+)
+from protocols.trades import liquidity, trade
+from records import Log, Pool
+
+NAME: Final = "uniswap-v3"
+VERSION: Final = "3"
+PROTOCOL: Final = "uniswap"
+
+
+@dataclass(frozen=True, slots=True)
+class V3Venue:
+    """A deployment of the v3 pool contract: its factory and the exchange label."""
+
+    factory: str
+    label: str
+
+
+DEFAULT_V3_VENUES: tuple[V3Venue, ...] = (
+    V3Venue("0x1f98431c8ad98523631ae4a59f267346ea31f984", "uniswap-v3"),
+    V3Venue("0xbaceb8ec6b9355dfc0269c18bac9d6e2bdc29c4f", "sushiswap-v3"),
+)  # Ethereum mainnet
+
+_UNKNOWN_POOL: Final = Skip(UNKNOWN_POOL)
+_VERSION_MISMATCH: Final = Skip(VERSION_MISMATCH, "v3 event from a pool of another version")
+
+
+def _pool(log: Log, ctx: Context) -> Pool | Skip:
+    pool = ctx.pools.get(log.address)
+    if pool is None:
+        return _UNKNOWN_POOL
+    return pool if pool.version == VERSION else _VERSION_MISMATCH
+
+
+def handle_swap(log: Log, ctx: Context) -> Outcome:
+    """Swap → DexTrade (taker = ``recipient``; the negative amount is the token bought)."""
+    event = decode_v3_swap(log)
+    if isinstance(event, Malformed):
+        return Skip(MALFORMED, event.reason)
+    pool = ctx.pools.get(log.address)
+    if pool is None:
+        return _UNKNOWN_POOL
+    if pool.version != VERSION:
+        return _VERSION_MISMATCH
+    return trade(log, ctx, pool, event.recipient, event.amount0, event.amount1)
+
+
+def handle_mint(log: Log, ctx: Context) -> Outcome:
+    """Mint → DexLiquidity (mint, add; owner, sender, liquidity, tick range)."""
+    event = decode_v3_mint(log)
+    if isinstance(event, Malformed):
+        return Skip(MALFORMED, event.reason)
+    pool = _pool(log, ctx)
+    if isinstance(pool, Skip):
+        return pool
+    return liquidity(
+        log, ctx, pool, "mint", "add", event.amount0, event.amount1,
+        owner=event.owner, sender=event.sender, liquidity=event.amount,
+        tick_lower=event.tick_lower, tick_upper=event.tick_upper,
+    )  # fmt: skip
+
+
+def handle_burn(log: Log, ctx: Context) -> Outcome:
+    """Burn → DexLiquidity (burn, remove; amounts credited to the position, paid by a later Collect)."""
+    event = decode_v3_burn(log)
+    if isinstance(event, Malformed):
+        return Skip(MALFORMED, event.reason)
+    pool = _pool(log, ctx)
+    if isinstance(pool, Skip):
+        return pool
+    return liquidity(
+        log, ctx, pool, "burn", "remove", event.amount0, event.amount1,
+        owner=event.owner, sender=None, liquidity=event.amount,
+        tick_lower=event.tick_lower, tick_upper=event.tick_upper,
+    )  # fmt: skip
+
+
+def handle_collect(log: Log, ctx: Context) -> Outcome:
+    """Collect → DexLiquidity (collect, remove; the amounts the pool paid out)."""
+    event = decode_v3_collect(log)
+    if isinstance(event, Malformed):
+        return Skip(MALFORMED, event.reason)
+    pool = _pool(log, ctx)
+    if isinstance(pool, Skip):
+        return pool
+    return liquidity(
+        log, ctx, pool, "collect", "remove", event.amount0, event.amount1,
+        owner=event.owner, sender=None, tick_lower=event.tick_lower, tick_upper=event.tick_upper,
+    )  # fmt: skip
+
+
+def _venue_pool(
+    venue: V3Venue | None,
+    address: str,
+    factory: str | None,
+    token0: str,
+    token1: str,
+    fee: int | None,
+    tick_spacing: int | None,
+) -> Pool:
+    return Pool(
+        address=address,
+        protocol=PROTOCOL if venue is not None else UNKNOWN,
+        version=VERSION,
+        exchange=venue.label if venue is not None else UNKNOWN,
+        factory=factory,
+        token0=token0,
+        token1=token1,
+        fee=fee,
+        tick_spacing=tick_spacing,
+        created_block_number=None,
+        created_block_hash=None,
+        created_transaction_hash=None,
+        created_log_index=None,
+    )
+
+
+def protocol(venues: Sequence[V3Venue] = DEFAULT_V3_VENUES) -> ProtocolSpec:
+    """The v3 plugin for these venues (factories must be distinct lower-case addresses)."""
+    by_factory: Mapping[str, V3Venue] = check_venues(venues)
+
+    def handle_pool_created(log: Log, ctx: Context) -> Outcome:
+        """PoolCreated from a configured factory → Pool; other emitters are skipped (anyone can emit it)."""
+        venue = by_factory.get(log.address)
+        if venue is None:
+            return Skip(UNCONFIGURED_FACTORY, log.address)
+        event = decode_pool_created(log)
+        if isinstance(event, Malformed):
+            return Skip(MALFORMED, event.reason)
+        pool = _venue_pool(
+            venue, event.pool, log.address, event.token0, event.token1, event.fee, event.tick_spacing
+        )
+        return replace(
+            pool,
+            created_block_number=log.block_number,
+            created_block_hash=log.block_hash,
+            created_transaction_hash=log.transaction_hash,
+            created_log_index=log.log_index,
+        )
+
+    def resolve(address: str, results: Mapping[str, CallResult]) -> Pool | Skip:
+        read = read_pool_tokens(address, results)
+        if isinstance(read, Skip):
+            return read
+        token0, token1, factory = read
+        fee = uint_result(results.get(FEE), 24)
+        tick_spacing = int_result(results.get(TICK_SPACING), 24)
+        return _venue_pool(None, address, factory, token0, token1, fee, tick_spacing)
+
+    def verification(pool: Pool) -> Call | None:
+        if pool.factory is None or pool.factory not in by_factory or pool.fee is None:
+            return None
+        data = encode_call("getPool(address,address,uint24)", pool.token0, pool.token1, pool.fee)
+        return Call("getPool", pool.factory, data)
+
+    def confirm(pool: Pool) -> Pool:
+        venue = by_factory.get(pool.factory or "")
+        return replace(
+            pool,
+            protocol=PROTOCOL if venue is not None else UNKNOWN,
+            exchange=venue.label if venue is not None else UNKNOWN,
+        )
+
+    resolver = PoolResolver(
+        VERSION, (FACTORY, TOKEN0, TOKEN1, FEE, TICK_SPACING), resolve, verification, confirm
+    )
+    return ProtocolSpec(
+        name=NAME,
+        version=VERSION,
+        handlers=(
+            EventHandler(V3_SWAP.topic0, NAME, "Swap", POOL_EVENT, handle_swap, resolver),
+            EventHandler(V3_MINT.topic0, NAME, "Mint", POOL_EVENT, handle_mint, resolver),
+            EventHandler(V3_BURN.topic0, NAME, "Burn", POOL_EVENT, handle_burn, resolver),
+            EventHandler(V3_COLLECT.topic0, NAME, "Collect", POOL_EVENT, handle_collect, resolver),
+            EventHandler(V3_POOL_CREATED.topic0, NAME, "PoolCreated", POOL_CREATED, handle_pool_created),
+        ),
+    )
