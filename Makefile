@@ -17,9 +17,11 @@ $(PY_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-# anvil (its binary ships inside the npm platform package) and the Uniswap artifacts, from the lockfile.
+# anvil (its binary ships inside the npm platform package) and the Uniswap artifacts, pinned by the
+# lockfile. Not `npm ci`: it insists on every platform's optional anvil binary, which a registry
+# mirror may not carry; `npm install --no-save` installs the lockfile's versions for this platform.
 $(NPM_STAMP): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --no-save --loglevel=error
 	node_modules/.bin/anvil --version >/dev/null
 	touch $@
 
