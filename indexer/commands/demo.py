@@ -94,7 +94,8 @@ async def run_demo(settings: Settings, *, blocks: int = 300, live_blocks: int = 
             counts = m["counts"]
             swaps = sum(counts["swaps"].values())
             typer.echo(
-                f"      {devnet.rpc_http}: head {m['head']['number']}, {counts['transactions']} txs, {swaps} swaps"
+                f"      {devnet.rpc_http}: head {m['head']['number']},"
+                f" {counts['transactions']} txs, {swaps} swaps"
             )
             sink = await PostgresSink.connect(db.dsn)
             try:
