@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -70,7 +69,6 @@ def _prepare_data_dir(data_dir: Path) -> Path:
 def embedded_server(data_dir: Path) -> Iterator[str]:
     """Start (or join) the embedded PostgreSQL in ``data_dir/postgres``; yield its server URI."""
     root = _prepare_data_dir(data_dir)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(root))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
