@@ -5,7 +5,8 @@ or an embedded one), and produces ~50-transaction blocks. For each block it reco
 
 - total: head notification seen → Postgres commit done;
 - node: time spent waiting on the node for that block (header + receipts);
-- processing + commit: total - node (extraction, batching, COPY, insert, commit, queueing).
+- processing + commit: total - node (extraction, DEX decoding, batching, COPY, insert, commit,
+  queueing).
 
 Prints p50/p99 of each and the share of time spent waiting on the node, against the target
 (processing + commit p99 under 25 ms on this machine).
@@ -28,8 +29,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from indexer.commands.demo import venue_settings
 from indexer.database import asyncpg_dsn, embedded_server, ensure_database
 from indexer.devnet import Devnet
+from indexer.dex import DexEnricher, registry_from
 from indexer.follower import Follower
 from indexer.heads import HeadStream
 from indexer.pipeline import Timing, consume
@@ -63,7 +66,9 @@ async def run(dsn: str, devnet: Devnet, data_dir: Path, blocks: int, rate: float
             head = await rpc.block_number()
             heads = HeadStream(devnet.rpc_ws, rpc, silence_timeout=30)
             follower = Follower(rpc, heads, start=[], from_block=head + 1)
-            task = asyncio.create_task(consume(follower, sink, quiet=True, timing=timing))
+            v2, v3 = venue_settings(devnet.manifest)  # the node's job includes DEX decoding
+            enrich = DexEnricher(rpc, sink.pool, registry_from(v2, v3))
+            task = asyncio.create_task(consume(follower, sink, quiet=True, timing=timing, enrich=enrich))
             await asyncio.sleep(0.5)
             # the load comes from another process, as a node's would (it must not share our GIL), one
             # block every `interval` seconds as on a real chain, so blocks do not queue behind each other
@@ -96,6 +101,7 @@ def report(timing: Timing) -> None:
         ("node", node),
         ("processing + commit", proc),
         ("  of which extract", timing.extract_ms[1:]),
+        ("  of which DEX", timing.enrich_ms[1:]),
         ("  of which write", timing.write_ms[1:]),
     )
     for name, values in parts:

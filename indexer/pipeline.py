@@ -66,6 +66,7 @@ class Timing:
     total_ms: list[float] = field(default_factory=list)
     extract_ms: list[float] = field(default_factory=list)
     write_ms: list[float] = field(default_factory=list)
+    enrich_ms: list[float] = field(default_factory=list)  # batching + DEX decoding
 
 
 async def write_with_retry(sink: Sink, batch: Batch, *, attempts: int = 0, max_delay: float = 30.0) -> None:
@@ -121,6 +122,7 @@ async def consume(
         if enrich is not None:
             blocks = [event.extracted] if isinstance(event, NewBlock) else [n.extracted for n in event.new]
             batch = await enrich(blocks, batch)
+        t1 = time.perf_counter()
         await write_with_retry(sink, batch)
         done = time.perf_counter()
         ms = (done - t0) * 1000
@@ -132,7 +134,8 @@ async def consume(
                 timing.process_commit_ms.append(total - nb.fetch_ms)
                 timing.total_ms.append(total)
                 timing.extract_ms.append(nb.extract_ms)
-                timing.write_ms.append(ms / len(new))
+                timing.write_ms.append((done - t1) * 1000 / len(new))
+                timing.enrich_ms.append((t1 - t0) * 1000 / len(new))
         if not quiet:
             log.info(describe(event, batch, ms))
         if on_event is not None:

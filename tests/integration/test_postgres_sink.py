@@ -179,3 +179,20 @@ async def test_revert_removes_everything_from_a_block_on(sink: PostgresSink) -> 
     async with sink.pool.acquire() as conn:
         assert [r["number"] for r in await conn.fetch("SELECT number FROM blocks ORDER BY number")] == [1, 2]
         assert await conn.fetchval("SELECT max(block_number) FROM logs") == 2
+
+
+async def test_staging_tables_stay_small(sink: PostgresSink, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows move out of staging with DELETE ... RETURNING; the dead tuples are truncated away now and then."""
+    import sinks.postgres
+
+    monkeypatch.setattr(sinks.postgres, "STAGING_TRUNCATE_ROWS", 10)
+    chain = _chain("a", 1, 12, "0x" + "00" * 32)
+    for b in chain:
+        await sink.write(batch_of("follow", [b]))
+    async with sink.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM blocks") == 12
+        assert await conn.fetchval("SELECT count(*) FROM _stage_logs") == 0  # moved, not left behind
+        pages = await conn.fetchval(
+            "SELECT pg_relation_size('_stage_logs') / current_setting('block_size')::int"
+        )
+        assert pages <= 1  # truncated every ~10 rows: dead tuples do not pile up
