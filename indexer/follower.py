@@ -18,7 +18,9 @@ backoff and polls ``eth_blockNumber``, and the gap fill above guarantees no bloc
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -77,12 +79,14 @@ class Follower:
         start: Sequence[BlockRef],
         from_block: int | None = None,
         max_reorg_depth: int = 64,
+        max_backoff: float = 30.0,
     ) -> None:
         """``start``: the stored chain's newest blocks (ascending), empty on a fresh database;
         then the first block fetched is ``from_block`` (default: the node's head at start)."""
         self.rpc = rpc
         self.heads = heads
         self.max_reorg_depth = max_reorg_depth
+        self.max_backoff = max_backoff
         self.chain: deque[BlockRef] = deque(start, maxlen=max_reorg_depth + 1)
         self.from_block = from_block
 
@@ -99,9 +103,27 @@ class Follower:
         return None
 
     async def events(self) -> AsyncIterator[FollowerEvent]:
+        """Events for every head hint. A node that fails (unreachable, rate-limiting past the RPC
+        client's own retries, answering inconsistently) is waited out with backoff: the same head is
+        synced again, and since the state only moves on success, nothing is skipped or repeated."""
+        failures = 0
         async for head in self.heads:
-            async for event in self.sync_to(head):
-                yield event
+            while True:
+                try:
+                    async for event in self.sync_to(head):
+                        yield event
+                    failures = 0
+                    break
+                except RetryableError as exc:
+                    failures += 1
+                    delay = min(self.max_backoff, 0.5 * 2 ** min(failures, 8)) * (0.5 + random.random() / 2)
+                    log.warning(
+                        "node failed while syncing to block %d: %s; retrying in %.1fs",
+                        head.number,
+                        exc,
+                        delay,
+                    )
+                    await asyncio.sleep(delay)
 
     async def sync_to(self, head: Head) -> AsyncIterator[FollowerEvent]:
         seen_at = head.seen_at

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -102,8 +103,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def anvil() -> Iterator[str]:
-    """A bare anvil (npm-installed binary) on a free port; yields its HTTP URL."""
+def anvil(anvil_process: tuple[str, subprocess.Popen[bytes]]) -> str:
+    """A bare anvil's HTTP URL (the websocket is the same port with ws://)."""
+    return anvil_process[0]
+
+
+@pytest.fixture
+def anvil_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A bare anvil (npm-installed binary) on a free port: its HTTP URL and process."""
     if not ANVIL.exists():
         pytest.fail(f"{ANVIL} missing: run `make install` (npm ci)")
     port = free_port()
@@ -122,8 +129,9 @@ def anvil() -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise RuntimeError("anvil did not start") from None
                 time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", proc
     finally:
+        proc.send_signal(signal.SIGCONT)  # in case a test paused it
         proc.terminate()
         try:
             proc.wait(timeout=10)

@@ -33,14 +33,16 @@ async def check_chain(rpc: RpcClient, chain: list[BlockRef]) -> None:
     """Refuse to follow a different chain than the one stored (wrong URL, wrong network)."""
     if not chain:
         return
-    oldest = chain[0]
-    try:
-        block = await rpc.get_block_by_number(oldest.number, full_txs=False)
-    except FatalError:
-        raise
+    oldest, newest = chain[0], chain[-1]
+    head = await rpc.block_number()
+    if head < oldest.number:
+        raise FatalError(
+            f"the node's head is block {head}, below the database's blocks {oldest.number}..{newest.number}:"
+            " is DEXNODE_RPC_HTTP the chain this database indexed (or is the node still syncing)?"
+        )
+    block = await rpc.get_block_by_number(oldest.number, full_txs=False)
     if block["hash"].lower() != oldest.hash and len(chain) > 1:
         # the oldest kept block is far enough back that a mismatch means another chain, not a reorg
-        newest = chain[-1]
         raise FatalError(
             f"the node's block {oldest.number} is {block['hash'][:12]}, the database has {oldest.hash[:12]}"
             f" (tip {newest.number}): is DEXNODE_RPC_HTTP the chain this database indexed?"

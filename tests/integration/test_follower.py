@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import socket
+import subprocess
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
+import httpx
 import pytest
 import websockets
 
@@ -14,9 +20,10 @@ from indexer.database import DatabaseInfo
 from indexer.follower import Follower, ReorgTooDeep
 from indexer.heads import HeadStream
 from indexer.pipeline import consume
-from indexer.rpc import RpcClient
+from indexer.rpc import RetryPolicy, RpcClient
 from sinks.postgres import PostgresSink
 from tests.chain_check import assert_db_is_canonical, mine, reorg, send_transfers, wait_for_tip
+from tests.conftest import ANVIL, dexnode_bin, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -133,3 +140,69 @@ async def test_a_reorg_deeper_than_the_maximum_stops_with_a_clear_error(
         with pytest.raises(ReorgTooDeep, match="deeper than the maximum of 2"):
             await asyncio.wait_for(task, timeout=30)
     assert await sink.pool.fetch("SELECT hash FROM blocks ORDER BY number") == before  # nothing forked
+
+
+async def test_a_node_outage_is_waited_out_without_skipping(
+    anvil_process: tuple[str, subprocess.Popen[bytes]], sink: PostgresSink, clean_db: DatabaseInfo
+) -> None:
+    """The node stops answering (SIGSTOP) in the middle of the chain: the follower logs, backs off and
+    retries; when the node is back, it catches up with nothing skipped."""
+    url, proc = anvil_process
+    async with RpcClient(url) as control, RpcClient(url, timeout=0.5, retry=RetryPolicy(attempts=2)) as rpc:
+        await control.call("evm_setAutomine", [False])
+        heads = HeadStream(url.replace("http", "ws"), rpc, silence_timeout=1, backoff_base=0.1)
+        follower = Follower(rpc, heads, start=[], from_block=0, max_backoff=1.0)
+        async with running(follower, sink) as task:
+            await send_transfers(control, 2)
+            await mine(control, 3)
+            await wait_for_tip(clean_db.dsn, control)
+            proc.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(4)  # timeouts, retries, backoff: the follower must survive it
+            proc.send_signal(signal.SIGCONT)
+            await send_transfers(control, 2, salt=1)
+            await mine(control, 3)
+            await wait_for_tip(clean_db.dsn, control, timeout=60)
+            assert not task.done()
+        await assert_db_is_canonical(clean_db.dsn, control, 0)
+
+
+def test_following_another_chain_is_refused(
+    anvil: str, clean_db: DatabaseInfo, cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A database filled from one chain, then pointed at a different node: one clear error, no writes."""
+
+    async def fill() -> None:
+        sink = await PostgresSink.connect(clean_db.dsn)
+        async with RpcClient(anvil) as rpc:
+            await mine(rpc, 5)
+            async with running(
+                Follower(rpc, HeadStream(anvil.replace("http", "ws"), rpc), start=[], from_block=0), sink
+            ):
+                await wait_for_tip(clean_db.dsn, rpc)
+        await sink.close()
+
+    asyncio.run(fill())
+    other_port = free_port()
+    other = subprocess.Popen(
+        [str(ANVIL), "--port", str(other_port), "--timestamp", "1700000000", "--silent"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        other_url = f"http://127.0.0.1:{other_port}"
+        for _ in range(100):
+            with contextlib.suppress(OSError):
+                socket.create_connection(("127.0.0.1", other_port), timeout=0.2).close()
+                break
+            time.sleep(0.05)
+        args = [dexnode_bin(), "follow", "--rpc-http", other_url, "--rpc-ws", other_url.replace("http", "ws"),
+                "--database-url", clean_db.dsn]  # fmt: skip
+        res = subprocess.run(args, env=cli_env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1 and "Traceback" not in res.stderr
+        assert "is DEXNODE_RPC_HTTP the chain this database indexed" in res.stderr
+        httpx.post(other_url, json={"jsonrpc": "2.0", "id": 1, "method": "anvil_mine", "params": ["0x10"]})
+        res = subprocess.run(args, env=cli_env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 1 and "is DEXNODE_RPC_HTTP the chain this database indexed" in res.stderr
+    finally:
+        other.terminate()
+        other.wait(timeout=10)
