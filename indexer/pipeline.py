@@ -102,6 +102,9 @@ def describe(event: FollowerEvent, batch: Batch, ms: float) -> str:
         )
     if batch.dex_trades or batch.dex_liquidity:
         parts.append(f"trades={len(batch.dex_trades)} liquidity={len(batch.dex_liquidity)}")
+    skipped = {k: v for k, v in batch.skipped.items() if v}
+    if skipped:  # bad input is counted and logged, never silently dropped
+        parts.append("skipped " + ",".join(f"{k}={v}" for k, v in sorted(skipped.items())))
     return " ".join(parts) + f" {ms:.1f}ms"
 
 
