@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.dexnode-installed
 NPM_STAMP := node_modules/.dexnode-installed
 
-.PHONY: install demo test lint typecheck unit integration bench-decode clean
+.PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -43,6 +43,16 @@ unit: $(PY_STAMP)
 
 bench-decode: install
 	$(BIN)/python bench/decode.py
+
+# generates a 2,000-block devnet on first use (cached) and installs ethereum-etl into bench/.peer-venv
+bench-backfill: install
+	$(BIN)/python bench/backfill.py
+
+bench-latency: install
+	$(BIN)/python bench/live_latency.py
+
+bench-storage: install
+	$(BIN)/python bench/storage.py
 
 clean:
 	rm -rf $(VENV) node_modules .dexnode .dexnode-test-cache .mypy_cache .ruff_cache .pytest_cache

@@ -18,6 +18,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from indexer.commands.backfill import backfill_command
 from indexer.errors import ConfigError, DexnodeError
 from indexer.settings import Settings, build_settings
 
@@ -142,6 +143,9 @@ def follow(
         ctx, rpc_ws=rpc_ws, rpc_http=rpc_http, database_url=database_url, data_dir=data_dir
     )
     run_async(run_follow(settings, from_block=from_block, quiet=quiet, silence_timeout=silence_timeout))
+
+
+app.command("backfill")(backfill_command)
 
 
 def _mount_optional() -> None:

@@ -357,3 +357,17 @@ reorgs = sa.Table(
 # a reorg deletes from each of them.
 # pools are block-derived only when created by a factory event in an indexed block.
 BLOCK_TABLES: tuple[sa.Table, ...] = (blocks, transactions, logs, token_transfers, dex_trades, dex_liquidity)
+
+# Completed backfill chunks, each written in the same transaction as its blocks: the backfill's
+# resume point (done ranges, gaps) and the follower's hand-off point (end of the contiguous range).
+backfill_chunks = sa.Table(
+    "backfill_chunks",
+    metadata,
+    sa.Column("first_block", sa.BigInteger, primary_key=True),
+    sa.Column("last_block", sa.BigInteger, nullable=False),
+    sa.Column("last_hash", sa.Text, nullable=False),
+    sa.Column("transaction_count", sa.Integer, nullable=False),
+    sa.Column("log_count", sa.Integer, nullable=False),
+    sa.Column("run_started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("completed_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from indexer.backfill_store import contiguous_end
 from indexer.database import open_database
 from indexer.dex import DexEnricher, registry_from
 from indexer.errors import FatalError
@@ -19,11 +20,17 @@ log = logging.getLogger("dexnode.follow")
 
 
 async def start_chain(sink: PostgresSink, depth: int) -> list[BlockRef]:
-    """Where to resume: the follower's cursor, else the newest stored block (a backfill's end)."""
+    """Where to resume: the follower's cursor; else the end of the contiguous backfilled range that
+    starts at the lowest backfilled block — not the newest stored block, which lies beyond a gap
+    when a backfill was stopped (or still runs) with chunks missing below it; else the newest block.
+    The blocks above that end are fetched by the follower itself (those the backfill stored too are
+    idempotent upserts), so nothing is skipped and nothing stored twice."""
     cursor = await sink.cursor(FOLLOW_STREAM)
     if cursor is not None:
         return await sink.recent_blocks(cursor.number, depth)
-    top = await sink.pool.fetchval("SELECT max(number) FROM blocks")
+    top = await contiguous_end(sink.pool)
+    if top is None:
+        top = await sink.pool.fetchval("SELECT max(number) FROM blocks")
     if top is None:
         return []
     return await sink.recent_blocks(int(top), depth)

@@ -1,0 +1,278 @@
+"""``dexnode backfill``: confirmed history into Postgres, in parallel chunks, resumable; ``--status``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    import asyncpg
+
+    from indexer.backfill import BackfillReport
+    from indexer.backfill_plan import BlockRange
+    from indexer.backfill_store import BackfillSink
+    from indexer.pipeline import Enricher
+    from indexer.rpc import RpcClient
+    from indexer.settings import Settings
+
+log = logging.getLogger("dexnode.backfill")
+
+EnricherFactory = Callable[["RpcClient", "asyncpg.Pool"], "Enricher"]
+
+FromOpt = Annotated[
+    int | None, typer.Option("--from", min=0, help="first block to backfill (required unless --status)")
+]
+ToOpt = Annotated[
+    str,
+    typer.Option(
+        "--to",
+        help="last block: a number, 'confirmed' (head minus DEXNODE_CONFIRMATIONS) or 'finalized' (the"
+        " node's finalized block); never above the confirmed block",
+    ),
+]
+
+
+def backfill_command(
+    ctx: typer.Context,
+    from_block: FromOpt = None,
+    to: ToOpt = "confirmed",
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=256,
+            help="most chunks fetched at once (up to twice as many held in memory); backs off on 429s",
+        ),
+    ] = 8,
+    batch_blocks: Annotated[
+        int, typer.Option("--batch-blocks", min=1, help="blocks per chunk (one database transaction each)")
+    ] = 50,
+    rpc_http: Annotated[
+        str | None, typer.Option("--rpc-http", help="node JSON-RPC over HTTP (env DEXNODE_RPC_HTTP)")
+    ] = None,
+    rpc_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--rpc-batch-size", min=1, help="most calls per JSON-RPC batch (env DEXNODE_RPC_BATCH_SIZE)"
+        ),
+    ] = None,
+    max_rps: Annotated[
+        float | None, typer.Option("--max-rps", min=0.1, help="most HTTP requests per second to the node")
+    ] = None,
+    confirmations: Annotated[
+        int | None,
+        typer.Option(
+            "--confirmations",
+            min=0,
+            help="how far below the head a block must be to be written (env DEXNODE_CONFIRMATIONS; 12)",
+        ),
+    ] = None,
+    defer_indexes: Annotated[
+        bool,
+        typer.Option(
+            "--defer-indexes",
+            help="drop secondary indexes first and rebuild them at the end (faster for large ranges;"
+            " queries and a running follower are slow meanwhile)",
+        ),
+    ] = False,
+    dex: Annotated[
+        bool,
+        typer.Option(
+            "--dex/--no-dex",
+            help="decode DEX pools, trades and liquidity (venues: DEXNODE_UNISWAP_V2/V3_FACTORIES)",
+        ),
+    ] = True,
+    show_status: Annotated[
+        bool, typer.Option("--status", help="show ranges done, gaps and the last run's rate, then exit")
+    ] = False,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="postgresql:// URL (env DEXNODE_DATABASE_URL); unset = embedded"),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="data directory (env DEXNODE_DATA_DIR, default ./.dexnode)"),
+    ] = None,
+) -> None:
+    """Backfill confirmed blocks (transactions, receipts, logs, token transfers, DEX records) into Postgres.
+
+    Chunks are written in parallel, each in one transaction with its checkpoint.
+
+    Restarted with the same arguments, a killed backfill skips the chunks done and fills the gaps.
+
+    Only blocks at or below head minus DEXNODE_CONFIRMATIONS are written.
+
+    `dexnode follow` started afterwards (or meanwhile) continues after the contiguous backfilled range.
+    """
+    from indexer.cli import run_async, settings_of
+
+    settings = settings_of(
+        ctx,
+        rpc_http=rpc_http,
+        rpc_batch_size=rpc_batch_size,
+        confirmations=confirmations,
+        database_url=database_url,
+        data_dir=data_dir,
+    )
+    if show_status:
+        run_async(print_status(settings, from_block, to))
+        return
+    if from_block is None:
+        raise typer.BadParameter("--from is required (the first block to backfill)", param_hint="--from")
+    run_async(
+        backfill(
+            settings,
+            from_block=from_block,
+            to=to,
+            workers=workers,
+            batch_blocks=batch_blocks,
+            max_rps=max_rps,
+            defer_indexes=defer_indexes,
+            dex=dex,
+        )
+    )
+
+
+async def print_status(settings: Settings, from_block: int | None, to: str) -> None:
+    from indexer.backfill_plan import BlockRange
+    from indexer.backfill_store import status
+    from indexer.database import connect, open_database
+    from migrations import runner
+
+    async with open_database(settings) as db:
+        await runner.upgrade(db.sqlalchemy_url)
+        conn = await connect(db.dsn)
+        try:
+            wanted = None
+            if from_block is not None and to.isdigit() and int(to) >= from_block:
+                wanted = BlockRange(from_block, int(to))
+            st = await status(conn, wanted)
+        finally:
+            await conn.close()
+    for line in st.lines():
+        typer.echo(line)
+
+
+async def backfill(
+    settings: Settings,
+    *,
+    from_block: int,
+    to: str = "confirmed",
+    workers: int = 8,
+    batch_blocks: int = 50,
+    max_rps: float | None = None,
+    defer_indexes: bool = False,
+    dex: bool = True,
+    make_enricher: EnricherFactory | None = None,
+    progress_tty: bool | None = None,
+) -> BackfillReport:
+    """Resolve the confirmed range, skip what is done, write the rest; rebuild dropped indexes at the end.
+
+    ``make_enricher(rpc, pool)`` builds the protocol step; by default (``dex``) the DEX enricher
+    over the venues in the settings.
+    """
+    from indexer.backfill_load import RateLimitedTransport
+    from indexer.backfill_store import BackfillSink
+    from indexer.database import open_database
+    from indexer.errors import ConfigError
+    from indexer.rpc import RpcClient
+    from migrations import runner
+
+    if to.isdigit() and int(to) < from_block:
+        raise ConfigError(f"--to {to} is below --from {from_block}")
+    if make_enricher is None and dex:
+        make_enricher = dex_enricher(settings)
+    async with open_database(settings) as db:
+        await runner.upgrade(db.sqlalchemy_url)
+        sink = await BackfillSink.connect(db.dsn, max_size=workers + 2)
+        try:
+            transport = RateLimitedTransport(max_rps, connections=workers * 2)
+            async with RpcClient(
+                settings.rpc_http, max_batch_size=settings.rpc_batch_size, transport=transport
+            ) as rpc:
+                enrich = make_enricher(rpc, sink.pool) if make_enricher is not None else None
+                job = _Job(settings, rpc, sink, workers, batch_blocks, defer_indexes, progress_tty, enrich)
+                return await job.run(from_block, to)
+        finally:
+            await sink.close()
+
+
+class _Job:
+    def __init__(
+        self,
+        settings: Settings,
+        rpc: RpcClient,
+        sink: BackfillSink,
+        workers: int,
+        batch_blocks: int,
+        defer_indexes: bool,
+        progress_tty: bool | None,
+        enrich: Enricher | None,
+    ) -> None:
+        self.settings, self.rpc, self.sink = settings, rpc, sink
+        self.workers, self.batch_blocks, self.defer_indexes = workers, batch_blocks, defer_indexes
+        self.progress_tty, self.enrich = progress_tty, enrich
+
+    async def run(self, from_block: int, to: str) -> BackfillReport:
+        from indexer.backfill import BackfillReport, resolve_target
+        from indexer.backfill_plan import BlockRange, plan
+        from indexer.backfill_store import done_ranges, rebuild_indexes
+
+        target = await resolve_target(self.rpc, to, self.settings.confirmations)
+        if target.note:
+            log.warning(target.note)
+            typer.echo(f"note: {target.note}", err=True)
+        if target.last < from_block:
+            typer.echo(
+                f"nothing to backfill: the last confirmed block is {target.last} (head {target.head}),"
+                f" below --from {from_block}"
+            )
+            return BackfillReport()
+        wanted = BlockRange(from_block, target.last)
+        chunks = plan(wanted, await done_ranges(self.sink.pool), self.batch_blocks)
+        todo = sum(len(c) for c in chunks)
+        log.info(
+            "backfill %s (head %d): %d blocks to write in %d chunks, %d already done",
+            wanted, target.head, todo, len(chunks), len(wanted) - todo,
+        )  # fmt: skip
+        report = await self._write(chunks, todo) if chunks else BackfillReport()
+        report.index_rebuild_seconds = await rebuild_indexes(self.sink.pool)  # also after a killed run
+        typer.echo(report.line() if chunks else f"nothing to backfill: {wanted} is done")
+        return report
+
+    async def _write(self, chunks: list[BlockRange], todo: int) -> BackfillReport:
+        from indexer.backfill import Backfill
+        from indexer.backfill_load import AdaptiveLoad
+        from indexer.backfill_progress import make_progress
+        from indexer.backfill_store import drop_secondary_indexes, missing_indexes
+
+        if self.defer_indexes:
+            await drop_secondary_indexes(self.sink.pool)
+        load = AdaptiveLoad(max_workers=self.workers, max_batch=self.settings.rpc_batch_size)
+        progress = make_progress(todo, tty=self.progress_tty)
+        try:
+            return await Backfill(self.rpc, self.sink, load=load, enrich=self.enrich, progress=progress).run(
+                chunks
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                if await missing_indexes(self.sink.pool):
+                    log.warning(
+                        "secondary indexes are still dropped; the next `dexnode backfill` rebuilds them"
+                    )
+            raise
+        finally:
+            progress.close()
+
+
+def dex_enricher(settings: Settings) -> EnricherFactory:
+    from indexer.dex import DexEnricher, registry_from
+
+    registry = registry_from(settings.uniswap_v2_factories, settings.uniswap_v3_factories)
+    return lambda rpc, pool: DexEnricher(rpc, pool, registry)
