@@ -14,6 +14,7 @@ import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -65,24 +66,41 @@ def _prepare_data_dir(data_dir: Path) -> Path:
     return data_dir.resolve()
 
 
+# pgserver counts users per process, not per handle: the first cleanup() in a process stops the
+# server even if another part of the same process still uses it. Count the handles here.
+_EMBEDDED: dict[Path, tuple[Any, int]] = {}
+
+
 @contextlib.contextmanager
 def embedded_server(data_dir: Path) -> Iterator[str]:
-    """Start (or join) the embedded PostgreSQL in ``data_dir/postgres``; yield its server URI."""
-    root = _prepare_data_dir(data_dir)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import pgserver
+    """Start (or join) the embedded PostgreSQL in ``data_dir/postgres``; yield its server URI.
 
-        try:
-            server = pgserver.get_server(root / "postgres", cleanup_mode="stop")
-        except Exception as exc:  # pgserver raises plain exceptions with the pg_ctl output
-            raise FatalError(
-                f"could not start the embedded PostgreSQL in {root / 'postgres'}: {exc}"
-            ) from None
+    Nested uses in one process share the server; it stops when the last one exits (and no other
+    dexnode process uses it)."""
+    root = _prepare_data_dir(data_dir)
+    pgdata = root / "postgres"
+    entry = _EMBEDDED.get(pgdata)
+    if entry is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import pgserver
+
+            try:
+                server = pgserver.get_server(pgdata, cleanup_mode="stop")
+            except Exception as exc:  # pgserver raises plain exceptions with the pg_ctl output
+                raise FatalError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from None
+        entry = (server, 0)
+    server, users = entry
+    _EMBEDDED[pgdata] = (server, users + 1)
     try:
         yield server.get_uri()
     finally:
-        server.cleanup()
+        server, users = _EMBEDDED[pgdata]
+        if users == 1:
+            del _EMBEDDED[pgdata]
+            server.cleanup()
+        else:
+            _EMBEDDED[pgdata] = (server, users - 1)
 
 
 async def ensure_database(server_uri: str, name: str) -> str:

@@ -3,8 +3,9 @@
 1. the database (embedded PostgreSQL in the data dir unless a URL is given) at the schema's head;
 2. a devnet: anvil with the official Uniswap v2, a v2 fork (sushiswap) and v3 contracts, and seeded
    activity;
-3. the devnet's history indexed (blocks, transactions, logs, transfers, pools, tokens, DEX trades
-   and liquidity), then the live head followed while new activity and a real reorg happen;
+3. the devnet's confirmed history backfilled in parallel (blocks, transactions, logs, transfers,
+   pools, tokens, DEX trades and liquidity), then the live head followed from where the backfill
+   ended while new activity and a real reorg happen;
 4. a summary read back from Postgres: what is stored, trades per exchange, the reorg.
 """
 
@@ -19,6 +20,8 @@ from typing import Any
 
 import typer
 
+from indexer.commands.backfill import backfill
+from indexer.commands.follow import start_chain
 from indexer.database import open_database
 from indexer.devnet import Devnet
 from indexer.dex import DexEnricher, registry_from
@@ -102,9 +105,9 @@ async def run_demo(settings: Settings, *, blocks: int = 300, live_blocks: int = 
                 async with sink.pool.acquire() as conn:  # a demo starts from an empty chain each time
                     await conn.execute(
                         "TRUNCATE blocks, transactions, logs, token_transfers, pools, tokens, dex_trades,"
-                        " dex_liquidity, cursors, reorgs"
+                        " dex_liquidity, cursors, reorgs, backfill_chunks"
                     )
-                await _index(devnet, sink, live_blocks)
+                await _index(settings, devnet, sink, live_blocks)
                 typer.echo("[4/4] what Postgres holds now:")
                 await _summary(sink)
             finally:
@@ -114,19 +117,28 @@ async def run_demo(settings: Settings, *, blocks: int = 300, live_blocks: int = 
     typer.echo("done. Explore it: `dexnode db status`, or psql on the same database.")
 
 
-async def _index(devnet: Devnet, sink: PostgresSink, live_blocks: int) -> None:
+async def _index(settings: Settings, devnet: Devnet, sink: PostgresSink, live_blocks: int) -> None:
     v2, v3 = venue_settings(devnet.manifest)
+    node = settings.with_overrides(
+        rpc_http=devnet.rpc_http, rpc_ws=devnet.rpc_ws, uniswap_v2_factories=v2, uniswap_v3_factories=v3
+    )
+    started = time.monotonic()
+    report = await backfill(node, from_block=0, to="confirmed", progress_tty=False)
+    took = time.monotonic() - started
+    typer.echo(
+        f"[3/4] backfilled the confirmed history (head - {node.confirmations}): {report.blocks} blocks,"
+        f" {report.dex_trades} DEX trades in {took:.1f}s; following the head from where it ended:"
+    )
     async with RpcClient(devnet.rpc_http) as rpc:
         enrich = DexEnricher(rpc, sink.pool, registry_from(v2, v3))
-        follower = Follower(rpc, HeadStream(devnet.rpc_ws, rpc), start=[], from_block=0, max_reorg_depth=64)
-        started = time.monotonic()
+        chain = await start_chain(sink, node.max_reorg_depth + 1)
+        follower = Follower(
+            rpc, HeadStream(devnet.rpc_ws, rpc), start=chain, max_reorg_depth=node.max_reorg_depth
+        )
         task = asyncio.create_task(consume(follower, sink, quiet=True, enrich=enrich))
         try:
             await _wait_for(sink, rpc)
-            n = await rpc.block_number()
-            typer.echo(
-                f"[3/4] indexed blocks 0..{n} in {time.monotonic() - started:.1f}s; following the head:"
-            )
+            typer.echo(f"      caught up with the head, block {await rpc.block_number()}")
             await asyncio.to_thread(devnet.activity, live_blocks // 2, 10.0)
             await _wait_for(sink, rpc)
             result = await asyncio.to_thread(devnet.reorg, 3)
