@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.dexnode-installed
 NPM_STAMP := node_modules/.dexnode-installed
 
-.PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage clean
+.PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage bench-kafka clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -53,6 +53,9 @@ bench-latency: install
 
 bench-storage: install
 	$(BIN)/python bench/storage.py
+
+bench-kafka: install
+	$(BIN)/python bench/kafka.py
 
 clean:
 	rm -rf $(VENV) node_modules .dexnode .dexnode-test-cache .mypy_cache .ruff_cache .pytest_cache

@@ -19,6 +19,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from indexer.commands.backfill import backfill_command
+from indexer.commands.consume import consume_command, kafka_dev_command
 from indexer.errors import ConfigError, DexnodeError
 from indexer.settings import Settings, build_settings
 
@@ -146,6 +147,8 @@ def follow(
 
 
 app.command("backfill")(backfill_command)
+app.command("consume")(consume_command)
+app.command("kafka-dev")(kafka_dev_command)
 
 
 def _mount_optional() -> None:

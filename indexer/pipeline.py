@@ -14,7 +14,7 @@ from typing import Protocol
 
 import asyncpg
 
-from indexer.errors import FatalError
+from indexer.errors import FatalError, RetryableError
 from indexer.extract import ExtractedBlock
 from indexer.follower import Follower, FollowerEvent, NewBlock, Reorg
 from records import Reorg as ReorgRecord
@@ -70,7 +70,7 @@ class Timing:
 
 
 async def write_with_retry(sink: Sink, batch: Batch, *, attempts: int = 0, max_delay: float = 30.0) -> None:
-    """Write until it succeeds: a lost database connection is waited out, never a dropped batch.
+    """Write until it succeeds: a lost database or broker connection is waited out, never a dropped batch.
 
     ``attempts`` = 0 means retry for ever; data errors (constraint violations) are fatal.
     """
@@ -81,7 +81,13 @@ async def write_with_retry(sink: Sink, batch: Batch, *, attempts: int = 0, max_d
             return
         except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
             raise FatalError(f"database refused batch at block {batch.first_number}: {exc}") from None
-        except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresConnectionError,
+            asyncpg.InterfaceError,
+            TimeoutError,
+            RetryableError,  # e.g. Kafka deliveries that failed: the whole batch is produced again
+        ) as exc:
             failures += 1
             if attempts and failures >= attempts:
                 raise FatalError(f"database unavailable after {failures} attempts: {exc}") from None

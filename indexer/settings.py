@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     rpc_http: str = Field(default="http://127.0.0.1:8545", description="node JSON-RPC over HTTP")
     rpc_ws: str = Field(default="ws://127.0.0.1:8545", description="node websocket (newHeads)")
     kafka_bootstrap_servers: str | None = Field(default=None, description="enables the Kafka sink")
+    kafka_topic_prefix: str | None = Field(
+        default=None, description="Kafka topic prefix (default '<chain>.')"
+    )
     confirmations: int = Field(default=12, ge=0, le=10_000, description="blocks before a block is confirmed")
     data_dir: Path = Field(default=Path(".dexnode"), description="embedded Postgres, devnet and state")
     max_reorg_depth: int = Field(default=64, ge=1, description="deeper reorgs stop the follower")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from indexer.pipeline import Enricher
     from indexer.rpc import RpcClient
     from indexer.settings import Settings
+    from sinks.base import Sink
 
 log = logging.getLogger("dexnode.backfill")
 
@@ -183,6 +185,7 @@ async def backfill(
     from indexer.errors import ConfigError
     from indexer.rpc import RpcClient
     from migrations import runner
+    from sinks.kafka import with_kafka
 
     if to.isdigit() and int(to) < from_block:
         raise ConfigError(f"--to {to} is below --from {from_block}")
@@ -191,6 +194,9 @@ async def backfill(
     async with open_database(settings) as db:
         await runner.upgrade(db.sqlalchemy_url)
         sink = await BackfillSink.connect(db.dsn, max_size=workers + 2)
+        # Kafka (when configured) sees each chunk before Postgres commits it; confirmed blocks cannot be
+        # orphaned, so no in-flight journal is needed
+        writer = with_kafka(settings, sink, os.environ, journal=False)
         try:
             transport = RateLimitedTransport(max_rps, connections=workers * 2)
             async with RpcClient(
@@ -198,9 +204,10 @@ async def backfill(
             ) as rpc:
                 enrich = make_enricher(rpc, sink.pool) if make_enricher is not None else None
                 job = _Job(settings, rpc, sink, workers, batch_blocks, defer_indexes, progress_tty, enrich)
+                job.writer = writer
                 return await job.run(from_block, to)
         finally:
-            await sink.close()
+            await writer.close()  # the composite closes the Postgres sink too
 
 
 class _Job:
@@ -218,6 +225,7 @@ class _Job:
         self.settings, self.rpc, self.sink = settings, rpc, sink
         self.workers, self.batch_blocks, self.defer_indexes = workers, batch_blocks, defer_indexes
         self.progress_tty, self.enrich = progress_tty, enrich
+        self.writer: Sink = sink
 
     async def run(self, from_block: int, to: str) -> BackfillReport:
         from indexer.backfill import BackfillReport, resolve_target
@@ -257,9 +265,8 @@ class _Job:
         load = AdaptiveLoad(max_workers=self.workers, max_batch=self.settings.rpc_batch_size)
         progress = make_progress(todo, tty=self.progress_tty)
         try:
-            return await Backfill(self.rpc, self.sink, load=load, enrich=self.enrich, progress=progress).run(
-                chunks
-            )
+            job = Backfill(self.rpc, self.writer, load=load, enrich=self.enrich, progress=progress)
+            return await job.run(chunks)
         except BaseException:
             with contextlib.suppress(Exception):
                 if await missing_indexes(self.sink.pool):

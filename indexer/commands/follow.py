@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from indexer.backfill_store import contiguous_end
 from indexer.database import open_database
@@ -14,6 +15,7 @@ from indexer.pipeline import FOLLOW_STREAM, consume
 from indexer.rpc import RpcClient
 from indexer.settings import Settings
 from migrations import runner
+from sinks.kafka import with_kafka
 from sinks.postgres import BlockRef, PostgresSink
 
 log = logging.getLogger("dexnode.follow")
@@ -60,6 +62,7 @@ async def follow(settings: Settings, *, from_block: int | None, quiet: bool, sil
     async with open_database(settings) as db:
         await runner.upgrade(db.sqlalchemy_url)
         sink = await PostgresSink.connect(db.dsn)
+        writer = with_kafka(settings, sink, os.environ)  # Kafka head before Postgres, confirmed after
         try:
             async with RpcClient(settings.rpc_http, max_batch_size=settings.rpc_batch_size) as rpc:
                 chain_id = await rpc.chain_id()
@@ -83,11 +86,13 @@ async def follow(settings: Settings, *, from_block: int | None, quiet: bool, sil
                 follower = Follower(
                     rpc, heads, start=chain, from_block=from_block, max_reorg_depth=settings.max_reorg_depth
                 )
+                if writer is not sink:
+                    log.info("Kafka: producing to %s", settings.kafka_bootstrap_servers)
                 enrich = DexEnricher(
                     rpc,
                     sink.pool,
                     registry_from(settings.uniswap_v2_factories, settings.uniswap_v3_factories),
                 )
-                await consume(follower, sink, quiet=quiet, enrich=enrich)
+                await consume(follower, writer, quiet=quiet, enrich=enrich)
         finally:
-            await sink.close()
+            await writer.close()

@@ -1,0 +1,277 @@
+"""What Kafka costs: records/s written with and without the Kafka sinks, on the same batches.
+
+Chain: the seeded devnet ``bench/backfill.py`` uses (2,000 blocks, ~20,000 transactions, Uniswap v2,
+sushiswap and v3 activity), loaded from the anvil state cache in ``.dexnode-test-cache/`` (generated
+once, about two minutes). Its blocks are fetched, extracted and DEX-decoded once, in memory, into the
+batches a backfill writes (``--batch-blocks`` per batch, stream ``backfill``); the node and the
+decoding are then out of the picture, so the ratio is the worst case: in a real backfill, fetching
+and decoding take time Kafka does not add to.
+
+- **postgres**: ``PostgresSink.write`` for every batch, in order, into emptied tables;
+- **postgres + kafka**: the same through ``[KafkaHeadSink, PostgresSink, ConfirmedPublisher]``
+  (idempotent producer, acks=all, zstd, every delivery waited for): each record on ``head.*`` and on
+  ``confirmed.*``, into fresh topics on librdkafka's mock cluster (its own process);
+- **postgres + kafka, history on confirmed only**: ``with_kafka(history_on_head=False)``, a backfill's
+  records on ``confirmed.*`` only (one message per record);
+- **live**: the first ``--live-blocks`` blocks one per batch (stream ``follow``, the in-flight journal
+  on), the per-block write time with and without Kafka.
+
+Rounds are interleaved (``--rounds``); the best of each is kept. Target: Kafka costs under 20% of the
+backfill write throughput (ratio ≥ 0.80). Postgres: ``DATABASE_URL``'s server if set, else an
+embedded pgserver in a temp dir. Two cores here: the broker, Postgres and this process share them.
+
+    .venv/bin/python bench/kafka.py [--rounds 3] [--batch-blocks 100] [--live-blocks 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg
+
+from indexer.backfill import fewer_collections
+from indexer.database import asyncpg_dsn, embedded_server, ensure_database
+from indexer.devnet import Devnet
+from indexer.devnet.cache import DevnetCache
+from indexer.dex import DexEnricher, registry_from
+from indexer.extract import extract_block
+from indexer.pipeline import batch_of
+from indexer.rpc import RpcClient
+from migrations import runner
+from sinks.base import Batch, Sink
+from sinks.kafka import KafkaHeadSink, KafkaOptions, kafka_composite
+from sinks.kafka_dev import start_kafka_dev
+from sinks.kafka_keys import KINDS
+from sinks.postgres import PostgresSink
+from sinks.schema import metadata
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 0.80
+POSTGRES = "postgres"
+BOTH = "postgres + kafka"  # each record on head.* and confirmed.*
+CONFIRMED_ONLY = "postgres + kafka, history on confirmed only"  # with_kafka(history_on_head=False)
+MODES = (POSTGRES, BOTH, CONFIRMED_ONLY)
+
+
+def venues(manifest: dict[str, object]) -> tuple[str, str]:
+    exchanges = manifest["exchanges"]
+    assert isinstance(exchanges, list)
+    v2 = ",".join(f"{e['factory']}={e['label']}" for e in exchanges if e["version"] == 2)
+    v3 = ",".join(f"{e['factory']}={e['label']}" for e in exchanges if e["version"] == 3)
+    return v2, v3
+
+
+async def load_batches(devnet: Devnet, batch_blocks: int) -> list[Batch]:
+    """Every block of the devnet as backfill batches, with DEX records (fetched and decoded once)."""
+    v2, v3 = venues(devnet.manifest)
+    batches = []
+    async with RpcClient(devnet.rpc_http) as rpc:
+        enrich = DexEnricher(rpc, None, registry_from(v2, v3))
+        head = await rpc.block_number()
+        for first in range(0, head + 1, batch_blocks):
+            numbers = list(range(first, min(head, first + batch_blocks - 1) + 1))
+            blocks = await rpc.get_blocks(numbers)
+            receipts = await rpc.get_receipts_for_blocks(blocks)
+            extracted = [extract_block(b, r) for b, r in zip(blocks, receipts, strict=True)]
+            batches.append(await enrich(extracted, batch_of("backfill", extracted)))
+    return batches
+
+
+def records(batch: Batch) -> int:
+    return sum(len(getattr(batch, kind)) for kind in KINDS)
+
+
+def one_block_batches(batches: list[Batch], count: int) -> list[Batch]:
+    """The first ``count`` blocks as live batches: one block each with what belongs to it."""
+    out: list[Batch] = []
+    for batch in batches:
+        for i, b in enumerate(batch.blocks):
+            if len(out) == count:
+                return out
+            # a batch's tokens and pools not created in one of its blocks ride with its first block
+            pools = [
+                p
+                for p in batch.pools
+                if p.created_block_hash == b.hash or (i == 0 and not p.created_block_hash)
+            ]
+            out.append(
+                Batch(
+                    "follow",
+                    [b],
+                    transactions=[r for r in batch.transactions if r.block_hash == b.hash],
+                    logs=[r for r in batch.logs if r.block_hash == b.hash],
+                    token_transfers=[r for r in batch.token_transfers if r.block_hash == b.hash],
+                    dex_trades=[r for r in batch.dex_trades if r.block_hash == b.hash],
+                    dex_liquidity=[r for r in batch.dex_liquidity if r.block_hash == b.hash],
+                    pools=pools,
+                    tokens=batch.tokens if i == 0 else (),
+                )
+            )
+    return out
+
+
+async def empty(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in metadata.tables))
+    finally:
+        await conn.close()
+
+
+async def write_all(
+    dsn: str,
+    batches: list[Batch],
+    bootstrap: str | None,
+    *,
+    journal: bool,
+    workers: int = 1,
+    history_on_head: bool = True,
+) -> list[float]:
+    """Write ``batches`` into emptied tables (and fresh topics), ``workers`` at a time in order as the
+    backfill does; seconds per batch, the last one including the final flush."""
+    await empty(dsn)
+    postgres = await PostgresSink.connect(dsn, max_size=workers + 2)
+    writer: Sink = postgres
+    if bootstrap is not None:
+        options = KafkaOptions(bootstrap, f"bench{uuid.uuid4().hex[:6]}.", 12)
+        composite = kafka_composite(options, postgres, journal=journal, history_on_head=history_on_head)
+        head = composite.sinks[0]
+        assert isinstance(head, KafkaHeadSink)
+        await head.start(batches[0].stream)  # once per process (topics, journal): not the write path
+        writer = composite
+    times: list[float] = []
+    queue = list(reversed(batches))
+
+    async def worker() -> None:
+        while queue:
+            batch = queue.pop()
+            t0 = time.perf_counter()
+            await writer.write(batch)
+            times.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+    finally:
+        await writer.close()
+    if workers > 1:  # concurrent: the wall time is what counts
+        return [time.perf_counter() - started]
+    times[-1] += time.perf_counter() - started - sum(times)  # the final flush belongs to the run
+    return times
+
+
+@contextlib.contextmanager
+def postgres_server(tmp: Path) -> Iterator[str]:
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        yield asyncpg_dsn(url)
+        return
+    with embedded_server(tmp / "pg") as uri:
+        yield uri
+
+
+async def rounds(
+    args: argparse.Namespace,
+    dsn: str,
+    batches: list[Batch],
+    live: list[Batch],
+    total: int,
+    best: dict[str, float],
+    live_ms: dict[str, list[float]],
+) -> None:
+    for round_ in range(args.rounds):
+        for name in MODES:
+            with start_kafka_dev() if name != POSTGRES else contextlib.nullcontext() as broker:
+                bootstrap = broker.bootstrap if broker is not None else None
+                seconds = sum(
+                    await write_all(
+                        dsn, batches, bootstrap, journal=False, workers=args.workers,
+                        history_on_head=name != CONFIRMED_ONLY,
+                    )
+                )  # fmt: skip
+                per_block = (
+                    [] if name == CONFIRMED_ONLY else await write_all(dsn, live, bootstrap, journal=True)
+                )
+            rate = total / seconds
+            best[name] = max(best.get(name, 0.0), rate)
+            note = ""
+            if per_block:
+                live_ms.setdefault(name, []).extend(1000 * s for s in per_block[5:])  # past the warm-up
+                note = f"   live p50 {statistics.median(per_block[5:]) * 1000:.2f} ms/block"
+            print(
+                f"  round {round_ + 1} {name:>34}: {rate:9,.0f} records/s ({seconds:.2f}s){note}", flush=True
+            )
+
+
+async def measure(args: argparse.Namespace, server: str, devnet: Devnet) -> None:
+    dsn = await ensure_database(server, f"dexnode_bench_kafka_{os.getpid()}")
+    await runner.upgrade("postgresql+asyncpg://" + dsn.split("://", 1)[1])
+    t0 = time.perf_counter()
+    batches = await load_batches(devnet, args.batch_blocks)
+    total = sum(records(b) for b in batches)
+    blocks = sum(len(b.blocks) for b in batches)
+    live = one_block_batches(batches, args.live_blocks)
+    print(f"batches: {len(batches)} of {args.batch_blocks} blocks, {blocks:,} blocks, {total:,} records"
+          f" (fetched and decoded in {time.perf_counter() - t0:.1f}s); {args.workers} written at once",
+          flush=True)  # fmt: skip
+    best: dict[str, float] = {}
+    live_ms: dict[str, list[float]] = {}
+    with fewer_collections():  # as the backfill runs (its garbage collector settings), both modes alike
+        await rounds(args, dsn, batches, live, total, best, live_ms)
+    print()
+    for name in MODES:
+        ratio = best[name] / best[POSTGRES]
+        verdict = "" if name == POSTGRES else f"  ratio {ratio:.2f} (Kafka costs {1 - ratio:.0%})"
+        if name == BOTH:
+            verdict += f" vs target >= {TARGET_RATIO:.2f}: {'meets' if ratio >= TARGET_RATIO else 'MISSES'}"
+        print(f"{name:>34}: {best[name]:9,.0f} records/s{verdict}")
+    for name, values in live_ms.items():
+        values.sort()
+        print(f"live, one block per batch, {name}: p50 {statistics.median(values):.2f} ms"
+              f"  p90 {values[int(0.9 * (len(values) - 1))]:.2f} ms")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--blocks", type=int, default=2000, help="devnet blocks (bench/backfill.py's chain)")
+    parser.add_argument("--rate", type=float, default=13.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--batch-blocks", type=int, default=100)
+    parser.add_argument(
+        "--workers", type=int, default=4, help="batches written at once, as the backfill does"
+    )
+    parser.add_argument("--live-blocks", type=int, default=200)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="dexnode-bench-kafka-"))
+    cache = DevnetCache(REPO / ".dexnode-test-cache", tmp, args.seed, args.blocks, args.rate, True)
+    print(f"devnet: seed {args.seed}, {args.blocks} blocks at rate {args.rate} (generated once, then cached)",
+          flush=True)  # fmt: skip
+    devnet = cache.load(headroom=0)
+    try:
+        with postgres_server(tmp) as server:
+            asyncio.run(measure(args, server, devnet))
+    finally:
+        devnet.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

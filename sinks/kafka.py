@@ -1,0 +1,292 @@
+"""The Kafka sinks: ``head.*`` topics as blocks are indexed (with reverts), ``confirmed.*`` once deep.
+
+Topics, for ``prefix`` = ``DEXNODE_KAFKA_TOPIC_PREFIX`` (default ``<chain>.``) and each kind in
+``blocks transactions logs token_transfers dex_trades dex_liquidity pools tokens reorgs``:
+
+- ``<prefix>head.<kind>``: records as soon as they are indexed. On a reorg, first a ``Revert``
+  for every orphaned record (same topic, same key, so same partition, after the record), then
+  the ``Reorg`` record on ``head.reorgs``, then the new branch.
+- ``<prefix>confirmed.<kind>``: blocks deeper than ``DEXNODE_CONFIRMATIONS``, read back from
+  Postgres (the canonical chain), never reverted. No ``confirmed.reorgs``: nothing there is undone.
+
+Messages: value = ``records.to_json(record)`` (``type``, ``version``, ``data``); key = the natural
+key (``sinks.kafka_keys``); a ``block_hash`` header on every message.
+
+The split, and why the order is what it is (``with_kafka`` builds it):
+
+    CompositeSink([KafkaHeadSink, PostgresSink, ConfirmedPublisher])
+
+1. ``KafkaHeadSink`` writes a batch *before* Postgres commits it. Its reverts need the orphaned
+   records' keys, which only Postgres has, and only until it commits the reorg. It waits for
+   every delivery report; a failure raises ``KafkaUnavailable`` (retryable), so Postgres does not
+   commit, the cursor does not move, and the whole batch is written again: Kafka can hold a batch
+   Postgres does not have yet, never the reverse. "Never lost" costs possible duplicates: same
+   key, same content; consumers dedupe by key.
+2. A crash after Kafka, before Postgres: the follower resumes from Postgres and produces the batch
+   again. If a reorg replaced it meanwhile, Postgres never knew it: the in-flight journal
+   (``sinks.kafka_journal``) remembers its keys, and the head sink reverts them at start.
+3. ``ConfirmedPublisher`` runs after the Postgres commit. It publishes, from Postgres, every stored
+   block from its own cursor (``cursors`` row ``kafka.confirmed``) up to ``tip - confirmations``,
+   advancing the cursor after each delivered chunk: a restart continues without a gap (and may
+   repeat the last chunk). A failure there does not fail the batch (Postgres has committed); the
+   next batch retries from the cursor.
+4. A stream that writes only confirmed blocks (``backfill``, ``journal=False``) needs neither
+   reverts nor waiting: the head sink writes its batches to ``head.*`` and ``confirmed.*`` at once,
+   before Postgres (one encoding, same guarantee), and the publisher's cursor just moves over them.
+   Its chunks may be written concurrently and out of order; each is on both flavours regardless.
+
+Consumers of ``head.*``: keep the latest record per key; on a ``Revert``, drop the key if its stored
+record has the revert's ``block_hash`` (``dexnode consume --apply-reverts``, ``examples/pool_volume.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaException
+
+from indexer.settings import Settings
+from records import Revert
+from sinks.base import Batch, CompositeSink, Sink
+from sinks.kafka_confirmed import CONFIRMED_STREAMS, ConfirmedPublisher
+from sinks.kafka_journal import InFlight, encode, read_last_entry
+from sinks.kafka_keys import (
+    CONFIRMED,
+    HEAD,
+    KINDS,
+    RECORD_TYPE,
+    REORGS,
+    EncodedCache,
+    Topics,
+    encode_record,
+    keys_of_batch,
+    reorg_key,
+    revert_messages,
+)
+from sinks.kafka_producer import KafkaProducer, KafkaUnavailable, OutMessage, out_message, shared_config
+from sinks.postgres import PostgresSink
+from sinks.postgres_read import StoredChain
+
+log = logging.getLogger("dexnode.sink.kafka")
+
+_ENV_PREFIX = "DEXNODE_KAFKA_"
+_NOT_LIBRDKAFKA = {"BOOTSTRAP_SERVERS", "TOPIC_PREFIX"}  # dexnode's own DEXNODE_KAFKA_* settings
+_ENFORCED = {"enable.idempotence": True, "acks": "all"}
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "compression.type": "lz4",  # zstd packs ~15% tighter for ~35% more producer CPU (bench/kafka.py)
+    "linger.ms": 5,
+    "partitioner": "murmur2_random",  # the Java client's partitioner: the same key, the same partition
+    "message.timeout.ms": 30_000,  # a delivery not acknowledged by then fails the batch, which is retried
+    "queue.buffering.max.messages": 1_000_000,
+    "client.id": "dexnode",
+}
+
+
+def kafka_config_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka settings from ``DEXNODE_KAFKA_*``: the rest of the name, lower case, ``_`` → ``.``
+    (``__`` → a literal ``_``). ``DEXNODE_KAFKA_SASL_MECHANISM=PLAIN`` → ``{"sasl.mechanism": "PLAIN"}``.
+    ``DEXNODE_KAFKA_BOOTSTRAP_SERVERS`` and ``DEXNODE_KAFKA_TOPIC_PREFIX`` are dexnode settings."""
+    config = {}
+    for name, value in environ.items():
+        if not name.startswith(_ENV_PREFIX):
+            continue
+        rest = name[len(_ENV_PREFIX) :]
+        if not rest or rest in _NOT_LIBRDKAFKA:
+            continue
+        config[rest.lower().replace("__", "\0").replace("_", ".").replace("\0", "_")] = value
+    return config
+
+
+@dataclass(frozen=True)
+class KafkaOptions:
+    bootstrap_servers: str
+    topic_prefix: str
+    confirmations: int
+    extra: dict[str, str] = field(default_factory=dict)  # librdkafka settings from DEXNODE_KAFKA_*
+
+    @classmethod
+    def from_settings(cls, settings: Settings, environ: Mapping[str, str]) -> KafkaOptions | None:
+        """None when Kafka is off (``DEXNODE_KAFKA_BOOTSTRAP_SERVERS`` unset)."""
+        if not settings.kafka_bootstrap_servers:
+            return None
+        prefix = settings.kafka_topic_prefix
+        return cls(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            topic_prefix=f"{settings.chain}." if prefix is None else prefix,
+            confirmations=settings.confirmations,
+            extra=kafka_config_from_env(environ),
+        )
+
+    def producer_config(self) -> dict[str, Any]:
+        extra = dict(self.extra)
+        for name, value in _ENFORCED.items():
+            given = extra.pop(name, None)
+            if given is not None and given.lower() != str(value).lower():
+                log.warning("%s=%s ignored: dexnode's Kafka guarantees need %s", name, given, value)
+        return {
+            **PRODUCER_DEFAULTS,
+            **extra,
+            **_ENFORCED,
+            "bootstrap.servers": self.bootstrap_servers,
+            "logger": logging.getLogger("dexnode.librdkafka"),
+        }
+
+    def consumer_config(self) -> dict[str, Any]:
+        return shared_config(self.producer_config())
+
+
+class KafkaHeadSink:
+    """``head.*``: each batch as it is indexed, reverts first on a reorg. Goes before Postgres."""
+
+    def __init__(
+        self,
+        producer: KafkaProducer,
+        topics: Topics,
+        stored: StoredChain,
+        *,
+        reader_config: dict[str, Any],
+        journal: bool = True,
+        cache: EncodedCache | None = None,
+        confirmed_streams: frozenset[str] = CONFIRMED_STREAMS,
+        history_on_head: bool = True,
+    ) -> None:
+        self.producer = producer
+        self.topics = topics
+        self.stored = stored
+        self.reader_config = reader_config
+        self.journal = journal
+        self.cache = cache or EncodedCache()
+        self.confirmed_streams = confirmed_streams  # their batches go to confirmed.* here, not after
+        self.history_on_head = history_on_head  # and to head.* too (False: confirmed.* only)
+        self._started: set[str] = set()
+
+    async def start(self, stream: str) -> None:
+        """Topics (best effort), then the revert of a batch a crash left on Kafka but not in Postgres."""
+        if not self._started:
+            streams = [stream] if self.journal else []
+            topics = self.topics.all(streams)
+            await asyncio.to_thread(self.producer.ensure_topics, topics, self.topics.of(HEAD, "blocks"))
+        if self.journal:
+            await self._recover(stream)
+        self._started.add(stream)
+
+    async def _recover(self, stream: str) -> None:
+        topic = self.topics.journal(stream)
+        try:
+            entry = await asyncio.to_thread(read_last_entry, self.reader_config, topic)
+        except KafkaException as exc:  # the broker is not answering
+            raise KafkaUnavailable(f"reading the in-flight journal {topic}: {exc}") from None
+        if entry is None:
+            return
+        cursor = await self.stored.cursor(stream)
+        if cursor is not None and (cursor.number, cursor.hash) == entry.after:
+            return  # the last batch Kafka saw was committed
+        keys = sum(len(v) for b in entry.blocks for v in b.keys.values())
+        log.warning(
+            "the last %s batch (to block %d %s) reached Kafka but not Postgres: reverting its %d records"
+            " on head topics before going on",
+            stream,
+            entry.after[0],
+            entry.after[1][:10],
+            keys,
+        )
+        messages = list(revert_messages(self.topics, entry.blocks))
+        if entry.reorg is not None:
+            key, number, block_hash = entry.reorg
+            revert = Revert(number, block_hash, RECORD_TYPE[REORGS], key)
+            _, k, value, headers = encode_record(REORGS, revert, (number, block_hash))
+            messages.append(out_message(self.topics.of(HEAD, REORGS), k, value, headers))
+        await self.producer.send(messages)
+
+    async def write(self, batch: Batch) -> None:
+        if not batch.blocks and batch.reorg is None:
+            return
+        if batch.stream not in self._started:
+            await self.start(batch.stream)
+        if self.journal:
+            await self._journal(batch)
+        messages: list[OutMessage] = []
+        reorg = batch.reorg
+        if reorg is not None:
+            orphaned = await self.stored.keys_above(reorg.common_ancestor_number)
+            messages.extend(revert_messages(self.topics, orphaned))
+            _, key, value, headers = encode_record(REORGS, reorg, (0, ""))
+            messages.append(out_message(self.topics.of(HEAD, REORGS), key, value, headers))
+        encoded = self.cache.encode(batch)
+        confirmed_only = batch.stream in self.confirmed_streams and reorg is None  # by construction
+        if not confirmed_only or self.history_on_head:
+            head = {kind: self.topics.of(HEAD, kind) for kind in KINDS}
+            messages.extend([(head[kind], key, value, headers, -1) for kind, key, value, headers in encoded])
+        if confirmed_only:
+            confirmed = {kind: self.topics.of(CONFIRMED, kind) for kind in KINDS}
+            messages.extend((confirmed[k], key, value, headers, -1) for k, key, value, headers in encoded)
+        await self.producer.send(messages)
+
+    async def _journal(self, batch: Batch) -> None:
+        tip, reorg = batch.tip, batch.reorg
+        if tip is not None:
+            after = (tip.number, tip.hash)
+        else:
+            assert reorg is not None
+            after = (reorg.common_ancestor_number, reorg.common_ancestor_hash)
+        entry = InFlight(
+            stream=batch.stream,
+            after=after,
+            blocks=keys_of_batch(batch),
+            reorg=None
+            if reorg is None
+            else (reorg_key(reorg), reorg.common_ancestor_number, reorg.common_ancestor_hash),
+        )
+        topic = self.topics.journal(batch.stream)
+        await self.producer.send([out_message(topic, b"", value, [], 0) for value in encode(entry)])
+
+    async def revert(self, from_block: int) -> None:
+        orphaned = await self.stored.keys_above(from_block - 1)
+        await self.producer.send(list(revert_messages(self.topics, orphaned)))
+
+    async def close(self) -> None:
+        await self.producer.close()
+
+
+def with_kafka(
+    settings: Settings,
+    postgres: PostgresSink,
+    environ: Mapping[str, str],
+    *,
+    journal: bool = True,
+    history_on_head: bool = True,
+) -> Sink:
+    """The Postgres sink alone when Kafka is off; else ``[KafkaHeadSink, postgres, ConfirmedPublisher]``.
+
+    ``journal=False`` only for streams that write confirmed blocks (backfill): they cannot be orphaned.
+    ``history_on_head=False``: such a stream's batches go to ``confirmed.*`` only, not to ``head.*``
+    too (half the messages; ``head.*`` then starts where the follower started)."""
+    options = KafkaOptions.from_settings(settings, environ)
+    if options is None:
+        return postgres
+    return kafka_composite(options, postgres, journal=journal, history_on_head=history_on_head)
+
+
+def kafka_composite(
+    options: KafkaOptions, postgres: PostgresSink, *, journal: bool = True, history_on_head: bool = True
+) -> CompositeSink:
+    producer = KafkaProducer(options.producer_config())
+    topics = Topics(options.topic_prefix)
+    stored = StoredChain(postgres.pool)
+    cache = EncodedCache()
+    head = KafkaHeadSink(
+        producer,
+        topics,
+        stored,
+        reader_config=options.consumer_config(),
+        journal=journal,
+        cache=cache,
+        history_on_head=history_on_head,
+    )
+    confirmed = ConfirmedPublisher(producer, topics, stored, options.confirmations, cache=cache)
+    sinks: Sequence[Sink] = [head, postgres, confirmed]
+    return CompositeSink(sinks)
