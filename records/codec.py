@@ -10,7 +10,8 @@ Rules that make the JSON exact for any consumer language:
 - integers annotated ``U256`` (token amounts, wei values, difficulty) are always decimal strings,
   whatever their size, because JSON numbers lose precision past 2^53 in most parsers and a field's
   JSON type must not depend on its value;
-- ``Decimal`` is always a string (``"1.50"`` keeps its exponent: ``Decimal("1.50")`` round-trips);
+- ``Decimal`` is always a fixed-point string (``"1.50"`` keeps its digits: ``Decimal("1.50")``
+  round-trips; never exponent notation, so a value reads back from Postgres as the same text);
 - other ints (block numbers, indexes, timestamps, gas) are JSON numbers;
 - tuples become arrays, nested records become objects without ``type``/``version``.
 """
@@ -104,6 +105,12 @@ def _bool_from_json(value: Any) -> bool:
     return value
 
 
+def _decimal_to_json(value: Decimal) -> str:
+    # fixed-point, never exponent notation: the same value read back from Postgres NUMERIC (which
+    # keeps the scale) prints the same, so head and confirmed Kafka messages match byte for byte
+    return format(value, "f")
+
+
 def _decimal_from_json(value: Any) -> Decimal:
     if not isinstance(value, str):
         raise RecordDecodeError(f"expected a decimal string, got {value!r}")
@@ -167,7 +174,7 @@ def _compile(hint: Any) -> tuple[Encoder, Decoder]:
     if hint is bool:
         return _identity, _bool_from_json
     if hint is Decimal:
-        return str, _decimal_from_json
+        return _decimal_to_json, _decimal_from_json
     raise TypeError(f"unsupported field type {hint!r}")
 
 
@@ -206,8 +213,53 @@ def _fields_from_dict(cls: type[R], doc: Any) -> R:
     return cls(**kwargs)
 
 
+_FAST: dict[type, Callable[[Any], dict[str, Any]]] = {}
+
+
+def _inline(name: str, hint: Any, env: dict[str, Any]) -> str:
+    """A Python expression encoding field ``name`` of ``r``: plain values inline, the rest by call."""
+    base, optional = hint, False
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        base, optional = (args[0], True) if len(args) == 1 else (hint, False)
+    if base in (int, str, bool):
+        return f"r.{name}"
+    is_big = get_origin(base) is Annotated and any(isinstance(e, _U256Marker) for e in get_args(base)[1:])
+    if is_big or base is Decimal:
+
+        def conv(x: str) -> str:
+            return f"str({x})" if is_big else f"format({x}, 'f')"
+
+        return f"(None if (v := r.{name}) is None else {conv('v')})" if optional else conv(f"r.{name}")
+    env[f"_e_{name}"] = _compile(hint)[0]
+    return f"_e_{name}(r.{name})"
+
+
+def _fast_encoder(cls: type) -> Callable[[Any], dict[str, Any]]:
+    """``to_dict`` for one class, generated once: a single dict display with each field's encoding
+    inlined (2-3x faster than a loop over per-field encoders; records are encoded for every Kafka
+    message). The generic codec stays the reference: the unit tests compare the two."""
+    fast = _FAST.get(cls)
+    if fast is None:
+        hints = get_type_hints(cls, include_extras=True)
+        env: dict[str, Any] = {}
+        items = ", ".join(
+            f"{f.name!r}: {_inline(f.name, hints[f.name], env)}" for f in dataclasses.fields(cls)
+        )
+        envelope = f"'type': {cls.TYPE!r}, 'version': {cls.VERSION!r}"  # type: ignore[attr-defined]
+        source = f"def encode(r):\n    return {{{envelope}, 'data': {{{items}}}}}\n"
+        exec(source, env)  # generated from the class's own field names and types only
+        fast = _FAST[cls] = env["encode"]
+    return fast
+
+
 def to_dict(record: Record) -> dict[str, Any]:
     """The record's JSON object (with ``type`` and ``version``) as plain Python values."""
+    return _fast_encoder(type(record))(record)
+
+
+def to_dict_reference(record: Record) -> dict[str, Any]:
+    """``to_dict`` through the generic per-field codec (what the generated encoders must equal)."""
     return {"type": record.TYPE, "version": record.VERSION, "data": _fields_to_dict(record)}
 
 
