@@ -42,13 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
-from indexer.backfill import fewer_collections
 from indexer.database import asyncpg_dsn, embedded_server, ensure_database
 from indexer.devnet import Devnet
 from indexer.devnet.cache import DevnetCache
 from indexer.dex import DexEnricher, registry_from
 from indexer.extract import extract_block
-from indexer.pipeline import batch_of
+from indexer.pipeline import batch_of, fewer_collections
 from indexer.rpc import RpcClient
 from migrations import runner
 from sinks.base import Batch, Sink

@@ -50,11 +50,13 @@ def pct(values: list[float], q: float) -> float:
 
 
 def drive(directory: str, blocks: int, rate: float, interval: float) -> None:
+    """Mine a block, then stay quiet for ``interval`` s while dexnode processes it, as a remote node
+    would be: sending the next block's transactions right away would put this process and anvil on
+    the same two cores as the code being measured."""
     devnet = Devnet.attach(Path(directory))
     for _ in range(blocks):
-        started = time.monotonic()
         devnet.activity(1, rate)
-        time.sleep(max(0.0, interval - (time.monotonic() - started)))
+        time.sleep(interval)
 
 
 async def run(dsn: str, devnet: Devnet, data_dir: Path, blocks: int, rate: float, interval: float) -> Timing:
@@ -70,8 +72,8 @@ async def run(dsn: str, devnet: Devnet, data_dir: Path, blocks: int, rate: float
             enrich = DexEnricher(rpc, sink.pool, registry_from(v2, v3))
             task = asyncio.create_task(consume(follower, sink, quiet=True, timing=timing, enrich=enrich))
             await asyncio.sleep(0.5)
-            # the load comes from another process, as a node's would (it must not share our GIL), one
-            # block every `interval` seconds as on a real chain, so blocks do not queue behind each other
+            # the load comes from another process, as a node's would (it must not share our GIL), with a
+            # quiet `interval` after each block as on a real chain, so blocks do not queue behind each other
             ctx = multiprocessing.get_context("spawn")
             driver = ctx.Process(target=drive, args=(str(data_dir / "devnet"), blocks, rate, interval))
             driver.start()

@@ -6,9 +6,11 @@ I/O lives here and in the follower; extraction and decoding stay pure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -114,6 +116,22 @@ def describe(event: FollowerEvent, batch: Batch, ms: float) -> str:
     return " ".join(parts) + f" {ms:.1f}ms"
 
 
+@contextlib.contextmanager
+def fewer_collections() -> Iterator[None]:
+    """Indexing allocates millions of short-lived records: with the default thresholds the
+    cyclic garbage collector runs every 700 allocations and keeps rescanning everything alive
+    (measured: 15–40% of the extraction's CPU time, growing with the live heap). Collect less often
+    and never rescan what was alive before the run (imports, settings)."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 50)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+
+
 async def consume(
     follower: Follower,
     sink: Sink,
@@ -125,6 +143,19 @@ async def consume(
     enrich: Enricher | None = None,
 ) -> None:
     """Drain the follower's events into the sink, one transaction per event."""
+    with fewer_collections():
+        await _consume(follower, sink, stream, quiet, timing, on_event, enrich)
+
+
+async def _consume(
+    follower: Follower,
+    sink: Sink,
+    stream: str,
+    quiet: bool,
+    timing: Timing | None,
+    on_event: Callable[[FollowerEvent], None] | None,
+    enrich: Enricher | None,
+) -> None:
     async for event in follower.events():
         t0 = time.perf_counter()
         batch = batch_of_event(stream, event)

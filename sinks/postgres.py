@@ -7,7 +7,7 @@ Per batch, in one transaction:
 2. per table with rows: binary COPY into a temporary staging table (created once per
    connection), then one statement that moves the rows out of staging (``DELETE ... RETURNING``)
    and inserts them ``ON CONFLICT (natural key) DO NOTHING``, so a replayed batch writes nothing
-   twice;
+   twice — or, when none of the batch's blocks is stored, binary COPY straight into the tables;
 3. move the stream's cursor to the batch's last block.
 A crash at any point leaves either the whole batch or none of it.
 """
@@ -134,10 +134,31 @@ class PostgresSink:
         return cls(pool)
 
     async def write(self, batch: Batch) -> None:
+        """One transaction. Blocks not stored yet (the usual live case, and every reorg's new branch
+        once the orphans are deleted) are COPied straight into their tables: a third less time per
+        live block than the staging pass. If a concurrent writer stored some of them meanwhile, the
+        unique violation rolls everything back and the batch is written again through staging, where
+        what is already stored is skipped."""
+        try:
+            await self._write(batch, allow_direct=True)
+        except asyncpg.UniqueViolationError as exc:
+            if not batch.blocks:
+                raise
+            log.info("block %d: stored meanwhile (%s); writing it idempotently", batch.blocks[0].number, exc)
+            await self._write(batch, allow_direct=False)
+
+    async def _write(self, batch: Batch, *, allow_direct: bool) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             if batch.reorg is not None:
                 await self._apply_reorg(conn, batch)
-            await self._insert_rows(conn, batch)
+            direct = False
+            if allow_direct and batch.blocks:
+                direct = not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM blocks WHERE number BETWEEN $1 AND $2)",
+                    batch.blocks[0].number,
+                    batch.blocks[-1].number,
+                )
+            await self._insert_rows(conn, batch, direct=direct)
             await self._checkpoint(conn, batch)
 
     async def _vacuum_staging(self, conn: asyncpg.Connection, batch: Batch) -> None:

@@ -422,7 +422,7 @@ def test_two_protocols_declaring_one_topic0_is_a_config_error() -> None:
 
 def test_slot_filler_builds_the_same_record() -> None:
     values: dict[str, Any] = {f.name: f"v{i}" for i, f in enumerate(dataclasses.fields(DexTrade))}
-    values.update(block_number=1, amount_bought=Decimal("1.50"), price=None)
+    values.update(block_number=1, amount_bought=Decimal("1.50"), amount_sold=Decimal("3"), price=None)
     fast = slot_filler(DexTrade)(*values.values())
     assert (
         type(fast) is DexTrade and fast == DexTrade(**values) and to_dict(fast) == to_dict(DexTrade(**values))
