@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeAlias
@@ -48,18 +49,16 @@ Executor: TypeAlias = "asyncpg.Pool | asyncpg.Connection"
 class BackfillSink(PostgresSink):
     """``PostgresSink`` whose batch transaction records the completed chunk instead of a cursor.
 
-    A chunk none of whose blocks is stored (the usual case) is COPied straight into the tables,
-    skipping the staging pass; if another writer (the follower, a second backfill) stores some of
-    them meanwhile, the unique violation rolls the chunk back and it is written again the idempotent
-    way. Commits do not wait for the WAL flush (``synchronous_commit = off``): a server crash can
+    A chunk none of whose blocks is stored (the usual case) is COPied straight into the tables
+    (``PostgresSink.write``); if another writer (the follower, a second backfill) stores some of
+    them meanwhile, it is written again the idempotent way, and a deadlock with such a writer is
+    retried. Commits do not wait for the WAL flush (``synchronous_commit = off``): a server crash can
     lose the last chunks, but always with their checkpoint rows, so a rerun writes them again.
     """
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         super().__init__(pool)
         self.run_started_at = datetime.now(UTC)
-        self.direct_chunks = 0
-        self.upserted_chunks = 0
 
     @classmethod
     async def connect(cls, dsn: str, *, max_size: int = 4) -> BackfillSink:
@@ -67,38 +66,17 @@ class BackfillSink(PostgresSink):
         assert isinstance(sink, BackfillSink)
         return sink
 
-    async def write(self, batch: Batch) -> None:
-        if batch.reorg is not None or not batch.blocks:
-            await super().write(batch)
-            return
+    async def write(
+        self, batch: Batch, *, before_commit: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         for attempt in range(1, 6):
             try:
-                await self._write_chunk(batch)
+                await super().write(batch, before_commit=before_commit)
                 return
             except asyncpg.TransactionRollbackError as exc:  # a deadlock with a concurrent writer
-                if attempt == 5:
+                if attempt == 5 or not batch.blocks:
                     raise
                 log.info("chunk at block %d rolled back (%s): writing it again", batch.blocks[0].number, exc)
-
-    async def _write_chunk(self, batch: Batch) -> None:
-        try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute("SET LOCAL synchronous_commit = off")
-                stored = await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM blocks WHERE number BETWEEN $1 AND $2)",
-                    batch.blocks[0].number,
-                    batch.blocks[-1].number,
-                )
-                await self._insert_rows(conn, batch, direct=not stored)
-                await self._checkpoint(conn, batch)
-            if not stored:
-                self.direct_chunks += 1
-                return
-        except asyncpg.UniqueViolationError as exc:
-            first, last = batch.blocks[0].number, batch.blocks[-1].number
-            log.info("blocks %d–%d stored meanwhile (%s): writing them idempotently", first, last, exc)
-            await super().write(batch)
-        self.upserted_chunks += 1
 
     async def _checkpoint(self, conn: asyncpg.Connection, batch: Batch) -> None:
         if not batch.blocks:

@@ -42,8 +42,9 @@ record has the revert's ``block_hash`` (``dexnode consume --apply-reverts``, ``e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,8 +204,13 @@ class KafkaHeadSink:
         await self.producer.send(messages)
 
     async def write(self, batch: Batch) -> None:
+        await (await self.produce(batch))()
+
+    async def produce(self, batch: Batch) -> Callable[[], Awaitable[None]]:
+        """Journal the batch (waited for), produce its messages, and return the waiter for their
+        deliveries: the caller finishes its Postgres transaction meanwhile and commits only after."""
         if not batch.blocks and batch.reorg is None:
-            return
+            return _delivered
         if batch.stream not in self._started:
             await self.start(batch.stream)
         if self.journal:
@@ -224,7 +230,7 @@ class KafkaHeadSink:
         if confirmed_only:
             confirmed = {kind: self.topics.of(CONFIRMED, kind) for kind in KINDS}
             messages.extend((confirmed[k], key, value, headers, -1) for k, key, value, headers in encoded)
-        await self.producer.send(messages)
+        return await self.producer.start_send(messages)
 
     async def _journal(self, batch: Batch) -> None:
         tip, reorg = batch.tip, batch.reorg
@@ -271,6 +277,31 @@ def with_kafka(
     return kafka_composite(options, postgres, journal=journal, history_on_head=history_on_head)
 
 
+async def _delivered() -> None:
+    return None
+
+
+class KafkaPostgresSink(CompositeSink):
+    """``[KafkaHeadSink, PostgresSink, ConfirmedPublisher]`` with Kafka's delivery overlapping the
+    Postgres transaction: the head messages are produced first, Postgres writes the batch, and its
+    COMMIT waits until every message is acknowledged. A failed delivery rolls the transaction back
+    (the batch is retried whole), so Postgres still never holds a batch Kafka lacks."""
+
+    def __init__(self, head: KafkaHeadSink, postgres: PostgresSink, confirmed: Sink) -> None:
+        super().__init__([head, postgres, confirmed])
+        self.head, self.postgres, self.confirmed = head, postgres, confirmed
+
+    async def write(self, batch: Batch) -> None:
+        delivered = await self.head.produce(batch)
+        try:
+            await self.postgres.write(batch, before_commit=delivered)
+        except Exception:
+            with contextlib.suppress(Exception):
+                await delivered()  # do not leave reports behind for the retry to trip over
+            raise
+        await self.confirmed.write(batch)
+
+
 def kafka_composite(
     options: KafkaOptions, postgres: PostgresSink, *, journal: bool = True, history_on_head: bool = True
 ) -> CompositeSink:
@@ -288,5 +319,4 @@ def kafka_composite(
         history_on_head=history_on_head,
     )
     confirmed = ConfirmedPublisher(producer, topics, stored, options.confirmations, cache=cache)
-    sinks: Sequence[Sink] = [head, postgres, confirmed]
-    return CompositeSink(sinks)
+    return KafkaPostgresSink(head, postgres, confirmed)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -34,6 +34,10 @@ _PERMANENT = {
     KafkaError.CLUSTER_AUTHORIZATION_FAILED,
 }
 Headers = list[tuple[str, str | bytes | None]]
+
+
+async def _nothing_to_wait_for() -> None:
+    return None
 
 
 class KafkaUnavailable(RetryableError, ConnectionError):
@@ -102,8 +106,13 @@ class KafkaProducer:
 
     async def send(self, messages: Sequence[OutMessage]) -> None:
         """Produce ``messages`` in order and wait for every delivery report."""
+        await (await self.start_send(messages))()
+
+    async def start_send(self, messages: Sequence[OutMessage]) -> Callable[[], Awaitable[None]]:
+        """Produce ``messages`` in order now; the returned waiter waits for their delivery reports
+        (and raises if any failed), so the caller can do other work while they travel."""
         if not messages:
-            return
+            return _nothing_to_wait_for
         producer = self._current()
         deliveries = _Deliveries()
         produce = producer.produce
@@ -116,13 +125,18 @@ class KafkaProducer:
                     await asyncio.to_thread(producer.poll, 0.1)
                 except KafkaException as exc:
                     raise self._error(exc.args[0]) from None
-        # wait for this send's reports only: flush sends at once (poll would wait for linger.ms) and
-        # returns when the queue is empty; in short slices, as concurrent sends keep it from emptying
-        while deliveries.reported < len(messages):
-            await asyncio.to_thread(producer.flush, 0.05)
-        if deliveries.failed:
-            assert deliveries.first_error is not None
-            raise self._error(deliveries.first_error, failed=deliveries.failed, total=len(messages))
+        total = len(messages)
+
+        async def wait() -> None:
+            # wait for this send's reports only: flush sends at once (poll would wait for linger.ms)
+            # and returns when the queue is empty; in short slices, as concurrent sends keep it busy
+            while deliveries.reported < total:
+                await asyncio.to_thread(producer.flush, 0.05)
+            if deliveries.failed:
+                assert deliveries.first_error is not None
+                raise self._error(deliveries.first_error, failed=deliveries.failed, total=total)
+
+        return wait
 
     def _error(self, err: KafkaError, *, failed: int = 1, total: int = 1) -> Exception:
         what = f"{failed} of {total} Kafka messages not delivered: {err.str()}"

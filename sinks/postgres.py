@@ -15,7 +15,7 @@ A crash at any point leaves either the whole batch or none of it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -133,21 +133,27 @@ class PostgresSink:
         )
         return cls(pool)
 
-    async def write(self, batch: Batch) -> None:
-        """One transaction. Blocks not stored yet (the usual live case, and every reorg's new branch
-        once the orphans are deleted) are COPied straight into their tables: a third less time per
+    async def write(
+        self, batch: Batch, *, before_commit: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        """One transaction; ``before_commit`` runs last inside it (a raise there rolls it back).
+
+        Blocks not stored yet (the usual live case, and every reorg's new branch once the orphans are
+        deleted) are COPied straight into their tables: a third less time per
         live block than the staging pass. If a concurrent writer stored some of them meanwhile, the
         unique violation rolls everything back and the batch is written again through staging, where
         what is already stored is skipped."""
         try:
-            await self._write(batch, allow_direct=True)
+            await self._write(batch, allow_direct=True, before_commit=before_commit)
         except asyncpg.UniqueViolationError as exc:
             if not batch.blocks:
                 raise
             log.info("block %d: stored meanwhile (%s); writing it idempotently", batch.blocks[0].number, exc)
-            await self._write(batch, allow_direct=False)
+            await self._write(batch, allow_direct=False, before_commit=before_commit)
 
-    async def _write(self, batch: Batch, *, allow_direct: bool) -> None:
+    async def _write(
+        self, batch: Batch, *, allow_direct: bool, before_commit: Callable[[], Awaitable[None]] | None
+    ) -> None:
         async with self.pool.acquire() as conn, conn.transaction():
             if batch.reorg is not None:
                 await self._apply_reorg(conn, batch)
@@ -160,6 +166,8 @@ class PostgresSink:
                 )
             await self._insert_rows(conn, batch, direct=direct)
             await self._checkpoint(conn, batch)
+            if before_commit is not None:
+                await before_commit()
 
     async def _vacuum_staging(self, conn: asyncpg.Connection, batch: Batch) -> None:
         """Staging tables are emptied by the DELETE ... RETURNING that moves their rows, which leaves
