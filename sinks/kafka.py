@@ -14,12 +14,13 @@ key (``sinks.kafka_keys``); a ``block_hash`` header on every message.
 
 The split, and why the order is what it is (``with_kafka`` builds it):
 
-    CompositeSink([KafkaHeadSink, PostgresSink, ConfirmedPublisher])
+    KafkaPostgresSink([KafkaHeadSink, PostgresSink, ConfirmedPublisher])
 
-1. ``KafkaHeadSink`` writes a batch *before* Postgres commits it. Its reverts need the orphaned
-   records' keys, which only Postgres has, and only until it commits the reorg. It waits for
-   every delivery report; a failure raises ``KafkaUnavailable`` (retryable), so Postgres does not
-   commit, the cursor does not move, and the whole batch is written again: Kafka can hold a batch
+1. ``KafkaHeadSink`` produces a batch *before* Postgres commits it. Its reverts need the orphaned
+   records' keys, which only Postgres has, and only until it commits the reorg. The deliveries
+   travel while Postgres writes the batch, and the COMMIT waits for every delivery report; a
+   failure raises ``KafkaUnavailable`` (retryable), which rolls the transaction back, so Postgres
+   does not commit, the cursor does not move, and the whole batch is written again: Kafka can hold a batch
    Postgres does not have yet, never the reverse. "Never lost" costs possible duplicates: same
    key, same content; consumers dedupe by key.
 2. A crash after Kafka, before Postgres: the follower resumes from Postgres and produces the batch
