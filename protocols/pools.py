@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from decoders.events import selector
-from protocols.base import NOT_A_POOL, Skip
-from records import Pool
+from protocols.base import NOT_A_POOL, UNKNOWN, Skip
+from records import Log, Pool
 
 CallResult = str | bytes | None
 
@@ -135,3 +135,35 @@ def read_pool_tokens(address: str, results: Mapping[str, CallResult]) -> tuple[s
         bad = TOKEN0 if token0 is None else TOKEN1
         return Skip(NOT_A_POOL, f"{address}: {bad}() did not return an address")
     return token0, token1, address_result(results.get(FACTORY))
+
+
+def make_pool(
+    address: str,
+    *,
+    protocol: str,
+    version: str,
+    label: str | None,
+    factory: str | None,
+    token0: str,
+    token1: str,
+    fee: int | None,
+    tick_spacing: int | None,
+    created_by: Log | None = None,
+) -> Pool:
+    """A ``Pool``: attributed to ``protocol`` under ``label`` when a configured venue vouches for it
+    (``label`` not None), else ``unknown``; ``created_by`` is the factory's creation log, when seen."""
+    return Pool(
+        address=address,
+        protocol=protocol if label is not None else UNKNOWN,
+        version=version,
+        exchange=label if label is not None else UNKNOWN,
+        factory=factory,
+        token0=token0,
+        token1=token1,
+        fee=fee,
+        tick_spacing=tick_spacing,
+        created_block_number=created_by.block_number if created_by is not None else None,
+        created_block_hash=created_by.block_hash if created_by is not None else None,
+        created_transaction_hash=created_by.transaction_hash if created_by is not None else None,
+        created_log_index=created_by.log_index if created_by is not None else None,
+    )

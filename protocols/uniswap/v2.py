@@ -20,7 +20,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from decoders.events import Malformed
@@ -32,7 +32,6 @@ from protocols.base import (
     POOL_CREATED,
     POOL_EVENT,
     UNCONFIGURED_FACTORY,
-    UNKNOWN,
     UNKNOWN_POOL,
     VERSION_MISMATCH,
     Context,
@@ -50,6 +49,7 @@ from protocols.pools import (
     CallResult,
     PoolResolver,
     encode_call,
+    make_pool,
     read_pool_tokens,
 )
 from protocols.trades import liquidity, trade
@@ -139,22 +139,19 @@ def handle_sync(log: Log, ctx: Context) -> Outcome:
     return Skip(MALFORMED, event.reason) if isinstance(event, Malformed) else None
 
 
-def _venue_pool(venue: V2Venue | None, address: str, factory: str | None, token0: str, token1: str) -> Pool:
-    return Pool(
-        address=address,
-        protocol=PROTOCOL if venue is not None else UNKNOWN,
-        version=VERSION,
-        exchange=venue.label if venue is not None else UNKNOWN,
-        factory=factory,
-        token0=token0,
-        token1=token1,
-        fee=venue.fee if venue is not None else None,
-        tick_spacing=None,
-        created_block_number=None,
-        created_block_hash=None,
-        created_transaction_hash=None,
-        created_log_index=None,
-    )
+def _venue_pool(
+    venue: V2Venue | None,
+    address: str,
+    factory: str | None,
+    token0: str,
+    token1: str,
+    created_by: Log | None = None,
+) -> Pool:
+    return make_pool(
+        address, protocol=PROTOCOL, version=VERSION, label=venue.label if venue is not None else None,
+        factory=factory, token0=token0, token1=token1, fee=venue.fee if venue is not None else None,
+        tick_spacing=None, created_by=created_by,
+    )  # fmt: skip
 
 
 def protocol(venues: Sequence[V2Venue] = DEFAULT_V2_VENUES) -> ProtocolSpec:
@@ -170,14 +167,7 @@ def protocol(venues: Sequence[V2Venue] = DEFAULT_V2_VENUES) -> ProtocolSpec:
         event = decode_pair_created(log)
         if isinstance(event, Malformed):
             return Skip(MALFORMED, event.reason)
-        pool = _venue_pool(venue, event.pair, log.address, event.token0, event.token1)
-        return replace(
-            pool,
-            created_block_number=log.block_number,
-            created_block_hash=log.block_hash,
-            created_transaction_hash=log.transaction_hash,
-            created_log_index=log.log_index,
-        )
+        return _venue_pool(venue, event.pair, log.address, event.token0, event.token1, created_by=log)
 
     def resolve(address: str, results: Mapping[str, CallResult]) -> Pool | Skip:
         read = read_pool_tokens(address, results)

@@ -51,6 +51,7 @@ from protocols.pools import (
     PoolResolver,
     encode_call,
     int_result,
+    make_pool,
     read_pool_tokens,
     uint_result,
 )
@@ -151,22 +152,13 @@ def _venue_pool(
     token1: str,
     fee: int | None,
     tick_spacing: int | None,
+    created_by: Log | None = None,
 ) -> Pool:
-    return Pool(
-        address=address,
-        protocol=PROTOCOL if venue is not None else UNKNOWN,
-        version=VERSION,
-        exchange=venue.label if venue is not None else UNKNOWN,
-        factory=factory,
-        token0=token0,
-        token1=token1,
-        fee=fee,
-        tick_spacing=tick_spacing,
-        created_block_number=None,
-        created_block_hash=None,
-        created_transaction_hash=None,
-        created_log_index=None,
-    )
+    return make_pool(
+        address, protocol=PROTOCOL, version=VERSION, label=venue.label if venue is not None else None,
+        factory=factory, token0=token0, token1=token1, fee=fee, tick_spacing=tick_spacing,
+        created_by=created_by,
+    )  # fmt: skip
 
 
 def protocol(venues: Sequence[V3Venue] = DEFAULT_V3_VENUES) -> ProtocolSpec:
@@ -181,16 +173,10 @@ def protocol(venues: Sequence[V3Venue] = DEFAULT_V3_VENUES) -> ProtocolSpec:
         event = decode_pool_created(log)
         if isinstance(event, Malformed):
             return Skip(MALFORMED, event.reason)
-        pool = _venue_pool(
-            venue, event.pool, log.address, event.token0, event.token1, event.fee, event.tick_spacing
-        )
-        return replace(
-            pool,
-            created_block_number=log.block_number,
-            created_block_hash=log.block_hash,
-            created_transaction_hash=log.transaction_hash,
-            created_log_index=log.log_index,
-        )
+        return _venue_pool(
+            venue, event.pool, log.address, event.token0, event.token1, event.fee, event.tick_spacing,
+            created_by=log,
+        )  # fmt: skip
 
     def resolve(address: str, results: Mapping[str, CallResult]) -> Pool | Skip:
         read = read_pool_tokens(address, results)
