@@ -73,6 +73,18 @@ class Context:
 
 Handle = Callable[[Log, Context], Outcome]
 
+_UNKNOWN_POOL_SKIP: Final = Skip(UNKNOWN_POOL)
+
+
+def pool_of(log: Log, ctx: Context, version: str) -> Pool | Skip:
+    """The pool that emitted ``log``, if it is known and of ``version``; else why not."""
+    pool = ctx.pools.get(log.address)
+    if pool is None:
+        return _UNKNOWN_POOL_SKIP
+    if pool.version != version:
+        return Skip(VERSION_MISMATCH, f"v{version} event from a pool of another version")
+    return pool
+
 
 @dataclass(frozen=True, slots=True)
 class EventHandler:

@@ -32,14 +32,13 @@ from protocols.base import (
     POOL_CREATED,
     POOL_EVENT,
     UNCONFIGURED_FACTORY,
-    UNKNOWN_POOL,
-    VERSION_MISMATCH,
     Context,
     EventHandler,
     Outcome,
     ProtocolSpec,
     Skip,
     check_venues,
+    pool_of,
 )
 from protocols.pools import (
     FACTORY,
@@ -78,16 +77,7 @@ DEFAULT_V2_VENUES: tuple[V2Venue, ...] = (
     V2Venue("0x1097053fd2ea711dad45caccc45eff7548fcb362", "pancakeswap", fee=2500),
 )  # Ethereum mainnet
 
-_UNKNOWN_POOL: Final = Skip(UNKNOWN_POOL)
-_VERSION_MISMATCH: Final = Skip(VERSION_MISMATCH, "v2 event from a pool of another version")
 _NOT_A_TRADE: Final = Skip(NOT_A_TRADE)
-
-
-def _pool(log: Log, ctx: Context) -> Pool | Skip:
-    pool = ctx.pools.get(log.address)
-    if pool is None:
-        return _UNKNOWN_POOL
-    return pool if pool.version == VERSION else _VERSION_MISMATCH
 
 
 def handle_swap(log: Log, ctx: Context) -> Outcome:
@@ -95,11 +85,9 @@ def handle_swap(log: Log, ctx: Context) -> Outcome:
     event = decode_v2_swap(log)
     if isinstance(event, Malformed):
         return Skip(MALFORMED, event.reason)
-    pool = ctx.pools.get(log.address)
-    if pool is None:
-        return _UNKNOWN_POOL
-    if pool.version != VERSION:
-        return _VERSION_MISMATCH
+    pool = pool_of(log, ctx, VERSION)
+    if isinstance(pool, Skip):
+        return pool
     _, to, amount0_in, amount1_in, amount0_out, amount1_out = event
     delta0, delta1 = amount0_in - amount0_out, amount1_in - amount1_out
     if delta0 >= 0 and delta1 >= 0:  # nothing out net: a flash loan repaid in kind
@@ -112,7 +100,7 @@ def handle_mint(log: Log, ctx: Context) -> Outcome:
     event = decode_v2_mint(log)
     if isinstance(event, Malformed):
         return Skip(MALFORMED, event.reason)
-    pool = _pool(log, ctx)
+    pool = pool_of(log, ctx, VERSION)
     if isinstance(pool, Skip):
         return pool
     return liquidity(
@@ -125,7 +113,7 @@ def handle_burn(log: Log, ctx: Context) -> Outcome:
     event = decode_v2_burn(log)
     if isinstance(event, Malformed):
         return Skip(MALFORMED, event.reason)
-    pool = _pool(log, ctx)
+    pool = pool_of(log, ctx, VERSION)
     if isinstance(pool, Skip):
         return pool
     return liquidity(

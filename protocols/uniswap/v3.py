@@ -31,14 +31,13 @@ from protocols.base import (
     POOL_EVENT,
     UNCONFIGURED_FACTORY,
     UNKNOWN,
-    UNKNOWN_POOL,
-    VERSION_MISMATCH,
     Context,
     EventHandler,
     Outcome,
     ProtocolSpec,
     Skip,
     check_venues,
+    pool_of,
 )
 from protocols.pools import (
     FACTORY,
@@ -76,27 +75,15 @@ DEFAULT_V3_VENUES: tuple[V3Venue, ...] = (
     V3Venue("0xbaceb8ec6b9355dfc0269c18bac9d6e2bdc29c4f", "sushiswap-v3"),
 )  # Ethereum mainnet
 
-_UNKNOWN_POOL: Final = Skip(UNKNOWN_POOL)
-_VERSION_MISMATCH: Final = Skip(VERSION_MISMATCH, "v3 event from a pool of another version")
-
-
-def _pool(log: Log, ctx: Context) -> Pool | Skip:
-    pool = ctx.pools.get(log.address)
-    if pool is None:
-        return _UNKNOWN_POOL
-    return pool if pool.version == VERSION else _VERSION_MISMATCH
-
 
 def handle_swap(log: Log, ctx: Context) -> Outcome:
     """Swap → DexTrade (taker = ``recipient``; the negative amount is the token bought)."""
     event = decode_v3_swap(log)
     if isinstance(event, Malformed):
         return Skip(MALFORMED, event.reason)
-    pool = ctx.pools.get(log.address)
-    if pool is None:
-        return _UNKNOWN_POOL
-    if pool.version != VERSION:
-        return _VERSION_MISMATCH
+    pool = pool_of(log, ctx, VERSION)
+    if isinstance(pool, Skip):
+        return pool
     return trade(log, ctx, pool, event.recipient, event.amount0, event.amount1)
 
 
@@ -105,7 +92,7 @@ def handle_mint(log: Log, ctx: Context) -> Outcome:
     event = decode_v3_mint(log)
     if isinstance(event, Malformed):
         return Skip(MALFORMED, event.reason)
-    pool = _pool(log, ctx)
+    pool = pool_of(log, ctx, VERSION)
     if isinstance(pool, Skip):
         return pool
     return liquidity(
@@ -120,7 +107,7 @@ def handle_burn(log: Log, ctx: Context) -> Outcome:
     event = decode_v3_burn(log)
     if isinstance(event, Malformed):
         return Skip(MALFORMED, event.reason)
-    pool = _pool(log, ctx)
+    pool = pool_of(log, ctx, VERSION)
     if isinstance(pool, Skip):
         return pool
     return liquidity(
@@ -135,7 +122,7 @@ def handle_collect(log: Log, ctx: Context) -> Outcome:
     event = decode_v3_collect(log)
     if isinstance(event, Malformed):
         return Skip(MALFORMED, event.reason)
-    pool = _pool(log, ctx)
+    pool = pool_of(log, ctx, VERSION)
     if isinstance(pool, Skip):
         return pool
     return liquidity(
