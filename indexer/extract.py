@@ -15,7 +15,8 @@ that indexes only logs could use it to fetch less.
 
 JSON-RPC quantities (hex) become ints; addresses and hashes are lower-cased; fields a node does not
 return (``baseFeePerGas`` before London, ``status`` before Byzantium, where ``root`` is set instead,
-blob fields before Cancun, ``to`` of a contract creation) are null.
+blob fields before Cancun, ``requestsHash`` before Prague, ``authorizationList`` outside type-4
+transactions, ``to`` of a contract creation) are null.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 from decoders.transfers import decode_transfers
 from indexer.errors import FatalError, RetryableError
-from records import Block, Log, TokenTransfer, Transaction, Withdrawal
+from records import Authorization, Block, Log, TokenTransfer, Transaction, Withdrawal
 
 Json = Mapping[str, Any]
 
@@ -94,6 +95,30 @@ def map_block(b: Json) -> Block:
         blob_gas_used=_opt(get("blobGasUsed")),
         excess_blob_gas=_opt(get("excessBlobGas")),
         parent_beacon_block_root=_opt_lower(get("parentBeaconBlockRoot")),
+        requests_hash=_opt_lower(get("requestsHash")),
+    )
+
+
+def _word(value: str) -> str:
+    """A uint256 quantity as 32-byte lower-case hex (``0x`` + 64 digits), leading zeros restored."""
+    return f"0x{int(value, 16):064x}"
+
+
+def map_authorizations(entries: Sequence[Json] | None) -> tuple[Authorization, ...] | None:
+    """A type-4 transaction's ``authorizationList`` (execution-apis ``AuthorizationList``: chainId,
+    address, nonce, yParity, r, s) → ``Authorization`` records; None when the node gives none."""
+    if entries is None:
+        return None
+    return tuple(
+        Authorization(
+            chain_id=int(a["chainId"], 16),
+            address=a["address"].lower(),
+            nonce=int(a["nonce"], 16),
+            y_parity=int(a["yParity"], 16),
+            r=_word(a["r"]),
+            s=_word(a["s"]),
+        )
+        for a in entries
     )
 
 
@@ -136,6 +161,7 @@ def map_transaction(
         contract_address=None if contract is None else contract.lower(),
         blob_gas_used=_opt(r.get("blobGasUsed")),
         blob_gas_price=_opt(r.get("blobGasPrice")),
+        authorization_list=map_authorizations(get("authorizationList")),
     )
 
 

@@ -2,6 +2,7 @@
 
 from records.cex import BookDelta, BookSnapshot, Candle, FundingRate, OpenInterest, Ticker, Trade
 from records.chain import (
+    Authorization,
     Block,
     DexLiquidity,
     DexTrade,
@@ -27,6 +28,7 @@ from records.codec import (
 
 __all__ = [
     "U256",
+    "Authorization",
     "Block",
     "BookDelta",
     "BookSnapshot",

@@ -23,6 +23,23 @@ class Withdrawal(Record):
     amount: U256
 
 
+@dataclass(frozen=True, slots=True)
+class Authorization(Record):
+    """One entry of a type-4 (EIP-7702) transaction's ``authorizationList``: the authority (the signer,
+    not in the JSON-RPC object) lets ``address``'s code run for its account.
+
+    ``chain_id`` is 0 for "any chain". ``r`` and ``s`` are 32-byte lower-case hex (``0x`` + 64 digits),
+    whatever leading zeros the node's quantity form stripped, so the same signature always prints the same.
+    """
+
+    chain_id: U256
+    address: str
+    nonce: int
+    y_parity: int
+    r: str
+    s: str
+
+
 @register
 @dataclass(frozen=True, slots=True)
 class Block(Record):
@@ -52,6 +69,7 @@ class Block(Record):
     blob_gas_used: int | None = None
     excess_blob_gas: int | None = None
     parent_beacon_block_root: str | None = None
+    requests_hash: str | None = None  # EIP-7685 (Prague): commitment to the block's execution requests
 
 
 @register
@@ -86,6 +104,7 @@ class Transaction(Record):
     contract_address: str | None
     blob_gas_used: int | None = None
     blob_gas_price: U256 | None = None
+    authorization_list: tuple[Authorization, ...] | None = None  # type 4 (EIP-7702) only
 
 
 @register
@@ -181,7 +200,7 @@ class DexTrade(Record):
     exchange: str
     pool_address: str
     taker: str
-    maker: str
+    maker: str | None  # the pool for v2 (as Dune), null for v3 (as Dune)
     token_bought_address: str
     token_sold_address: str
     token_bought_symbol: str | None

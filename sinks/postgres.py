@@ -25,7 +25,7 @@ import orjson
 import sqlalchemy as sa
 
 from indexer.database import asyncpg_dsn
-from records import Block, Record, to_dict
+from records import Block, Record, Transaction, to_dict
 from sinks import schema
 from sinks.base import Batch
 
@@ -45,6 +45,12 @@ def _withdrawals_json(block: Block) -> str | None:
     return orjson.dumps([to_dict(w)["data"] for w in block.withdrawals]).decode()
 
 
+def _authorizations_json(tx: Transaction) -> str | None:
+    if tx.authorization_list is None:
+        return None
+    return orjson.dumps([to_dict(a)["data"] for a in tx.authorization_list]).decode()
+
+
 @dataclass(frozen=True)
 class _TableWriter:
     table: sa.Table
@@ -59,13 +65,17 @@ def _writer(table: sa.Table, overrides: dict[str, Callable[[Any], Any]] | None =
         c.name for c in table.columns if c.server_default is None and not isinstance(c.default, sa.Identity)
     )
     overrides = overrides or {}
+    getter = attrgetter(*columns)
     if overrides:
-        getters = [overrides.get(c) or attrgetter(c) for c in columns]
+        # one C-level attrgetter for every column, then the few converted ones patched in
+        patches = tuple((columns.index(c), f) for c, f in overrides.items())
 
         def to_row(record: Any) -> tuple[Any, ...]:
-            return tuple(g(record) for g in getters)
+            row = list(getter(record))
+            for i, f in patches:
+                row[i] = f(record)
+            return tuple(row)
     else:
-        getter = attrgetter(*columns)
 
         def to_row(record: Any) -> tuple[Any, ...]:
             return getter(record)
@@ -85,7 +95,7 @@ STAGING_TRUNCATE_ROWS = 100_000
 # batch attribute -> writer, in foreign-key-free but sensible order
 _WRITERS: tuple[tuple[str, _TableWriter], ...] = (
     ("blocks", _writer(schema.blocks, {"withdrawals": _withdrawals_json})),
-    ("transactions", _writer(schema.transactions)),
+    ("transactions", _writer(schema.transactions, {"authorization_list": _authorizations_json})),
     ("logs", _writer(schema.logs)),
     ("token_transfers", _writer(schema.token_transfers)),
     ("tokens", _writer(schema.tokens)),

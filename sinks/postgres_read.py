@@ -78,6 +78,8 @@ def record_of(cls: type[Record], row: asyncpg.Record) -> Record:
             data[name] = int(data[name])
     if cls is Block and isinstance(data.get("withdrawals"), str):
         data["withdrawals"] = orjson.loads(data["withdrawals"])
+    if cls is Transaction and isinstance(data.get("authorization_list"), str):
+        data["authorization_list"] = orjson.loads(data["authorization_list"])
     return from_dict({"type": cls.TYPE, "version": cls.VERSION, "data": data})
 
 

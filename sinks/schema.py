@@ -57,6 +57,7 @@ blocks = sa.Table(
     sa.Column("blob_gas_used", sa.BigInteger),
     sa.Column("excess_blob_gas", sa.BigInteger),
     sa.Column("parent_beacon_block_root", sa.Text),
+    sa.Column("requests_hash", sa.Text),  # EIP-7685 (Prague)
     sa.Index("ix_blocks_number", "number", unique=True),
     sa.Index("ix_blocks_timestamp", "timestamp"),
 )
@@ -89,6 +90,9 @@ transactions = sa.Table(
     sa.Column("contract_address", sa.Text),
     sa.Column("blob_gas_used", sa.BigInteger),
     sa.Column("blob_gas_price", U256),
+    # EIP-7702 (type 4): [{chain_id, address, nonce, y_parity, r, s}, ...], the records' JSON form
+    # (chain_id a decimal string, r and s 32-byte hex); null for other types
+    sa.Column("authorization_list", JSONB),
     sa.Index("ix_transactions_block", "block_number", "transaction_index"),
     sa.Index("ix_transactions_from", "from_address", "block_number"),
     sa.Index("ix_transactions_to", "to_address", "block_number"),
@@ -191,7 +195,7 @@ dex_trades = sa.Table(
     metadata,
     *_trade_keys(),
     sa.Column("taker", sa.Text, nullable=False),
-    sa.Column("maker", sa.Text, nullable=False),
+    sa.Column("maker", sa.Text),  # null for v3, as in Dune's dex.trades
     sa.Column("token_bought_address", sa.Text, nullable=False),
     sa.Column("token_sold_address", sa.Text, nullable=False),
     sa.Column("token_bought_symbol", sa.Text),

@@ -64,12 +64,14 @@ BLOCK_EXTRA = {
     "blob_gas_used": None,
     "excess_blob_gas": None,
     "parent_beacon_block_root": None,
+    "requests_hash": None,
 }
 TX_EXTRA = {
     "max_fee_per_blob_gas": None,
     "blob_versioned_hashes": None,
     "blob_gas_used": None,
     "blob_gas_price": None,
+    "authorization_list": None,
 }
 
 

@@ -54,6 +54,7 @@ def test_block_fields(extracted: ExtractedBlock, header: dict[str, Any]) -> None
     assert block.base_fee_per_gas == int(header["baseFeePerGas"], 16)
     assert (block.blob_gas_used, block.excess_blob_gas) == (0, 0x4780000)
     assert block.parent_beacon_block_root == header["parentBeaconBlockRoot"]
+    assert "requestsHash" not in header and block.requests_hash is None  # Cancun, before Prague
     assert block.withdrawals_root == header["withdrawalsRoot"]
     assert block.withdrawals is not None and len(block.withdrawals) == 16
     assert block.withdrawals[0] == Withdrawal(
