@@ -26,7 +26,8 @@ async def test_prague_fields_stored_and_read_back(clean_db: DatabaseInfo) -> Non
         await sink.write(batch_of("test", [extracted]))  # replay: nothing twice
         async with sink.pool.acquire() as conn:
             block = await conn.fetchrow("SELECT requests_hash FROM blocks WHERE hash = $1", BLOCK_HASH)
-            assert block["requests_hash"] == "0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            requests_hash = "0xe3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            assert block["requests_hash"] == requests_hash
             rows = await conn.fetch(
                 "SELECT hash, type, authorization_list, jsonb_typeof(authorization_list) AS kind,"
                 " max_fee_per_blob_gas::text AS mfpbg, blob_versioned_hashes, blob_gas_used,"
