@@ -11,11 +11,10 @@ rounded to ``PRICE_DIGITS`` = 38 significant digits, half-even — the widest DE
 (Trino, Spark, BigQuery NUMERIC's precision) accept, and far beyond any quote's meaning. Null when
 either token's decimals are unknown or nothing was bought.
 
-Trade sides from the pool's net balance changes (``delta0``, ``delta1``; positive = into the pool):
-the token that went in is sold, the other is bought. One token in and the other out is a trade, and so
-is one token in and nothing out (a v3 dust swap: bought amount 0, price null; in v2 that shape is a
-flash loan repaid in kind, which the v2 plugin skips); anything else (both in, both out, nothing in) is
-``Skip(NOT_A_TRADE)``.
+Trade sides (which token was bought and sold, and how much) are decided by each protocol plugin, with
+Dune's ``dex.trades`` formulas (spellbook's ``uniswap_compatible_v2_trades`` / ``_v3_trades`` macros), so
+that a row here and the same swap's row on Dune carry the same tokens and raw amounts. Every Swap event
+is a trade: Dune keeps flash swaps and zero-amount swaps, so dexnode does too.
 """
 
 from __future__ import annotations
@@ -27,7 +26,7 @@ from decimal import Context as DecimalContext
 from types import MemberDescriptorType
 from typing import Any, Final
 
-from protocols.base import NOT_A_TRADE, Context, Skip
+from protocols.base import Context
 from records import DexLiquidity, DexTrade, Log, Pool
 
 PRICE_DIGITS: Final = 38
@@ -35,7 +34,6 @@ _EXACT = DecimalContext(
     prec=80, rounding=ROUND_HALF_EVEN, Emin=-999999, Emax=999999, traps=[InvalidOperation]
 )
 _PRICE = DecimalContext(prec=PRICE_DIGITS, rounding=ROUND_HALF_EVEN, Emin=-999999, Emax=999999)
-_NOT_A_TRADE: Final = Skip(NOT_A_TRADE)
 
 
 def slot_filler(cls: type[Any]) -> Callable[..., Any]:
@@ -78,14 +76,18 @@ def price_of(amount_sold: Decimal | None, amount_bought: Decimal | None) -> Deci
     return _PRICE.divide(amount_sold, amount_bought)
 
 
-def trade(log: Log, ctx: Context, pool: Pool, taker: str, delta0: int, delta1: int) -> DexTrade | Skip:
-    """A ``DexTrade`` from a swap's net flows into the pool; the pool is the maker."""
-    if delta0 > 0 and delta1 <= 0:
-        sold, bought, sold_raw, bought_raw = pool.token0, pool.token1, delta0, -delta1
-    elif delta1 > 0 and delta0 <= 0:
-        sold, bought, sold_raw, bought_raw = pool.token1, pool.token0, delta1, -delta0
-    else:
-        return _NOT_A_TRADE
+def trade(
+    log: Log,
+    ctx: Context,
+    pool: Pool,
+    taker: str,
+    maker: str | None,
+    bought: str,
+    bought_raw: int,
+    sold: str,
+    sold_raw: int,
+) -> DexTrade:
+    """A ``DexTrade`` with the sides the protocol decided; symbols, exact amounts and price added here."""
     tokens = ctx.tokens
     sold_token, bought_token = tokens.get(sold), tokens.get(bought)
     if sold_token is None:
@@ -116,7 +118,7 @@ def trade(log: Log, ctx: Context, pool: Pool, taker: str, delta0: int, delta1: i
         pool.exchange,
         pool.address,
         taker,
-        pool.address,
+        maker,
         bought,
         sold,
         bought_symbol,

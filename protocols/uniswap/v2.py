@@ -6,12 +6,12 @@ in the configuration, no code. A pair whose factory is not configured (or does n
 still decodes, with protocol and exchange ``unknown``.
 
 Rules:
-- Swap: taker = ``to``, maker = the pair. The pair's net flow per token is ``amountIn - amountOut``;
-  the token that went in net is sold, the other bought (``protocols.trades.trade``). This nets the
-  flash-swap shape, where one token has both ``amountIn`` and ``amountOut`` non-zero (the pair pays out
-  first, the callee pays back in either token): ``amount0Out=100, amount0In=30, amount1In=200`` is a
-  sale of 200 token1 for 70 token0. A flash loan repaid in the borrowed token only
-  (``amount0Out=X, amount0In=X+fee``) moves nothing out net and is ``Skip(NOT_A_TRADE)``.
+- Swap: Dune's ``dex.trades`` formula (spellbook ``uniswap_compatible_v2_trades``), not net flows, so
+  each row matches Dune's row for the same event: taker = ``to``, maker = the pair,
+  bought = ``amount0Out`` of token0 if it is non-zero, else ``amount1Out`` of token1;
+  sold = ``amount1In`` of token1 if ``amount0In == 0 or amount1Out == 0``, else ``amount0In`` of token0.
+  Every Swap is a trade, flash swaps included: ``amount0In=1003, amount0Out=1000`` (a flash loan repaid
+  in the borrowed token) is 1000 token0 bought and 0 token1 sold, as on Dune.
 - Mint: event ``mint``, ``add``; Burn: ``burn``, ``remove``. ``sender`` is the event's sender (usually
   the router); the LP owner is not in the event (see the LP token's Transfer).
 - Sync is decoded and validated but yields no record (reserves, for later).
@@ -28,7 +28,6 @@ from decoders.uniswap import decode_v2_burn, decode_v2_mint, decode_v2_swap, dec
 from decoders.uniswap_abi import V2_BURN, V2_MINT, V2_PAIR_CREATED, V2_SWAP, V2_SYNC, decode_pair_created
 from protocols.base import (
     MALFORMED,
-    NOT_A_TRADE,
     POOL_CREATED,
     POOL_EVENT,
     UNCONFIGURED_FACTORY,
@@ -77,11 +76,9 @@ DEFAULT_V2_VENUES: tuple[V2Venue, ...] = (
     V2Venue("0x1097053fd2ea711dad45caccc45eff7548fcb362", "pancakeswap", fee=2500),
 )  # Ethereum mainnet
 
-_NOT_A_TRADE: Final = Skip(NOT_A_TRADE)
-
 
 def handle_swap(log: Log, ctx: Context) -> Outcome:
-    """Swap → DexTrade (taker = ``to``; net flows decide the sides)."""
+    """Swap → DexTrade (taker = ``to``, maker = the pair; sides by Dune's formula)."""
     event = decode_v2_swap(log)
     if isinstance(event, Malformed):
         return Skip(MALFORMED, event.reason)
@@ -89,10 +86,15 @@ def handle_swap(log: Log, ctx: Context) -> Outcome:
     if isinstance(pool, Skip):
         return pool
     _, to, amount0_in, amount1_in, amount0_out, amount1_out = event
-    delta0, delta1 = amount0_in - amount0_out, amount1_in - amount1_out
-    if delta0 >= 0 and delta1 >= 0:  # nothing out net: a flash loan repaid in kind
-        return _NOT_A_TRADE
-    return trade(log, ctx, pool, to, delta0, delta1)
+    if amount0_out:
+        bought, bought_raw = pool.token0, amount0_out
+    else:
+        bought, bought_raw = pool.token1, amount1_out
+    if amount0_in == 0 or amount1_out == 0:
+        sold, sold_raw = pool.token1, amount1_in
+    else:
+        sold, sold_raw = pool.token0, amount0_in
+    return trade(log, ctx, pool, to, pool.address, bought, bought_raw, sold, sold_raw)
 
 
 def handle_mint(log: Log, ctx: Context) -> Outcome:

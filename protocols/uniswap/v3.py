@@ -5,9 +5,11 @@ A fork is one ``V3Venue(factory, label)`` in the configuration. Forks that chang
 (PancakeSwap v3 adds protocol fees to it) have another topic0 and need their own plugin.
 
 Rules:
-- Swap: taker = ``recipient``, maker = the pool. ``amount0``/``amount1`` are the pool's balance changes
-  (positive = paid in): the token with the positive amount is sold, the one with the negative amount is
-  bought (``protocols.trades.trade``).
+- Swap: Dune's ``dex.trades`` formula (spellbook ``uniswap_compatible_v3_trades``): taker =
+  ``recipient``, maker = null (Dune's Uniswap v3 models set no maker; ``pool_address`` is the pool).
+  ``amount0``/``amount1`` are the pool's balance changes (positive = paid in): if ``amount0 < 0`` the
+  trade bought ``|amount0|`` token0 and sold ``|amount1|`` token1, else it bought ``|amount1|`` token1
+  and sold ``|amount0|`` token0. Every Swap is a trade (a dust swap with a zero side included).
 - Mint: event ``mint``, ``add``, owner = the position owner, sender = the caller (usually the position
   manager), liquidity = the liquidity added, tick range.
 - Burn: ``burn``, ``remove``, owner, liquidity removed, tick range. The amounts are credited to the
@@ -77,14 +79,17 @@ DEFAULT_V3_VENUES: tuple[V3Venue, ...] = (
 
 
 def handle_swap(log: Log, ctx: Context) -> Outcome:
-    """Swap → DexTrade (taker = ``recipient``; the negative amount is the token bought)."""
+    """Swap → DexTrade (taker = ``recipient``, no maker; a negative ``amount0`` is token0 bought)."""
     event = decode_v3_swap(log)
     if isinstance(event, Malformed):
         return Skip(MALFORMED, event.reason)
     pool = pool_of(log, ctx, VERSION)
     if isinstance(pool, Skip):
         return pool
-    return trade(log, ctx, pool, event.recipient, event.amount0, event.amount1)
+    amount0, amount1 = event.amount0, event.amount1
+    if amount0 < 0:
+        return trade(log, ctx, pool, event.recipient, None, pool.token0, -amount0, pool.token1, abs(amount1))
+    return trade(log, ctx, pool, event.recipient, None, pool.token1, abs(amount1), pool.token0, amount0)
 
 
 def handle_mint(log: Log, ctx: Context) -> Outcome:

@@ -210,7 +210,8 @@ def test_trades_agree_with_the_token_transfers(source: str) -> None:
         log = next(log for log in swaps if (log.transaction_hash, log.log_index) == key)
         assert (trade.token_sold_address, trade.token_bought_address) == (sold_token, bought_token)
         assert (trade.amount_sold_raw, trade.amount_bought_raw) == (sold_raw, bought_raw)
-        assert (trade.taker, trade.maker, trade.pool_address) == (taker, log.address, log.address)
+        maker = log.address if log.topic0 == V2_SWAP else None  # Dune: the pair for v2, NULL for v3
+        assert (trade.taker, trade.maker, trade.pool_address) == (taker, maker, log.address)
         assert (trade.tx_from, trade.tx_to) == txs[log.transaction_hash]
         assert (trade.block_number, trade.block_hash, trade.block_time) == (
             log.block_number, log.block_hash, times[log.block_hash],
@@ -227,3 +228,74 @@ def test_trades_agree_with_the_token_transfers(source: str) -> None:
         else:
             assert trade.price is None and (trade.amount_sold is None or trade.amount_bought is None)
     assert exact_checked > 0
+
+
+# -- Dune's dex.trades formula, applied by hand to four real Swap logs of block 21925176 -----------------
+# Raw words read off receipts.json; pool tokens from the same transactions' ERC-20 Transfers (token0 <
+# token1 by address). Dune (spellbook uniswap_compatible_v2_trades / _v3_trades):
+#   v2: bought = amount0Out of token0 if amount0Out != 0 else amount1Out of token1;
+#       sold = amount1In of token1 if amount0In == 0 or amount1Out == 0 else amount0In of token0; maker = pair
+#   v3: amount0 < 0: bought |amount0| token0, sold |amount1| token1; else bought |amount1| token1, sold
+#       |amount0| token0; maker = NULL
+HELIOS_BLOCK = "0x92dabfa3f61ff1c349d12f5fd0dd4c99760a0a41b77dee8f0a80f83efdcb307a"
+WETH = "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2"
+USDC = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
+USDT = "0xdac17f958d2ee523a2206206994597c13d831ec7"
+TAX_TOKEN = "0x045a9ea27dab8c0dd724b5da222358d0ec699988"  # pays out less than the Swap says (a transfer fee)
+OTHER_TOKEN = "0x33d0568941c0c64ff7e0fb4fba0b11bd37deed9f"
+TX_A = "0xed435bf6c31aa136a6ca6031850cbdde28566919c2d4bd18e6ac841339f8f234"
+TX_B = "0x81728f20df72fba5ec109dc1f4e6bf10745733dce1848e653a9b1b9964f18e9f"
+FROM_A, TO_A = "0x8fd9446590732dfabc6e03b69f05ff5bb6a241b3", "0x3328f7f4a1d1c57c35df56bbf0c9dcafca309c49"
+FROM_B, TO_B = "0xae2fc483527b8ef99eb5d9b44875f005ba1fae13", "0x1f2f10d1c40777ae1da742455c65828ff36df387"
+PAIR_A = "0x999b8fc9161fb1f399a0a2d280ae6a75c697f432"
+DUNE_POOLS = {  # address: (version, token0, token1)
+    PAIR_A: ("2", TAX_TOKEN, WETH),
+    "0xecfe2c3c1ac0a5a59227a01f3dd7044159b11a57": ("2", OTHER_TOKEN, WETH),
+    "0xc7bbec68d12a0d1830360f8ec58fa599ba1b0e9b": ("3", WETH, USDT),
+    "0xe0554a476a092703abdb3ef35c80e0d76d32939f": ("3", USDC, WETH),
+}
+WANT_DUNE = [
+    # log 5, v2: amount0In 0, amount1In 0x74ee4caaccc12b, amount0Out 0x48fa63937bfd10000, amount1Out 0
+    # -> bought amount0Out of token0; amount0In == 0 -> sold amount1In of token1
+    DexTrade(21925176, 1740508595, HELIOS_BLOCK, TX_A, 0, 5, "uniswap", "2", "uniswap-v2",
+             PAIR_A, FROM_A, PAIR_A,
+             TAX_TOKEN, WETH, None, "WETH", 0x48FA63937BFD10000, 0x74EE4CAACCC12B,
+             None, Decimal("0.032913110348906795"), None, FROM_A, TO_A),
+    # log 87, v3: amount0 +0x1a9e579d0df7506 (WETH in), amount1 -0x113a9d0c (two's complement 0x..eec562f4)
+    # -> amount0 >= 0: bought |amount1| of token1 (USDT), sold amount0 of token0 (WETH)
+    DexTrade(21925176, 1740508595, HELIOS_BLOCK, TX_B, 12, 87, "uniswap", "3", "uniswap-v3",
+             "0xc7bbec68d12a0d1830360f8ec58fa599ba1b0e9b", "0x627846f6131a4631ddf6bb53bd682ccf51f623b3", None,
+             USDT, WETH, "USDT", "WETH", 0x113A9D0C, 0x1A9E579D0DF7506,
+             Decimal("289.053964"), Decimal("0.119879176460137734"),
+             Decimal("0.00041472939793393642579487337527050831242"), FROM_B, TO_B),
+    # log 93, v2: amount0In 0x1515747000000000000, amount1In 0, amount0Out 0, amount1Out 0x1b1e1ff00000000
+    # -> bought amount1Out of token1 (WETH); amount0In != 0 and amount1Out != 0 -> sold amount0In of token0
+    DexTrade(21925176, 1740508595, HELIOS_BLOCK, TX_B, 12, 93, "uniswap", "2", "uniswap-v2",
+             "0xecfe2c3c1ac0a5a59227a01f3dd7044159b11a57", TO_B, "0xecfe2c3c1ac0a5a59227a01f3dd7044159b11a57",
+             WETH, OTHER_TOKEN, "WETH", None, 0x1B1E1FF00000000, 0x1515747000000000000,
+             Decimal("0.122127150248624128"), None, None, FROM_B, TO_B),
+    # log 100, v3: amount0 -0x97fd938c (two's complement 0x..68026c74), amount1 +0xeb2708f00000000
+    # -> amount0 < 0: bought |amount0| of token0 (USDC), sold amount1 of token1 (WETH)
+    DexTrade(21925176, 1740508595, HELIOS_BLOCK, TX_B, 12, 100, "uniswap", "3", "uniswap-v3",
+             "0xe0554a476a092703abdb3ef35c80e0d76d32939f", TO_B, None,
+             USDC, WETH, "USDC", "WETH", 0x97FD938C, 0xEB2708F00000000,
+             Decimal("2549.977996"), Decimal("1.059032621868122112"),
+             Decimal("0.00041531049425891677851168406709655387944"), FROM_B, TO_B),
+]  # fmt: skip
+
+
+def test_real_swaps_follow_dunes_formula_every_field() -> None:
+    logs, times, txs, _ = helios_logs()
+    wanted = {(t.transaction_hash, t.log_index) for t in WANT_DUNE}
+    chosen = [log for log in logs if (log.transaction_hash, log.log_index) in wanted]
+    pools = {
+        a: Pool(a, "uniswap", v, f"uniswap-v{v}", None, t0, t1, None, None, None, None, None, None)
+        for a, (v, t0, t1) in DUNE_POOLS.items()
+    }
+    tokens = {
+        WETH: Token(WETH, "WETH", "Wrapped Ether", 18, "call"),
+        USDC: Token(USDC, "USDC", "USD Coin", 6, "call"),
+        USDT: Token(USDT, "USDT", "Tether USD", 6, "call"),
+    }
+    decoded = default_registry().decode(chosen, Context(pools, tokens, times, txs))
+    assert list(decoded.records) == WANT_DUNE

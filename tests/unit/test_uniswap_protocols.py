@@ -14,7 +14,6 @@ from eth_utils import keccak, to_checksum_address
 from indexer.errors import ConfigError
 from protocols.base import (
     NOT_A_POOL,
-    NOT_A_TRADE,
     UNCONFIGURED_FACTORY,
     UNKNOWN_POOL,
     VERSION_MISMATCH,
@@ -131,46 +130,79 @@ def test_v2_swap_sides_amounts_price_and_keys() -> None:
     assert (trade.tx_from, trade.tx_to) == ("0x" + "ee" * 20, None)
 
 
-def test_v2_flash_swap_shape_is_netted() -> None:
-    # The pair sent 100 token0 out, the callee paid back 30 token0 and 200 token1: net, 200 token1 were
-    # sold for 70 token0.
-    trade = handle(v2_swap(30, 200, 100, 0), context(pool(PAIR, "2"), tokens={}))
-    assert isinstance(trade, DexTrade)
-    assert (trade.token_sold_address, trade.amount_sold_raw) == (TOKEN1, 200)
-    assert (trade.token_bought_address, trade.amount_bought_raw) == (TOKEN0, 70)
-    # Both tokens out, the callee repaying more of token1: 110 token1 sold for 100 token0.
-    trade = handle(v2_swap(0, 160, 100, 50), context(pool(PAIR, "2"), tokens={}))
-    assert isinstance(trade, DexTrade)
-    assert (trade.token_sold_address, trade.amount_sold_raw, trade.amount_bought_raw) == (TOKEN1, 110, 100)
+def sides(outcome: object) -> tuple[str, int, str, int, str | None]:
+    """(token bought, raw amount bought, token sold, raw amount sold, maker) of a DexTrade."""
+    assert isinstance(outcome, DexTrade), outcome
+    t = outcome
+    return (t.token_bought_address, t.amount_bought_raw, t.token_sold_address, t.amount_sold_raw, t.maker)
 
 
-@pytest.mark.parametrize(
-    "amounts",
-    [
-        (1003, 0, 1000, 0),  # a flash loan repaid (with fee) in the borrowed token: nothing out net
-        (0, 0, 0, 0),
-        (5, 5, 0, 0),  # both in
-        (0, 0, 5, 5),  # both out
-    ],
-)
-def test_v2_swap_without_one_token_in_and_the_other_out_is_not_a_trade(
-    amounts: tuple[int, int, int, int],
+# Dune's formula (spellbook uniswap_compatible_v2_trades), worked by hand for each shape:
+#   bought = amount0Out of token0 if amount0Out != 0 else amount1Out of token1
+#   sold   = amount1In of token1 if amount0In == 0 or amount1Out == 0 else amount0In of token0
+V2_DUNE_CASES = [
+    # (amount0In, amount1In, amount0Out, amount1Out), (bought, bought_raw, sold, sold_raw)
+    # flash swap: 100 token0 out, repaid with 30 token0 + 200 token1; amount1Out == 0 -> sold amount1In
+    ((30, 200, 100, 0), (TOKEN0, 100, TOKEN1, 200)),
+    # both out, repaid in token1: amount0Out != 0 -> bought token0; amount0In == 0 -> sold amount1In
+    ((0, 160, 100, 50), (TOKEN0, 100, TOKEN1, 160)),
+    # flash loan repaid (with fee) in the borrowed token0: bought 1000 token0, sold amount1In = 0 of token1
+    ((1003, 0, 1000, 0), (TOKEN0, 1000, TOKEN1, 0)),
+    # the same in token1: amount0Out == 0 -> bought amount1Out; amount0In == 0 -> sold amount1In
+    ((0, 1003, 0, 1000), (TOKEN1, 1000, TOKEN1, 1003)),
+    # all four non-zero: amount0In != 0 and amount1Out != 0 -> sold amount0In of token0
+    ((10, 20, 30, 40), (TOKEN0, 30, TOKEN0, 10)),
+    ((0, 0, 0, 0), (TOKEN1, 0, TOKEN1, 0)),
+    ((5, 5, 0, 0), (TOKEN1, 0, TOKEN1, 5)),  # both in
+    ((0, 0, 5, 5), (TOKEN0, 5, TOKEN1, 0)),  # both out
+    ((7, 0, 0, 9), (TOKEN1, 9, TOKEN0, 7)),  # a plain sale of token0
+]
+
+
+@pytest.mark.parametrize(("amounts", "want"), V2_DUNE_CASES)
+def test_v2_swap_sides_follow_dune_and_every_swap_is_a_trade(
+    amounts: tuple[int, int, int, int], want: tuple[str, int, str, int]
 ) -> None:
-    assert handle(v2_swap(*amounts), context(pool(PAIR, "2"))) == Skip(NOT_A_TRADE)
+    trade = handle(v2_swap(*amounts), context(pool(PAIR, "2"), tokens={}))
+    assert sides(trade) == (*want, PAIR)  # maker = the pair, as on Dune
 
 
-def test_v3_swap_negative_amount_is_bought_and_dust_has_no_price() -> None:
+def test_v2_flash_loan_repaid_in_kind_has_a_zero_price() -> None:
+    trade = handle(v2_swap(1003, 0, 1000, 0), context(pool(PAIR, "2")))
+    assert isinstance(trade, DexTrade)
+    assert (trade.amount_bought, trade.amount_sold) == (Decimal("1E-15"), Decimal(0))
+    assert trade.price == 0
+
+
+# Dune (uniswap_compatible_v3_trades): amount0 < 0 -> bought |amount0| token0, sold |amount1| token1;
+# else bought |amount1| token1, sold |amount0| token0; maker NULL.
+V3_DUNE_CASES = [
+    ((-(10**18), 3_000_000_000), (TOKEN0, 10**18, TOKEN1, 3_000_000_000)),
+    ((5, -7), (TOKEN1, 7, TOKEN0, 5)),
+    ((5, 0), (TOKEN1, 0, TOKEN0, 5)),  # dust: nothing paid out
+    ((0, 7), (TOKEN1, 7, TOKEN0, 0)),  # amount0 == 0 is not < 0: token1 is "bought", as on Dune
+    ((-5, -5), (TOKEN0, 5, TOKEN1, 5)),
+    ((0, 0), (TOKEN1, 0, TOKEN0, 0)),
+]
+
+
+@pytest.mark.parametrize(("amounts", "want"), V3_DUNE_CASES)
+def test_v3_swap_sides_follow_dune_and_maker_is_null(
+    amounts: tuple[int, int], want: tuple[str, int, str, int]
+) -> None:
+    trade = handle(v3_swap(*amounts), context(pool(POOL3, "3"), tokens={}))
+    assert sides(trade) == (*want, None)
+    assert isinstance(trade, DexTrade) and (trade.taker, trade.pool_address) == (TAKER, POOL3)
+
+
+def test_v3_swap_exact_amounts_and_dust_has_no_price() -> None:
     ctx = context(pool(POOL3, "3"))
     trade = handle(v3_swap(-(10**18), 3_000_000_000), ctx)
     assert isinstance(trade, DexTrade)
-    assert (trade.token_bought_address, trade.amount_bought_raw, trade.amount_bought) == (TOKEN0, 10**18, 1)
-    assert (trade.token_sold_address, trade.amount_sold_raw, trade.price) == (TOKEN1, 3_000_000_000, 3000)
-    assert trade.taker == TAKER  # the recipient
+    assert (trade.amount_bought, trade.amount_sold, trade.price) == (Decimal(1), Decimal(3000), Decimal(3000))
     dust = handle(v3_swap(5, 0), ctx)
     assert isinstance(dust, DexTrade)
-    assert (dust.token_sold_address, dust.amount_sold_raw, dust.amount_bought_raw) == (TOKEN0, 5, 0)
-    assert (dust.amount_bought, dust.price) == (Decimal(0), None)
-    assert handle(v3_swap(-5, -5), ctx) == Skip(NOT_A_TRADE)
+    assert (dust.amount_bought, dust.amount_sold, dust.price) == (Decimal(0), Decimal("5E-18"), None)
 
 
 def test_exact_amounts_are_never_rounded() -> None:

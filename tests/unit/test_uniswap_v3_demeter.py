@@ -190,14 +190,18 @@ def check_record(record: object, log: Log, want: dict[str, Any], pool: Pool) -> 
     if want["tx_type"] == "SWAP":
         assert isinstance(record, DexTrade), record
         a0, a1 = want["amount0"], want["amount1"]
-        sold, bought = (pool.token0, pool.token1) if a0 > 0 else (pool.token1, pool.token0)
-        sold_raw, bought_raw = (a0, -a1) if a0 > 0 else (a1, -a0)
+        # Dune (uniswap_compatible_v3_trades): amount0 < 0 -> bought |amount0| token0, sold |amount1|
+        # token1; else bought |amount1| token1, sold |amount0| token0
+        if a0 < 0:
+            bought, bought_raw, sold, sold_raw = pool.token0, abs(a0), pool.token1, abs(a1)
+        else:
+            bought, bought_raw, sold, sold_raw = pool.token1, abs(a1), pool.token0, abs(a0)
         amount_sold, amount_bought = exact(sold_raw, decimals[sold]), exact(bought_raw, decimals[bought])
         with localcontext() as c:
             c.prec = 38
             price = amount_sold / amount_bought if bought_raw else None
         expect = {
-            "taker": want["receipt"], "maker": pool.address, "pool_address": pool.address,
+            "taker": want["receipt"], "maker": None, "pool_address": pool.address,  # Dune: v3 maker NULL
             "token_sold_address": sold, "token_bought_address": bought,
             "token_sold_symbol": TOKENS[sold].symbol, "token_bought_symbol": TOKENS[bought].symbol,
             "amount_sold_raw": sold_raw, "amount_bought_raw": bought_raw,
