@@ -45,14 +45,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaException
 
 from indexer.settings import Settings
-from records import Revert
+from records import Reorg, Revert
 from sinks.base import Batch, CompositeSink, Sink
 from sinks.kafka_confirmed import CONFIRMED_STREAMS, ConfirmedPublisher
 from sinks.kafka_journal import InFlight, encode, read_last_entry
@@ -62,15 +62,17 @@ from sinks.kafka_keys import (
     KINDS,
     RECORD_TYPE,
     REORGS,
+    BlockKeys,
     EncodedCache,
     Topics,
     encode_record,
     keys_of_batch,
     reorg_key,
+    restore_messages,
     revert_messages,
 )
 from sinks.kafka_producer import KafkaProducer, KafkaUnavailable, OutMessage, out_message, shared_config
-from sinks.postgres import PostgresSink
+from sinks.postgres import PostgresSink, reorg_is_applied
 from sinks.postgres_read import StoredChain
 
 log = logging.getLogger("dexnode.sink.kafka")
@@ -202,7 +204,17 @@ class KafkaHeadSink:
             revert = Revert(number, block_hash, RECORD_TYPE[REORGS], key)
             _, k, value, headers = encode_record(REORGS, revert, (number, block_hash))
             messages.append(out_message(self.topics.of(HEAD, REORGS), k, value, headers))
+        if entry.orphaned:  # its reverts may have reached Kafka: Postgres still holds that branch
+            restored = await self._restore(entry.orphaned)
+            log.warning("and producing again the %d records its reorg had reverted", len(restored))
+            messages.extend(restored)
         await self.producer.send(messages)
+
+    async def _restore(self, reverted: Sequence[BlockKeys]) -> list[OutMessage]:
+        stored = await self.stored.batch_between(
+            min(b.number for b in reverted), max(b.number for b in reverted)
+        )
+        return restore_messages(self.topics, stored, reverted)
 
     async def write(self, batch: Batch) -> None:
         await (await self.produce(batch))()
@@ -214,17 +226,22 @@ class KafkaHeadSink:
             return _delivered
         if batch.stream not in self._started:
             await self.start(batch.stream)
-        if self.journal:
-            await self._journal(batch)
         messages: list[OutMessage] = []
         reorg = batch.reorg
+        orphaned: list[BlockKeys] = []
+        if reorg is not None and await reorg_is_applied(self.stored.pool, batch):
+            # written again after Postgres committed it, so after Kafka had all of it: the orphaned
+            # records are reverted already, and what is above the ancestor now is the new branch
+            reorg = None
         if reorg is not None:
             orphaned = await self.stored.keys_above(reorg.common_ancestor_number)
             messages.extend(revert_messages(self.topics, orphaned))
             _, key, value, headers = encode_record(REORGS, reorg, (0, ""))
             messages.append(out_message(self.topics.of(HEAD, REORGS), key, value, headers))
+        if self.journal:
+            await self._journal(batch, reorg, orphaned)
         encoded = self.cache.encode(batch)
-        confirmed_only = batch.stream in self.confirmed_streams and reorg is None  # by construction
+        confirmed_only = batch.stream in self.confirmed_streams and batch.reorg is None  # by construction
         if not confirmed_only or self.history_on_head:
             head = {kind: self.topics.of(HEAD, kind) for kind in KINDS}
             messages.extend([(head[kind], key, value, headers, -1) for kind, key, value, headers in encoded])
@@ -233,13 +250,15 @@ class KafkaHeadSink:
             messages.extend((confirmed[k], key, value, headers, -1) for k, key, value, headers in encoded)
         return await self.producer.start_send(messages)
 
-    async def _journal(self, batch: Batch) -> None:
-        tip, reorg = batch.tip, batch.reorg
+    async def _journal(self, batch: Batch, reorg: Reorg | None, orphaned: list[BlockKeys]) -> None:
+        """``reorg``: the reorg record this batch produces (None on a replay), ``orphaned``: the keys
+        its reverts undo. Both go in the entry, so a restart can put ``head.*`` back either way."""
+        tip = batch.tip
         if tip is not None:
             after = (tip.number, tip.hash)
         else:
-            assert reorg is not None
-            after = (reorg.common_ancestor_number, reorg.common_ancestor_hash)
+            assert batch.reorg is not None
+            after = (batch.reorg.common_ancestor_number, batch.reorg.common_ancestor_hash)
         entry = InFlight(
             stream=batch.stream,
             after=after,
@@ -247,6 +266,7 @@ class KafkaHeadSink:
             reorg=None
             if reorg is None
             else (reorg_key(reorg), reorg.common_ancestor_number, reorg.common_ancestor_hash),
+            orphaned=orphaned,
         )
         topic = self.topics.journal(batch.stream)
         await self.producer.send([out_message(topic, b"", value, [], 0) for value in encode(entry)])

@@ -8,10 +8,19 @@ without this journal their records would stay on ``head.*`` for ever, never reve
 
 So before producing a batch, the sink appends one entry to ``<prefix>_dexnode.inflight.<stream>``
 (a one-partition topic; several messages when the keys are many) and waits for its delivery. The
-entry names the batch's revertible keys per block and the cursor Postgres will hold once the batch
-is committed. At start, the sink reads the last complete entry: if the stream's Postgres cursor is
-not that cursor, the batch never committed, and every key in it is reverted on ``head.*`` first.
-Reverting a batch that is still canonical is harmless: the follower produces it again right after,
+entry names the batch's revertible keys per block, the cursor Postgres will hold once the batch
+is committed, and for a reorg batch its ``reorg`` record's key and the keys its reverts undo (the
+orphaned blocks' records, read from Postgres, which still holds them until the batch commits).
+
+At start, the sink reads the last complete entry. If the stream's Postgres cursor is that cursor,
+the batch committed: nothing to do. Otherwise Postgres is as before the batch, and ``head.*`` may
+hold any prefix of it; the sink puts ``head.*`` back where Postgres is, in this order:
+1. every key of the batch is reverted (and its ``reorg`` record);
+2. the orphaned records the batch reverted are produced again, read back from Postgres (those it
+   still holds, by block hash), after their reverts in the same partitions.
+Then the follower goes on from Postgres: if the node is still on the batch's branch, it sees the
+reorg again and writes it anew; if the chain flipped back, ``head.*`` already holds the old branch.
+Undoing a batch that is still canonical is harmless: the follower produces it again right after,
 in the same partitions, after the reverts.
 
 At most one batch per stream is in flight: the pipeline writes the next batch only after the
@@ -23,7 +32,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -43,25 +52,25 @@ class InFlight:
     blocks: Sequence[BlockKeys]
     reorg: tuple[str, int, str] | None = None  # (key, common ancestor number, hash) of its reorg record
     batch_id: str = ""
+    orphaned: Sequence[BlockKeys] = field(default_factory=list)  # what its reverts undo, per block
 
 
 def encode(entry: InFlight) -> list[bytes]:
     """The entry as journal messages, each under ``PART_BYTES``, all naming the batch and their count."""
     batch_id = entry.batch_id or uuid.uuid4().hex
-    chunks: list[list[dict[str, Any]]] = [[]]
+    chunks: list[dict[str, list[dict[str, Any]]]] = [{"orphaned": [], "blocks": []}]
     size = 0
-    for block in entry.blocks:
-        doc = block.to_json()
+    items = [("orphaned", b) for b in entry.orphaned] + [("blocks", b) for b in entry.blocks]
+    for field_name, block in items:
         weight = 80 + sum(len(k) + 3 for keys in block.keys.values() for k in keys)
-        if chunks[-1] and size + weight > PART_BYTES:
-            chunks.append([])
+        if size and size + weight > PART_BYTES:
+            chunks.append({"orphaned": [], "blocks": []})
             size = 0
-        chunks[-1].append(doc)
+        chunks[-1][field_name].append(block.to_json())
         size += weight
     head = {"stream": entry.stream, "after": list(entry.after), "reorg": entry.reorg, "batch": batch_id}
     return [
-        orjson.dumps({**head, "part": i, "parts": len(chunks), "blocks": blocks})
-        for i, blocks in enumerate(chunks)
+        orjson.dumps({**head, "part": i, "parts": len(chunks), **lists}) for i, lists in enumerate(chunks)
     ]
 
 
@@ -92,6 +101,7 @@ def last_complete(values: Sequence[bytes]) -> InFlight | None:
                 blocks=[BlockKeys.from_json(b) for d in group for b in d["blocks"]],
                 reorg=(str(reorg[0]), int(reorg[1]), str(reorg[2])) if reorg else None,
                 batch_id=str(last.get("batch", "")),
+                orphaned=[BlockKeys.from_json(b) for d in group for b in d.get("orphaned", ())],
             )
         end -= 1  # an incomplete entry (the node stopped while writing it): look further back
     return None

@@ -239,6 +239,22 @@ def revert_messages(topics: Topics, blocks: Iterable[BlockKeys]) -> Iterator[Out
             yield out_message(topics.of(HEAD, kind), key, value, headers)
 
 
+def restore_messages(topics: Topics, stored: Batch, reverted: Iterable[BlockKeys]) -> list[OutMessage]:
+    """``head.*`` messages that produce again the records ``reverted`` names, taken from ``stored``
+    (what Postgres holds): only records of the same block (by hash) under the same key, so a
+    block Postgres no longer holds is not brought back."""
+    wanted = {
+        (kind, key, block.hash) for block in reverted for kind, keys in block.keys.items() for key in keys
+    }
+    out: list[OutMessage] = []
+    for kind, key, value, headers in encode_batch(stored):
+        block_hash = headers[0][1]
+        assert isinstance(block_hash, bytes)
+        if (kind, key.decode(), block_hash.decode()) in wanted:
+            out.append(out_message(topics.of(HEAD, kind), key, value, headers))
+    return out
+
+
 class EncodedCache:
     """The batches the head sink encoded last, so the confirmed publisher need not encode them again
     (a backfill writes several at once)."""

@@ -3,7 +3,8 @@
 Per batch, in one transaction:
 1. if the batch carries a reorg: delete every row above the common ancestor from every
    block-keyed table (``schema.BLOCK_TABLES``, plus pools created in those blocks) and record
-   the reorg in ``reorgs``;
+   the reorg in ``reorgs`` — unless it is already applied (``reorg_is_applied``: the same batch
+   written again after its commit), so a replayed reorg batch changes nothing;
 2. per table with rows: binary COPY into a temporary staging table (created once per
    connection), then one statement that moves the rows out of staging (``DELETE ... RETURNING``)
    and inserts them ``ON CONFLICT (natural key) DO NOTHING``, so a replayed batch writes nothing
@@ -111,6 +112,33 @@ _DELETES = (
     ),
     'DELETE FROM "pools" WHERE "created_block_number" > $1',
 )
+
+
+# nothing above the ancestor but the new branch is stored, and the last recorded reorg is this one
+_REORG_APPLIED_SQL = (
+    "SELECT NOT EXISTS (SELECT 1 FROM blocks WHERE number > $1 AND hash <> ALL($2::text[]))"
+    " AND EXISTS (SELECT 1 FROM (SELECT * FROM reorgs ORDER BY id DESC LIMIT 1) r"
+    " WHERE r.common_ancestor_hash = $3 AND r.orphaned_hashes = $4::text[] AND r.new_hashes = $5::text[])"
+)
+
+
+async def reorg_is_applied(db: asyncpg.Connection | asyncpg.Pool, batch: Batch) -> bool:
+    """The batch's reorg is already in Postgres: the batch is written again after its commit (the
+    COMMIT's acknowledgement was lost, or a sink after Postgres failed), so the retry must neither
+    delete the new branch nor record the reorg twice. (A reorg back to a branch seen before is not
+    a replay: the branch it orphans is stored again.)"""
+    reorg = batch.reorg
+    assert reorg is not None
+    return bool(
+        await db.fetchval(
+            _REORG_APPLIED_SQL,
+            reorg.common_ancestor_number,
+            [b.hash for b in batch.blocks],
+            reorg.common_ancestor_hash,
+            list(reorg.orphaned_hashes),
+            list(reorg.new_hashes),
+        )
+    )
 
 
 async def _create_staging(conn: asyncpg.Connection) -> None:
@@ -221,17 +249,20 @@ class PostgresSink:
     async def _apply_reorg(self, conn: asyncpg.Connection, batch: Batch) -> None:
         reorg = batch.reorg
         assert reorg is not None
-        for sql in _DELETES:
-            await conn.execute(sql, reorg.common_ancestor_number)
-        await conn.execute(
-            "INSERT INTO reorgs (common_ancestor_number, common_ancestor_hash, depth, orphaned_hashes,"
-            " new_hashes) VALUES ($1, $2, $3, $4, $5)",
-            reorg.common_ancestor_number,
-            reorg.common_ancestor_hash,
-            reorg.depth,
-            list(reorg.orphaned_hashes),
-            list(reorg.new_hashes),
-        )
+        if await reorg_is_applied(conn, batch):
+            log.info("reorg above block %d already applied (a replayed batch)", reorg.common_ancestor_number)
+        else:
+            for sql in _DELETES:
+                await conn.execute(sql, reorg.common_ancestor_number)
+            await conn.execute(
+                "INSERT INTO reorgs (common_ancestor_number, common_ancestor_hash, depth, orphaned_hashes,"
+                " new_hashes) VALUES ($1, $2, $3, $4, $5)",
+                reorg.common_ancestor_number,
+                reorg.common_ancestor_hash,
+                reorg.depth,
+                list(reorg.orphaned_hashes),
+                list(reorg.new_hashes),
+            )
         if not batch.blocks:  # the new branch is shorter and not fetched yet: the cursor goes back
             await self._set_cursor(
                 conn, batch.stream, reorg.common_ancestor_number, reorg.common_ancestor_hash

@@ -11,7 +11,7 @@ from records import Block, Log, Pool, Reorg, Revert, Token, TokenTransfer, Trans
 from sinks.base import Batch
 from sinks.kafka import KafkaOptions, kafka_config_from_env
 from sinks.kafka_journal import InFlight, encode, last_complete
-from sinks.kafka_keys import BlockKeys, encode_record, keys_of_batch, message_key
+from sinks.kafka_keys import BlockKeys, Topics, encode_record, keys_of_batch, message_key, restore_messages
 
 pytestmark = pytest.mark.unit
 
@@ -96,6 +96,35 @@ def test_the_journal_gives_the_last_complete_entry_even_after_a_torn_write() -> 
     torn = first + encode(InFlight("follow", (11, H1), many, None, "c"))[:1]  # died while journaling
     assert last_complete(torn) == entry
     assert last_complete(first[1:]) is None  # the window began mid-entry: nothing complete in it
+
+
+def test_the_journal_keeps_what_a_reorg_batch_reverted_across_parts() -> None:
+    orphaned = [
+        BlockKeys(n, f"0x{n:064x}", {"logs": [f"0x{n:064x}:{i}" for i in range(3000)]}) for n in (4, 5)
+    ]
+    new = [BlockKeys(n, f"0x{n + 100:064x}", {"blocks": [str(n)]}) for n in (4, 5, 6)]
+    entry = InFlight("follow", (6, new[-1].hash), new, ("k", 3, H1), "r", orphaned=orphaned)
+    parts = encode(entry)
+    assert len(parts) > 1 and all(len(part) < 1_000_000 for part in parts)
+    assert last_complete(parts) == entry
+    older = encode(InFlight("follow", (3, H1), [BlockKeys(3, H1, {"blocks": ["3"]})], None, "o"))
+    assert last_complete(older + parts[:-1]) == InFlight(  # torn: the entry before it, which had none
+        "follow", (3, H1), [BlockKeys(3, H1, {"blocks": ["3"]})], None, "o", orphaned=[]
+    )
+
+
+def test_a_restore_brings_back_exactly_the_reverted_records_postgres_still_holds() -> None:
+    token = Token("0x" + "a" * 40, "T", "Token", 18, "call")  # never reverted, so never restored
+    stored = Batch("follow", [block(5, H1)], logs=[log(H1, 0), log(H1, 1)], tokens=[token])
+    reverted = [
+        BlockKeys(5, H1, {"blocks": ["5"], "logs": [f"{H1}:1"]}),  # log 0 was not reverted
+        BlockKeys(5, H2, {"blocks": ["5"]}),  # another block 5: Postgres does not hold it
+    ]
+    got = restore_messages(Topics("p."), stored, reverted)
+    assert got == [
+        ("p.head.blocks", b"5", to_json(block(5, H1)), [("block_hash", H1.encode())], -1),
+        ("p.head.logs", f"{H1}:1".encode(), to_json(log(H1, 1)), [("block_hash", H1.encode())], -1),
+    ]
 
 
 def test_librdkafka_settings_come_from_dexnode_kafka_variables() -> None:
