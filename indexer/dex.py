@@ -14,19 +14,34 @@ For each batch (a live block or a backfill chunk):
 4. the registry's pure handlers turn the logs into ``DexTrade``/``DexLiquidity`` records.
 
 New pools and tokens ride in the same batch, so the sink writes them in the block's transaction.
+
+Every ``eth_call`` is made at the batch's last block, never at ``latest``: a pool or token created in
+the batch exists there, and a backend that has not reached that block errors (retryable) instead of
+answering ``0x`` for a contract it has not seen yet. Only answers are kept: a revert is one (the
+pool is not a pool, the token has no ``symbol()``); a timeout or a 429 is not. A retryable failure
+that outlives the RPC client's retries fails the whole batch's enrichment, which is waited out and
+run again from the start (``DexEnricher.__call__``); the in-memory caches only take what a batch
+learned once all of it was resolved, so a batch is never half enriched, and never enriched from a
+guess.
+
+Reorgs: the caches remember the block each entry was learned at (a pool's creation block, or the block
+it was classified at). A batch carrying a reorg first forgets everything learned above the common
+ancestor, so the new branch is classified and written afresh.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import Counter
-from collections.abc import Sequence
-from dataclasses import replace
+import random
+from collections import ChainMap, Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 
 from decoders.token_metadata import TOKEN_CALLS, parse_token
-from indexer.errors import ConfigError
+from indexer.errors import ConfigError, RetryableError
 from indexer.extract import ExtractedBlock
 from indexer.rpc import RpcClient
 from protocols.base import POOL_CREATED, Context, Skip
@@ -34,7 +49,7 @@ from protocols.pools import PoolQuery
 from protocols.registry import Registry, default_registry, resolution_counts
 from protocols.uniswap.v2 import DEFAULT_V2_VENUES, V2Venue
 from protocols.uniswap.v3 import DEFAULT_V3_VENUES, V3Venue
-from records import DexLiquidity, DexTrade, Log, Pool, Token
+from records import DexLiquidity, DexTrade, Log, Pool, Reorg, Token
 from sinks.base import Batch
 
 log = logging.getLogger("dexnode.dex")
@@ -74,120 +89,219 @@ def registry_from(v2_text: str | None, v3_text: str | None) -> Registry:
     )
 
 
-class DexEnricher:
-    """An ``indexer.pipeline.Enricher``: adds pools, tokens, trades and liquidity events to a batch."""
+@dataclass
+class _Learned:
+    """What one batch's enrichment found out, kept apart until all of it is resolved."""
 
-    def __init__(self, rpc: RpcClient, db: asyncpg.Pool | None, registry: Registry) -> None:
+    pools: dict[str, Pool] = field(default_factory=dict)
+    pool_blocks: dict[str, int] = field(default_factory=dict)  # address -> block it was learned at
+    not_pools: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, Token] = field(default_factory=dict)
+    new_pools: list[Pool] = field(default_factory=list)  # to write with the batch
+    new_tokens: list[Token] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def add_pool(self, pool: Pool, block: int, *, new: bool) -> None:
+        self.pools[pool.address] = pool
+        self.pool_blocks[pool.address] = block
+        self.not_pools.pop(pool.address, None)
+        if new:
+            self.new_pools.append(pool)
+
+
+class DexEnricher:
+    """An ``indexer.pipeline.Enricher``: adds pools, tokens, trades and liquidity events to a batch.
+
+    ``attempts``: how many times a batch is enriched before a ``RetryableError`` is raised to the
+    caller; 0 (the default) waits out a failing node for as long as it takes, like the sinks' writes.
+    """
+
+    def __init__(
+        self,
+        rpc: RpcClient,
+        db: asyncpg.Pool | None,
+        registry: Registry,
+        *,
+        attempts: int = 0,
+        base_delay: float = 0.5,
+        max_delay: float = 30.0,
+    ) -> None:
         self.rpc = rpc
         self.db = db
         self.registry = registry
+        self.attempts = attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
         self.pools: dict[str, Pool] = {}
         self.not_pools: set[str] = set()
         self.tokens: dict[str, Token] = {}
         self.counts: Counter[str] = Counter()
+        self._learned_at: dict[tuple[str, str], int] = {}  # ("pool"|"not_pool"|"token", address) -> block
 
     async def __call__(self, blocks: Sequence[ExtractedBlock], batch: Batch) -> Batch:
+        """The enriched batch; a node failure is waited out and the whole batch enriched again."""
+        failures = 0
+        while True:
+            try:
+                return await self.enrich(batch)
+            except RetryableError as exc:
+                failures += 1
+                self.counts["enrich.retries"] += 1
+                if self.attempts and failures >= self.attempts:
+                    raise
+                delay = min(self.max_delay, self.base_delay * 2 ** min(failures - 1, 16))
+                delay *= random.uniform(0.5, 1.0)
+                log.warning(
+                    "DEX enrichment of blocks %s..%s failed (%s); trying the batch again in %.1fs",
+                    batch.first_number,
+                    batch.tip.number if batch.tip is not None else None,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def enrich(self, batch: Batch) -> Batch:
+        """One try: raises ``RetryableError`` (caches untouched) when the node did not answer."""
+        if batch.reorg is not None:
+            self.forget(batch.reorg)
         handlers = self.registry.handlers
         dex_logs = [lg for lg in batch.logs if lg.topic0 in handlers]
-        if not dex_logs:
+        if not dex_logs or batch.tip is None:
             return batch
-        ctx = Context(
+        at = batch.tip.number  # every eth_call of the batch is made at its last block
+        learned = _Learned()
+        creations = [lg for lg in dex_logs if handlers[lg.topic0 or ""].kind == POOL_CREATED]
+        events = [lg for lg in dex_logs if handlers[lg.topic0 or ""].kind != POOL_CREATED]
+        created = self.registry.decode(creations, self._context(batch))  # pure: pools need no lookup
+        for pool in created.records:
+            if isinstance(pool, Pool):
+                learned.add_pool(pool, pool.created_block_number or at, new=True)
+        await self._resolve_pools(events, learned, at, batch.reorg)
+        await self._resolve_tokens(self._tokens_of(events, learned), learned, at)
+        self._commit(learned, at)  # everything is resolved: from here on nothing can fail
+        self.counts.update(created.counts)
+        decoded = self.registry.decode(events, self._context(batch))
+        self.counts.update(decoded.counts)
+        skips = created.counts + decoded.counts  # counted skips of creation events too
+        trades = [r for r in decoded.records if isinstance(r, DexTrade)]
+        liquidity = [r for r in decoded.records if isinstance(r, DexLiquidity)]
+        skipped = dict(batch.skipped)
+        for key, count in skips.items():
+            if key != "records" and count:
+                skipped[f"dex.{key}"] = skipped.get(f"dex.{key}", 0) + count
+        return replace(
+            batch,
+            dex_trades=trades,
+            dex_liquidity=liquidity,
+            pools=[*batch.pools, *learned.new_pools],
+            tokens=[*batch.tokens, *learned.new_tokens],
+            skipped=skipped,
+        )
+
+    def forget(self, reorg: Reorg) -> None:
+        """Drop what was learned at blocks the reorg orphaned (above its common ancestor)."""
+        ancestor = reorg.common_ancestor_number
+        stale = [key for key, block in self._learned_at.items() if block > ancestor]
+        for kind, address in stale:
+            self._learned_at.pop((kind, address), None)
+            if kind == "pool":
+                self.pools.pop(address, None)
+            elif kind == "not_pool":
+                self.not_pools.discard(address)
+            else:
+                self.tokens.pop(address, None)
+        if stale:
+            log.info("reorg above block %d: forgot %d cached pool(s)/token(s)", ancestor, len(stale))
+
+    def _context(self, batch: Batch) -> Context:
+        return Context(
             pools=self.pools,
             tokens=self.tokens,
             block_times={b.hash: b.timestamp for b in batch.blocks},
             transactions={t.hash: (t.from_address, t.to_address) for t in batch.transactions},
         )
-        creations = [lg for lg in dex_logs if handlers[lg.topic0 or ""].kind == POOL_CREATED]
-        events = [lg for lg in dex_logs if handlers[lg.topic0 or ""].kind != POOL_CREATED]
-        new_pools: list[Pool] = []
-        created = self.registry.decode(creations, ctx)
-        self.counts.update(created.counts)
-        for pool in created.records:
-            if isinstance(pool, Pool):
-                self.pools[pool.address] = pool
-                self.not_pools.discard(pool.address)
-                new_pools.append(pool)
-        new_pools += await self._resolve_pools(events)
-        new_tokens = await self._resolve_tokens(self._tokens_of(events, new_pools))
-        decoded = self.registry.decode(events, ctx)
-        self.counts.update(decoded.counts)
-        trades = [r for r in decoded.records if isinstance(r, DexTrade)]
-        liquidity = [r for r in decoded.records if isinstance(r, DexLiquidity)]
-        return replace(
-            batch,
-            dex_trades=trades,
-            dex_liquidity=liquidity,
-            pools=[*batch.pools, *new_pools],
-            tokens=[*batch.tokens, *new_tokens],
-            skipped={**batch.skipped, **{f"dex.{k}": v for k, v in decoded.counts.items() if k != "records"}},
-        )
 
-    def _tokens_of(self, events: Sequence[Log], new_pools: Sequence[Pool]) -> set[str]:
+    def _commit(self, learned: _Learned, at: int) -> None:
+        for address, pool in learned.pools.items():
+            self.pools[address] = pool
+            self.not_pools.discard(address)
+            self._learned_at.pop(("not_pool", address), None)
+            self._learned_at[("pool", address)] = learned.pool_blocks[address]
+        for address, block in learned.not_pools.items():
+            self.not_pools.add(address)
+            self._learned_at[("not_pool", address)] = block
+        for address, token in learned.tokens.items():
+            self.tokens[address] = token
+            self._learned_at[("token", address)] = at
+        self.counts.update(learned.counts)
+
+    def _tokens_of(self, events: Sequence[Log], learned: _Learned) -> set[str]:
         wanted: set[str] = set()
-        for pool in new_pools:
+        for pool in learned.new_pools:
             wanted.update((pool.token0, pool.token1))
+        pools: Mapping[str, Pool] = ChainMap(learned.pools, self.pools)
         for entry in events:
-            known = self.pools.get(entry.address)
+            known = pools.get(entry.address)
             if known is not None:
                 wanted.update((known.token0, known.token1))
-        return {t for t in wanted if t not in self.tokens}
+        return {t for t in wanted if t not in self.tokens and t not in learned.tokens}
 
-    async def _resolve_pools(self, events: Sequence[Log]) -> list[Pool]:
-        queries = [
-            q for q in self.registry.unknown_pools(events, self.pools) if q.address not in self.not_pools
-        ]
+    async def _resolve_pools(
+        self, events: Sequence[Log], learned: _Learned, at: int, reorg: Reorg | None
+    ) -> None:
+        known: Mapping[str, Pool] = ChainMap(learned.pools, self.pools)
+        queries = [q for q in self.registry.unknown_pools(events, known) if q.address not in self.not_pools]
         if not queries:
-            return []
+            return
         if self.db is not None:
             rows = await self.db.fetch(
                 f"SELECT {_POOL_COLUMNS} FROM pools WHERE address = ANY($1)", [q.address for q in queries]
             )
             for row in rows:
-                self.pools[row["address"]] = Pool(**dict(row))
-            queries = [q for q in queries if q.address not in self.pools]
-        if not queries:
-            return []
-        return await self._classify_on_chain(queries)
+                pool = Pool(**dict(row))
+                created = pool.created_block_number
+                if reorg is not None and created is not None and created > reorg.common_ancestor_number:
+                    continue  # created on the orphaned branch: this batch's write deletes that row
+                learned.add_pool(pool, created if created is not None else at, new=False)
+            queries = [q for q in queries if q.address not in learned.pools]
+        if queries:
+            await self._classify_on_chain(queries, learned, at)
 
-    async def _classify_on_chain(self, queries: list[PoolQuery]) -> list[Pool]:
+    async def _classify_on_chain(self, queries: list[PoolQuery], learned: _Learned, at: int) -> None:
         calls = [(q, c) for q in queries for c in q.calls]
-        results = await self.rpc.eth_calls([(c.to, c.data) for _, c in calls])
+        results = await self.rpc.eth_calls([(c.to, c.data) for _, c in calls], at)
         by_query: dict[str, dict[str, str | None]] = {q.address: {} for q in queries}
         for (q, c), res in zip(calls, results, strict=True):
-            by_query[q.address][c.name] = res.data if res.ok else None
+            by_query[q.address][c.name] = res.data  # None: the call reverted
         outcomes: list[Pool | Skip] = []
         candidates: list[tuple[PoolQuery, Pool]] = []
         for q in queries:
             outcome = q.resolve(by_query[q.address])
             if isinstance(outcome, Skip):
-                self.not_pools.add(q.address)
+                learned.not_pools[q.address] = at
                 outcomes.append(outcome)
-                log.info("not a pool: %s", outcome.detail)
+                log.info("not a pool at block %d: %s", at, outcome.detail)
             else:
                 candidates.append((q, outcome))
         checks = [(q, pool, q.verification_call(pool)) for q, pool in candidates]
         to_call = [(q, pool, c) for q, pool, c in checks if c is not None]
-        answers = await self.rpc.eth_calls([(c.to, c.data) for _, _, c in to_call]) if to_call else []
+        answers = await self.rpc.eth_calls([(c.to, c.data) for _, _, c in to_call], at) if to_call else []
         verified = {
-            q.address: q.verified(pool, a.data if a.ok else None)
-            for (q, pool, _), a in zip(to_call, answers, strict=True)
+            q.address: q.verified(pool, a.data) for (q, pool, _), a in zip(to_call, answers, strict=True)
         }
-        resolved: list[Pool] = []
         for q, pool, _ in checks:
             final = verified.get(q.address, pool)
-            self.pools[final.address] = final
-            resolved.append(final)
+            learned.add_pool(final, at, new=True)
             outcomes.append(final)
             if final.protocol == "unknown":
                 log.warning(
                     "pool %s: Uniswap-shaped events but no configured factory vouches for it", q.address
                 )
-        self.counts.update(resolution_counts(outcomes))
-        return resolved
+        learned.counts.update(resolution_counts(outcomes))
 
-    async def _resolve_tokens(self, addresses: set[str]) -> list[Token]:
+    async def _resolve_tokens(self, addresses: set[str], learned: _Learned, at: int) -> None:
         if not addresses:
-            return []
+            return
         missing = sorted(addresses)
         if self.db is not None:
             rows = await self.db.fetch(
@@ -195,21 +309,19 @@ class DexEnricher:
                 missing,
             )
             for row in rows:
-                self.tokens[row["address"]] = Token(**dict(row))
-            missing = [a for a in missing if a not in self.tokens]
+                learned.tokens[row["address"]] = Token(**dict(row))
+            missing = [a for a in missing if a not in learned.tokens]
         if not missing:
-            return []
+            return
         calls = [(a, name, data) for a in missing for name, data in TOKEN_CALLS]
-        results = await self.rpc.eth_calls([(a, data) for a, _, data in calls])
+        results = await self.rpc.eth_calls([(a, data) for a, _, data in calls], at)
         by_token: dict[str, dict[str, str | None]] = {a: {} for a in missing}
         for (a, name, _), res in zip(calls, results, strict=True):
-            by_token[a][name] = res.data if res.ok else None
-        fetched = []
+            by_token[a][name] = res.data  # None: the call reverted
         for address in missing:
             token = parse_token(address, by_token[address])
             if token.error:
-                log.info("token %s: %s", address, token.error)
-            self.tokens[address] = token
-            fetched.append(token)
-        self.counts["tokens.fetched"] += len(fetched)
-        return fetched
+                log.info("token %s at block %d: %s", address, at, token.error)
+            learned.tokens[address] = token
+            learned.new_tokens.append(token)
+        learned.counts["tokens.fetched"] += len(missing)

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import orjson
 
-from indexer.errors import DexnodeError, RetryableError
+from indexer.errors import RetryableError
 from indexer.rpc_errors import (
     BatchTooLarge,
     CallReverted,
@@ -31,6 +31,7 @@ from indexer.rpc_errors import (
     NotAvailableYet,
     RpcFatalError,
     RpcRetryableError,
+    StateUnavailable,
     map_rpc_error,
 )
 
@@ -46,6 +47,7 @@ __all__ = [
     "RpcFatalError",
     "RpcRetryableError",
     "RpcStats",
+    "StateUnavailable",
     "map_rpc_error",
 ]
 
@@ -84,10 +86,11 @@ class RpcStats:
 
 @dataclass(frozen=True, slots=True)
 class CallResult:
-    """One ``eth_calls`` entry: ``data`` (0x-hex) or the error (``CallReverted`` for a revert)."""
+    """One ``eth_calls`` entry, always an answer from the chain: ``data`` (0x-hex, ``"0x"`` when the
+    call returned nothing) or ``error``, the ``CallReverted`` of a call that failed in the EVM."""
 
     data: str | None
-    error: DexnodeError | None = None
+    error: CallReverted | None = None
 
     @property
     def ok(self) -> bool:
@@ -401,8 +404,33 @@ class RpcClient:
     async def eth_calls(
         self, calls: Sequence[tuple[str, str]], block: BlockId = "latest"
     ) -> list[CallResult]:
-        """Batched ``eth_call`` of (to, data) pairs: one result per call, a revert (or any other
-        non-retryable error) reported in its entry without failing the others."""
+        """Batched ``eth_call`` of (to, data) pairs at ``block``: one answer per call, a revert reported
+        in its entry without failing the others. Indexers pass the block being indexed: at ``latest``,
+        a backend that lags behind answers ``0x`` for a contract created after its head.
+
+        Only answers come back. A retryable failure (timeout, 429, a backend that does not have
+        ``block`` yet) that outlives the retries raises ``RpcRetryableError``, and any other node error
+        raises too: the caller must not take either for what the contract said. Calls the node cannot
+        answer at ``block`` because it pruned that state (``StateUnavailable``) are asked at ``latest``.
+        """
         param = _block_param(block)
         results = await self._run([("eth_call", [{"to": to, "data": data}, param]) for to, data in calls])
-        return [CallResult(None, r) if isinstance(r, DexnodeError) else CallResult(r) for r in results]
+        pruned = [i for i, r in enumerate(results) if isinstance(r, StateUnavailable)]
+        if pruned and param != "latest":
+            log.info(
+                "no state at block %s on the node (pruned): %d call(s) asked at latest", block, len(pruned)
+            )
+            again = await self._run(
+                [("eth_call", [{"to": calls[i][0], "data": calls[i][1]}, "latest"]) for i in pruned]
+            )
+            for i, result in zip(pruned, again, strict=True):
+                results[i] = result
+        out: list[CallResult] = []
+        for result in results:
+            if isinstance(result, CallReverted):
+                out.append(CallResult(None, result))
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                out.append(CallResult(result))
+        return out

@@ -3,11 +3,17 @@
 Retry loops decide by class only: ``RpcRetryableError`` (rate limits, internal errors, a node
 that does not have the block yet) is retried with backoff; every ``RpcFatalError`` is not.
 ``MethodNotFound`` lets callers fall back to another method; ``CallReverted`` lets ``eth_calls``
-report one reverting call without failing the others.
+report one reverting call without failing the others; ``StateUnavailable`` lets it ask again at
+``latest`` where a pruned node no longer holds the state of an old block.
+
+An ``eth_call`` that fails in the EVM (revert, out of gas, invalid opcode) is an answer about the
+contract and maps to ``CallReverted``; anything that is about the node (rate limit, timeout, a block
+it does not have yet) is retryable and never an answer.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,6 +52,11 @@ class CallReverted(RpcFatalError):
     """
 
 
+class StateUnavailable(RpcFatalError):
+    """The node has the block but no longer its state (a pruned, non-archive node): ``eth_call`` at that
+    block cannot be answered there, ever; ask at a newer block instead."""
+
+
 class BatchTooLarge(RpcRetryableError):
     """The node refused a batch (or its response) for its size: resend in smaller batches."""
 
@@ -64,6 +75,26 @@ _MESSAGE_RULES: tuple[tuple[str, type[RpcRetryableError] | type[RpcFatalError]],
     ("too many requests", RpcRetryableError),
     ("capacity", RpcRetryableError),
     ("revert", CallReverted),
+    # the EVM failed the call: as much an answer as a revert (geth -32000, anvil "EvmError: ...")
+    ("out of gas", CallReverted),
+    ("outofgas", CallReverted),
+    ("invalid opcode", CallReverted),
+    ("invalidfeopcode", CallReverted),
+    ("invalid jump", CallReverted),
+    ("stack underflow", CallReverted),
+    ("stack limit", CallReverted),
+    ("stack overflow", CallReverted),
+    ("write protection", CallReverted),
+    ("return data out of bounds", CallReverted),
+    ("evmerror", CallReverted),
+    # state of an old block pruned away (geth, erigon, nethermind, besu wordings)
+    ("missing trie node", StateUnavailable),
+    ("historical state", StateUnavailable),
+    ("state not available", StateUnavailable),
+    ("state is not available", StateUnavailable),
+    ("state histories", StateUnavailable),
+    ("state pruned", StateUnavailable),
+    ("world state unavailable", StateUnavailable),
     ("method not found", MethodNotFound),
     ("method not supported", MethodNotFound),
     ("not supported", MethodNotFound),
@@ -98,6 +129,19 @@ def _backoff_hint(data: Any) -> float | None:
     return None
 
 
+# anvil: "BlockOutOfRangeError: block height is 312 but requested was 5" (code -32602) for a block above
+# its head (it lags: retry) and for one below its oldest state (pruned or loaded from a dump: no state).
+_OUT_OF_RANGE = re.compile(r"block ?out ?of ?range.*?height is (\d+) but requested was (\d+)")
+
+
+def _out_of_range(lowered: str) -> type[RpcRetryableError] | type[RpcFatalError] | None:
+    match = _OUT_OF_RANGE.search(lowered)
+    if match is None:
+        return None
+    height, requested = int(match.group(1)), int(match.group(2))
+    return NotAvailableYet if requested > height else StateUnavailable
+
+
 def map_rpc_error(error: Any, method: str) -> RpcRetryableError | RpcFatalError:
     """The exception for a JSON-RPC ``error`` object returned for ``method``."""
     if not isinstance(error, Mapping):
@@ -107,8 +151,8 @@ def map_rpc_error(error: Any, method: str) -> RpcRetryableError | RpcFatalError:
     data = error.get("data")
     text = f"{method}: JSON-RPC error {code}: {message}"
     lowered = message.lower()
-    cls: type[RpcRetryableError] | type[RpcFatalError] | None = None
-    for needle, rule in _MESSAGE_RULES:
+    cls: type[RpcRetryableError] | type[RpcFatalError] | None = _out_of_range(lowered)
+    for needle, rule in () if cls is not None else _MESSAGE_RULES:
         if needle in lowered:
             cls = rule
             break
