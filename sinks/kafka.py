@@ -24,17 +24,23 @@ The split, and why the order is what it is (``with_kafka`` builds it):
    Postgres does not have yet, never the reverse. "Never lost" costs possible duplicates: same
    key, same content; consumers dedupe by key.
 2. A crash after Kafka, before Postgres: the follower resumes from Postgres and produces the batch
-   again. If a reorg replaced it meanwhile, Postgres never knew it: the in-flight journal
-   (``sinks.kafka_journal``) remembers its keys, and the head sink reverts them at start.
+   again. If a reorg replaced it meanwhile, or the batch was a reorg the chain then undid, Postgres
+   never knew it: the in-flight journal (``sinks.kafka_journal``) remembers its keys and the keys
+   its reverts undid, and at start the head sink reverts the first and produces the second again
+   from Postgres.
 3. ``ConfirmedPublisher`` runs after the Postgres commit. It publishes, from Postgres, every stored
    block from its own cursor (``cursors`` row ``kafka.confirmed``) up to ``tip - confirmations``,
    advancing the cursor after each delivered chunk: a restart continues without a gap (and may
-   repeat the last chunk). A failure there does not fail the batch (Postgres has committed); the
-   next batch retries from the cursor.
+   repeat the last chunk). A failed delivery there does not fail the batch (Postgres has
+   committed); the next batch retries from the cursor. A Postgres failure there does: the batch is
+   written again after its commit, like one whose COMMIT acknowledgement was lost.
 4. A stream that writes only confirmed blocks (``backfill``, ``journal=False``) needs neither
    reverts nor waiting: the head sink writes its batches to ``head.*`` and ``confirmed.*`` at once,
    before Postgres (one encoding, same guarantee), and the publisher's cursor just moves over them.
    Its chunks may be written concurrently and out of order; each is on both flavours regardless.
+5. A batch written again after its commit is a replay: for a reorg batch whose reorg Postgres
+   already applied (``sinks.postgres.reorg_is_applied``), neither Postgres nor ``head.*`` undoes
+   anything again; ``head.*`` only gets the new branch's records again (duplicates).
 
 Consumers of ``head.*``: keep the latest record per key; on a ``Revert``, drop the key if its stored
 record has the revert's ``block_hash`` (``dexnode consume --apply-reverts``, ``examples/pool_volume.py``).

@@ -14,9 +14,11 @@ Two ways onto ``confirmed.*``, one per kind of stream:
   follower's publisher does not read them back; a backfill chunk it cannot move over (written out of
   order, or below the cursor) is on ``confirmed.*`` all the same.
 
-A failure here does not fail the batch (Postgres has committed it): the next batch retries from the
-cursor. Nothing is ever reverted on ``confirmed.*``; a reorg deeper than ``confirmations`` is logged
-once as an error and the new branch is published after the old one.
+A failed delivery here does not fail the batch (Postgres has committed it): the next batch retries
+from the cursor. A failure on Postgres does fail it, and the pipeline writes the batch again: a
+replay, which changes nothing (``sinks.kafka``, point 5). Nothing is ever reverted on
+``confirmed.*``; a reorg deeper than ``confirmations`` is logged once as an error and the new branch
+is published after the old one.
 """
 
 from __future__ import annotations
