@@ -19,9 +19,13 @@ from subprocess import PIPE
 
 import orjson
 import pytest
+from eth_abi import encode
+from eth_utils import keccak
 
 from indexer.database import DatabaseInfo
-from records import Block, DexLiquidity, DexTrade, Pool, Reorg, Token, from_dict
+from protocols.base import Context
+from protocols.registry import default_registry
+from records import Block, DexLiquidity, DexTrade, Log, Pool, Reorg, Token, from_dict
 from sinks.base import Batch, CompositeSink
 from sinks.kafka import KafkaOptions, kafka_composite
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
@@ -59,9 +63,25 @@ def trade(b: Block, log_index: int, pool: str, amount: int) -> DexTrade:
 
 def liquidity(b: Block, log_index: int, pool: str) -> DexLiquidity:
     return DexLiquidity(b.number, b.timestamp, b.hash, _hash("tx", b.hash, log_index), 1, log_index,
-                        "uniswap", "2", "uniswap-v2", pool, "Mint", "add", TOKENS[0].address,
+                        "uniswap", "2", "uniswap-v2", pool, "mint", "add", TOKENS[0].address,
                         TOKENS[2].address, 10**20, 3 * 10**20, Decimal(100), Decimal(300), None,
                         "0x" + "d" * 40, None, None, None)  # fmt: skip
+
+
+def test_liquidity_fixture_is_what_the_v2_plugin_writes() -> None:
+    """The hand-built record above equals the v2 plugin's record for the same Mint log (event "mint",
+    not the event's Solidity name), so consumers are tested on what production publishes."""
+    b = block(1, "a", "0x" + "0" * 64)
+    pool = Pool("0x" + "e" * 40, "uniswap", "2", "uniswap-v2", None, TOKENS[0].address, TOKENS[2].address,
+                3000, None, None, None, None, None)  # fmt: skip
+    want = liquidity(b, 3, pool.address)
+    mint = Log(b.number, b.hash, want.transaction_hash, 1, 3, pool.address,
+               "0x" + encode(["uint256", "uint256"], [10**20, 3 * 10**20]).hex(),
+               "0x" + keccak(text="Mint(address,uint256,uint256)").hex(),
+               "0x" + encode(["address"], ["0x" + "d" * 40]).hex(), None, None)  # fmt: skip
+    ctx = Context({pool.address: pool}, {t.address: t for t in TOKENS}, {b.hash: b.timestamp},
+                  {want.transaction_hash: ("0x" + "c" * 40, pool.address)})  # fmt: skip
+    assert default_registry().decode([mint], ctx).records == [want]
 
 
 def chain(first: int, last: int, branch: str, parent: str, *, salt: int) -> list[Batch]:
