@@ -265,7 +265,8 @@ async def dexnode(
         "DEXNODE_LOG_LEVEL": "WARNING",
     }
     argv = [str(DEXNODE), "backfill", "--from", str(wanted.first), "--to", str(wanted.last),
-            "--confirmations", "0", "--rpc-http", devnet.rpc_http, "--database-url", dsn,
+            "--confirmations", "0", "--allow-unconfirmed", "--rpc-http", devnet.rpc_http,
+            "--database-url", dsn,
             "--workers", str(workers), "--batch-blocks", str(chunk)]  # fmt: skip
     if defer:
         argv.append("--defer-indexes")

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -84,6 +86,35 @@ class AdaptiveLoad:
             self.workers, self.batch = grown
             log.info("node healthy: %d concurrent chunks, batch %d", self.workers, self.batch)
 
+    def node_failed(self, *, now: float | None = None) -> bool:
+        """A chunk failed with a retryable error that outlived the client's retries (the node is down
+        or refusing us): back off like on retries, at most once per ``cooldown``; → backed off."""
+        now = time.monotonic() if now is None else now
+        self._healthy = 0
+        if now - self._last_backoff < self.cooldown or (self.workers, self.batch) == (1, 1):
+            return False
+        self._last_backoff = now
+        self.workers = max(1, self.workers // 2)
+        self.batch = max(1, self.batch // 2)
+        self.backoffs += 1
+        return True
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How a backfill waits out a node that is down: a chunk whose fetch (or enrichment) fails with
+    a retryable error after the client's own retries is tried again after ``delay(n)`` seconds, for
+    as long as it takes; a line is logged at most every ``log_every`` seconds meanwhile."""
+
+    base_delay: float = 1.0
+    max_delay: float = 30.0
+    log_every: float = 30.0
+
+    def delay(self, failures: int, retry_after: float | None = None) -> float:
+        backoff = min(self.max_delay, self.base_delay * 2 ** max(0, failures - 1))
+        backoff *= random.uniform(0.5, 1.0)
+        return max(backoff, min(retry_after, 600.0)) if retry_after else backoff
+
 
 class Slots:
     """A semaphore whose size follows ``AdaptiveLoad.workers``."""
@@ -101,6 +132,70 @@ class Slots:
     async def release(self) -> None:
         async with self._cond:
             self.active -= 1
+            self._cond.notify_all()
+
+
+class MemoryBudget:
+    """Bytes of node answers a backfill holds at once, and the chunk size that keeps them in budget.
+
+    A chunk's cost is its block count times the bytes a block's answers take (``eth_getBlockByNumber``
+    with full transactions plus ``eth_getBlockReceipts``, measured on the JSON as fetched) times
+    ``expansion``, the factor from JSON bytes to what the parsed answers and the extracted records
+    take in Python until the chunk is written. A worker reserves a chunk's cost before it fetches
+    and releases it when the chunk is written; it waits while the reservations in flight plus its
+    own would exceed ``limit``. Two exceptions keep the backfill moving: a chunk is always granted
+    when nothing else is reserved, and the chunk whose turn it is to be enriched (the lowest not
+    yet enriched; the later ones wait for it while holding their reservations) is granted too, so
+    the most ever reserved is ``limit`` plus one chunk. The backfill measures one block alone
+    before it sizes any chunk.
+    """
+
+    def __init__(self, limit_bytes: int, *, expansion: float = 4.0) -> None:
+        if limit_bytes < 1:
+            raise ValueError("the memory budget must be positive")
+        self.limit = limit_bytes
+        self.expansion = expansion
+        self.block_bytes: float | None = None  # response bytes per block, weighted towards the largest
+        self.in_use = 0
+        self.peak = 0  # most bytes ever reserved at once
+        self._cond = asyncio.Condition()
+
+    @property
+    def measured(self) -> bool:
+        return self.block_bytes is not None
+
+    def cost(self, blocks: int) -> int:
+        assert self.block_bytes is not None
+        return int(blocks * self.block_bytes * self.expansion)
+
+    def chunk_blocks(self, max_blocks: int, holders: int) -> int:
+        """Blocks per chunk so that ``holders`` chunks in flight stay within the limit (at least 1)."""
+        per_chunk = self.limit / max(1, holders)
+        return max(1, min(max_blocks, int(per_chunk // max(1.0, self.cost(1)))))
+
+    def observe(self, blocks: int, response_bytes: int) -> None:
+        """A fetched batch's size: a larger block raises the estimate at once, smaller lower it slowly."""
+        sample = response_bytes / max(1, blocks)
+        old = self.block_bytes
+        self.block_bytes = sample if old is None else max(sample, 0.8 * old + 0.2 * sample)
+
+    async def reserve(self, nbytes: int, is_next: Callable[[], bool] = lambda: False) -> None:
+        """Wait until ``nbytes`` fit (or nothing is reserved, or ``is_next()``), then hold them."""
+        async with self._cond:
+            await self._cond.wait_for(
+                lambda: self.in_use + nbytes <= self.limit or self.in_use == 0 or is_next()
+            )
+            self.in_use += nbytes
+            self.peak = max(self.peak, self.in_use)
+
+    async def release(self, nbytes: int) -> None:
+        async with self._cond:
+            self.in_use -= nbytes
+            self._cond.notify_all()
+
+    async def poke(self) -> None:
+        """Re-check waiting reservations (the enrichment turn moved)."""
+        async with self._cond:
             self._cond.notify_all()
 
 

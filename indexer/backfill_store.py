@@ -78,13 +78,25 @@ class BackfillSink(PostgresSink):
                     raise
                 log.info("chunk at block %d rolled back (%s): writing it again", batch.blocks[0].number, exc)
 
+    async def _insert_rows(self, conn: asyncpg.Connection, batch: Batch, *, direct: bool = False) -> None:
+        if not direct and batch.blocks:  # some of the chunk's heights are stored: by whom, which blocks?
+            await replace_orphans(conn, batch)
+        await super()._insert_rows(conn, batch, direct=direct)
+
     async def _checkpoint(self, conn: asyncpg.Connection, batch: Batch) -> None:
+        """The chunk's row. Another run (other ``--to``, other ``--batch-blocks``, or one running at
+        the same time) may have recorded a chunk with the same first block: the longer of the two is
+        kept, with its own counts, so the done ranges are exactly what is stored."""
         if not batch.blocks:
             return
         first, tip = batch.blocks[0], batch.blocks[-1]
         await conn.execute(
             "INSERT INTO backfill_chunks (first_block, last_block, last_hash, transaction_count, log_count,"
-            " run_started_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (first_block) DO NOTHING",
+            " run_started_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (first_block) DO UPDATE SET"
+            " last_block = excluded.last_block, last_hash = excluded.last_hash,"
+            " transaction_count = excluded.transaction_count, log_count = excluded.log_count,"
+            " run_started_at = excluded.run_started_at, completed_at = now()"
+            " WHERE excluded.last_block > backfill_chunks.last_block",
             first.number,
             tip.number,
             tip.hash,
@@ -92,6 +104,44 @@ class BackfillSink(PostgresSink):
             len(batch.logs),
             self.run_started_at,
         )
+
+
+# Rows of a block-keyed table at heights [$1, $2] whose block is not one of $3 (the confirmed hashes).
+def _block_columns(table: sa.Table) -> tuple[str, str]:
+    return ("number", "hash") if table is schema.blocks else ("block_number", "block_hash")
+
+
+_STALE_SQL = tuple(
+    f'DELETE FROM "{t.name}" WHERE "{num}" BETWEEN $1 AND $2 AND "{col}" <> ALL($3::text[])'
+    for t, (num, col) in (
+        *((t, _block_columns(t)) for t in schema.BLOCK_TABLES),
+        (schema.pools, ("created_block_number", "created_block_hash")),
+    )
+)
+
+
+async def replace_orphans(conn: asyncpg.Connection, batch: Batch) -> int:
+    """Delete, in the chunk's transaction, every row stored at the chunk's heights for a block that
+    is not the chunk's (a block the follower stored before a reorg orphaned it): the confirmed chain
+    wins, and ``blocks.number`` stays unique. → blocks replaced."""
+    first, last = batch.blocks[0].number, batch.blocks[-1].number
+    hashes = [b.hash for b in batch.blocks]
+    stale = await conn.fetch(
+        "SELECT number, hash FROM blocks WHERE number BETWEEN $1 AND $2 AND hash <> ALL($3::text[])",
+        first,
+        last,
+        hashes,
+    )
+    if not stale:
+        return 0
+    for sql in _STALE_SQL:
+        await conn.execute(sql, first, last, hashes)
+    log.warning(
+        "replaced %d orphaned block(s) stored at %s with the confirmed chain's",
+        len(stale),
+        ", ".join(f"{r['number']} {r['hash'][:10]}" for r in stale),
+    )
+    return len(stale)
 
 
 async def done_ranges(db: Executor) -> list[BlockRange]:
@@ -182,7 +232,7 @@ async def status(db: Executor, wanted: BlockRange | None = None) -> BackfillStat
     return BackfillStatus(
         done=done,
         gaps=holes,
-        blocks=int(totals["blocks"]),
+        blocks=sum(len(r) for r in done),  # chunks of two runs may overlap: count each block once
         transactions=int(totals["txs"]),
         logs=int(totals["logs"]),
         chunks=int(totals["chunks"]),

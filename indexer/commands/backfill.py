@@ -72,9 +72,26 @@ def backfill_command(
         typer.Option(
             "--confirmations",
             min=0,
-            help="how far below the head a block must be to be written (env DEXNODE_CONFIRMATIONS; 12)",
+            help="how far below the head a block must be to be written (env DEXNODE_CONFIRMATIONS; 12);"
+            " 0 only with --allow-unconfirmed",
         ),
     ] = None,
+    allow_unconfirmed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unconfirmed",
+            help="accept --confirmations 0: blocks at the head, which a reorg can still replace, are"
+            " written (devnets, tests); refused with Kafka, whose confirmed.* topics are never reverted",
+        ),
+    ] = False,
+    memory_mb: Annotated[
+        int,
+        typer.Option(
+            "--memory-mb",
+            min=16,
+            help="most memory for node answers in flight: chunks shrink and workers wait to stay within it",
+        ),
+    ] = 256,
     defer_indexes: Annotated[
         bool,
         typer.Option(
@@ -137,6 +154,8 @@ def backfill_command(
             max_rps=max_rps,
             defer_indexes=defer_indexes,
             dex=dex,
+            allow_unconfirmed=allow_unconfirmed,
+            memory_mb=memory_mb,
         )
     )
 
@@ -173,11 +192,13 @@ async def backfill(
     dex: bool = True,
     make_enricher: EnricherFactory | None = None,
     progress_tty: bool | None = None,
+    allow_unconfirmed: bool = False,
+    memory_mb: int = 256,
 ) -> BackfillReport:
     """Resolve the confirmed range, skip what is done, write the rest; rebuild dropped indexes at the end.
 
     ``make_enricher(rpc, pool)`` builds the protocol step; by default (``dex``) the DEX enricher
-    over the venues in the settings.
+    over the venues in the settings. ``confirmations`` 0 is refused unless ``allow_unconfirmed``.
     """
     from indexer.backfill_load import RateLimitedTransport
     from indexer.backfill_store import BackfillSink
@@ -189,6 +210,7 @@ async def backfill(
 
     if to.isdigit() and int(to) < from_block:
         raise ConfigError(f"--to {to} is below --from {from_block}")
+    check_confirmations(settings, to, allow_unconfirmed)
     if make_enricher is None and dex:
         make_enricher = dex_enricher(settings)
     async with open_database(settings) as db:
@@ -204,7 +226,7 @@ async def backfill(
             ) as rpc:
                 enrich = make_enricher(rpc, sink.pool) if make_enricher is not None else None
                 job = _Job(settings, rpc, sink, workers, batch_blocks, defer_indexes, progress_tty, enrich)
-                job.writer = writer
+                job.writer, job.memory_mb = writer, memory_mb
                 return await job.run(from_block, to)
         finally:
             await writer.close()  # the composite closes the Postgres sink too
@@ -226,6 +248,7 @@ class _Job:
         self.workers, self.batch_blocks, self.defer_indexes = workers, batch_blocks, defer_indexes
         self.progress_tty, self.enrich = progress_tty, enrich
         self.writer: Sink = sink
+        self.memory_mb = 256
 
     async def run(self, from_block: int, to: str) -> BackfillReport:
         from indexer.backfill import BackfillReport, resolve_target
@@ -233,6 +256,7 @@ class _Job:
         from indexer.backfill_store import done_ranges, rebuild_indexes
 
         target = await resolve_target(self.rpc, to, self.settings.confirmations)
+        await check_same_chain(self.rpc, self.sink.pool, target.head)
         if target.note:
             log.warning(target.note)
             typer.echo(f"note: {target.note}", err=True)
@@ -256,7 +280,7 @@ class _Job:
 
     async def _write(self, chunks: list[BlockRange], todo: int) -> BackfillReport:
         from indexer.backfill import Backfill
-        from indexer.backfill_load import AdaptiveLoad
+        from indexer.backfill_load import AdaptiveLoad, MemoryBudget
         from indexer.backfill_progress import make_progress
         from indexer.backfill_store import drop_secondary_indexes, missing_indexes
 
@@ -265,7 +289,10 @@ class _Job:
         load = AdaptiveLoad(max_workers=self.workers, max_batch=self.settings.rpc_batch_size)
         progress = make_progress(todo, tty=self.progress_tty)
         try:
-            job = Backfill(self.rpc, self.writer, load=load, enrich=self.enrich, progress=progress)
+            budget = MemoryBudget(self.memory_mb * 2**20)
+            job = Backfill(
+                self.rpc, self.writer, load=load, enrich=self.enrich, progress=progress, budget=budget
+            )
             return await job.run(chunks)
         except BaseException:
             with contextlib.suppress(Exception):
@@ -276,6 +303,52 @@ class _Job:
             raise
         finally:
             progress.close()
+
+
+def check_confirmations(settings: Settings, to: str, allow_unconfirmed: bool) -> None:
+    """A backfill promises never to store a block that a reorg can replace: 0 confirmations breaks
+    that, so it must be asked for explicitly, and never with Kafka (confirmed.* is never reverted)."""
+    from indexer.errors import ConfigError
+
+    if settings.confirmations > 0 or to == "finalized":
+        return
+    if not allow_unconfirmed:
+        raise ConfigError(
+            "--confirmations 0 would write blocks at the head, which a reorg can still replace: give at"
+            " least 1, or --to finalized, or --allow-unconfirmed (devnets and tests)"
+        )
+    if settings.kafka_bootstrap_servers:
+        raise ConfigError(
+            "--allow-unconfirmed cannot be used with Kafka: confirmed.* topics are never reverted"
+        )
+    log.warning(
+        "--allow-unconfirmed: blocks up to the head are written; a reorg can leave orphaned blocks"
+        " that only `dexnode follow` replaces"
+    )
+
+
+async def check_same_chain(rpc: RpcClient, pool: asyncpg.Pool, head: int) -> None:
+    """Refuse to add another chain's blocks to this database (wrong URL, wrong network): the
+    newest backfilled block, confirmed when it was written, must be the node's block at its height."""
+    from indexer.errors import FatalError
+
+    row = await pool.fetchrow(
+        "SELECT last_block, last_hash FROM backfill_chunks ORDER BY last_block DESC LIMIT 1"
+    )
+    if row is None:
+        return
+    number, stored = int(row["last_block"]), str(row["last_hash"])
+    if number > head:
+        raise FatalError(
+            f"the node's head is block {head}, below the backfilled block {number}:"
+            " is DEXNODE_RPC_HTTP the chain this database indexed (or is the node still syncing)?"
+        )
+    block = await rpc.get_block_by_number(number, full_txs=False)
+    if str(block["hash"]).lower() != stored:
+        raise FatalError(
+            f"the node's block {number} is {str(block['hash'])[:12]}, the database has {stored[:12]}:"
+            " is DEXNODE_RPC_HTTP the chain this database indexed?"
+        )
 
 
 def dex_enricher(settings: Settings) -> EnricherFactory:

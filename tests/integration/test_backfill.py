@@ -129,7 +129,7 @@ async def test_a_killed_backfill_resumed_equals_an_uninterrupted_one_row_for_row
 ) -> None:
     last = devnet.head()[0]
     args = ["--from", "0", "--to", str(last), "--batch-blocks", "10", "--rpc-http", devnet.rpc_http]
-    args += ["--confirmations", "0"]
+    args += ["--confirmations", "0", "--allow-unconfirmed"]
     cli_env = {**cli_env, **venue_env(devnet)}
     uninterrupted = await backfill(
         settings(clean_db, devnet.rpc_http, devnet=devnet),
@@ -137,6 +137,7 @@ async def test_a_killed_backfill_resumed_equals_an_uninterrupted_one_row_for_row
         to=str(last),
         batch_blocks=10,
         progress_tty=False,
+        allow_unconfirmed=True,
     )
     assert uninterrupted.blocks == last + 1 and uninterrupted.logs > 1000 and uninterrupted.dex_trades > 500
 
@@ -220,8 +221,8 @@ async def test_status_shows_done_ranges_and_gaps_and_a_rerun_fills_only_the_gaps
     chain: RpcClient, anvil: str, scratch_db: DatabaseInfo, cli_env: dict[str, str]
 ) -> None:
     s = settings(scratch_db, anvil)
-    await backfill(s, from_block=0, to="9", batch_blocks=5, progress_tty=False)
-    await backfill(s, from_block=20, to="29", batch_blocks=5, progress_tty=False)
+    await backfill(s, from_block=0, to="9", batch_blocks=5, progress_tty=False, allow_unconfirmed=True)
+    await backfill(s, from_block=20, to="29", batch_blocks=5, progress_tty=False, allow_unconfirmed=True)
 
     shown = cli(["--status", "--database-url", scratch_db.dsn], cli_env)
     assert shown.returncode == 0, shown.stderr
@@ -232,7 +233,9 @@ async def test_status_shows_done_ranges_and_gaps_and_a_rerun_fills_only_the_gaps
     in_range = cli(["--status", "--from", "0", "--to", "35", "--database-url", scratch_db.dsn], cli_env)
     assert "gaps: 10–19, 30–35 (16 blocks)" in in_range.stdout
 
-    report = await backfill(s, from_block=0, to="30", batch_blocks=5, progress_tty=False)
+    report = await backfill(
+        s, from_block=0, to="30", batch_blocks=5, progress_tty=False, allow_unconfirmed=True
+    )
     assert (report.blocks, report.chunks) == (11, 3)  # 10–14, 15–19, 30: nothing fetched twice
     conn = await asyncpg.connect(scratch_db.dsn)
     try:
@@ -335,7 +338,16 @@ async def test_deferred_indexes_survive_a_cancelled_run_and_are_rebuilt_by_the_n
     s = settings(scratch_db, devnet.rpc_http)
     last = min(devnet.head()[0], 200)
     task = asyncio.create_task(
-        backfill(s, from_block=0, to=str(last), batch_blocks=10, workers=1, max_rps=8, defer_indexes=True)
+        backfill(
+            s,
+            from_block=0,
+            to=str(last),
+            batch_blocks=10,
+            workers=1,
+            max_rps=8,
+            defer_indexes=True,
+            allow_unconfirmed=True,
+        )
     )
     await wait_for_chunks(scratch_db.dsn, 2)
     task.cancel()
@@ -348,7 +360,9 @@ async def test_deferred_indexes_survive_a_cancelled_run_and_are_rebuilt_by_the_n
         assert any("secondary indexes dropped" in line for line in st.lines())
         partial = await done_ranges(conn)
         assert partial and partial[0].last < last
-        await backfill(s, from_block=0, to=str(last), batch_blocks=10, progress_tty=False)  # no flag
+        await backfill(
+            s, from_block=0, to=str(last), batch_blocks=10, progress_tty=False, allow_unconfirmed=True
+        )
         assert await missing_indexes(conn) == []
         assert await done_ranges(conn) == [BlockRange(0, last)]
         numbers = [r["number"] for r in await conn.fetch("SELECT number FROM blocks ORDER BY number")]
