@@ -33,8 +33,14 @@ pytest_plugins = ["tests.devnet_fixture"] if (REPO / "tests" / "devnet_fixture.p
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
+    """The recorded real data. Missing, every golden test fails (never skips): a green run must mean
+    the recordings were checked."""
     if not FIXTURES.is_dir():
-        pytest.skip(f"recorded fixtures not found at {FIXTURES} (../shared beside the checkout)")
+        pytest.fail(
+            f"recorded fixtures not found at {FIXTURES}: the golden tests need ../shared/fixtures beside "
+            "the checkout (see DESIGN.md, 'Real data for tests')",
+            pytrace=False,
+        )
     return FIXTURES
 
 

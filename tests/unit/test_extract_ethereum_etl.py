@@ -25,12 +25,7 @@ from records import Block, Log, TokenTransfer, Transaction
 
 ETL = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "ethereum-etl"
 
-pytestmark = [
-    pytest.mark.unit,
-    pytest.mark.skipif(
-        not ETL.is_dir(), reason=f"recorded fixtures not found at {ETL} (../shared beside the repo)"
-    ),
-]
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("fixtures_dir")]  # fails without the fixtures
 
 
 def same(*names: str) -> dict[str, str]:

@@ -25,10 +25,7 @@ from records import Withdrawal
 
 HELIOS = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mainnet-block-21925176-helios"
 
-pytestmark = [
-    pytest.mark.unit,
-    pytest.mark.skipif(not HELIOS.is_dir(), reason=f"recorded fixtures not found at {HELIOS}"),
-]
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("fixtures_dir")]  # fails without the fixtures
 
 
 @pytest.fixture(scope="module")

@@ -28,10 +28,7 @@ FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 ETL = FIXTURES / "ethereum-etl" / "test_stream" / "blocks_17173049_17173050"
 HELIOS = FIXTURES / "mainnet-block-21925176-helios"
 
-pytestmark = [
-    pytest.mark.unit,
-    pytest.mark.skipif(not (ETL.is_dir() and HELIOS.is_dir()), reason=f"no recorded fixtures at {FIXTURES}"),
-]
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("fixtures_dir")]  # fails without the fixtures
 
 V2_SWAP = "0xd78ad95fa46c994b6551d0da85fc275fe613ce37657fb8d5e3d130840159d822"
 V2_SYNC = "0x1c411e9a96e071241c2f21f7726b17ae89e3cab4c78be50e062b03a9fffbbad1"

@@ -28,10 +28,7 @@ from records import DexLiquidity, DexTrade, Log, Pool, Token
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 DEMETER = FIXTURES / "uniswap" / "v3-demeter-fetch"
 
-pytestmark = [
-    pytest.mark.unit,
-    pytest.mark.skipif(not DEMETER.is_dir(), reason=f"recorded fixtures not found at {DEMETER}"),
-]
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("fixtures_dir")]  # fails without the fixtures
 
 USDC = "0xa0b86991c6218b36c1d19d4a2e9eb0ce3606eb48"
 WETH = "0xc02aaa39b223fe8d0a0e5c4f27ead9083c756cc2"
