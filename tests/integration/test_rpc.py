@@ -26,10 +26,7 @@ from indexer.rpc import (
 from indexer.trie import receipts_root
 from tests.rpc_replay import ETL, FIXTURES, Fault, ReplayServer
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not ETL.is_dir(), reason=f"recorded fixtures not found at {ETL}"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fixtures_dir")]  # fails without the fixtures
 
 FOLDERS = (
     ETL / "test_stream/blocks_1755634_1755635",
@@ -113,8 +110,6 @@ async def test_receipts_fallback_is_remembered(server: ReplayServer, sleeps: Sle
 
 async def test_block_receipts_of_a_cancun_block(server: ReplayServer, sleeps: Sleeps) -> None:
     helios = FIXTURES / "mainnet-block-21925176-helios"
-    if not helios.is_dir():
-        pytest.skip(f"no {helios}")
     header = json.loads((helios / "block.json").read_text())
     server.set_result("eth_getBlockByNumber", ["0x14e8d38", False], header)
     helios_receipts = json.loads((helios / "receipts.json").read_text())

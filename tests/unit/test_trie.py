@@ -27,7 +27,7 @@ pytestmark = pytest.mark.unit
 
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
 ETL = FIXTURES / "ethereum-etl"
-needs_fixtures = pytest.mark.skipif(not ETL.is_dir(), reason=f"recorded fixtures not found at {ETL}")
+needs_fixtures = pytest.mark.usefixtures("fixtures_dir")  # fails (never skips) without the recordings
 
 
 LOREM = b"Lorem ipsum dolor sit amet, consectetur adipisicing elit"
