@@ -201,6 +201,31 @@ async def test_a_reorg_batch_written_again_after_a_lost_commit_ack_is_applied_on
     assert [from_dict(m.doc) for m in reorg_messages] == [reorg]
 
 
+async def test_a_reorg_to_a_shorter_branch_written_twice_is_applied_once(
+    clean_db: DatabaseInfo, kafka: KafkaDev
+) -> None:
+    """The new branch is shorter and not fetched yet: the batch carries the reorg alone, and moves
+    the cursor back to the common ancestor. Written twice, as a retry after its commit does."""
+    prefix = f"s{uuid.uuid4().hex[:8]}."
+    genesis, main, _, _ = scripted()
+    reorg = Reorg(3, main[2].blocks[0].hash, 3, tuple(b.blocks[0].hash for b in main[3:6]), (), 1)
+    writer = kafka_composite(
+        KafkaOptions(kafka.bootstrap, prefix, 3), await PostgresSink.connect(clean_db.dsn)
+    )
+    try:
+        for b in [genesis, *main[:6]]:
+            await writer.write(b)
+        await writer.write(Batch("follow", [], reorg=reorg))
+        await writer.write(Batch("follow", [], reorg=reorg))
+    finally:
+        await writer.close()
+    canonical = [genesis, *main[:3]]
+    await assert_postgres_holds(clean_db.dsn, canonical, [reorg])
+    reverts = assert_head_topics_hold(kafka, prefix, canonical, [reorg])
+    assert Counter(reverts) == reverts_of(main[3:6])
+    assert [from_dict(m.doc) for m in read_all(kafka.bootstrap, f"{prefix}head.reorgs")] == [reorg]
+
+
 async def test_a_confirmed_publisher_failure_after_the_commit_does_not_apply_the_reorg_twice(
     clean_db: DatabaseInfo, kafka: KafkaDev
 ) -> None:
