@@ -99,6 +99,7 @@ class _Learned:
     tokens: dict[str, Token] = field(default_factory=dict)
     new_pools: list[Pool] = field(default_factory=list)  # to write with the batch
     new_tokens: list[Token] = field(default_factory=list)
+    classified: set[str] = field(default_factory=set)  # pools classified on chain (no creation event)
     counts: Counter[str] = field(default_factory=Counter)
 
     def add_pool(self, pool: Pool, block: int, *, new: bool) -> None:
@@ -137,6 +138,7 @@ class DexEnricher:
         self.tokens: dict[str, Token] = {}
         self.counts: Counter[str] = Counter()
         self._learned_at: dict[tuple[str, str], int] = {}  # ("pool"|"not_pool"|"token", address) -> block
+        self._read_on_chain: set[tuple[str, str]] = set()  # rows this process made from eth_call answers
 
     async def __call__(self, blocks: Sequence[ExtractedBlock], batch: Batch) -> Batch:
         """The enriched batch; a node failure is waited out and the whole batch enriched again."""
@@ -144,7 +146,7 @@ class DexEnricher:
         while True:
             try:
                 return await self.enrich(batch)
-            except RetryableError as exc:
+            except (RetryableError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
                 failures += 1
                 self.counts["enrich.retries"] += 1
                 if self.attempts and failures >= self.attempts:
@@ -163,7 +165,7 @@ class DexEnricher:
     async def enrich(self, batch: Batch) -> Batch:
         """One try: raises ``RetryableError`` (caches untouched) when the node did not answer."""
         if batch.reorg is not None:
-            self.forget(batch.reorg)
+            await self.forget(batch.reorg)
         handlers = self.registry.handlers
         dex_logs = [lg for lg in batch.logs if lg.topic0 in handlers]
         if not dex_logs or batch.tip is None:
@@ -198,12 +200,30 @@ class DexEnricher:
             skipped=skipped,
         )
 
-    def forget(self, reorg: Reorg) -> None:
-        """Drop what was learned at blocks the reorg orphaned (above its common ancestor)."""
+    async def forget(self, reorg: Reorg) -> None:
+        """Drop what was learned at blocks the reorg orphaned (above its common ancestor).
+
+        Pools created on those blocks leave the ``pools`` table with the reorg (the sink deletes them by
+        ``created_block_number``). Pools this process classified by ``eth_call`` and tokens it read at
+        those blocks have no creation block to be deleted by: their rows are deleted here, before the
+        new branch is enriched, which classifies and reads again what it needs (a contract at an address
+        made by CREATE can differ between branches) and writes it with the batch; a row only the orphaned
+        branch needed is gone. A crash in between loses nothing: they are read again when next needed.
+        """
         ancestor = reorg.common_ancestor_number
         stale = [key for key, block in self._learned_at.items() if block > ancestor]
+        if self.db is not None:
+            pools = [a for kind, a in stale if kind == "pool" and (kind, a) in self._read_on_chain]
+            tokens = [a for kind, a in stale if kind == "token" and (kind, a) in self._read_on_chain]
+            if pools:
+                await self.db.execute(
+                    "DELETE FROM pools WHERE address = ANY($1) AND created_block_number IS NULL", pools
+                )
+            if tokens:
+                await self.db.execute("DELETE FROM tokens WHERE address = ANY($1)", tokens)
         for kind, address in stale:
             self._learned_at.pop((kind, address), None)
+            self._read_on_chain.discard((kind, address))
             if kind == "pool":
                 self.pools.pop(address, None)
             elif kind == "not_pool":
@@ -227,12 +247,15 @@ class DexEnricher:
             self.not_pools.discard(address)
             self._learned_at.pop(("not_pool", address), None)
             self._learned_at[("pool", address)] = learned.pool_blocks[address]
+            self._read_on_chain.discard(("pool", address))
         for address, block in learned.not_pools.items():
             self.not_pools.add(address)
             self._learned_at[("not_pool", address)] = block
         for address, token in learned.tokens.items():
             self.tokens[address] = token
             self._learned_at[("token", address)] = at
+        self._read_on_chain.update(("pool", a) for a in learned.classified)
+        self._read_on_chain.update(("token", t.address) for t in learned.new_tokens)
         self.counts.update(learned.counts)
 
     def _tokens_of(self, events: Sequence[Log], learned: _Learned) -> set[str]:
@@ -292,6 +315,7 @@ class DexEnricher:
         for q, pool, _ in checks:
             final = verified.get(q.address, pool)
             learned.add_pool(final, at, new=True)
+            learned.classified.add(final.address)
             outcomes.append(final)
             if final.protocol == "unknown":
                 log.warning(

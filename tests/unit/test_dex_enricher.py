@@ -231,9 +231,9 @@ async def test_a_reorg_drops_pools_created_on_orphaned_blocks_and_keeps_older_on
         b = block(100)
         await enrich(batch(b, []), batch(b, [pair_created(b)]))
         assert PAIR in enrich.pools
-        enrich.forget(Reorg(100, b.hash, 1, (h("a", 101),), (h("b", 101),), 0))
+        await enrich.forget(Reorg(100, b.hash, 1, (h("a", 101),), (h("b", 101),), 0))
         assert PAIR in enrich.pools  # created at the ancestor itself: still canonical
-        enrich.forget(Reorg(99, h("a", 99), 2, (b.hash, h("a", 101)), (h("b", 100), h("b", 101)), 0))
+        await enrich.forget(Reorg(99, h("a", 99), 2, (b.hash, h("a", 101)), (h("b", 100), h("b", 101)), 0))
         assert PAIR not in enrich.pools and TOKEN0 not in enrich.tokens
 
 
