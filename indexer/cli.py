@@ -21,6 +21,7 @@ import typer
 from indexer.commands.backfill import backfill_command
 from indexer.commands.consume import consume_command, kafka_dev_command
 from indexer.errors import ConfigError, DexnodeError
+from indexer.redact import mask_urls_in
 from indexer.settings import Settings, build_settings
 
 T = TypeVar("T")
@@ -177,10 +178,10 @@ def main(argv: list[str] | None = None) -> None:
         settings = build_settings()
         app(args=argv, obj=settings, prog_name="dexnode")
     except ConfigError as exc:
-        typer.echo(f"dexnode: {exc}", err=True)
+        typer.echo(f"dexnode: {mask_urls_in(str(exc))}", err=True)
         raise SystemExit(2) from None
     except DexnodeError as exc:
-        typer.echo(f"dexnode: {exc}", err=True)
+        typer.echo(f"dexnode: {mask_urls_in(str(exc))}", err=True)
         raise SystemExit(1) from None
     except KeyboardInterrupt:
         typer.echo("dexnode: interrupted", err=True)

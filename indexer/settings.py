@@ -10,8 +10,18 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from indexer.errors import ConfigError
+from indexer.redact import mask_url, mask_urls_in
 
 _PG_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
+DEFAULT_LOCAL_HTTP = "http://127.0.0.1:8545"
+DEFAULT_LOCAL_WS = "ws://127.0.0.1:8545"
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:
+        return ""
 
 
 class Settings(BaseSettings):
@@ -20,8 +30,12 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="postgresql:// URL; unset = embedded PostgreSQL in data_dir"
     )
-    rpc_http: str = Field(default="http://127.0.0.1:8545", description="node JSON-RPC over HTTP")
-    rpc_ws: str = Field(default="ws://127.0.0.1:8545", description="node websocket (newHeads)")
+    rpc_http: str = Field(default=DEFAULT_LOCAL_HTTP, description="node JSON-RPC over HTTP")
+    rpc_ws: str | None = Field(
+        default=None,
+        description="node websocket (newHeads); unset: ws://127.0.0.1:8545 beside the default local HTTP URL,"
+        " else none (the head is polled at the block time)",
+    )
     kafka_bootstrap_servers: str | None = Field(default=None, description="enables the Kafka sink")
     kafka_topic_prefix: str | None = Field(
         default=None, description="Kafka topic prefix (default '<chain>.')"
@@ -52,16 +66,26 @@ class Settings(BaseSettings):
     @field_validator("rpc_http")
     @classmethod
     def _check_http(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"http", "https"}:
-            raise ValueError(f"RPC HTTP URL must be http:// or https:// (got {value!r})")
+        if _scheme(value) not in {"http", "https"}:
+            raise ValueError(f"RPC HTTP URL must be http:// or https:// (got {mask_url(value)!r})")
         return value
 
     @field_validator("rpc_ws")
     @classmethod
-    def _check_ws(cls, value: str) -> str:
-        if urlsplit(value).scheme not in {"ws", "wss"}:
-            raise ValueError(f"RPC websocket URL must be ws:// or wss:// (got {value!r})")
+    def _check_ws(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if _scheme(value) not in {"ws", "wss"}:
+            raise ValueError(f"RPC websocket URL must be ws:// or wss:// (got {mask_url(value)!r})")
         return value
+
+    @property
+    def heads_ws_url(self) -> str | None:
+        """The websocket for newHeads: the one set, else the local node's beside the default HTTP URL
+        (anvil serves both on one port), else none: a user who gives only an HTTP URL gets polling."""
+        if self.rpc_ws is not None:
+            return self.rpc_ws
+        return DEFAULT_LOCAL_WS if self.rpc_http == DEFAULT_LOCAL_HTTP else None
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given (non-None) values, validated like the environment's."""
@@ -80,5 +104,5 @@ def build_settings(**values: Any) -> Settings:
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "settings"
             msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"DEXNODE_{where.upper()}: {msg}")
+            problems.append(f"DEXNODE_{where.upper()}: {mask_urls_in(msg)}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
