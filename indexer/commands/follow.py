@@ -12,6 +12,7 @@ from indexer.errors import FatalError
 from indexer.follower import Follower
 from indexer.heads import HeadStream
 from indexer.pipeline import FOLLOW_STREAM, consume
+from indexer.redact import mask_url, mask_urls_in
 from indexer.rpc import RpcClient
 from indexer.settings import Settings
 from migrations import runner
@@ -82,12 +83,18 @@ async def follow(settings: Settings, *, from_block: int | None, quiet: bool, sil
                 else:
                     where = f"block {from_block}" if from_block is not None else "the current head"
                     log.info("chain %d: empty database, starting at %s", chain_id, where)
-                heads = HeadStream(settings.rpc_ws, rpc, silence_timeout=silence_timeout)
+                ws_url = settings.heads_ws_url
+                log.info(
+                    "node %s, heads from %s",
+                    mask_url(settings.rpc_http),
+                    mask_url(ws_url) if ws_url else "polling (no websocket URL set)",
+                )
+                heads = HeadStream(ws_url, rpc, silence_timeout=silence_timeout)
                 follower = Follower(
                     rpc, heads, start=chain, from_block=from_block, max_reorg_depth=settings.max_reorg_depth
                 )
                 if writer is not sink:
-                    log.info("Kafka: producing to %s", settings.kafka_bootstrap_servers)
+                    log.info("Kafka: producing to %s", mask_urls_in(settings.kafka_bootstrap_servers or ""))
                 enrich = DexEnricher(
                     rpc,
                     sink.pool,
