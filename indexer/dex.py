@@ -60,6 +60,20 @@ _POOL_COLUMNS = (
 )
 
 
+# Rows this process made from eth_call answers at orphaned blocks, unless something canonical uses them.
+_DELETE_POOLS = (
+    "DELETE FROM pools p WHERE p.address = ANY($1) AND p.created_block_number IS NULL"
+    " AND NOT EXISTS (SELECT 1 FROM dex_trades t WHERE t.pool_address = p.address AND t.block_number <= $2)"
+    " AND NOT EXISTS (SELECT 1 FROM dex_liquidity l"
+    " WHERE l.pool_address = p.address AND l.block_number <= $2)"
+)
+_DELETE_TOKENS = (
+    "DELETE FROM tokens t WHERE t.address = ANY($1) AND NOT EXISTS (SELECT 1 FROM pools p"
+    " WHERE (p.token0 = t.address OR p.token1 = t.address) AND NOT (p.address = ANY($2))"
+    " AND (p.created_block_number IS NULL OR p.created_block_number <= $3))"
+)
+
+
 def parse_venues(text: str | None, kind: str) -> list[V2Venue] | list[V3Venue] | None:
     """``"0xfactory=label[:fee],..."`` from settings; None when unset (mainnet defaults apply)."""
     if text is None or not text.strip():
@@ -209,6 +223,8 @@ class DexEnricher:
         new branch is enriched, which classifies and reads again what it needs (a contract at an address
         made by CREATE can differ between branches) and writes it with the batch; a row only the orphaned
         branch needed is gone. A crash in between loses nothing: they are read again when next needed.
+        A row that something canonical still refers to (a trade at or below the ancestor stored by
+        another writer, a pool that stays) is kept.
         """
         ancestor = reorg.common_ancestor_number
         stale = [key for key, block in self._learned_at.items() if block > ancestor]
@@ -216,11 +232,9 @@ class DexEnricher:
             pools = [a for kind, a in stale if kind == "pool" and (kind, a) in self._read_on_chain]
             tokens = [a for kind, a in stale if kind == "token" and (kind, a) in self._read_on_chain]
             if pools:
-                await self.db.execute(
-                    "DELETE FROM pools WHERE address = ANY($1) AND created_block_number IS NULL", pools
-                )
+                await self.db.execute(_DELETE_POOLS, pools, ancestor)
             if tokens:
-                await self.db.execute("DELETE FROM tokens WHERE address = ANY($1)", tokens)
+                await self.db.execute(_DELETE_TOKENS, tokens, pools, ancestor)
         for kind, address in stale:
             self._learned_at.pop((kind, address), None)
             self._read_on_chain.discard((kind, address))
