@@ -13,9 +13,14 @@ states it, not through dexnode's consumer.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
+import sys
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -34,6 +39,8 @@ from tests.kafka_check import read_all
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
+
 HEAD_KINDS = ("blocks", "transactions", "logs", "token_transfers", "tokens", "pools", "dex_trades",
               "dex_liquidity", "reorgs")  # fmt: skip
 
@@ -51,7 +58,8 @@ class Killed(BaseException):
 class FaultyPostgres(PostgresSink):
     """The real Postgres sink, with one fault on the first reorg batch: ``lost_ack`` — the batch
     commits, then the connection drops before the acknowledgement arrives; ``killed`` — the node
-    dies after every Kafka delivery of the batch was acknowledged, before the COMMIT."""
+    dies after every Kafka delivery of the batch was acknowledged, before the COMMIT (``sigkill``:
+    the same, by SIGKILL of the process)."""
 
     def __init__(self, pool: asyncpg.Pool, fault: str) -> None:
         super().__init__(pool)
@@ -63,11 +71,13 @@ class FaultyPostgres(PostgresSink):
         fault = self.fault if batch.reorg is not None else None
         if fault is not None:
             self.fault = None
-        if fault == "killed":
+        if fault in ("killed", "sigkill"):
             assert before_commit is not None
 
             async def delivered_then_killed() -> None:
                 await before_commit()
+                if fault == "sigkill":  # the real thing: the process dies, mid-transaction
+                    os.kill(os.getpid(), signal.SIGKILL)
                 raise Killed
 
             await super().write(batch, before_commit=delivered_then_killed)
@@ -279,21 +289,39 @@ async def test_a_confirmed_publisher_failure_after_the_commit_does_not_apply_the
     assert confirmed == {b.blocks[0] for b in [first, *main[:5], *side[:2]]}  # up to tip 9 - 2
 
 
-@pytest.mark.parametrize("after_restart", ["flips_back", "stays"])
+async def crash_during_the_reorg(bootstrap: str, prefix: str, dsn: str, fault: str) -> None:
+    """Write the main branch, then the reorg batch, dying after its Kafka deliveries (the reverts of
+    4..6, the reorg, 4'..5'), before its COMMIT. Run in a subprocess for ``sigkill``."""
+    genesis, main, side, reorg = scripted()
+    postgres = FaultyPostgres((await PostgresSink.connect(dsn)).pool, fault)
+    crashing = kafka_composite(KafkaOptions(bootstrap, prefix, 3), postgres)
+    for b in [genesis, *main[:6]]:
+        await crashing.write(b)
+    await crashing.write(merged(side[:2], reorg))  # never returns
+
+
+@pytest.mark.parametrize(
+    ("crash", "after_restart"), [("sigkill", "flips_back"), ("killed", "flips_back"), ("killed", "stays")]
+)
 async def test_a_crash_after_the_reverts_reached_kafka_is_undone_at_restart(
-    clean_db: DatabaseInfo, kafka: KafkaDev, after_restart: str
+    clean_db: DatabaseInfo, kafka: KafkaDev, crash: str, after_restart: str
 ) -> None:
     prefix = f"k{uuid.uuid4().hex[:8]}."
     genesis, main, side, reorg = scripted()
-    crashing = kafka_composite(
-        KafkaOptions(kafka.bootstrap, prefix, 3),
-        FaultyPostgres((await PostgresSink.connect(clean_db.dsn)).pool, "killed"),
-    )
-    for b in [genesis, *main[:6]]:
-        await crashing.write(b)
-    with pytest.raises(Killed):  # reverts of 4..6, the reorg and 4'..5' are on Kafka; Postgres rolled back
-        await crashing.write(merged(side[:2], reorg))
-    # the node is gone (its sinks never closed); it restarts on the same database and broker
+    if crash == "sigkill":
+        code = (
+            "import asyncio, sys; from {0} import crash_during_the_reorg as c; asyncio.run(c(*sys.argv[1:]))"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", code.format(__name__), kafka.bootstrap, prefix, clean_db.dsn, crash,
+            cwd=REPO, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == -signal.SIGKILL, err.decode()
+    else:
+        with pytest.raises(Killed):  # the node's sinks are dropped, never closed
+            await crash_during_the_reorg(kafka.bootstrap, prefix, clean_db.dsn, crash)
+    # the node is gone; it restarts on the same database and broker
     restarted = kafka_composite(
         KafkaOptions(kafka.bootstrap, prefix, 3), await PostgresSink.connect(clean_db.dsn)
     )
@@ -308,6 +336,5 @@ async def test_a_crash_after_the_reverts_reached_kafka_is_undone_at_restart(
                 await write_with_retry(restarted, b)
     finally:
         await restarted.close()
-        await crashing.close()
     await assert_postgres_holds(clean_db.dsn, canonical, reorgs)
     assert_head_topics_hold(kafka, prefix, canonical, reorgs)
