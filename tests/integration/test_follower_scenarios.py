@@ -359,3 +359,28 @@ async def test_a_websocket_url_key_never_reaches_the_logs(
     assert shown
     for record in shown:
         assert KEY not in record.getMessage() and KEY not in (record.exc_text or ""), record.getMessage()
+
+
+async def test_429s_and_timeouts_during_a_reorg_lose_nothing(
+    sink: PostgresSink, clean_db: DatabaseInfo
+) -> None:
+    """Rate limits and timeouts that outlive the RPC client's retries, while the follower catches up five
+    blocks and a reorg replaces three it stored: waited out, and the database is the canonical chain."""
+    async with scripted(10) as node, following(node, sink) as run:
+        await wait_for_head(run, node, clean_db.dsn)
+        await node.mine(3)
+        await wait_for_head(run, node, clean_db.dsn)
+        node.fail("eth_getBlockByNumber", "429", times=4)
+        node.fail("eth_getBlockReceipts", "timeout", times=4, delay=1.5)  # the client gives up after 1 s
+        node.fail("eth_getBlockByHash", "500", times=4)
+        node.auto_heads = False
+        orphaned = node.chain.canonical_hashes[11:14]
+        node.chain.reorg(3, 5)
+        await node.send_head(node.chain.head)
+        await wait_for_head(run, node, clean_db.dsn, timeout=60)
+        assert all(f.remaining == 0 for f in node.faults)
+        await assert_db_is_chain(clean_db.dsn, node.chain, range(10, 16))
+        (reorg,) = run.reorgs
+        assert [r.hash for r in reorg.orphaned] == orphaned
+        new = [(n.extracted.block.number, n.extracted.block.hash) for n in reorg.new]
+        assert new == [(number, hash_) for number, hash_, _ in node.chain.canonical(11)][: len(new)]
