@@ -23,6 +23,7 @@ import httpx
 import orjson
 
 from indexer.errors import RetryableError
+from indexer.redact import mask_urls_in
 from indexer.rpc_errors import (
     BatchTooLarge,
     CallReverted,
@@ -197,7 +198,9 @@ class RpcClient:
         except httpx.TimeoutException as exc:
             raise RpcRetryableError(f"{label}: timeout ({type(exc).__name__})", method=label) from exc
         except httpx.TransportError as exc:
-            raise RpcRetryableError(f"{label}: connection error: {exc!r}", method=label) from exc
+            raise RpcRetryableError(
+                f"{label}: connection error: {mask_urls_in(repr(exc))}", method=label
+            ) from exc
         status = response.status_code
         if status in (401, 403):
             raise RpcFatalError(f"{label}: HTTP {status} (check the node URL and its key)", method=label)
@@ -205,7 +208,7 @@ class RpcClient:
             raise BatchTooLarge(f"{label}: HTTP 413 request too large", method=label)
         if status in (408, 429) or status >= 500:
             raise RpcRetryableError(
-                f"{label}: HTTP {status} {response.text[:200]!r}",
+                f"{label}: HTTP {status} {mask_urls_in(response.text[:200])!r}",
                 method=label,
                 retry_after=_parse_retry_after(response.headers.get("retry-after")),
             )
@@ -213,8 +216,12 @@ class RpcClient:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
             if status >= 400:
-                raise RpcFatalError(f"{label}: HTTP {status} {response.text[:200]!r}", method=label) from exc
-            raise RpcRetryableError(f"{label}: response is not JSON: {response.text[:200]!r}") from exc
+                raise RpcFatalError(
+                    f"{label}: HTTP {status} {mask_urls_in(response.text[:200])!r}", method=label
+                ) from exc
+            raise RpcRetryableError(
+                f"{label}: response is not JSON: {mask_urls_in(response.text[:200])!r}"
+            ) from exc
         if isinstance(body, Mapping) and (is_batch or body.get("id") is None) and "error" in body:
             raise map_rpc_error(body["error"], label)  # the request as a whole was refused
         entries = body if isinstance(body, list) else [body]
@@ -281,7 +288,9 @@ class RpcClient:
             if tries >= self.retry.attempts:
                 for i, error in failed.items():
                     results[i] = error
-                log.warning("giving up after %d tries: %s", tries, next(iter(failed.values())))
+                log.warning(
+                    "giving up after %d tries: %s", tries, mask_urls_in(str(next(iter(failed.values()))))
+                )
                 break
             pending = sorted(failed)
             first = failed[pending[0]]
@@ -295,7 +304,7 @@ class RpcClient:
                 len(pending),
                 calls[pending[0]][0],
                 delay,
-                first,
+                mask_urls_in(str(first)),
             )
             await self._sleep(delay)
         return results

@@ -144,6 +144,7 @@ class Fault:
     kind: str  # "429" | "timeout" | "500"
     remaining: int
     delay: float = 5.0  # for "timeout": how long the answer is held back
+    body: str = "rate limited"  # for HTTP errors
 
 
 @dataclass
@@ -169,8 +170,10 @@ class ScriptedNode:
 
     # -- what the test scripts --------------------------------------------------------------
 
-    def fail(self, method: str, kind: str = "429", times: int = 1, delay: float = 5.0) -> None:
-        self.faults.append(Fault(method, kind, times, delay))
+    def fail(
+        self, method: str, kind: str = "429", times: int = 1, delay: float = 5.0, body: str = "rate limited"
+    ) -> None:
+        self.faults.append(Fault(method, kind, times, delay, body))
 
     async def mine(self, count: int = 1) -> list[dict[str, Any]]:
         blocks = self.chain.mine(count)
@@ -254,7 +257,7 @@ class ScriptedNode:
             if fault.kind == "timeout":
                 await asyncio.sleep(fault.delay)
             else:
-                return Response(b"rate limited", status_code=int(fault.kind))
+                return Response(fault.body.encode(), status_code=int(fault.kind))
         out = []
         for entry in entries:
             self.calls.append((entry["method"], entry.get("params") or []))
@@ -292,7 +295,13 @@ class ScriptedNode:
 
     @contextlib.asynccontextmanager
     async def serving(self) -> AsyncIterator[ScriptedNode]:
-        app = Starlette(routes=[Route("/", self._http, methods=["POST"]), WebSocketRoute("/", self._ws)])
+        app = Starlette(
+            routes=[
+                Route("/", self._http, methods=["POST"]),
+                Route("/{path:path}", self._http, methods=["POST"]),  # keys in the path, as hosted nodes
+                WebSocketRoute("/", self._ws),
+            ]
+        )
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]

@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 
 from indexer.database import DatabaseInfo
+from indexer.errors import RetryableError
 from indexer.extract import extract_block
 from indexer.follower import Follower, FollowerEvent, Reorg
 from indexer.heads import HeadStream
@@ -384,3 +385,19 @@ async def test_429s_and_timeouts_during_a_reorg_lose_nothing(
         assert [r.hash for r in reorg.orphaned] == orphaned
         new = [(n.extracted.block.number, n.extracted.block.hash) for n in reorg.new]
         assert new == [(number, hash_) for number, hash_, _ in node.chain.canonical(11)][: len(new)]
+
+
+async def test_an_http_url_key_never_reaches_rpc_errors_or_logs(caplog: pytest.LogCaptureFixture) -> None:
+    """A rate-limiting proxy that echoes the requested URL (key included) in its error body."""
+    caplog.set_level(logging.WARNING, logger="dexnode")
+    async with scripted(2) as node:
+        url = f"{node.http_url}/v3/{KEY}"
+        node.fail("eth_blockNumber", "429", times=3, body=f"rate limit exceeded for {url}")
+        async with RpcClient(url, retry=RetryPolicy(attempts=2, base_delay=0.01)) as rpc:
+            with pytest.raises(RetryableError) as failure:
+                await rpc.block_number()
+            assert await rpc.block_number() == 2  # the key in the path works
+    assert "/v3/***" in str(failure.value) and KEY not in str(failure.value)
+    assert caplog.records
+    for record in caplog.records:
+        assert KEY not in record.getMessage(), record.getMessage()
