@@ -401,3 +401,32 @@ async def test_an_http_url_key_never_reaches_rpc_errors_or_logs(caplog: pytest.L
     assert caplog.records
     for record in caplog.records:
         assert KEY not in record.getMessage(), record.getMessage()
+
+
+async def test_dexnode_follow_never_prints_the_keys(clean_db: DatabaseInfo, cli_env: dict[str, str]) -> None:
+    """The real ``dexnode follow`` with keyed URLs (HTTP key in the path, websocket refusing): it indexes
+    the chain, and nothing it prints (start-up lines, reconnect warnings, per-block lines) has a key."""
+    from tests.conftest import dexnode_bin
+
+    async with scripted(4, block_time=1, websocket=False) as node:
+        args = ["follow", "--rpc-http", f"{node.http_url}/v3/{KEY}", "--rpc-ws", f"{node.ws_url}/ws/v3/{KEY}",
+                "--database-url", clean_db.dsn, "--silence-timeout", "1"]  # fmt: skip
+        proc = await asyncio.create_subprocess_exec(
+            dexnode_bin(), *args, env=cli_env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            conn = await asyncpg.connect(clean_db.dsn)
+            try:
+                for _ in range(600):
+                    if await conn.fetchval("SELECT block_hash FROM cursors") == node.chain.head["hash"]:
+                        break
+                    await asyncio.sleep(0.05)
+            finally:
+                await conn.close()
+        finally:
+            proc.terminate()
+            _, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+        stderr = err.decode()
+        await assert_db_is_chain(clean_db.dsn, node.chain, [4])
+    assert "/v3/***" in stderr and "/ws/v3/***" in stderr and "reconnecting" in stderr, stderr
+    assert KEY not in stderr
