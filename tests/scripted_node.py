@@ -158,6 +158,8 @@ class ScriptedNode:
     calls: list[tuple[str, list[Any]]] = field(default_factory=list)
     port: int = 0
     before_answer: Callable[[str, list[Any]], None] | None = None  # e.g. reorg the chain mid-gap-fill
+    # one-shot answers from "another backend": (method, first param) → blocks to answer, in turn
+    overrides: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
     _subscribers: set[WebSocket] = field(default_factory=set)
 
     @property
@@ -222,6 +224,9 @@ class ScriptedNode:
         if self.before_answer is not None:
             self.before_answer(method, params)
         chain = self.chain
+        pending = self.overrides.get((method, str(params[0]) if params else ""))
+        if pending:
+            return self._shape(pending.pop(0), bool(params[1]) if len(params) > 1 else True)
         if method == "eth_chainId":
             return hex(self.chain_id)
         if method == "eth_blockNumber":

@@ -430,3 +430,22 @@ async def test_dexnode_follow_never_prints_the_keys(clean_db: DatabaseInfo, cli_
         await assert_db_is_chain(clean_db.dsn, node.chain, [4])
     assert "/v3/***" in stderr and "/ws/v3/***" in stderr and "reconnecting" in stderr, stderr
     assert KEY not in stderr
+
+
+async def test_a_block_from_a_backend_on_a_side_branch_orphans_nothing(
+    sink: PostgresSink, clean_db: DatabaseInfo
+) -> None:
+    """Behind a load balancer, one answer to eth_getBlockByNumber(11) comes from a backend that followed
+    a side branch (a sibling of the stored 10 and its child). The node's canonical block at 10 is still the
+    stored one: nothing is orphaned, no reorg is written, block 11 is the canonical one."""
+    async with scripted(10) as node, following(node, sink, from_block=7) as run:
+        await wait_for_head(run, node, clean_db.dsn)
+        side10 = node.chain.side_block(10)
+        side11 = node.chain.make_block(11, side10["hash"])
+        node.overrides[("eth_getBlockByNumber", hex(11))] = [side11]
+        await node.mine(1)
+        await wait_for_head(run, node, clean_db.dsn)
+        assert node.overrides[("eth_getBlockByNumber", hex(11))] == []  # the side answer was given
+        await assert_db_is_chain(clean_db.dsn, node.chain, range(7, 12))
+        assert await reorg_rows(clean_db.dsn) == []
+        assert run.reorgs == []
