@@ -51,12 +51,21 @@ async def check_chain(rpc: RpcClient, chain: list[BlockRef]) -> None:
             " is DEXNODE_RPC_HTTP the chain this database indexed (or is the node still syncing)?"
         )
     block = await rpc.get_block_by_number(oldest.number, full_txs=False)
-    if block["hash"].lower() != oldest.hash and len(chain) > 1:
+    if block["hash"].lower() != oldest.hash and len(chain) > 1 and not await _branches_below(rpc, oldest):
         # the oldest kept block is far enough back that a mismatch means another chain, not a reorg
         raise FatalError(
             f"the node's block {oldest.number} is {block['hash'][:12]}, the database has {oldest.hash[:12]}"
             f" (tip {newest.number}): is DEXNODE_RPC_HTTP the chain this database indexed?"
         )
+
+
+async def _branches_below(rpc: RpcClient, oldest: BlockRef) -> bool:
+    """Whether the stored chain forks off the node's right below its oldest block: a reorg that
+    replaced the whole (short) window while the follower was down, which the follower resolves."""
+    if oldest.number == 0:
+        return False
+    parent = await rpc.get_block_by_number(oldest.number - 1, full_txs=False)
+    return bool(parent["hash"].lower() == oldest.parent_hash)
 
 
 async def follow(settings: Settings, *, from_block: int | None, quiet: bool, silence_timeout: float) -> None:

@@ -449,3 +449,25 @@ async def test_a_block_from_a_backend_on_a_side_branch_orphans_nothing(
         await assert_db_is_chain(clean_db.dsn, node.chain, range(7, 12))
         assert await reorg_rows(clean_db.dsn) == []
         assert run.reorgs == []
+
+
+async def test_a_restart_after_a_reorg_of_the_whole_short_window(
+    sink: PostgresSink, clean_db: DatabaseInfo
+) -> None:
+    """Started at block 9 on an empty database, stopped at 10; while it was down the node replaced both
+    blocks. On restart the stored chain is a branch off the node's block 8, not another chain: the
+    follower replaces it."""
+    from indexer.commands.follow import check_chain, start_chain
+
+    async with scripted(10) as node:
+        async with following(node, sink, from_block=9) as run:
+            await wait_for_head(run, node, clean_db.dsn)
+        orphaned = node.chain.canonical_hashes[9:11]
+        await node.reorg(2, 3)
+        chain = await start_chain(sink, 11)
+        async with RpcClient(node.http_url) as rpc:
+            await check_chain(rpc, chain)
+        async with following(node, sink, start=chain) as run:
+            await wait_for_head(run, node, clean_db.dsn)
+        await assert_db_is_chain(clean_db.dsn, node.chain, range(9, 12))
+        assert [(d, o) for d, o, _ in await reorg_rows(clean_db.dsn)] == [(2, orphaned)]
