@@ -17,6 +17,7 @@ can still be reorged and can run beside the follower.
 from __future__ import annotations
 
 import asyncio
+import gc
 import heapq
 import logging
 import time
@@ -131,6 +132,7 @@ class Backfill:
         self._down_since: float | None = None  # when the node started failing every try
         self._down_logged = 0.0
         self._measured_batches = 0
+        self._fetched_since_gc = 0
         rpc.max_batch_size = load.batch
 
     @property
@@ -144,8 +146,9 @@ class Backfill:
         is all or nothing) and is raised as itself, not inside an ``ExceptionGroup``."""
         ordered = sorted(chunks)
         self._queue.extend(ordered)
-        self._unenriched = [c.first for c in ordered]
-        heapq.heapify(self._unenriched)
+        if self.enrich is not None:
+            self._unenriched = [c.first for c in ordered]
+            heapq.heapify(self._unenriched)
         t0 = time.perf_counter()
         if self.progress is not None:
             self.progress.set_load(self.load.workers, self.load.batch)
@@ -187,7 +190,8 @@ class Backfill:
             BlockRange(chunk.first + blocks, chunk.last),
         )
         self._queue.appendleft(rest)
-        heapq.heappush(self._unenriched, rest.first)
+        if self.enrich is not None:
+            heapq.heappush(self._unenriched, rest.first)
         return piece
 
     async def _process(self, chunk: BlockRange) -> None:
@@ -200,6 +204,7 @@ class Backfill:
         try:
             t0 = time.perf_counter()
             extracted = await self._fetch_until_done(chunk)
+            self._collect_garbage(len(chunk))
             if self.enrich is not None:
                 batch = await self._enrich_in_order(chunk, extracted)
             else:
@@ -212,6 +217,19 @@ class Backfill:
         finally:
             if cost and self.budget is not None:
                 await self.budget.release(cost)
+
+    def _collect_garbage(self, blocks: int) -> None:
+        """httpx leaves each response (its body: the raw JSON) in a reference cycle, which only the
+        cyclic collector frees, and ``fewer_collections`` makes that rare: left alone, a run's
+        garbage grows by about its answers' size per block (measured: +170 MB over 200 mainnet-sized
+        blocks). Collect once a quarter of the budget has been fetched since the last time; the
+        frozen heap is skipped, so the cost stays proportional to the budget."""
+        if self.budget is None or not self.budget.measured:
+            return
+        self._fetched_since_gc += self.budget.cost(blocks)
+        if self._fetched_since_gc >= self.budget.limit // 4:
+            self._fetched_since_gc = 0
+            gc.collect()
 
     def _is_next(self, chunk: BlockRange) -> bool:
         return self.enrich is not None and bool(self._unenriched) and self._unenriched[0] == chunk.first

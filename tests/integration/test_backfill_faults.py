@@ -14,10 +14,11 @@ import time
 from collections.abc import Iterator, Sequence
 
 import asyncpg
+import orjson
 import pytest
 
 from indexer.backfill import Backfill, BackfillReport
-from indexer.backfill_load import AdaptiveLoad, Patience
+from indexer.backfill_load import AdaptiveLoad, MemoryBudget, Patience
 from indexer.backfill_plan import BlockRange, plan
 from indexer.backfill_store import BackfillSink, done_ranges, status
 from indexer.database import DatabaseInfo
@@ -255,3 +256,20 @@ async def test_zero_confirmations_must_be_asked_for(
     assert allowed.returncode == 0, allowed.stderr
     assert "--allow-unconfirmed: blocks up to the head are written" in allowed.stderr
     await assert_db_is_canonical(scratch_db.dsn, chain, 0)
+
+
+# -- item 11: memory bounded by the answers' size ----------------------------------------------------
+
+
+async def test_a_small_memory_budget_cuts_chunks_and_holds_no_more_than_it_allows(
+    chain: RpcClient, clean_db: DatabaseInfo
+) -> None:
+    blocks = await chain.get_blocks([0, 10, 20, 30])
+    receipts = await chain.get_receipts_for_blocks(blocks)
+    largest = max(len(orjson.dumps(b)) + len(orjson.dumps(r)) for b, r in zip(blocks, receipts, strict=True))
+    budget = MemoryBudget(3 * 4 * largest)  # ~3 blocks in flight of the 8 the workers could hold
+    report = await run_backfill(chain, clean_db.dsn, plan(BlockRange(0, 30), [], 8), budget=budget)
+    assert report.blocks == 31 and report.chunks > 4  # 8-block chunks cut to fit
+    assert budget.block_bytes is not None
+    assert budget.peak <= budget.limit and budget.in_use == 0
+    await assert_db_is_canonical(clean_db.dsn, chain, 0)
