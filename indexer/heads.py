@@ -119,17 +119,23 @@ class HeadStream:
                 yield head
             last_heard = time.perf_counter()
             while True:
-                timeout = self.silence_timeout if self.subscribed else await self._poll_interval()
+                # waits no longer than a block time, so a websocket that drops is noticed within one
+                timeout = await self._poll_interval()
+                if self.subscribed:
+                    timeout = min(timeout, self.silence_timeout)
                 try:
                     head = await asyncio.wait_for(self._queue.get(), timeout=timeout)
                 except TimeoutError:
-                    if self.connected and time.perf_counter() - last_heard >= self.silence_timeout:
+                    silent = time.perf_counter() - last_heard >= self.silence_timeout
+                    if self.connected and silent:
                         log.warning(
                             "no new head for %.0fs: reconnecting the websocket and polling",
                             self.silence_timeout,
                         )
                         self._reconnect.set()
                         last_heard = time.perf_counter()
+                    elif self.subscribed:
+                        continue  # a quiet moment on a live subscription: nothing to poll yet
                     polled = await self._poll(only_new=True)
                     if polled is not None:
                         yield polled

@@ -341,6 +341,14 @@ class ScriptedNode:
             await asyncio.sleep(0.02)
         raise AssertionError(f"the client never asked about head {block['number']} {block['hash']}")
 
+    async def drop_websockets(self, *, refuse_new: bool = True) -> None:
+        """Close every websocket (a node restart, a load balancer dropping idle connections)."""
+        self.websocket = not refuse_new
+        for ws in list(self._subscribers):
+            with contextlib.suppress(Exception):
+                await ws.close(code=1012)
+        self._subscribers.clear()
+
     async def wait_for_subscriber(self, timeout: float = 10.0) -> None:
         for _ in range(int(timeout / 0.02)):
             if self._subscribers:

@@ -471,3 +471,21 @@ async def test_a_restart_after_a_reorg_of_the_whole_short_window(
             await wait_for_head(run, node, clean_db.dsn)
         await assert_db_is_chain(clean_db.dsn, node.chain, range(9, 12))
         assert [(d, o) for d, o, _ in await reorg_rows(clean_db.dsn)] == [(2, orphaned)]
+
+
+async def test_when_the_websocket_drops_heads_are_polled_at_the_block_time(
+    sink: PostgresSink, clean_db: DatabaseInfo
+) -> None:
+    """A subscribed websocket is closed by the node, which then refuses new connections: blocks 1 s apart
+    are picked up by polling within a few block times, not after the one-minute silence timeout."""
+    async with scripted(5, block_time=1) as node, following(node, sink) as run:
+        await wait_for_head(run, node, clean_db.dsn)
+        await node.wait_for_subscriber()
+        await node.mine(1)
+        await wait_for_head(run, node, clean_db.dsn, timeout=5)
+        await node.drop_websockets()
+        for _ in range(3):
+            await node.mine(1)
+            await wait_for_head(run, node, clean_db.dsn, timeout=10)
+        assert run.heads.reconnects >= 1 and not run.heads.subscribed
+        await assert_db_is_chain(clean_db.dsn, node.chain, range(5, 10))
