@@ -166,11 +166,14 @@ class Follower:
                 log.info("head %d %s is not canonical: ignored", head.number, head.hash[:10])
                 return
             yield await self._reorg_from(block, seen_at)
-            return
-        target = head.number
-        if bounded or head.number > tip.number + 1:  # a hint may be ahead of (or lie to) this backend
-            target = min(target, await self.rpc.block_number())
-        number = tip.number + 1
+            target = await self.rpc.block_number()  # the new branch above, without waiting for a head
+        else:
+            target = head.number
+            if bounded or head.number > tip.number + 1:  # a hint may be ahead of (or lie to) this backend
+                target = min(target, await self.rpc.block_number())
+        current = self.tip
+        assert current is not None
+        number = current.number + 1
         while number <= target:
             t0 = time.perf_counter()
             block = await self.rpc.get_block_by_number(number)

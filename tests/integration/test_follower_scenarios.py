@@ -489,3 +489,21 @@ async def test_when_the_websocket_drops_heads_are_polled_at_the_block_time(
             await wait_for_head(run, node, clean_db.dsn, timeout=10)
         assert run.heads.reconnects >= 1 and not run.heads.subscribed
         await assert_db_is_chain(clean_db.dsn, node.chain, range(5, 10))
+
+
+async def test_a_late_head_that_reveals_a_reorg_brings_the_whole_new_branch(
+    sink: PostgresSink, clean_db: DatabaseInfo
+) -> None:
+    """The only head that arrives after a 3-block reorg is a late one for the lowest replaced height: the
+    follower replaces the orphaned blocks and fetches the new branch up to the node's head at once."""
+    async with scripted(8) as node, following(node, sink, from_block=6) as run:
+        await node.wait_for_subscriber()
+        await node.mine(3)
+        await wait_for_head(run, node, clean_db.dsn)
+        orphaned = node.chain.canonical_hashes[9:12]
+        node.auto_heads = False
+        node.chain.reorg(3, 4)
+        await node.send_head(node.chain.block(9))  # type: ignore[arg-type]
+        await wait_for_head(run, node, clean_db.dsn, timeout=10)
+        await assert_db_is_chain(clean_db.dsn, node.chain, range(6, 13))
+        assert [(d, o) for d, o, _ in await reorg_rows(clean_db.dsn)] == [(3, orphaned)]
