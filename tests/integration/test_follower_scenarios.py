@@ -372,7 +372,7 @@ async def test_429s_and_timeouts_during_a_reorg_lose_nothing(
         await node.mine(3)
         await wait_for_head(run, node, clean_db.dsn)
         node.fail("eth_getBlockByNumber", "429", times=4)
-        node.fail("eth_getBlockReceipts", "timeout", times=4, delay=1.5)  # the client gives up after 1 s
+        node.fail("eth_getBlockReceipts", "timeout", times=3, delay=1.2)  # the client gives up after 1 s
         node.fail("eth_getBlockByHash", "500", times=4)
         node.auto_heads = False
         orphaned = node.chain.canonical_hashes[11:14]
