@@ -1,7 +1,8 @@
 """The parallel backfill: confirmed block ranges → chunks → fetch, extract, enrich → one transaction each.
 
 ``Backfill.run(chunks)`` fetches up to ``AdaptiveLoad.workers`` chunks at once and holds at most twice
-as many (fetched, waiting for their turn, being written), which bounds memory. A chunk's blocks are
+as many (fetched, waiting for their turn, being written); with a ``MemoryBudget`` chunks are cut so
+that what is held fits the budget, measured in bytes of the node's answers per block. A chunk's blocks are
 fetched in JSON-RPC batches of ``rpc.max_batch_size`` (``eth_getBlockByNumber`` with full
 transactions, then ``eth_getBlockReceipts``), extracted as each batch arrives (so at most one batch
 of raw JSON per chunk is alive) and checked to form one chain (each block's parent hash is the

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
@@ -15,6 +17,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from indexer.backfill import BackfillReport
+    from indexer.backfill_load import Patience
     from indexer.backfill_plan import BlockRange
     from indexer.backfill_store import BackfillSink
     from indexer.pipeline import Enricher
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from sinks.base import Sink
 
 log = logging.getLogger("dexnode.backfill")
+T = TypeVar("T")
 
 EnricherFactory = Callable[["RpcClient", "asyncpg.Pool"], "Enricher"]
 
@@ -49,7 +53,8 @@ def backfill_command(
             "--workers",
             min=1,
             max=256,
-            help="most chunks fetched at once (up to twice as many held in memory); backs off on 429s",
+            help="most chunks fetched at once (up to twice as many held, within --memory-mb); backs off on"
+            " 429s",
         ),
     ] = 8,
     batch_blocks: Annotated[
@@ -255,8 +260,8 @@ class _Job:
         from indexer.backfill_plan import BlockRange, plan
         from indexer.backfill_store import done_ranges, rebuild_indexes
 
-        target = await resolve_target(self.rpc, to, self.settings.confirmations)
-        await check_same_chain(self.rpc, self.sink.pool, target.head)
+        target = await patiently(lambda: resolve_target(self.rpc, to, self.settings.confirmations))
+        await patiently(lambda: check_same_chain(self.rpc, self.sink.pool, target.head))
         if target.note:
             log.warning(target.note)
             typer.echo(f"note: {target.note}", err=True)
@@ -303,6 +308,26 @@ class _Job:
             raise
         finally:
             progress.close()
+
+
+async def patiently(call: Callable[[], Awaitable[T]], patience: Patience | None = None) -> T:
+    """``call()`` until it does not fail with a retryable error (the node down at the start): waited
+    out like a chunk, with a log line now and then; fatal errors are raised."""
+    from indexer.backfill_load import Patience
+    from indexer.errors import RetryableError
+
+    patience = patience or Patience()
+    failures, since, logged = 0, time.monotonic(), 0.0
+    while True:
+        try:
+            return await call()
+        except RetryableError as exc:
+            failures += 1
+            now = time.monotonic()
+            if failures == 1 or now - logged >= patience.log_every:
+                logged = now
+                log.warning("node unavailable for %.0fs: %s; still retrying", now - since, exc)
+            await asyncio.sleep(patience.delay(failures, exc.retry_after))
 
 
 def check_confirmations(settings: Settings, to: str, allow_unconfirmed: bool) -> None:

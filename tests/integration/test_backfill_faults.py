@@ -17,10 +17,11 @@ import asyncpg
 import orjson
 import pytest
 
-from indexer.backfill import Backfill, BackfillReport
+from indexer.backfill import Backfill, BackfillReport, resolve_target
 from indexer.backfill_load import AdaptiveLoad, MemoryBudget, Patience
 from indexer.backfill_plan import BlockRange, plan
 from indexer.backfill_store import BackfillSink, done_ranges, status
+from indexer.commands.backfill import patiently
 from indexer.database import DatabaseInfo
 from indexer.errors import RetryableError
 from indexer.extract import ExtractedBlock, extract_block
@@ -102,6 +103,15 @@ async def test_a_node_down_for_a_while_is_waited_out_and_the_data_equals_a_fault
     for table in want:  # every column of every table, the chunk checkpoints included
         assert got[table] == want[table], f"{table} differs from the fault-free run"
     await assert_db_is_canonical(scratch_db.dsn, chain, 0)
+
+
+async def test_a_node_down_when_the_backfill_starts_is_waited_out_too(chain: RpcClient, anvil: str) -> None:
+    with FaultyNode(anvil) as node:
+        node.outage(1.0)
+        async with RpcClient(node.url, retry=FAST_CLIENT) as rpc:
+            target = await patiently(lambda: resolve_target(rpc, "20", 5), FAST_PATIENCE)
+        assert node.failed >= 4  # several of the client's own tries failed, then the backfill's
+    assert (target.last, target.head) == (20, 30)
 
 
 async def test_an_enricher_that_cannot_reach_the_node_is_retried_whole_in_its_turn(
@@ -268,8 +278,19 @@ async def test_a_small_memory_budget_cuts_chunks_and_holds_no_more_than_it_allow
     receipts = await chain.get_receipts_for_blocks(blocks)
     largest = max(len(orjson.dumps(b)) + len(orjson.dumps(r)) for b, r in zip(blocks, receipts, strict=True))
     budget = MemoryBudget(3 * 4 * largest)  # ~3 blocks in flight of the 8 the workers could hold
-    report = await run_backfill(chain, clean_db.dsn, plan(BlockRange(0, 30), [], 8), budget=budget)
+    enriched: list[tuple[int, int]] = []
+
+    async def enrich(blocks: Sequence[ExtractedBlock], batch: Batch) -> Batch:
+        enriched.append((batch.blocks[0].number, batch.blocks[-1].number))
+        return batch
+
+    chunks = plan(BlockRange(0, 30), [], 8)
+    report = await run_backfill(chain, clean_db.dsn, chunks, budget=budget, enrich=enrich)
     assert report.blocks == 31 and report.chunks > 4  # 8-block chunks cut to fit
+    # the cut chunks are still enriched one after the other in block order, each block once
+    assert [n for a, b in enriched for n in range(a, b + 1)] == list(range(31))
     assert budget.block_bytes is not None
-    assert budget.peak <= budget.limit and budget.in_use == 0
+    # the budget, plus at most the one chunk whose enrichment turn it is (the others wait for it)
+    longest = max(b - a + 1 for a, b in enriched)
+    assert budget.peak <= budget.limit + 4 * largest * longest and budget.in_use == 0
     await assert_db_is_canonical(clean_db.dsn, chain, 0)
