@@ -37,6 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
@@ -227,6 +228,14 @@ def run_backfill(
     return max(hwm, usage.ru_maxrss / 1024), wall, stdout.strip().splitlines()[-1]
 
 
+async def drop_database(server: str, name: str) -> None:
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # our own generated name
+    finally:
+        await conn.close()
+
+
 @contextlib.contextmanager
 def postgres() -> Iterator[str]:
     url = os.environ.get("DATABASE_URL")
@@ -264,8 +273,12 @@ def main() -> None:
     worst = 0.0
     with postgres() as server, node(args.blocks) as url:
         for workers, memory_mb in runs:
-            dsn = asyncio.run(ensure_database(server, f"dexnode_bench_mem_{secrets.token_hex(3)}"))
-            peak, wall, line = run_backfill(url, dsn, args.blocks, workers, memory_mb, args.dexnode)
+            name = f"dexnode_bench_mem_{secrets.token_hex(3)}"
+            dsn = asyncio.run(ensure_database(server, name))
+            try:
+                peak, wall, line = run_backfill(url, dsn, args.blocks, workers, memory_mb, args.dexnode)
+            finally:
+                asyncio.run(drop_database(server, name))
             budget = "default budget" if memory_mb is None else f"--memory-mb {memory_mb}"
             ratio = peak / LIMIT_MB
             if memory_mb is None or memory_mb < 100_000:
