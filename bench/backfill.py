@@ -53,13 +53,13 @@ from pathlib import Path
 
 import asyncpg
 
-from indexer.backfill_load import RateLimitedTransport
-from indexer.backfill_plan import BlockRange, split
-from indexer.commands.demo import venue_settings
-from indexer.database import asyncpg_dsn, embedded_server, ensure_database
-from indexer.devnet import Devnet
-from indexer.devnet.cache import DevnetCache
-from indexer.rpc import RpcClient
+from cli.demo import venue_settings
+from core.database import asyncpg_dsn, embedded_server, ensure_database
+from devnet import Devnet
+from devnet.cache import DevnetCache
+from indexer.backfill.load import RateLimitedTransport
+from indexer.backfill.plan import BlockRange, split
+from indexer.chain.rpc import RpcClient
 
 REPO = Path(__file__).resolve().parents[1]
 PEER_VENV = REPO / "bench" / ".peer-venv"

@@ -43,7 +43,7 @@ import orjson
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from indexer.database import asyncpg_dsn, embedded_server, ensure_database  # noqa: E402
+from core.database import asyncpg_dsn, embedded_server, ensure_database  # noqa: E402
 
 HELIOS = REPO.parent / "shared" / "fixtures" / "mainnet-block-21925176-helios"
 DEXNODE = REPO / ".venv" / "bin" / "dexnode"

@@ -42,15 +42,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
-from indexer.database import asyncpg_dsn, embedded_server, ensure_database
-from indexer.devnet import Devnet
-from indexer.devnet.cache import DevnetCache
-from indexer.dex import DexEnricher, registry_from
-from indexer.extract import extract_block
-from indexer.pipeline import batch_of, fewer_collections
-from indexer.rpc import RpcClient
+from core.database import asyncpg_dsn, embedded_server, ensure_database
+from devnet import Devnet
+from devnet.cache import DevnetCache
+from indexer.chain.extract import extract_block
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.pipeline import batch_of, fewer_collections
 from migrations import runner
-from sinks.base import Batch, Sink
+from records.batch import Batch
+from sinks.base import Sink
 from sinks.kafka import KafkaHeadSink, KafkaOptions, kafka_composite
 from sinks.kafka_dev import start_kafka_dev
 from sinks.kafka_keys import KINDS

@@ -29,14 +29,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexer.commands.demo import venue_settings
-from indexer.database import asyncpg_dsn, embedded_server, ensure_database
-from indexer.devnet import Devnet
-from indexer.dex import DexEnricher, registry_from
-from indexer.follower import Follower
-from indexer.heads import HeadStream
-from indexer.pipeline import Timing, consume
-from indexer.rpc import RpcClient
+from cli.demo import venue_settings
+from core.database import asyncpg_dsn, embedded_server, ensure_database
+from devnet import Devnet
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.pipeline import Timing, consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
 from migrations import runner
 from sinks.postgres import PostgresSink
 

@@ -56,8 +56,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-from indexer.database import DatabaseInfo, asyncpg_dsn, embedded_server, ensure_database
-from indexer.extract import extract_receipts_only
+from core.database import DatabaseInfo, asyncpg_dsn, embedded_server, ensure_database
+from indexer.chain.extract import extract_receipts_only
 from records import Log, TokenTransfer
 from sinks import schema
 

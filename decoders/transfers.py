@@ -2,7 +2,7 @@
 
 Pure and fast: fixed-layout events are decoded by slicing the hex strings and ``int(x, 16)``; the
 one dynamic layout (``TransferBatch``) is decoded by hand with every offset and length
-bounds-checked. Input logs are ``records.Log`` as ``indexer.extract`` builds them: lower-case hex,
+bounds-checked. Input logs are ``records.Log`` as ``indexer.chain.extract`` builds them: lower-case hex,
 topics ``topic0..topic3`` (null when absent), ``data`` as ``0x``-hex.
 
 A log that carries a transfer topic0 but not the standard shape (non-standard tokens exist: old

@@ -21,34 +21,20 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, NamedTuple, Protocol, TypeVar
+from typing import Final, Protocol, TypeVar
 
-from indexer.errors import ConfigError
+from core.errors import ConfigError
+from protocols.pools import PoolResolver
+from protocols.skips import (
+    UNKNOWN,
+    UNKNOWN_POOL,
+    VERSION_MISMATCH,
+    Skip,
+)
 from records import DexLiquidity, DexTrade, Log, Pool, Token
-
-if TYPE_CHECKING:
-    from protocols.pools import PoolResolver
 
 POOL_EVENT: Final = "pool_event"
 POOL_CREATED: Final = "pool_created"
-
-UNKNOWN: Final = "unknown"  # Pool.protocol / exchange of a Uniswap-shaped pool no configured factory made
-
-
-class Skip(NamedTuple):
-    """Why a log produced no record: ``reason`` is a stable key for counters, ``detail`` free text."""
-
-    reason: str
-    detail: str = ""
-
-
-# Skip reasons (counter keys).
-MALFORMED: Final = "malformed"  # topics/data do not fit the event's layout
-UNKNOWN_POOL: Final = "unknown_pool"  # emitter is not in ctx.pools (unresolved, or not a pool at all)
-VERSION_MISMATCH: Final = "version_mismatch"  # e.g. a v2 Swap from an address known as a v3 pool
-NOT_A_TRADE: Final = "not_a_trade"  # a swap whose net flows are not one token in, the other out
-UNCONFIGURED_FACTORY: Final = "unconfigured_factory"  # a creation event from a factory not configured
-NOT_A_POOL: Final = "not_a_pool"  # pool resolution: token0()/token1() failed or returned garbage
 
 Outcome = DexTrade | DexLiquidity | Pool | Skip | None
 

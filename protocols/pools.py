@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from decoders.events import selector
-from protocols.base import NOT_A_POOL, UNKNOWN, Skip
+from protocols.skips import NOT_A_POOL, UNKNOWN, Skip
 from records import Log, Pool
 
 CallResult = str | bytes | None

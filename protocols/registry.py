@@ -12,9 +12,10 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from indexer.errors import ConfigError
-from protocols.base import MALFORMED, POOL_EVENT, Context, EventHandler, ProtocolSpec, Skip
+from core.errors import ConfigError
+from protocols.base import POOL_EVENT, Context, EventHandler, ProtocolSpec
 from protocols.pools import PoolQuery
+from protocols.skips import MALFORMED, Skip
 from protocols.uniswap import v2, v3
 from records import DexLiquidity, DexTrade, Log, Pool
 

@@ -1,41 +1,16 @@
-"""The one sink interface, and the batch every sink receives.
+"""The one sink interface (``write(batch)``, ``close()``), and the composite that writes to several.
 
-A batch is one block (live) or a range of confirmed blocks (backfill), with everything derived
-from them. When ``reorg`` is set, the batch replaces every block above the common ancestor: a sink
-applies the rollback and the new branch together (one Postgres transaction; revert messages then
-records on Kafka).
+The ``Batch`` a sink receives lives in ``records.batch`` (re-exported here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from records import Block, DexLiquidity, DexTrade, Log, Pool, Reorg, Token, TokenTransfer, Transaction
+from records.batch import Batch
 
-
-@dataclass(frozen=True, slots=True)
-class Batch:
-    stream: str  # the cursor this batch advances: "follow", "backfill", ...
-    blocks: Sequence[Block]
-    transactions: Sequence[Transaction] = ()
-    logs: Sequence[Log] = ()
-    token_transfers: Sequence[TokenTransfer] = ()
-    dex_trades: Sequence[DexTrade] = ()
-    dex_liquidity: Sequence[DexLiquidity] = ()
-    pools: Sequence[Pool] = ()
-    tokens: Sequence[Token] = ()
-    reorg: Reorg | None = None
-    skipped: dict[str, int] = field(default_factory=dict)  # counted bad input, by reason
-
-    @property
-    def tip(self) -> Block | None:
-        return self.blocks[-1] if self.blocks else None
-
-    @property
-    def first_number(self) -> int | None:
-        return self.blocks[0].number if self.blocks else None
+__all__ = ["Batch", "CompositeSink", "Sink"]
 
 
 class Sink(Protocol):

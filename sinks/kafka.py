@@ -57,9 +57,10 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
-from indexer.settings import Settings
+from core.settings import Settings
 from records import Reorg, Revert
-from sinks.base import Batch, CompositeSink, Sink
+from records.batch import Batch
+from sinks.base import CompositeSink, Sink
 from sinks.kafka_confirmed import CONFIRMED_STREAMS, ConfirmedPublisher
 from sinks.kafka_journal import InFlight, encode, read_last_entry
 from sinks.kafka_keys import (
@@ -70,14 +71,16 @@ from sinks.kafka_keys import (
     REORGS,
     BlockKeys,
     EncodedCache,
+    OutMessage,
     Topics,
     encode_record,
     keys_of_batch,
+    out_message,
     reorg_key,
     restore_messages,
     revert_messages,
 )
-from sinks.kafka_producer import KafkaProducer, KafkaUnavailable, OutMessage, out_message, shared_config
+from sinks.kafka_producer import KafkaProducer, KafkaUnavailable, shared_config
 from sinks.postgres import PostgresSink, reorg_is_applied
 from sinks.postgres_read import StoredChain
 

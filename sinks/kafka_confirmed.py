@@ -26,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sinks.base import Batch
-from sinks.kafka_keys import CONFIRMED, KINDS, EncodedCache, Topics, encode_batch
-from sinks.kafka_producer import KafkaProducer, KafkaUnavailable, OutMessage
+from records.batch import Batch
+from sinks.kafka_keys import CONFIRMED, KINDS, EncodedCache, OutMessage, Topics, encode_batch
+from sinks.kafka_producer import KafkaProducer, KafkaUnavailable
 from sinks.postgres_read import StoredChain
 
 log = logging.getLogger("dexnode.sink.kafka")

@@ -40,8 +40,18 @@ from records import (
     Transaction,
     to_json,
 )
-from sinks.base import Batch
-from sinks.kafka_producer import Headers, OutMessage, out_message
+from records.batch import Batch
+
+Headers = list[tuple[str, str | bytes | None]]
+
+# (topic, key, value, headers, partition): a plain tuple, the hot path builds hundreds of thousands;
+# partition -1 lets the partitioner pick by key
+OutMessage = tuple[str, bytes, bytes, Headers, int]
+
+
+def out_message(topic: str, key: bytes, value: bytes, headers: Headers, partition: int = -1) -> OutMessage:
+    return (topic, key, value, headers, partition)
+
 
 HEAD, CONFIRMED = "head", "confirmed"
 

@@ -20,7 +20,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from indexer.errors import FatalError, RetryableError
+from core.errors import FatalError, RetryableError
+from sinks.kafka_keys import OutMessage
 
 log = logging.getLogger("dexnode.sink.kafka")
 
@@ -33,7 +34,6 @@ _PERMANENT = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.CLUSTER_AUTHORIZATION_FAILED,
 }
-Headers = list[tuple[str, str | bytes | None]]
 
 
 async def _nothing_to_wait_for() -> None:
@@ -42,16 +42,7 @@ async def _nothing_to_wait_for() -> None:
 
 class KafkaUnavailable(RetryableError, ConnectionError):
     """A delivery failed or timed out. Retryable; also a ``ConnectionError``, so a retry loop that
-    waits out lost connections (``indexer.pipeline.write_with_retry``) waits this one out too."""
-
-
-# (topic, key, value, headers, partition): a plain tuple, the hot path builds hundreds of thousands;
-# partition -1 lets the partitioner pick by key
-OutMessage = tuple[str, bytes, bytes, Headers, int]
-
-
-def out_message(topic: str, key: bytes, value: bytes, headers: Headers, partition: int = -1) -> OutMessage:
-    return (topic, key, value, headers, partition)
+    waits out lost connections (``indexer.pipeline.pipeline.write_with_retry``) waits this one out too."""
 
 
 def shared_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -25,10 +25,10 @@ import asyncpg
 import orjson
 import sqlalchemy as sa
 
-from indexer.database import asyncpg_dsn
+from core.database import asyncpg_dsn
 from records import Block, Record, Transaction, to_dict
+from records.batch import Batch
 from sinks import schema
-from sinks.base import Batch
 
 log = logging.getLogger("dexnode.sink.postgres")
 

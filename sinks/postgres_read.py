@@ -30,8 +30,8 @@ from records import (
     Transaction,
     from_dict,
 )
+from records.batch import Batch
 from sinks import schema
-from sinks.base import Batch
 from sinks.kafka_keys import BlockKeys
 from sinks.postgres import BlockRef
 

@@ -7,8 +7,8 @@ import time
 
 import asyncpg
 
-from indexer.extract import extract_block
-from indexer.rpc import RpcClient
+from indexer.chain.extract import extract_block
+from indexer.chain.rpc import RpcClient
 
 DEV0 = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266"  # anvil's first default account
 DEV1 = "0x70997970c51812dc3a010c7d01b50e0d17dc79c8"

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from indexer.database import DatabaseInfo, asyncpg_dsn, embedded_server, ensure_database
+from core.database import DatabaseInfo, asyncpg_dsn, embedded_server, ensure_database
 from migrations import runner
 
 REPO = Path(__file__).resolve().parents[1]

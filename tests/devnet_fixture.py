@@ -6,7 +6,7 @@
 - ``devnet_factory``: ``make(seed=..., blocks=..., rate=..., cached=True, headroom=16)`` for other shapes;
   ``cached=False`` generates from scratch.
 
-Each is an ``indexer.devnet.Devnet``: ``rpc_http``, ``rpc_ws``, ``manifest`` (dict), ``rpc`` (a JSON-RPC
+Each is an ``devnet.Devnet``: ``rpc_http``, ``rpc_ws``, ``manifest`` (dict), ``rpc`` (a JSON-RPC
 client), ``activity(blocks, rate)``, ``reorg(depth)``, ``head()``.
 
 Cached devnets are anvil state dumps in ``.dexnode-test-cache/`` keyed by seed, size and the devnet's
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from indexer.devnet import Devnet
-from indexer.devnet.cache import DevnetCache
+from devnet import Devnet
+from devnet.cache import DevnetCache
 
 DEVNET_SEED = 1
 DEVNET_BLOCKS = 300

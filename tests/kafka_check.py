@@ -12,10 +12,10 @@ import logging
 
 import asyncpg
 
-from indexer.commands.consume import NetState, Received, read_topic
-from indexer.rpc import RpcClient
+from indexer.chain.rpc import RpcClient
 from records import Reorg, from_dict
 from sinks.kafka_keys import CONFIRMED, HEAD, KINDS, REORGS, Topics, message_key
+from sinks.kafka_read import NetState, Received, read_topic
 from sinks.postgres_read import StoredChain
 from tests.chain_check import DEV0
 
@@ -50,7 +50,7 @@ async def send_token_transfers(rpc: RpcClient, emitter: str, count: int, *, salt
 
 def read_all(bootstrap: str, topic: str) -> list[Received]:
     """Every message of ``topic`` from the beginning to its current end ([] when it does not exist)."""
-    from indexer.errors import FatalError
+    from core.errors import FatalError
 
     try:
         config = {"bootstrap.servers": bootstrap, "logger": logging.getLogger("tests.kafka")}

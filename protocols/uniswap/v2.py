@@ -27,15 +27,12 @@ from decoders.events import Malformed
 from decoders.uniswap import decode_v2_burn, decode_v2_mint, decode_v2_swap, decode_v2_sync
 from decoders.uniswap_abi import V2_BURN, V2_MINT, V2_PAIR_CREATED, V2_SWAP, V2_SYNC, decode_pair_created
 from protocols.base import (
-    MALFORMED,
     POOL_CREATED,
     POOL_EVENT,
-    UNCONFIGURED_FACTORY,
     Context,
     EventHandler,
     Outcome,
     ProtocolSpec,
-    Skip,
     check_venues,
     pool_of,
 )
@@ -50,6 +47,7 @@ from protocols.pools import (
     make_pool,
     read_pool_tokens,
 )
+from protocols.skips import MALFORMED, UNCONFIGURED_FACTORY, Skip
 from protocols.trades import liquidity, trade
 from records import Log, Pool
 

@@ -28,16 +28,12 @@ from decoders.events import Malformed
 from decoders.uniswap import decode_v3_burn, decode_v3_collect, decode_v3_mint, decode_v3_swap
 from decoders.uniswap_abi import V3_BURN, V3_COLLECT, V3_MINT, V3_POOL_CREATED, V3_SWAP, decode_pool_created
 from protocols.base import (
-    MALFORMED,
     POOL_CREATED,
     POOL_EVENT,
-    UNCONFIGURED_FACTORY,
-    UNKNOWN,
     Context,
     EventHandler,
     Outcome,
     ProtocolSpec,
-    Skip,
     check_venues,
     pool_of,
 )
@@ -56,6 +52,7 @@ from protocols.pools import (
     read_pool_tokens,
     uint_result,
 )
+from protocols.skips import MALFORMED, UNCONFIGURED_FACTORY, UNKNOWN, Skip
 from protocols.trades import liquidity, trade
 from records import Log, Pool
 

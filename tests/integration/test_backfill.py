@@ -18,24 +18,24 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from indexer.backfill import Backfill
-from indexer.backfill_load import AdaptiveLoad
-from indexer.backfill_plan import BlockRange, plan
-from indexer.backfill_store import BackfillSink, done_ranges, missing_indexes, status
-from indexer.commands.backfill import backfill
-from indexer.commands.demo import venue_settings
-from indexer.commands.follow import start_chain
-from indexer.database import DatabaseInfo
-from indexer.devnet import Devnet
-from indexer.extract import ExtractedBlock
-from indexer.follower import Follower, FollowerEvent, NewBlock
-from indexer.heads import HeadStream
-from indexer.pipeline import consume
-from indexer.rpc import RpcClient
-from indexer.settings import Settings, build_settings
+from cli.demo import venue_settings
+from cli.follow import start_chain
+from core.database import DatabaseInfo
+from core.settings import Settings, build_settings
+from devnet import Devnet
+from indexer.backfill.job import backfill
+from indexer.backfill.load import AdaptiveLoad
+from indexer.backfill.plan import BlockRange, plan
+from indexer.backfill.run import Backfill
+from indexer.backfill.store import BackfillSink, done_ranges, missing_indexes, status
+from indexer.chain.extract import ExtractedBlock
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.pipeline import consume
+from indexer.realtime.follower import Follower, FollowerEvent, NewBlock
+from indexer.realtime.heads import HeadStream
 from migrations import runner
+from records.batch import Batch
 from sinks import schema
-from sinks.base import Batch
 from sinks.postgres import PostgresSink
 from tests.chain_check import assert_db_is_canonical, mine, send_transfers, wait_for_tip
 from tests.conftest import dexnode_bin

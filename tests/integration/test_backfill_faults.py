@@ -17,19 +17,19 @@ import asyncpg
 import orjson
 import pytest
 
-from indexer.backfill import Backfill, BackfillReport, resolve_target
-from indexer.backfill_load import AdaptiveLoad, MemoryBudget, Patience
-from indexer.backfill_plan import BlockRange, plan
-from indexer.backfill_store import BackfillSink, done_ranges, status
-from indexer.commands.backfill import patiently
-from indexer.database import DatabaseInfo
-from indexer.errors import RetryableError
-from indexer.extract import ExtractedBlock, extract_block
-from indexer.pipeline import FOLLOW_STREAM, batch_of
-from indexer.rpc import RetryPolicy, RpcClient
+from core.database import DatabaseInfo
+from core.errors import RetryableError
+from indexer.backfill.job import patiently
+from indexer.backfill.load import AdaptiveLoad, MemoryBudget, Patience
+from indexer.backfill.plan import BlockRange, plan
+from indexer.backfill.run import Backfill, BackfillReport, resolve_target
+from indexer.backfill.store import BackfillSink, done_ranges, status
+from indexer.chain.extract import ExtractedBlock, extract_block
+from indexer.chain.rpc import RetryPolicy, RpcClient
+from indexer.pipeline.pipeline import FOLLOW_STREAM, batch_of
 from migrations import runner
+from records.batch import Batch
 from sinks import schema
-from sinks.base import Batch
 from sinks.postgres import PostgresSink
 from tests.chain_check import assert_db_is_canonical, mine, reorg
 from tests.conftest import ANVIL, dexnode_bin

@@ -8,16 +8,16 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from indexer.backfill import Backfill
-from indexer.backfill_load import AdaptiveLoad
-from indexer.backfill_plan import BlockRange, plan
-from indexer.backfill_store import BackfillSink
-from indexer.database import DatabaseInfo
-from indexer.devnet import Devnet
-from indexer.dex import DexEnricher, registry_from
-from indexer.extract import extract_block
-from indexer.pipeline import FOLLOW_STREAM, batch_of
-from indexer.rpc import RpcClient
+from core.database import DatabaseInfo
+from devnet import Devnet
+from indexer.backfill.load import AdaptiveLoad
+from indexer.backfill.plan import BlockRange, plan
+from indexer.backfill.run import Backfill
+from indexer.backfill.store import BackfillSink
+from indexer.chain.extract import extract_block
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.pipeline import FOLLOW_STREAM, batch_of
 from migrations import runner
 from sinks import schema
 from sinks.postgres import PostgresSink

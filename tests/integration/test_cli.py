@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from indexer.database import DatabaseInfo
+from core.database import DatabaseInfo
 from migrations import runner
 from tests.conftest import dexnode_bin
 

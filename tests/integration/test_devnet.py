@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 from websockets.sync.client import connect
 
-from indexer.devnet import Devnet, DevnetError
-from indexer.devnet.abi import (
+from devnet import Devnet, DevnetError
+from devnet.abi import (
     NPM_COLLECT,
     NPM_DECREASE,
     NPM_INCREASE,
@@ -29,8 +29,8 @@ from indexer.devnet.abi import (
     decode_result,
     word_address,
 )
-from indexer.devnet.cli import app
-from indexer.devnet.rpc import Rpc
+from devnet.cli import app
+from devnet.rpc import Rpc
 from tests.devnet_fixture import DevnetFactory
 
 pytestmark = pytest.mark.integration

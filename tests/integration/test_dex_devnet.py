@@ -15,13 +15,13 @@ import pytest
 from eth_abi import decode as abi_decode
 from eth_utils import keccak
 
-from indexer.database import DatabaseInfo
-from indexer.devnet import Devnet
-from indexer.dex import DexEnricher, registry_from
-from indexer.follower import Follower
-from indexer.heads import HeadStream
-from indexer.pipeline import consume
-from indexer.rpc import RpcClient
+from core.database import DatabaseInfo
+from devnet import Devnet
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.pipeline import consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
 from sinks.postgres import PostgresSink
 from tests.chain_check import wait_for_tip
 

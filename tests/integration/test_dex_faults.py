@@ -18,18 +18,18 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 
+from core.database import DatabaseInfo
 from decoders.events import selector
-from indexer.backfill import Backfill
-from indexer.backfill_load import AdaptiveLoad
-from indexer.backfill_plan import BlockRange, plan
-from indexer.backfill_store import BackfillSink
-from indexer.database import DatabaseInfo
-from indexer.devnet import Devnet
-from indexer.dex import DexEnricher, registry_from
-from indexer.follower import Follower
-from indexer.heads import HeadStream
-from indexer.pipeline import consume
-from indexer.rpc import RetryPolicy, RpcClient
+from devnet import Devnet
+from indexer.backfill.load import AdaptiveLoad
+from indexer.backfill.plan import BlockRange, plan
+from indexer.backfill.run import Backfill
+from indexer.backfill.store import BackfillSink
+from indexer.chain.rpc import RetryPolicy, RpcClient
+from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.pipeline import consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
 from sinks import schema
 from sinks.postgres import PostgresSink
 from tests.faulty_rpc import CallFault, FaultyRpc

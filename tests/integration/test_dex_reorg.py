@@ -19,15 +19,15 @@ import asyncpg
 import pytest
 from eth_abi import decode as abi_decode
 
-from indexer.database import DatabaseInfo
-from indexer.devnet import Devnet
-from indexer.devnet.abi import calldata
-from indexer.devnet.miner import Miner, Tx
-from indexer.dex import DexEnricher, registry_from
-from indexer.follower import Follower
-from indexer.heads import HeadStream
-from indexer.pipeline import consume
-from indexer.rpc import RpcClient
+from core.database import DatabaseInfo
+from devnet import Devnet
+from devnet.abi import calldata
+from devnet.miner import Miner, Tx
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.pipeline import consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
 from sinks.postgres import PostgresSink
 from tests.chain_check import wait_for_tip
 from tests.integration.test_dex_devnet import (

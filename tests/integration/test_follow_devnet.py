@@ -8,12 +8,12 @@ import contextlib
 
 import pytest
 
-from indexer.database import DatabaseInfo
-from indexer.devnet import Devnet
-from indexer.follower import Follower
-from indexer.heads import HeadStream
-from indexer.pipeline import consume
-from indexer.rpc import RpcClient
+from core.database import DatabaseInfo
+from devnet import Devnet
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.pipeline import consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
 from sinks.postgres import PostgresSink
 from tests.chain_check import assert_db_is_canonical, wait_for_tip
 

@@ -16,11 +16,11 @@ import httpx
 import pytest
 import websockets
 
-from indexer.database import DatabaseInfo
-from indexer.follower import Follower, ReorgTooDeep
-from indexer.heads import HeadStream
-from indexer.pipeline import consume
-from indexer.rpc import RetryPolicy, RpcClient
+from core.database import DatabaseInfo
+from indexer.chain.rpc import RetryPolicy, RpcClient
+from indexer.pipeline.pipeline import consume
+from indexer.realtime.follower import Follower, ReorgTooDeep
+from indexer.realtime.heads import HeadStream
 from sinks.postgres import PostgresSink
 from tests.chain_check import assert_db_is_canonical, mine, reorg, send_transfers, wait_for_tip
 from tests.conftest import ANVIL, dexnode_bin, free_port
@@ -91,7 +91,7 @@ async def test_follows_blocks_and_reorgs_into_postgres(
 async def test_resumes_from_the_cursor_after_a_restart(
     anvil: str, rpc: RpcClient, sink: PostgresSink, clean_db: DatabaseInfo
 ) -> None:
-    from indexer.commands.follow import start_chain
+    from cli.follow import start_chain
 
     ws = anvil.replace("http", "ws")
     async with running(Follower(rpc, HeadStream(ws, rpc), start=[], from_block=0), sink):

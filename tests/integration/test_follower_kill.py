@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from indexer.database import DatabaseInfo
-from indexer.rpc import RpcClient
+from core.database import DatabaseInfo
+from indexer.chain.rpc import RpcClient
 from tests.chain_check import assert_db_is_canonical, mine, reorg, send_transfers, wait_for_tip
 from tests.conftest import dexnode_bin
 

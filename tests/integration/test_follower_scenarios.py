@@ -17,13 +17,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from indexer.database import DatabaseInfo
-from indexer.errors import RetryableError
-from indexer.extract import extract_block
-from indexer.follower import Follower, FollowerEvent, Reorg
-from indexer.heads import HeadStream
-from indexer.pipeline import FOLLOW_STREAM, batch_of, consume
-from indexer.rpc import RetryPolicy, RpcClient
+from core.database import DatabaseInfo
+from core.errors import RetryableError
+from indexer.chain.extract import extract_block
+from indexer.chain.rpc import RetryPolicy, RpcClient
+from indexer.pipeline.pipeline import FOLLOW_STREAM, batch_of, consume
+from indexer.realtime.follower import Follower, FollowerEvent, Reorg
+from indexer.realtime.heads import HeadStream
 from sinks.postgres import BlockRef, PostgresSink
 from tests.scripted_node import ScriptedChain, ScriptedNode
 
@@ -239,7 +239,7 @@ async def test_a_reorg_over_a_resume_window_with_holes(
     """A backfill stored 1..5, the follower 8..10 (its cursor at 10); restarted, the window 1..10 has a
     hole at 6..7. The node replaces the last ``depth`` blocks: a 1-block reorg, or one reaching into the
     hole; the hole is filled from the new branch."""
-    from indexer.commands.follow import start_chain
+    from cli.follow import start_chain
 
     async with scripted(10) as node:
         await _store(sink, node.chain, range(1, 6))
@@ -457,7 +457,7 @@ async def test_a_restart_after_a_reorg_of_the_whole_short_window(
     """Started at block 9 on an empty database, stopped at 10; while it was down the node replaced both
     blocks. On restart the stored chain is a branch off the node's block 8, not another chain: the
     follower replaces it."""
-    from indexer.commands.follow import check_chain, start_chain
+    from cli.follow import check_chain, start_chain
 
     async with scripted(10) as node:
         async with following(node, sink, from_block=9) as run:

@@ -25,13 +25,13 @@ import asyncpg
 import orjson
 import pytest
 
-from indexer.database import DatabaseInfo
-from indexer.devnet import Devnet
-from indexer.dex import DexEnricher, registry_from
-from indexer.follower import Follower
-from indexer.heads import HeadStream
-from indexer.pipeline import batch_of, consume
-from indexer.rpc import RpcClient
+from core.database import DatabaseInfo
+from devnet import Devnet
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.pipeline import batch_of, consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
 from records import from_dict
 from sinks.base import CompositeSink, Sink
 from sinks.kafka import KafkaOptions, kafka_composite
@@ -144,7 +144,7 @@ async def test_a_batch_on_kafka_but_not_in_postgres_and_then_orphaned_is_reverte
     await activity(rpc, emitter, 1, salt=2)
     (block,) = await rpc.get_blocks([await rpc.block_number()])
     receipts = (await rpc.get_receipts_for_blocks([block]))[0]
-    from indexer.extract import extract_block
+    from indexer.chain.extract import extract_block
 
     in_flight = batch_of("follow", [extract_block(block, receipts)])
     head = writer.sinks[0]
@@ -156,7 +156,7 @@ async def test_a_batch_on_kafka_but_not_in_postgres_and_then_orphaned_is_reverte
     restarted = kafka_composite(options(kafka, prefix), postgres)
     chain = await StoredChain(postgres.pool).cursor("follow")
     assert chain is not None and chain.number == in_flight.blocks[0].number - 1
-    from indexer.commands.follow import start_chain
+    from cli.follow import start_chain
 
     try:
         async with following(rpc, anvil, restarted, start=await start_chain(postgres, 11)):

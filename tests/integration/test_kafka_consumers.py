@@ -22,11 +22,12 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from indexer.database import DatabaseInfo
+from core.database import DatabaseInfo
 from protocols.base import Context
 from protocols.registry import default_registry
 from records import Block, DexLiquidity, DexTrade, Log, Pool, Reorg, Token, from_dict
-from sinks.base import Batch, CompositeSink
+from records.batch import Batch
+from sinks.base import CompositeSink
 from sinks.kafka import KafkaOptions, kafka_composite
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.postgres import PostgresSink

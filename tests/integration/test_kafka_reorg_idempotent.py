@@ -26,10 +26,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from indexer.database import DatabaseInfo
-from indexer.pipeline import write_with_retry
+from core.database import DatabaseInfo
+from indexer.pipeline.pipeline import write_with_retry
 from records import Block, DexLiquidity, DexTrade, Record, Reorg, Revert, from_dict
-from sinks.base import Batch
+from records.batch import Batch
 from sinks.kafka import KafkaOptions, kafka_composite
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.postgres import PostgresSink

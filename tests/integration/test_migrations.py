@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from indexer.database import DatabaseInfo
+from core.database import DatabaseInfo
 from migrations import runner
 from sinks import schema
 

@@ -15,9 +15,9 @@ import asyncpg
 import orjson
 import pytest
 
-from indexer.database import DatabaseInfo
-from indexer.extract import ExtractedBlock, extract_block, extract_receipts_only
-from indexer.pipeline import batch_of
+from core.database import DatabaseInfo
+from indexer.chain.extract import ExtractedBlock, extract_block, extract_receipts_only
+from indexer.pipeline.pipeline import batch_of
 from records import Block, Log, Record, Reorg, TokenTransfer, Transaction, Withdrawal
 from sinks.postgres import PostgresSink
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from indexer.database import DatabaseInfo
-from indexer.extract import extract_block
-from indexer.pipeline import batch_of
+from core.database import DatabaseInfo
+from indexer.chain.extract import extract_block
+from indexer.pipeline.pipeline import batch_of
 from sinks.postgres import PostgresSink
 from sinks.postgres_read import StoredChain
 from tests.unit.test_extract_new_types import BLOCK_HASH, PRAGUE_BLOCK, PRAGUE_RECEIPTS, TX3, TX4

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from indexer.extract import InconsistentBlockError, extract_block, extract_receipts_only
-from indexer.rpc import (
+from indexer.chain.extract import InconsistentBlockError, extract_block, extract_receipts_only
+from indexer.chain.rpc import (
     CallReverted,
     InvalidParams,
     NotAvailableYet,
@@ -23,7 +23,7 @@ from indexer.rpc import (
     RpcClient,
     RpcRetryableError,
 )
-from indexer.trie import receipts_root
+from indexer.chain.trie import receipts_root
 from tests.rpc_replay import ETL, FIXTURES, Fault, ReplayServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fixtures_dir")]  # fails without the fixtures

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from indexer.backfill_load import MemoryBudget
+from indexer.backfill.load import MemoryBudget
 
 pytestmark = pytest.mark.unit
 

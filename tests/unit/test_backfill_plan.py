@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.backfill_load import AdaptiveLoad
-from indexer.backfill_plan import BlockRange, gaps, merge, missing, plan, split
+from indexer.backfill.load import AdaptiveLoad
+from indexer.backfill.plan import BlockRange, gaps, merge, missing, plan, split
 
 pytestmark = pytest.mark.unit
 

@@ -17,18 +17,18 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from indexer.dex import DexEnricher, registry_from
-from indexer.errors import RetryableError
-from indexer.rpc import RetryPolicy, RpcClient
-from indexer.rpc_errors import (
+from core.errors import RetryableError
+from indexer.chain.rpc import RetryPolicy, RpcClient
+from indexer.chain.rpc_errors import (
     CallReverted,
     NotAvailableYet,
     RpcRetryableError,
     StateUnavailable,
     map_rpc_error,
 )
+from indexer.pipeline.dex import DexEnricher, registry_from
 from records import Block, Log, Reorg, Transaction
-from sinks.base import Batch
+from records.batch import Batch
 from tests.rpc_replay import Fault, ReplayServer
 
 pytestmark = pytest.mark.unit

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from decoders.transfers import decode_transfers
-from indexer.extract import ExtractedBlock, extract_block, map_block, map_transaction
+from indexer.chain.extract import ExtractedBlock, extract_block, map_block, map_transaction
 from records import Block, Log, TokenTransfer, Transaction
 
 ETL = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "ethereum-etl"

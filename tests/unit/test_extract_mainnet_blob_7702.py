@@ -12,11 +12,11 @@ and how each object was checked):
 - block 23,182,607 (2025-08-20): a raw header whose ``requestsHash`` commits to real requests (not the
   sha256 of nothing).
 
-The first tests prove the objects are what mainnet hashed and signed, with pyrlp, eth-hash and eth-keys (not
-``indexer.trie``): header hashes, transaction hashes, senders, the authority, a receipt bloom, the blob base
-fee. The golden tests then run ``extract_block`` and compare every field of the records with the JSON parsed
-here (``int(x, 16)``, lower-case hex). Where a block is needed around a transaction, the synthetic parts are
-named where they are built; the fields under test are never synthetic.
+The first tests prove the objects are what mainnet hashed and signed, with pyrlp, eth-hash and eth-keys
+(not ``indexer.chain.trie``): header hashes, transaction hashes, senders, the authority, a receipt bloom, the
+blob base fee. The golden tests then run ``extract_block`` and compare every field of the records with the
+JSON parsed here (``int(x, 16)``, lower-case hex). Where a block is needed around a transaction, the
+synthetic parts are named where they are built; the fields under test are never synthetic.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import rlp
 from eth_hash.auto import keccak
 from eth_keys import keys
 
-from indexer.extract import extract_block
+from indexer.chain.extract import extract_block
 from records import Authorization, Block, Log, TokenTransfer, Transaction, Withdrawal
 
 pytestmark = pytest.mark.unit

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from indexer.extract import extract_block
+from indexer.chain.extract import extract_block
 from records import Authorization, Transaction, from_json, to_dict, to_json
 
 pytestmark = pytest.mark.unit

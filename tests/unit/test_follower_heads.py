@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.heads import MalformedHead, parse_head
-from indexer.settings import build_settings
+from core.settings import build_settings
+from indexer.realtime.heads import MalformedHead, parse_head
 
 pytestmark = pytest.mark.unit
 

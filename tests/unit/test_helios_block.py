@@ -17,10 +17,10 @@ import pytest
 from eth_abi import decode as abi_decode
 from eth_hash.auto import keccak
 
+from core.errors import FatalError
 from decoders.transfers import TRANSFER_SINGLE_TOPIC, TRANSFER_TOPIC
-from indexer.errors import FatalError
-from indexer.extract import ExtractedBlock, InconsistentBlockError, extract_block, extract_receipts_only
-from indexer.trie import header_hash, receipts_root, withdrawals_root
+from indexer.chain.extract import ExtractedBlock, InconsistentBlockError, extract_block, extract_receipts_only
+from indexer.chain.trie import header_hash, receipts_root, withdrawals_root
 from records import Withdrawal
 
 HELIOS = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mainnet-block-21925176-helios"

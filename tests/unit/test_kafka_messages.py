@@ -5,13 +5,13 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from indexer.commands.consume import NetState, Received, resolve_topic
-from indexer.settings import build_settings
+from core.settings import build_settings
 from records import Block, Log, Pool, Reorg, Revert, Token, TokenTransfer, Transaction, to_json
-from sinks.base import Batch
+from records.batch import Batch
 from sinks.kafka import KafkaOptions, kafka_config_from_env
 from sinks.kafka_journal import InFlight, encode, last_complete
 from sinks.kafka_keys import BlockKeys, Topics, encode_record, keys_of_batch, message_key, restore_messages
+from sinks.kafka_read import NetState, Received, resolve_topic
 
 pytestmark = pytest.mark.unit
 

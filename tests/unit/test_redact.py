@@ -1,10 +1,10 @@
-"""Keys in node URLs never reach a log line: ``indexer.redact`` on the URL shapes hosted nodes use."""
+"""Keys in node URLs never reach a log line: ``core.redact`` on the URL shapes hosted nodes use."""
 
 from __future__ import annotations
 
 import pytest
 
-from indexer.redact import mask_url, mask_urls_in
+from core.redact import mask_url, mask_urls_in
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +74,7 @@ def test_a_bad_setting_with_a_key_is_reported_without_it(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """``dexnode`` with a websocket URL given as https:// (a common slip): one error line, no key."""
-    from indexer.cli import main
+    from cli.main import main
 
     monkeypatch.setenv("DEXNODE_RPC_WS", f"https://mainnet.infura.io/v3/{INFURA_KEY}")
     monkeypatch.setenv("DEXNODE_RPC_HTTP", f"wss://eth-mainnet.g.alchemy.com/v2/{ALCHEMY_KEY}")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.errors import FatalError, RetryableError
-from indexer.rpc import RetryPolicy, _parse_retry_after
-from indexer.rpc_errors import (
+from core.errors import FatalError, RetryableError
+from indexer.chain.rpc import RetryPolicy, _parse_retry_after
+from indexer.chain.rpc_errors import (
     BatchTooLarge,
     CallReverted,
     InvalidParams,

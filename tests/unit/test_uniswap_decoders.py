@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from decoders.events import EventAbi, Malformed
 from decoders.uniswap import FAST_DECODERS
 from decoders.uniswap_abi import decode_pair_created, decode_pool_created
-from protocols.base import MALFORMED, Context, Skip
+from protocols.base import Context
 from protocols.registry import default_registry
+from protocols.skips import MALFORMED, Skip
 from records import Log
 
 pytestmark = pytest.mark.unit

@@ -11,18 +11,10 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak, to_checksum_address
 
-from indexer.errors import ConfigError
-from protocols.base import (
-    NOT_A_POOL,
-    UNCONFIGURED_FACTORY,
-    UNKNOWN_POOL,
-    VERSION_MISMATCH,
-    Context,
-    EventHandler,
-    ProtocolSpec,
-    Skip,
-)
+from core.errors import ConfigError
+from protocols.base import Context, EventHandler, ProtocolSpec
 from protocols.registry import Registry, default_registry, resolution_counts
+from protocols.skips import NOT_A_POOL, UNCONFIGURED_FACTORY, UNKNOWN_POOL, VERSION_MISMATCH, Skip
 from protocols.trades import exact_amount, price_of, slot_filler
 from protocols.uniswap.v2 import V2Venue
 from protocols.uniswap.v3 import V3Venue

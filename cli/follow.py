@@ -1,0 +1,114 @@
+"""``dexnode follow``: the live follower into Postgres."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from core.database import open_database
+from core.errors import FatalError
+from core.redact import mask_url, mask_urls_in
+from core.settings import Settings
+from indexer.backfill.store import contiguous_end
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.pipeline import FOLLOW_STREAM, consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
+from migrations import runner
+from sinks.kafka import with_kafka
+from sinks.postgres import BlockRef, PostgresSink
+
+log = logging.getLogger("dexnode.follow")
+
+
+async def start_chain(sink: PostgresSink, depth: int) -> list[BlockRef]:
+    """Where to resume: the follower's cursor; else the end of the contiguous backfilled range that
+    starts at the lowest backfilled block — not the newest stored block, which lies beyond a gap
+    when a backfill was stopped (or still runs) with chunks missing below it; else the newest block.
+    The blocks above that end are fetched by the follower itself (those the backfill stored too are
+    idempotent upserts), so nothing is skipped and nothing stored twice."""
+    cursor = await sink.cursor(FOLLOW_STREAM)
+    if cursor is not None:
+        return await sink.recent_blocks(cursor.number, depth)
+    top = await contiguous_end(sink.pool)
+    if top is None:
+        top = await sink.pool.fetchval("SELECT max(number) FROM blocks")
+    if top is None:
+        return []
+    return await sink.recent_blocks(int(top), depth)
+
+
+async def check_chain(rpc: RpcClient, chain: list[BlockRef]) -> None:
+    """Refuse to follow a different chain than the one stored (wrong URL, wrong network)."""
+    if not chain:
+        return
+    oldest, newest = chain[0], chain[-1]
+    head = await rpc.block_number()
+    if head < oldest.number:
+        raise FatalError(
+            f"the node's head is block {head}, below the database's blocks {oldest.number}..{newest.number}:"
+            " is DEXNODE_RPC_HTTP the chain this database indexed (or is the node still syncing)?"
+        )
+    block = await rpc.get_block_by_number(oldest.number, full_txs=False)
+    if block["hash"].lower() != oldest.hash and len(chain) > 1 and not await _branches_below(rpc, oldest):
+        # the oldest kept block is far enough back that a mismatch means another chain, not a reorg
+        raise FatalError(
+            f"the node's block {oldest.number} is {block['hash'][:12]}, the database has {oldest.hash[:12]}"
+            f" (tip {newest.number}): is DEXNODE_RPC_HTTP the chain this database indexed?"
+        )
+
+
+async def _branches_below(rpc: RpcClient, oldest: BlockRef) -> bool:
+    """Whether the stored chain forks off the node's right below its oldest block: a reorg that
+    replaced the whole (short) window while the follower was down, which the follower resolves."""
+    if oldest.number == 0:
+        return False
+    parent = await rpc.get_block_by_number(oldest.number - 1, full_txs=False)
+    return bool(parent["hash"].lower() == oldest.parent_hash)
+
+
+async def follow(settings: Settings, *, from_block: int | None, quiet: bool, silence_timeout: float) -> None:
+    async with open_database(settings) as db:
+        await runner.upgrade(db.sqlalchemy_url)
+        sink = await PostgresSink.connect(db.dsn)
+        writer = with_kafka(settings, sink, os.environ)  # Kafka head before Postgres, confirmed after
+        try:
+            async with RpcClient(settings.rpc_http, max_batch_size=settings.rpc_batch_size) as rpc:
+                chain_id = await rpc.chain_id()
+                chain = await start_chain(sink, settings.max_reorg_depth + 1)
+                await check_chain(rpc, chain)
+                if chain:
+                    log.info(
+                        "chain %d: resuming after block %d (%s)",
+                        chain_id,
+                        chain[-1].number,
+                        chain[-1].hash[:10],
+                    )
+                    if from_block is not None and from_block != chain[-1].number + 1:
+                        log.warning(
+                            "--from-block %d ignored: the stored cursor decides where to resume", from_block
+                        )
+                else:
+                    where = f"block {from_block}" if from_block is not None else "the current head"
+                    log.info("chain %d: empty database, starting at %s", chain_id, where)
+                ws_url = settings.heads_ws_url
+                log.info(
+                    "node %s, heads from %s",
+                    mask_url(settings.rpc_http),
+                    mask_url(ws_url) if ws_url else "polling (no websocket URL set)",
+                )
+                heads = HeadStream(ws_url, rpc, silence_timeout=silence_timeout)
+                follower = Follower(
+                    rpc, heads, start=chain, from_block=from_block, max_reorg_depth=settings.max_reorg_depth
+                )
+                if writer is not sink:
+                    log.info("Kafka: producing to %s", mask_urls_in(settings.kafka_bootstrap_servers or ""))
+                enrich = DexEnricher(
+                    rpc,
+                    sink.pool,
+                    registry_from(settings.uniswap_v2_factories, settings.uniswap_v3_factories),
+                )
+                await consume(follower, writer, quiet=quiet, enrich=enrich)
+        finally:
+            await writer.close()

@@ -1,0 +1,147 @@
+"""The ``dexnode`` command line. ``main()`` builds the one ``Settings`` and passes it down as ``ctx.obj``.
+
+Every command accepts the settings it uses as flags (``--database-url``, ``--data-dir``, ...);
+a flag overrides the matching ``DEXNODE_*`` variable. Errors dexnode understands end the command
+with one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import typer
+
+from cli.backfill import backfill_command
+from cli.common import DatabaseUrlOpt, DataDirOpt, run_async, settings_of
+from cli.consume import consume_command, kafka_dev_command
+from core.errors import ConfigError, DexnodeError
+from core.redact import mask_urls_in
+from core.settings import build_settings
+
+app = typer.Typer(
+    name="dexnode",
+    help="dexnode: exact, reorg-safe on-chain and CEX market data in one schema.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+db_app = typer.Typer(help="Database schema: apply migrations, show status.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="target revision")] = "head",
+    database_url: DatabaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Apply schema migrations (idempotent: a second run changes nothing)."""
+    from cli.db import upgrade
+
+    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
+    run_async(upgrade(settings, revision))
+
+
+@db_app.command("downgrade")
+def db_downgrade(
+    ctx: typer.Context,
+    revision: Annotated[str, typer.Argument(help="target revision, e.g. base or -1")],
+    database_url: DatabaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Revert schema migrations down to REVISION (``base`` drops every dexnode table)."""
+    from cli.db import downgrade
+
+    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
+    run_async(downgrade(settings, revision))
+
+
+@db_app.command("status")
+def db_status(ctx: typer.Context, database_url: DatabaseUrlOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Show the database, its schema revision against the code's, and table sizes."""
+    from cli.db import status
+
+    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
+    run_async(status(settings))
+
+
+@app.command("demo")
+def demo(ctx: typer.Context, database_url: DatabaseUrlOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run the node's main job on embedded defaults and say what it did."""
+    from cli.demo import run_demo
+
+    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
+    run_async(run_demo(settings))
+
+
+@app.command("follow")
+def follow(
+    ctx: typer.Context,
+    rpc_ws: Annotated[
+        str | None, typer.Option("--rpc-ws", help="node websocket [env DEXNODE_RPC_WS]")
+    ] = None,
+    rpc_http: Annotated[
+        str | None, typer.Option("--rpc-http", help="node JSON-RPC [env DEXNODE_RPC_HTTP]")
+    ] = None,
+    from_block: Annotated[
+        int | None, typer.Option("--from-block", help="first block on an empty database (default: head)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no per-block log line")] = False,
+    silence_timeout: Annotated[
+        float, typer.Option("--silence-timeout", help="seconds without a new head before reconnecting")
+    ] = 60.0,
+    database_url: DatabaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Follow the chain head into Postgres, reorg-safe; resumes from the stored cursor."""
+    from cli.follow import follow as run_follow
+
+    settings = settings_of(
+        ctx, rpc_ws=rpc_ws, rpc_http=rpc_http, database_url=database_url, data_dir=data_dir
+    )
+    run_async(run_follow(settings, from_block=from_block, quiet=quiet, silence_timeout=silence_timeout))
+
+
+app.command("backfill")(backfill_command)
+app.command("consume")(consume_command)
+app.command("kafka-dev")(kafka_dev_command)
+
+
+def _mount_optional() -> None:
+    """Command groups that live in their own packages."""
+    from devnet.cli import app as devnet_app
+
+    app.add_typer(devnet_app, name="devnet")
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("DEXNODE_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore", "websockets", "asyncio", "alembic", "pgserver"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def main(argv: list[str] | None = None) -> None:
+    _configure_logging()
+    _mount_optional()
+    try:
+        settings = build_settings()
+        app(args=argv, obj=settings, prog_name="dexnode")
+    except ConfigError as exc:
+        typer.echo(f"dexnode: {mask_urls_in(str(exc))}", err=True)
+        raise SystemExit(2) from None
+    except DexnodeError as exc:
+        typer.echo(f"dexnode: {mask_urls_in(str(exc))}", err=True)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("dexnode: interrupted", err=True)
+        raise SystemExit(130) from None

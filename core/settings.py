@@ -1,0 +1,108 @@
+"""One ``Settings`` for the whole node, built in ``main()`` from ``DEXNODE_*`` variables and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import ConfigError
+from core.redact import mask_url, mask_urls_in
+
+_PG_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
+DEFAULT_LOCAL_HTTP = "http://127.0.0.1:8545"
+DEFAULT_LOCAL_WS = "ws://127.0.0.1:8545"
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:
+        return ""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEXNODE_", extra="ignore", frozen=True)
+
+    database_url: str | None = Field(
+        default=None, description="postgresql:// URL; unset = embedded PostgreSQL in data_dir"
+    )
+    rpc_http: str = Field(default=DEFAULT_LOCAL_HTTP, description="node JSON-RPC over HTTP")
+    rpc_ws: str | None = Field(
+        default=None,
+        description="node websocket (newHeads); unset: ws://127.0.0.1:8545 beside the default local HTTP URL,"
+        " else none (the head is polled at the block time)",
+    )
+    kafka_bootstrap_servers: str | None = Field(default=None, description="enables the Kafka sink")
+    kafka_topic_prefix: str | None = Field(
+        default=None, description="Kafka topic prefix (default '<chain>.')"
+    )
+    confirmations: int = Field(default=12, ge=0, le=10_000, description="blocks before a block is confirmed")
+    data_dir: Path = Field(default=Path(".dexnode"), description="embedded Postgres, devnet and state")
+    max_reorg_depth: int = Field(default=64, ge=1, description="deeper reorgs stop the follower")
+    rpc_batch_size: int = Field(default=100, ge=1, le=10_000, description="max requests per JSON-RPC batch")
+    chain: str = Field(default="ethereum", description="chain name, used as the Kafka topic prefix")
+    uniswap_v2_factories: str | None = Field(
+        default=None,
+        description="v2 venues '0xFACTORY=label[:fee],...' (unset: mainnet Uniswap, Sushiswap, ...)",
+    )
+    uniswap_v3_factories: str | None = Field(
+        default=None, description="v3 venues '0xFACTORY=label,...' (unset: mainnet Uniswap v3, ...)"
+    )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        scheme = urlsplit(value).scheme
+        if scheme not in _PG_SCHEMES:
+            raise ValueError(f"database URL must start with postgresql:// (got scheme {scheme or 'none'!r})")
+        return value
+
+    @field_validator("rpc_http")
+    @classmethod
+    def _check_http(cls, value: str) -> str:
+        if _scheme(value) not in {"http", "https"}:
+            raise ValueError(f"RPC HTTP URL must be http:// or https:// (got {mask_url(value)!r})")
+        return value
+
+    @field_validator("rpc_ws")
+    @classmethod
+    def _check_ws(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if _scheme(value) not in {"ws", "wss"}:
+            raise ValueError(f"RPC websocket URL must be ws:// or wss:// (got {mask_url(value)!r})")
+        return value
+
+    @property
+    def heads_ws_url(self) -> str | None:
+        """The websocket for newHeads: the one set, else the local node's beside the default HTTP URL
+        (anvil serves both on one port), else none: a user who gives only an HTTP URL gets polling."""
+        if self.rpc_ws is not None:
+            return self.rpc_ws
+        return DEFAULT_LOCAL_WS if self.rpc_http == DEFAULT_LOCAL_HTTP else None
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """A copy with the given (non-None) values, validated like the environment's."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self
+        return build_settings(**{**self.model_dump(), **given})
+
+
+def build_settings(**values: Any) -> Settings:
+    """Settings from the environment plus ``values``; invalid input becomes one clear ``ConfigError``."""
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            msg = err["msg"].removeprefix("Value error, ")
+            problems.append(f"DEXNODE_{where.upper()}: {mask_urls_in(msg)}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None

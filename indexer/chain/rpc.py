@@ -1,0 +1,428 @@
+"""Async JSON-RPC client for an Ethereum node over HTTP: batches, retries, typed helpers.
+
+One ``httpx.AsyncClient`` (keep-alive) per ``RpcClient``; use ``async with RpcClient(url) as rpc``
+or call ``aclose()``. Every call goes through one retry loop that decides by error class only
+(``indexer.chain.rpc_errors`` maps JSON-RPC codes once): timeouts, connection errors, HTTP 429/5xx and
+retryable JSON-RPC errors are retried with jittered exponential backoff, honouring
+``Retry-After``; in a batch only the entries that failed are sent again. A null block or receipt
+is the node lagging (``NotAvailableYet``, retried), never an empty block.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from core.errors import RetryableError
+from core.redact import mask_urls_in
+from core.retry import RetryPolicy
+from indexer.chain.rpc_errors import (
+    BatchTooLarge,
+    CallReverted,
+    InvalidParams,
+    MethodNotFound,
+    NotAvailableYet,
+    RpcFatalError,
+    RpcRetryableError,
+    StateUnavailable,
+    map_rpc_error,
+)
+
+__all__ = [
+    "BatchTooLarge",
+    "CallResult",
+    "CallReverted",
+    "InvalidParams",
+    "MethodNotFound",
+    "NotAvailableYet",
+    "RetryPolicy",
+    "RpcClient",
+    "RpcFatalError",
+    "RpcRetryableError",
+    "RpcStats",
+    "StateUnavailable",
+    "map_rpc_error",
+]
+
+log = logging.getLogger("dexnode.rpc")
+
+BlockId = int | str  # a number, a tag ("latest", "finalized", "safe") or a 0x block hash
+Check = Callable[[int, Any], Any]  # (position in the batch, result) → value; may raise RetryableError
+
+
+@dataclass(slots=True)
+class RpcStats:
+    """Counters for benchmarks and logs."""
+
+    requests: int = 0  # HTTP POSTs sent
+    batches: int = 0  # of which were JSON-RPC batches (more than one call)
+    calls: int = 0  # JSON-RPC calls sent, counting each batch entry and each resend
+    retries: int = 0  # backoff sleeps taken
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    """One ``eth_calls`` entry, always an answer from the chain: ``data`` (0x-hex, ``"0x"`` when the
+    call returned nothing) or ``error``, the ``CallReverted`` of a call that failed in the EVM."""
+
+    data: str | None
+    error: CallReverted | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _block_param(block: BlockId) -> str:
+    return hex(block) if isinstance(block, int) else block
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _not_null(what: str) -> Check:
+    def check(_: int, result: Any) -> Any:
+        if result is None:
+            raise NotAvailableYet(f"node returned null for {what}")
+        return result
+
+    return check
+
+
+def _all_receipts(blocks: Sequence[Mapping[str, Any]]) -> Check:
+    def check(i: int, receipts: Any) -> Any:
+        if receipts is None or len(receipts) != len(blocks[i]["transactions"]):
+            got = "null" if receipts is None else len(receipts)
+            raise NotAvailableYet(f"eth_getBlockReceipts gave {got} receipts for block {blocks[i]['hash']}")
+        return receipts
+
+    return check
+
+
+class RpcClient:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 30.0,
+        max_batch_size: int = 100,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError("max_batch_size must be at least 1")
+        self.url = url
+        self.max_batch_size = max_batch_size  # lowered (and kept) when the node refuses a size
+        self.retry = retry or RetryPolicy()
+        self.stats = RpcStats()
+        self._sleep = sleep
+        self._next_id = 1
+        self._block_receipts_by = "hash"  # then "number", or "transactions" (per-tx receipts)
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout),
+            headers={"content-type": "application/json", **(headers or {})},
+            limits=httpx.Limits(max_keepalive_connections=16, keepalive_expiry=60.0),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> RpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- transport ---------------------------------------------------------------------------
+
+    async def _post(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Send ``calls`` once; → per call the result, or the exception for that entry.
+
+        Raises for what fails the whole request: transport errors, HTTP errors, a batch refusal.
+        """
+        first_id = self._next_id
+        self._next_id += len(calls)
+        payload = [
+            {"jsonrpc": "2.0", "id": first_id + i, "method": m, "params": list(p)}
+            for i, (m, p) in enumerate(calls)
+        ]
+        is_batch = len(calls) > 1
+        self.stats.requests += 1
+        self.stats.calls += len(calls)
+        if is_batch:
+            self.stats.batches += 1
+        label = calls[0][0] if not is_batch else f"batch of {len(calls)} ({calls[0][0]}, …)"
+        try:
+            response = await self._http.post(
+                self.url, content=orjson.dumps(payload if is_batch else payload[0])
+            )
+        except httpx.TimeoutException as exc:
+            raise RpcRetryableError(f"{label}: timeout ({type(exc).__name__})", method=label) from exc
+        except httpx.TransportError as exc:
+            raise RpcRetryableError(
+                f"{label}: connection error: {mask_urls_in(repr(exc))}", method=label
+            ) from exc
+        status = response.status_code
+        if status in (401, 403):
+            raise RpcFatalError(f"{label}: HTTP {status} (check the node URL and its key)", method=label)
+        if status == 413:
+            raise BatchTooLarge(f"{label}: HTTP 413 request too large", method=label)
+        if status in (408, 429) or status >= 500:
+            raise RpcRetryableError(
+                f"{label}: HTTP {status} {mask_urls_in(response.text[:200])!r}",
+                method=label,
+                retry_after=_parse_retry_after(response.headers.get("retry-after")),
+            )
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            if status >= 400:
+                raise RpcFatalError(
+                    f"{label}: HTTP {status} {mask_urls_in(response.text[:200])!r}", method=label
+                ) from exc
+            raise RpcRetryableError(
+                f"{label}: response is not JSON: {mask_urls_in(response.text[:200])!r}"
+            ) from exc
+        if isinstance(body, Mapping) and (is_batch or body.get("id") is None) and "error" in body:
+            raise map_rpc_error(body["error"], label)  # the request as a whole was refused
+        entries = body if isinstance(body, list) else [body]
+        by_id = {e.get("id"): e for e in entries if isinstance(e, Mapping)}
+        if not is_batch and len(by_id) == 1:  # a single answer: trust it whatever id a proxy gave
+            by_id = {first_id: next(iter(by_id.values()))}
+        out: list[Any] = []
+        for i, (method, _) in enumerate(calls):
+            entry = by_id.get(first_id + i)
+            if entry is None:
+                out.append(RpcRetryableError(f"{method}: no response entry in the batch", method=method))
+            elif "error" in entry and entry["error"] is not None:
+                out.append(map_rpc_error(entry["error"], method))
+            else:
+                out.append(entry.get("result"))
+        return out
+
+    # -- the retry loop ----------------------------------------------------------------------
+
+    async def _run(self, calls: Sequence[tuple[str, Sequence[Any]]], check: Check | None = None) -> list[Any]:
+        """Results of ``calls`` in order; an entry is the value or its final (non-retried) error.
+
+        Retryable failures, of the whole request or of single entries, are sent again after a
+        backoff until ``retry.attempts`` tries; then the last error stays in the entry.
+        """
+        n = len(calls)
+        results: list[Any] = [None] * n
+        pending = list(range(n))
+        tries = 0
+        while pending:
+            tries += 1
+            failed: dict[int, RetryableError] = {}
+            size = self.max_batch_size
+            queue = [pending[i : i + size] for i in range(0, len(pending), size)]
+            while queue:
+                chunk = queue.pop(0)
+                try:
+                    outcomes = await self._post([calls[i] for i in chunk])
+                except BatchTooLarge as exc:
+                    if len(chunk) == 1:
+                        failed[chunk[0]] = exc
+                        continue
+                    self._shrink_batches(len(chunk), exc)
+                    size = self.max_batch_size
+                    queue[:0] = [chunk[i : i + size] for i in range(0, len(chunk), size)]
+                    continue
+                except RetryableError as exc:
+                    failed.update(dict.fromkeys(chunk, exc))
+                    continue
+                for i, outcome in zip(chunk, outcomes, strict=True):
+                    if isinstance(outcome, BatchTooLarge) and len(chunk) > 1:
+                        self._shrink_batches(len(chunk), outcome)
+                    if isinstance(outcome, RetryableError):
+                        failed[i] = outcome
+                    elif isinstance(outcome, Exception) or check is None:
+                        results[i] = outcome
+                    else:
+                        try:
+                            results[i] = check(i, outcome)
+                        except RetryableError as exc:
+                            failed[i] = exc
+            if not failed:
+                break
+            if tries >= self.retry.attempts:
+                for i, error in failed.items():
+                    results[i] = error
+                log.warning(
+                    "giving up after %d tries: %s", tries, mask_urls_in(str(next(iter(failed.values()))))
+                )
+                break
+            pending = sorted(failed)
+            first = failed[pending[0]]
+            retry_after = max((e.retry_after or 0.0 for e in failed.values()), default=0.0) or None
+            delay = self.retry.delay(tries, retry_after)
+            self.stats.retries += 1
+            log.warning(
+                "retry %d/%d of %d call(s) (%s) in %.2fs: %s",
+                tries,
+                self.retry.attempts - 1,
+                len(pending),
+                calls[pending[0]][0],
+                delay,
+                mask_urls_in(str(first)),
+            )
+            await self._sleep(delay)
+        return results
+
+    def _shrink_batches(self, size: int, exc: Exception) -> None:
+        new_size = min(self.max_batch_size, max(1, size // 2))
+        if new_size < self.max_batch_size:
+            log.warning("node refused a batch of %d (%s): batches now at most %d", size, exc, new_size)
+            self.max_batch_size = new_size
+
+    @staticmethod
+    def _raise_first(results: list[Any]) -> list[Any]:
+        for r in results:
+            if isinstance(r, Exception):
+                raise r
+        return results
+
+    # -- generic calls -----------------------------------------------------------------------
+
+    async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
+        return self._raise_first(await self._run([(method, params)]))[0]
+
+    async def batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Results in request order; raises the first error that survives the retries."""
+        if not calls:
+            return []
+        return self._raise_first(await self._run(calls))
+
+    # -- typed helpers -----------------------------------------------------------------------
+
+    async def block_number(self) -> int:
+        return int(await self.call("eth_blockNumber"), 16)
+
+    async def chain_id(self) -> int:
+        return int(await self.call("eth_chainId"), 16)
+
+    async def get_block_by_number(self, block: int | str, full_txs: bool = True) -> dict[str, Any]:
+        results = await self._run(
+            [("eth_getBlockByNumber", [_block_param(block), full_txs])], _not_null(f"block {block}")
+        )
+        return self._raise_first(results)[0]
+
+    async def get_block_by_hash(self, block_hash: str, full_txs: bool = True) -> dict[str, Any]:
+        results = await self._run(
+            [("eth_getBlockByHash", [block_hash, full_txs])], _not_null(f"block {block_hash}")
+        )
+        return self._raise_first(results)[0]
+
+    async def get_blocks(self, numbers: Sequence[int], full_txs: bool = True) -> list[dict[str, Any]]:
+        calls = [("eth_getBlockByNumber", [hex(n), full_txs]) for n in numbers]
+        return self._raise_first(await self._run(calls, _not_null("a block")))
+
+    async def get_block_receipts(self, block: BlockId) -> list[dict[str, Any]]:
+        """``eth_getBlockReceipts``; raises ``MethodNotFound`` where the node lacks it."""
+        results = await self._run(
+            [("eth_getBlockReceipts", [_block_param(block)])], _not_null(f"receipts of {block}")
+        )
+        return self._raise_first(results)[0]
+
+    async def get_receipts_for_block(self, block: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Receipts of a fetched block, in transaction order (see ``get_receipts_for_blocks``)."""
+        return (await self.get_receipts_for_blocks([block]))[0]
+
+    async def get_receipts_for_blocks(
+        self, blocks: Sequence[Mapping[str, Any]]
+    ) -> list[list[dict[str, Any]]]:
+        """Receipts of each fetched block (full txs or hashes), in transaction order.
+
+        ``eth_getBlockReceipts`` by block hash, batched, so the receipts are those of exactly that
+        block even mid-reorg; by number where the node rejects a hash (``extract`` then checks
+        they belong to the block); batched ``eth_getTransactionReceipt`` per transaction where the
+        node lacks the method. Each fallback is remembered for this client. A null or short
+        answer is the node lagging and is retried.
+        """
+        if not blocks:
+            return []
+        while self._block_receipts_by in ("hash", "number"):
+            key = self._block_receipts_by
+            calls = [("eth_getBlockReceipts", [b[key]]) for b in blocks]
+            results = await self._run(calls, _all_receipts(blocks))
+            refused = next((r for r in results if isinstance(r, MethodNotFound | InvalidParams)), None)
+            if refused is None:
+                return self._raise_first(results)
+            if isinstance(refused, InvalidParams) and key == "hash":
+                self._block_receipts_by = "number"
+            elif isinstance(refused, MethodNotFound):
+                self._block_receipts_by = "transactions"
+            else:
+                raise refused
+            log.warning("eth_getBlockReceipts by %s refused (%s)", key, refused)
+        hashes = [[tx if isinstance(tx, str) else tx["hash"] for tx in b["transactions"]] for b in blocks]
+        flat = [("eth_getTransactionReceipt", [h]) for hs in hashes for h in hs]
+        receipts = self._raise_first(await self._run(flat, _not_null("a transaction receipt")))
+        out: list[list[dict[str, Any]]] = []
+        pos = 0
+        for hs in hashes:
+            out.append(receipts[pos : pos + len(hs)])
+            pos += len(hs)
+        return out
+
+    async def eth_call(self, to: str, data: str, block: BlockId = "latest") -> str:
+        """Raises ``CallReverted`` when the call reverts."""
+        result: str = await self.call("eth_call", [{"to": to, "data": data}, _block_param(block)])
+        return result
+
+    async def eth_calls(
+        self, calls: Sequence[tuple[str, str]], block: BlockId = "latest"
+    ) -> list[CallResult]:
+        """Batched ``eth_call`` of (to, data) pairs at ``block``: one answer per call, a revert reported
+        in its entry without failing the others. Indexers pass the block being indexed: at ``latest``,
+        a backend that lags behind answers ``0x`` for a contract created after its head.
+
+        Only answers come back. A retryable failure (timeout, 429, a backend that does not have
+        ``block`` yet) that outlives the retries raises ``RpcRetryableError``, and any other node error
+        raises too: the caller must not take either for what the contract said. Calls the node cannot
+        answer at ``block`` because it pruned that state (``StateUnavailable``) are asked at ``latest``.
+        """
+        param = _block_param(block)
+        results = await self._run([("eth_call", [{"to": to, "data": data}, param]) for to, data in calls])
+        pruned = [i for i, r in enumerate(results) if isinstance(r, StateUnavailable)]
+        if pruned and param != "latest":
+            log.info(
+                "no state at block %s on the node (pruned): %d call(s) asked at latest", block, len(pruned)
+            )
+            again = await self._run(
+                [("eth_call", [{"to": calls[i][0], "data": calls[i][1]}, "latest"]) for i in pruned]
+            )
+            for i, result in zip(pruned, again, strict=True):
+                results[i] = result
+        out: list[CallResult] = []
+        for result in results:
+            if isinstance(result, CallReverted):
+                out.append(CallResult(None, result))
+            elif isinstance(result, Exception):
+                raise result
+            else:
+                out.append(CallResult(result))
+        return out
