@@ -1,5 +1,6 @@
-"""Calldata and event topics from plain Solidity signatures, e.g.
-``calldata("transfer(address,uint256)", to, amount)``."""
+"""Calldata for the devnet's transactions, from plain Solidity signatures, e.g.
+``calldata("transfer(address,uint256)", to, amount)``; selectors and event topics come from the product's
+ABI code (``decoders``), the Uniswap and ERC-20 topics from its declarations."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from typing import Any
 
 from eth_abi import decode, encode
 from eth_utils import keccak
+
+from decoders import uniswap_abi
+from decoders.events import event_topic0, selector
+from decoders.transfers import TRANSFER_TOPIC
 
 
 def split_types(inner: str) -> list[str]:
@@ -28,14 +33,14 @@ def split_types(inner: str) -> list[str]:
 
 
 @lru_cache(maxsize=512)
-def _parse(signature: str) -> tuple[bytes, tuple[str, ...]]:
+def _parse(signature: str) -> tuple[str, tuple[str, ...]]:
     name_end = signature.index("(")
-    return keccak(text=signature)[:4], tuple(split_types(signature[name_end + 1 : -1]))
+    return selector(signature), tuple(split_types(signature[name_end + 1 : -1]))
 
 
 def calldata(signature: str, *args: Any) -> str:
-    selector, types = _parse(signature)
-    return "0x" + (selector + encode(list(types), list(args))).hex()
+    function, types = _parse(signature)
+    return function + encode(list(types), list(args)).hex()
 
 
 def constructor_args(types: list[str], *args: Any) -> bytes:
@@ -44,11 +49,6 @@ def constructor_args(types: list[str], *args: Any) -> bytes:
 
 def decode_result(types: list[str], data: str) -> tuple[Any, ...]:
     return tuple(decode(types, bytes.fromhex(data.removeprefix("0x"))))
-
-
-@lru_cache(maxsize=128)
-def topic(event_signature: str) -> str:
-    return "0x" + keccak(text=event_signature).hex()
 
 
 def create_address(sender: str, nonce: int) -> str:
@@ -63,28 +63,19 @@ def create_address(sender: str, nonce: int) -> str:
     return "0x" + keccak(bytes([0xC0 + len(payload)]) + payload)[12:].hex()
 
 
-def address_word(address: str) -> str:
-    """An address as a 32-byte log topic."""
-    return "0x" + address.removeprefix("0x").lower().rjust(64, "0")
-
-
-def word_address(word: str) -> str:
-    return "0x" + word[-40:].lower()
-
-
 # Event topics the devnet counts (and the tests read back).
-TRANSFER = topic("Transfer(address,address,uint256)")
-V2_SWAP = topic("Swap(address,uint256,uint256,uint256,uint256,address)")
-V2_MINT = topic("Mint(address,uint256,uint256)")
-V2_BURN = topic("Burn(address,uint256,uint256,address)")
-V2_PAIR_CREATED = topic("PairCreated(address,address,address,uint256)")
-V3_SWAP = topic("Swap(address,address,int256,int256,uint160,uint128,int24)")
-V3_MINT = topic("Mint(address,address,int24,int24,uint128,uint256,uint256)")
-V3_BURN = topic("Burn(address,int24,int24,uint128,uint256,uint256)")
-V3_COLLECT = topic("Collect(address,address,int24,int24,uint128,uint128)")
-V3_POOL_CREATED = topic("PoolCreated(address,address,uint24,int24,address)")
-NPM_INCREASE = topic("IncreaseLiquidity(uint256,uint128,uint256,uint256)")
-NPM_DECREASE = topic("DecreaseLiquidity(uint256,uint128,uint256,uint256)")
-NPM_COLLECT = topic("Collect(uint256,address,uint256,uint256)")
-WETH_DEPOSIT = topic("Deposit(address,uint256)")
-WETH_WITHDRAWAL = topic("Withdrawal(address,uint256)")
+TRANSFER = TRANSFER_TOPIC
+V2_SWAP = uniswap_abi.V2_SWAP.topic0
+V2_MINT = uniswap_abi.V2_MINT.topic0
+V2_BURN = uniswap_abi.V2_BURN.topic0
+V2_PAIR_CREATED = uniswap_abi.V2_PAIR_CREATED.topic0
+V3_SWAP = uniswap_abi.V3_SWAP.topic0
+V3_MINT = uniswap_abi.V3_MINT.topic0
+V3_BURN = uniswap_abi.V3_BURN.topic0
+V3_COLLECT = uniswap_abi.V3_COLLECT.topic0
+V3_POOL_CREATED = uniswap_abi.V3_POOL_CREATED.topic0
+NPM_INCREASE = event_topic0("IncreaseLiquidity(uint256,uint128,uint256,uint256)")
+NPM_DECREASE = event_topic0("DecreaseLiquidity(uint256,uint128,uint256,uint256)")
+NPM_COLLECT = event_topic0("Collect(uint256,address,uint256,uint256)")
+WETH_DEPOSIT = event_topic0("Deposit(address,uint256)")
+WETH_WITHDRAWAL = event_topic0("Withdrawal(address,uint256)")

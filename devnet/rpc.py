@@ -1,5 +1,7 @@
-"""A small synchronous JSON-RPC client for driving anvil: plain calls and batches over one keep-alive
-connection. The devnet sends thousands of requests; web3.py's middleware stack is too slow for that."""
+"""The devnet's JSON-RPC: a thin synchronous wrapper around the product's wire code
+(``indexer.chain.rpc.request_body`` / ``results_of``, errors mapped by ``map_rpc_error``), for driving
+anvil over one keep-alive connection. Synchronous because the devnet's setup, miner and activity run in
+plain threads; no retries: anvil is local, and a failure there is a setup error."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import httpx
 import orjson
 
 from core.errors import FatalError
+from indexer.chain.rpc import request_body, results_of
 
 
 class DevnetError(FatalError):
@@ -17,9 +20,8 @@ class DevnetError(FatalError):
 
 
 class RpcError(DevnetError):
-    def __init__(self, method: str, error: Any) -> None:
-        message = error.get("message", error) if isinstance(error, dict) else error
-        super().__init__(f"{method}: {message}")
+    def __init__(self, method: str, error: Exception) -> None:
+        super().__init__(str(error))
         self.method = method
         self.error = error
 
@@ -30,7 +32,7 @@ class Rpc:
     def __init__(self, url: str, timeout: float = 60.0) -> None:
         self.url = url
         self._client = httpx.Client(timeout=timeout, headers={"content-type": "application/json"})
-        self._next_id = 0
+        self._next_id = 1
 
     def close(self) -> None:
         self._client.close()
@@ -42,32 +44,13 @@ class Rpc:
         self.close()
 
     def call(self, method: str, *params: Any) -> Any:
-        self._next_id += 1
-        body = {"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": list(params)}
-        reply = orjson.loads(self._post(body))
-        if "error" in reply:
-            raise RpcError(method, reply["error"])
-        return reply["result"]
+        return self._send([(method, params)])[0]
 
     def batch(self, calls: Sequence[tuple[str, Sequence[Any]]], chunk: int = 200) -> list[Any]:
         """Results in the order of ``calls``; the first error raises."""
         results: list[Any] = []
         for start in range(0, len(calls), chunk):
-            part = calls[start : start + chunk]
-            body = []
-            for method, params in part:
-                self._next_id += 1
-                body.append({"jsonrpc": "2.0", "id": self._next_id, "method": method, "params": list(params)})
-            first_id = self._next_id - len(body) + 1
-            replies = orjson.loads(self._post(body)) if body else []
-            by_id = {r.get("id"): r for r in replies}
-            for offset, (method, _) in enumerate(part):
-                reply = by_id.get(first_id + offset)
-                if reply is None:
-                    raise RpcError(method, "no reply in batch")
-                if "error" in reply:
-                    raise RpcError(method, reply["error"])
-                results.append(reply["result"])
+            results += self._send(calls[start : start + chunk])
         return results
 
     def eth_call(self, to: str, data: str, block: str = "latest") -> str:
@@ -77,14 +60,26 @@ class Rpc:
     def block_number(self) -> int:
         return int(self.call("eth_blockNumber"), 16)
 
-    def _post(self, body: Any) -> bytes:
+    def _send(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        if not calls:
+            return []
+        first_id = self._next_id
+        self._next_id += len(calls)
+        label = calls[0][0] if len(calls) == 1 else f"batch of {len(calls)} ({calls[0][0]}, …)"
         try:
-            response = self._client.post(self.url, content=orjson.dumps(body))
+            response = self._client.post(self.url, content=request_body(calls, first_id))
         except httpx.HTTPError as exc:
             raise DevnetError(f"cannot reach the devnet node at {self.url}: {exc}") from None
         if response.status_code != 200:
             raise DevnetError(f"{self.url} answered HTTP {response.status_code}: {response.text[:200]}")
-        return response.content
+        try:
+            outcomes = results_of(orjson.loads(response.content), calls, first_id, label)
+        except FatalError as exc:  # the request as a whole was refused
+            raise RpcError(label, exc) from None
+        for (method, _), outcome in zip(calls, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                raise RpcError(method, outcome)
+        return outcomes
 
 
 def is_alive(url: str, timeout: float = 1.0) -> bool:

@@ -50,6 +50,8 @@ __all__ = [
     "RpcStats",
     "StateUnavailable",
     "map_rpc_error",
+    "request_body",
+    "results_of",
 ]
 
 log = logging.getLogger("dexnode.rpc")
@@ -118,6 +120,39 @@ def _all_receipts(blocks: Sequence[Mapping[str, Any]]) -> Check:
     return check
 
 
+def request_body(calls: Sequence[tuple[str, Sequence[Any]]], first_id: int) -> bytes:
+    """The JSON-RPC request for ``calls`` (ids ``first_id``, ``first_id + 1``, ...): one object for one
+    call, a batch array for more."""
+    payload = [
+        {"jsonrpc": "2.0", "id": first_id + i, "method": m, "params": list(p)}
+        for i, (m, p) in enumerate(calls)
+    ]
+    return orjson.dumps(payload if len(calls) > 1 else payload[0])
+
+
+def results_of(body: Any, calls: Sequence[tuple[str, Sequence[Any]]], first_id: int, label: str) -> list[Any]:
+    """Per call of ``request_body(calls, first_id)``, in order: its result, or the exception for its
+    entry (errors mapped by ``map_rpc_error``; a missing entry is retryable). Raises the mapped error
+    when the request as a whole was refused."""
+    is_batch = len(calls) > 1
+    if isinstance(body, Mapping) and (is_batch or body.get("id") is None) and "error" in body:
+        raise map_rpc_error(body["error"], label)  # the request as a whole was refused
+    entries = body if isinstance(body, list) else [body]
+    by_id = {e.get("id"): e for e in entries if isinstance(e, Mapping)}
+    if not is_batch and len(by_id) == 1:  # a single answer: trust it whatever id a proxy gave
+        by_id = {first_id: next(iter(by_id.values()))}
+    out: list[Any] = []
+    for i, (method, _) in enumerate(calls):
+        entry = by_id.get(first_id + i)
+        if entry is None:
+            out.append(RpcRetryableError(f"{method}: no response entry in the batch", method=method))
+        elif "error" in entry and entry["error"] is not None:
+            out.append(map_rpc_error(entry["error"], method))
+        else:
+            out.append(entry.get("result"))
+    return out
+
+
 class RpcClient:
     def __init__(
         self,
@@ -164,10 +199,6 @@ class RpcClient:
         """
         first_id = self._next_id
         self._next_id += len(calls)
-        payload = [
-            {"jsonrpc": "2.0", "id": first_id + i, "method": m, "params": list(p)}
-            for i, (m, p) in enumerate(calls)
-        ]
         is_batch = len(calls) > 1
         self.stats.requests += 1
         self.stats.calls += len(calls)
@@ -175,9 +206,7 @@ class RpcClient:
             self.stats.batches += 1
         label = calls[0][0] if not is_batch else f"batch of {len(calls)} ({calls[0][0]}, …)"
         try:
-            response = await self._http.post(
-                self.url, content=orjson.dumps(payload if is_batch else payload[0])
-            )
+            response = await self._http.post(self.url, content=request_body(calls, first_id))
         except httpx.TimeoutException as exc:
             raise RpcRetryableError(f"{label}: timeout ({type(exc).__name__})", method=label) from exc
         except httpx.TransportError as exc:
@@ -205,22 +234,7 @@ class RpcClient:
             raise RpcRetryableError(
                 f"{label}: response is not JSON: {mask_urls_in(response.text[:200])!r}"
             ) from exc
-        if isinstance(body, Mapping) and (is_batch or body.get("id") is None) and "error" in body:
-            raise map_rpc_error(body["error"], label)  # the request as a whole was refused
-        entries = body if isinstance(body, list) else [body]
-        by_id = {e.get("id"): e for e in entries if isinstance(e, Mapping)}
-        if not is_batch and len(by_id) == 1:  # a single answer: trust it whatever id a proxy gave
-            by_id = {first_id: next(iter(by_id.values()))}
-        out: list[Any] = []
-        for i, (method, _) in enumerate(calls):
-            entry = by_id.get(first_id + i)
-            if entry is None:
-                out.append(RpcRetryableError(f"{method}: no response entry in the batch", method=method))
-            elif "error" in entry and entry["error"] is not None:
-                out.append(map_rpc_error(entry["error"], method))
-            else:
-                out.append(entry.get("result"))
-        return out
+        return results_of(body, calls, first_id, label)
 
     # -- the retry loop ----------------------------------------------------------------------
 
