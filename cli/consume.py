@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import orjson
 import typer
@@ -22,9 +22,6 @@ import typer
 from core.errors import ConfigError
 from core.settings import Settings, build_settings
 from sinks.kafka_read import NetState, Received, read_topic, resolve_topic
-
-if TYPE_CHECKING:
-    pass
 
 
 def _settings(ctx: typer.Context, bootstrap_servers: str | None) -> Settings:
