@@ -39,8 +39,14 @@ typecheck: $(PY_STAMP)
 test: install lint typecheck
 	$(BIN)/pytest
 
+# the fast loop: pure tests on recorded and synthetic inputs, no Postgres, anvil or broker (tests/markers.py
+# refuses a test that is marked neither unit nor integration, or a unit test that starts a real component)
 unit: $(PY_STAMP)
-	$(BIN)/pytest -m unit
+	$(BIN)/pytest -m unit tests/unit
+
+# real Postgres, anvil, the Kafka-protocol broker, replay servers (`make test` runs both, plus lint and mypy)
+integration: install
+	$(BIN)/pytest -m integration tests/integration
 
 bench-decode: install
 	$(BIN)/python bench/decode.py

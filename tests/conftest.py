@@ -22,13 +22,16 @@ import asyncpg
 import pytest
 
 from core.database import DatabaseInfo, asyncpg_dsn, embedded_server, ensure_database
-from migrations import runner
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 ANVIL = REPO / "node_modules" / ".bin" / "anvil"
 
-pytest_plugins = ["tests.devnet_fixture"] if (REPO / "tests" / "devnet_fixture.py").exists() else []
+pytest_plugins = [
+    "pytester",  # for tests/unit/test_markers.py
+    "tests.markers",  # every test is unit or integration, and a unit test starts no real component
+    *(["tests.devnet_fixture"] if (REPO / "tests" / "devnet_fixture.py").exists() else []),
+]
 
 
 @pytest.fixture(scope="session")
@@ -50,11 +53,14 @@ def _with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[tuple[str, bool]]:
+def pg_server(request: pytest.FixtureRequest) -> Iterator[tuple[str, bool]]:
     """(server URL, embedded?) — DATABASE_URL's server, or an embedded pgserver for this session.
 
     The embedded cluster lives outside pytest's basetemp: as root, pgserver runs PostgreSQL as an
     unprivileged user, which cannot enter pytest's 0700 ``pytest-of-root`` directory."""
+    from tests.markers import refuse_in_unit_test  # a plugin: imported after pytest registered it
+
+    refuse_in_unit_test(request, "Postgres")
     url = os.environ.get("DATABASE_URL")
     if url:
         yield asyncpg_dsn(url), False
@@ -84,6 +90,8 @@ async def database(pg_server: tuple[str, bool]) -> AsyncIterator[DatabaseInfo]:
 @pytest.fixture(scope="session")
 async def migrated_db(database: DatabaseInfo) -> DatabaseInfo:
     """The session database with the schema at head."""
+    from migrations import runner  # alembic: imported here, so the unit loop does not pay for it
+
     await runner.upgrade(database.sqlalchemy_url)
     return database
 
@@ -115,8 +123,11 @@ def anvil(anvil_process: tuple[str, subprocess.Popen[bytes]]) -> str:
 
 
 @pytest.fixture
-def anvil_process() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def anvil_process(request: pytest.FixtureRequest) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A bare anvil (npm-installed binary) on a free port: its HTTP URL and process."""
+    from tests.markers import refuse_in_unit_test
+
+    refuse_in_unit_test(request, "anvil")
     if not ANVIL.exists():
         pytest.fail(f"{ANVIL} missing: run `make install` (npm ci)")
     port = free_port()
