@@ -16,8 +16,15 @@ import typer
 
 from core.database import open_database
 from core.errors import ConfigError, FatalError, RetryableError
+from core.retry import RetryPolicy
 from core.settings import Settings
-from indexer.backfill.load import AdaptiveLoad, MemoryBudget, Patience, RateLimitedTransport
+from indexer.backfill.load import (
+    NODE_DOWN,
+    NODE_DOWN_LOG_EVERY,
+    AdaptiveLoad,
+    MemoryBudget,
+    RateLimitedTransport,
+)
 from indexer.backfill.plan import BlockRange, plan
 from indexer.backfill.progress import make_progress
 from indexer.backfill.run import Backfill, BackfillReport, resolve_target
@@ -152,11 +159,14 @@ class _Job:
             progress.close()
 
 
-async def patiently(call: Callable[[], Awaitable[T]], patience: Patience | None = None) -> T:
+async def patiently(
+    call: Callable[[], Awaitable[T]],
+    node_down: RetryPolicy = NODE_DOWN,
+    log_every: float = NODE_DOWN_LOG_EVERY,
+) -> T:
     """``call()`` until it does not fail with a retryable error (the node down at the start): waited
     out like a chunk, with a log line now and then; fatal errors are raised."""
 
-    patience = patience or Patience()
     failures, since, logged = 0, time.monotonic(), 0.0
     while True:
         try:
@@ -164,10 +174,10 @@ async def patiently(call: Callable[[], Awaitable[T]], patience: Patience | None 
         except RetryableError as exc:
             failures += 1
             now = time.monotonic()
-            if failures == 1 or now - logged >= patience.log_every:
+            if failures == 1 or now - logged >= log_every:
                 logged = now
                 log.warning("node unavailable for %.0fs: %s; still retrying", now - since, exc)
-            await asyncio.sleep(patience.delay(failures, exc.retry_after))
+            await asyncio.sleep(node_down.delay(failures, exc.retry_after))
 
 
 def check_confirmations(settings: Settings, to: str, allow_unconfirmed: bool) -> None:

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+
+from core.retry import RetryPolicy
 
 log = logging.getLogger("dexnode.backfill")
 
@@ -100,20 +101,12 @@ class AdaptiveLoad:
         return True
 
 
-@dataclass(frozen=True)
-class Patience:
-    """How a backfill waits out a node that is down: a chunk whose fetch (or enrichment) fails with
-    a retryable error after the client's own retries is tried again after ``delay(n)`` seconds, for
-    as long as it takes; a line is logged at most every ``log_every`` seconds meanwhile."""
-
-    base_delay: float = 1.0
-    max_delay: float = 30.0
-    log_every: float = 30.0
-
-    def delay(self, failures: int, retry_after: float | None = None) -> float:
-        backoff = min(self.max_delay, self.base_delay * 2 ** max(0, failures - 1))
-        backoff *= random.uniform(0.5, 1.0)
-        return max(backoff, min(retry_after, 600.0)) if retry_after else backoff
+# How a backfill waits out a node that is down: a chunk whose fetch (or enrichment) fails with a
+# retryable error after the client's own retries is tried again for as long as it takes (the node
+# comes back, or the user stops the run), up to 30 s apart or a server's Retry-After up to 10
+# minutes; a line is logged at most every NODE_DOWN_LOG_EVERY seconds meanwhile.
+NODE_DOWN = RetryPolicy(attempts=0, base_delay=1.0, max_delay=30.0, max_retry_after=600.0)
+NODE_DOWN_LOG_EVERY = 30.0
 
 
 class Slots:

@@ -30,7 +30,8 @@ from typing import Any
 import orjson
 
 from core.errors import ConfigError, DexnodeError, RetryableError
-from indexer.backfill.load import AdaptiveLoad, MemoryBudget, Patience, Slots
+from core.retry import RetryPolicy
+from indexer.backfill.load import NODE_DOWN, NODE_DOWN_LOG_EVERY, AdaptiveLoad, MemoryBudget, Slots
 from indexer.backfill.plan import BlockRange
 from indexer.backfill.progress import Progress
 from indexer.chain.extract import ExtractedBlock, InconsistentBlockError, extract_block
@@ -42,7 +43,9 @@ from sinks.base import Sink
 log = logging.getLogger("dexnode.backfill")
 
 BACKFILL_STREAM = "backfill"
-REFETCHES = 5  # tries of one batch of blocks whose answers do not fit together
+# tries of one batch of blocks whose answers do not fit together (a load-balanced node whose backends
+# disagree for a moment): short waits, the backends catch up within a block time
+REFETCH = RetryPolicy(attempts=5, base_delay=0.2, max_delay=1.0)
 MEASURE_FIRST, MEASURE_EVERY = 8, 16  # batches whose answers are measured for the memory budget
 
 
@@ -117,7 +120,8 @@ class Backfill:
         enrich: Enricher | None = None,
         progress: Progress | None = None,
         budget: MemoryBudget | None = None,
-        patience: Patience | None = None,
+        node_down: RetryPolicy = NODE_DOWN,
+        log_every: float = NODE_DOWN_LOG_EVERY,
     ) -> None:
         self.rpc = rpc
         self.sink = sink
@@ -125,7 +129,8 @@ class Backfill:
         self.enrich = enrich
         self.progress = progress
         self.budget = budget
-        self.patience = patience or Patience()
+        self.node_down = node_down
+        self.log_every = log_every
         self.report = BackfillReport()
         self._slots = Slots(load)
         self._queue: deque[BlockRange] = deque()
@@ -261,7 +266,7 @@ class Backfill:
         if self._down_since is None:
             self._down_since = self._down_logged = now
             log.warning("node unavailable: %s (%s); waiting and retrying", exc, what)
-        elif now - self._down_logged >= self.patience.log_every:
+        elif now - self._down_logged >= self.log_every:
             self._down_logged = now
             log.warning("node unavailable for %.0fs: %s; still retrying", now - self._down_since, exc)
         if self.load.node_failed(now=now):
@@ -269,7 +274,7 @@ class Backfill:
             if self.progress is not None:
                 self.progress.set_load(self.load.workers, self.load.batch)
         self.report.node_failures += 1
-        await asyncio.sleep(self.patience.delay(failures, exc.retry_after))
+        await asyncio.sleep(self.node_down.delay(failures, exc.retry_after))
 
     def _node_is_back(self) -> None:
         if self._down_since is not None:
@@ -332,7 +337,9 @@ class Backfill:
         return out
 
     async def _fetch_batch(self, numbers: list[int], previous: ExtractedBlock | None) -> list[ExtractedBlock]:
-        for attempt in range(1, REFETCHES + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             blocks = await self.rpc.get_blocks(numbers)
             receipts = await self.rpc.get_receipts_for_blocks(blocks)
             self._measure(blocks, receipts)
@@ -341,12 +348,11 @@ class Backfill:
                 _check_chain(part, previous)
                 return part
             except InconsistentBlockError as exc:
-                if attempt == REFETCHES:
+                if REFETCH.exhausted(attempt):
                     raise
                 self.report.refetches += 1
                 log.warning("blocks %d–%d: %s; fetching them again", numbers[0], numbers[-1], exc)
-                await asyncio.sleep(0.2 * attempt)
-        raise AssertionError("unreachable")
+                await asyncio.sleep(REFETCH.delay(attempt, None))
 
     def _measure(self, blocks: list[Any], receipts: list[Any]) -> None:
         """The answers' size in JSON bytes, for the memory budget: the first batches, then one in

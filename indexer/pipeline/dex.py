@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import ChainMap, Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field, replace
 import asyncpg
 
 from core.errors import ConfigError, RetryableError
+from core.retry import RetryPolicy
 from decoders.token_metadata import TOKEN_CALLS, parse_token
 from indexer.chain.extract import ExtractedBlock
 from indexer.chain.rpc import RpcClient
@@ -125,11 +125,15 @@ class _Learned:
             self.new_pools.append(pool)
 
 
+WAIT_OUT_NODE = RetryPolicy(attempts=0, base_delay=0.5, max_delay=30.0)
+
+
 class DexEnricher:
     """An ``indexer.pipeline.Enricher``: adds pools, tokens, trades and liquidity events to a batch.
 
-    ``attempts``: how many times a batch is enriched before a ``RetryableError`` is raised to the
-    caller; 0 (the default) waits out a failing node for as long as it takes, like the sinks' writes.
+    ``retry``: how a batch whose enrichment failed is tried again; bounded, the last ``RetryableError``
+    is raised to the caller; unbounded (the default) waits out a failing node for as long as it
+    takes, like the sinks' writes.
     """
 
     def __init__(
@@ -138,16 +142,12 @@ class DexEnricher:
         db: asyncpg.Pool | None,
         registry: Registry,
         *,
-        attempts: int = 0,
-        base_delay: float = 0.5,
-        max_delay: float = 30.0,
+        retry: RetryPolicy = WAIT_OUT_NODE,
     ) -> None:
         self.rpc = rpc
         self.db = db
         self.registry = registry
-        self.attempts = attempts
-        self.base_delay = base_delay
-        self.max_delay = max_delay
+        self.retry = retry
         self.pools: dict[str, Pool] = {}
         self.not_pools: set[str] = set()
         self.tokens: dict[str, Token] = {}
@@ -164,10 +164,9 @@ class DexEnricher:
             except (RetryableError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError) as exc:
                 failures += 1
                 self.counts["enrich.retries"] += 1
-                if self.attempts and failures >= self.attempts:
+                if self.retry.exhausted(failures):
                     raise
-                delay = min(self.max_delay, self.base_delay * 2 ** min(failures - 1, 16))
-                delay *= random.uniform(0.5, 1.0)
+                delay = self.retry.delay(failures, None)  # the client honoured Retry-After in its tries
                 log.warning(
                     "DEX enrichment of blocks %s..%s failed (%s); trying the batch again in %.1fs",
                     batch.first_number,

@@ -20,7 +20,7 @@ import pytest
 from core.database import DatabaseInfo
 from core.errors import RetryableError
 from indexer.backfill.job import patiently
-from indexer.backfill.load import AdaptiveLoad, MemoryBudget, Patience
+from indexer.backfill.load import AdaptiveLoad, MemoryBudget
 from indexer.backfill.plan import BlockRange, plan
 from indexer.backfill.run import Backfill, BackfillReport, resolve_target
 from indexer.backfill.store import BackfillSink, done_ranges, status
@@ -40,7 +40,8 @@ pytestmark = pytest.mark.integration
 __all__ = ["chain"]  # the fixture, shared with test_backfill
 
 FAST_CLIENT = RetryPolicy(attempts=2, base_delay=0.02, max_delay=0.05)  # gives up fast: the backfill waits
-FAST_PATIENCE = Patience(base_delay=0.05, max_delay=0.3, log_every=0.5)
+FAST_NODE_DOWN = RetryPolicy(attempts=0, base_delay=0.05, max_delay=0.3)  # waits out, like the real one
+LOG_EVERY = 0.5
 
 
 def cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -67,7 +68,8 @@ async def run_backfill(
     sink = await BackfillSink.connect(dsn, max_size=6)
     try:
         load = AdaptiveLoad(max_workers=4, max_batch=8, cooldown=0.0)
-        return await Backfill(rpc, sink, load=load, patience=FAST_PATIENCE, **kw).run(chunks)  # type: ignore[arg-type]
+        job = Backfill(rpc, sink, load=load, node_down=FAST_NODE_DOWN, log_every=LOG_EVERY, **kw)  # type: ignore[arg-type]
+        return await job.run(chunks)
     finally:
         await sink.close()
 
@@ -109,7 +111,7 @@ async def test_a_node_down_when_the_backfill_starts_is_waited_out_too(chain: Rpc
     with FaultyNode(anvil) as node:
         node.outage(1.0)
         async with RpcClient(node.url, retry=FAST_CLIENT) as rpc:
-            target = await patiently(lambda: resolve_target(rpc, "20", 5), FAST_PATIENCE)
+            target = await patiently(lambda: resolve_target(rpc, "20", 5), FAST_NODE_DOWN, LOG_EVERY)
         assert node.failed >= 4  # several of the client's own tries failed, then the backfill's
     assert (target.last, target.head) == (20, 30)
 

@@ -38,6 +38,7 @@ from tests.integration.test_dex_devnet import venues
 pytestmark = pytest.mark.integration
 
 FAST_RETRY = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02)  # outlived by every fault below
+FAST_WAIT = RetryPolicy(attempts=0, base_delay=0.01, max_delay=0.05)  # the enricher waits every fault out
 CLIENT_TIMEOUT = 0.6
 POOL_CALLS = {name: selector(f"{name}()") for name in ("factory", "token0", "token1", "fee")}
 VERIFY_CALLS = {
@@ -90,7 +91,7 @@ async def follow_to(url: str, devnet: Devnet, dsn: str, first: int, last: int) -
     v2, v3 = venues(devnet.manifest)
     try:
         async with RpcClient(url, timeout=CLIENT_TIMEOUT, retry=FAST_RETRY) as rpc:
-            enrich = DexEnricher(rpc, sink.pool, registry_from(v2, v3), base_delay=0.01, max_delay=0.05)
+            enrich = DexEnricher(rpc, sink.pool, registry_from(v2, v3), retry=FAST_WAIT)
             follower = Follower(rpc, HeadStream(devnet.rpc_ws, rpc), start=[], from_block=first)
             task = asyncio.create_task(consume(follower, sink, quiet=True, enrich=enrich))
             try:
@@ -113,7 +114,7 @@ async def backfill_range(url: str, devnet: Devnet, dsn: str, first: int, last: i
     v2, v3 = venues(devnet.manifest)
     try:
         async with RpcClient(url, timeout=CLIENT_TIMEOUT, retry=FAST_RETRY) as rpc:
-            enrich = DexEnricher(rpc, sink.pool, registry_from(v2, v3), base_delay=0.01, max_delay=0.05)
+            enrich = DexEnricher(rpc, sink.pool, registry_from(v2, v3), retry=FAST_WAIT)
             job = Backfill(rpc, sink, load=AdaptiveLoad(max_workers=3, max_batch=50), enrich=enrich)
             await job.run(plan(BlockRange(first, last), [], 40))
     finally:

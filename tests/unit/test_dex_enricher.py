@@ -150,7 +150,8 @@ def client(server: ReplayServer) -> RpcClient:
 
 
 def enricher(rpc: RpcClient, attempts: int = 0) -> DexEnricher:
-    return DexEnricher(rpc, None, registry_from(f"{FACTORY}=uniswap-v2", ""), attempts=attempts, base_delay=0)
+    retry = RetryPolicy(attempts=attempts, base_delay=0)
+    return DexEnricher(rpc, None, registry_from(f"{FACTORY}=uniswap-v2", ""), retry=retry)
 
 
 # -- a transient failure is not an answer ----------------------------------------------------------------
