@@ -100,7 +100,12 @@ async def follow(settings: Settings, *, from_block: int | None, quiet: bool, sil
                 )
                 heads = HeadStream(ws_url, rpc, silence_timeout=silence_timeout)
                 follower = Follower(
-                    rpc, heads, start=chain, from_block=from_block, max_reorg_depth=settings.max_reorg_depth
+                    rpc,
+                    heads,
+                    start=chain,
+                    from_block=from_block,
+                    max_reorg_depth=settings.max_reorg_depth,
+                    confirmations=settings.confirmations,  # Finalize: confirmed.* (when Kafka is on)
                 )
                 if writer is not sink:
                     log.info("Kafka: producing to %s", mask_urls_in(settings.kafka_bootstrap_servers or ""))

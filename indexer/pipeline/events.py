@@ -1,5 +1,6 @@
 """What the pipeline consumes: the chain's events, as the realtime follower yields them — a new canonical
-block, or a reorg (the orphaned refs and the whole new branch, applied atomically)."""
+block, a reorg (the orphaned refs and the whole new branch, applied atomically), or a block now
+``confirmations`` deep (final: ``confirmed.*`` publishes up to it)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,13 @@ class Reorg:
         return len(self.orphaned)
 
 
-FollowerEvent = NewBlock | Reorg
+@dataclass(frozen=True, slots=True)
+class Finalized:
+    block: BlockRef  # this block and every block below it are final
+
+
+ChainEvent = NewBlock | Reorg  # the events that carry records
+FollowerEvent = ChainEvent | Finalized
 
 
 class EventSource(Protocol):

@@ -12,16 +12,18 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import asyncpg
 
 from core.errors import FatalError, RetryableError
+from core.retry import RetryPolicy
 from indexer.chain.extract import ExtractedBlock
-from indexer.pipeline.events import EventSource, FollowerEvent, NewBlock, Reorg
+from indexer.pipeline.events import ChainEvent, EventSource, Finalized, FollowerEvent, NewBlock, Reorg
 from records import Reorg as ReorgRecord
 from records.batch import Batch
 from sinks.base import Sink
+from sinks.postgres import BlockRef
 
 log = logging.getLogger("dexnode.pipeline")
 
@@ -46,7 +48,7 @@ def batch_of(stream: str, blocks: Sequence[ExtractedBlock], reorg: ReorgRecord |
     )
 
 
-def batch_of_event(stream: str, event: FollowerEvent) -> Batch:
+def batch_of_event(stream: str, event: ChainEvent) -> Batch:
     if isinstance(event, NewBlock):
         return batch_of(stream, [event.extracted])
     record = ReorgRecord(
@@ -72,10 +74,20 @@ class Timing:
     enrich_ms: list[float] = field(default_factory=list)  # batching + DEX decoding
 
 
-async def write_with_retry(sink: Sink, batch: Batch, *, attempts: int = 0, max_delay: float = 30.0) -> None:
+@runtime_checkable
+class Finalizing(Protocol):
+    """A sink that publishes final blocks (``confirmed.*``) when the follower says they are."""
+
+    async def finalize(self, block: BlockRef) -> None: ...
+
+
+WRITE_RETRY = RetryPolicy(attempts=0, base_delay=0.4, max_delay=30.0)  # wait the database out, for ever
+
+
+async def write_with_retry(sink: Sink, batch: Batch, *, retry: RetryPolicy = WRITE_RETRY) -> None:
     """Write until it succeeds: a lost database or broker connection is waited out, never a dropped batch.
 
-    ``attempts`` = 0 means retry for ever; data errors (constraint violations) are fatal.
+    ``retry`` bounds the attempts (default: unbounded); data errors (constraint violations) are fatal.
     """
     failures = 0
     while True:
@@ -92,14 +104,14 @@ async def write_with_retry(sink: Sink, batch: Batch, *, attempts: int = 0, max_d
             RetryableError,  # e.g. Kafka deliveries that failed: the whole batch is produced again
         ) as exc:
             failures += 1
-            if attempts and failures >= attempts:
+            if retry.exhausted(failures):
                 raise FatalError(f"database unavailable after {failures} attempts: {exc}") from None
-            delay = min(max_delay, 0.2 * 2**failures)
+            delay = retry.delay(failures, None)
             log.warning("writing block %s failed (%s); retrying in %.1fs", batch.first_number, exc, delay)
             await asyncio.sleep(delay)
 
 
-def describe(event: FollowerEvent, batch: Batch, ms: float) -> str:
+def describe(event: ChainEvent, batch: Batch, ms: float) -> str:
     blocks = [event.extracted] if isinstance(event, NewBlock) else [n.extracted for n in event.new]
     parts = []
     if isinstance(event, Reorg):
@@ -143,7 +155,8 @@ async def consume(
     on_event: Callable[[FollowerEvent], None] | None = None,
     enrich: Enricher | None = None,
 ) -> None:
-    """Drain the follower's events into the sink, one transaction per event."""
+    """Drain the follower's events into the sink, one transaction per event; a ``Finalized`` event
+    goes to the sink's ``finalize`` (``confirmed.*``), if it has one."""
     with fewer_collections():
         await _consume(follower, sink, stream, quiet, timing, on_event, enrich)
 
@@ -157,7 +170,14 @@ async def _consume(
     on_event: Callable[[FollowerEvent], None] | None,
     enrich: Enricher | None,
 ) -> None:
+    finalizing = sink if isinstance(sink, Finalizing) else None
     async for event in follower.events():
+        if isinstance(event, Finalized):
+            if finalizing is not None:
+                await finalizing.finalize(event.block)
+            if on_event is not None:
+                on_event(event)
+            continue
         t0 = time.perf_counter()
         batch = batch_of_event(stream, event)
         if enrich is not None:
