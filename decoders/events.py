@@ -19,9 +19,6 @@ from eth_utils import keccak
 
 from records import Log
 
-ZERO_PAD = "0" * 24  # the 12 zero bytes in front of an address inside a 32-byte word
-SIGN_BIT = 1 << 255
-MODULUS = 1 << 256
 INT24_MIN = -(1 << 23)
 INT24_MAX = (1 << 23) - 1
 
@@ -30,23 +27,6 @@ class Malformed(NamedTuple):
     """A log whose topics or data do not fit the event it claims to be (its topic0)."""
 
     reason: str
-
-
-def signed256(word: int) -> int:
-    """Two's complement of a 256-bit word."""
-    return word - MODULUS if word >= SIGN_BIT else word
-
-
-def word_address(word: str) -> str | None:
-    """``0x`` address from a 64-character word, or None when the 12 padding bytes are not zero."""
-    if len(word) != 64 or word[:24] != ZERO_PAD:
-        return None
-    return "0x" + word[24:]
-
-
-def data_bytes_hint(data: str) -> str:
-    """How long a ``data`` string is, in bytes, for a Malformed reason."""
-    return f"{(len(data) - 2) / 2:g} bytes"
 
 
 def selector(signature: str) -> str:

@@ -17,9 +17,6 @@ class Sink(Protocol):
     async def write(self, batch: Batch) -> None:
         """Make the batch durable (and the reorg in it, if any). Raises on failure; nothing half-done."""
 
-    async def revert(self, from_block: int) -> None:
-        """Remove everything derived from blocks numbered ``from_block`` and above."""
-
     async def close(self) -> None: ...
 
 
@@ -32,10 +29,6 @@ class CompositeSink:
     async def write(self, batch: Batch) -> None:
         for sink in self.sinks:
             await sink.write(batch)
-
-    async def revert(self, from_block: int) -> None:
-        for sink in self.sinks:
-            await sink.revert(from_block)
 
     async def close(self) -> None:
         for sink in reversed(self.sinks):

@@ -280,10 +280,6 @@ class KafkaHeadSink:
         topic = self.topics.journal(batch.stream)
         await self.producer.send([out_message(topic, b"", value, [], 0) for value in encode(entry)])
 
-    async def revert(self, from_block: int) -> None:
-        orphaned = await self.stored.keys_above(from_block - 1)
-        await self.producer.send(list(revert_messages(self.topics, orphaned)))
-
     async def close(self) -> None:
         await self.producer.close()
 

@@ -165,10 +165,5 @@ class ConfirmedPublisher:
             messages.append((topics[kind], key, value, headers, -1))
         await self.producer.send(messages)
 
-    async def revert(self, from_block: int) -> None:
-        cursor = await self.stored.cursor(CONFIRMED_CURSOR)
-        if cursor is not None and cursor.number >= from_block:
-            log.error("confirmed topics hold blocks from %d on: their consumers cannot undo them", from_block)
-
     async def close(self) -> None:
         return None

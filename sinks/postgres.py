@@ -279,12 +279,6 @@ class PostgresSink:
             block_hash,
         )
 
-    async def revert(self, from_block: int) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            for sql in _DELETES:
-                await conn.execute(sql, from_block - 1)
-            await conn.execute("DELETE FROM cursors WHERE block_number >= $1", from_block)
-
     async def close(self) -> None:
         await self.pool.close()
 

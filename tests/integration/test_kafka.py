@@ -126,8 +126,6 @@ class _NeverCommits:
     async def write(self, batch: object) -> None:
         raise SystemExit("killed between the Kafka write and the Postgres commit")
 
-    async def revert(self, from_block: int) -> None: ...
-
     async def close(self) -> None: ...
 
 

@@ -173,14 +173,6 @@ async def test_a_failing_batch_leaves_nothing_behind(sink: PostgresSink) -> None
         assert (await sink.cursor("follow")).number == 2  # type: ignore[union-attr]
 
 
-async def test_revert_removes_everything_from_a_block_on(sink: PostgresSink) -> None:
-    await sink.write(batch_of("follow", _chain("a", 1, 4, "0x" + "00" * 32)))
-    await sink.revert(3)
-    async with sink.pool.acquire() as conn:
-        assert [r["number"] for r in await conn.fetch("SELECT number FROM blocks ORDER BY number")] == [1, 2]
-        assert await conn.fetchval("SELECT max(block_number) FROM logs") == 2
-
-
 async def test_staging_tables_stay_small(sink: PostgresSink, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows move out of staging with DELETE ... RETURNING; the dead tuples are truncated away now and then."""
     import sinks.postgres
