@@ -50,11 +50,11 @@ from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher, registry_from
 from indexer.pipeline.pipeline import batch_of, fewer_collections
 from migrations import runner
+from records import DexLiquidity, DexTrade, Log, Pool, Token, TokenTransfer, Transaction
 from records.batch import Batch
 from sinks.base import Sink
 from sinks.kafka import KafkaHeadSink, KafkaOptions, kafka_composite
 from sinks.kafka_dev import start_kafka_dev
-from sinks.kafka_keys import KINDS
 from sinks.postgres import PostgresSink
 from sinks.schema import metadata
 
@@ -91,7 +91,7 @@ async def load_batches(devnet: Devnet, batch_blocks: int) -> list[Batch]:
 
 
 def records(batch: Batch) -> int:
-    return sum(len(getattr(batch, kind)) for kind in KINDS)
+    return batch.count()
 
 
 def one_block_batches(batches: list[Batch], count: int) -> list[Batch]:
@@ -104,20 +104,21 @@ def one_block_batches(batches: list[Batch], count: int) -> list[Batch]:
             # a batch's tokens and pools not created in one of its blocks ride with its first block
             pools = [
                 p
-                for p in batch.pools
+                for p in batch.of(Pool)
                 if p.created_block_hash == b.hash or (i == 0 and not p.created_block_hash)
             ]
             out.append(
                 Batch(
                     "follow",
                     [b],
-                    transactions=[r for r in batch.transactions if r.block_hash == b.hash],
-                    logs=[r for r in batch.logs if r.block_hash == b.hash],
-                    token_transfers=[r for r in batch.token_transfers if r.block_hash == b.hash],
-                    dex_trades=[r for r in batch.dex_trades if r.block_hash == b.hash],
-                    dex_liquidity=[r for r in batch.dex_liquidity if r.block_hash == b.hash],
-                    pools=pools,
-                    tokens=batch.tokens if i == 0 else (),
+                    {
+                        **{
+                            cls: [r for r in batch.of(cls) if r.block_hash == b.hash]
+                            for cls in (Transaction, Log, TokenTransfer, DexTrade, DexLiquidity)
+                        },
+                        Pool: pools,
+                        Token: batch.of(Token) if i == 0 else (),
+                    },
                 )
             )
     return out

@@ -31,7 +31,12 @@ from indexer.pipeline.pipeline import FOLLOW_STREAM, consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
 from migrations import runner
+from records import kinds
 from sinks.postgres import PostgresSink
+
+# what a demo empties to start from an empty chain: every chain kind's table, and where streams stand
+_KIND_TABLES = tuple(dict.fromkeys(k.table for k in kinds.CHAIN))
+_PROGRESS_TABLES = ("cursors", "backfill_chunks")
 
 
 def venue_settings(manifest: dict[str, Any]) -> tuple[str, str]:
@@ -54,8 +59,7 @@ async def _wait_for(sink: PostgresSink, rpc: RpcClient, timeout: float = 300.0) 
 
 async def _summary(sink: PostgresSink) -> None:
     counts = {}
-    for table in ("blocks", "transactions", "logs", "token_transfers", "pools", "tokens", "dex_trades",
-                  "dex_liquidity", "reorgs"):  # fmt: skip
+    for table in _KIND_TABLES:
         counts[table] = await sink.pool.fetchval(f"SELECT count(*) FROM {table}")
     typer.echo("stored: " + ", ".join(f"{t} {n}" for t, n in counts.items()))
     rows = await sink.pool.fetch(
@@ -103,10 +107,7 @@ async def run_demo(settings: Settings, *, blocks: int = 300, live_blocks: int = 
             sink = await PostgresSink.connect(db.dsn)
             try:
                 async with sink.pool.acquire() as conn:  # a demo starts from an empty chain each time
-                    await conn.execute(
-                        "TRUNCATE blocks, transactions, logs, token_transfers, pools, tokens, dex_trades,"
-                        " dex_liquidity, cursors, reorgs, backfill_chunks"
-                    )
+                    await conn.execute("TRUNCATE " + ", ".join((*_KIND_TABLES, *_PROGRESS_TABLES)))
                 await _index(settings, devnet, sink, live_blocks)
                 typer.echo("[4/4] what Postgres holds now:")
                 await _summary(sink)

@@ -1,16 +1,9 @@
 """What a Kafka message is made of: topic kind, natural key, block coordinates, and the revert of a key.
 
-A record's key is its natural key (the same key Postgres uses, so a replay writes the same key):
-
-| kind | record | key |
-| --- | --- | --- |
-| blocks | ``Block`` | block number (decimal) |
-| transactions | ``Transaction`` | transaction hash |
-| logs, dex_trades, dex_liquidity | ``Log``, ``DexTrade``, ``DexLiquidity`` | ``block_hash:log_index`` |
-| token_transfers | ``TokenTransfer`` | ``block_hash:log_index:batch_index`` |
-| pools | ``Pool`` | pool address |
-| tokens | ``Token`` | token address |
-| reorgs | ``Reorg`` | ``common_ancestor_hash:orphaned tip hash`` |
+A record's key is its natural key (``records.kinds``: the key fields' values joined by ``:``, the
+same key Postgres uses, so a replay writes the same key): a block's number, a transaction's hash,
+``block_hash:log_index`` for a log or a DEX event, a pool's or token's address; a reorg's is
+``common_ancestor_hash:orphaned tip hash``. Topics are ``<prefix><head|confirmed>.<kind name>``.
 
 Every message carries the hash of the block it belongs to in its ``block_hash`` header (a pool: its
 creation block, or the block it was first indexed in; a token: the block it was first indexed in; a
@@ -26,21 +19,9 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
-from records import (
-    Block,
-    DexLiquidity,
-    DexTrade,
-    Log,
-    Pool,
-    Record,
-    Reorg,
-    Revert,
-    Token,
-    TokenTransfer,
-    Transaction,
-    to_json,
-)
+from records import Record, Reorg, Revert, kinds, to_json
 from records.batch import Batch
+from records.kinds import Kind
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -55,78 +36,63 @@ def out_message(topic: str, key: bytes, value: bytes, headers: Headers, partitio
 
 HEAD, CONFIRMED = "head", "confirmed"
 
-# batch attribute / topic suffix, in the order a batch is produced (a block before what it contains)
-KINDS: tuple[str, ...] = (
-    "blocks",
-    "transactions",
-    "logs",
-    "token_transfers",
-    "tokens",
-    "pools",
-    "dex_trades",
-    "dex_liquidity",
-)
-REORGS = "reorgs"
-ALL_KINDS: tuple[str, ...] = (*KINDS, REORGS)
+# topic suffixes of what a batch carries, in the order a batch is produced (a block before what it contains)
+KINDS: tuple[str, ...] = tuple(k.name for k in kinds.BATCH_KINDS)
+REORGS = kinds.REORGS.name
+ALL_KINDS: tuple[str, ...] = tuple(k.name for k in kinds.CHAIN)
 
-RECORD_TYPE: dict[str, str] = {
-    "blocks": Block.TYPE,
-    "transactions": Transaction.TYPE,
-    "logs": Log.TYPE,
-    "token_transfers": TokenTransfer.TYPE,
-    "tokens": Token.TYPE,
-    "pools": Pool.TYPE,
-    "dex_trades": DexTrade.TYPE,
-    "dex_liquidity": DexLiquidity.TYPE,
-    REORGS: Reorg.TYPE,
-}
+RECORD_TYPE: dict[str, str] = {k.name: k.type for k in kinds.CHAIN}
 KIND_OF_TYPE: dict[str, str] = {t: k for k, t in RECORD_TYPE.items()}
 
 # kinds Postgres deletes when their block is orphaned; tokens (and pools no indexed block created)
 # stay, so they are never reverted either
-REVERTIBLE: tuple[str, ...] = ("blocks", "transactions", "logs", "token_transfers", "pools", "dex_trades",
-                               "dex_liquidity")  # fmt: skip
+REVERTIBLE: tuple[str, ...] = tuple(k.name for k in kinds.CHAIN if k.revertible)
+
+
+def _key_function(kind: Kind[Any]) -> Callable[[Any], str]:
+    """The natural key as text: the key fields' values joined by ``:`` (as ``sinks.postgres_read``'s SQL)."""
+    if kind.message_key is not None:
+        return kind.message_key
+    if len(kind.key) == 1:
+        get = attrgetter(kind.key[0])
+        return lambda r: str(get(r))
+    get_all = attrgetter(*kind.key)
+    return lambda r: ":".join(map(str, get_all(r)))
+
+
+def _hash_function(kind: Kind[Any]) -> Callable[[Any], str | None] | None:
+    """The hash of the block a record belongs to (None: it belongs to none)."""
+    return None if kind.block_hash is None else attrgetter(kind.block_hash)
+
+
+_KEY_OF: dict[type[Record], Callable[[Any], str]] = {k.record: _key_function(k) for k in kinds.CHAIN}
+_KEY_OF[Revert] = attrgetter("key")
+_BLOCK_OF: dict[type[Record], tuple[str, str]] = {
+    k.record: (k.block, k.block_hash) for k in kinds.CHAIN if k.block is not None and k.block_hash is not None
+}
+_BLOCK_OF[Revert] = ("block_number", "block_hash")
 
 
 def message_key(record: Record) -> str:
-    if isinstance(record, (Log, DexTrade, DexLiquidity)):
-        return f"{record.block_hash}:{record.log_index}"
-    if isinstance(record, TokenTransfer):
-        return f"{record.block_hash}:{record.log_index}:{record.batch_index}"
-    if isinstance(record, Transaction):
-        return record.hash
-    if isinstance(record, Block):
-        return str(record.number)
-    if isinstance(record, (Pool, Token)):
-        return record.address
-    if isinstance(record, Reorg):
-        return reorg_key(record)
-    if isinstance(record, Revert):
-        return record.key
-    raise TypeError(f"no Kafka key for {type(record).__name__}")
+    key_of = _KEY_OF.get(type(record))
+    if key_of is None:
+        raise TypeError(f"no Kafka key for {type(record).__name__}")
+    return key_of(record)
 
 
 def reorg_key(reorg: Reorg) -> str:
-    orphaned_tip = reorg.orphaned_hashes[-1] if reorg.orphaned_hashes else ""
-    return f"{reorg.common_ancestor_hash}:{orphaned_tip}"
+    return message_key(reorg)
 
 
 def block_of(record: Record, default: tuple[int, str]) -> tuple[int, str]:
     """(block_number, block_hash) for the headers; ``default`` for records not tied to a block."""
-    if isinstance(record, Block):
-        return record.number, record.hash
-    if isinstance(record, (Transaction, Log, TokenTransfer, DexTrade, DexLiquidity, Revert)):
-        return record.block_number, record.block_hash
-    if isinstance(record, Pool) and record.created_block_number is not None and record.created_block_hash:
-        return record.created_block_number, record.created_block_hash
-    if isinstance(record, Reorg):
-        return record.common_ancestor_number, record.common_ancestor_hash
-    return default
-
-
-def pool_is_revertible(pool: Pool) -> bool:
-    """Postgres deletes a pool with its creation block; a pool without one stays."""
-    return pool.created_block_number is not None and bool(pool.created_block_hash)
+    fields = _BLOCK_OF.get(type(record))
+    if fields is None:
+        return default
+    number, block_hash = getattr(record, fields[0]), getattr(record, fields[1])
+    if number is None or not block_hash:  # a pool no indexed block created
+        return default
+    return number, block_hash
 
 
 @dataclass(slots=True)
@@ -157,16 +123,17 @@ class BlockKeys:
 def keys_of_batch(batch: Batch) -> list[BlockKeys]:
     """The revertible keys of a batch's records, per block, in block order."""
     by_hash: dict[str, BlockKeys] = {b.hash: BlockKeys(b.number, b.hash) for b in batch.blocks}
-    for kind in REVERTIBLE:
-        rows: Iterable[Record] = getattr(batch, kind)
-        for record in rows:
-            if isinstance(record, Pool) and not pool_is_revertible(record):
-                continue
+    for kind in kinds.BATCH_KINDS:
+        if not kind.revertible:
+            continue
+        for record in batch.of(kind.record):
             number, block_hash = block_of(record, (-1, ""))
+            if not block_hash:  # tied to no block (a pool no indexed block created): never reverted
+                continue
             entry = by_hash.get(block_hash)
             if entry is None:
                 entry = by_hash[block_hash] = BlockKeys(number, block_hash)
-            entry.add(kind, message_key(record))
+            entry.add(kind.name, message_key(record))
     return sorted(by_hash.values(), key=lambda b: b.number)
 
 
@@ -197,23 +164,10 @@ def encode_record(kind: str, record: Record, default_block: tuple[int, str]) -> 
     return kind, message_key(record).encode(), to_json(record), headers
 
 
-def _log_key(record: Any) -> str:
-    return f"{record.block_hash}:{record.log_index}"
-
-
-_BLOCK_HASH = attrgetter("block_hash")
-
-# per kind, the hot path of ``message_key`` and of ``block_of``'s hash (None: the general one)
-_FAST: dict[str, tuple[Callable[[Any], str], Callable[[Any], str] | None]] = {
-    "blocks": (lambda r: str(r.number), attrgetter("hash")),
-    "transactions": (attrgetter("hash"), _BLOCK_HASH),
-    "logs": (_log_key, _BLOCK_HASH),
-    "token_transfers": (lambda r: f"{r.block_hash}:{r.log_index}:{r.batch_index}", _BLOCK_HASH),
-    "dex_trades": (_log_key, _BLOCK_HASH),
-    "dex_liquidity": (_log_key, _BLOCK_HASH),
-    "pools": (attrgetter("address"), None),
-    "tokens": (attrgetter("address"), None),
-}
+# per kind, the hot path of ``message_key`` and of ``block_of``'s hash
+_FAST: tuple[tuple[Kind[Any], Callable[[Any], str], Callable[[Any], str | None] | None], ...] = tuple(
+    (k, _key_function(k), _hash_function(k)) for k in kinds.BATCH_KINDS
+)
 
 
 def encode_batch(batch: Batch) -> list[Encoded]:
@@ -228,17 +182,17 @@ def encode_batch(batch: Batch) -> list[Encoded]:
     headers: dict[str, Headers] = {}
     out: list[Encoded] = []
     append = out.append
-    for kind in KINDS:
-        rows: Sequence[Record] = getattr(batch, kind)
+    for kind, key_of, hash_of in _FAST:
+        rows: Sequence[Record] = batch.of(kind.record)
         if not rows:
             continue
-        key_of, hash_of = _FAST[kind]
+        name = kind.name
         for record in rows:
-            block_hash = hash_of(record) if hash_of else block_of(record, default)[1]
+            block_hash = (hash_of(record) if hash_of else None) or default[1]
             h = headers.get(block_hash)
             if h is None:
                 h = headers[block_hash] = [("block_hash", block_hash.encode())]
-            append((kind, key_of(record).encode(), to_json(record), h))
+            append((name, key_of(record).encode(), to_json(record), h))
     return out
 
 

@@ -1,8 +1,8 @@
 """The Postgres writer: one transaction per batch, COPY into staging, idempotent insert, cursor, rollback.
 
 Per batch, in one transaction:
-1. if the batch carries a reorg: delete every row above the common ancestor from every
-   block-keyed table (``schema.BLOCK_TABLES``, plus pools created in those blocks) and record
+1. if the batch carries a reorg: delete every row above the common ancestor from every revertible
+   kind's table (``records.kinds``: block-keyed tables, and pools created in those blocks), record
    the reorg in ``reorgs`` — unless it is already applied (``reorg_is_applied``: the same batch
    written again after its commit), so a replayed reorg batch changes nothing;
 2. per table with rows: binary COPY into a temporary staging table (created once per
@@ -24,10 +24,12 @@ from typing import Any
 import asyncpg
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from core.database import asyncpg_dsn
-from records import Block, Record, Transaction, to_dict
+from records import Record, kinds, to_dict
 from records.batch import Batch
+from records.kinds import Kind
 from sinks import schema
 
 log = logging.getLogger("dexnode.sink.postgres")
@@ -40,16 +42,18 @@ class BlockRef:
     parent_hash: str
 
 
-def _withdrawals_json(block: Block) -> str | None:
-    if block.withdrawals is None:
-        return None
-    return orjson.dumps([to_dict(w)["data"] for w in block.withdrawals]).decode()
+def _nested_json(name: str) -> Callable[[Any], str | None]:
+    """A JSONB column holding a tuple of nested records (a block's withdrawals, a transaction's
+    authorizations): their JSON form, without ``type``/``version``."""
+    get = attrgetter(name)
 
+    def encode(record: Any) -> str | None:
+        value = get(record)
+        if value is None:
+            return None
+        return orjson.dumps([to_dict(v)["data"] for v in value]).decode()
 
-def _authorizations_json(tx: Transaction) -> str | None:
-    if tx.authorization_list is None:
-        return None
-    return orjson.dumps([to_dict(a)["data"] for a in tx.authorization_list]).decode()
+    return encode
 
 
 @dataclass(frozen=True)
@@ -59,13 +63,18 @@ class _TableWriter:
     to_row: Callable[[Any], tuple[Any, ...]]
     stage: str
     insert_sql: str
+    record: type[Record]
+    # rows belong to exactly one block, so a batch whose blocks are not stored has none stored either
+    # (tokens, and pools that need not have a creation block, are shared across blocks)
+    direct: bool
 
 
-def _writer(table: sa.Table, overrides: dict[str, Callable[[Any], Any]] | None = None) -> _TableWriter:
+def _writer(kind: Kind[Any]) -> _TableWriter:
+    table = schema.metadata.tables[kind.table]
     columns = tuple(
         c.name for c in table.columns if c.server_default is None and not isinstance(c.default, sa.Identity)
     )
-    overrides = overrides or {}
+    overrides = {c: _nested_json(c) for c in columns if isinstance(table.c[c].type, JSONB)}
     getter = attrgetter(*columns)
     if overrides:
         # one C-level attrgetter for every column, then the few converted ones patched in
@@ -88,30 +97,17 @@ def _writer(table: sa.Table, overrides: dict[str, Callable[[Any], Any]] | None =
         f"WITH staged AS (DELETE FROM {stage} RETURNING {cols}) "
         f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM staged ON CONFLICT ({keys}) DO NOTHING'
     )
-    return _TableWriter(table, columns, to_row, stage, insert_sql)
+    direct = kind.block is not None and not table.c[kind.block].nullable
+    return _TableWriter(table, columns, to_row, stage, insert_sql, kind.record, direct)
 
 
 STAGING_TRUNCATE_ROWS = 100_000
 
-# batch attribute -> writer, in foreign-key-free but sensible order
-_WRITERS: tuple[tuple[str, _TableWriter], ...] = (
-    ("blocks", _writer(schema.blocks, {"withdrawals": _withdrawals_json})),
-    ("transactions", _writer(schema.transactions, {"authorization_list": _authorizations_json})),
-    ("logs", _writer(schema.logs)),
-    ("token_transfers", _writer(schema.token_transfers)),
-    ("tokens", _writer(schema.tokens)),
-    ("pools", _writer(schema.pools)),
-    ("dex_trades", _writer(schema.dex_trades)),
-    ("dex_liquidity", _writer(schema.dex_liquidity)),
-)
+# one per kind a batch carries, in the registry's order
+_WRITERS: tuple[_TableWriter, ...] = tuple(_writer(k) for k in kinds.BATCH_KINDS)
 
-_DELETES = (
-    *(
-        f'DELETE FROM "{t.name}" WHERE "{"number" if t is schema.blocks else "block_number"}" > $1'
-        for t in schema.BLOCK_TABLES
-    ),
-    'DELETE FROM "pools" WHERE "created_block_number" > $1',
-)
+# a reorg deletes every revertible kind's rows above the common ancestor
+_DELETES = tuple(f'DELETE FROM "{k.table}" WHERE "{k.block}" > $1' for k in kinds.CHAIN if k.revertible)
 
 
 # nothing above the ancestor but the new branch is stored, and the last recorded reorg is this one
@@ -142,7 +138,7 @@ async def reorg_is_applied(db: asyncpg.Connection | asyncpg.Pool, batch: Batch) 
 
 
 async def _create_staging(conn: asyncpg.Connection) -> None:
-    for _, w in _WRITERS:
+    for w in _WRITERS:
         cols = ", ".join(f'"{c}"' for c in w.columns)
         await conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {w.stage} ON COMMIT PRESERVE ROWS AS "
@@ -213,9 +209,9 @@ class PostgresSink:
         them with ON COMMIT DELETE ROWS instead costs a truncation of each at every commit: 2.5 ms of a
         10 ms live block here.)"""
         pid = conn.get_server_pid()
-        staged = self._staged.get(pid, 0) + sum(len(getattr(batch, attr)) for attr, _ in _WRITERS)
+        staged = self._staged.get(pid, 0) + batch.count()
         if staged > STAGING_TRUNCATE_ROWS:
-            await conn.execute("TRUNCATE " + ", ".join(w.stage for _, w in _WRITERS))
+            await conn.execute("TRUNCATE " + ", ".join(w.stage for w in _WRITERS))
             staged = 0
         self._staged[pid] = staged
 
@@ -228,12 +224,12 @@ class PostgresSink:
         across blocks, always go through staging.
         """
         await self._vacuum_staging(conn, batch)
-        for attr, writer in _WRITERS:
-            rows: Sequence[Record] = getattr(batch, attr)
+        for writer in _WRITERS:
+            rows: Sequence[Record] = batch.of(writer.record)
             if not rows:
                 continue
             records = [writer.to_row(r) for r in rows]
-            if direct and writer.table in schema.BLOCK_TABLES:
+            if direct and writer.direct:
                 await conn.copy_records_to_table(writer.table.name, records=records, columns=writer.columns)
                 continue
             await conn.copy_records_to_table(writer.stage, records=records, columns=writer.columns)

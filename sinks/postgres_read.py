@@ -17,35 +17,18 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import asyncpg
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
-from records import (
-    Block,
-    DexLiquidity,
-    DexTrade,
-    Log,
-    Pool,
-    Record,
-    Token,
-    TokenTransfer,
-    Transaction,
-    from_dict,
-)
+from records import Pool, Record, Token, from_dict, kinds
 from records.batch import Batch
+from records.kinds import Kind
 from sinks import schema
 from sinks.kafka_keys import BlockKeys
 from sinks.postgres import BlockRef
 
-# batch attribute -> (table, record class, ORDER BY)
-_SOURCES: dict[str, tuple[sa.Table, type[Record], str]] = {
-    "blocks": (schema.blocks, Block, "number"),
-    "transactions": (schema.transactions, Transaction, "block_number, transaction_index"),
-    "logs": (schema.logs, Log, "block_number, log_index"),
-    "token_transfers": (schema.token_transfers, TokenTransfer, "block_number, log_index, batch_index"),
-    "dex_trades": (schema.dex_trades, DexTrade, "block_number, log_index"),
-    "dex_liquidity": (schema.dex_liquidity, DexLiquidity, "block_number, log_index"),
-    "pools": (schema.pools, Pool, "address"),
-    "tokens": (schema.tokens, Token, "address"),
-}
+
+def _table(kind: Kind[Any]) -> sa.Table:
+    return schema.metadata.tables[kind.table]
 
 
 def _columns(table: sa.Table) -> str:
@@ -68,7 +51,11 @@ def _numeric_ints(table: sa.Table, cls: type[Record]) -> frozenset[str]:
     return frozenset(c.name for c in table.columns if isinstance(c.type, sa.Numeric) and c.name in plain)
 
 
-_NUMERIC_INTS = {cls: _numeric_ints(table, cls) for table, cls, _ in _SOURCES.values()}
+_NUMERIC_INTS = {k.record: _numeric_ints(_table(k), k.record) for k in kinds.BATCH_KINDS}
+# JSONB columns (nested records: withdrawals, authorizations) that asyncpg returns as text
+_JSON = {
+    k.record: tuple(c.name for c in _table(k).columns if isinstance(c.type, JSONB)) for k in kinds.BATCH_KINDS
+}
 
 
 def record_of(cls: type[Record], row: asyncpg.Record) -> Record:
@@ -76,53 +63,60 @@ def record_of(cls: type[Record], row: asyncpg.Record) -> Record:
     for name in _NUMERIC_INTS[cls]:
         if data[name] is not None:
             data[name] = int(data[name])
-    if cls is Block and isinstance(data.get("withdrawals"), str):
-        data["withdrawals"] = orjson.loads(data["withdrawals"])
-    if cls is Transaction and isinstance(data.get("authorization_list"), str):
-        data["authorization_list"] = orjson.loads(data["authorization_list"])
+    for name in _JSON[cls]:
+        if isinstance(data.get(name), str):
+            data[name] = orjson.loads(data[name])
     return from_dict({"type": cls.TYPE, "version": cls.VERSION, "data": data})
 
 
+def _in_range(kind: Kind[Any], column: str) -> str:
+    return f'SELECT "{column}" FROM "{kind.table}" WHERE "{kind.block}" BETWEEN $1 AND $2'
+
+
+def _referred(name: str) -> str:
+    """The keys of kind ``name`` that the records of the range's blocks name (``Kind.refers``)."""
+    return " UNION ".join(
+        _in_range(k, field)
+        for k in kinds.BATCH_KINDS
+        if k.block is not None
+        for field, target in k.refers.items()
+        if target == name
+    )
+
+
+def _order(kind: Kind[Any]) -> str:
+    return ", ".join(f'"{c}"' for c in kind.order)
+
+
+# kinds whose every row belongs to a block in the range: by their block column
 _RANGE_SQL = {
-    kind: f'SELECT {_columns(table)} FROM "{table.name}" WHERE '
-    + ("number" if kind == "blocks" else "block_number")
-    + f" BETWEEN $1 AND $2 ORDER BY {order}"
-    for kind, (table, _, order) in _SOURCES.items()
-    if kind not in ("pools", "tokens")
+    k.record: f'SELECT {_columns(_table(k))} FROM "{k.table}" WHERE "{k.block}" BETWEEN $1 AND $2'
+    f" ORDER BY {_order(k)}"
+    for k in kinds.BATCH_KINDS
+    if _table(k) in schema.BLOCK_TABLES
 }
 # pools created in the range, or (created before the indexed chain) first traded in it
 _POOLS_SQL = (
     f"SELECT {_columns(schema.pools)} FROM pools WHERE created_block_number BETWEEN $1 AND $2"
-    " OR address IN (SELECT pool_address FROM dex_trades WHERE block_number BETWEEN $1 AND $2"
-    " UNION SELECT pool_address FROM dex_liquidity WHERE block_number BETWEEN $1 AND $2) ORDER BY address"
+    f" OR address IN ({_referred(kinds.POOLS.name)}) ORDER BY {_order(kinds.POOLS)}"
 )
 # tokens the range's records refer to
 _TOKENS_SQL = (
-    f"SELECT {_columns(schema.tokens)} FROM tokens WHERE address IN ("
-    " SELECT token_address FROM token_transfers WHERE block_number BETWEEN $1 AND $2"
-    " UNION SELECT token_bought_address FROM dex_trades WHERE block_number BETWEEN $1 AND $2"
-    " UNION SELECT token_sold_address FROM dex_trades WHERE block_number BETWEEN $1 AND $2"
-    " UNION SELECT token0 FROM dex_liquidity WHERE block_number BETWEEN $1 AND $2"
-    " UNION SELECT token1 FROM dex_liquidity WHERE block_number BETWEEN $1 AND $2"
-    " UNION SELECT token0 FROM pools WHERE created_block_number BETWEEN $1 AND $2"
-    " UNION SELECT token1 FROM pools WHERE created_block_number BETWEEN $1 AND $2) ORDER BY address"
+    f"SELECT {_columns(schema.tokens)} FROM tokens WHERE address IN ({_referred(kinds.TOKENS.name)})"
+    f" ORDER BY {_order(kinds.TOKENS)}"
 )
 
+
+def _key_sql(kind: Kind[Any]) -> str:
+    key = " || ':' || ".join(f'"{c}"::text' for c in kind.key)
+    return (
+        f'SELECT "{kind.block}", "{kind.block_hash}", {key} FROM "{kind.table}"'
+        f' WHERE "{kind.block}" > $1 AND "{kind.block_hash}" IS NOT NULL'
+    )
+
+
 # kind -> SQL giving (block_number, block_hash, key) of every revertible row above $1
-_KEYS_SQL: dict[str, str] = {
-    "blocks": "SELECT number, hash, number::text FROM blocks WHERE number > $1",
-    "transactions": "SELECT block_number, block_hash, hash FROM transactions WHERE block_number > $1",
-    "logs": "SELECT block_number, block_hash, block_hash || ':' || log_index FROM logs"
-    " WHERE block_number > $1",
-    "token_transfers": "SELECT block_number, block_hash, block_hash || ':' || log_index || ':' || batch_index"
-    " FROM token_transfers WHERE block_number > $1",
-    "pools": "SELECT created_block_number, created_block_hash, address FROM pools"
-    " WHERE created_block_number > $1 AND created_block_hash IS NOT NULL",
-    "dex_trades": "SELECT block_number, block_hash, block_hash || ':' || log_index FROM dex_trades"
-    " WHERE block_number > $1",
-    "dex_liquidity": "SELECT block_number, block_hash, block_hash || ':' || log_index FROM dex_liquidity"
-    " WHERE block_number > $1",
-}
+_KEYS_SQL: dict[str, str] = {k.name: _key_sql(k) for k in kinds.BATCH_KINDS if k.revertible}
 
 
 class StoredChain:
@@ -133,24 +127,17 @@ class StoredChain:
 
     async def batch_between(self, first: int, last: int, *, stream: str = "") -> Batch:
         """Blocks ``first..last`` (those stored) with every record derived from them, in chain order."""
-        parts: dict[str, list[Any]] = {}
+        parts: dict[type[Record], list[Any]] = {}
+        sources: list[tuple[type[Record], str]] = [
+            *_RANGE_SQL.items(),
+            (Pool, _POOLS_SQL),
+            (Token, _TOKENS_SQL),
+        ]
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-            for kind, sql in _RANGE_SQL.items():
-                cls = _SOURCES[kind][1]
-                parts[kind] = [record_of(cls, r) for r in await conn.fetch(sql, first, last)]
-            parts["pools"] = [record_of(Pool, r) for r in await conn.fetch(_POOLS_SQL, first, last)]
-            parts["tokens"] = [record_of(Token, r) for r in await conn.fetch(_TOKENS_SQL, first, last)]
-        return Batch(
-            stream=stream,
-            blocks=parts["blocks"],
-            transactions=parts["transactions"],
-            logs=parts["logs"],
-            token_transfers=parts["token_transfers"],
-            dex_trades=parts["dex_trades"],
-            dex_liquidity=parts["dex_liquidity"],
-            pools=parts["pools"],
-            tokens=parts["tokens"],
-        )
+            for cls, sql in sources:
+                parts[cls] = [record_of(cls, r) for r in await conn.fetch(sql, first, last)]
+        blocks = parts.pop(kinds.BLOCKS.record)
+        return Batch(stream, blocks, parts)
 
     async def keys_above(self, number: int) -> list[BlockKeys]:
         """The keys of every revertible record in blocks numbered above ``number``, per block."""

@@ -9,8 +9,8 @@ Choices, and why:
 - Primary keys are natural keys (block hash, tx hash, (block_hash, log_index), ...), so a replay
   is an idempotent upsert. ``blocks.number`` is unique: the table holds one canonical chain, so a
   second block at a height without a reorg is an error, not a silent fork.
-- Every block-derived table is listed in ``BLOCK_TABLES`` with a ``block_number`` column; a reorg
-  deletes rows above the common ancestor from all of them in the writer's transaction.
+- Every block-derived table is in ``BLOCK_TABLES`` (derived from ``records.kinds``) with its block
+  column; a reorg deletes rows above the common ancestor from all of them in the writer's transaction.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+
+from records import kinds
 
 metadata = sa.MetaData()
 
@@ -357,10 +359,14 @@ reorgs = sa.Table(
     sa.Index("ix_reorgs_ancestor", "common_ancestor_number"),
 )
 
-# Tables whose rows belong to a block (``number`` for blocks, ``block_number`` elsewhere):
-# a reorg deletes from each of them.
-# pools are block-derived only when created by a factory event in an indexed block.
-BLOCK_TABLES: tuple[sa.Table, ...] = (blocks, transactions, logs, token_transfers, dex_trades, dex_liquidity)
+# Tables whose every row belongs to one block (``records.kinds``: a revertible kind whose block column
+# is never null); a reorg deletes from each of them. Pools are block-derived only when created by a
+# factory event in an indexed block, so they are not among them.
+BLOCK_TABLES: tuple[sa.Table, ...] = tuple(
+    metadata.tables[k.table]
+    for k in kinds.CHAIN
+    if k.revertible and k.block is not None and not metadata.tables[k.table].c[k.block].nullable
+)
 
 # Completed backfill chunks, each written in the same transaction as its blocks: the backfill's
 # resume point (done ranges, gaps) and the follower's hand-off point (end of the contiguous range).

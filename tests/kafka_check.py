@@ -14,7 +14,8 @@ import asyncpg
 
 from indexer.chain.rpc import RpcClient
 from records import Reorg, from_dict
-from sinks.kafka_keys import CONFIRMED, HEAD, KINDS, REORGS, Topics, message_key
+from records.kinds import BATCH_KINDS
+from sinks.kafka_keys import CONFIRMED, HEAD, REORGS, Topics, message_key
 from sinks.kafka_read import NetState, Received, read_topic
 from sinks.postgres_read import StoredChain
 from tests.chain_check import DEV0
@@ -87,10 +88,11 @@ async def assert_kafka_is_postgres(
     finally:
         await pool.close()
     counts = {"records": 0, "reverts": 0, "confirmed": 0}
-    for kind in KINDS:
+    for record_kind in BATCH_KINDS:
+        kind = record_kind.name
         head_messages = read_all(bootstrap, topics.of(HEAD, kind))
         counts["reverts"] += sum(m.is_revert for m in head_messages)
-        want = {message_key(r): r for r in getattr(everything, kind)}
+        want = {message_key(r): r for r in everything.of(record_kind.record)}
         got = net_records(head_messages)
         if kind == "tokens":  # never deleted by Postgres, so never reverted: Kafka may not hold old ones
             want = {k: v for k, v in want.items() if k in got}
@@ -102,7 +104,7 @@ async def assert_kafka_is_postgres(
         assert all(
             m.block_hash in canonical for m in confirmed_messages if kind not in ("pools", "tokens")
         ), f"{topics.of(CONFIRMED, kind)} holds a record of an orphaned block"
-        want_confirmed = {message_key(r): r for r in getattr(confirmed, kind)}
+        want_confirmed = {message_key(r): r for r in confirmed.of(record_kind.record)}
         assert net_records(confirmed_messages) == want_confirmed, f"{topics.of(CONFIRMED, kind)} differs"
         counts["confirmed"] += len(want_confirmed)
     reorgs = [from_dict(m.doc) for m in read_all(bootstrap, topics.of(HEAD, REORGS)) if not m.is_revert]

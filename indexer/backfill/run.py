@@ -37,6 +37,7 @@ from indexer.backfill.progress import Progress
 from indexer.chain.extract import ExtractedBlock, InconsistentBlockError, extract_block
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.pipeline import Enricher, batch_of, fewer_collections, write_with_retry
+from records import DexTrade, Log, TokenTransfer, Transaction
 from records.batch import Batch
 from sinks.base import Sink
 
@@ -285,17 +286,17 @@ class Backfill:
         r = self.report
         r.chunks += 1
         r.blocks += len(batch.blocks)
-        r.transactions += len(batch.transactions)
-        r.logs += len(batch.logs)
-        r.token_transfers += len(batch.token_transfers)
-        r.dex_trades += len(batch.dex_trades)
+        r.transactions += len(batch.of(Transaction))
+        r.logs += len(batch.of(Log))
+        r.token_transfers += len(batch.of(TokenTransfer))
+        r.dex_trades += len(batch.of(DexTrade))
         r.fetch_seconds += fetch_seconds
         r.write_seconds += write_seconds
         self.load.chunk_done(retries=self.rpc.stats.retries, client_batch=self.rpc.max_batch_size)
         self.rpc.max_batch_size = self.load.batch
         if self.progress is not None:
             self.progress.set_load(self.load.workers, self.load.batch)
-            self.progress.advance(len(batch.blocks), len(batch.transactions), len(batch.logs))
+            self.progress.advance(len(batch.blocks), len(batch.of(Transaction)), len(batch.of(Log)))
 
     async def _enrich_in_order(self, chunk: BlockRange, extracted: list[ExtractedBlock]) -> Batch:
         """Chunks are fetched and written in parallel but enriched one after the other in block

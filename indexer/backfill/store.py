@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateIndex
 
 from indexer.backfill.plan import BlockRange, gaps, missing
+from records import Log, Transaction
 from records.batch import Batch
 from sinks import schema
 from sinks.postgres import PostgresSink
@@ -100,8 +101,8 @@ class BackfillSink(PostgresSink):
             first.number,
             tip.number,
             tip.hash,
-            len(batch.transactions),
-            len(batch.logs),
+            len(batch.of(Transaction)),
+            len(batch.of(Log)),
             self.run_started_at,
         )
 

@@ -35,7 +35,7 @@ import asyncio
 import logging
 from collections import ChainMap, Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -50,7 +50,7 @@ from protocols.registry import Registry, default_registry, resolution_counts
 from protocols.skips import Skip
 from protocols.uniswap.v2 import DEFAULT_V2_VENUES, V2Venue
 from protocols.uniswap.v3 import DEFAULT_V3_VENUES, V3Venue
-from records import DexLiquidity, DexTrade, Log, Pool, Reorg, Token
+from records import DexLiquidity, DexTrade, Log, Pool, Reorg, Token, Transaction
 from records.batch import Batch
 
 log = logging.getLogger("dexnode.dex")
@@ -181,7 +181,7 @@ class DexEnricher:
         if batch.reorg is not None:
             await self.forget(batch.reorg)
         handlers = self.registry.handlers
-        dex_logs = [lg for lg in batch.logs if lg.topic0 in handlers]
+        dex_logs = [lg for lg in batch.of(Log) if lg.topic0 in handlers]
         if not dex_logs or batch.tip is None:
             return batch
         at = batch.tip.number  # every eth_call of the batch is made at its last block
@@ -205,12 +205,13 @@ class DexEnricher:
         for key, count in skips.items():
             if key != "records" and count:
                 skipped[f"dex.{key}"] = skipped.get(f"dex.{key}", 0) + count
-        return replace(
-            batch,
-            dex_trades=trades,
-            dex_liquidity=liquidity,
-            pools=[*batch.pools, *learned.new_pools],
-            tokens=[*batch.tokens, *learned.new_tokens],
+        return batch.replacing(
+            {
+                DexTrade: trades,
+                DexLiquidity: liquidity,
+                Pool: [*batch.of(Pool), *learned.new_pools],
+                Token: [*batch.of(Token), *learned.new_tokens],
+            },
             skipped=skipped,
         )
 
@@ -252,7 +253,7 @@ class DexEnricher:
             pools=self.pools,
             tokens=self.tokens,
             block_times={b.hash: b.timestamp for b in batch.blocks},
-            transactions={t.hash: (t.from_address, t.to_address) for t in batch.transactions},
+            transactions={t.hash: (t.from_address, t.to_address) for t in batch.of(Transaction)},
         )
 
     def _commit(self, learned: _Learned, at: int) -> None:

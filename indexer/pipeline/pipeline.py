@@ -20,6 +20,7 @@ from core.errors import FatalError, RetryableError
 from core.retry import RetryPolicy
 from indexer.chain.extract import ExtractedBlock
 from indexer.pipeline.events import ChainEvent, EventSource, Finalized, FollowerEvent, NewBlock, Reorg
+from records import DexLiquidity, DexTrade, Log, TokenTransfer, Transaction
 from records import Reorg as ReorgRecord
 from records.batch import Batch
 from sinks.base import Sink
@@ -38,11 +39,13 @@ class Enricher(Protocol):
 
 def batch_of(stream: str, blocks: Sequence[ExtractedBlock], reorg: ReorgRecord | None = None) -> Batch:
     return Batch(
-        stream=stream,
-        blocks=[b.block for b in blocks],
-        transactions=[t for b in blocks for t in b.transactions],
-        logs=[lg for b in blocks for lg in b.logs],
-        token_transfers=[t for b in blocks for t in b.token_transfers],
+        stream,
+        [b.block for b in blocks],
+        {
+            Transaction: [t for b in blocks for t in b.transactions],
+            Log: [lg for b in blocks for lg in b.logs],
+            TokenTransfer: [t for b in blocks for t in b.token_transfers],
+        },
         reorg=reorg,
         skipped={"token_transfers": sum(b.skipped_transfers for b in blocks)},
     )
@@ -121,8 +124,9 @@ def describe(event: ChainEvent, batch: Batch, ms: float) -> str:
             f"block {b.block.number} {b.block.hash[:10]} txs={len(b.transactions)} logs={len(b.logs)}"
             f" transfers={len(b.token_transfers)}"
         )
-    if batch.dex_trades or batch.dex_liquidity:
-        parts.append(f"trades={len(batch.dex_trades)} liquidity={len(batch.dex_liquidity)}")
+    trades, liquidity = batch.of(DexTrade), batch.of(DexLiquidity)
+    if trades or liquidity:
+        parts.append(f"trades={len(trades)} liquidity={len(liquidity)}")
     skipped = {k: v for k, v in batch.skipped.items() if v}
     if skipped:  # bad input is counted and logged, never silently dropped
         parts.append("skipped " + ",".join(f"{k}={v}" for k, v in sorted(skipped.items())))

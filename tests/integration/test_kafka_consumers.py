@@ -106,10 +106,12 @@ def chain(first: int, last: int, branch: str, parent: str, *, salt: int) -> list
             Batch(
                 "follow",
                 [b],
-                dex_trades=trades,
-                dex_liquidity=[liquidity(b, 3, new_pool.address)],
-                pools=pools,
-                tokens=TOKENS if n == first else (),
+                {
+                    DexTrade: trades,
+                    DexLiquidity: [liquidity(b, 3, new_pool.address)],
+                    Pool: pools,
+                    Token: TOKENS if n == first else (),
+                },
             )
         )
     return batches
@@ -130,7 +132,7 @@ async def written(clean_db: DatabaseInfo, kafka: KafkaDev) -> AsyncIterator[str]
     writer: CompositeSink = kafka_composite(KafkaOptions(kafka.bootstrap, prefix, CONFIRMATIONS), postgres)
     try:
         genesis = block(0, "main", "0x" + "0" * 64)
-        await writer.write(Batch("follow", [genesis], pools=[OLD_POOL], tokens=TOKENS))
+        await writer.write(Batch("follow", [genesis], {Pool: [OLD_POOL], Token: TOKENS}))
         main = chain(1, 6, "main", genesis.hash, salt=0)
         for b in main:
             await writer.write(b)
@@ -141,9 +143,11 @@ async def written(clean_db: DatabaseInfo, kafka: KafkaDev) -> AsyncIterator[str]
             Batch(
                 "follow",
                 [*side[0].blocks, *side[1].blocks],
-                dex_trades=[*side[0].dex_trades, *side[1].dex_trades],
-                dex_liquidity=[*side[0].dex_liquidity, *side[1].dex_liquidity],
-                pools=side[0].pools,
+                {
+                    DexTrade: [*side[0].of(DexTrade), *side[1].of(DexTrade)],
+                    DexLiquidity: [*side[0].of(DexLiquidity), *side[1].of(DexLiquidity)],
+                    Pool: side[0].of(Pool),
+                },
                 reorg=reorg,
             )
         )
@@ -242,27 +246,14 @@ async def test_a_backfill_written_out_of_order_is_all_on_confirmed_topics_withou
     postgres = await PostgresSink.connect(clean_db.dsn)
     writer = kafka_composite(KafkaOptions(kafka.bootstrap, prefix, CONFIRMATIONS), postgres, journal=False)
     genesis = block(0, "bf", "0x" + "0" * 64)
-    blocks = [Batch("backfill", [genesis], pools=[OLD_POOL], tokens=TOKENS)]
-    for b in chain(1, 9, "bf", genesis.hash, salt=3):
-        blocks.append(
-            Batch(
-                "backfill",
-                b.blocks,
-                dex_trades=b.dex_trades,
-                dex_liquidity=b.dex_liquidity,
-                pools=b.pools,
-                tokens=b.tokens,
-            )
-        )
+    blocks = [Batch("backfill", [genesis], {Pool: [OLD_POOL], Token: TOKENS})]
+    blocks += [Batch("backfill", b.blocks, b.records) for b in chain(1, 9, "bf", genesis.hash, salt=3)]
     try:
         chunks = [
             Batch(
                 "backfill",
                 [x for b in part for x in b.blocks],
-                dex_trades=[x for b in part for x in b.dex_trades],
-                dex_liquidity=[x for b in part for x in b.dex_liquidity],
-                pools=[x for b in part for x in b.pools],
-                tokens=[x for b in part for x in b.tokens],
+                {cls: [x for b in part for x in b.of(cls)] for cls in (DexTrade, DexLiquidity, Pool, Token)},
             )
             for part in (blocks[i : i + 3] for i in range(0, len(blocks), 3))
         ]
@@ -295,7 +286,12 @@ async def test_a_reorg_deeper_than_confirmations_is_an_error_once_and_the_new_br
         orphaned = tuple(b.blocks[0].hash for b in main[3:])
         reorg = Reorg(3, main[2].blocks[0].hash, 3, orphaned, (side[0].blocks[0].hash,), 1)
         await writer.write(
-            Batch("follow", side[0].blocks, dex_trades=side[0].dex_trades, pools=side[0].pools, reorg=reorg)
+            Batch(
+                "follow",
+                side[0].blocks,
+                {DexTrade: side[0].of(DexTrade), Pool: side[0].of(Pool)},
+                reorg=reorg,
+            )
         )
         for b in side[1:]:
             await writer.write(b)

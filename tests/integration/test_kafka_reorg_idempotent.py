@@ -28,7 +28,20 @@ import pytest
 
 from core.database import DatabaseInfo
 from indexer.pipeline.pipeline import write_with_retry
-from records import Block, DexLiquidity, DexTrade, Record, Reorg, Revert, from_dict
+from records import (
+    Block,
+    DexLiquidity,
+    DexTrade,
+    Log,
+    Pool,
+    Record,
+    Reorg,
+    Revert,
+    Token,
+    TokenTransfer,
+    Transaction,
+    from_dict,
+)
 from records.batch import Batch
 from sinks.kafka import KafkaOptions, kafka_composite
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
@@ -43,6 +56,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 HEAD_KINDS = ("blocks", "transactions", "logs", "token_transfers", "tokens", "pools", "dex_trades",
               "dex_liquidity", "reorgs")  # fmt: skip
+# the records on each topic, as docs/kafka.md names them (reorgs: not a batch's records)
+RECORD_OF: dict[str, type[Record]] = {
+    "blocks": Block, "transactions": Transaction, "logs": Log, "token_transfers": TokenTransfer,
+    "tokens": Token, "pools": Pool, "dex_trades": DexTrade, "dex_liquidity": DexLiquidity,
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +109,13 @@ def merged(batches: list[Batch], reorg: Reorg | None = None) -> Batch:
     return Batch(
         "follow",
         [b for x in batches for b in x.blocks],
-        dex_trades=[r for x in batches for r in x.dex_trades],
-        dex_liquidity=[r for x in batches for r in x.dex_liquidity],
-        pools=[r for x in batches for r in x.pools],
-        tokens=[r for x in batches for r in x.tokens],
+        {cls: [r for x in batches for r in x.of(cls)] for cls in (DexTrade, DexLiquidity, Pool, Token)},
         reorg=reorg,
     )
 
 
 def records_of(batches: list[Batch], kind: str) -> set[Any]:
-    return {r for b in batches for r in getattr(b, kind)}
+    return {r for b in batches for r in b.of(RECORD_OF[kind])}
 
 
 def consumer_view(messages: list[Any]) -> tuple[set[Record], list[Revert]]:
@@ -126,11 +141,11 @@ def reverts_of(batches: list[Batch]) -> Counter[Revert]:
     for b in batches:
         (blk,) = b.blocks
         out[Revert(blk.number, blk.hash, Block.TYPE, str(blk.number))] += 1
-        for t in b.dex_trades:
+        for t in b.of(DexTrade):
             out[Revert(blk.number, blk.hash, DexTrade.TYPE, f"{blk.hash}:{t.log_index}")] += 1
-        for lq in b.dex_liquidity:
+        for lq in b.of(DexLiquidity):
             out[Revert(blk.number, blk.hash, DexLiquidity.TYPE, f"{blk.hash}:{lq.log_index}")] += 1
-        for p in b.pools:
+        for p in b.of(Pool):
             out[Revert(blk.number, blk.hash, "pool", p.address)] += 1
     return out
 
@@ -141,7 +156,7 @@ async def assert_postgres_holds(dsn: str, canonical: list[Batch], reorgs: list[R
         tip = canonical[-1].blocks[-1].number
         stored = await StoredChain(pool).batch_between(0, tip)
         for kind in HEAD_KINDS[:-1]:
-            got = getattr(stored, kind)
+            got = stored.of(RECORD_OF[kind])
             assert Counter(got) == Counter(records_of(canonical, kind)), f"Postgres {kind}"
         rows = await pool.fetch(
             "SELECT common_ancestor_number, common_ancestor_hash, depth, orphaned_hashes, new_hashes"
@@ -180,7 +195,7 @@ def scripted() -> tuple[Batch, list[Batch], list[Batch], Reorg]:
     orphaned = tuple(b.blocks[0].hash for b in main[3:6])
     new = tuple(b.blocks[0].hash for b in side[:2])
     return (
-        Batch("follow", [genesis], pools=[OLD_POOL], tokens=TOKENS),
+        Batch("follow", [genesis], {Pool: [OLD_POOL], Token: TOKENS}),
         main,
         side,
         Reorg(3, main[2].blocks[0].hash, 3, orphaned, new, 1_700_000_000_000_000),
@@ -248,7 +263,7 @@ async def test_a_confirmed_publisher_failure_after_the_commit_does_not_apply_the
     side = chain(6, 9, "side", main[4].blocks[0].hash, salt=7)  # replaces 6 with 6', 7' (above 5)
     reorg = Reorg(5, main[4].blocks[0].hash, 1, (main[5].blocks[0].hash,),
                   tuple(b.blocks[0].hash for b in side[:2]), 1_700_000_000_000_000)  # fmt: skip
-    first = Batch("follow", [genesis], pools=[OLD_POOL], tokens=TOKENS)
+    first = Batch("follow", [genesis], {Pool: [OLD_POOL], Token: TOKENS})
     writer = kafka_composite(
         KafkaOptions(kafka.bootstrap, prefix, 2), await PostgresSink.connect(clean_db.dsn)
     )

@@ -11,6 +11,7 @@ import pytest
 from core.database import DatabaseInfo
 from indexer.chain.extract import extract_block
 from indexer.pipeline.pipeline import batch_of
+from records import Transaction
 from sinks.postgres import PostgresSink
 from sinks.postgres_read import StoredChain
 from tests.unit.test_extract_new_types import BLOCK_HASH, PRAGUE_BLOCK, PRAGUE_RECEIPTS, TX3, TX4
@@ -62,6 +63,6 @@ async def test_prague_fields_stored_and_read_back(clean_db: DatabaseInfo) -> Non
         ]
         back = await StoredChain(sink.pool).batch_between(23097274, 23097274)
         assert back.blocks == [extracted.block]
-        assert back.transactions == list(extracted.transactions)
+        assert back.of(Transaction) == list(extracted.transactions)
     finally:
         await sink.close()

@@ -27,7 +27,7 @@ from indexer.chain.rpc_errors import (
     map_rpc_error,
 )
 from indexer.pipeline.dex import DexEnricher, registry_from
-from records import Block, Log, Reorg, Transaction
+from records import Block, DexTrade, Log, Pool, Reorg, Token, Transaction
 from records.batch import Batch
 from tests.rpc_replay import Fault, ReplayServer
 
@@ -109,7 +109,7 @@ def pair_created(b: Block, factory: str = FACTORY) -> Log:
 
 
 def batch(b: Block, logs: list[Log], reorg: Reorg | None = None) -> Batch:
-    return Batch(stream="follow", blocks=[b], transactions=[tx(b)], logs=logs, reorg=reorg)
+    return Batch("follow", [b], {Transaction: [tx(b)], Log: logs}, reorg=reorg)
 
 
 def answer_pool(server: ReplayServer, at: int) -> None:
@@ -170,9 +170,9 @@ async def test_a_rate_limit_outliving_the_retries_fails_the_batch_and_is_never_s
             await enrich(batch(b, []), batch(b, [swap(b)]))
         assert (enrich.pools, enrich.not_pools, enrich.tokens) == ({}, set(), {})  # nothing guessed
         out = await enrich(batch(b, []), batch(b, [swap(b)]))  # the node answers now
-    assert [p.address for p in out.pools] == [PAIR] and out.pools[0].exchange == "uniswap-v2"
-    assert {t.address: t.decimals for t in out.tokens} == {TOKEN0: 18, TOKEN1: 6}
-    (trade,) = out.dex_trades
+    assert [p.address for p in out.of(Pool)] == [PAIR] and out.of(Pool)[0].exchange == "uniswap-v2"
+    assert {t.address: t.decimals for t in out.of(Token)} == {TOKEN0: 18, TOKEN1: 6}
+    (trade,) = out.of(DexTrade)
     assert (trade.amount_sold_raw, trade.amount_bought_raw, trade.token_sold_address) == (1000, 1990, TOKEN0)
 
 
@@ -186,9 +186,9 @@ async def test_a_retried_batch_still_writes_the_pool_it_saw_created(server: Repl
     async with client(server) as rpc:
         enrich = enricher(rpc)  # waits the failure out by itself
         out = await enrich(batch(b, []), batch(b, [pair_created(b), swap(b)]))
-    assert [(p.address, p.created_block_number) for p in out.pools] == [(PAIR, 100)]
-    assert {t.address: t.decimals for t in out.tokens} == {TOKEN0: 18, TOKEN1: 6}
-    assert len(out.dex_trades) == 1 and enrich.counts["enrich.retries"] == 1
+    assert [(p.address, p.created_block_number) for p in out.of(Pool)] == [(PAIR, 100)]
+    assert {t.address: t.decimals for t in out.of(Token)} == {TOKEN0: 18, TOKEN1: 6}
+    assert len(out.of(DexTrade)) == 1 and enrich.counts["enrich.retries"] == 1
 
 
 async def test_calls_are_made_at_the_batch_block_not_latest(server: ReplayServer) -> None:
@@ -197,7 +197,7 @@ async def test_calls_are_made_at_the_batch_block_not_latest(server: ReplayServer
     answer_tokens(server, 100)  # nothing answers at "latest": a call there fails the test
     async with client(server) as rpc:
         out = await enricher(rpc, attempts=1)(batch(b, []), batch(b, [swap(b)]))
-    assert len(out.dex_trades) == 1
+    assert len(out.of(DexTrade)) == 1
 
 
 # -- reorgs and counts ------------------------------------------------------------------------------------
@@ -216,11 +216,11 @@ async def test_a_reorg_forgets_what_was_learned_on_the_orphaned_block(server: Re
     async with client(server) as rpc:
         enrich = enricher(rpc, attempts=1)
         first = await enrich(batch(old, []), batch(old, [swap(old)]))
-        assert first.dex_trades == [] and first.skipped["dex.skip.unknown_pool"] == 1
+        assert first.of(DexTrade) == [] and first.skipped["dex.skip.unknown_pool"] == 1
         reorg = Reorg(99, h("a", 99), 1, (old.hash,), (new.hash,), 0)
         second = await enrich(batch(new, []), batch(new, [swap(new)], reorg))
-    assert [p.address for p in second.pools] == [PAIR]
-    assert len(second.dex_trades) == 1 and second.dex_trades[0].block_hash == new.hash
+    assert [p.address for p in second.of(Pool)] == [PAIR]
+    assert len(second.of(DexTrade)) == 1 and second.of(DexTrade)[0].block_hash == new.hash
 
 
 async def test_a_reorg_drops_pools_created_on_orphaned_blocks_and_keeps_older_ones(
@@ -242,7 +242,7 @@ async def test_skipped_creation_events_reach_the_batch_counts(server: ReplayServ
     b = block(100)
     async with client(server) as rpc:
         out = await enricher(rpc, attempts=1)(batch(b, []), batch(b, [pair_created(b, OTHER_FACTORY)]))
-    assert out.pools == [] and out.skipped["dex.skip.unconfigured_factory"] == 1
+    assert out.of(Pool) == [] and out.skipped["dex.skip.unconfigured_factory"] == 1
 
 
 # -- eth_calls and the error mapping ---------------------------------------------------------------------
