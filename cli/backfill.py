@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from cli.common import run_async, settings_of
+from cli.common import (
+    ChainOpt,
+    KafkaBootstrapOpt,
+    KafkaOptionOpt,
+    KafkaTopicPrefixOpt,
+    V2FactoriesOpt,
+    V3FactoriesOpt,
+    run_async,
+    settings_of,
+)
 from core.database import connect, open_database
 from core.settings import Settings
 from indexer.backfill.job import backfill
@@ -50,9 +59,7 @@ def backfill_command(
     ] = None,
     rpc_batch_size: Annotated[
         int | None,
-        typer.Option(
-            "--rpc-batch-size", min=1, help="most calls per JSON-RPC batch (env DEXNODE_RPC_BATCH_SIZE)"
-        ),
+        typer.Option("--rpc-batch-size", help="most calls per JSON-RPC batch (env DEXNODE_RPC_BATCH_SIZE)"),
     ] = None,
     max_rps: Annotated[
         float | None, typer.Option("--max-rps", min=0.1, help="most HTTP requests per second to the node")
@@ -61,7 +68,6 @@ def backfill_command(
         int | None,
         typer.Option(
             "--confirmations",
-            min=0,
             help="how far below the head a block must be to be written (env DEXNODE_CONFIRMATIONS; 12);"
             " 0 only with --allow-unconfirmed",
         ),
@@ -97,6 +103,12 @@ def backfill_command(
             help="decode DEX pools, trades and liquidity (venues: DEXNODE_UNISWAP_V2/V3_FACTORIES)",
         ),
     ] = True,
+    uniswap_v2_factories: V2FactoriesOpt = None,
+    uniswap_v3_factories: V3FactoriesOpt = None,
+    chain: ChainOpt = None,
+    kafka_bootstrap_servers: KafkaBootstrapOpt = None,
+    kafka_topic_prefix: KafkaTopicPrefixOpt = None,
+    kafka_option: KafkaOptionOpt = None,
     show_status: Annotated[
         bool, typer.Option("--status", help="show ranges done, gaps and the last run's rate, then exit")
     ] = False,
@@ -124,6 +136,12 @@ def backfill_command(
         rpc_http=rpc_http,
         rpc_batch_size=rpc_batch_size,
         confirmations=confirmations,
+        uniswap_v2_factories=uniswap_v2_factories,
+        uniswap_v3_factories=uniswap_v3_factories,
+        chain=chain,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_topic_prefix=kafka_topic_prefix,
+        kafka_option=kafka_option,
         database_url=database_url,
         data_dir=data_dir,
     )

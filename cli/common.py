@@ -1,5 +1,6 @@
 """What every command shares: the settings with the command's flags applied, the runner that turns
-SIGTERM into a clean cancel, and the common options."""
+SIGTERM into a clean cancel, and the options for the settings (one definition each, so a setting is
+spelled the same on every command that uses it)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from core.settings import Settings, build_settings
+from core.settings import Settings, build_settings, librdkafka_from_flags
 
 T = TypeVar("T")
 
+# No range checks here (min=...): Settings validates every value, flag or variable, with one
+# `dexnode:` line naming both; click's checks would print a usage box instead.
 DatabaseUrlOpt = Annotated[
     str | None,
     typer.Option("--database-url", help="postgresql:// URL [env DEXNODE_DATABASE_URL]; unset = embedded"),
@@ -23,11 +26,77 @@ DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", help="data directory [env DEXNODE_DATA_DIR, default ./.dexnode]"),
 ]
+RpcHttpOpt = Annotated[
+    str | None, typer.Option("--rpc-http", help="node JSON-RPC over HTTP [env DEXNODE_RPC_HTTP]")
+]
+RpcWsOpt = Annotated[
+    str | None, typer.Option("--rpc-ws", help="node websocket for newHeads [env DEXNODE_RPC_WS]")
+]
+RpcBatchSizeOpt = Annotated[
+    int | None,
+    typer.Option("--rpc-batch-size", help="most calls per JSON-RPC batch [env DEXNODE_RPC_BATCH_SIZE, 100]"),
+]
+ConfirmationsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--confirmations",
+        help="blocks below the head before a block counts as confirmed [env DEXNODE_CONFIRMATIONS, 12]",
+    ),
+]
+MaxReorgDepthOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-reorg-depth",
+        help="a deeper reorg stops the follower with an error [env DEXNODE_MAX_REORG_DEPTH, 64]",
+    ),
+]
+ChainOpt = Annotated[
+    str | None, typer.Option("--chain", help="chain name, the default topic prefix [env DEXNODE_CHAIN]")
+]
+KafkaBootstrapOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kafka-bootstrap-servers",
+        "--bootstrap-servers",
+        help="Kafka brokers; enables the Kafka sink [env DEXNODE_KAFKA_BOOTSTRAP_SERVERS]",
+    ),
+]
+KafkaTopicPrefixOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--kafka-topic-prefix", help="Kafka topic prefix [env DEXNODE_KAFKA_TOPIC_PREFIX, '<chain>.']"
+    ),
+]
+KafkaOptionOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--kafka-option",
+        help="a librdkafka setting NAME=VALUE, repeatable [env DEXNODE_KAFKA_<NAME>, e.g."
+        " DEXNODE_KAFKA_SASL_MECHANISM]",
+    ),
+]
+V2FactoriesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--uniswap-v2-factories",
+        help="v2 venues 0xFACTORY=label[:fee],... [env DEXNODE_UNISWAP_V2_FACTORIES]",
+    ),
+]
+V3FactoriesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--uniswap-v3-factories", help="v3 venues 0xFACTORY=label,... [env DEXNODE_UNISWAP_V3_FACTORIES]"
+    ),
+]
 
 
-def settings_of(ctx: typer.Context, **overrides: Any) -> Settings:
-    """The settings built in ``main()`` with this command's flags applied."""
+def settings_of(ctx: typer.Context, *, kafka_option: list[str] | None = None, **overrides: Any) -> Settings:
+    """The settings built in ``main()`` with this command's flags applied (a flag wins over its
+    variable; ``--kafka-option`` wins per librdkafka name, the other ``DEXNODE_KAFKA_*`` stay)."""
     base = ctx.obj if isinstance(ctx.obj, Settings) else build_settings()
+    flags = librdkafka_from_flags(kafka_option)
+    if flags is not None:
+        overrides["librdkafka"] = {**base.librdkafka, **flags}
     return base.with_overrides(**overrides)
 
 

@@ -11,7 +11,6 @@ Also ``dexnode kafka-dev``: librdkafka's mock cluster in the foreground, for try
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 from typing import Annotated
@@ -19,14 +18,9 @@ from typing import Annotated
 import orjson
 import typer
 
+from cli.common import ChainOpt, KafkaBootstrapOpt, KafkaOptionOpt, KafkaTopicPrefixOpt, settings_of
 from core.errors import ConfigError
-from core.settings import Settings, build_settings
 from sinks.kafka_read import NetState, Received, read_topic, resolve_topic
-
-
-def _settings(ctx: typer.Context, bootstrap_servers: str | None) -> Settings:
-    base = ctx.obj if isinstance(ctx.obj, Settings) else build_settings()
-    return base.with_overrides(kafka_bootstrap_servers=bootstrap_servers)
 
 
 def consume_command(
@@ -55,16 +49,22 @@ def consume_command(
     meta: Annotated[
         bool, typer.Option("--meta", help="wrap each record with topic, offset, key, headers")
     ] = False,
-    bootstrap_servers: Annotated[
-        str | None,
-        typer.Option("--bootstrap-servers", help="Kafka brokers [env DEXNODE_KAFKA_BOOTSTRAP_SERVERS]"),
-    ] = None,
+    bootstrap_servers: KafkaBootstrapOpt = None,
+    topic_prefix: KafkaTopicPrefixOpt = None,
+    chain: ChainOpt = None,
+    kafka_option: KafkaOptionOpt = None,
 ) -> None:
     """Print a Kafka topic as JSON lines (one record per line)."""
     from sinks.kafka import KafkaOptions
 
-    settings = _settings(ctx, bootstrap_servers)
-    options = KafkaOptions.from_settings(settings, os.environ)
+    settings = settings_of(
+        ctx,
+        kafka_bootstrap_servers=bootstrap_servers,
+        kafka_topic_prefix=topic_prefix,
+        chain=chain,
+        kafka_option=kafka_option,
+    )
+    options = KafkaOptions.from_settings(settings)
     if options is None:
         raise ConfigError("no Kafka broker: set DEXNODE_KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers")
     name = resolve_topic(topic, options.topic_prefix)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 from core.database import open_database
 from core.errors import FatalError
@@ -72,7 +71,7 @@ async def follow(settings: Settings, *, from_block: int | None, quiet: bool, sil
     async with open_database(settings) as db:
         await runner.upgrade(db.sqlalchemy_url)
         sink = await PostgresSink.connect(db.dsn)
-        writer = with_kafka(settings, sink, os.environ)  # Kafka head before Postgres, confirmed after
+        writer = with_kafka(settings, sink)  # Kafka head before Postgres, confirmed after
         try:
             async with RpcClient(settings.rpc_http, max_batch_size=settings.rpc_batch_size) as rpc:
                 chain_id = await rpc.chain_id()

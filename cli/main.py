@@ -1,25 +1,41 @@
 """The ``dexnode`` command line. ``main()`` builds the one ``Settings`` and passes it down as ``ctx.obj``.
 
-Every command accepts the settings it uses as flags (``--database-url``, ``--data-dir``, ...);
-a flag overrides the matching ``DEXNODE_*`` variable. Errors dexnode understands end the command
-with one line on stderr and a non-zero exit, never a traceback.
+Every command accepts the settings it uses as flags (``--database-url``, ``--data-dir``, ...;
+``--log-level`` before the command, for all of them); a flag overrides the matching ``DEXNODE_*``
+variable. Errors dexnode understands end the command with one line on stderr and a non-zero exit,
+never a traceback.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Annotated
 
 import typer
 
 from cli.backfill import backfill_command
-from cli.common import DatabaseUrlOpt, DataDirOpt, run_async, settings_of
+from cli.common import (
+    ChainOpt,
+    ConfirmationsOpt,
+    DatabaseUrlOpt,
+    DataDirOpt,
+    KafkaBootstrapOpt,
+    KafkaOptionOpt,
+    KafkaTopicPrefixOpt,
+    MaxReorgDepthOpt,
+    RpcBatchSizeOpt,
+    RpcHttpOpt,
+    RpcWsOpt,
+    V2FactoriesOpt,
+    V3FactoriesOpt,
+    run_async,
+    settings_of,
+)
 from cli.consume import consume_command, kafka_dev_command
 from core.errors import ConfigError, DexnodeError
 from core.redact import mask_urls_in
-from core.settings import build_settings
+from core.settings import LogLevel, build_settings
 
 app = typer.Typer(
     name="dexnode",
@@ -28,6 +44,22 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    log_level: Annotated[
+        str | None,
+        typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR [env DEXNODE_LOG_LEVEL, INFO]"),
+    ] = None,
+) -> None:
+    """Options for every command; the command's own settings follow its name."""
+    settings = settings_of(ctx, log_level=log_level)
+    ctx.obj = settings  # the commands start from these
+    configure_logging(settings.log_level)
+
+
 db_app = typer.Typer(help="Database schema: apply migrations, show status.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
@@ -81,12 +113,8 @@ def demo(ctx: typer.Context, database_url: DatabaseUrlOpt = None, data_dir: Data
 @app.command("follow")
 def follow(
     ctx: typer.Context,
-    rpc_ws: Annotated[
-        str | None, typer.Option("--rpc-ws", help="node websocket [env DEXNODE_RPC_WS]")
-    ] = None,
-    rpc_http: Annotated[
-        str | None, typer.Option("--rpc-http", help="node JSON-RPC [env DEXNODE_RPC_HTTP]")
-    ] = None,
+    rpc_ws: RpcWsOpt = None,
+    rpc_http: RpcHttpOpt = None,
     from_block: Annotated[
         int | None, typer.Option("--from-block", help="first block on an empty database (default: head)")
     ] = None,
@@ -94,6 +122,15 @@ def follow(
     silence_timeout: Annotated[
         float, typer.Option("--silence-timeout", help="seconds without a new head before reconnecting")
     ] = 60.0,
+    rpc_batch_size: RpcBatchSizeOpt = None,
+    max_reorg_depth: MaxReorgDepthOpt = None,
+    confirmations: ConfirmationsOpt = None,
+    chain: ChainOpt = None,
+    kafka_bootstrap_servers: KafkaBootstrapOpt = None,
+    kafka_topic_prefix: KafkaTopicPrefixOpt = None,
+    kafka_option: KafkaOptionOpt = None,
+    uniswap_v2_factories: V2FactoriesOpt = None,
+    uniswap_v3_factories: V3FactoriesOpt = None,
     database_url: DatabaseUrlOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -101,7 +138,20 @@ def follow(
     from cli.follow import follow as run_follow
 
     settings = settings_of(
-        ctx, rpc_ws=rpc_ws, rpc_http=rpc_http, database_url=database_url, data_dir=data_dir
+        ctx,
+        rpc_ws=rpc_ws,
+        rpc_http=rpc_http,
+        rpc_batch_size=rpc_batch_size,
+        max_reorg_depth=max_reorg_depth,
+        confirmations=confirmations,
+        chain=chain,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_topic_prefix=kafka_topic_prefix,
+        kafka_option=kafka_option,
+        uniswap_v2_factories=uniswap_v2_factories,
+        uniswap_v3_factories=uniswap_v3_factories,
+        database_url=database_url,
+        data_dir=data_dir,
     )
     run_async(run_follow(settings, from_block=from_block, quiet=quiet, silence_timeout=silence_timeout))
 
@@ -118,23 +168,20 @@ def _mount_optional() -> None:
     app.add_typer(devnet_app, name="devnet")
 
 
-def _configure_logging() -> None:
-    level = os.environ.get("DEXNODE_LOG_LEVEL", "INFO").upper()
+def configure_logging(level: LogLevel) -> None:
     logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
     )
+    logging.getLogger().setLevel(level)  # not basicConfig's: it is a no-op once a handler exists
     for noisy in ("httpx", "httpcore", "websockets", "asyncio", "alembic", "pgserver"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: list[str] | None = None) -> None:
-    _configure_logging()
     _mount_optional()
     try:
         settings = build_settings()
+        configure_logging(settings.log_level)
         app(args=argv, obj=settings, prog_name="dexnode")
     except ConfigError as exc:
         typer.echo(f"dexnode: {mask_urls_in(str(exc))}", err=True)

@@ -1,13 +1,19 @@
-"""One ``Settings`` for the whole node, built in ``main()`` from ``DEXNODE_*`` variables and flags."""
+"""One ``Settings`` for the whole node, built in ``main()`` from ``DEXNODE_*`` variables and flags.
+
+This module is the only one that reads the environment (through pydantic-settings, and the
+librdkafka pass-through below); everything else gets the ``Settings`` it is handed.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
 from core.redact import mask_url, mask_urls_in
@@ -15,6 +21,9 @@ from core.redact import mask_url, mask_urls_in
 _PG_SCHEMES = {"postgresql", "postgres", "postgresql+asyncpg"}
 DEFAULT_LOCAL_HTTP = "http://127.0.0.1:8545"
 DEFAULT_LOCAL_WS = "ws://127.0.0.1:8545"
+_KAFKA_ENV_PREFIX = "DEXNODE_KAFKA_"
+_NOT_LIBRDKAFKA = {"BOOTSTRAP_SERVERS", "TOPIC_PREFIX"}  # dexnode's own DEXNODE_KAFKA_* settings
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 def _scheme(url: str) -> str:
@@ -22,6 +31,45 @@ def _scheme(url: str) -> str:
         return urlsplit(url).scheme
     except ValueError:
         return ""
+
+
+def librdkafka_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka settings from ``DEXNODE_KAFKA_*``: the rest of the name, lower case, ``_`` → ``.``
+    (``__`` → a literal ``_``). ``DEXNODE_KAFKA_SASL_MECHANISM=PLAIN`` → ``{"sasl.mechanism": "PLAIN"}``.
+    ``DEXNODE_KAFKA_BOOTSTRAP_SERVERS`` and ``DEXNODE_KAFKA_TOPIC_PREFIX`` are dexnode settings."""
+    config = {}
+    for name, value in environ.items():
+        if not name.startswith(_KAFKA_ENV_PREFIX):
+            continue
+        rest = name[len(_KAFKA_ENV_PREFIX) :]
+        if not rest or rest in _NOT_LIBRDKAFKA:
+            continue
+        config[rest.lower().replace("__", "\0").replace("_", ".").replace("\0", "_")] = value
+    return config
+
+
+def librdkafka_from_flags(options: list[str] | None) -> dict[str, str] | None:
+    """``--kafka-option NAME=VALUE`` flags as librdkafka settings (None: none given)."""
+    if not options:
+        return None
+    config = {}
+    for option in options:
+        name, eq, value = option.partition("=")
+        if not eq or not name.strip():
+            raise ConfigError(f"--kafka-option must be NAME=VALUE, e.g. client.id=indexer (got {option!r})")
+        config[name.strip()] = value
+    return config
+
+
+class _LibrdkafkaPassThrough(PydanticBaseSettingsSource):
+    """Every other ``DEXNODE_KAFKA_*`` variable, as the ``librdkafka`` setting (no field to declare)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        config = librdkafka_from_env(os.environ)
+        return {"librdkafka": config} if config else {}
 
 
 class Settings(BaseSettings):
@@ -52,6 +100,28 @@ class Settings(BaseSettings):
     uniswap_v3_factories: str | None = Field(
         default=None, description="v3 venues '0xFACTORY=label,...' (unset: mainnet Uniswap v3, ...)"
     )
+    librdkafka: dict[str, str] = Field(
+        default_factory=dict,
+        description="librdkafka settings passed through: DEXNODE_KAFKA_<NAME> or --kafka-option name=value",
+    )
+    log_level: LogLevel = Field(default="INFO", description="logging level")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # flags (init) first, then the environment; no .env or secrets files: one place to look
+        return init_settings, env_settings, _LibrdkafkaPassThrough(settings_cls)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("database_url")
     @classmethod
@@ -102,7 +172,12 @@ def build_settings(**values: Any) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "settings"
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append(f"DEXNODE_{where.upper()}: {mask_urls_in(msg)}")
+            msg = mask_urls_in(err["msg"].removeprefix("Value error, "))
+            if not err["loc"]:
+                problems.append(msg)
+                continue
+            field = str(err["loc"][0])
+            # the variable and the flag: the value may have come from either
+            flag = "--kafka-option" if field == "librdkafka" else "--" + field.replace("_", "-")
+            problems.append(f"DEXNODE_{field.upper()} / {flag}: {msg}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -79,7 +78,7 @@ async def backfill(
         sink = await BackfillSink.connect(db.dsn, max_size=workers + 2)
         # Kafka (when configured) sees each chunk before Postgres commits it; confirmed blocks cannot be
         # orphaned, so no in-flight journal is needed
-        writer = with_kafka(settings, sink, os.environ, journal=False)
+        writer = with_kafka(settings, sink, journal=False)
         try:
             transport = RateLimitedTransport(max_rps, connections=workers * 2)
             async with RpcClient(
