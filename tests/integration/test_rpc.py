@@ -23,8 +23,8 @@ from indexer.chain.rpc import (
     RpcClient,
     RpcRetryableError,
 )
-from indexer.chain.trie import receipts_root
 from tests.rpc_replay import ETL, FIXTURES, Fault, ReplayServer
+from tests.trie import receipts_root
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("fixtures_dir")]  # fails without the fixtures
 

@@ -13,7 +13,7 @@ and how each object was checked):
   sha256 of nothing).
 
 The first tests prove the objects are what mainnet hashed and signed, with pyrlp, eth-hash and eth-keys
-(not ``indexer.chain.trie``): header hashes, transaction hashes, senders, the authority, a receipt bloom, the
+(not ``tests.trie``): header hashes, transaction hashes, senders, the authority, a receipt bloom, the
 blob base fee. The golden tests then run ``extract_block`` and compare every field of the records with the
 JSON parsed here (``int(x, 16)``, lower-case hex). Where a block is needed around a transaction, the
 synthetic parts are named where they are built; the fields under test are never synthetic.

@@ -20,8 +20,8 @@ from eth_hash.auto import keccak
 from core.errors import FatalError
 from decoders.transfers import TRANSFER_SINGLE_TOPIC, TRANSFER_TOPIC
 from indexer.chain.extract import ExtractedBlock, InconsistentBlockError, extract_block, extract_receipts_only
-from indexer.chain.trie import header_hash, receipts_root, withdrawals_root
 from records import Withdrawal
+from tests.trie import header_hash, receipts_root, withdrawals_root
 
 HELIOS = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mainnet-block-21925176-helios"
 

@@ -11,7 +11,7 @@ import rlp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from indexer.chain.trie import (
+from tests.trie import (
     EMPTY_TRIE_ROOT,
     Encoded,
     RlpItem,

@@ -1,9 +1,13 @@
 """RLP, Merkle-Patricia trie roots and header hashes: recompute what a block header commits to.
 
-Used to check that a node's answers are one consistent block (the receipts a node returns hash to
-the header's ``receiptsRoot``; the header fields hash to the block hash) before they are stored.
-Input is the JSON-RPC form (hex strings); only what the checks need is implemented: encoding, not
-decoding, and whole-trie roots built in one pass (no proofs, no updates).
+Tests use it as an oracle that shares no code with the indexer: the receipts a node returned (or a
+fixture recorded) hash to the header's ``receiptsRoot``, the header fields to the block hash. The
+indexer itself does not check roots before storing: ``receipts_root`` costs ~6 ms of CPU on a
+202-transaction mainnet block (2.8x extracting that block's records), against a backfill CPU
+budget of a few ms per block; its consistency checks (``indexer.chain.extract``) catch answers from
+mixed backends for the price of comparisons.
+Input is the JSON-RPC form (hex strings); only encoding, no decoding, and whole-trie roots built in
+one pass (no proofs, no updates).
 """
 
 from __future__ import annotations
