@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".dexnode"), description="embedded Postgres, devnet and state")
     max_reorg_depth: int = Field(default=64, ge=1, description="deeper reorgs stop the follower")
     rpc_batch_size: int = Field(default=100, ge=1, le=10_000, description="max requests per JSON-RPC batch")
-    chain: str = Field(default="ethereum", description="chain name, used as the Kafka topic prefix")
+    chain: str = Field(default="ethereum", description="chain name, the default Kafka topic prefix")
     uniswap_v2_factories: str | None = Field(
         default=None,
         description="v2 venues '0xFACTORY=label[:fee],...' (unset: mainnet Uniswap, Sushiswap, ...)",

@@ -21,7 +21,8 @@ class Sink(Protocol):
 
 
 class CompositeSink:
-    """Sinks in order: the first (Postgres) commits before the next sees the batch."""
+    """Sinks in order, each one's write done before the next sees the batch: a sink listed after
+    Postgres only sees committed batches (``sinks.kafka`` puts its head sink first, on purpose)."""
 
     def __init__(self, sinks: Sequence[Sink]) -> None:
         self.sinks = list(sinks)

@@ -218,10 +218,11 @@ class PostgresSink:
     async def _insert_rows(self, conn: asyncpg.Connection, batch: Batch, *, direct: bool = False) -> None:
         """Every table's rows: COPY into staging, then insert what is not stored yet.
 
-        ``direct``: COPY straight into the block-keyed tables, for a caller that has checked in this
-        transaction that none of the batch's blocks is stored (the backfill); a row stored meanwhile by
-        another writer then fails the transaction with a unique violation. Tokens and pools, shared
-        across blocks, always go through staging.
+        ``direct``: COPY straight into the block-keyed tables, for ``_write`` once it has checked in
+        this transaction that none of the batch's heights is stored (a new live block, a new backfill
+        chunk, a reorg's new branch); a row stored meanwhile by another writer then fails the
+        transaction with a unique violation. Tokens and pools, shared across blocks, always go through
+        staging.
         """
         await self._vacuum_staging(conn, batch)
         for writer in _WRITERS:

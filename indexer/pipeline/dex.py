@@ -129,7 +129,7 @@ WAIT_OUT_NODE = RetryPolicy(attempts=0, base_delay=0.5, max_delay=30.0)
 
 
 class DexEnricher:
-    """An ``indexer.pipeline.Enricher``: adds pools, tokens, trades and liquidity events to a batch.
+    """An ``indexer.pipeline.pipeline.Enricher``: adds pools, tokens, trades and liquidity events to a batch.
 
     ``retry``: how a batch whose enrichment failed is tried again; bounded, the last ``RetryableError``
     is raised to the caller; unbounded (the default) waits out a failing node for as long as it

@@ -2,8 +2,9 @@
 (trades, liquidity, pools, tokens) against Postgres, the ``dexnode consume`` command, and a backfill-like
 stream of confirmed batches.
 
-The DEX records here are built in the test (the follower does not decode DEX events yet): a chain of
-blocks, each with trades and liquidity events in two pools, one pool created in an indexed block.
+The DEX records here are built in the test, not decoded from a node, so each test knows exactly what
+the consumers must see: a chain of blocks, each with trades and liquidity events in two pools, one
+pool created in an indexed block.
 """
 
 from __future__ import annotations
