@@ -28,9 +28,11 @@ The split, and why the order is what it is (``with_kafka`` builds it):
    never knew it: the in-flight journal (``sinks.kafka_journal``) remembers its keys and the keys
    its reverts undid, and at start the head sink reverts the first and produces the second again
    from Postgres.
-3. ``ConfirmedPublisher`` runs after the Postgres commit. It publishes, from Postgres, every stored
-   block from its own cursor (``cursors`` row ``kafka.confirmed``) up to ``tip - confirmations``,
-   advancing the cursor after each delivered chunk: a restart continues without a gap (and may
+3. ``ConfirmedPublisher`` remembers each batch after the Postgres commit. When the follower says a
+   block is final (``Finalize``, ``tip - confirmations``), it publishes every block from its own
+   cursor (``cursors`` row ``kafka.confirmed``) up to it, from memory (from Postgres only what this
+   process never held: blocks stored before it started), advancing the cursor after each batch:
+   a restart continues without a gap (and may
    repeat the last chunk). A failed delivery there does not fail the batch (Postgres has
    committed); the next batch retries from the cursor. A Postgres failure there does: the batch is
    written again after its commit, like one whose COMMIT acknowledgement was lost.
@@ -51,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,11 +83,13 @@ from sinks.kafka_keys import (
     revert_messages,
 )
 from sinks.kafka_producer import KafkaProducer, KafkaUnavailable, shared_config
-from sinks.postgres import PostgresSink, reorg_is_applied
+from sinks.postgres import BlockRef, PostgresSink, reorg_is_applied
 from sinks.postgres_read import StoredChain
 
 log = logging.getLogger("dexnode.sink.kafka")
 
+_ENV_PREFIX = "DEXNODE_KAFKA_"
+_NOT_LIBRDKAFKA = {"BOOTSTRAP_SERVERS", "TOPIC_PREFIX"}  # dexnode's own DEXNODE_KAFKA_* settings
 _ENFORCED = {"enable.idempotence": True, "acks": "all"}
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "compression.type": "lz4",  # zstd packs ~15% tighter for ~35% more producer CPU (bench/kafka.py)
@@ -97,15 +101,30 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
+def kafka_config_from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """librdkafka settings from ``DEXNODE_KAFKA_*``: the rest of the name, lower case, ``_`` → ``.``
+    (``__`` → a literal ``_``). ``DEXNODE_KAFKA_SASL_MECHANISM=PLAIN`` → ``{"sasl.mechanism": "PLAIN"}``.
+    ``DEXNODE_KAFKA_BOOTSTRAP_SERVERS`` and ``DEXNODE_KAFKA_TOPIC_PREFIX`` are dexnode settings."""
+    config = {}
+    for name, value in environ.items():
+        if not name.startswith(_ENV_PREFIX):
+            continue
+        rest = name[len(_ENV_PREFIX) :]
+        if not rest or rest in _NOT_LIBRDKAFKA:
+            continue
+        config[rest.lower().replace("__", "\0").replace("_", ".").replace("\0", "_")] = value
+    return config
+
+
 @dataclass(frozen=True)
 class KafkaOptions:
     bootstrap_servers: str
     topic_prefix: str
     confirmations: int
-    extra: dict[str, str] = field(default_factory=dict)  # librdkafka settings (Settings.librdkafka)
+    extra: dict[str, str] = field(default_factory=dict)  # librdkafka settings from DEXNODE_KAFKA_*
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> KafkaOptions | None:
+    def from_settings(cls, settings: Settings, environ: Mapping[str, str]) -> KafkaOptions | None:
         """None when Kafka is off (``DEXNODE_KAFKA_BOOTSTRAP_SERVERS`` unset)."""
         if not settings.kafka_bootstrap_servers:
             return None
@@ -114,7 +133,7 @@ class KafkaOptions:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             topic_prefix=f"{settings.chain}." if prefix is None else prefix,
             confirmations=settings.confirmations,
-            extra=dict(settings.librdkafka),
+            extra=kafka_config_from_env(environ),
         )
 
     def producer_config(self) -> dict[str, Any]:
@@ -270,6 +289,7 @@ class KafkaHeadSink:
 def with_kafka(
     settings: Settings,
     postgres: PostgresSink,
+    environ: Mapping[str, str],
     *,
     journal: bool = True,
     history_on_head: bool = True,
@@ -279,7 +299,7 @@ def with_kafka(
     ``journal=False`` only for streams that write confirmed blocks (backfill): they cannot be orphaned.
     ``history_on_head=False``: such a stream's batches go to ``confirmed.*`` only, not to ``head.*``
     too (half the messages; ``head.*`` then starts where the follower started)."""
-    options = KafkaOptions.from_settings(settings)
+    options = KafkaOptions.from_settings(settings, environ)
     if options is None:
         return postgres
     return kafka_composite(options, postgres, journal=journal, history_on_head=history_on_head)
@@ -295,9 +315,13 @@ class KafkaPostgresSink(CompositeSink):
     COMMIT waits until every message is acknowledged. A failed delivery rolls the transaction back
     (the batch is retried whole), so Postgres still never holds a batch Kafka lacks."""
 
-    def __init__(self, head: KafkaHeadSink, postgres: PostgresSink, confirmed: Sink) -> None:
+    def __init__(self, head: KafkaHeadSink, postgres: PostgresSink, confirmed: ConfirmedPublisher) -> None:
         super().__init__([head, postgres, confirmed])
         self.head, self.postgres, self.confirmed = head, postgres, confirmed
+
+    async def finalize(self, block: BlockRef) -> None:
+        """The follower's ``Finalize``: ``confirmed.*`` up to ``block``, from the batches in memory."""
+        await self.confirmed.finalize(block)
 
     async def write(self, batch: Batch) -> None:
         delivered = await self.head.produce(batch)
@@ -312,7 +336,7 @@ class KafkaPostgresSink(CompositeSink):
 
 def kafka_composite(
     options: KafkaOptions, postgres: PostgresSink, *, journal: bool = True, history_on_head: bool = True
-) -> CompositeSink:
+) -> KafkaPostgresSink:
     producer = KafkaProducer(options.producer_config())
     topics = Topics(options.topic_prefix)
     stored = StoredChain(postgres.pool)

@@ -87,6 +87,16 @@ class Finalizing(Protocol):
 WRITE_RETRY = RetryPolicy(attempts=0, base_delay=0.4, max_delay=30.0)  # wait the database out, for ever
 
 
+# a lost database or broker connection: waited out, never a dropped batch
+TRANSIENT = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+    RetryableError,  # e.g. Kafka deliveries that failed: the whole batch is produced again
+)
+
+
 async def write_with_retry(sink: Sink, batch: Batch, *, retry: RetryPolicy = WRITE_RETRY) -> None:
     """Write until it succeeds: a lost database or broker connection is waited out, never a dropped batch.
 
@@ -99,18 +109,29 @@ async def write_with_retry(sink: Sink, batch: Batch, *, retry: RetryPolicy = WRI
             return
         except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
             raise FatalError(f"database refused batch at block {batch.first_number}: {exc}") from None
-        except (
-            OSError,
-            asyncpg.PostgresConnectionError,
-            asyncpg.InterfaceError,
-            TimeoutError,
-            RetryableError,  # e.g. Kafka deliveries that failed: the whole batch is produced again
-        ) as exc:
+        except TRANSIENT as exc:
             failures += 1
             if retry.exhausted(failures):
                 raise FatalError(f"database unavailable after {failures} attempts: {exc}") from None
             delay = retry.delay(failures, None)
             log.warning("writing block %s failed (%s); retrying in %.1fs", batch.first_number, exc, delay)
+            await asyncio.sleep(delay)
+
+
+async def finalize_with_retry(sink: Finalizing, block: BlockRef, *, retry: RetryPolicy = WRITE_RETRY) -> None:
+    """``sink.finalize`` until it succeeds (its cursor is in Postgres: a lost connection is waited out;
+    the records stay in the publisher's memory meanwhile)."""
+    failures = 0
+    while True:
+        try:
+            await sink.finalize(block)
+            return
+        except TRANSIENT as exc:
+            failures += 1
+            if retry.exhausted(failures):
+                raise FatalError(f"database unavailable after {failures} attempts: {exc}") from None
+            delay = retry.delay(failures, None)
+            log.warning("publishing final block %d failed (%s); retrying in %.1fs", block.number, exc, delay)
             await asyncio.sleep(delay)
 
 
@@ -178,7 +199,7 @@ async def _consume(
     async for event in follower.events():
         if isinstance(event, Finalized):
             if finalizing is not None:
-                await finalizing.finalize(event.block)
+                await finalize_with_retry(finalizing, event.block)
             if on_event is not None:
                 on_event(event)
             continue

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
 import statistics
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ import websockets
 
 from core.errors import DexnodeError, RetryableError
 from core.redact import mask_url, mask_urls_in
+from core.retry import RetryPolicy
 from indexer.chain.rpc import RpcClient
 
 log = logging.getLogger("dexnode.heads")
@@ -93,8 +93,8 @@ class HeadStream:
         self.ws_url = ws_url
         self.rpc = rpc
         self.silence_timeout = silence_timeout
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        # reconnecting: for ever, from 2 x backoff_base doubling up to backoff_max, jittered
+        self.reconnect_retry = RetryPolicy(attempts=0, base_delay=2 * backoff_base, max_delay=backoff_max)
         self.min_poll_interval = min_poll_interval
         self.max_poll_interval = max_poll_interval
         self.block_time: float | None = None  # measured on first need
@@ -200,8 +200,7 @@ class HeadStream:
                 raise
             except Exception as exc:  # any failure of the socket: log, back off, reconnect; never die
                 failures += 1
-                delay = min(self.backoff_max, self.backoff_base * 2 ** min(failures, 10))
-                delay *= 0.5 + random.random() / 2
+                delay = self.reconnect_retry.delay(failures, None)
                 log.warning(
                     "newHeads websocket %s: %s; reconnecting in %.1fs (polling meanwhile)",
                     mask_url(self.ws_url),

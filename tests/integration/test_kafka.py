@@ -75,7 +75,9 @@ async def following(
     rpc: RpcClient, anvil: str, writer: Sink, start: list[BlockRef] | None = None
 ) -> AsyncIterator[None]:
     heads = HeadStream(anvil.replace("http", "ws"), rpc, silence_timeout=5)
-    follower = Follower(rpc, heads, start=start or [], from_block=0, max_reorg_depth=10)
+    follower = Follower(
+        rpc, heads, start=start or [], from_block=0, max_reorg_depth=10, confirmations=CONFIRMATIONS
+    )
     task = asyncio.create_task(consume(follower, writer, quiet=True))
     try:
         yield
@@ -317,7 +319,12 @@ async def test_devnet_with_uniswap_activity_and_reorgs(
         async with RpcClient(devnet.rpc_http) as rpc:
             enrich = DexEnricher(rpc, postgres.pool, registry_from(v2, v3))
             follower = Follower(
-                rpc, HeadStream(devnet.rpc_ws, rpc), start=[], from_block=0, max_reorg_depth=10
+                rpc,
+                HeadStream(devnet.rpc_ws, rpc),
+                start=[],
+                from_block=0,
+                max_reorg_depth=10,
+                confirmations=CONFIRMATIONS,  # Finalize events publish confirmed.*
             )
             task = asyncio.create_task(consume(follower, writer, quiet=True, enrich=enrich))
             try:

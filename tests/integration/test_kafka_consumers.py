@@ -28,12 +28,12 @@ from protocols.base import Context
 from protocols.registry import default_registry
 from records import Block, DexLiquidity, DexTrade, Log, Pool, Reorg, Token, from_dict
 from records.batch import Batch
-from sinks.base import CompositeSink
 from sinks.kafka import KafkaOptions, kafka_composite
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.postgres import PostgresSink
 from sinks.postgres_read import StoredChain
 from tests.conftest import dexnode_bin
+from tests.finalizing import FinalizingWriter
 from tests.kafka_check import assert_kafka_is_postgres, net_records, read_all
 
 pytestmark = pytest.mark.integration
@@ -130,7 +130,9 @@ async def written(clean_db: DatabaseInfo, kafka: KafkaDev) -> AsyncIterator[str]
     batch (duplicates on Kafka), then 6'..8'. Yields the topic prefix."""
     prefix = f"d{uuid.uuid4().hex[:8]}."
     postgres = await PostgresSink.connect(clean_db.dsn)
-    writer: CompositeSink = kafka_composite(KafkaOptions(kafka.bootstrap, prefix, CONFIRMATIONS), postgres)
+    writer = FinalizingWriter(
+        kafka_composite(KafkaOptions(kafka.bootstrap, prefix, CONFIRMATIONS), postgres), CONFIRMATIONS
+    )
     try:
         genesis = block(0, "main", "0x" + "0" * 64)
         await writer.write(Batch("follow", [genesis], {Pool: [OLD_POOL], Token: TOKENS}))
@@ -276,7 +278,7 @@ async def test_a_reorg_deeper_than_confirmations_is_an_error_once_and_the_new_br
 ) -> None:
     prefix = f"r{uuid.uuid4().hex[:8]}."
     postgres = await PostgresSink.connect(clean_db.dsn)
-    writer = kafka_composite(KafkaOptions(kafka.bootstrap, prefix, 1), postgres)
+    writer = FinalizingWriter(kafka_composite(KafkaOptions(kafka.bootstrap, prefix, 1), postgres), 1)
     try:
         genesis = block(0, "main", "0x" + "0" * 64)
         await writer.write(Batch("follow", [genesis]))

@@ -47,6 +47,7 @@ from sinks.kafka import KafkaOptions, kafka_composite
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.postgres import PostgresSink
 from sinks.postgres_read import StoredChain
+from tests.finalizing import FinalizingWriter
 from tests.integration.test_kafka_consumers import OLD_POOL, TOKENS, block, chain
 from tests.kafka_check import read_all
 
@@ -264,8 +265,8 @@ async def test_a_confirmed_publisher_failure_after_the_commit_does_not_apply_the
     reorg = Reorg(5, main[4].blocks[0].hash, 1, (main[5].blocks[0].hash,),
                   tuple(b.blocks[0].hash for b in side[:2]), 1_700_000_000_000_000)  # fmt: skip
     first = Batch("follow", [genesis], {Pool: [OLD_POOL], Token: TOKENS})
-    writer = kafka_composite(
-        KafkaOptions(kafka.bootstrap, prefix, 2), await PostgresSink.connect(clean_db.dsn)
+    writer = FinalizingWriter(  # the publisher's failure is in finalize: the batch is written again
+        kafka_composite(KafkaOptions(kafka.bootstrap, prefix, 2), await PostgresSink.connect(clean_db.dsn)), 2
     )
     conn = await asyncpg.connect(clean_db.dsn)
     seq = f"fail_once_{uuid.uuid4().hex[:8]}"
