@@ -53,7 +53,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,8 +88,6 @@ from sinks.postgres_read import StoredChain
 
 log = logging.getLogger("dexnode.sink.kafka")
 
-_ENV_PREFIX = "DEXNODE_KAFKA_"
-_NOT_LIBRDKAFKA = {"BOOTSTRAP_SERVERS", "TOPIC_PREFIX"}  # dexnode's own DEXNODE_KAFKA_* settings
 _ENFORCED = {"enable.idempotence": True, "acks": "all"}
 PRODUCER_DEFAULTS: dict[str, Any] = {
     "compression.type": "lz4",  # zstd packs ~15% tighter for ~35% more producer CPU (bench/kafka.py)
@@ -101,30 +99,15 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 }
 
 
-def kafka_config_from_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """librdkafka settings from ``DEXNODE_KAFKA_*``: the rest of the name, lower case, ``_`` → ``.``
-    (``__`` → a literal ``_``). ``DEXNODE_KAFKA_SASL_MECHANISM=PLAIN`` → ``{"sasl.mechanism": "PLAIN"}``.
-    ``DEXNODE_KAFKA_BOOTSTRAP_SERVERS`` and ``DEXNODE_KAFKA_TOPIC_PREFIX`` are dexnode settings."""
-    config = {}
-    for name, value in environ.items():
-        if not name.startswith(_ENV_PREFIX):
-            continue
-        rest = name[len(_ENV_PREFIX) :]
-        if not rest or rest in _NOT_LIBRDKAFKA:
-            continue
-        config[rest.lower().replace("__", "\0").replace("_", ".").replace("\0", "_")] = value
-    return config
-
-
 @dataclass(frozen=True)
 class KafkaOptions:
     bootstrap_servers: str
     topic_prefix: str
     confirmations: int
-    extra: dict[str, str] = field(default_factory=dict)  # librdkafka settings from DEXNODE_KAFKA_*
+    extra: dict[str, str] = field(default_factory=dict)  # librdkafka settings (Settings.librdkafka)
 
     @classmethod
-    def from_settings(cls, settings: Settings, environ: Mapping[str, str]) -> KafkaOptions | None:
+    def from_settings(cls, settings: Settings) -> KafkaOptions | None:
         """None when Kafka is off (``DEXNODE_KAFKA_BOOTSTRAP_SERVERS`` unset)."""
         if not settings.kafka_bootstrap_servers:
             return None
@@ -133,7 +116,7 @@ class KafkaOptions:
             bootstrap_servers=settings.kafka_bootstrap_servers,
             topic_prefix=f"{settings.chain}." if prefix is None else prefix,
             confirmations=settings.confirmations,
-            extra=kafka_config_from_env(environ),
+            extra=dict(settings.librdkafka),
         )
 
     def producer_config(self) -> dict[str, Any]:
@@ -289,7 +272,6 @@ class KafkaHeadSink:
 def with_kafka(
     settings: Settings,
     postgres: PostgresSink,
-    environ: Mapping[str, str],
     *,
     journal: bool = True,
     history_on_head: bool = True,
@@ -299,7 +281,7 @@ def with_kafka(
     ``journal=False`` only for streams that write confirmed blocks (backfill): they cannot be orphaned.
     ``history_on_head=False``: such a stream's batches go to ``confirmed.*`` only, not to ``head.*``
     too (half the messages; ``head.*`` then starts where the follower started)."""
-    options = KafkaOptions.from_settings(settings, environ)
+    options = KafkaOptions.from_settings(settings)
     if options is None:
         return postgres
     return kafka_composite(options, postgres, journal=journal, history_on_head=history_on_head)
