@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from core.settings import build_settings
+from core.settings import build_settings, librdkafka_from_env
 from records import Block, Log, Pool, Reorg, Revert, Token, TokenTransfer, Transaction, to_json
 from records.batch import Batch
-from sinks.kafka import KafkaOptions, kafka_config_from_env
+from sinks.kafka import KafkaOptions
 from sinks.kafka_journal import InFlight, encode, last_complete
 from sinks.kafka_keys import BlockKeys, Topics, encode_record, keys_of_batch, message_key, restore_messages
 from sinks.kafka_read import NetState, Received, resolve_topic
@@ -129,7 +129,7 @@ def test_a_restore_brings_back_exactly_the_reverted_records_postgres_still_holds
     ]
 
 
-def test_librdkafka_settings_come_from_dexnode_kafka_variables() -> None:
+def test_librdkafka_settings_come_from_dexnode_kafka_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {
         "DEXNODE_KAFKA_BOOTSTRAP_SERVERS": "b:9092",
         "DEXNODE_KAFKA_TOPIC_PREFIX": "main.",
@@ -139,19 +139,26 @@ def test_librdkafka_settings_come_from_dexnode_kafka_variables() -> None:
         "DEXNODE_KAFKA_SSL_ENGINE__ID": "x",
         "DEXNODE_RPC_HTTP": "http://node",
     }
-    assert kafka_config_from_env(env) == {
+    librdkafka = {
         "sasl.mechanism": "PLAIN",
         "security.protocol": "SASL_SSL",
         "message.timeout.ms": "60000",
         "ssl.engine_id": "x",
     }
-    settings = build_settings(kafka_bootstrap_servers="b:9092", chain="base")
-    prefixed = build_settings(kafka_bootstrap_servers="b:9092", chain="base", kafka_topic_prefix="main.")
-    options = KafkaOptions.from_settings(prefixed, env)
-    assert options is not None and options.topic_prefix == "main."
-    default = KafkaOptions.from_settings(settings, {})
+    assert librdkafka_from_env(env) == librdkafka
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    from_env = build_settings()  # the way main() builds it: the variables reach Settings, and Kafka
+    options = KafkaOptions.from_settings(from_env)
+    assert options is not None and options.topic_prefix == "main." and options.extra == librdkafka
+    # a --kafka-option flag wins over the variable of the same name, the others stay
+    flagged = from_env.with_overrides(librdkafka={"sasl.mechanism": "SCRAM-SHA-512", "client.id": "me"})
+    assert flagged.librdkafka == {**librdkafka, "sasl.mechanism": "SCRAM-SHA-512", "client.id": "me"}
+    monkeypatch.delenv("DEXNODE_KAFKA_TOPIC_PREFIX")
+    default = KafkaOptions.from_settings(build_settings(chain="base"))
     assert default is not None and default.topic_prefix == "base."
-    assert KafkaOptions.from_settings(build_settings(kafka_bootstrap_servers=None), env) is None
+    monkeypatch.delenv("DEXNODE_KAFKA_BOOTSTRAP_SERVERS")
+    assert KafkaOptions.from_settings(build_settings()) is None
 
 
 def test_delivery_guarantees_cannot_be_configured_away() -> None:
