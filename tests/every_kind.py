@@ -25,8 +25,11 @@ NUMBER = 1_000
 BLOCK_HASH = "0x" + "b1" * 32
 PARENT_HASH = "0x" + "a0" * 32
 TX_HASH = "0x" + "7a" * 32
-TOKEN_A, TOKEN_B = "0x" + "0a" * 20, "0x" + "0b" * 20
-POOL = "0x" + "90" * 20
+# a token per field that names one, so the reader's every way to a token is needed to read it back;
+# the last one nothing in the block names: not read back with the block
+T = [f"0x{i:040x}" for i in range(1, 9)]
+POOL = "0x" + "90" * 20  # created in the block
+TRADED_POOL, LIQUIDITY_POOL = "0x" + "91" * 20, "0x" + "92" * 20  # created before the indexed chain
 FACTORY = "0x" + "fa" * 20
 SENDER = "0x" + "5e" * 20
 BIG = 2**255 + 12345  # a U256 no float or int64 holds
@@ -51,23 +54,28 @@ TRANSACTION = Transaction(
 )  # fmt: skip
 LOG = Log(NUMBER, BLOCK_HASH, TX_HASH, 0, 3, POOL, "0x" + "00" * 64, "0x" + "dd" * 32, None, None, None)
 TRANSFER = TokenTransfer(
-    token_address=TOKEN_A, from_address=SENDER, to_address=POOL, value=BIG, token_id=None,
+    token_address=T[0], from_address=SENDER, to_address=POOL, value=BIG, token_id=None,
     standard="erc20", operator=None, block_number=NUMBER, block_hash=BLOCK_HASH, transaction_hash=TX_HASH,
     transaction_index=0, log_index=3, batch_index=2,
 )  # fmt: skip
 TOKENS = (
-    Token(TOKEN_A, "AAA", "Token A", 18, "call"),
-    Token(TOKEN_B, None, None, None, "unknown", "execution reverted"),
+    Token(T[0], "AAA", "Token A", 18, "call"),
+    *(Token(t, f"T{i}", f"Token {i}", 6, "bytes32") for i, t in enumerate(T[1:-1], 1)),
+    Token(T[-1], None, None, None, "unknown", "execution reverted"),
 )
-POOL_RECORD = Pool(
-    address=POOL, protocol="uniswap", version="3", exchange="uniswap-v3", factory=FACTORY, token0=TOKEN_A,
-    token1=TOKEN_B, fee=3000, tick_spacing=60, created_block_number=NUMBER, created_block_hash=BLOCK_HASH,
-    created_transaction_hash=TX_HASH, created_log_index=1,
+POOLS = (
+    Pool(
+        address=POOL, protocol="uniswap", version="3", exchange="uniswap-v3", factory=FACTORY, token0=T[1],
+        token1=T[2], fee=3000, tick_spacing=60, created_block_number=NUMBER, created_block_hash=BLOCK_HASH,
+        created_transaction_hash=TX_HASH, created_log_index=1,
+    ),
+    Pool(TRADED_POOL, "uniswap", "2", "sushiswap", None, T[3], T[4], None, None, None, None, None, None),
+    Pool(LIQUIDITY_POOL, "unknown", "3", "unknown", None, T[5], T[6], 500, 10, None, None, None, None),
 )  # fmt: skip
 TRADE = DexTrade(
     block_number=NUMBER, block_time=1_700_000_000, block_hash=BLOCK_HASH, transaction_hash=TX_HASH,
     transaction_index=0, log_index=4, protocol="uniswap", version="3", exchange="uniswap-v3",
-    pool_address=POOL, taker=SENDER, maker=None, token_bought_address=TOKEN_A, token_sold_address=TOKEN_B,
+    pool_address=TRADED_POOL, taker=SENDER, maker=None, token_bought_address=T[3], token_sold_address=T[4],
     token_bought_symbol="AAA", token_sold_symbol=None, amount_bought_raw=BIG, amount_sold_raw=10,
     amount_bought=Decimal("57896044618658097711785492504343953926634992332820282019728.792003956564831234"),
     amount_sold=None, price=Decimal("0.000100"), tx_from=SENDER, tx_to=None,
@@ -75,7 +83,7 @@ TRADE = DexTrade(
 LIQUIDITY = DexLiquidity(
     block_number=NUMBER, block_time=1_700_000_000, block_hash=BLOCK_HASH, transaction_hash=TX_HASH,
     transaction_index=0, log_index=5, protocol="uniswap", version="3", exchange="uniswap-v3",
-    pool_address=POOL, event="mint", event_type="add", token0=TOKEN_A, token1=TOKEN_B, amount0_raw=BIG,
+    pool_address=LIQUIDITY_POOL, event="mint", event_type="add", token0=T[5], token1=T[6], amount0_raw=BIG,
     amount1_raw=0, amount0=Decimal("1.50"), amount1=None, owner=SENDER, sender=None, liquidity=2**128,
     tick_lower=-887220, tick_upper=887220,
 )  # fmt: skip
@@ -92,7 +100,7 @@ def every_kind_batch(stream: str = "test") -> Batch:
             Log: [LOG],
             TokenTransfer: [TRANSFER],
             Token: list(TOKENS),
-            Pool: [POOL_RECORD],
+            Pool: list(POOLS),
             DexTrade: [TRADE],
             DexLiquidity: [LIQUIDITY],
         },
@@ -105,8 +113,10 @@ EXPECTED_KEYS = {
     "transactions": [TX_HASH],
     "logs": [f"{BLOCK_HASH}:3"],
     "token_transfers": [f"{BLOCK_HASH}:3:2"],
-    "tokens": [TOKEN_A, TOKEN_B],
-    "pools": [POOL],
+    "tokens": T,
+    "pools": [POOL, TRADED_POOL, LIQUIDITY_POOL],
     "dex_trades": [f"{BLOCK_HASH}:4"],
     "dex_liquidity": [f"{BLOCK_HASH}:5"],
 }
+# what a reorg of the block reverts: not tokens, not the pools no indexed block created (Postgres keeps them)
+EXPECTED_REVERT_KEYS = {k: v for k, v in EXPECTED_KEYS.items() if k != "tokens"} | {"pools": [POOL]}

@@ -50,7 +50,7 @@ from protocols.registry import Registry, default_registry, resolution_counts
 from protocols.skips import Skip
 from protocols.uniswap.v2 import DEFAULT_V2_VENUES, V2Venue
 from protocols.uniswap.v3 import DEFAULT_V3_VENUES, V3Venue
-from records import DexLiquidity, DexTrade, Log, Pool, Reorg, Token, Transaction
+from records import Log, Pool, Record, Reorg, Token, Transaction
 from records.batch import Batch
 
 log = logging.getLogger("dexnode.dex")
@@ -199,16 +199,17 @@ class DexEnricher:
         decoded = self.registry.decode(events, self._context(batch))
         self.counts.update(decoded.counts)
         skips = created.counts + decoded.counts  # counted skips of creation events too
-        trades = [r for r in decoded.records if isinstance(r, DexTrade)]
-        liquidity = [r for r in decoded.records if isinstance(r, DexLiquidity)]
+        found: dict[type[Record], list[Record]] = {}  # per kind, whatever kinds the protocols emit
+        for record in decoded.records:
+            if not isinstance(record, Pool):  # pools come in through ``learned``, deduplicated
+                found.setdefault(type(record), []).append(record)
         skipped = dict(batch.skipped)
         for key, count in skips.items():
             if key != "records" and count:
                 skipped[f"dex.{key}"] = skipped.get(f"dex.{key}", 0) + count
         return batch.replacing(
             {
-                DexTrade: trades,
-                DexLiquidity: liquidity,
+                **found,
                 Pool: [*batch.of(Pool), *learned.new_pools],
                 Token: [*batch.of(Token), *learned.new_tokens],
             },

@@ -12,7 +12,7 @@ from records import Block, DexLiquidity, DexTrade, Log, Pool, Token, TokenTransf
 from records.batch import Batch
 from sinks.postgres import PostgresSink
 from sinks.postgres_read import StoredChain
-from tests.every_kind import BLOCK_HASH, EXPECTED_KEYS, NUMBER, PARENT_HASH, REORG, every_kind_batch
+from tests.every_kind import BLOCK_HASH, EXPECTED_REVERT_KEYS, NUMBER, PARENT_HASH, REORG, every_kind_batch
 
 pytestmark = pytest.mark.integration
 
@@ -27,10 +27,13 @@ async def test_every_kind_is_read_back_as_written_field_for_field(clean_db: Data
         await sink.write(written)  # stored: through staging, nothing twice
         back = await StoredChain(sink.pool).batch_between(NUMBER, NUMBER)
         for cls in ALL:
-            assert list(back.of(cls)) == list(written.of(cls)), cls.__name__  # dataclass ==: every field
+            want = list(written.of(cls))
+            if cls is Token:  # the block's records name all but the last one
+                want = want[:-1]
+            assert list(back.of(cls)) == want, cls.__name__  # dataclass ==: every field
         keys = await StoredChain(sink.pool).keys_above(NUMBER - 1)
         assert [(k.number, k.hash) for k in keys] == [(NUMBER, BLOCK_HASH)]
-        assert keys[0].keys == {kind: v for kind, v in EXPECTED_KEYS.items() if kind != "tokens"}
+        assert keys[0].keys == EXPECTED_REVERT_KEYS
     finally:
         await sink.close()
 
@@ -56,7 +59,8 @@ async def test_a_reorg_deletes_every_revertible_kind_and_keeps_tokens(
             cursor = await conn.fetchrow("SELECT block_number, block_hash FROM cursors WHERE stream = 'test'")
         finally:
             await conn.close()
-        assert counts == {t: 0 for t in counts if t != "tokens"} | {"tokens": 2}
+        # pools created before the indexed chain stay, as tokens do
+        assert counts == {t: 0 for t in counts} | {"pools": 2, "tokens": 8}
         assert [tuple(r.values()) for r in reorgs] == [(NUMBER - 1, PARENT_HASH, 1, [BLOCK_HASH], [])]
         assert tuple(cursor.values()) == (NUMBER - 1, PARENT_HASH)  # back to the ancestor
     finally:

@@ -216,7 +216,7 @@ async def test_a_reorg_forgets_what_was_learned_on_the_orphaned_block(server: Re
     async with client(server) as rpc:
         enrich = enricher(rpc, attempts=1)
         first = await enrich(batch(old, []), batch(old, [swap(old)]))
-        assert first.of(DexTrade) == [] and first.skipped["dex.skip.unknown_pool"] == 1
+        assert list(first.of(DexTrade)) == [] and first.skipped["dex.skip.unknown_pool"] == 1
         reorg = Reorg(99, h("a", 99), 1, (old.hash,), (new.hash,), 0)
         second = await enrich(batch(new, []), batch(new, [swap(new)], reorg))
     assert [p.address for p in second.of(Pool)] == [PAIR]
