@@ -56,7 +56,8 @@ def librdkafka_from_flags(options: list[str] | None) -> dict[str, str] | None:
     for option in options:
         name, eq, value = option.partition("=")
         if not eq or not name.strip():
-            raise ConfigError(f"--kafka-option must be NAME=VALUE, e.g. client.id=indexer (got {option!r})")
+            # the text is not echoed: it may be a password with a typo for '='
+            raise ConfigError("--kafka-option must be NAME=VALUE, e.g. client.id=indexer (one has no '=')")
         config[name.strip()] = value
     return config
 
