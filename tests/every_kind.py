@@ -72,6 +72,7 @@ POOLS = (
     Pool(TRADED_POOL, "uniswap", "2", "sushiswap", None, T[3], T[4], None, None, None, None, None, None),
     Pool(LIQUIDITY_POOL, "unknown", "3", "unknown", None, T[5], T[6], 500, 10, None, None, None, None),
 )  # fmt: skip
+POOL_RECORD = POOLS[0]  # the pool created in the block
 TRADE = DexTrade(
     block_number=NUMBER, block_time=1_700_000_000, block_hash=BLOCK_HASH, transaction_hash=TX_HASH,
     transaction_index=0, log_index=4, protocol="uniswap", version="3", exchange="uniswap-v3",
