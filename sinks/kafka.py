@@ -1,7 +1,7 @@
 """The Kafka sinks: ``head.*`` topics as blocks are indexed (with reverts), ``confirmed.*`` once deep.
 
-Topics, for ``prefix`` = ``DEXNODE_KAFKA_TOPIC_PREFIX`` (default ``<chain>.``) and each kind in
-``blocks transactions logs token_transfers dex_trades dex_liquidity pools tokens reorgs``:
+Topics, for ``prefix`` = ``DEXNODE_KAFKA_TOPIC_PREFIX`` (default ``<chain>.``) and each chain kind's name in
+``records.kinds`` (``blocks``, ``transactions``, ..., ``dex_liquidity``, ``reorgs``):
 
 - ``<prefix>head.<kind>``: records as soon as they are indexed. On a reorg, first a ``Revert``
   for every orphaned record (same topic, same key, so same partition, after the record), then
