@@ -20,72 +20,72 @@ T = TypeVar("T")
 # `dexnode:` line naming both; click's checks would print a usage box instead.
 DatabaseUrlOpt = Annotated[
     str | None,
-    typer.Option("--database-url", help="postgresql:// URL [env DEXNODE_DATABASE_URL]; unset = embedded"),
+    typer.Option("--database-url", help="postgresql:// URL (env DEXNODE_DATABASE_URL); unset = embedded"),
 ]
 DataDirOpt = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="data directory [env DEXNODE_DATA_DIR, default ./.dexnode]"),
+    typer.Option("--data-dir", help="data directory (env DEXNODE_DATA_DIR, default ./.dexnode)"),
 ]
 RpcHttpOpt = Annotated[
-    str | None, typer.Option("--rpc-http", help="node JSON-RPC over HTTP [env DEXNODE_RPC_HTTP]")
+    str | None, typer.Option("--rpc-http", help="node JSON-RPC over HTTP (env DEXNODE_RPC_HTTP)")
 ]
 RpcWsOpt = Annotated[
-    str | None, typer.Option("--rpc-ws", help="node websocket for newHeads [env DEXNODE_RPC_WS]")
+    str | None, typer.Option("--rpc-ws", help="node websocket for newHeads (env DEXNODE_RPC_WS)")
 ]
 RpcBatchSizeOpt = Annotated[
     int | None,
-    typer.Option("--rpc-batch-size", help="most calls per JSON-RPC batch [env DEXNODE_RPC_BATCH_SIZE, 100]"),
+    typer.Option("--rpc-batch-size", help="most calls per JSON-RPC batch (env DEXNODE_RPC_BATCH_SIZE, 100)"),
 ]
 ConfirmationsOpt = Annotated[
     int | None,
     typer.Option(
         "--confirmations",
-        help="blocks below the head before a block counts as confirmed [env DEXNODE_CONFIRMATIONS, 12]",
+        help="blocks below the head before a block counts as confirmed (env DEXNODE_CONFIRMATIONS, 12)",
     ),
 ]
 MaxReorgDepthOpt = Annotated[
     int | None,
     typer.Option(
         "--max-reorg-depth",
-        help="a deeper reorg stops the follower with an error [env DEXNODE_MAX_REORG_DEPTH, 64]",
+        help="a deeper reorg stops the follower with an error (env DEXNODE_MAX_REORG_DEPTH, 64)",
     ),
 ]
 ChainOpt = Annotated[
-    str | None, typer.Option("--chain", help="chain name, the default topic prefix [env DEXNODE_CHAIN]")
+    str | None, typer.Option("--chain", help="chain name, the default topic prefix (env DEXNODE_CHAIN)")
 ]
 KafkaBootstrapOpt = Annotated[
     str | None,
     typer.Option(
         "--kafka-bootstrap-servers",
         "--bootstrap-servers",
-        help="Kafka brokers; enables the Kafka sink [env DEXNODE_KAFKA_BOOTSTRAP_SERVERS]",
+        help="Kafka brokers; enables the Kafka sink (env DEXNODE_KAFKA_BOOTSTRAP_SERVERS)",
     ),
 ]
 KafkaTopicPrefixOpt = Annotated[
     str | None,
     typer.Option(
-        "--kafka-topic-prefix", help="Kafka topic prefix [env DEXNODE_KAFKA_TOPIC_PREFIX, '<chain>.']"
+        "--kafka-topic-prefix", help="Kafka topic prefix (env DEXNODE_KAFKA_TOPIC_PREFIX, '<chain>.')"
     ),
 ]
 KafkaOptionOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--kafka-option",
-        help="a librdkafka setting NAME=VALUE, repeatable [env DEXNODE_KAFKA_<NAME>, e.g."
-        " DEXNODE_KAFKA_SASL_MECHANISM]",
+        help="a librdkafka setting NAME=VALUE, repeatable (env DEXNODE_KAFKA_<NAME>, e.g."
+        " DEXNODE_KAFKA_SASL_MECHANISM)",
     ),
 ]
 V2FactoriesOpt = Annotated[
     str | None,
     typer.Option(
         "--uniswap-v2-factories",
-        help="v2 venues 0xFACTORY=label[:fee],... [env DEXNODE_UNISWAP_V2_FACTORIES]",
+        help="v2 venues 0xFACTORY=label[:fee],... (env DEXNODE_UNISWAP_V2_FACTORIES)",
     ),
 ]
 V3FactoriesOpt = Annotated[
     str | None,
     typer.Option(
-        "--uniswap-v3-factories", help="v3 venues 0xFACTORY=label,... [env DEXNODE_UNISWAP_V3_FACTORIES]"
+        "--uniswap-v3-factories", help="v3 venues 0xFACTORY=label,... (env DEXNODE_UNISWAP_V3_FACTORIES)"
     ),
 ]
 

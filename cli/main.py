@@ -51,7 +51,7 @@ def root(
     ctx: typer.Context,
     log_level: Annotated[
         str | None,
-        typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR [env DEXNODE_LOG_LEVEL, INFO]"),
+        typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR (env DEXNODE_LOG_LEVEL, INFO)"),
     ] = None,
 ) -> None:
     """Options for every command; the command's own settings follow its name."""
