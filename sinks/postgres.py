@@ -5,10 +5,11 @@ Per batch, in one transaction:
    kind's table (``records.kinds``: block-keyed tables, and pools created in those blocks), record
    the reorg in ``reorgs`` — unless it is already applied (``reorg_is_applied``: the same batch
    written again after its commit), so a replayed reorg batch changes nothing;
-2. per table with rows: binary COPY into a temporary staging table (created once per
-   connection), then one statement that moves the rows out of staging (``DELETE ... RETURNING``)
-   and inserts them ``ON CONFLICT (natural key) DO NOTHING``, so a replayed batch writes nothing
-   twice — or, when none of the batch's blocks is stored, binary COPY straight into the tables;
+2. per table with rows: COPY (text format for tables with NUMERIC columns, ``sinks.copy_text``;
+   binary for the others) into a temporary staging table (created once per connection), then one
+   statement that moves the rows out of staging (``DELETE ... RETURNING``) and inserts them
+   ``ON CONFLICT (natural key) DO NOTHING``, so a replayed batch writes nothing twice — or, when
+   none of the batch's blocks is stored, COPY straight into the tables;
 3. move the stream's cursor to the batch's last block.
 A crash at any point leaves either the whole batch or none of it.
 """
@@ -31,6 +32,7 @@ from records import Record, kinds, to_dict
 from records.batch import Batch
 from records.kinds import Kind
 from sinks import schema
+from sinks.copy_text import record_encoder
 
 log = logging.getLogger("dexnode.sink.postgres")
 
@@ -61,6 +63,8 @@ class _TableWriter:
     table: sa.Table
     columns: tuple[str, ...]
     to_row: Callable[[Any], tuple[Any, ...]]
+    # records → COPY text data (sinks.copy_text), for tables with NUMERIC columns; None: binary COPY
+    encode: Callable[[Sequence[Any]], bytes] | None
     stage: str
     insert_sql: str
     record: type[Record]
@@ -98,7 +102,11 @@ def _writer(kind: Kind[Any]) -> _TableWriter:
         f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM staged ON CONFLICT ({keys}) DO NOTHING'
     )
     direct = kind.block is not None and not table.c[kind.block].nullable
-    return _TableWriter(table, columns, to_row, stage, insert_sql, kind.record, direct)
+    # Text COPY where binary pays asyncpg's NUMERIC encoding (~2 µs a value); binary elsewhere, where it
+    # is the cheaper one (measured on the devnet's 85,929 logs: binary 0.25 CPU-s, text 0.43)
+    numeric = any(isinstance(table.c[c].type, sa.Numeric) for c in columns)
+    encode = record_encoder(table, columns, overrides) if numeric else None
+    return _TableWriter(table, columns, to_row, encode, stage, insert_sql, kind.record, direct)
 
 
 STAGING_TRUNCATE_ROWS = 100_000
@@ -229,11 +237,15 @@ class PostgresSink:
             rows: Sequence[Record] = batch.of(writer.record)
             if not rows:
                 continue
-            records = [writer.to_row(r) for r in rows]
-            if direct and writer.direct:
-                await conn.copy_records_to_table(writer.table.name, records=records, columns=writer.columns)
+            target = writer.table.name if direct and writer.direct else writer.stage
+            if writer.encode is not None:  # a memoryview: asyncpg takes bytes for a file name
+                data = memoryview(writer.encode(rows))
+                await conn.copy_to_table(target, source=data, columns=writer.columns, format="text")
+            else:
+                records = [writer.to_row(r) for r in rows]
+                await conn.copy_records_to_table(target, records=records, columns=writer.columns)
+            if target == writer.table.name:
                 continue
-            await conn.copy_records_to_table(writer.stage, records=records, columns=writer.columns)
             await conn.execute(writer.insert_sql)
 
     async def _checkpoint(self, conn: asyncpg.Connection, batch: Batch) -> None:
