@@ -6,8 +6,9 @@ Topics, for ``prefix`` = ``DEXNODE_KAFKA_TOPIC_PREFIX`` (default ``<chain>.``) a
 - ``<prefix>head.<kind>``: records as soon as they are indexed. On a reorg, first a ``Revert``
   for every orphaned record (same topic, same key, so same partition, after the record), then
   the ``Reorg`` record on ``head.reorgs``, then the new branch.
-- ``<prefix>confirmed.<kind>``: blocks deeper than ``DEXNODE_CONFIRMATIONS``, read back from
-  Postgres (the canonical chain), never reverted. No ``confirmed.reorgs``: nothing there is undone.
+- ``<prefix>confirmed.<kind>``: blocks deeper than ``DEXNODE_CONFIRMATIONS`` (the follower's
+  ``Finalize``), from the batches in memory (3. below), never reverted. No ``confirmed.reorgs``:
+  nothing there is undone.
 
 Messages: value = ``records.to_json(record)`` (``type``, ``version``, ``data``); key = the natural
 key (``sinks.kafka_keys``); a ``block_hash`` header on every message.
