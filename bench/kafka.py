@@ -53,13 +53,14 @@ from migrations import runner
 from records import DexLiquidity, DexTrade, Log, Pool, Token, TokenTransfer, Transaction
 from records.batch import Batch
 from sinks.base import Sink
-from sinks.kafka import KafkaHeadSink, KafkaOptions, kafka_composite
+from sinks.kafka import KafkaHeadSink, KafkaOptions, KafkaPostgresSink, kafka_composite
 from sinks.kafka_dev import start_kafka_dev
-from sinks.postgres import PostgresSink
+from sinks.postgres import BlockRef, PostgresSink
 from sinks.schema import metadata
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.80
+CONFIRMATIONS = 12  # DEXNODE_CONFIRMATIONS's default
 POSTGRES = "postgres"
 BOTH = "postgres + kafka"  # each record on head.* and confirmed.*
 CONFIRMED_ONLY = "postgres + kafka, history on confirmed only"  # with_kafka(history_on_head=False)
@@ -146,13 +147,15 @@ async def write_all(
     await empty(dsn)
     postgres = await PostgresSink.connect(dsn, max_size=workers + 2)
     writer: Sink = postgres
+    finalizing: KafkaPostgresSink | None = None
     if bootstrap is not None:
-        options = KafkaOptions(bootstrap, f"bench{uuid.uuid4().hex[:6]}.", 12)
+        options = KafkaOptions(bootstrap, f"bench{uuid.uuid4().hex[:6]}.", CONFIRMATIONS)
         composite = kafka_composite(options, postgres, journal=journal, history_on_head=history_on_head)
         head = composite.sinks[0]
         assert isinstance(head, KafkaHeadSink)
         await head.start(batches[0].stream)  # once per process (topics, journal): not the write path
         writer = composite
+        finalizing = composite if journal else None  # a follow stream: the core's Finalize events
     times: list[float] = []
     queue = list(reversed(batches))
 
@@ -161,6 +164,10 @@ async def write_all(
             batch = queue.pop()
             t0 = time.perf_counter()
             await writer.write(batch)
+            tip = batch.tip
+            if finalizing is not None and tip is not None and tip.number >= CONFIRMATIONS:
+                # what the follower's core emits after each block: confirmed.* from the batches in memory
+                await finalizing.finalize(BlockRef(tip.number - CONFIRMATIONS, tip.hash, ""))
             times.append(time.perf_counter() - t0)
 
     started = time.perf_counter()
