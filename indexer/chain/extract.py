@@ -22,7 +22,7 @@ transactions, ``to`` of a contract creation) are null.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from core.errors import FatalError, RetryableError
@@ -43,6 +43,30 @@ class ExtractedBlock:
     logs: tuple[Log, ...]
     token_transfers: tuple[TokenTransfer, ...]
     skipped_transfers: int
+
+
+# Records of the hot loop are built positionally, in field order; checked here once, so a field
+# added to or moved in a record fails at import instead of shifting every later column.
+_LOG_FIELDS = (
+    "block_number", "block_hash", "transaction_hash", "transaction_index", "log_index", "address", "data",
+    "topic0", "topic1", "topic2", "topic3",
+)  # fmt: skip
+_TRANSACTION_FIELDS = (
+    "hash", "block_number", "block_hash", "block_timestamp", "transaction_index", "nonce", "from_address",
+    "to_address", "value", "gas", "gas_price", "input", "max_fee_per_gas", "max_priority_fee_per_gas",
+    "max_fee_per_blob_gas", "blob_versioned_hashes", "type", "status", "root", "gas_used",
+    "cumulative_gas_used", "effective_gas_price", "contract_address", "blob_gas_used", "blob_gas_price",
+    "authorization_list",
+)  # fmt: skip
+if (
+    tuple(f.name for f in fields(Log)) != _LOG_FIELDS
+    or tuple(f.name for f in fields(Transaction)) != _TRANSACTION_FIELDS
+):
+    raise ImportError("records.Log or records.Transaction changed its fields: update extract.py")
+_new_log = Log
+_new_transaction = Transaction
+_NO_RECEIPT: Json = {}
+_MISSING_TOPICS = tuple((None,) * (4 - n) for n in range(5))  # topic0..3 absent after the n given
 
 
 def _opt(value: str | None) -> int | None:
@@ -126,42 +150,53 @@ def map_transaction(
     tx: Json, receipt: Json | None, block_number: int, block_hash: str, block_timestamp: int
 ) -> Transaction:
     """A full transaction object, joined with its receipt (``None``: receipt fields are null)."""
+    # Positional and inlined (no helper per field): this runs once per transaction in the backfill.
     get = tx.get
+    r = _NO_RECEIPT if receipt is None else receipt
+    rget = r.get
     to = get("to")
     blob_hashes = get("blobVersionedHashes")
-    if receipt is None:
-        r: Json = {}
-    else:
-        r = receipt
-    contract = r.get("contractAddress")
-    root = r.get("root")
-    return Transaction(
-        hash=tx["hash"].lower(),
-        block_number=block_number,
-        block_hash=block_hash,
-        block_timestamp=block_timestamp,
-        transaction_index=int(tx["transactionIndex"], 16),
-        nonce=int(tx["nonce"], 16),
-        from_address=tx["from"].lower(),
-        to_address=None if to is None else to.lower(),
-        value=int(tx["value"], 16),
-        gas=int(tx["gas"], 16),
-        gas_price=_opt(get("gasPrice")),
-        input=tx["input"],
-        max_fee_per_gas=_opt(get("maxFeePerGas")),
-        max_priority_fee_per_gas=_opt(get("maxPriorityFeePerGas")),
-        max_fee_per_blob_gas=_opt(get("maxFeePerBlobGas")),
-        blob_versioned_hashes=None if blob_hashes is None else tuple(h.lower() for h in blob_hashes),
-        type=_opt(get("type")),
-        status=_opt(r.get("status")),
-        root=None if root is None else root.lower(),
-        gas_used=_opt(r.get("gasUsed")),
-        cumulative_gas_used=_opt(r.get("cumulativeGasUsed")),
-        effective_gas_price=_opt(r.get("effectiveGasPrice")),
-        contract_address=None if contract is None else contract.lower(),
-        blob_gas_used=_opt(r.get("blobGasUsed")),
-        blob_gas_price=_opt(r.get("blobGasPrice")),
-        authorization_list=map_authorizations(get("authorizationList")),
+    gas_price = get("gasPrice")
+    max_fee = get("maxFeePerGas")
+    max_priority = get("maxPriorityFeePerGas")
+    max_blob_fee = get("maxFeePerBlobGas")
+    tx_type = get("type")
+    status = rget("status")
+    root = rget("root")
+    gas_used = rget("gasUsed")
+    cumulative = rget("cumulativeGasUsed")
+    effective = rget("effectiveGasPrice")
+    contract = rget("contractAddress")
+    blob_gas_used = rget("blobGasUsed")
+    blob_gas_price = rget("blobGasPrice")
+    authorizations = get("authorizationList")
+    return _new_transaction(
+        tx["hash"].lower(),
+        block_number,
+        block_hash,
+        block_timestamp,
+        int(tx["transactionIndex"], 16),
+        int(tx["nonce"], 16),
+        tx["from"].lower(),
+        None if to is None else to.lower(),
+        int(tx["value"], 16),
+        int(tx["gas"], 16),
+        None if gas_price is None else int(gas_price, 16),
+        tx["input"],
+        None if max_fee is None else int(max_fee, 16),
+        None if max_priority is None else int(max_priority, 16),
+        None if max_blob_fee is None else int(max_blob_fee, 16),
+        None if blob_hashes is None else tuple(h.lower() for h in blob_hashes),
+        None if tx_type is None else int(tx_type, 16),
+        None if status is None else int(status, 16),
+        None if root is None else root.lower(),
+        None if gas_used is None else int(gas_used, 16),
+        None if cumulative is None else int(cumulative, 16),
+        None if effective is None else int(effective, 16),
+        None if contract is None else contract.lower(),
+        None if blob_gas_used is None else int(blob_gas_used, 16),
+        None if blob_gas_price is None else int(blob_gas_price, 16),
+        None if authorizations is None else map_authorizations(authorizations),
     )
 
 
@@ -179,41 +214,47 @@ def _receipt_logs(
     tx_hash: str,
     block_number: int,
     block_hash: str,
+    number_hex: str,
     out: list[Log],
     last_log_index: int,
 ) -> int:
-    """Check one receipt against its block and transaction, append its logs; → last log index."""
+    """Check one receipt against its block and transaction, append its logs; → last log index.
+
+    ``number_hex`` is the block's number as the node wrote it: a field equal to it (or to the
+    lower-cased hash) as a string is equal as a value, so the int parse and the lower-casing are
+    only paid for the rare field written differently (this loop runs once per log)."""
     r_hash = receipt.get("blockHash")
-    if r_hash is None or r_hash.lower() != block_hash:
+    if r_hash is None or (r_hash != block_hash and r_hash.lower() != block_hash):
         raise InconsistentBlockError(
             f"block {block_number} {block_hash}: receipt {index} is from block {r_hash}"
         )
     r_number = receipt.get("blockNumber")
-    if r_number is not None and int(r_number, 16) != block_number:
+    if r_number is not None and r_number != number_hex and int(r_number, 16) != block_number:
         raise InconsistentBlockError(
             f"block {block_number} {block_hash}: receipt {index} says block number {r_number}"
         )
     r_tx = receipt.get("transactionHash")
-    if r_tx is None or r_tx.lower() != tx_hash:
+    if r_tx is None or (r_tx != tx_hash and r_tx.lower() != tx_hash):
         raise InconsistentBlockError(
             f"block {block_number} {block_hash}: receipt {index} is for tx {r_tx}, expected {tx_hash}"
         )
     append = out.append
     for lg in receipt["logs"]:
         log_index = int(lg["logIndex"], 16)
-        lg_hash = lg.get("blockHash")
-        lg_number = lg.get("blockNumber")
-        lg_tx = lg.get("transactionHash")
+        get = lg.get
+        lg_hash = get("blockHash")
+        lg_number = get("blockNumber")
+        lg_tx = get("transactionHash")
         if (
             log_index <= last_log_index
-            or (lg_hash is not None and lg_hash.lower() != block_hash)
-            or (lg_number is not None and int(lg_number, 16) != block_number)
-            or (lg_tx is not None and lg_tx.lower() != tx_hash)
-            or lg.get("removed")
+            or (lg_hash is not None and lg_hash != block_hash and lg_hash.lower() != block_hash)
+            or (lg_number is not None and lg_number != number_hex and int(lg_number, 16) != block_number)
+            or (lg_tx is not None and lg_tx != tx_hash and lg_tx.lower() != tx_hash)
+            or get("removed")
         ):
             raise InconsistentBlockError(
                 f"block {block_number} {block_hash}: log {log_index} of tx {tx_hash} is inconsistent "
-                f"(block {lg_hash} / {lg_number}, tx {lg_tx}, removed {lg.get('removed')}, "
+                f"(block {lg_hash} / {lg_number}, tx {lg_tx}, removed {get('removed')}, "
                 f"previous log index {last_log_index})"
             )
         last_log_index = log_index
@@ -222,18 +263,16 @@ def _receipt_logs(
         if n > 4:
             raise InconsistentBlockError(f"block {block_number}: log {log_index} has {n} topics")
         append(
-            Log(
-                block_number=block_number,
-                block_hash=block_hash,
-                transaction_hash=tx_hash,
-                transaction_index=index,
-                log_index=log_index,
-                address=lg["address"].lower(),
-                data=lg["data"],
-                topic0=topics[0].lower() if n > 0 else None,
-                topic1=topics[1].lower() if n > 1 else None,
-                topic2=topics[2].lower() if n > 2 else None,
-                topic3=topics[3].lower() if n > 3 else None,
+            _new_log(
+                block_number,
+                block_hash,
+                tx_hash,
+                index,
+                log_index,
+                lg["address"].lower(),
+                lg["data"],
+                *[t.lower() for t in topics],
+                *_MISSING_TOPICS[n],
             )
         )
     return last_log_index
@@ -272,15 +311,20 @@ def extract_block(block_json: Json, receipts: Sequence[Json]) -> ExtractedBlock:
     transactions: list[Transaction] = []
     logs: list[Log] = []
     last_log_index = -1
+    number_hex = block_json["number"]
     for i, (tx, receipt) in enumerate(zip(txs, receipts, strict=True)):
         tx_hash = tx["hash"].lower()
         tx_block = tx.get("blockHash")
-        if int(tx["transactionIndex"], 16) != i or (tx_block is not None and tx_block.lower() != block_hash):
+        if int(tx["transactionIndex"], 16) != i or (
+            tx_block is not None and tx_block != block_hash and tx_block.lower() != block_hash
+        ):
             raise InconsistentBlockError(
                 f"block {block_number} {block_hash}: transaction {i} ({tx_hash}) says index "
                 f"{tx['transactionIndex']} in block {tx_block}"
             )
-        last_log_index = _receipt_logs(receipt, i, tx_hash, block_number, block_hash, logs, last_log_index)
+        last_log_index = _receipt_logs(
+            receipt, i, tx_hash, block_number, block_hash, number_hex, logs, last_log_index
+        )
         transactions.append(map_transaction(tx, receipt, block_number, block_hash, timestamp))
     return _finish(block, tuple(transactions), logs)
 
@@ -299,5 +343,7 @@ def extract_receipts_only(header_json: Json, receipts: Sequence[Json]) -> Extrac
     last_log_index = -1
     for i, (tx, receipt) in enumerate(zip(txs, receipts, strict=True)):
         tx_hash = (tx if isinstance(tx, str) else tx["hash"]).lower()
-        last_log_index = _receipt_logs(receipt, i, tx_hash, block_number, block_hash, logs, last_log_index)
+        last_log_index = _receipt_logs(
+            receipt, i, tx_hash, block_number, block_hash, header_json["number"], logs, last_log_index
+        )
     return _finish(block, (), logs)
