@@ -3,21 +3,27 @@
 ``assert_kafka_is_postgres`` is the check a user would make: every ``head.*`` topic, read from the
 beginning with the reverts applied, holds exactly the records Postgres holds (record for record,
 every field); every ``confirmed.*`` topic holds exactly Postgres's blocks up to ``tip - confirmations``,
-and not one message from a block that is not canonical.
+and not one message from a block that is not canonical. It shares no code with the Kafka sinks: a bare
+consumer, the documented consumer rule and keys written here, Postgres rows read with plain SQL.
+(``read_all`` and ``net_records`` read through dexnode's own reader, for tests of that reader.)
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+import uuid
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 import asyncpg
+import orjson
 
 from indexer.chain.rpc import RpcClient
-from records import Reorg, from_dict
-from records.kinds import BATCH_KINDS
-from sinks.kafka_keys import CONFIRMED, HEAD, REORGS, Topics, message_key
+from records import from_dict
 from sinks.kafka_read import NetState, Received, read_topic
-from sinks.postgres_read import StoredChain
 from tests.chain_check import DEV0
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -69,47 +75,215 @@ def net_records(messages: list[Received]) -> dict[str, object]:
     return {m.key: from_dict(m.doc) for m in state.ordered()}
 
 
+# -- the oracle: Kafka against Postgres, sharing no code with the Kafka sinks ----------------------------
+#
+# Messages are read with a bare confluent-kafka consumer; the consumer rule (docs/kafka.md: the latest
+# record per key, a revert drops the key when the held record has the revert's block hash) is applied
+# here; expected records are Postgres rows read with plain SQL and keyed by the documented keys.
+
+# kind -> (table, SQL expression of the documented message key, the block column or None)
+_KINDS: dict[str, tuple[str, str, str | None]] = {
+    "blocks": ("blocks", "number::text", "number"),
+    "transactions": ("transactions", "hash", "block_number"),
+    "logs": ("logs", "block_hash || ':' || log_index", "block_number"),
+    "token_transfers": (
+        "token_transfers", "block_hash || ':' || log_index || ':' || batch_index", "block_number",
+    ),
+    "tokens": ("tokens", "address", None),
+    "pools": ("pools", "address", "created_block_number"),
+    "dex_trades": ("dex_trades", "block_hash || ':' || log_index", "block_number"),
+    "dex_liquidity": ("dex_liquidity", "block_hash || ':' || log_index", "block_number"),
+}  # fmt: skip
+_SERVER_SET = {"updated_at", "id", "detected_at"}  # columns the database fills, not the record
+# records of a confirmed block name pools and tokens: (kind, field) -> the kind named
+_NAMES = {
+    ("token_transfers", "token_address"): "tokens",
+    ("pools", "token0"): "tokens",
+    ("pools", "token1"): "tokens",
+    ("dex_trades", "pool_address"): "pools",
+    ("dex_trades", "token_bought_address"): "tokens",
+    ("dex_trades", "token_sold_address"): "tokens",
+    ("dex_liquidity", "pool_address"): "pools",
+    ("dex_liquidity", "token0"): "tokens",
+    ("dex_liquidity", "token1"): "tokens",
+}
+
+
+@dataclass(frozen=True)
+class RawMessage:
+    key: str
+    doc: dict[str, Any]
+    block_hash: str | None  # the header
+
+
+def raw_messages(bootstrap: str, topic: str) -> list[RawMessage]:
+    """Every message of ``topic``, partition by partition from the first offset to the high watermark."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"oracle-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        meta = consumer.list_topics(topic, timeout=20).topics.get(topic)
+        if meta is None or meta.error is not None:
+            return []
+        out: list[RawMessage] = []
+        for partition in sorted(meta.partitions):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=20)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, partition, low)])
+            offset = low
+            deadline = time.monotonic() + 60
+            while offset < high:
+                assert time.monotonic() < deadline, (
+                    f"{topic}[{partition}]: stuck at offset {offset} of {high}"
+                )
+                msg = consumer.poll(0.5)
+                if msg is None or msg.error() is not None:
+                    continue
+                headers = dict(msg.headers() or [])
+                block_hash = headers.get("block_hash")
+                out.append(
+                    RawMessage(
+                        (msg.key() or b"").decode(),
+                        orjson.loads(msg.value() or b"null"),
+                        block_hash.decode() if isinstance(block_hash, bytes) else block_hash,
+                    )
+                )
+                offset = (msg.offset() or 0) + 1
+        return out
+    finally:
+        consumer.close()
+
+
+def consumer_rule(messages: list[RawMessage]) -> tuple[dict[str, dict[str, Any]], int]:
+    """docs/kafka.md's rule: key -> the record's ``data`` held at the end, and how many reverts applied."""
+    held: dict[str, RawMessage] = {}
+    reverted = 0
+    for m in messages:
+        if m.doc["type"] == "revert":
+            current = held.get(m.key)
+            if current is not None and current.block_hash == m.doc["data"]["block_hash"]:
+                del held[m.key]
+                reverted += 1
+        else:
+            held[m.key] = m
+    return {k: m.doc["data"] for k, m in held.items()}, reverted
+
+
+def _same(stored: Any, sent: Any) -> bool:
+    """A Postgres value and its JSON form: big integers and exact decimals travel as decimal strings."""
+    if isinstance(stored, Decimal):
+        return isinstance(sent, (str, int)) and not isinstance(sent, bool) and Decimal(str(sent)) == stored
+    if isinstance(stored, str) and isinstance(sent, (list, dict)):  # a JSONB column
+        return bool(json.loads(stored) == sent)
+    return type(stored) is type(sent) and bool(stored == sent)
+
+
+def assert_record_is_row(where: str, row: dict[str, Any], sent: dict[str, Any]) -> None:
+    columns = {c for c in row if c not in _SERVER_SET}
+    assert set(sent) == columns, f"{where}: fields {sorted(set(sent) ^ columns)} differ from the table's"
+    wrong = {c: (row[c], sent[c]) for c in columns if not _same(row[c], sent[c])}
+    assert not wrong, f"{where}: (Postgres, Kafka) differ: {wrong}"
+
+
+async def _rows(
+    conn: asyncpg.Connection, kind: str, *, up_to: int | None = None
+) -> dict[str, dict[str, Any]]:
+    table, key, block = _KINDS[kind]
+    where = "" if up_to is None or block is None else f' WHERE "{block}" <= {int(up_to)}'
+    rows = await conn.fetch(f'SELECT {key} AS _key, * FROM "{table}"{where}')
+    return {r["_key"]: {c: v for c, v in r.items() if c != "_key"} for r in rows}
+
+
 async def assert_kafka_is_postgres(
     bootstrap: str, prefix: str, dsn: str, *, confirmations: int
 ) -> dict[str, int]:
-    """Compare every topic with Postgres; returns counts of what was compared (records, reverts)."""
-    topics = Topics(prefix)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    """Every ``head.*`` topic, with the consumer rule applied, holds exactly Postgres's rows (tokens: a
+    subset, since Postgres never deletes one); every ``confirmed.*`` topic holds exactly the records of
+    Postgres's blocks up to ``tip - confirmations`` (pools and tokens: the ones those records name, and
+    none created above), no revert and no record of a block that is not canonical; every reorg Postgres
+    recorded is on ``head.reorgs``. Returns counts of what was compared."""
+    conn = await asyncpg.connect(dsn)
     try:
-        stored = StoredChain(pool)
-        span = await stored.block_range()
-        assert span is not None, "nothing in Postgres"
-        everything = await stored.batch_between(span[0], span[1])
-        confirmed = await stored.batch_between(span[0], span[1] - confirmations)
-        canonical = {r["hash"] for r in await pool.fetch("SELECT hash FROM blocks")}
-        reorg_rows = await pool.fetch(
-            "SELECT common_ancestor_hash, orphaned_hashes, new_hashes FROM reorgs ORDER BY id"
+        tip = await conn.fetchval("SELECT max(number) FROM blocks")
+        assert tip is not None, "nothing in Postgres"
+        confirmed_tip = tip - confirmations
+        canonical = {r["hash"] for r in await conn.fetch("SELECT hash FROM blocks")}
+        stored = {kind: await _rows(conn, kind) for kind in _KINDS}
+        stored_confirmed = {kind: await _rows(conn, kind, up_to=confirmed_tip) for kind in _KINDS}
+        reorg_rows = await conn.fetch(
+            "SELECT common_ancestor_number, common_ancestor_hash, depth, orphaned_hashes, new_hashes"
+            " FROM reorgs ORDER BY id"
         )
     finally:
-        await pool.close()
-    counts = {"records": 0, "reverts": 0, "confirmed": 0}
-    for record_kind in BATCH_KINDS:
-        kind = record_kind.name
-        head_messages = read_all(bootstrap, topics.of(HEAD, kind))
-        counts["reverts"] += sum(m.is_revert for m in head_messages)
-        want = {message_key(r): r for r in everything.of(record_kind.record)}
-        got = net_records(head_messages)
-        if kind == "tokens":  # never deleted by Postgres, so never reverted: Kafka may not hold old ones
-            want = {k: v for k, v in want.items() if k in got}
-        assert got == want, f"{topics.of(HEAD, kind)} after reverts differs from Postgres"
-        counts["records"] += len(want)
+        await conn.close()
 
-        confirmed_messages = read_all(bootstrap, topics.of(CONFIRMED, kind))
-        assert not any(m.is_revert for m in confirmed_messages)
-        assert all(
-            m.block_hash in canonical for m in confirmed_messages if kind not in ("pools", "tokens")
-        ), f"{topics.of(CONFIRMED, kind)} holds a record of an orphaned block"
-        want_confirmed = {message_key(r): r for r in confirmed.of(record_kind.record)}
-        assert net_records(confirmed_messages) == want_confirmed, f"{topics.of(CONFIRMED, kind)} differs"
-        counts["confirmed"] += len(want_confirmed)
-    reorgs = [from_dict(m.doc) for m in read_all(bootstrap, topics.of(HEAD, REORGS)) if not m.is_revert]
-    seen = {(r.common_ancestor_hash, r.orphaned_hashes, r.new_hashes) for r in reorgs if isinstance(r, Reorg)}
+    counts = {"records": 0, "reverts": 0, "confirmed": 0}
+    for kind in _KINDS:
+        topic = f"{prefix}head.{kind}"
+        got, reverted = consumer_rule(raw_messages(bootstrap, topic))
+        counts["reverts"] += reverted
+        want = stored[kind]
+        if kind == "tokens":
+            assert set(got) <= set(want), (
+                f"{topic}: tokens Postgres does not hold: {sorted(set(got) - set(want))}"
+            )
+        else:
+            assert set(got) == set(want), (
+                f"{topic}: keys only on Kafka {sorted(set(got) - set(want))[:5]},"
+                f" only in Postgres {sorted(set(want) - set(got))[:5]}"
+            )
+        for key, data in got.items():
+            assert_record_is_row(f"{topic} {key}", want[key], data)
+        counts["records"] += len(got)
+
+    named: dict[str, set[str]] = {"pools": set(), "tokens": set()}
+    for kind in ("token_transfers", "pools", "dex_trades", "dex_liquidity"):
+        for row in stored_confirmed[kind].values():
+            if kind == "pools" and row["created_block_number"] is None:
+                continue  # a pool no block created is confirmed with the records that name it
+            for (source, field), target in _NAMES.items():
+                if source == kind:
+                    named[target].add(row[field])
+    for kind in _KINDS:
+        topic = f"{prefix}confirmed.{kind}"
+        messages = raw_messages(bootstrap, topic)
+        assert not any(m.doc["type"] == "revert" for m in messages), f"{topic} carries a revert"
+        if kind not in ("pools", "tokens"):
+            assert all(m.block_hash in canonical for m in messages), f"{topic}: a record of an orphaned block"
+        got, _ = consumer_rule(messages)
+        if kind in ("pools", "tokens"):
+            wanted = named[kind] & set(stored[kind])  # a transfer's token is read only if a pool trades it
+            assert wanted <= set(got), f"{topic}: misses {sorted(wanted - set(got))[:5]}"
+            assert set(got) <= set(stored[kind]), (
+                f"{topic}: not in Postgres: {sorted(set(got) - set(stored[kind]))}"
+            )
+            created_above = [
+                k for k in got if (stored[kind][k].get("created_block_number") or -1) > confirmed_tip
+            ]
+            assert not created_above, f"{topic}: pools created above the confirmed tip: {created_above}"
+            want = {k: stored[kind][k] for k in got}
+        else:
+            want = stored_confirmed[kind]
+            assert set(got) == set(want), (
+                f"{topic}: keys only on Kafka {sorted(set(got) - set(want))[:5]},"
+                f" only in Postgres {sorted(set(want) - set(got))[:5]}"
+            )
+        for key, data in got.items():
+            assert_record_is_row(f"{topic} {key}", want[key], data)
+        counts["confirmed"] += len(got)
+
+    sent = [
+        m.doc["data"] for m in raw_messages(bootstrap, f"{prefix}head.reorgs") if m.doc["type"] == "reorg"
+    ]
+    seen = {(d["common_ancestor_hash"], tuple(d["orphaned_hashes"]), tuple(d["new_hashes"])) for d in sent}
     for row in reorg_rows:
-        key = (row["common_ancestor_hash"], tuple(row["orphaned_hashes"]), tuple(row["new_hashes"]))
-        assert key in seen, f"reorg {key} in Postgres but not on {topics.of(HEAD, REORGS)}"
+        reorg = (row["common_ancestor_hash"], tuple(row["orphaned_hashes"]), tuple(row["new_hashes"]))
+        assert reorg in seen, f"reorg {reorg} in Postgres but not on {prefix}head.reorgs"
     return counts
