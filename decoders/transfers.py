@@ -225,6 +225,42 @@ def decode_transfer_batch(log_: Log) -> list[TokenTransfer]:
     ]
 
 
+def _erc20(log_: Log) -> TokenTransfer | None:
+    """The usual ERC-20 ``Transfer``, decoded with no helper call per field (most transfer logs are
+    these, so this is the backfill's hot path); None for any other shape or doubt, which
+    ``decode_transfer`` then decodes or rejects with its reason."""
+    t1, t2, data = log_.topic1, log_.topic2, log_.data
+    if (
+        log_.topic3 is not None
+        or t1 is None
+        or t2 is None
+        or len(data) != 2 + _WORD
+        or len(t1) != 66
+        or len(t2) != 66
+        or not t1.startswith(_ADDRESS_PAD)
+        or not t2.startswith(_ADDRESS_PAD)
+    ):
+        return None
+    try:
+        value = int(data[2:], 16)
+    except ValueError:
+        return None
+    return TokenTransfer(
+        token_address=log_.address,
+        from_address="0x" + t1[26:],
+        to_address="0x" + t2[26:],
+        value=value,
+        token_id=None,
+        standard="erc20",
+        operator=None,
+        block_number=log_.block_number,
+        block_hash=log_.block_hash,
+        transaction_hash=log_.transaction_hash,
+        transaction_index=log_.transaction_index,
+        log_index=log_.log_index,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class TransferDecoding:
     transfers: tuple[TokenTransfer, ...]
@@ -235,11 +271,13 @@ def decode_transfers(logs: Iterable[Log]) -> TransferDecoding:
     """All token transfers in ``logs`` (in log order, batch entries in array order), and the skips."""
     transfers: list[TokenTransfer] = []
     skipped: list[SkippedTransfer] = []
+    append = transfers.append
     for lg in logs:
         topic0 = lg.topic0
         try:
             if topic0 == TRANSFER_TOPIC:
-                transfers.append(decode_transfer(lg))
+                fast = _erc20(lg)
+                append(decode_transfer(lg) if fast is None else fast)
             elif topic0 == TRANSFER_SINGLE_TOPIC:
                 transfers.append(decode_transfer_single(lg))
             elif topic0 == TRANSFER_BATCH_TOPIC:
