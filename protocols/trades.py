@@ -1,9 +1,10 @@
 """Building ``DexTrade`` and ``DexLiquidity`` records from decoded amounts: exact amounts, price, sides.
 
-Exact amounts: ``raw / 10**decimals`` as a ``Decimal``, computed with ``scaleb`` in a context of 80
-digits. The default context (28 digits) would round amounts above 10**28 raw units (10**10 tokens of
-an 18-decimal token, not rare among large-supply tokens), so it must not be used; 80 digits hold any
-uint256/int256 (78 digits), so the result is never rounded. The exponent is ``-decimals``
+Exact amounts: ``raw / 10**decimals`` as a ``Decimal``, computed as ``raw × 10**-decimals`` (one
+cached ``Decimal`` per decimals value) in a context of 80 digits. The default context (28 digits)
+would round amounts above 10**28 raw units (10**10 tokens of an 18-decimal token, not rare among
+large-supply tokens), so it must not be used; 80 digits hold any uint256/int256 (78 digits), so the
+result is never rounded. The exponent is ``-decimals``
 (``1.000000`` for 10**6 raw USDC units).
 
 Price: ``amount_sold / amount_bought`` in human units (how many sold tokens one bought token cost),
@@ -78,13 +79,31 @@ def slot_filler(cls: type[Any]) -> Callable[..., Any]:
 
 
 _dex_trade: Callable[..., DexTrade] = slot_filler(DexTrade)
+_dex_liquidity: Callable[..., DexLiquidity] = slot_filler(DexLiquidity)
+
+
+class _Scales(dict[int, Decimal]):
+    """decimals → ``Decimal`` 10**-decimals (``1E-18``), made on first use.
+
+    ``raw × scale`` in the 80-digit context keeps raw's digits and takes the exponent ``-decimals``:
+    the same ``Decimal`` as ``Decimal(raw).scaleb(-decimals)``, digits and exponent alike, without the
+    keyword-argument parsing that made ``scaleb`` a tenth of the swap → DexTrade path's Decimal work.
+    """
+
+    def __missing__(self, decimals: int) -> Decimal:
+        scale = self[decimals] = Decimal(1).scaleb(-decimals, _EXACT)
+        return scale
+
+
+_SCALES: Final = _Scales()
+_multiply = _EXACT.multiply
 
 
 def exact_amount(raw: int, decimals: int | None) -> Decimal | None:
     """``raw / 10**decimals``, exact; None when decimals are unknown."""
     if decimals is None:
         return None
-    return Decimal(raw).scaleb(-decimals, _EXACT)
+    return _multiply(Decimal(raw), _SCALES[decimals])
 
 
 def price_of(amount_sold: Decimal | None, amount_bought: Decimal | None) -> Decimal | None:
@@ -106,18 +125,21 @@ def trade(
     sold_raw: int,
 ) -> DexTrade:
     """A ``DexTrade`` with the sides the protocol decided; symbols, exact amounts and price added here."""
-    tokens = ctx.tokens
+    tokens, scales = ctx.tokens, _SCALES
     sold_token, bought_token = tokens.get(sold), tokens.get(bought)
-    if sold_token is None:
-        sold_symbol = sold_decimals = None
-    else:
-        sold_symbol, sold_decimals = sold_token.symbol, sold_token.decimals
-    if bought_token is None:
-        bought_symbol = bought_decimals = None
-    else:
-        bought_symbol, bought_decimals = bought_token.symbol, bought_token.decimals
-    amount_sold = None if sold_decimals is None else Decimal(sold_raw).scaleb(-sold_decimals, _EXACT)
-    amount_bought = None if bought_decimals is None else Decimal(bought_raw).scaleb(-bought_decimals, _EXACT)
+    # exact_amount inlined: one call less per amount on the hottest path
+    sold_symbol: str | None = None
+    amount_sold: Decimal | None = None
+    if sold_token is not None:
+        sold_symbol, decimals = sold_token.symbol, sold_token.decimals
+        if decimals is not None:
+            amount_sold = _multiply(Decimal(sold_raw), scales[decimals])
+    bought_symbol: str | None = None
+    amount_bought: Decimal | None = None
+    if bought_token is not None:
+        bought_symbol, decimals = bought_token.symbol, bought_token.decimals
+        if decimals is not None:
+            amount_bought = _multiply(Decimal(bought_raw), scales[decimals])
     price = (
         _PRICE.divide(amount_sold, amount_bought)
         if amount_sold is not None and amount_bought  # None or zero → no price
@@ -168,28 +190,28 @@ def liquidity(
 ) -> DexLiquidity:
     """A ``DexLiquidity`` for a pool's mint/burn/collect (``event_type`` add/remove)."""
     token0, token1 = ctx.tokens.get(pool.token0), ctx.tokens.get(pool.token1)
-    return DexLiquidity(
-        block_number=log.block_number,
-        block_time=ctx.block_times[log.block_hash],
-        block_hash=log.block_hash,
-        transaction_hash=log.transaction_hash,
-        transaction_index=log.transaction_index,
-        log_index=log.log_index,
-        protocol=pool.protocol,
-        version=pool.version,
-        exchange=pool.exchange,
-        pool_address=pool.address,
-        event=event,
-        event_type=event_type,
-        token0=pool.token0,
-        token1=pool.token1,
-        amount0_raw=amount0,
-        amount1_raw=amount1,
-        amount0=exact_amount(amount0, token0.decimals if token0 is not None else None),
-        amount1=exact_amount(amount1, token1.decimals if token1 is not None else None),
-        owner=owner,
-        sender=sender,
-        liquidity=liquidity,
-        tick_lower=tick_lower,
-        tick_upper=tick_upper,
+    return _dex_liquidity(  # positional, in DexLiquidity's field order
+        log.block_number,
+        ctx.block_times[log.block_hash],
+        log.block_hash,
+        log.transaction_hash,
+        log.transaction_index,
+        log.log_index,
+        pool.protocol,
+        pool.version,
+        pool.exchange,
+        pool.address,
+        event,
+        event_type,
+        pool.token0,
+        pool.token1,
+        amount0,
+        amount1,
+        exact_amount(amount0, token0.decimals if token0 is not None else None),
+        exact_amount(amount1, token1.decimals if token1 is not None else None),
+        owner,
+        sender,
+        liquidity,
+        tick_lower,
+        tick_upper,
     )
