@@ -23,7 +23,7 @@ import orjson
 
 from indexer.chain.rpc import RpcClient
 from records import from_dict
-from sinks.kafka_read import NetState, Received, read_topic
+from sinks.kafka_read import Received, read_topic
 from tests.chain_check import DEV0
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -69,10 +69,9 @@ def read_all(bootstrap: str, topic: str) -> list[Received]:
 
 
 def net_records(messages: list[Received]) -> dict[str, object]:
-    state = NetState()
-    for m in messages:
-        state.apply(m)
-    return {m.key: from_dict(m.doc) for m in state.ordered()}
+    """Key -> record held after docs/kafka.md's consumer rule (written here, not dexnode's ``NetState``)."""
+    held, _ = _held([RawMessage(m.key, m.doc, m.block_hash) for m in messages])
+    return {key: from_dict(m.doc) for key, m in held.items()}
 
 
 # -- the oracle: Kafka against Postgres, sharing no code with the Kafka sinks ----------------------------
@@ -161,8 +160,9 @@ def raw_messages(bootstrap: str, topic: str) -> list[RawMessage]:
         consumer.close()
 
 
-def consumer_rule(messages: list[RawMessage]) -> tuple[dict[str, dict[str, Any]], int]:
-    """docs/kafka.md's rule: key -> the record's ``data`` held at the end, and how many reverts applied."""
+def _held(messages: list[RawMessage]) -> tuple[dict[str, RawMessage], int]:
+    """docs/kafka.md's consumer rule: the latest record per key; a revert drops the key when the record
+    held has the revert's block hash. → the messages held at the end, and how many reverts applied."""
     held: dict[str, RawMessage] = {}
     reverted = 0
     for m in messages:
@@ -173,6 +173,12 @@ def consumer_rule(messages: list[RawMessage]) -> tuple[dict[str, dict[str, Any]]
                 reverted += 1
         else:
             held[m.key] = m
+    return held, reverted
+
+
+def consumer_rule(messages: list[RawMessage]) -> tuple[dict[str, dict[str, Any]], int]:
+    """Key -> the ``data`` of the record held after the consumer rule, and how many reverts applied."""
+    held, reverted = _held(messages)
     return {k: m.doc["data"] for k, m in held.items()}, reverted
 
 
