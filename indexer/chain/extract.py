@@ -271,7 +271,7 @@ def _receipt_logs(
                 log_index,
                 lg["address"].lower(),
                 lg["data"],
-                *[t.lower() for t in topics],
+                *map(str.lower, topics),  # map: no frame per log, as a comprehension has (3.11)
                 *_MISSING_TOPICS[n],
             )
         )
