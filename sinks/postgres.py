@@ -17,7 +17,7 @@ A crash at any point leaves either the whole batch or none of it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -110,6 +110,15 @@ def _writer(kind: Kind[Any]) -> _TableWriter:
 
 
 STAGING_TRUNCATE_ROWS = 100_000
+COPY_SLICE_ROWS = 1_000
+
+
+async def _text_slices(encode: Callable[[Sequence[Any]], bytes], rows: Sequence[Any]) -> AsyncIterator[bytes]:
+    """A table's COPY text data a slice of rows at a time: encoded whole, a budget-sized chunk of
+    mainnet transactions would be held twice more as text (+25 MB peak RSS measured at --workers 1)."""
+    for start in range(0, len(rows), COPY_SLICE_ROWS):
+        yield encode(rows[start : start + COPY_SLICE_ROWS])
+
 
 # one per kind a batch carries, in the registry's order
 _WRITERS: tuple[_TableWriter, ...] = tuple(_writer(k) for k in kinds.BATCH_KINDS)
@@ -238,8 +247,8 @@ class PostgresSink:
             if not rows:
                 continue
             target = writer.table.name if direct and writer.direct else writer.stage
-            if writer.encode is not None:  # a memoryview: asyncpg takes bytes for a file name
-                data = memoryview(writer.encode(rows))
+            if writer.encode is not None:
+                data = _text_slices(writer.encode, rows)
                 await conn.copy_to_table(target, source=data, columns=writer.columns, format="text")
             else:
                 records = [writer.to_row(r) for r in rows]
