@@ -29,7 +29,7 @@ PRUNE_HISTORY = 2048
 
 
 def repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
+    return Path(__file__).resolve().parents[1]
 
 
 def find_node_modules() -> Path:
