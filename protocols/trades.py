@@ -85,9 +85,10 @@ _dex_liquidity: Callable[..., DexLiquidity] = slot_filler(DexLiquidity)
 class _Scales(dict[int, Decimal]):
     """decimals → ``Decimal`` 10**-decimals (``1E-18``), made on first use.
 
-    ``raw × scale`` in the 80-digit context keeps raw's digits and takes the exponent ``-decimals``:
-    the same ``Decimal`` as ``Decimal(raw).scaleb(-decimals)``, digits and exponent alike, without the
-    keyword-argument parsing that made ``scaleb`` a tenth of the swap → DexTrade path's Decimal work.
+    ``_EXACT.multiply(raw, scale)`` keeps raw's digits and takes the exponent ``-decimals``: the same
+    ``Decimal`` as ``Decimal(raw).scaleb(-decimals)``, digits and exponent alike. It is cheaper: a
+    context method converts an ``int`` operand exactly itself (no ``Decimal(raw)`` object built
+    through the constructor's argument parsing), and ``scaleb`` parsed keyword arguments on every call.
     """
 
     def __missing__(self, decimals: int) -> Decimal:
@@ -103,7 +104,7 @@ def exact_amount(raw: int, decimals: int | None) -> Decimal | None:
     """``raw / 10**decimals``, exact; None when decimals are unknown."""
     if decimals is None:
         return None
-    return _multiply(Decimal(raw), _SCALES[decimals])
+    return _multiply(raw, _SCALES[decimals])
 
 
 def price_of(amount_sold: Decimal | None, amount_bought: Decimal | None) -> Decimal | None:
@@ -133,13 +134,13 @@ def trade(
     if sold_token is not None:
         sold_symbol, decimals = sold_token.symbol, sold_token.decimals
         if decimals is not None:
-            amount_sold = _multiply(Decimal(sold_raw), scales[decimals])
+            amount_sold = _multiply(sold_raw, scales[decimals])
     bought_symbol: str | None = None
     amount_bought: Decimal | None = None
     if bought_token is not None:
         bought_symbol, decimals = bought_token.symbol, bought_token.decimals
         if decimals is not None:
-            amount_bought = _multiply(Decimal(bought_raw), scales[decimals])
+            amount_bought = _multiply(bought_raw, scales[decimals])
     price = (
         _PRICE.divide(amount_sold, amount_bought)
         if amount_sold is not None and amount_bought  # None or zero → no price
