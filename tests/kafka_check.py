@@ -10,6 +10,7 @@ consumer, the documented consumer rule and keys written here, Postgres rows read
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,8 +24,25 @@ import orjson
 
 from indexer.chain.rpc import RpcClient
 from records import from_dict
+from sinks.kafka_confirmed import CONFIRMED_CURSOR
 from sinks.kafka_read import Received, read_topic
 from tests.chain_check import DEV0
+
+
+async def wait_for_confirmed(dsn: str, number: int, timeout: float = 60) -> None:
+    """Until the confirmed publisher's cursor reached ``number``: its Finalize event is handled after
+    the block's write, so a test that stops the follower as soon as the tip is stored can stop it before
+    ``confirmed.*`` caught up."""
+    deadline = time.monotonic() + timeout
+    conn = await asyncpg.connect(dsn)
+    try:
+        query = "SELECT block_number FROM cursors WHERE stream = $1"
+        while (await conn.fetchval(query, CONFIRMED_CURSOR) or -1) < number:
+            assert time.monotonic() < deadline, f"confirmed.* never reached block {number}"
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
 
 TRANSFER_TOPIC = "ddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 # runtime: mem[0] = calldata[0:32]; LOG3(0, 32, Transfer, caller, calldata[32:64]); STOP

@@ -40,7 +40,12 @@ from sinks.postgres import BlockRef, PostgresSink
 from sinks.postgres_read import StoredChain
 from tests.chain_check import assert_db_is_canonical, mine, reorg, send_transfers, wait_for_tip
 from tests.conftest import dexnode_bin
-from tests.kafka_check import assert_kafka_is_postgres, deploy_transfer_emitter, send_token_transfers
+from tests.kafka_check import (
+    assert_kafka_is_postgres,
+    deploy_transfer_emitter,
+    send_token_transfers,
+    wait_for_confirmed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +117,7 @@ async def test_head_with_reverts_and_confirmed_equal_postgres_across_reorgs(
             await reorg(rpc, 2, 1, salt=4)
             await activity(rpc, emitter, 4, salt=5)  # the reorged branch grows, then goes deep
             await wait_for_tip(clean_db.dsn, rpc)
+            await wait_for_confirmed(clean_db.dsn, await rpc.block_number() - CONFIRMATIONS)
     finally:
         await writer.close()
     await assert_db_is_canonical(clean_db.dsn, rpc, 0)
@@ -161,6 +167,7 @@ async def test_a_batch_on_kafka_but_not_in_postgres_and_then_orphaned_is_reverte
     try:
         async with following(rpc, anvil, restarted, start=await start_chain(postgres, 11)):
             await wait_for_tip(clean_db.dsn, rpc)
+            await wait_for_confirmed(clean_db.dsn, await rpc.block_number() - CONFIRMATIONS)
     finally:
         await restarted.close()
         await writer.sinks[0].close()
@@ -195,6 +202,7 @@ async def test_the_node_waits_while_the_broker_does_not_answer_and_loses_nothing
             await reorg(rpc, 2, 2, salt=3)
             await activity(rpc, emitter, 3, salt=4)
             await wait_for_tip(clean_db.dsn, rpc, timeout=90)
+            await wait_for_confirmed(clean_db.dsn, await rpc.block_number() - CONFIRMATIONS)
     finally:
         await writer.close()
     assert before is not None and during is not None
@@ -263,6 +271,7 @@ async def test_sigkill_mid_stream_and_restart_lose_nothing(
     node = await _start_node(env, log)
     try:
         await wait_for_tip(clean_db.dsn, rpc, timeout=120)
+        await wait_for_confirmed(clean_db.dsn, await rpc.block_number() - CONFIRMATIONS)
     finally:
         node.terminate()
         assert await asyncio.wait_for(node.wait(), 30) in (0, 143, -signal.SIGTERM)
@@ -333,6 +342,7 @@ async def test_devnet_with_uniswap_activity_and_reorgs(
                     await asyncio.to_thread(devnet.reorg, depth)
                     await asyncio.to_thread(devnet.activity, 2)
                     await wait_for_tip(clean_db.dsn, rpc, timeout=60)
+                await wait_for_confirmed(clean_db.dsn, await rpc.block_number() - CONFIRMATIONS)
                 assert not task.done(), f"the follower died: {task.exception()!r}"
             finally:
                 task.cancel()

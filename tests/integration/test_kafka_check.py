@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -20,11 +19,15 @@ from indexer.pipeline.pipeline import consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
 from sinks.kafka import KafkaOptions, kafka_composite
-from sinks.kafka_confirmed import CONFIRMED_CURSOR
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.postgres import PostgresSink
 from tests.chain_check import mine, reorg, send_transfers, wait_for_tip
-from tests.kafka_check import assert_kafka_is_postgres, deploy_transfer_emitter, send_token_transfers
+from tests.kafka_check import (
+    assert_kafka_is_postgres,
+    deploy_transfer_emitter,
+    send_token_transfers,
+    wait_for_confirmed,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -42,19 +45,6 @@ async def rpc(anvil: str) -> AsyncIterator[RpcClient]:
     async with RpcClient(anvil) as client:
         await client.call("evm_setAutomine", [False])
         yield client
-
-
-async def wait_for_confirmed(dsn: str, number: int, timeout: float = 60) -> None:
-    """Until the confirmed publisher's cursor reached ``number`` (its Finalize comes after the block)."""
-    deadline = time.monotonic() + timeout
-    conn = await asyncpg.connect(dsn)
-    try:
-        query = "SELECT block_number FROM cursors WHERE stream = $1"
-        while (await conn.fetchval(query, CONFIRMED_CURSOR) or -1) < number:
-            assert time.monotonic() < deadline, f"confirmed.* never reached block {number}"
-            await asyncio.sleep(0.1)
-    finally:
-        await conn.close()
 
 
 @contextlib.asynccontextmanager
