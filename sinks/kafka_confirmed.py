@@ -141,14 +141,10 @@ class ConfirmedPublisher:
         self._cursor = BlockRef(ancestor, ancestor_hash, "")
 
     async def _publish_up_to(self, target: int) -> None:
-        cursor = await self._load_cursor()
-        if cursor is None:
-            stored = await self.stored.block_range()
-            if stored is None:
-                return
-            start, previous = stored[0], None
-        else:
-            start, previous = cursor.number + 1, cursor.hash
+        after = await self._first_unpublished(await self._load_cursor())
+        if after is None:
+            return
+        start, previous = after
         while start <= target:
             ready = self._pending.get(start)
             if ready is not None and self._is_next(ready, start, target, previous):
@@ -172,19 +168,24 @@ class ConfirmedPublisher:
         for first in [f for f in self._pending if f < start]:  # below the cursor: nothing left to do
             del self._pending[first]
 
+    async def _first_unpublished(self, cursor: BlockRef | None) -> tuple[int, str | None] | None:
+        """(first block not on ``confirmed.*`` yet, hash it must follow): after the cursor, or the first
+        stored block when nothing was published; None when nothing is stored."""
+        if cursor is not None:
+            return cursor.number + 1, cursor.hash
+        stored = await self.stored.block_range()
+        return None if stored is None else (stored[0], None)
+
     async def _move_over(self, batch: Batch) -> None:
         """A confirmed stream's batch is on ``confirmed.*`` already: move the cursor over it (and
         over those written before it out of order) when it continues the cursor."""
         if batch.blocks and batch.reorg is None and len(self._already) < PENDING_BATCHES:
             self._already[batch.blocks[0].number] = batch
-        cursor = await self.stored.cursor(CONFIRMED_CURSOR)  # a follower may move it too: not cached
-        if cursor is None:
-            stored = await self.stored.block_range()
-            if stored is None:
-                return
-            start, previous = stored[0], None
-        else:
-            start, previous = cursor.number + 1, cursor.hash
+        # a follower may move the cursor too: read it, not the cached one
+        after = await self._first_unpublished(await self.stored.cursor(CONFIRMED_CURSOR))
+        if after is None:
+            return
+        start, previous = after
         while (done := self._already.pop(start, None)) is not None:
             if not self._is_next(done, start, done.blocks[-1].number, previous):
                 break

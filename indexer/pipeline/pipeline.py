@@ -10,7 +10,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -102,36 +102,31 @@ async def write_with_retry(sink: Sink, batch: Batch, *, retry: RetryPolicy = WRI
 
     ``retry`` bounds the attempts (default: unbounded); data errors (constraint violations) are fatal.
     """
-    failures = 0
-    while True:
-        try:
-            await sink.write(batch)
-            return
-        except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
-            raise FatalError(f"database refused batch at block {batch.first_number}: {exc}") from None
-        except TRANSIENT as exc:
-            failures += 1
-            if retry.exhausted(failures):
-                raise FatalError(f"database unavailable after {failures} attempts: {exc}") from None
-            delay = retry.delay(failures, None)
-            log.warning("writing block %s failed (%s); retrying in %.1fs", batch.first_number, exc, delay)
-            await asyncio.sleep(delay)
+    try:
+        await _until_done(lambda: sink.write(batch), f"writing block {batch.first_number}", retry)
+    except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
+        raise FatalError(f"database refused batch at block {batch.first_number}: {exc}") from None
 
 
 async def finalize_with_retry(sink: Finalizing, block: BlockRef, *, retry: RetryPolicy = WRITE_RETRY) -> None:
     """``sink.finalize`` until it succeeds (its cursor is in Postgres: a lost connection is waited out;
     the records stay in the publisher's memory meanwhile)."""
+    await _until_done(lambda: sink.finalize(block), f"publishing final block {block.number}", retry)
+
+
+async def _until_done(action: Callable[[], Awaitable[None]], what: str, retry: RetryPolicy) -> None:
+    """``action()`` again after each transient failure, backing off by ``retry``; other errors propagate."""
     failures = 0
     while True:
         try:
-            await sink.finalize(block)
+            await action()
             return
         except TRANSIENT as exc:
             failures += 1
             if retry.exhausted(failures):
                 raise FatalError(f"database unavailable after {failures} attempts: {exc}") from None
             delay = retry.delay(failures, None)
-            log.warning("publishing final block %d failed (%s); retrying in %.1fs", block.number, exc, delay)
+            log.warning("%s failed (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
 
 
