@@ -342,6 +342,10 @@ async def test_devnet_with_uniswap_activity_and_reorgs(
                     await asyncio.to_thread(devnet.reorg, depth)
                     await asyncio.to_thread(devnet.activity, 2)
                     await wait_for_tip(clean_db.dsn, rpc, timeout=60)
+                # a reorg's new branch goes to confirmed.* whole, once all of it is final: let the last
+                # branch get deep enough before comparing confirmed.* with tip - confirmations
+                await asyncio.to_thread(devnet.activity, CONFIRMATIONS + 2)
+                await wait_for_tip(clean_db.dsn, rpc, timeout=60)
                 await wait_for_confirmed(clean_db.dsn, await rpc.block_number() - CONFIRMATIONS)
                 assert not task.done(), f"the follower died: {task.exception()!r}"
             finally:
