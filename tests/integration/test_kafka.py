@@ -271,6 +271,10 @@ async def test_sigkill_mid_stream_and_restart_lose_nothing(
     node = await _start_node(env, log)
     try:
         await wait_for_tip(clean_db.dsn, rpc, timeout=120)
+        for _ in range(CONFIRMATIONS + 2):  # past a reorg made while it was down: final, whole
+            salt += 1
+            await activity(rpc, emitter, 1, salt=salt)
+        await wait_for_tip(clean_db.dsn, rpc, timeout=60)
         await wait_for_confirmed(clean_db.dsn, await rpc.block_number() - CONFIRMATIONS)
     finally:
         node.terminate()
