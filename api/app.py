@@ -1,0 +1,92 @@
+"""The FastAPI app: ``create_app(settings)`` composes the REST routes, GraphQL, the websocket router,
+health and metrics around one ``api.deps.ApiState``.
+
+Without a ``pool`` the app opens the database itself on startup (``core.database.open_database``, the
+embedded PostgreSQL when no URL is set) and closes it on shutdown; tests and ``dexnode serve`` running
+beside the follower pass their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+from fastapi import FastAPI
+
+from api import ws
+from api.deps import ApiState
+from api.errors import install_error_handlers
+from api.metrics import ApiMetrics
+from api.routes import health
+from core.database import open_database
+from core.settings import Settings
+from indexer.chain.rpc import RpcClient
+
+POOL_SIZE = 20
+VERSION = "0.1.0"
+
+
+class _RouteTimer:
+    """ASGI middleware: each HTTP request's latency by route template (the router writes the matched
+    route into the shared scope), so ``/v1/blocks/{number}`` is one series, not one per number."""
+
+    def __init__(self, app: Any, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = [500]
+
+        async def send_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            if route is not None and scope["path"].startswith("/v1/"):
+                template = "/v1" + template  # a router's routes are stored without its prefix
+            self.metrics.request_seconds.labels(template, scope["method"]).observe(
+                time.perf_counter() - started
+            )
+            self.metrics.responses.labels(template, f"{status[0] // 100}xx").inc()
+
+
+def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any = None) -> FastAPI:
+    metrics = ApiMetrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            own_pool = pool
+            if own_pool is None:
+                db = await stack.enter_async_context(open_database(settings))
+                own_pool = await asyncpg.create_pool(db.dsn, min_size=1, max_size=POOL_SIZE)
+                stack.push_async_callback(own_pool.close)
+            app.state.api = ApiState(settings=settings, pool=own_pool, metrics=metrics, hub=hub)
+            app.state.rpc = await stack.enter_async_context(RpcClient(settings.rpc_http, timeout=2.0))
+            yield
+
+    app = FastAPI(
+        title="dexnode API",
+        version=VERSION,
+        description="Blocks, transactions, logs, token transfers, tokens, pools, DEX trades, liquidity and"
+        " candles indexed by dexnode: REST under /v1 (keyset cursors pinned to the indexed head),"
+        " GraphQL at /graphql, a live websocket at /ws. See docs/api.md.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(ws.router)
+    app.add_middleware(_RouteTimer, metrics=metrics)
+    return app

@@ -1,0 +1,65 @@
+"""Prometheus metrics of one API process, in a registry of its own (never the global one, so two apps
+in one process, as in tests, do not collide).
+
+Chain figures (blocks indexed, head lag, reorgs) are read from Postgres when ``/metrics`` is scraped;
+request latency is observed per route template (``/v1/blocks/{number}``, not each number). Other parts
+of the API add their own collectors to ``ApiMetrics.registry`` (the websocket's client gauge).
+"""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.request_seconds = Histogram(
+            "dexnode_api_request_seconds",
+            "API request latency by route template and method",
+            ("route", "method"),
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.responses = Counter(
+            "dexnode_api_responses",
+            "API responses by route template and status class",
+            ("route", "status"),
+            registry=self.registry,
+        )
+        self.blocks_indexed = Gauge(
+            "dexnode_blocks_indexed", "blocks stored in Postgres", registry=self.registry
+        )
+        self.head_number = Gauge(
+            "dexnode_indexed_head_number", "number of the newest indexed block", registry=self.registry
+        )
+        self.head_lag_seconds = Gauge(
+            "dexnode_head_lag_seconds",
+            "seconds between now and the newest indexed block's timestamp",
+            registry=self.registry,
+        )
+        self.reorgs = Gauge("dexnode_reorgs", "reorgs recorded in the reorgs table", registry=self.registry)
+
+    async def refresh(self, pool: asyncpg.Pool) -> None:
+        """Read the chain figures from Postgres (on each scrape: a count, a max, one row)."""
+        async with pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM blocks) AS blocks,"
+                " (SELECT count(*) FROM reorgs) AS reorgs,"
+                " number, timestamp FROM blocks ORDER BY number DESC LIMIT 1"
+            )
+        if row is None:
+            self.blocks_indexed.set(0)
+            return
+        self.blocks_indexed.set(row["blocks"])
+        self.reorgs.set(row["reorgs"])
+        self.head_number.set(row["number"])
+        self.head_lag_seconds.set(max(0.0, time.time() - row["timestamp"]))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
