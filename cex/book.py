@@ -1,0 +1,246 @@
+"""The order book, written once for every exchange: L2 by price level, L3 by order id.
+
+Levels live in ``sortedcontainers.SortedDict`` keyed by ``Decimal`` price (a sorted list of keys beside a
+hash map: an update of an existing level is a dict write, a new or removed level a bisect), never a dict
+sorted per message. Prices and sizes are ``Decimal`` built from the exchange's text; ``Decimal`` keeps the
+text's digits (``Decimal("0.10")`` prints ``0.10``), so the checksums below are computed from the book
+itself, in the exchange's own spelling.
+
+A book carries its ``sequence`` (the exchange's last applied update id, when it has one) and a ``valid``
+flag: a book that failed a check stays invalid until it is rebuilt from a snapshot, and is never published
+as if it were right.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+from itertools import islice
+from typing import Literal
+
+from sortedcontainers import SortedDict
+
+from records.cex import BookSnapshot
+
+Side = Literal["bid", "ask"]
+Level = tuple[Decimal, Decimal]
+_ZERO = Decimal(0)
+
+
+class L2Book:
+    """Aggregated levels: price -> size. Bids best (highest) last in ``bids``, asks best (lowest) first."""
+
+    __slots__ = ("asks", "bids", "depth", "sequence", "valid")
+
+    def __init__(self, depth: int | None = None) -> None:
+        self.bids: SortedDict = SortedDict()
+        self.asks: SortedDict = SortedDict()
+        self.depth = depth  # levels kept per side (the subscribed depth); None: all
+        self.sequence: int | None = None
+        self.valid = False
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+        self.sequence = None
+        self.valid = False
+
+    def load(self, bids: Iterable[Level], asks: Iterable[Level], sequence: int | None = None) -> None:
+        """Replace the whole book by a snapshot; it is valid from here on (until a check fails)."""
+        self.bids.clear()
+        self.asks.clear()
+        self.update(bids, asks)
+        self.sequence = sequence
+        self.valid = True
+
+    def update(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        """Apply levels with absolute sizes; size 0 removes the level (a missing one is no error: exchanges
+        delete levels beyond the depth they send)."""
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for price, size in levels:
+                if size:
+                    side[price] = size
+                else:
+                    side.pop(price, None)
+        if self.depth is not None:
+            self.truncate(self.depth)
+
+    def set(self, side: Side, price: Decimal, size: Decimal) -> None:
+        levels = self.bids if side == "bid" else self.asks
+        if size:
+            levels[price] = size
+        else:
+            levels.pop(price, None)
+
+    def truncate(self, depth: int) -> None:
+        """Keep the best ``depth`` levels per side (the worst bid is first, the worst ask last)."""
+        bids, asks = self.bids, self.asks
+        while len(bids) > depth:
+            bids.popitem(0)
+        while len(asks) > depth:
+            asks.popitem(-1)
+
+    def best_bid(self) -> Level | None:
+        return self.bids.peekitem(-1) if self.bids else None
+
+    def best_ask(self) -> Level | None:
+        return self.asks.peekitem(0) if self.asks else None
+
+    def crossed(self) -> bool:
+        """Best bid at or above best ask: no real book looks like this, so a level was lost."""
+        return bool(self.bids) and bool(self.asks) and self.bids.peekitem(-1)[0] >= self.asks.peekitem(0)[0]
+
+    def bid_levels(self, n: int | None = None) -> list[Level]:
+        """Bids best first (descending), at most ``n``."""
+        bids = self.bids
+        return [(p, bids[p]) for p in islice(bids.irange(reverse=True), n)]
+
+    def ask_levels(self, n: int | None = None) -> list[Level]:
+        """Asks best first (ascending), at most ``n``."""
+        asks = self.asks
+        return [(p, asks[p]) for p in islice(asks.irange(), n)]
+
+    def snapshot(self, exchange: str, symbol: str, atom_timestamp: int, depth: int | None = None,
+                 event_timestamp: int | None = None) -> BookSnapshot:  # fmt: skip
+        return BookSnapshot(
+            exchange=exchange,
+            symbol=symbol,
+            bids=tuple(self.bid_levels(depth)),
+            asks=tuple(self.ask_levels(depth)),
+            sequence=self.sequence,
+            event_timestamp=event_timestamp,
+            atom_timestamp=atom_timestamp,
+        )
+
+
+class L3Book:
+    """Orders by id, grouped per price level in arrival order (time priority); ``level`` gives L2."""
+
+    __slots__ = ("asks", "bids", "orders", "sequence", "valid")
+
+    def __init__(self) -> None:
+        self.orders: dict[str, tuple[Side, Decimal, Decimal]] = {}
+        self.bids: SortedDict = SortedDict()  # price -> {order_id: size}
+        self.asks: SortedDict = SortedDict()
+        self.sequence: int | None = None
+        self.valid = False
+
+    def clear(self) -> None:
+        self.orders.clear()
+        self.bids.clear()
+        self.asks.clear()
+        self.sequence = None
+        self.valid = False
+
+    def add(self, order_id: str, side: Side, price: Decimal, size: Decimal) -> None:
+        if order_id in self.orders:
+            self.remove(order_id)
+        self.orders[order_id] = (side, price, size)
+        levels = self.bids if side == "bid" else self.asks
+        queue = levels.get(price)
+        if queue is None:
+            queue = levels[price] = {}
+        queue[order_id] = size
+
+    def change(self, order_id: str, size: Decimal) -> bool:
+        """New remaining size (0 removes); False when the order is unknown."""
+        entry = self.orders.get(order_id)
+        if entry is None:
+            return False
+        if not size:
+            self.remove(order_id)
+            return True
+        side, price, _ = entry
+        self.orders[order_id] = (side, price, size)
+        (self.bids if side == "bid" else self.asks)[price][order_id] = size
+        return True
+
+    def remove(self, order_id: str) -> bool:
+        entry = self.orders.pop(order_id, None)
+        if entry is None:
+            return False
+        side, price, _ = entry
+        levels = self.bids if side == "bid" else self.asks
+        queue = levels[price]
+        del queue[order_id]
+        if not queue:
+            del levels[price]
+        return True
+
+    def level(self, side: Side, price: Decimal) -> Decimal:
+        queue = (self.bids if side == "bid" else self.asks).get(price)
+        return sum(queue.values(), _ZERO) if queue else _ZERO
+
+    def crossed(self) -> bool:
+        return bool(self.bids) and bool(self.asks) and self.bids.peekitem(-1)[0] >= self.asks.peekitem(0)[0]
+
+    def to_l2(self) -> L2Book:
+        book = L2Book()
+        book.load(
+            ((p, sum(q.values(), _ZERO)) for p, q in self.bids.items()),
+            ((p, sum(q.values(), _ZERO)) for p, q in self.asks.items()),
+            self.sequence,
+        )
+        book.valid = self.valid
+        return book
+
+
+# --- checksums -------------------------------------------------------------------------------------------
+
+
+def _plain(value: Decimal) -> str:
+    """The decimal text without exponent, digits as the exchange sent them."""
+    return format(value, "f")
+
+
+def _kraken_digits(text: str) -> str:
+    return text.replace(".", "").lstrip("0")
+
+
+def kraken_checksum_text(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> str:
+    """Kraken's checksum input: asks ascending then bids descending (the top 10 of each, as given), each
+    price then quantity with '.' removed and leading zeros stripped."""
+    return "".join(_kraken_digits(p) + _kraken_digits(q) for p, q in (*asks, *bids))
+
+
+def kraken_checksum(book: L2Book, price_decimals: int | None = None, qty_decimals: int | None = None) -> int:
+    """CRC32 (unsigned) over the top 10 levels. v1 (the recordings): the prices and volumes as sent, which
+    carry the pair's decimals. v2: numbers are formatted to the instrument's ``price_precision`` and
+    ``qty_precision`` first (pass them; JSON numbers do not keep trailing zeros)."""
+
+    def text(value: Decimal, decimals: int | None) -> str:
+        return _plain(value) if decimals is None else f"{value:.{decimals}f}"
+
+    asks = [(text(p, price_decimals), text(q, qty_decimals)) for p, q in book.ask_levels(10)]
+    bids = [(text(p, price_decimals), text(q, qty_decimals)) for p, q in book.bid_levels(10)]
+    return zlib.crc32(kraken_checksum_text(asks, bids).encode())
+
+
+def okx_checksum_text(book: L2Book) -> str:
+    """OKX ``books``: the top 25 levels interleaved ``bid:bidsize:ask:asksize:...``; when one side is
+    shorter, the other's remaining levels follow alone."""
+    bids = book.bid_levels(25)
+    asks = book.ask_levels(25)
+    parts: list[str] = []
+    for i in range(max(len(bids), len(asks))):
+        if i < len(bids):
+            parts.append(_plain(bids[i][0]))
+            parts.append(_plain(bids[i][1]))
+        if i < len(asks):
+            parts.append(_plain(asks[i][0]))
+            parts.append(_plain(asks[i][1]))
+    return ":".join(parts)
+
+
+def okx_checksum(book: L2Book) -> int:
+    """CRC32 as OKX sends it: a signed 32-bit integer."""
+    crc = zlib.crc32(okx_checksum_text(book).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+def levels_of(rows: Iterable[Iterable[str]]) -> Iterator[Level]:
+    """``[[price, size, ...], ...]`` (exchange strings) -> (Decimal, Decimal) levels."""
+    for row in rows:
+        it = iter(row)
+        yield Decimal(next(it)), Decimal(next(it))
