@@ -1,0 +1,116 @@
+"""What an exchange module declares, and the pieces of parsing they share.
+
+An exchange is a subclass of ``Exchange``: class attributes (name, endpoints, the book's sequence rule,
+how a snapshot is obtained) and pure methods from symbols to subscribe frames and from one received frame
+to records and ``BookMessage``s. ``cex.feed`` does all the I/O around them, once for every exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import ClassVar, Literal
+
+from cex.book import L2Book
+from cex.sync import BookMessage, SequenceRule
+from records.cex import Trade
+from records.codec import Record
+
+Feed = Literal["trades", "book", "ticker", "funding", "open_interest"]
+FEEDS: tuple[Feed, ...] = ("trades", "book", "ticker", "funding", "open_interest")
+
+
+class MalformedMessage(ValueError):
+    """A frame that does not have the shape its channel promises (counted and skipped by the feed)."""
+
+
+@dataclass(slots=True)
+class Parsed:
+    """What one frame held: records to publish, book messages to check and apply, and control facts."""
+
+    records: list[Record] = field(default_factory=list)
+    books: list[BookMessage] = field(default_factory=list)
+    control: bool = False  # subscribe acks, heartbeats, status: proof of life, nothing to publish
+
+
+class Exchange:
+    name: ClassVar[str]
+    ws_url: ClassVar[str]
+    rest_url: ClassVar[str | None] = None
+    rule: ClassVar[SequenceRule]
+    snapshot_by: ClassVar[Literal["ws", "rest"]] = "ws"  # rest: buffer updates, fetch, then continue
+    book_depth: int | None = None  # levels the book keeps (the subscribed depth); None: all sent
+    ping_frame: ClassVar[str | None] = None  # an application-level ping some exchanges want
+    ping_interval: ClassVar[float] = 20.0
+
+    def __init__(self, ws_url: str | None = None, rest_url: str | None = None) -> None:
+        self.ws_url_in_use = ws_url or type(self).ws_url
+        self.rest_url_in_use = rest_url or type(self).rest_url
+
+    # --- declarative mapping --------------------------------------------------------------------------
+    def to_exchange_symbol(self, symbol: str) -> str:
+        """``BTC-USD`` (ours) -> the exchange's spelling."""
+        raise NotImplementedError
+
+    def url(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> str:
+        """The websocket URL (exchanges that take streams in the URL override this)."""
+        return self.ws_url_in_use
+
+    def subscribe(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> list[str]:
+        raise NotImplementedError
+
+    def resubscribe_book(self, symbol: str) -> list[str]:
+        """Frames that make the exchange send a fresh book snapshot (ws snapshots)."""
+        raise NotImplementedError
+
+    def snapshot_url(self, symbol: str) -> str:
+        """The REST snapshot (rest snapshots)."""
+        raise NotImplementedError
+
+    def parse_snapshot(self, symbol: str, body: bytes, atom_timestamp: int) -> BookMessage:
+        raise NotImplementedError
+
+    def parse(self, frame: str | bytes, atom_timestamp: int) -> Parsed:
+        raise NotImplementedError
+
+    def verify(self, book: L2Book, msg: BookMessage) -> bool:
+        """The exchange's checksum over the book after ``msg`` (only called when ``msg.checksum`` is set)."""
+        return True
+
+
+def dec(text: object) -> Decimal:
+    """A price or size from the exchange's text; a non-numeric value is a malformed message."""
+    if not isinstance(text, str | int | Decimal):
+        raise MalformedMessage(f"not a decimal string: {text!r}")
+    try:
+        value = Decimal(text)
+    except InvalidOperation as exc:
+        raise MalformedMessage(f"not a decimal: {text!r}") from exc
+    if not value.is_finite():
+        raise MalformedMessage(f"not a finite decimal: {text!r}")
+    return value
+
+
+def taker_side(text: str, buy: str = "buy", sell: str = "sell") -> str:
+    if text == buy:
+        return "buy"
+    if text == sell:
+        return "sell"
+    raise MalformedMessage(f"unknown side {text!r}")
+
+
+def trade(exchange: str, symbol: str, price: object, size: object, side: str, trade_id: object,
+          event_timestamp: int | None, atom_timestamp: int) -> Trade:  # fmt: skip
+    return Trade(
+        exchange=exchange,
+        symbol=symbol,
+        price=dec(price),
+        size=dec(size),
+        taker_side=side,
+        trade_id=None if trade_id is None else str(trade_id),
+        maker_order_id=None,
+        taker_order_id=None,
+        event_timestamp=event_timestamp,
+        atom_timestamp=atom_timestamp,
+    )

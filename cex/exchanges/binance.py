@@ -1,0 +1,174 @@
+"""Binance spot (``trade``/``aggTrade``, ``depth@100ms``, ``bookTicker``) and USDⓈ-M futures (the same plus
+``markPrice`` for funding), on one combined-stream connection per feed.
+
+A spot ``depthUpdate`` (recorded 2021-10-12)::
+
+    {"stream":"nknusdt@depth@100ms","data":{"e":"depthUpdate","E":1633998512568,"s":"NKNUSDT",
+     "U":499869753,"u":499869754,"b":[["0.35170000","4265.00000000"]],"a":[["0.35290000","10968.00000000"]]}}
+
+Invariant (spot, as corrected 2025-11): with the REST snapshot's ``lastUpdateId`` L, drop ``u <= L``;
+then per event ignore ``u <`` local id, resync if ``U >`` local id + 1, set local id = ``u`` — so the first
+event applied has ``U <= L+1 <= u``. Futures: the first event after the snapshot has ``U <= L <= u``, and
+each next one's ``pu`` equals the previous ``u``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal
+
+import orjson
+
+from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, trade
+from cex.sync import BookMessage, SequenceRule
+from records.cex import FundingRate, Ticker
+
+_STREAMS: dict[Feed, tuple[str, ...]] = {
+    "trades": ("trade",),
+    "book": ("depth@100ms",),
+    "ticker": ("bookTicker",),
+}
+
+
+class Binance(Exchange):
+    name = "binance"
+    ws_url = "wss://stream.binance.com:9443/stream"
+    rest_url = "https://api.binance.com"
+    rule: ClassVar[SequenceRule] = "range"
+    snapshot_by: ClassVar[Literal["ws", "rest"]] = "rest"
+    snapshot_path = "/api/v3/depth?symbol={symbol}&limit=5000"
+    perpetual = False
+
+    def __init__(self, ws_url: str | None = None, rest_url: str | None = None) -> None:
+        super().__init__(ws_url, rest_url)
+        self.symbols: dict[str, str] = {}  # BTCUSDT -> BTC-USDT (ours)
+
+    def to_exchange_symbol(self, symbol: str) -> str:
+        base = symbol[: -len("-PERP")] if symbol.endswith("-PERP") else symbol
+        if self.perpetual != symbol.endswith("-PERP"):
+            raise MalformedMessage(f"{symbol} is not a {self.name} symbol")
+        native = base.replace("-", "")
+        self.symbols[native] = symbol
+        return native
+
+    def streams(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> list[str]:
+        return [
+            f"{self.to_exchange_symbol(symbol).lower()}@{stream}"
+            for symbol in symbols
+            for feed in feeds
+            for stream in self._streams(feed)
+        ]
+
+    def _streams(self, feed: Feed) -> tuple[str, ...]:
+        return _STREAMS.get(feed, ())
+
+    def url(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> str:
+        return f"{self.ws_url_in_use}?streams={'/'.join(self.streams(symbols, feeds))}"
+
+    def subscribe(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> list[str]:
+        return []  # the streams are in the URL
+
+    def snapshot_url(self, symbol: str) -> str:
+        return f"{self.rest_url_in_use}{self.snapshot_path.format(symbol=self.to_exchange_symbol(symbol))}"
+
+    def parse_snapshot(self, symbol: str, body: bytes, atom_timestamp: int) -> BookMessage:
+        snap = orjson.loads(body)
+        return BookMessage(
+            symbol,
+            True,
+            [(dec(p), dec(q)) for p, q in snap["bids"]],
+            [(dec(p), dec(q)) for p, q in snap["asks"]],
+            last=int(snap["lastUpdateId"]),
+            event_timestamp=snap.get("E"),
+            atom_timestamp=atom_timestamp,
+        )
+
+    def _symbol(self, native: str) -> str:
+        symbol = self.symbols.get(native)
+        if symbol is None:
+            raise MalformedMessage(f"{self.name}: data for unsubscribed symbol {native}")
+        return symbol
+
+    def parse(self, frame: str | bytes, atom_timestamp: int) -> Parsed:
+        msg = orjson.loads(frame)
+        out = Parsed()
+        data = msg.get("data") if isinstance(msg, dict) else None
+        if data is None:
+            out.control = True  # {"result":null,"id":1} and the like
+            return out
+        event = data.get("e")
+        if event == "depthUpdate":
+            out.books.append(self._depth(data, atom_timestamp))
+        elif event in ("trade", "aggTrade"):
+            side = "sell" if data["m"] else "buy"  # m: the buyer was the maker
+            trade_id = data["t"] if event == "trade" else data["a"]
+            out.records.append(
+                trade(
+                    self.name,
+                    self._symbol(data["s"]),
+                    data["p"],
+                    data["q"],
+                    side,
+                    trade_id,
+                    data["T"],
+                    atom_timestamp,
+                )
+            )
+        elif event is None and "b" in data and "a" in data and "u" in data:  # bookTicker
+            out.records.append(
+                Ticker(
+                    self.name,
+                    self._symbol(data["s"]),
+                    dec(data["b"]),
+                    dec(data["B"]),
+                    dec(data["a"]),
+                    dec(data["A"]),
+                    data.get("E"),
+                    atom_timestamp,
+                )
+            )
+        elif event == "markPriceUpdate":
+            out.records.append(
+                FundingRate(
+                    self.name,
+                    self._symbol(data["s"]),
+                    dec(data["r"]),
+                    None,
+                    dec(data["p"]),
+                    int(data["T"]),
+                    data["E"],
+                    atom_timestamp,
+                )
+            )
+        else:
+            out.control = True  # kline and other streams not mapped
+        return out
+
+    def _depth(self, data: dict[str, Any], atom_timestamp: int) -> BookMessage:
+        return BookMessage(
+            self._symbol(data["s"]),
+            False,
+            [(dec(p), dec(q)) for p, q in data["b"]],
+            [(dec(p), dec(q)) for p, q in data["a"]],
+            first=data["U"],
+            last=data["u"],
+            prev=data.get("pu"),
+            event_timestamp=data.get("E"),
+            atom_timestamp=atom_timestamp,
+        )
+
+
+class BinanceFutures(Binance):
+    """USDⓈ-M perpetuals: ``BTC-USDT-PERP`` is ``BTCUSDT``; continuity by ``pu``."""
+
+    name = "binance_futures"
+    ws_url = "wss://fstream.binance.com/stream"
+    rest_url = "https://fapi.binance.com"
+    rule: ClassVar[SequenceRule] = "prev"
+    snapshot_path = "/fapi/v1/depth?symbol={symbol}&limit=1000"
+    perpetual = True
+
+    def _streams(self, feed: Feed) -> tuple[str, ...]:
+        if feed == "funding":
+            return ("markPrice@1s",)
+        return _STREAMS.get(feed, ())
