@@ -20,7 +20,7 @@ from api import ws
 from api.deps import ApiState
 from api.errors import install_error_handlers
 from api.metrics import ApiMetrics
-from api.routes import health
+from api.routes import blocks, dex, health, tokens, transactions
 from core.database import open_database
 from core.settings import Settings
 from indexer.chain.rpc import RpcClient
@@ -87,6 +87,8 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any
     )
     install_error_handlers(app)
     app.include_router(health.router)
+    for module in (blocks, transactions, tokens, dex):
+        app.include_router(module.router, prefix="/v1")
     app.include_router(ws.router)
     app.add_middleware(_RouteTimer, metrics=metrics)
     return app

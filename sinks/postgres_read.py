@@ -11,15 +11,16 @@ uses (an integer for ``U256`` fields, an exact decimal otherwise).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any, Union, cast, get_args, get_origin, get_type_hints
 
 import asyncpg
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from records import Pool, Record, Token, from_dict, kinds
+from records import Block, Pool, Record, Token, from_dict, kinds
 from records.batch import Batch
 from records.kinds import Kind
 from sinks import schema
@@ -38,6 +39,11 @@ def _columns(table: sa.Table) -> str:
         for c in table.columns
         if c.server_default is None and not isinstance(c.default, sa.Identity)
     )
+
+
+def record_columns(kind: Kind[Any]) -> str:
+    """The SELECT list ``record_of`` reads a row of ``kind`` from (the API's lists use it)."""
+    return _columns(_table(kind))
 
 
 def _numeric_ints(table: sa.Table, cls: type[Record]) -> frozenset[str]:
@@ -138,6 +144,20 @@ class StoredChain:
                 parts[cls] = [record_of(cls, r) for r in await conn.fetch(sql, first, last)]
         blocks = parts.pop(kinds.BLOCKS.record)
         return Batch(stream, blocks, parts)
+
+    async def blocks_with(
+        self, first: int, last: int, classes: Sequence[type[Record]]
+    ) -> tuple[list[Block], dict[type[Record], list[Record]]]:
+        """Blocks ``first..last`` (those stored) and their records of the block-keyed ``classes``, in
+        chain order, read in one snapshot (the websocket's replay)."""
+        parts: dict[type[Record], list[Record]] = {}
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            blocks = [
+                cast(Block, record_of(Block, r)) for r in await conn.fetch(_RANGE_SQL[Block], first, last)
+            ]
+            for cls in classes:
+                parts[cls] = [record_of(cls, r) for r in await conn.fetch(_RANGE_SQL[cls], first, last)]
+        return blocks, parts
 
     async def keys_above(self, number: int) -> list[BlockKeys]:
         """The keys of every revertible record in blocks numbered above ``number``, per block."""
