@@ -1,0 +1,341 @@
+"""The feed machinery, written once: connect, subscribe, snapshot, buffer, check, resync, reconnect.
+
+``Feed(exchange, symbols, feeds, connections=N).run()`` keeps N websocket connections to the exchange and
+puts on ``feed.queue`` every record worth publishing (``Trade``, ``Ticker``, ``FundingRate``,
+``OpenInterest``, ``BookSnapshot``, ``BookDelta``) and a ``Resync`` whenever a book was found wrong.
+
+Redundancy: with sequenced books (``prev``/``range`` rules) all connections feed one ``BookSync`` per symbol,
+so whichever connection is ahead applies an update and the others' copies are ignored as duplicates;
+trades are de-duplicated by trade id. Kraken's books have no ids, so each connection keeps its own and the
+lowest live connection with a valid book publishes (a snapshot first when that changes). Records without
+ids (tickers, funding, open interest) come from that same leader. Killing a connection loses nothing while
+another is up; when the last one goes, books are invalidated and rebuilt after the reconnect.
+
+A book is invalidated, a ``Resync`` published and a snapshot requested on a sequence gap, a checksum
+failure, a crossed book, a sequence reset, or a connection silent for ``stale_after`` seconds (it is then
+closed and reopened). Reconnects back off by ``core.retry.RetryPolicy``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import websockets
+
+from cex.exchange import Exchange, Feed, MalformedMessage
+from cex.sync import BookMessage, BookSync, Published, Resync
+from core.errors import RetryableError
+from core.retry import RetryPolicy
+from records.cex import BookSnapshot, Trade
+from records.codec import Record
+
+log = logging.getLogger(__name__)
+_RECENT_TRADES = 100_000  # trade ids remembered per feed for de-duplication across connections
+_PARSE_ERRORS = (MalformedMessage, ValueError, KeyError, TypeError, IndexError, ArithmeticError)
+
+
+@dataclass(slots=True)
+class ConnectionCounters:
+    messages: int = 0
+    malformed: int = 0
+    duplicates: int = 0  # book updates or trades another connection delivered first
+    gaps: int = 0
+    resyncs: int = 0
+    stale: int = 0
+    connects: int = 0
+    disconnects: int = 0
+
+
+@dataclass(slots=True)
+class _Conn:
+    index: int
+    ws: Any = None
+    counters: ConnectionCounters = field(default_factory=ConnectionCounters)
+
+
+class FeedHandler:
+    def __init__(
+        self,
+        exchange: Exchange,
+        symbols: Sequence[str],
+        feeds: Sequence[Feed],
+        *,
+        connections: int = 1,
+        stale_after: float = 30.0,
+        retry: RetryPolicy | None = None,
+        snapshot_every: float | None = None,
+        http: httpx.AsyncClient | None = None,
+        queue_size: int = 100_000,
+    ) -> None:
+        if connections < 1:
+            raise ValueError("connections must be >= 1")
+        self.exchange = exchange
+        self.symbols = list(symbols)
+        self.feeds = list(feeds)
+        self.stale_after = stale_after
+        self.retry = retry or RetryPolicy(attempts=0, base_delay=0.1, max_delay=5.0)
+        self.snapshot_every = snapshot_every
+        self.http = http
+        self.queue: asyncio.Queue[Record | Resync] = asyncio.Queue(queue_size)
+        self.conns = [_Conn(i) for i in range(connections)]
+        self.shared_books = exchange.rule != "none"
+        self.syncs: dict[tuple[int, str], BookSync] = {}
+        self._leader: dict[str, int] = {}  # unshared books: the connection whose book is published
+        self._trade_ids: set[tuple[str, str]] = set()
+        self._trade_order: deque[tuple[str, str]] = deque()
+        self._fetching: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_snapshot: dict[str, float] = {}
+        self.url = exchange.url(self.symbols, self.feeds)
+
+    # --- running ------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run every connection until cancelled."""
+        own_http = self.http is None and self.exchange.snapshot_by == "rest"
+        if own_http:
+            self.http = httpx.AsyncClient(timeout=10.0)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for conn in self.conns:
+                    group.create_task(self._connection(conn))
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            if own_http and self.http is not None:
+                await self.http.aclose()
+
+    def kill(self, index: int) -> None:
+        """Close one connection's socket now (tests and rollover); it reconnects like after any loss."""
+        ws = self.conns[index].ws
+        if ws is not None:
+            self._spawn(ws.close())
+
+    def sync(self, symbol: str, index: int = 0) -> BookSync:
+        key = (0 if self.shared_books else index, symbol)
+        sync = self.syncs.get(key)
+        if sync is None:
+            ex = self.exchange
+            sync = BookSync(ex.name, symbol, ex.rule, ex.verify, ex.snapshot_by == "rest", ex.book_depth)
+            self.syncs[key] = sync
+        return sync
+
+    def published_book(self, symbol: str) -> BookSync:
+        """The book this feed publishes for ``symbol`` (the leader's, for unshared books)."""
+        return self.sync(symbol, 0 if self.shared_books else self._leader.get(symbol, 0))
+
+    async def _connection(self, conn: _Conn) -> None:
+        tries = 0
+        while True:
+            try:
+                async with websockets.connect(self.url, max_size=None, open_timeout=10) as ws:
+                    conn.ws = ws
+                    conn.counters.connects += 1
+                    tries = 0
+                    for frame in self.exchange.subscribe(self.symbols, self.feeds):
+                        await ws.send(frame)
+                    pinger = self._spawn(self._ping(ws)) if self.exchange.ping_frame else None
+                    try:
+                        await self._read(conn, ws)
+                    finally:
+                        if pinger is not None:
+                            pinger.cancel()
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                log.warning("%s connection %d: %s", self.exchange.name, conn.index, type(exc).__name__)
+            finally:
+                conn.ws = None
+                conn.counters.disconnects += 1
+                await self._lost(conn)
+            tries += 1
+            if self.retry.exhausted(tries):
+                raise RetryableError(f"{self.exchange.name}: connection {conn.index} failed {tries} times")
+            await asyncio.sleep(self.retry.delay(tries, None))
+
+    async def _read(self, conn: _Conn, ws: Any) -> None:
+        while True:
+            try:
+                frame = await asyncio.wait_for(ws.recv(), self.stale_after)
+            except TimeoutError:
+                conn.counters.stale += 1
+                log.warning(
+                    "%s connection %d: silent for %ss", self.exchange.name, conn.index, self.stale_after
+                )
+                await self._stale(conn)
+                return
+            await self.on_frame(conn, ws, frame)
+
+    async def _ping(self, ws: Any) -> None:
+        with contextlib.suppress(websockets.WebSocketException, OSError):
+            while True:
+                await asyncio.sleep(self.exchange.ping_interval)
+                await ws.send(self.exchange.ping_frame)
+
+    # --- one frame ----------------------------------------------------------------------------------
+    async def on_frame(self, conn: _Conn, ws: Any, frame: str | bytes) -> None:
+        conn.counters.messages += 1
+        atom = time.time_ns() // 1000
+        try:
+            parsed = self.exchange.parse(frame, atom)
+        except _PARSE_ERRORS as exc:
+            conn.counters.malformed += 1
+            log.warning(
+                "%s connection %d: skipped a malformed frame (%s)", self.exchange.name, conn.index, exc
+            )
+            return
+        for record in parsed.records:
+            await self._record(conn, record)
+        for msg in parsed.books:
+            await self._book(conn, ws, msg)
+
+    async def _record(self, conn: _Conn, record: Record) -> None:
+        if isinstance(record, Trade) and record.trade_id is not None:
+            key = (record.symbol, record.trade_id)
+            if key in self._trade_ids:
+                conn.counters.duplicates += 1
+                return
+            self._trade_ids.add(key)
+            self._trade_order.append(key)
+            if len(self._trade_order) > _RECENT_TRADES:
+                self._trade_ids.discard(self._trade_order.popleft())
+        elif len(self.conns) > 1 and conn.index != self._live_leader():
+            return
+        await self.queue.put(record)
+
+    def _live_leader(self) -> int:
+        return next((c.index for c in self.conns if c.ws is not None), 0)
+
+    async def _book(self, conn: _Conn, ws: Any, msg: BookMessage) -> None:
+        sync = self.sync(msg.symbol, conn.index)
+        ignored = sync.counters.ignored
+        out = sync.on_message(msg)
+        if sync.counters.ignored > ignored and self.shared_books and len(self.conns) > 1:
+            conn.counters.duplicates += 1
+        for item in out:
+            if isinstance(item, Resync):
+                conn.counters.resyncs += 1
+                conn.counters.gaps += item.reason == "gap"
+                log.warning("%s %s: book invalid (%s), resyncing", sync.exchange, sync.symbol, item.reason)
+                await self._request_snapshot(ws, sync)
+        if sync.buffer and sync.symbol not in self._fetching:
+            await self._request_snapshot(ws, sync)  # the first buffered update starts the REST snapshot
+        if not self.shared_books:
+            out = self._lead(conn, sync, out)
+        for item in out:
+            await self.queue.put(item)
+        if self.snapshot_every is not None and sync.book.valid and out:
+            now = time.monotonic()
+            last = self._last_snapshot.get(sync.symbol)
+            if last is None or now - last >= self.snapshot_every:
+                self._last_snapshot[sync.symbol] = now
+                await self.queue.put(sync.book.snapshot(sync.exchange, sync.symbol, time.time_ns() // 1000))
+
+    def _lead(self, conn: _Conn, sync: BookSync, out: list[Published]) -> list[Published]:
+        """Unshared books: only the leader's are published. Another connection takes the lead, with a
+        snapshot of its book, when the leader has none valid or is down."""
+        symbol = sync.symbol
+        leader = self._leader.get(symbol)
+        if leader == conn.index:
+            return out
+        if leader is not None and self._valid_live(leader, symbol):
+            return []  # a follower's book stays private
+        if not sync.book.valid:
+            return []
+        self._leader[symbol] = conn.index
+        if out and isinstance(out[0], BookSnapshot):
+            return out
+        return [sync.book.snapshot(sync.exchange, symbol, time.time_ns() // 1000)]
+
+    def _valid_live(self, index: int, symbol: str) -> bool:
+        sync = self.syncs.get((index, symbol))
+        return sync is not None and sync.book.valid and self.conns[index].ws is not None
+
+    # --- snapshots and losses -----------------------------------------------------------------------
+    async def _request_snapshot(self, ws: Any, sync: BookSync) -> None:
+        if self.exchange.snapshot_by == "rest":
+            if sync.symbol not in self._fetching:
+                self._fetching.add(sync.symbol)
+                self._spawn(self._fetch(sync))
+            return
+        with contextlib.suppress(websockets.WebSocketException, OSError):
+            for frame in self.exchange.resubscribe_book(sync.symbol):
+                await ws.send(frame)
+
+    async def _fetch(self, sync: BookSync) -> None:
+        """REST snapshot; fetched again while it is older than the first buffered update. A gap while the
+        buffer is replayed empties the buffer; the next buffered update starts a new fetch."""
+        assert self.http is not None
+        tries = 0
+        try:
+            while not sync.book.valid:
+                try:
+                    response = await self.http.get(self.exchange.snapshot_url(sync.symbol))
+                    response.raise_for_status()
+                    snap = self.exchange.parse_snapshot(sync.symbol, response.content, time.time_ns() // 1000)
+                except (httpx.HTTPError, *_PARSE_ERRORS) as exc:
+                    tries += 1
+                    log.warning("%s %s: snapshot failed (%s)", sync.exchange, sync.symbol, type(exc).__name__)
+                    await asyncio.sleep(self.retry.delay(tries, None))
+                    continue
+                if sync.needs_snapshot_refetch(snap.last):
+                    tries += 1
+                    await asyncio.sleep(min(0.05 * tries, 1.0))
+                    continue
+                for item in sync.on_snapshot(snap):
+                    await self.queue.put(item)
+                if not sync.book.valid:
+                    return
+        finally:
+            self._fetching.discard(sync.symbol)
+
+    async def _stale(self, conn: _Conn) -> None:
+        await self._invalidate(conn, "stale")
+
+    async def _lost(self, conn: _Conn) -> None:
+        await self._invalidate(conn, "disconnected")
+
+    async def _invalidate(self, conn: _Conn, reason: str) -> None:
+        """Books only this connection fed are wrong from now on; shared ones stay while another is up."""
+        if self.shared_books:
+            if self._covered(conn):
+                return
+            for sync in self.syncs.values():
+                if sync.book.valid:
+                    await self.queue.put(sync.invalidate(reason))
+                sync.buffer = []
+            return
+        for (index, symbol), sync in self.syncs.items():
+            if index != conn.index:
+                continue
+            resync = sync.invalidate(reason) if sync.book.valid else None
+            if self._leader.get(symbol) == conn.index:
+                del self._leader[symbol]
+                if resync is not None:
+                    await self.queue.put(resync)
+
+    def _covered(self, conn: _Conn) -> bool:
+        """Another connection is up and feeds the same books."""
+        return any(c.ws is not None for c in self.conns if c is not conn)
+
+    def _books_of(self, conn: _Conn) -> list[BookSync]:
+        if self.shared_books:
+            return [s for (_, _), s in self.syncs.items()]
+        return [s for (i, _), s in self.syncs.items() if i == conn.index]
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def counters(self) -> dict[str, Any]:
+        return {
+            "connections": [c.counters for c in self.conns],
+            "books": {f"{i}:{s}": sync.counters for (i, s), sync in self.syncs.items()},
+        }
