@@ -73,6 +73,25 @@ class _LibrdkafkaPassThrough(PydanticBaseSettingsSource):
         return {"librdkafka": config} if config else {}
 
 
+class _PluginSettingsPassThrough(PydanticBaseSettingsSource):
+    """Every ``DEXNODE_*`` variable that is no field (and no librdkafka setting), as ``plugin_settings``
+    (lower-case name without the prefix → text): protocol plugins declare their own setting names
+    (``protocols.plugins``), so this module needs none of them."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        fields = set(self.settings_cls.model_fields)
+        found = {
+            name[len("DEXNODE_") :].lower(): value
+            for name, value in os.environ.items()
+            if name.startswith("DEXNODE_") and not name.startswith(_KAFKA_ENV_PREFIX)
+        }
+        extra = {name: value for name, value in found.items() if name not in fields}
+        return {"plugin_settings": extra} if extra else {}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEXNODE_", extra="ignore", frozen=True)
 
@@ -106,6 +125,10 @@ class Settings(BaseSettings):
         description="librdkafka settings passed through: DEXNODE_KAFKA_<NAME> or --kafka-option name=value",
     )
     log_level: LogLevel = Field(default="INFO", description="logging level")
+    plugin_settings: dict[str, str] = Field(
+        default_factory=dict,
+        description="protocol plugins' settings by name, from DEXNODE_<NAME> (see protocols/plugins.py)",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -117,7 +140,12 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # flags (init) first, then the environment; no .env or secrets files: one place to look
-        return init_settings, env_settings, _LibrdkafkaPassThrough(settings_cls)
+        return (
+            init_settings,
+            env_settings,
+            _LibrdkafkaPassThrough(settings_cls),
+            _PluginSettingsPassThrough(settings_cls),
+        )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -157,6 +185,13 @@ class Settings(BaseSettings):
         if self.rpc_ws is not None:
             return self.rpc_ws
         return DEFAULT_LOCAL_WS if self.rpc_http == DEFAULT_LOCAL_HTTP else None
+
+    def plugin_setting(self, name: str) -> str | None:
+        """A protocol plugin's setting: the field of that name if there is one, else ``plugin_settings``."""
+        if name in type(self).model_fields:
+            value = getattr(self, name)
+            return value if isinstance(value, str) else None
+        return self.plugin_settings.get(name)
 
     def with_overrides(self, **overrides: Any) -> Settings:
         """A copy with the given (non-None) values, validated like the environment's."""

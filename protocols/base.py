@@ -1,7 +1,8 @@
 """The plugin seam: what a protocol declares, what its handlers receive and what they return.
 
-A protocol is a ``ProtocolSpec``: a name and a tuple of ``EventHandler`` s, one per topic0 it decodes.
-A handler is a pure function ``handle(log, ctx) -> Outcome``:
+A protocol module declares, as data, the events it decodes and how to turn each decoded event into a
+record; ``protocol_spec`` makes the handlers. A ``ProtocolSpec`` is a name, a version and a tuple of
+``EventHandler`` s, one per topic0. A handler is a pure function ``handle(log, ctx) -> Outcome``:
 
 - ``log`` is a ``records.Log`` whose topic0 is the handler's;
 - ``ctx`` is a ``Context``: read-only mappings the pipeline fills before decoding (pools, tokens, block
@@ -10,10 +11,12 @@ A handler is a pure function ``handle(log, ctx) -> Outcome``:
   but yields no record (v2 ``Sync``), or a ``Skip`` saying why the log gave nothing. Handlers never raise
   on bad input from the chain.
 
-Two kinds of handler: ``POOL_EVENT`` handlers decode logs emitted by a pool and need
-``ctx.pools[log.address]``; they carry a ``PoolResolver`` telling the pipeline how to classify an
-emitter it does not know yet (see ``protocols.pools``). ``POOL_CREATED`` handlers decode a factory's
-creation event into a ``Pool``.
+Two kinds of handler: ``POOL_EVENT`` handlers decode an event of a pool and need the pool in
+``ctx.pools``; ``POOL_CREATED`` handlers decode a discovery event (a factory's or a singleton's) into a
+``Pool``. Where a log names its pool is the protocol's ``pool_key``: ``BY_EMITTER`` (the log's address
+is the pool, Uniswap v2/v3) or ``BY_TOPIC1`` (a singleton emits every pool's events and topic1 is the
+pool's 32-byte id, Uniswap v4's PoolManager, Balancer's Vault: the pool's ``contract`` must be the
+log's emitter, since anyone can emit an event with any id).
 """
 
 from __future__ import annotations
@@ -21,20 +24,18 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from core.errors import ConfigError
+from decoders.events import EventAbi, Malformed
 from protocols.pools import PoolResolver
-from protocols.skips import (
-    UNKNOWN,
-    UNKNOWN_POOL,
-    VERSION_MISMATCH,
-    Skip,
-)
+from protocols.skips import MALFORMED, UNCONFIGURED_FACTORY, UNKNOWN, UNKNOWN_POOL, VERSION_MISMATCH, Skip
 from records import DexLiquidity, DexTrade, Log, Pool, Token
 
 POOL_EVENT: Final = "pool_event"
 POOL_CREATED: Final = "pool_created"
+BY_EMITTER: Final = "emitter"  # the log's address is the pool id
+BY_TOPIC1: Final = "topic1"  # topic1 is the pool id; a configured singleton emits the log
 
 Outcome = DexTrade | DexLiquidity | Pool | Skip | None
 
@@ -43,7 +44,7 @@ Outcome = DexTrade | DexLiquidity | Pool | Skip | None
 class Context:
     """What handlers may read. Keys are lower-case ``0x`` hex.
 
-    ``pools``: pool address → Pool (every pool the batch's pool events come from, once resolved).
+    ``pools``: pool id (address or 32-byte id) → Pool, for every pool the batch's pool events name.
     ``tokens``: token address → Token; a missing token means unknown symbol and decimals, so exact
     amounts and price are null.
     ``block_times``: block hash → Unix seconds, for every block of the batch.
@@ -62,16 +63,6 @@ Handle = Callable[[Log, Context], Outcome]
 _UNKNOWN_POOL_SKIP: Final = Skip(UNKNOWN_POOL)
 
 
-def pool_of(log: Log, ctx: Context, version: str) -> Pool | Skip:
-    """The pool that emitted ``log``, if it is known and of ``version``; else why not."""
-    pool = ctx.pools.get(log.address)
-    if pool is None:
-        return _UNKNOWN_POOL_SKIP
-    if pool.version != version:
-        return Skip(VERSION_MISMATCH, f"v{version} event from a pool of another version")
-    return pool
-
-
 @dataclass(frozen=True, slots=True)
 class EventHandler:
     """One event a protocol decodes: its topic0, what emits it (``kind``), and the pure handler."""
@@ -81,20 +72,44 @@ class EventHandler:
     event: str  # "Swap", "Mint", ...
     kind: str  # POOL_EVENT or POOL_CREATED
     handle: Handle
-    resolver: PoolResolver | None = None  # POOL_EVENT only: how to classify an unknown emitter
+    resolver: PoolResolver | None = None  # POOL_EVENT only: how to classify an unknown pool
+    pool_key: str = BY_EMITTER  # POOL_EVENT only: where the log names its pool
 
 
 @dataclass(frozen=True, slots=True)
 class ProtocolSpec:
-    """A protocol plugin: a name, the version its pools carry, and its handlers."""
+    """A protocol plugin: a name, the version its pools carry, its handlers, and tokens it defines
+    without a contract (v4's native ETH), which the pipeline never asks the chain about."""
 
     name: str
     version: str
     handlers: tuple[EventHandler, ...]
+    tokens: tuple[Token, ...] = ()
+
+
+def pool_id(log: Log, pool_key: str) -> str | None:
+    """The id of the pool ``log`` is about: its emitter, or its topic1."""
+    return log.address if pool_key == BY_EMITTER else log.topic1
+
+
+# The declarative shape: a protocol lists its events with a decoder and a builder, nothing else.
+Decode = Callable[[Log], Any]  # the decoded event (a NamedTuple), or Malformed
+Emit = Callable[[Log, Context, Pool, Any], Outcome]  # (log, ctx, pool, decoded event) → record
+
+
+@dataclass(frozen=True, slots=True)
+class PoolEvent:
+    """An event of a pool: ``emit`` builds the record from the decoded event and the known pool;
+    without ``emit`` the event is only validated and yields nothing, known pool or not (v2 ``Sync``)."""
+
+    abi: EventAbi
+    decode: Decode
+    emit: Emit | None = None
 
 
 class Venue(Protocol):
-    """A configured deployment of a protocol: the factory that creates its pools and an exchange label."""
+    """A configured deployment of a protocol: the contract that creates its pools (a factory, or the
+    singleton that holds them) and an exchange label."""
 
     @property
     def factory(self) -> str: ...
@@ -104,6 +119,98 @@ class Venue(Protocol):
 
 
 V = TypeVar("V", bound=Venue)
+Discover = Callable[[Log, Context, Any, Any], Outcome]  # (log, ctx, venue, decoded event) → Pool
+
+
+@dataclass(frozen=True, slots=True)
+class Discovery:
+    """A pool-discovery event, trusted only from a configured venue's contract (anyone can emit it)."""
+
+    abi: EventAbi
+    decode: Decode
+    emit: Discover
+
+
+def _pool_event_handler(event: PoolEvent, version: str, pool_key: str) -> Handle:
+    decode, emit = event.decode, event.emit
+    mismatch = Skip(VERSION_MISMATCH, f"v{version} event from a pool of another version")
+    if emit is None:
+
+        def validate(log: Log, ctx: Context) -> Outcome:
+            decoded = decode(log)
+            return Skip(MALFORMED, decoded.reason) if type(decoded) is Malformed else None
+
+        return validate
+    if pool_key == BY_EMITTER:
+
+        def handle(log: Log, ctx: Context) -> Outcome:
+            decoded = decode(log)
+            if type(decoded) is Malformed:
+                return Skip(MALFORMED, decoded.reason)
+            pool = ctx.pools.get(log.address)
+            if pool is None:
+                return _UNKNOWN_POOL_SKIP
+            if pool.version != version:
+                return mismatch
+            return emit(log, ctx, pool, decoded)
+
+        return handle
+
+    def handle_by_id(log: Log, ctx: Context) -> Outcome:
+        decoded = decode(log)
+        if type(decoded) is Malformed:
+            return Skip(MALFORMED, decoded.reason)
+        pool = ctx.pools.get(log.topic1)  # type: ignore[arg-type]  # the decoder checked topic1
+        if pool is None:
+            return _UNKNOWN_POOL_SKIP
+        if pool.contract != log.address:
+            return Skip(UNKNOWN_POOL, f"pool {log.topic1} belongs to {pool.contract}, not {log.address}")
+        if pool.version != version:
+            return mismatch
+        return emit(log, ctx, pool, decoded)
+
+    return handle_by_id
+
+
+def _discovery_handler(discovery: Discovery, by_factory: Mapping[str, Any]) -> Handle:
+    decode, emit = discovery.decode, discovery.emit
+
+    def handle(log: Log, ctx: Context) -> Outcome:
+        venue = by_factory.get(log.address)
+        if venue is None:
+            return Skip(UNCONFIGURED_FACTORY, log.address)
+        decoded = decode(log)
+        if type(decoded) is Malformed:
+            return Skip(MALFORMED, decoded.reason)
+        return emit(log, ctx, venue, decoded)
+
+    return handle
+
+
+def protocol_spec(
+    name: str,
+    version: str,
+    venues: Mapping[str, Any],
+    *,
+    events: Iterable[PoolEvent],
+    discovery: Iterable[Discovery],
+    pool_key: str = BY_EMITTER,
+    resolver: PoolResolver | None = None,
+    tokens: tuple[Token, ...] = (),
+) -> ProtocolSpec:
+    """The handlers for a declared protocol: ``venues`` maps each configured contract (lower-case) to
+    its venue; every pool event goes through one generic handler (decode, find the pool, emit)."""
+    handlers = []
+    for e in events:
+        handle = _pool_event_handler(e, version, pool_key)
+        handlers.append(EventHandler(e.abi.topic0, name, e.abi.name, POOL_EVENT, handle, resolver, pool_key))
+    handlers += [
+        EventHandler(d.abi.topic0, name, d.abi.name, POOL_CREATED, _discovery_handler(d, venues))
+        for d in discovery
+    ]
+    return ProtocolSpec(name, version, tuple(handlers), tokens)
+
+
 _ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
 
 

@@ -149,9 +149,14 @@ def make_pool(
     fee: int | None,
     tick_spacing: int | None,
     created_by: Log | None = None,
+    contract: str | None = None,
+    tokens: tuple[str, ...] | None = None,
+    hooks: str | None = None,
 ) -> Pool:
     """A ``Pool``: attributed to ``protocol`` under ``label`` when a configured venue vouches for it
-    (``label`` not None), else ``unknown``; ``created_by`` is the factory's creation log, when seen."""
+    (``label`` not None), else ``unknown``; ``created_by`` is the factory's creation log, when seen.
+    ``contract`` (the emitter of the pool's events) defaults to ``address``, ``tokens`` to
+    (token0, token1)."""
     return Pool(
         address=address,
         protocol=protocol if label is not None else UNKNOWN,
@@ -166,4 +171,7 @@ def make_pool(
         created_block_hash=created_by.block_hash if created_by is not None else None,
         created_transaction_hash=created_by.transaction_hash if created_by is not None else None,
         created_log_index=created_by.log_index if created_by is not None else None,
+        contract=contract if contract is not None else address,
+        tokens=tokens if tokens is not None else (token0, token1),
+        hooks=hooks,
     )

@@ -2,7 +2,8 @@
 
 One topic0 has one handler. Uniswap v2 forks share the v2 topics and are told apart by the pool's
 factory (configuration), not by another handler; two different protocols declaring the same topic0 is
-a configuration error, raised when the registry is built.
+a configuration error, raised when the registry is built. The registry names no protocol: it takes
+whatever ``protocols.plugins.discover`` finds.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from core.errors import ConfigError
-from protocols.base import POOL_EVENT, Context, EventHandler, ProtocolSpec
+from protocols.base import POOL_EVENT, Context, EventHandler, ProtocolSpec, pool_id
+from protocols.plugins import discover
 from protocols.pools import PoolQuery
 from protocols.skips import MALFORMED, Skip
-from protocols.uniswap import v2, v3
-from records import DexLiquidity, DexTrade, Log, Pool
+from records import DexLiquidity, DexTrade, Log, Pool, Token
 
 log = logging.getLogger(__name__)
 
@@ -46,22 +47,25 @@ class Registry:
                         f"{handler.protocol} ({handler.event})"
                     )
                 self.handlers[handler.topic0] = handler
+        # tokens without a contract (native ETH), by address: the pipeline never asks the chain about them
+        self.static_tokens: dict[str, Token] = {t.address: t for spec in self.protocols for t in spec.tokens}
         self._handles = {topic0: handler.handle for topic0, handler in self.handlers.items()}
 
     def lookup(self, topic0: str | None) -> EventHandler | None:
         return self.handlers.get(topic0) if topic0 is not None else None
 
     def unknown_pools(self, logs: Iterable[Log], pools: Mapping[str, Pool]) -> list[PoolQuery]:
-        """One query per distinct emitter of a pool event that is not in ``pools`` (first-seen order)."""
+        """One query per distinct pool id of a pool event that is not in ``pools`` (first-seen order),
+        for protocols that can classify a pool nobody saw created."""
         queries: dict[str, PoolQuery] = {}
         handlers = self.handlers
         for entry in logs:
             handler = handlers.get(entry.topic0) if entry.topic0 is not None else None
             if handler is None or handler.kind != POOL_EVENT or handler.resolver is None:
                 continue
-            address = entry.address
-            if address not in pools and address not in queries:
-                queries[address] = PoolQuery(address, handler.resolver)
+            key = pool_id(entry, handler.pool_key)
+            if key is not None and key not in pools and key not in queries:
+                queries[key] = PoolQuery(key, handler.resolver)
         return list(queries.values())
 
     def decode(self, logs: Iterable[Log], ctx: Context) -> Decoded:
@@ -108,9 +112,16 @@ def resolution_counts(outcomes: Iterable[Pool | Skip]) -> Counter[str]:
     return counts
 
 
-def default_registry(
-    v2_venues: Sequence[v2.V2Venue] = v2.DEFAULT_V2_VENUES,
-    v3_venues: Sequence[v3.V3Venue] = v3.DEFAULT_V3_VENUES,
-) -> Registry:
-    """Uniswap v2 (+ forks) and v3 (+ forks) with these venues (mainnet defaults)."""
-    return Registry([v2.protocol(v2_venues), v3.protocol(v3_venues)])
+def default_registry(venues: Mapping[str, Sequence[object]] | None = None) -> Registry:
+    """Every discovered plugin, with ``venues[plugin.name]`` where given, else its mainnet venues."""
+    given = venues or {}
+    return Registry(
+        plugin.build(tuple(given[plugin.name])) if plugin.name in given else plugin.spec(None)
+        for plugin in discover()
+    )
+
+
+def registry_of(settings: Mapping[str, str | None]) -> Registry:
+    """Every discovered plugin configured from its setting's text (``settings[plugin.setting]``;
+    absent, None or blank = mainnet defaults)."""
+    return Registry(plugin.spec(settings.get(plugin.setting)) for plugin in discover())

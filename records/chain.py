@@ -165,21 +165,31 @@ class Token(Record):
 @register
 @dataclass(frozen=True, slots=True)
 class Pool(Record):
+    """A pool, keyed by its protocol's pool id: ``address`` is the pool's contract address (Uniswap
+    v2/v3, 42 characters) or its 32-byte id (Uniswap v4 PoolId, Balancer poolId, 66 characters); a
+    trade's ``pool_address`` holds the same id. ``contract`` emits the pool's events (the pool itself,
+    v4's PoolManager, Balancer's Vault). ``tokens`` lists every token in the protocol's order;
+    ``token0``/``token1`` are its first two. The last three fields have defaults for rows written
+    before they existed (v2/v3: contract = address, tokens = (token0, token1))."""
+
     TYPE = "pool"
 
     address: str
-    protocol: str  # uniswap, or "unknown" for a Uniswap-shaped contract no known factory created
-    version: str  # "2", "3"
-    exchange: str  # label: uniswap-v2, sushiswap, uniswap-v3
+    protocol: str  # uniswap, balancer, or "unknown" for a Uniswap-shaped contract no known factory created
+    version: str  # "2", "3", "4"
+    exchange: str  # label: uniswap-v2, sushiswap, uniswap-v3, uniswap-v4, balancer-v2
     factory: str | None
     token0: str
     token1: str
-    fee: int | None
+    fee: int | None  # hundredths of a bip; v4 dynamic-fee pools: 0x800000 (the fee is in each Swap)
     tick_spacing: int | None
     created_block_number: int | None
     created_block_hash: str | None
     created_transaction_hash: str | None
     created_log_index: int | None
+    contract: str | None = None
+    tokens: tuple[str, ...] = ()
+    hooks: str | None = None  # Uniswap v4 hooks contract (0x0…0: none)
 
 
 @register

@@ -171,9 +171,13 @@ pools = sa.Table(
     sa.Column("created_block_hash", sa.Text),
     sa.Column("created_transaction_hash", sa.Text),
     sa.Column("created_log_index", sa.Integer),
+    sa.Column("contract", sa.Text),  # emits the pool's events: the pool (v2/v3), PoolManager, Vault
+    sa.Column("tokens", ARRAY(sa.Text)),  # every token, in the protocol's order (token0/1: the first two)
+    sa.Column("hooks", sa.Text),  # Uniswap v4 hooks contract
     sa.Index("ix_pools_token0", "token0"),
     sa.Index("ix_pools_token1", "token1"),
     sa.Index("ix_pools_created_block", "created_block_number"),
+    sa.Index("ix_pools_contract", "contract"),
 )
 
 

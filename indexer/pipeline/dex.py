@@ -39,17 +39,17 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from core.errors import ConfigError, RetryableError
+from core.errors import RetryableError
 from core.retry import RetryPolicy
+from core.settings import Settings
 from decoders.token_metadata import TOKEN_CALLS, parse_token
 from indexer.chain.extract import ExtractedBlock
 from indexer.chain.rpc import RpcClient
-from protocols.base import POOL_CREATED, Context
+from protocols.base import POOL_CREATED, Context, pool_id
+from protocols.plugins import discover
 from protocols.pools import PoolQuery
-from protocols.registry import Registry, default_registry, resolution_counts
+from protocols.registry import Registry, registry_of, resolution_counts
 from protocols.skips import Skip
-from protocols.uniswap.v2 import DEFAULT_V2_VENUES, V2Venue
-from protocols.uniswap.v3 import DEFAULT_V3_VENUES, V3Venue
 from records import Log, Pool, Record, Reorg, Token, Transaction
 from records.batch import Batch
 
@@ -57,7 +57,7 @@ log = logging.getLogger("dexnode.dex")
 
 _POOL_COLUMNS = (
     "address, protocol, version, exchange, factory, token0, token1, fee, tick_spacing, created_block_number,"
-    " created_block_hash, created_transaction_hash, created_log_index"
+    " created_block_hash, created_transaction_hash, created_log_index, contract, tokens, hooks"
 )
 
 
@@ -70,38 +70,29 @@ _DELETE_POOLS = (
 )
 _DELETE_TOKENS = (
     "DELETE FROM tokens t WHERE t.address = ANY($1) AND NOT EXISTS (SELECT 1 FROM pools p"
-    " WHERE (p.token0 = t.address OR p.token1 = t.address) AND NOT (p.address = ANY($2))"
+    " WHERE (p.token0 = t.address OR p.token1 = t.address OR t.address = ANY(p.tokens))"
+    " AND NOT (p.address = ANY($2))"
     " AND (p.created_block_number IS NULL OR p.created_block_number <= $3))"
 )
 
 
-def parse_venues(text: str | None, kind: str) -> list[V2Venue] | list[V3Venue] | None:
-    """``"0xfactory=label[:fee],..."`` from settings; None when unset (mainnet defaults apply)."""
-    if text is None or not text.strip():
-        return None
-    v2: list[V2Venue] = []
-    v3: list[V3Venue] = []
-    for item in text.split(","):
-        factory, sep, rest = item.strip().partition("=")
-        if not sep or not rest:
-            raise ConfigError(f"{kind} venue {item.strip()!r}: expected 0xFACTORY=label")
-        label, _, fee = rest.partition(":")
-        if kind == "v2":
-            if fee and not fee.isdigit():
-                raise ConfigError(f"v2 venue {item.strip()!r}: fee must be an integer (3000 = 0.30%)")
-            v2.append(V2Venue(factory.strip().lower(), label.strip(), int(fee) if fee else 3000))
-        else:
-            v3.append(V3Venue(factory.strip().lower(), label.strip()))
-    return v2 if kind == "v2" else v3
+def registry_for(settings: Settings) -> Registry:
+    """Every protocol plugin, each configured by its own setting (``Settings.plugin_setting``)."""
+    return registry_of({p.setting: settings.plugin_setting(p.setting) for p in discover()})
 
 
-def registry_from(v2_text: str | None, v3_text: str | None) -> Registry:
-    v2 = parse_venues(v2_text, "v2")
-    v3 = parse_venues(v3_text, "v3")
-    return default_registry(
-        tuple(v2) if v2 is not None else DEFAULT_V2_VENUES,  # type: ignore[arg-type]
-        tuple(v3) if v3 is not None else DEFAULT_V3_VENUES,  # type: ignore[arg-type]
-    )
+def registry_from(*texts: str | None) -> Registry:
+    """The older call shape: the venue texts of the plugins whose settings are ``Settings`` fields,
+    in the fields' order (the Uniswap v2, then v3 factories); every other plugin on its defaults."""
+    names = [name for name in Settings.model_fields if name in {p.setting for p in discover()}]
+    return registry_of(dict(zip(names, texts, strict=False)))
+
+
+def _pool_of_row(row: Mapping[str, object]) -> Pool:
+    values = dict(row)
+    tokens = values.get("tokens")
+    values["tokens"] = tuple(tokens) if isinstance(tokens, list | tuple) else ()
+    return Pool(**values)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -118,6 +109,10 @@ class _Learned:
     counts: Counter[str] = field(default_factory=Counter)
 
     def add_pool(self, pool: Pool, block: int, *, new: bool) -> None:
+        """Learn ``pool``; a later discovery event of the same pool in the batch (Balancer's
+        TokensRegistered after PoolRegistered) replaces the pool written with the batch."""
+        if new and pool.address in self.pools:
+            self.new_pools = [p for p in self.new_pools if p.address != pool.address]
         self.pools[pool.address] = pool
         self.pool_blocks[pool.address] = block
         self.not_pools.pop(pool.address, None)
@@ -188,10 +183,15 @@ class DexEnricher:
         learned = _Learned()
         creations = [lg for lg in dex_logs if handlers[lg.topic0 or ""].kind == POOL_CREATED]
         events = [lg for lg in dex_logs if handlers[lg.topic0 or ""].kind != POOL_CREATED]
-        created = self.registry.decode(creations, self._context(batch))  # pure: pools need no lookup
-        for pool in created.records:
-            if isinstance(pool, Pool):
-                learned.add_pool(pool, pool.created_block_number or at, new=True)
+        # pure: pools need no lookup; one at a time, so a discovery event sees the pools found before it
+        created = self.registry.decode([], self._context(batch))
+        for entry in creations:
+            one = self.registry.decode([entry], self._context(batch, ChainMap(learned.pools, self.pools)))
+            created.counts.update(one.counts)
+            created.skipped.extend(one.skipped)
+            for pool in one.records:
+                if isinstance(pool, Pool):
+                    learned.add_pool(pool, pool.created_block_number or at, new=True)
         await self._resolve_pools(events, learned, at, batch.reorg)
         await self._resolve_tokens(self._tokens_of(events, learned), learned, at)
         self._commit(learned, at)  # everything is resolved: from here on nothing can fail
@@ -249,9 +249,9 @@ class DexEnricher:
         if stale:
             log.info("reorg above block %d: forgot %d cached pool(s)/token(s)", ancestor, len(stale))
 
-    def _context(self, batch: Batch) -> Context:
+    def _context(self, batch: Batch, pools: Mapping[str, Pool] | None = None) -> Context:
         return Context(
-            pools=self.pools,
+            pools=self.pools if pools is None else pools,
             tokens=self.tokens,
             block_times={b.hash: b.timestamp for b in batch.blocks},
             transactions={t.hash: (t.from_address, t.to_address) for t in batch.of(Transaction)},
@@ -277,27 +277,30 @@ class DexEnricher:
     def _tokens_of(self, events: Sequence[Log], learned: _Learned) -> set[str]:
         wanted: set[str] = set()
         for pool in learned.new_pools:
-            wanted.update((pool.token0, pool.token1))
+            wanted.update((pool.token0, pool.token1, *pool.tokens))
         pools: Mapping[str, Pool] = ChainMap(learned.pools, self.pools)
+        handlers = self.registry.handlers
         for entry in events:
-            known = pools.get(entry.address)
+            handler = handlers.get(entry.topic0 or "")
+            key = pool_id(entry, handler.pool_key) if handler is not None else None
+            known = pools.get(key) if key is not None else None
             if known is not None:
-                wanted.update((known.token0, known.token1))
+                wanted.update((known.token0, known.token1, *known.tokens))
         return {t for t in wanted if t not in self.tokens and t not in learned.tokens}
 
     async def _resolve_pools(
         self, events: Sequence[Log], learned: _Learned, at: int, reorg: Reorg | None
     ) -> None:
         known: Mapping[str, Pool] = ChainMap(learned.pools, self.pools)
-        queries = [q for q in self.registry.unknown_pools(events, known) if q.address not in self.not_pools]
-        if not queries:
+        unknown = self.registry.unknown_pools(events, known)
+        queries = [q for q in unknown if q.address not in self.not_pools]
+        wanted = [q.address for q in queries] + self._unknown_ids(events, known)
+        if not wanted:
             return
         if self.db is not None:
-            rows = await self.db.fetch(
-                f"SELECT {_POOL_COLUMNS} FROM pools WHERE address = ANY($1)", [q.address for q in queries]
-            )
+            rows = await self.db.fetch(f"SELECT {_POOL_COLUMNS} FROM pools WHERE address = ANY($1)", wanted)
             for row in rows:
-                pool = Pool(**dict(row))
+                pool = _pool_of_row(row)
                 created = pool.created_block_number
                 if reorg is not None and created is not None and created > reorg.common_ancestor_number:
                     continue  # created on the orphaned branch: this batch's write deletes that row
@@ -305,6 +308,20 @@ class DexEnricher:
             queries = [q for q in queries if q.address not in learned.pools]
         if queries:
             await self._classify_on_chain(queries, learned, at)
+
+    def _unknown_ids(self, events: Sequence[Log], known: Mapping[str, Pool]) -> list[str]:
+        """Pool ids of events whose protocol cannot classify a pool on chain (v4, Balancer: only their
+        discovery events make pools) and that are not known here: the ``pools`` table may hold them."""
+        handlers = self.registry.handlers
+        ids: dict[str, None] = {}
+        for entry in events:
+            handler = handlers.get(entry.topic0 or "")
+            if handler is None or handler.resolver is not None:
+                continue
+            key = pool_id(entry, handler.pool_key)
+            if key is not None and key not in known:
+                ids[key] = None
+        return list(ids)
 
     async def _classify_on_chain(self, queries: list[PoolQuery], learned: _Learned, at: int) -> None:
         calls = [(q, c) for q in queries for c in q.calls]
@@ -334,9 +351,7 @@ class DexEnricher:
             learned.classified.add(final.address)
             outcomes.append(final)
             if final.protocol == "unknown":
-                log.warning(
-                    "pool %s: Uniswap-shaped events but no configured factory vouches for it", q.address
-                )
+                log.warning("pool %s: its events decode but no configured factory vouches for it", q.address)
         learned.counts.update(resolution_counts(outcomes))
 
     async def _resolve_tokens(self, addresses: set[str], learned: _Learned, at: int) -> None:
@@ -351,6 +366,11 @@ class DexEnricher:
             for row in rows:
                 learned.tokens[row["address"]] = Token(**dict(row))
             missing = [a for a in missing if a not in learned.tokens]
+        static = self.registry.static_tokens  # tokens a protocol defines (native ETH): never called
+        for address in [a for a in missing if a in static]:
+            learned.tokens[address] = static[address]
+            learned.new_tokens.append(static[address])
+        missing = [a for a in missing if a not in static]
         if not missing:
             return
         calls = [(a, name, data) for a in missing for name, data in TOKEN_CALLS]

@@ -23,19 +23,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from decoders.events import Malformed
 from decoders.uniswap import decode_v2_burn, decode_v2_mint, decode_v2_swap, decode_v2_sync
-from decoders.uniswap_abi import V2_BURN, V2_MINT, V2_PAIR_CREATED, V2_SWAP, V2_SYNC, decode_pair_created
-from protocols.base import (
-    POOL_CREATED,
-    POOL_EVENT,
-    Context,
-    EventHandler,
-    Outcome,
-    ProtocolSpec,
-    check_venues,
-    pool_of,
+from decoders.uniswap_abi import (
+    V2_BURN,
+    V2_MINT,
+    V2_PAIR_CREATED,
+    V2_SWAP,
+    V2_SYNC,
+    PairCreated,
+    V2Burn,
+    V2Mint,
+    V2Swap,
+    decode_pair_created,
 )
+from protocols.base import Context, Discovery, Outcome, PoolEvent, ProtocolSpec, check_venues, protocol_spec
+from protocols.plugins import Plugin
 from protocols.pools import (
     FACTORY,
     TOKEN0,
@@ -47,7 +49,7 @@ from protocols.pools import (
     make_pool,
     read_pool_tokens,
 )
-from protocols.skips import MALFORMED, UNCONFIGURED_FACTORY, Skip
+from protocols.skips import Skip
 from protocols.trades import liquidity, trade
 from records import Log, Pool
 
@@ -75,14 +77,8 @@ DEFAULT_V2_VENUES: tuple[V2Venue, ...] = (
 )  # Ethereum mainnet
 
 
-def handle_swap(log: Log, ctx: Context) -> Outcome:
+def swap(log: Log, ctx: Context, pool: Pool, event: V2Swap) -> Outcome:
     """Swap → DexTrade (taker = ``to``, maker = the pair; sides by Dune's formula)."""
-    event = decode_v2_swap(log)
-    if isinstance(event, Malformed):
-        return Skip(MALFORMED, event.reason)
-    pool = pool_of(log, ctx, VERSION)
-    if isinstance(pool, Skip):
-        return pool
     _, to, amount0_in, amount1_in, amount0_out, amount1_out = event
     if amount0_out:
         bought, bought_raw = pool.token0, amount0_out
@@ -95,36 +91,18 @@ def handle_swap(log: Log, ctx: Context) -> Outcome:
     return trade(log, ctx, pool, to, pool.address, bought, bought_raw, sold, sold_raw)
 
 
-def handle_mint(log: Log, ctx: Context) -> Outcome:
+def mint(log: Log, ctx: Context, pool: Pool, event: V2Mint) -> Outcome:
     """Mint → DexLiquidity (mint, add; sender = the caller, usually the router)."""
-    event = decode_v2_mint(log)
-    if isinstance(event, Malformed):
-        return Skip(MALFORMED, event.reason)
-    pool = pool_of(log, ctx, VERSION)
-    if isinstance(pool, Skip):
-        return pool
     return liquidity(
         log, ctx, pool, "mint", "add", event.amount0, event.amount1, owner=None, sender=event.sender
     )
 
 
-def handle_burn(log: Log, ctx: Context) -> Outcome:
+def burn(log: Log, ctx: Context, pool: Pool, event: V2Burn) -> Outcome:
     """Burn → DexLiquidity (burn, remove; the event's ``to`` received the tokens)."""
-    event = decode_v2_burn(log)
-    if isinstance(event, Malformed):
-        return Skip(MALFORMED, event.reason)
-    pool = pool_of(log, ctx, VERSION)
-    if isinstance(pool, Skip):
-        return pool
     return liquidity(
         log, ctx, pool, "burn", "remove", event.amount0, event.amount1, owner=None, sender=event.sender
     )
-
-
-def handle_sync(log: Log, ctx: Context) -> Outcome:
-    """Sync → nothing yet (validated; reserves are for later)."""
-    event = decode_v2_sync(log)
-    return Skip(MALFORMED, event.reason) if isinstance(event, Malformed) else None
 
 
 def _venue_pool(
@@ -142,20 +120,23 @@ def _venue_pool(
     )  # fmt: skip
 
 
+def pair_created(log: Log, ctx: Context, venue: V2Venue, event: PairCreated) -> Outcome:
+    """PairCreated from a configured factory → Pool."""
+    return _venue_pool(venue, event.pair, log.address, event.token0, event.token1, created_by=log)
+
+
+EVENTS: Final = (
+    PoolEvent(V2_SWAP, decode_v2_swap, swap),
+    PoolEvent(V2_MINT, decode_v2_mint, mint),
+    PoolEvent(V2_BURN, decode_v2_burn, burn),
+    PoolEvent(V2_SYNC, decode_v2_sync),  # validated; reserves are for later
+)
+DISCOVERY: Final = (Discovery(V2_PAIR_CREATED, decode_pair_created, pair_created),)
+
+
 def protocol(venues: Sequence[V2Venue] = DEFAULT_V2_VENUES) -> ProtocolSpec:
     """The v2 plugin for these venues (factories must be distinct lower-case addresses)."""
     by_factory: Mapping[str, V2Venue] = check_venues(venues)
-
-    def handle_pair_created(log: Log, ctx: Context) -> Outcome:
-        """PairCreated from a configured factory → Pool. Other emitters are skipped: anyone can emit
-        this event, so only the configured factory's own log is trusted."""
-        venue = by_factory.get(log.address)
-        if venue is None:
-            return Skip(UNCONFIGURED_FACTORY, log.address)
-        event = decode_pair_created(log)
-        if isinstance(event, Malformed):
-            return Skip(MALFORMED, event.reason)
-        return _venue_pool(venue, event.pair, log.address, event.token0, event.token1, created_by=log)
 
     def resolve(address: str, results: Mapping[str, CallResult]) -> Pool | Skip:
         read = read_pool_tokens(address, results)
@@ -175,14 +156,13 @@ def protocol(venues: Sequence[V2Venue] = DEFAULT_V2_VENUES) -> ProtocolSpec:
         return _venue_pool(venue, pool.address, pool.factory, pool.token0, pool.token1)
 
     resolver = PoolResolver(VERSION, (FACTORY, TOKEN0, TOKEN1), resolve, verification, confirm)
-    return ProtocolSpec(
-        name=NAME,
-        version=VERSION,
-        handlers=(
-            EventHandler(V2_SWAP.topic0, NAME, "Swap", POOL_EVENT, handle_swap, resolver),
-            EventHandler(V2_MINT.topic0, NAME, "Mint", POOL_EVENT, handle_mint, resolver),
-            EventHandler(V2_BURN.topic0, NAME, "Burn", POOL_EVENT, handle_burn, resolver),
-            EventHandler(V2_SYNC.topic0, NAME, "Sync", POOL_EVENT, handle_sync, resolver),
-            EventHandler(V2_PAIR_CREATED.topic0, NAME, "PairCreated", POOL_CREATED, handle_pair_created),
-        ),
-    )
+    return protocol_spec(NAME, VERSION, by_factory, events=EVENTS, discovery=DISCOVERY, resolver=resolver)
+
+
+def _parse_venue(factory: str, label: str, fee: str) -> V2Venue:
+    if fee and not fee.isdigit():
+        raise ValueError("fee must be an integer (3000 = 0.30%)")
+    return V2Venue(factory, label, int(fee) if fee else 3000)
+
+
+PLUGIN: Final = Plugin(NAME, "uniswap_v2_factories", DEFAULT_V2_VENUES, _parse_venue, protocol)

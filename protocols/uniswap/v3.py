@@ -24,19 +24,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
-from decoders.events import Malformed
 from decoders.uniswap import decode_v3_burn, decode_v3_collect, decode_v3_mint, decode_v3_swap
-from decoders.uniswap_abi import V3_BURN, V3_COLLECT, V3_MINT, V3_POOL_CREATED, V3_SWAP, decode_pool_created
-from protocols.base import (
-    POOL_CREATED,
-    POOL_EVENT,
-    Context,
-    EventHandler,
-    Outcome,
-    ProtocolSpec,
-    check_venues,
-    pool_of,
+from decoders.uniswap_abi import (
+    V3_BURN,
+    V3_COLLECT,
+    V3_MINT,
+    V3_POOL_CREATED,
+    V3_SWAP,
+    PoolCreated,
+    V3Burn,
+    V3Collect,
+    V3Mint,
+    V3Swap,
+    decode_pool_created,
 )
+from protocols.base import Context, Discovery, Outcome, PoolEvent, ProtocolSpec, check_venues, protocol_spec
+from protocols.plugins import Plugin
 from protocols.pools import (
     FACTORY,
     FEE,
@@ -52,7 +55,7 @@ from protocols.pools import (
     read_pool_tokens,
     uint_result,
 )
-from protocols.skips import MALFORMED, UNCONFIGURED_FACTORY, UNKNOWN, Skip
+from protocols.skips import UNKNOWN, Skip
 from protocols.trades import liquidity, trade
 from records import Log, Pool
 
@@ -75,28 +78,16 @@ DEFAULT_V3_VENUES: tuple[V3Venue, ...] = (
 )  # Ethereum mainnet
 
 
-def handle_swap(log: Log, ctx: Context) -> Outcome:
+def swap(log: Log, ctx: Context, pool: Pool, event: V3Swap) -> Outcome:
     """Swap → DexTrade (taker = ``recipient``, no maker; a negative ``amount0`` is token0 bought)."""
-    event = decode_v3_swap(log)
-    if isinstance(event, Malformed):
-        return Skip(MALFORMED, event.reason)
-    pool = pool_of(log, ctx, VERSION)
-    if isinstance(pool, Skip):
-        return pool
     amount0, amount1 = event.amount0, event.amount1
     if amount0 < 0:
         return trade(log, ctx, pool, event.recipient, None, pool.token0, -amount0, pool.token1, abs(amount1))
     return trade(log, ctx, pool, event.recipient, None, pool.token1, abs(amount1), pool.token0, amount0)
 
 
-def handle_mint(log: Log, ctx: Context) -> Outcome:
+def mint(log: Log, ctx: Context, pool: Pool, event: V3Mint) -> Outcome:
     """Mint → DexLiquidity (mint, add; owner, sender, liquidity, tick range)."""
-    event = decode_v3_mint(log)
-    if isinstance(event, Malformed):
-        return Skip(MALFORMED, event.reason)
-    pool = pool_of(log, ctx, VERSION)
-    if isinstance(pool, Skip):
-        return pool
     return liquidity(
         log, ctx, pool, "mint", "add", event.amount0, event.amount1,
         owner=event.owner, sender=event.sender, liquidity=event.amount,
@@ -104,14 +95,8 @@ def handle_mint(log: Log, ctx: Context) -> Outcome:
     )  # fmt: skip
 
 
-def handle_burn(log: Log, ctx: Context) -> Outcome:
+def burn(log: Log, ctx: Context, pool: Pool, event: V3Burn) -> Outcome:
     """Burn → DexLiquidity (burn, remove; amounts credited to the position, paid by a later Collect)."""
-    event = decode_v3_burn(log)
-    if isinstance(event, Malformed):
-        return Skip(MALFORMED, event.reason)
-    pool = pool_of(log, ctx, VERSION)
-    if isinstance(pool, Skip):
-        return pool
     return liquidity(
         log, ctx, pool, "burn", "remove", event.amount0, event.amount1,
         owner=event.owner, sender=None, liquidity=event.amount,
@@ -119,14 +104,8 @@ def handle_burn(log: Log, ctx: Context) -> Outcome:
     )  # fmt: skip
 
 
-def handle_collect(log: Log, ctx: Context) -> Outcome:
+def collect(log: Log, ctx: Context, pool: Pool, event: V3Collect) -> Outcome:
     """Collect → DexLiquidity (collect, remove; the amounts the pool paid out)."""
-    event = decode_v3_collect(log)
-    if isinstance(event, Malformed):
-        return Skip(MALFORMED, event.reason)
-    pool = pool_of(log, ctx, VERSION)
-    if isinstance(pool, Skip):
-        return pool
     return liquidity(
         log, ctx, pool, "collect", "remove", event.amount0, event.amount1,
         owner=event.owner, sender=None, tick_lower=event.tick_lower, tick_upper=event.tick_upper,
@@ -150,22 +129,26 @@ def _venue_pool(
     )  # fmt: skip
 
 
+def pool_created(log: Log, ctx: Context, venue: V3Venue, event: PoolCreated) -> Outcome:
+    """PoolCreated from a configured factory → Pool."""
+    return _venue_pool(
+        venue, event.pool, log.address, event.token0, event.token1, event.fee, event.tick_spacing,
+        created_by=log,
+    )  # fmt: skip
+
+
+EVENTS: Final = (
+    PoolEvent(V3_SWAP, decode_v3_swap, swap),
+    PoolEvent(V3_MINT, decode_v3_mint, mint),
+    PoolEvent(V3_BURN, decode_v3_burn, burn),
+    PoolEvent(V3_COLLECT, decode_v3_collect, collect),
+)
+DISCOVERY: Final = (Discovery(V3_POOL_CREATED, decode_pool_created, pool_created),)
+
+
 def protocol(venues: Sequence[V3Venue] = DEFAULT_V3_VENUES) -> ProtocolSpec:
     """The v3 plugin for these venues (factories must be distinct lower-case addresses)."""
     by_factory: Mapping[str, V3Venue] = check_venues(venues)
-
-    def handle_pool_created(log: Log, ctx: Context) -> Outcome:
-        """PoolCreated from a configured factory → Pool; other emitters are skipped (anyone can emit it)."""
-        venue = by_factory.get(log.address)
-        if venue is None:
-            return Skip(UNCONFIGURED_FACTORY, log.address)
-        event = decode_pool_created(log)
-        if isinstance(event, Malformed):
-            return Skip(MALFORMED, event.reason)
-        return _venue_pool(
-            venue, event.pool, log.address, event.token0, event.token1, event.fee, event.tick_spacing,
-            created_by=log,
-        )  # fmt: skip
 
     def resolve(address: str, results: Mapping[str, CallResult]) -> Pool | Skip:
         read = read_pool_tokens(address, results)
@@ -193,14 +176,11 @@ def protocol(venues: Sequence[V3Venue] = DEFAULT_V3_VENUES) -> ProtocolSpec:
     resolver = PoolResolver(
         VERSION, (FACTORY, TOKEN0, TOKEN1, FEE, TICK_SPACING), resolve, verification, confirm
     )
-    return ProtocolSpec(
-        name=NAME,
-        version=VERSION,
-        handlers=(
-            EventHandler(V3_SWAP.topic0, NAME, "Swap", POOL_EVENT, handle_swap, resolver),
-            EventHandler(V3_MINT.topic0, NAME, "Mint", POOL_EVENT, handle_mint, resolver),
-            EventHandler(V3_BURN.topic0, NAME, "Burn", POOL_EVENT, handle_burn, resolver),
-            EventHandler(V3_COLLECT.topic0, NAME, "Collect", POOL_EVENT, handle_collect, resolver),
-            EventHandler(V3_POOL_CREATED.topic0, NAME, "PoolCreated", POOL_CREATED, handle_pool_created),
-        ),
-    )
+    return protocol_spec(NAME, VERSION, by_factory, events=EVENTS, discovery=DISCOVERY, resolver=resolver)
+
+
+def _parse_venue(factory: str, label: str, extra: str) -> V3Venue:
+    return V3Venue(factory, label)  # the pool carries its own fee
+
+
+PLUGIN: Final = Plugin(NAME, "uniswap_v3_factories", DEFAULT_V3_VENUES, _parse_venue, protocol)

@@ -306,8 +306,9 @@ def pair_created(factory: str) -> Log:
 def test_pool_creation_from_configured_factories_only() -> None:
     created = handle(pair_created(SUSHISWAP_FACTORY), context())
     assert created == Pool(
-        PAIR, "uniswap", "2", "sushiswap", SUSHISWAP_FACTORY, TOKEN0, TOKEN1, 3000, None, 100, BLOCK, TX, 7
-    )
+        PAIR, "uniswap", "2", "sushiswap", SUSHISWAP_FACTORY, TOKEN0, TOKEN1, 3000, None, 100, BLOCK, TX, 7,
+        contract=PAIR, tokens=(TOKEN0, TOKEN1),
+    )  # fmt: skip
     assert handle(pair_created("0x" + "99" * 20), context()) == Skip(UNCONFIGURED_FACTORY, "0x" + "99" * 20)
     pool_created = log(
         UNISWAP_V3_FACTORY,
@@ -316,14 +317,17 @@ def test_pool_creation_from_configured_factories_only() -> None:
         [("int24", 10), ("address", POOL3)],
     )
     assert handle(pool_created, context()) == Pool(
-        POOL3, "uniswap", "3", "uniswap-v3", UNISWAP_V3_FACTORY, TOKEN0, TOKEN1, 500, 10, 100, BLOCK, TX, 7
-    )
+        POOL3, "uniswap", "3", "uniswap-v3", UNISWAP_V3_FACTORY, TOKEN0, TOKEN1, 500, 10, 100, BLOCK, TX, 7,
+        contract=POOL3, tokens=(TOKEN0, TOKEN1),
+    )  # fmt: skip
 
 
 def test_a_v2_fork_is_one_configuration_entry() -> None:
     shiba = "0x115934131916c8b277dd010ee02de363c09d037c"
     # as copied from a block explorer: checksummed
-    registry = default_registry(v2_venues=[V2Venue(to_checksum_address(shiba), "shibaswap")], v3_venues=[])
+    registry = default_registry(
+        {"uniswap-v2": [V2Venue(to_checksum_address(shiba), "shibaswap")], "uniswap-v3": []}
+    )
     handler = registry.lookup(pair_created(shiba).topic0)
     assert handler is not None
     created = handler.handle(pair_created(shiba), context())
@@ -368,8 +372,9 @@ def test_unknown_pool_resolution_calls_and_unknown_factory() -> None:
     elsewhere = "0x" + "99" * 20
     resolved = queries[0].resolve(results(factory=elsewhere, token0=TOKEN0, token1=TOKEN1))
     assert resolved == Pool(
-        PAIR, "unknown", "2", "unknown", elsewhere, TOKEN0, TOKEN1, None, None, None, None, None, None
-    )
+        PAIR, "unknown", "2", "unknown", elsewhere, TOKEN0, TOKEN1, None, None, None, None, None, None,
+        contract=PAIR, tokens=(TOKEN0, TOKEN1),
+    )  # fmt: skip
     assert isinstance(resolved, Pool) and queries[0].verification_call(resolved) is None
     trade = handle(v2_swap(0, 1, 1, 0), context(resolved))
     assert isinstance(trade, DexTrade) and (trade.protocol, trade.exchange) == ("unknown", "unknown")
@@ -427,9 +432,9 @@ def test_configured_factory_must_confirm_the_pool() -> None:
 )
 def test_bad_venue_configuration_is_a_config_error(venues: list[V2Venue]) -> None:
     with pytest.raises(ConfigError):
-        default_registry(v2_venues=venues)
+        default_registry({"uniswap-v2": venues})
     with pytest.raises(ConfigError):
-        default_registry(v3_venues=[V3Venue(v.factory, v.label) for v in venues])
+        default_registry({"uniswap-v3": [V3Venue(v.factory, v.label) for v in venues]})
 
 
 def test_two_protocols_declaring_one_topic0_is_a_config_error() -> None:
