@@ -141,6 +141,9 @@ class FeedHandler:
                     tries = 0
                     for frame in self.exchange.subscribe(self.symbols, self.feeds):
                         await ws.send(frame)
+                    if self.exchange.snapshot_by == "rest" and "book" in self.feeds:
+                        for symbol in self.symbols:  # a quiet book would otherwise wait for an update
+                            await self._request_snapshot(ws, self.sync(symbol, conn.index))
                     pinger = self._spawn(self._ping(ws)) if self.exchange.ping_frame else None
                     try:
                         await self._read(conn, ws)
@@ -259,7 +262,7 @@ class FeedHandler:
     # --- snapshots and losses -----------------------------------------------------------------------
     async def _request_snapshot(self, ws: Any, sync: BookSync) -> None:
         if self.exchange.snapshot_by == "rest":
-            if sync.symbol not in self._fetching:
+            if sync.symbol not in self._fetching and not sync.book.valid:
                 self._fetching.add(sync.symbol)
                 self._spawn(self._fetch(sync))
             return

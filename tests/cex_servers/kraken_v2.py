@@ -24,15 +24,25 @@ def v2_symbol(v1_pair: str) -> str:
     return f"{_ASSET.get(base, base)}/{_ASSET.get(quote, quote)}"
 
 
-def _iso(seconds: str) -> str:
+def iso(seconds: str) -> str:
     whole, _, frac = seconds.partition(".")
     moment = datetime.fromtimestamp(int(whole), UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + (frac + "000000")[:6] + "Z"
 
 
-def _levels(rows: list[list[str]]) -> str:
+def _levels(rows: list[tuple[str, str]]) -> str:
     # the recorded text goes in verbatim as JSON numbers: 0.043130 keeps its digits
-    return "[" + ",".join(f'{{"price":{row[0]},"qty":{row[1]}}}' for row in rows) + "]"
+    return "[" + ",".join(f'{{"price":{p},"qty":{q}}}' for p, q in rows) + "]"
+
+
+Rows = list[tuple[str, str]]
+
+
+def book_frame(kind: str, symbol: str, bids: Rows, asks: Rows, checksum: int, timestamp: str) -> str:
+    return (
+        f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"{symbol}","bids":{_levels(bids)},'
+        f'"asks":{_levels(asks)},"checksum":{checksum},"timestamp":"{timestamp}"}}]}}'
+    )
 
 
 def _decimals(text: str) -> int:
@@ -40,20 +50,37 @@ def _decimals(text: str) -> int:
 
 
 @dataclass
+class BookFrame:
+    symbol: str  # v2: BTC/CHF
+    snapshot: bool
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+    checksum: int  # the recorded one (0 on snapshots: v1 sent none there)
+    timestamp: str
+
+    def text(self) -> str:
+        kind = "snapshot" if self.snapshot else "update"
+        return book_frame(kind, self.symbol, self.bids, self.asks, self.checksum, self.timestamp)
+
+
+@dataclass
 class KrakenV2Recording:
-    frames: list[str] = field(default_factory=list)  # book frames, in recorded order
+    books: list[BookFrame] = field(default_factory=list)
     symbols: list[str] = field(default_factory=list)  # ours: BTC-CHF
     precision: dict[str, tuple[int, int]] = field(default_factory=dict)  # v2 symbol -> (price, qty)
     checksums: int = 0  # update frames carrying a recorded checksum
+
+    @property
+    def frames(self) -> list[str]:
+        return [b.text() for b in self.books]
 
     def instrument_frame(self) -> str:
         pairs = [
             {"symbol": s, "price_precision": p, "qty_precision": q, "status": "online"}
             for s, (p, q) in self.precision.items()
         ]
-        return json.dumps(
-            {"channel": "instrument", "type": "snapshot", "data": {"assets": [], "pairs": pairs}}
-        )
+        data = {"assets": [], "pairs": pairs}
+        return json.dumps({"channel": "instrument", "type": "snapshot", "data": data})
 
 
 def from_v1(path: Path) -> KrakenV2Recording:
@@ -67,7 +94,7 @@ def from_v1(path: Path) -> KrakenV2Recording:
             continue
         symbol = pairs[msg[0]]
         sides: dict[str, list[list[str]]] = {}
-        checksum = None
+        checksum = 0
         for part in msg[1:-2]:
             for key, value in part.items():
                 if key == "c":
@@ -75,20 +102,14 @@ def from_v1(path: Path) -> KrakenV2Recording:
                 else:
                     sides[key] = value
         snapshot = "as" in sides or "bs" in sides
-        bids = sides.get("bs" if snapshot else "b", [])
-        asks = sides.get("as" if snapshot else "a", [])
-        rows = bids + asks
+        bids = [(r[0], r[1]) for r in sides.get("bs" if snapshot else "b", [])]
+        asks = [(r[0], r[1]) for r in sides.get("as" if snapshot else "a", [])]
+        rows = sides.get("bs" if snapshot else "b", []) + sides.get("as" if snapshot else "a", [])
         if snapshot:
             out.symbols.append(symbol.replace("/", "-"))
             out.precision[symbol] = (_decimals(rows[0][0]), _decimals(rows[0][1]))
-            # v2 snapshots carry a checksum too; v1's did not, so none is claimed here (0 = not sent)
-            checksum = 0
         else:
             out.checksums += 1
-        stamp = max(row[2] for row in rows)
-        kind = "snapshot" if snapshot else "update"
-        out.frames.append(
-            f'{{"channel":"book","type":"{kind}","data":[{{"symbol":"{symbol}","bids":{_levels(bids)},'
-            f'"asks":{_levels(asks)},"checksum":{checksum or 0},"timestamp":"{_iso(stamp)}"}}]}}'
-        )
+        stamp = iso(max(row[2] for row in rows))
+        out.books.append(BookFrame(symbol, snapshot, bids, asks, checksum, stamp))
     return out
