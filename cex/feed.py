@@ -1,15 +1,16 @@
 """The feed machinery, written once: connect, subscribe, snapshot, buffer, check, resync, reconnect.
 
-``Feed(exchange, symbols, feeds, connections=N).run()`` keeps N websocket connections to the exchange and
-puts on ``feed.queue`` every record worth publishing (``Trade``, ``Ticker``, ``FundingRate``,
+``FeedHandler(exchange, symbols, feeds, connections=N).run()`` keeps N websocket connections to the
+exchange and puts on ``feed.queue`` every record worth publishing (``Trade``, ``Ticker``, ``FundingRate``,
 ``OpenInterest``, ``BookSnapshot``, ``BookDelta``) and a ``Resync`` whenever a book was found wrong.
 
 Redundancy: with sequenced books (``prev``/``range`` rules) all connections feed one ``BookSync`` per symbol,
 so whichever connection is ahead applies an update and the others' copies are ignored as duplicates;
 trades are de-duplicated by trade id. Kraken's books have no ids, so each connection keeps its own and the
 lowest live connection with a valid book publishes (a snapshot first when that changes). Records without
-ids (tickers, funding, open interest) come from that same leader. Killing a connection loses nothing while
-another is up; when the last one goes, books are invalidated and rebuilt after the reconnect.
+ids (tickers, funding, open interest) are de-duplicated by content (all fields but the receipt time).
+Killing a connection loses nothing while another is up; when the last one goes, books are invalidated
+and rebuilt after the reconnect.
 
 A book is invalidated, a ``Resync`` published and a snapshot requested on a sequence gap, a checksum
 failure, a crossed book, a sequence reset, or a connection silent for ``stale_after`` seconds (it is then
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -38,7 +40,7 @@ from records.cex import BookSnapshot, Trade
 from records.codec import Record
 
 log = logging.getLogger(__name__)
-_RECENT_TRADES = 100_000  # trade ids remembered per feed for de-duplication across connections
+_RECENT = 100_000  # records remembered for de-duplication across connections
 _PARSE_ERRORS = (MalformedMessage, ValueError, KeyError, TypeError, IndexError, ArithmeticError)
 
 
@@ -89,8 +91,8 @@ class FeedHandler:
         self.shared_books = exchange.rule != "none"
         self.syncs: dict[tuple[int, str], BookSync] = {}
         self._leader: dict[str, int] = {}  # unshared books: the connection whose book is published
-        self._trade_ids: set[tuple[str, str]] = set()
-        self._trade_order: deque[tuple[str, str]] = deque()
+        self._seen: set[object] = set()  # recent records, to drop another connection's copies
+        self._seen_order: deque[object] = deque()
         self._fetching: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_snapshot: dict[str, float] = {}
@@ -153,9 +155,10 @@ class FeedHandler:
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.warning("%s connection %d: %s", self.exchange.name, conn.index, type(exc).__name__)
             finally:
-                conn.ws = None
+                was_up, conn.ws = conn.ws is not None, None
+            if was_up:
                 conn.counters.disconnects += 1
-                await self._lost(conn)
+            await self._lost(conn)
             tries += 1
             if self.retry.exhausted(tries):
                 raise RetryableError(f"{self.exchange.name}: connection {conn.index} failed {tries} times")
@@ -198,21 +201,20 @@ class FeedHandler:
             await self._book(conn, ws, msg)
 
     async def _record(self, conn: _Conn, record: Record) -> None:
-        if isinstance(record, Trade) and record.trade_id is not None:
-            key = (record.symbol, record.trade_id)
-            if key in self._trade_ids:
+        if len(self.conns) > 1:
+            # the same message from another connection: trades by id, the rest by content
+            if isinstance(record, Trade) and record.trade_id is not None:
+                key: object = (record.symbol, record.trade_id)
+            else:
+                key = dataclasses.replace(record, atom_timestamp=0)  # type: ignore[call-arg]
+            if key in self._seen:
                 conn.counters.duplicates += 1
                 return
-            self._trade_ids.add(key)
-            self._trade_order.append(key)
-            if len(self._trade_order) > _RECENT_TRADES:
-                self._trade_ids.discard(self._trade_order.popleft())
-        elif len(self.conns) > 1 and conn.index != self._live_leader():
-            return
+            self._seen.add(key)
+            self._seen_order.append(key)
+            if len(self._seen_order) > _RECENT:
+                self._seen.discard(self._seen_order.popleft())
         await self.queue.put(record)
-
-    def _live_leader(self) -> int:
-        return next((c.index for c in self.conns if c.ws is not None), 0)
 
     async def _book(self, conn: _Conn, ws: Any, msg: BookMessage) -> None:
         sync = self.sync(msg.symbol, conn.index)
