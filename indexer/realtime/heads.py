@@ -1,7 +1,8 @@
 """Head hints: ``newHeads`` over the node's websocket, with polling when it is lost, silent or absent.
 
 ``HeadStream`` is an async iterator of ``Head``. It yields a polled head at once on start (so a
-restarted node catches up without waiting for the next block), then websocket heads. While the
+restarted node catches up without waiting for the next block), then websocket heads; it polls once
+more when a subscription is confirmed, since heads announced before that reached nobody. While the
 websocket is not subscribed (down, refused, or no websocket URL at all) it polls the latest block at
 the chain's block time, measured from recent block timestamps (median gap, bounded; 12 s when it
 cannot be measured). When a subscribed websocket drops, or sends nothing for ``silence_timeout``
@@ -239,7 +240,13 @@ class HeadStream:
                             "malformed newHeads message skipped (%s): %r", exc, mask_urls_in(str(raw)[:200])
                         )
                         continue
+                    confirmed_now = not self.subscribed
                     self.subscribed = True  # a confirmation or a head: the subscription works
+                    if head is None and confirmed_now:
+                        # blocks mined between the last poll and this confirmation were announced to
+                        # nobody: without this poll the follower would wait for the next block (or the
+                        # silence timeout on a quiet chain) to learn of them
+                        head = await self._poll(only_new=True)
                     if head is not None:
                         await self._queue.put(head)
             finally:

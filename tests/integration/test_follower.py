@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import signal
 import socket
 import subprocess
@@ -124,6 +125,35 @@ async def test_a_websocket_that_never_speaks_falls_back_to_polling(
                 await mine(rpc)
             await wait_for_tip(clean_db.dsn, rpc, timeout=30)
         assert heads.polls >= 2 and heads.reconnects >= 1
+    await assert_db_is_canonical(clean_db.dsn, rpc, 0)
+
+
+async def test_blocks_mined_before_the_subscription_is_confirmed_are_not_waited_for(
+    anvil: str, rpc: RpcClient, sink: PostgresSink, clean_db: DatabaseInfo
+) -> None:
+    """The node announces heads only once a subscription is registered: blocks mined between the
+    start-up poll and the confirmation reach no subscriber. Seen in CI as a follower sitting at
+    genesis for its 60 s silence timeout while the node was at block 2. The websocket here confirms
+    the subscription only after the blocks are mined, then stays quiet (a quiet chain)."""
+    asked = asyncio.Event()
+    release = asyncio.Event()
+
+    async def late_confirmation(ws: websockets.ServerConnection) -> None:
+        request = json.loads(await ws.recv())
+        asked.set()
+        await release.wait()
+        await ws.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": "0x1"}))
+        await ws.wait_closed()
+
+    async with websockets.serve(late_confirmation, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        heads = HeadStream(f"ws://127.0.0.1:{port}", rpc, silence_timeout=3600)
+        async with running(Follower(rpc, heads, start=[], from_block=0), sink):
+            await asyncio.wait_for(asked.wait(), timeout=30)
+            await send_transfers(rpc, 2)
+            await mine(rpc, 2)
+            release.set()
+            await wait_for_tip(clean_db.dsn, rpc, timeout=30)
     await assert_db_is_canonical(clean_db.dsn, rpc, 0)
 
 
