@@ -1,0 +1,180 @@
+"""CEX records into Postgres, derived from the registry (``records.kinds.CEX``) and ``sinks.schema``.
+
+Each CEX kind names its table; a record's fields that are columns of that table are written as they are
+(``Decimal`` into ``NUMERIC`` exactly). The book's two kinds share ``cex_book_events``, told apart by its
+``kind`` column (``delta`` | ``snapshot``), a snapshot's levels as JSON ``[[price, size], ...]`` of decimal
+strings. Rows go in with COPY into a per-connection staging table, then ``INSERT ... ON CONFLICT DO
+NOTHING`` on the table's unique natural key where it has one (trades: exchange, symbol, trade_id), so a
+trade delivered again after a reconnect or by a second connection is stored once. Candles are upserted by
+(exchange, symbol, interval, start): the open candle is rewritten until it closes.
+
+Storing every delta plus a snapshot now and then makes the book at any moment rebuildable
+(``rebuild_book``): the last snapshot at or before the moment, then the deltas after it, in order.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import orjson
+
+from cex.sync import Resync
+from core.database import asyncpg_dsn
+from records.cex import BookDelta, BookSnapshot, Candle
+from records.codec import Record
+from records.kinds import CEX, Kind
+from sinks import schema
+
+Levels = list[tuple[Decimal, Decimal]]
+
+
+@dataclass(frozen=True)
+class StoredBook:
+    sequence: int | None
+    valid: bool
+    bids: Levels  # best first
+    asks: Levels
+
+
+def _levels_json(levels: Sequence[tuple[Decimal, Decimal]]) -> str:
+    return orjson.dumps([[format(p, "f"), format(s, "f")] for p, s in levels]).decode()
+
+
+@dataclass(frozen=True)
+class _Writer:
+    table: str
+    columns: tuple[str, ...]
+    to_row: Callable[[Any], tuple[Any, ...]]
+    insert_sql: str | None  # None: COPY straight in (no natural key to conflict on; keeps arrival order)
+
+
+def _writer(kind: Kind[Any]) -> _Writer:
+    table = schema.metadata.tables[kind.table]
+    fields = set(kind.record.__dataclass_fields__)
+    columns = tuple(c.name for c in table.columns if c.name in fields)
+    extra: dict[str, Callable[[Any], Any]] = {}
+    if kind.record is BookDelta:
+        extra = {"kind": lambda r: "delta"}
+    elif kind.record is BookSnapshot:
+        extra = {"kind": lambda r: "snapshot"}
+        columns = tuple(c for c in columns if c not in ("bids", "asks"))
+        extra |= {"bids": lambda r: _levels_json(r.bids), "asks": lambda r: _levels_json(r.asks)}
+    names = columns + tuple(extra)
+    getters = tuple(extra.values())
+
+    def to_row(record: Any) -> tuple[Any, ...]:
+        return tuple(getattr(record, c) for c in columns) + tuple(g(record) for g in getters)
+
+    cols = ", ".join(f'"{c}"' for c in names)
+    stage = f"_cex_stage_{table.name}"
+    unique = [tuple(c.name for c in i.columns) for i in table.indexes if i.unique]
+    pk = tuple(c.name for c in table.primary_key.columns)
+    if kind.record is Candle:
+        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in names if c not in pk)
+        conflict = f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET {updates}"
+    elif unique:
+        conflict = f"ON CONFLICT ({', '.join(unique[0])}) DO NOTHING"
+    else:
+        return _Writer(table.name, names, to_row, None)
+    insert_sql = (
+        f"WITH staged AS (DELETE FROM {stage} RETURNING {cols}) "
+        f'INSERT INTO "{table.name}" ({cols}) SELECT {cols} FROM staged {conflict}'
+    )
+    return _Writer(table.name, names, to_row, insert_sql)
+
+
+_WRITERS: dict[type[Record | Resync], _Writer] = {k.record: _writer(k) for k in CEX}
+_WRITERS[Resync] = _Writer(
+    "cex_book_events",
+    ("exchange", "symbol", "kind", "sequence", "atom_timestamp"),
+    lambda r: (r.exchange, r.symbol, "resync", r.sequence, r.atom_timestamp),
+    None,
+)
+
+
+async def _create_staging(conn: asyncpg.Connection) -> None:
+    for table in {w.table for w in _WRITERS.values()}:
+        await conn.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS _cex_stage_{table} "
+            f'(LIKE "{table}" INCLUDING DEFAULTS INCLUDING IDENTITY)'
+        )
+
+
+class CexStore:
+    """Writes CEX records in batches (one transaction each); reads a stored book back."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, *, max_size: int = 2) -> CexStore:
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(dsn), min_size=1, max_size=max_size, init=_create_staging
+        )
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    async def write(self, records: Iterable[Record | Resync]) -> int:
+        """Store records (any CEX kinds, in any mix) and resyncs (a ``resync`` book event: the book was
+        invalid from there until the next snapshot); returns how many were given."""
+        by_kind: dict[type[Record | Resync], list[Any]] = defaultdict(list)
+        for record in records:
+            by_kind[type(record)].append(record)
+        unknown = [cls.__name__ for cls in by_kind if cls not in _WRITERS]
+        if unknown:
+            raise TypeError(f"not a CEX record kind (records.kinds.CEX): {', '.join(unknown)}")
+        async with self.pool.acquire() as conn, conn.transaction():
+            for cls, rows in by_kind.items():
+                writer = _WRITERS[cls]
+                if cls is Candle:  # an upsert takes one row per key: the candle's latest state
+                    rows = list({(r.exchange, r.symbol, r.interval, r.start): r for r in rows}.values())
+                target = writer.table if writer.insert_sql is None else f"_cex_stage_{writer.table}"
+                data = [writer.to_row(r) for r in rows]
+                await conn.copy_records_to_table(target, records=data, columns=writer.columns)
+                if writer.insert_sql is not None:
+                    await conn.execute(writer.insert_sql)
+        return sum(len(rows) for rows in by_kind.values())
+
+    async def rebuild_book(self, exchange: str, symbol: str, at: int | None = None) -> StoredBook:
+        """The stored book at ``atom_timestamp <= at`` (µs; None: the latest), from the last snapshot and
+        the deltas stored after it; not valid when a resync came after them."""
+        at = at if at is not None else 2**62
+        async with self.pool.acquire() as conn:
+            snap = await conn.fetchrow(
+                "SELECT id, sequence, bids, asks FROM cex_book_events WHERE exchange = $1 AND symbol = $2 "
+                "AND kind = 'snapshot' AND atom_timestamp <= $3 ORDER BY id DESC LIMIT 1",
+                exchange,
+                symbol,
+                at,
+            )
+            if snap is None:
+                return StoredBook(None, False, [], [])
+            deltas = await conn.fetch(
+                "SELECT kind, side, price, size, sequence FROM cex_book_events WHERE exchange = $1 "
+                "AND symbol = $2 AND kind IN ('delta', 'resync') AND id > $3 AND atom_timestamp <= $4 "
+                "ORDER BY id",
+                exchange,
+                symbol,
+                snap["id"],
+                at,
+            )
+        bids = {Decimal(p): Decimal(s) for p, s in orjson.loads(snap["bids"])}
+        asks = {Decimal(p): Decimal(s) for p, s in orjson.loads(snap["asks"])}
+        sequence = snap["sequence"]
+        for row in deltas:
+            if row["kind"] == "resync":
+                return StoredBook(row["sequence"], False, [], [])
+            side = bids if row["side"] == "bid" else asks
+            if row["size"]:
+                side[row["price"]] = row["size"]
+            else:
+                side.pop(row["price"], None)
+            sequence = row["sequence"] if row["sequence"] is not None else sequence
+        return StoredBook(sequence, True, sorted(bids.items(), reverse=True), sorted(asks.items()))
