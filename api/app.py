@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from api import ws
 from api.deps import ApiState
 from api.errors import install_error_handlers
+from api.graph.schema import graphql_router
 from api.metrics import ApiMetrics
 from api.routes import blocks, dex, health, tokens, transactions
 from core.database import open_database
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any
     app.include_router(health.router)
     for module in (blocks, transactions, tokens, dex):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     app.include_router(ws.router)
     app.add_middleware(_RouteTimer, metrics=metrics)
     return app

@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
 
 import asyncpg
@@ -15,8 +17,13 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from api.app import create_app
 from core.database import DatabaseInfo, ensure_database
+from core.settings import build_settings
+from devnet import Devnet
+from tests.chain_check import expected_rows, raw_chain
 from tests.conftest import free_port
+from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, index_devnet
 
 Json = dict[str, Any]
 
@@ -106,3 +113,96 @@ async def all_pages(client: httpx.AsyncClient, path: str, params: dict[str, Any]
         cursor = body["next_cursor"]
         if cursor is None:
             return rows, pages
+
+
+@dataclass
+class Indexed:
+    """The seeded devnet indexed by the real follower into a database of its own, served by the API."""
+
+    url: str
+    devnet: Devnet
+    dsn: str
+    head: int
+    chain: dict[str, list[Json]]  # the oracle's rows per table, blocks 0..head
+    blocks: list[Json]  # raw eth_getBlockByNumber answers
+    queries: list[str]  # every statement the API's pool ran, in order
+
+
+@contextlib.asynccontextmanager
+async def indexed_devnet(pg_server: tuple[str, bool], devnet: Devnet, prefix: str) -> AsyncIterator[Indexed]:
+    async with own_database(pg_server, prefix) as db:
+        sink = await index_devnet(devnet, db.dsn)
+        try:
+            head = int(await sink.pool.fetchval("SELECT max(number) FROM blocks"))
+            raw = await raw_chain(devnet.rpc_http, list(range(head + 1)))
+            settings = build_settings(database_url=db.dsn, rpc_http=devnet.rpc_http)
+            queries: list[str] = []
+
+            async def log_queries(conn: asyncpg.Connection) -> None:
+                conn.add_query_logger(lambda logged: queries.append(logged.query))
+
+            pool = await asyncpg.create_pool(db.dsn, min_size=1, max_size=8, init=log_queries)
+            try:
+                async with served(create_app(settings, pool=pool)) as url:
+                    chain = expected_rows(raw)
+                    yield Indexed(url, devnet, db.dsn, head, chain, [b for b, _ in raw], queries)
+            finally:
+                await pool.close()
+        finally:
+            await sink.close()
+
+
+Swap = tuple[Any, ...]  # test_dex_devnet.expected_trade's tuple + (block number, block time)
+
+
+def swaps_of(indexed: Indexed) -> tuple[list[Swap], dict[str, int]]:
+    """Every swap up to the indexed head from eth_getLogs + eth-abi, in chain order; token decimals."""
+    manifest = indexed.devnet.manifest
+    pools = {p["address"]: p for p in manifest["pools"]}
+    logs = indexed.devnet.rpc.call(
+        "eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(indexed.head), "address": sorted(pools)}
+    )
+    times = {b["hash"].lower(): int(b["timestamp"], 16) for b in indexed.blocks}
+    swaps = [
+        (
+            *expected_trade(lg, pools[lg["address"]]),
+            int(lg["blockNumber"], 16),
+            times[lg["blockHash"].lower()],
+        )
+        for lg in logs
+        if lg["topics"][0] in (V2_SWAP, V3_SWAP)
+    ]
+    swaps.sort(key=lambda s: (s[9], s[1]))
+    return swaps, {t["address"]: t["decimals"] for t in manifest["tokens"]}
+
+
+def exact(raw: int, decimals: int) -> Decimal:
+    return Decimal(raw).scaleb(-decimals)
+
+
+def expected_candles(
+    swaps: list[Swap], decimals: dict[str, int], pool: Json, seconds: int
+) -> dict[int, Json]:
+    """start -> open/high/low/close/v0/v1/n of the pool's trades, summed here with Decimal: price is
+    amount1 / amount0 rounded half up at 78 places, trades with an amount of zero left out."""
+    token0, token1 = pool["token0"], pool["token1"]
+    want: dict[int, Json] = {}
+    for s in swaps:
+        if s[3] != pool["address"]:
+            continue
+        sold, sold_raw, bought_raw, time = s[5], s[7], s[8], s[10]
+        raw0, raw1 = (sold_raw, bought_raw) if sold == token0 else (bought_raw, sold_raw)
+        a0, a1 = exact(raw0, decimals[token0]), exact(raw1, decimals[token1])
+        if not a0 or not a1:
+            continue
+        with localcontext() as ctx:
+            ctx.prec = 200
+            price = (a1 / a0).quantize(Decimal("1e-78"), rounding=ROUND_HALF_UP)
+        start = time - time % seconds
+        c = want.setdefault(start, {"open": price, "high": price, "low": price, "v0": Decimal(0),
+                                    "v1": Decimal(0), "n": 0})  # fmt: skip
+        c["high"], c["low"], c["close"] = max(c["high"], price), min(c["low"], price), price
+        c["v0"] += a0
+        c["v1"] += a1
+        c["n"] += 1
+    return want

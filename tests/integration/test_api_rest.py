@@ -7,45 +7,30 @@ with Decimal from those trades and the blocks' timestamps."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Any
+from decimal import Decimal
 
 import httpx
 import pytest
 
-from api.app import create_app
-from core.settings import build_settings
 from devnet import Devnet
-from tests.api_check import Json, all_pages, assert_same_rows, own_database, served
-from tests.chain_check import expected_rows, raw_chain
-from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, index_devnet
+from tests.api_check import (
+    Indexed,
+    all_pages,
+    assert_same_rows,
+    exact,
+    expected_candles,
+    indexed_devnet,
+    swaps_of,
+)
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Indexed:
-    url: str
-    devnet: Devnet
-    head: int
-    chain: dict[str, list[Json]]  # the oracle's rows per table, blocks 0..head
-    blocks: list[Json]  # raw eth_getBlockByNumber answers
-
-
 @pytest.fixture(scope="module")
 async def indexed(pg_server: tuple[str, bool], devnet: Devnet) -> AsyncIterator[Indexed]:
-    async with own_database(pg_server, "dexnode_api_rest") as db:
-        sink = await index_devnet(devnet, db.dsn)
-        try:
-            head = int(await sink.pool.fetchval("SELECT max(number) FROM blocks"))
-            raw = await raw_chain(devnet.rpc_http, list(range(head + 1)))
-            settings = build_settings(database_url=db.dsn, rpc_http=devnet.rpc_http)
-            async with served(create_app(settings, pool=sink.pool)) as url:
-                yield Indexed(url, devnet, head, expected_rows(raw), [b for b, _ in raw])
-        finally:
-            await sink.close()
+    async with indexed_devnet(pg_server, devnet, "dexnode_api_rest") as served_chain:
+        yield served_chain
 
 
 @pytest.fixture
@@ -142,33 +127,8 @@ async def test_filters_select_what_the_chain_says(indexed: Indexed, client: http
         assert_same_rows(f"transfers {params}", want, got)
 
 
-def _swaps(indexed: Indexed) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
-    """(expected trade tuple, block number, block time) per swap, from eth_getLogs + eth-abi."""
-    manifest = indexed.devnet.manifest
-    pools = {p["address"]: p for p in manifest["pools"]}
-    logs = indexed.devnet.rpc.call(
-        "eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(indexed.head), "address": sorted(pools)}
-    )
-    times = {b["hash"].lower(): int(b["timestamp"], 16) for b in indexed.blocks}
-    swaps = [
-        (
-            *expected_trade(lg, pools[lg["address"]]),
-            int(lg["blockNumber"], 16),
-            times[lg["blockHash"].lower()],
-        )
-        for lg in logs
-        if lg["topics"][0] in (V2_SWAP, V3_SWAP)
-    ]
-    swaps.sort(key=lambda s: (s[9], s[1]))
-    return swaps, {t["address"]: t["decimals"] for t in manifest["tokens"]}
-
-
-def _exact(raw: int, decimals: int) -> Decimal:
-    return Decimal(raw).scaleb(-decimals)
-
-
 async def test_dex_trades_are_the_pools_swap_logs(indexed: Indexed, client: httpx.AsyncClient) -> None:
-    swaps, decimals = _swaps(indexed)
+    swaps, decimals = swaps_of(indexed)
     got, _ = await all_pages(client, "/v1/dex/trades", {"limit": 1000})
     assert len(got) == len(swaps) > 100
     for s, g in zip(swaps, got, strict=True):
@@ -180,8 +140,8 @@ async def test_dex_trades_are_the_pools_swap_logs(indexed: Indexed, client: http
             sold, bought, number, time,
         )  # fmt: skip
         assert (g["amount_sold_raw"], g["amount_bought_raw"]) == (str(sold_raw), str(bought_raw))
-        assert Decimal(g["amount_sold"]) == _exact(sold_raw, decimals[sold])
-        assert Decimal(g["amount_bought"]) == _exact(bought_raw, decimals[bought])
+        assert Decimal(g["amount_sold"]) == exact(sold_raw, decimals[sold])
+        assert Decimal(g["amount_bought"]) == exact(bought_raw, decimals[bought])
     pool = swaps[len(swaps) // 2][3]
     taker = swaps[0][4]
     token = swaps[0][5]
@@ -208,30 +168,12 @@ def _iso(seconds: int) -> str:
 async def test_candles_are_the_trades_summed_with_decimal(
     indexed: Indexed, client: httpx.AsyncClient
 ) -> None:
-    swaps, decimals = _swaps(indexed)
+    swaps, decimals = swaps_of(indexed)
     pools = {p["address"]: p for p in indexed.devnet.manifest["pools"]}
     busiest = max(pools, key=lambda a: sum(s[3] == a for s in swaps))
     token0, token1 = pools[busiest]["token0"], pools[busiest]["token1"]
     for interval, seconds in (("1m", 60), ("5m", 300), ("1h", 3600)):
-        want: dict[int, dict[str, Any]] = {}
-        for s in swaps:
-            if s[3] != busiest:
-                continue
-            sold, sold_raw, bought_raw, time = s[5], s[7], s[8], s[10]
-            raw0, raw1 = (sold_raw, bought_raw) if sold == token0 else (bought_raw, sold_raw)
-            a0, a1 = _exact(raw0, decimals[token0]), _exact(raw1, decimals[token1])
-            if not a0 or not a1:
-                continue
-            with localcontext() as ctx:
-                ctx.prec = 200
-                price = (a1 / a0).quantize(Decimal("1e-78"), rounding=ROUND_HALF_UP)
-            start = time - time % seconds
-            c = want.setdefault(start, {"open": price, "high": price, "low": price, "v0": Decimal(0),
-                                        "v1": Decimal(0), "n": 0})  # fmt: skip
-            c["high"], c["low"], c["close"] = max(c["high"], price), min(c["low"], price), price
-            c["v0"] += a0
-            c["v1"] += a1
-            c["n"] += 1
+        want = expected_candles(swaps, decimals, pools[busiest], seconds)
         got, _ = await all_pages(
             client, "/v1/dex/candles", {"pool": busiest, "interval": interval, "limit": 7}
         )
