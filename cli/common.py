@@ -32,6 +32,12 @@ RpcHttpOpt = Annotated[
 RpcWsOpt = Annotated[
     str | None, typer.Option("--rpc-ws", help="node websocket for newHeads (env DEXNODE_RPC_WS)")
 ]
+ApiHostOpt = Annotated[
+    str | None, typer.Option("--host", help="address the API listens on (env DEXNODE_API_HOST, 127.0.0.1)")
+]
+ApiPortOpt = Annotated[
+    int | None, typer.Option("--port", help="port the API listens on (env DEXNODE_API_PORT, 8000)")
+]
 RpcBatchSizeOpt = Annotated[
     int | None,
     typer.Option("--rpc-batch-size", help="most calls per JSON-RPC batch (env DEXNODE_RPC_BATCH_SIZE, 100)"),

@@ -15,7 +15,10 @@ from typing import Annotated
 import typer
 
 from cli.backfill import backfill_command
+from cli.cex import cex_command
 from cli.common import (
+    ApiHostOpt,
+    ApiPortOpt,
     ChainOpt,
     ConfirmationsOpt,
     DatabaseUrlOpt,
@@ -156,8 +159,27 @@ def follow(
     run_async(run_follow(settings, from_block=from_block, quiet=quiet, silence_timeout=silence_timeout))
 
 
+@app.command("serve")
+def serve(
+    ctx: typer.Context,
+    host: ApiHostOpt = None,
+    port: ApiPortOpt = None,
+    rpc_http: RpcHttpOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Serve the indexed data: REST under /v1, GraphQL at /graphql, websocket at /ws, /docs, /metrics."""
+    from cli.serve import serve as run_serve
+
+    settings = settings_of(
+        ctx, api_host=host, api_port=port, rpc_http=rpc_http, database_url=database_url, data_dir=data_dir
+    )
+    run_async(run_serve(settings))
+
+
 app.command("backfill")(backfill_command)
 app.command("consume")(consume_command)
+app.command("cex")(cex_command)
 app.command("kafka-dev")(kafka_dev_command)
 
 

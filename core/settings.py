@@ -125,6 +125,8 @@ class Settings(BaseSettings):
         description="librdkafka settings passed through: DEXNODE_KAFKA_<NAME> or --kafka-option name=value",
     )
     log_level: LogLevel = Field(default="INFO", description="logging level")
+    api_host: str = Field(default="127.0.0.1", min_length=1, description="address `dexnode serve` listens on")
+    api_port: int = Field(default=8000, ge=1, le=65535, description="port `dexnode serve` listens on")
     plugin_settings: dict[str, str] = Field(
         default_factory=dict,
         description="protocol plugins' settings by name, from DEXNODE_<NAME> (see protocols/plugins.py)",

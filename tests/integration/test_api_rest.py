@@ -6,6 +6,7 @@ with Decimal from those trades and the blocks' timestamps."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -23,6 +24,7 @@ from tests.api_check import (
     indexed_devnet,
     swaps_of,
 )
+from tests.conftest import dexnode_bin, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -244,3 +246,26 @@ async def test_health_ready_and_metrics(indexed: Indexed, client: httpx.AsyncCli
     assert f"dexnode_blocks_indexed {float(len(indexed.chain['blocks']))}" in text
     assert "dexnode_reorgs 0.0" in text
     assert 'dexnode_api_request_seconds_count{method="GET",route="/v1/blocks/{block}"}' in text
+
+
+async def test_dexnode_serve_command_serves_the_database(indexed: Indexed, cli_env: dict[str, str]) -> None:
+    port = free_port()
+    env = {**cli_env, "DEXNODE_DATABASE_URL": indexed.dsn, "DEXNODE_RPC_HTTP": indexed.devnet.rpc_http}
+    proc = await asyncio.create_subprocess_exec(
+        dexnode_bin(), "serve", "--port", str(port), env=env, stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            for _ in range(300):
+                try:
+                    answer = await client.get("/v1/blocks/latest")
+                    break
+                except httpx.TransportError:
+                    assert proc.returncode is None, "dexnode serve exited"
+                    await asyncio.sleep(0.1)
+            assert_same_rows("latest", [indexed.chain["blocks"][-1]], [answer.json()["data"]])
+            assert "dexnode API" in (await client.get("/docs")).text
+    finally:
+        proc.terminate()
+        # SIGTERM ends every dexnode command the same way: cleaned up, "dexnode: terminated", 143
+        assert await asyncio.wait_for(proc.wait(), 20) == 143
