@@ -139,14 +139,17 @@ async def check_pinned(conn: asyncpg.Connection, head: Head) -> None:
             "orphaned": [
                 {"number": ancestor + 1 + i, "hash": h} for i, h in enumerate(row["orphaned_hashes"])
             ],
+            # the new branch as the follower first saw it (later blocks arrive as ordinary blocks)
             "new": [{"number": ancestor + 1 + i, "hash": h} for i, h in enumerate(row["new_hashes"])],
         }
+    top = await indexed_head(conn)
     raise ApiError(
         409,
         f"the cursor's pinned block {head.number} ({head.hash}) was orphaned by a reorg; the canonical"
         f" block there is now {current}. Start the query again without a cursor.",
         pinned={"number": head.number, "hash": head.hash},
         reorg=reorg,
+        new_head=None if top is None else {"number": top.number, "hash": top.hash},
     )
 
 
