@@ -14,7 +14,7 @@ Storing every delta plus a snapshot now and then makes the book at any moment re
 
 from __future__ import annotations
 
-from collections import defaultdict
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -53,22 +53,41 @@ class _Writer:
     insert_sql: str | None  # None: COPY straight in (no natural key to conflict on; keeps arrival order)
 
 
+# the book's kinds (and resyncs) share one table: one column list, so a batch's book events go in with one
+# COPY in arrival order (the ids then order them: a snapshot taken between two deltas stays between them)
+_BOOK_COLUMNS = (
+    "exchange", "symbol", "kind", "side", "price", "size", "order_id", "sequence", "bids", "asks",
+    "event_timestamp", "atom_timestamp",
+)  # fmt: skip
+
+
+def _delta_row(r: BookDelta) -> tuple[Any, ...]:
+    return (r.exchange, r.symbol, "delta", r.side, r.price, r.size, r.order_id, r.sequence, None, None,
+            r.event_timestamp, r.atom_timestamp)  # fmt: skip
+
+
+def _snapshot_row(r: BookSnapshot) -> tuple[Any, ...]:
+    return (r.exchange, r.symbol, "snapshot", None, None, None, None, r.sequence, _levels_json(r.bids),
+            _levels_json(r.asks), r.event_timestamp, r.atom_timestamp)  # fmt: skip
+
+
+def _resync_row(r: Resync) -> tuple[Any, ...]:
+    # a resync is stored when it is written: its moment orders it against the snapshot that follows
+    return (r.exchange, r.symbol, "resync", None, None, None, None, r.sequence, None, None, None,
+            time.time_ns() // 1000)  # fmt: skip
+
+
 def _writer(kind: Kind[Any]) -> _Writer:
     table = schema.metadata.tables[kind.table]
+    if kind.table == "cex_book_events":
+        return _Writer(
+            kind.table, _BOOK_COLUMNS, _delta_row if kind.record is BookDelta else _snapshot_row, None
+        )
     fields = set(kind.record.__dataclass_fields__)
-    columns = tuple(c.name for c in table.columns if c.name in fields)
-    extra: dict[str, Callable[[Any], Any]] = {}
-    if kind.record is BookDelta:
-        extra = {"kind": lambda r: "delta"}
-    elif kind.record is BookSnapshot:
-        extra = {"kind": lambda r: "snapshot"}
-        columns = tuple(c for c in columns if c not in ("bids", "asks"))
-        extra |= {"bids": lambda r: _levels_json(r.bids), "asks": lambda r: _levels_json(r.asks)}
-    names = columns + tuple(extra)
-    getters = tuple(extra.values())
+    names = tuple(c.name for c in table.columns if c.name in fields)
 
     def to_row(record: Any) -> tuple[Any, ...]:
-        return tuple(getattr(record, c) for c in columns) + tuple(g(record) for g in getters)
+        return tuple(getattr(record, c) for c in names)
 
     cols = ", ".join(f'"{c}"' for c in names)
     stage = f"_cex_stage_{table.name}"
@@ -88,13 +107,8 @@ def _writer(kind: Kind[Any]) -> _Writer:
     return _Writer(table.name, names, to_row, insert_sql)
 
 
-_WRITERS: dict[type[Record | Resync], _Writer] = {k.record: _writer(k) for k in CEX}
-_WRITERS[Resync] = _Writer(
-    "cex_book_events",
-    ("exchange", "symbol", "kind", "sequence", "atom_timestamp"),
-    lambda r: (r.exchange, r.symbol, "resync", r.sequence, r.atom_timestamp),
-    None,
-)
+_WRITERS: dict[type[Any], _Writer] = {k.record: _writer(k) for k in CEX}
+_WRITERS[Resync] = _Writer("cex_book_events", _BOOK_COLUMNS, _resync_row, None)
 
 
 async def _create_staging(conn: asyncpg.Connection) -> None:
@@ -124,23 +138,28 @@ class CexStore:
     async def write(self, records: Iterable[Record | Resync]) -> int:
         """Store records (any CEX kinds, in any mix) and resyncs (a ``resync`` book event: the book was
         invalid from there until the next snapshot); returns how many were given."""
-        by_kind: dict[type[Record | Resync], list[Any]] = defaultdict(list)
+        by_table: dict[str, tuple[_Writer, list[tuple[Any, ...]]]] = {}
+        candles: dict[tuple[str, str, str, int], Candle] = {}
+        count = 0
         for record in records:
-            by_kind[type(record)].append(record)
-        unknown = [cls.__name__ for cls in by_kind if cls not in _WRITERS]
-        if unknown:
-            raise TypeError(f"not a CEX record kind (records.kinds.CEX): {', '.join(unknown)}")
+            count += 1
+            if isinstance(record, Candle):  # an upsert takes one row per key: the candle's latest state
+                candles[(record.exchange, record.symbol, record.interval, record.start)] = record
+                continue
+            writer = _WRITERS.get(type(record))
+            if writer is None:
+                raise TypeError(f"not a CEX record kind (records.kinds.CEX): {type(record).__name__}")
+            by_table.setdefault(writer.table, (writer, []))[1].append(writer.to_row(record))
+        if candles:
+            writer = _WRITERS[Candle]
+            by_table[writer.table] = (writer, [writer.to_row(c) for c in candles.values()])
         async with self.pool.acquire() as conn, conn.transaction():
-            for cls, rows in by_kind.items():
-                writer = _WRITERS[cls]
-                if cls is Candle:  # an upsert takes one row per key: the candle's latest state
-                    rows = list({(r.exchange, r.symbol, r.interval, r.start): r for r in rows}.values())
+            for writer, rows in by_table.values():
                 target = writer.table if writer.insert_sql is None else f"_cex_stage_{writer.table}"
-                data = [writer.to_row(r) for r in rows]
-                await conn.copy_records_to_table(target, records=data, columns=writer.columns)
+                await conn.copy_records_to_table(target, records=rows, columns=writer.columns)
                 if writer.insert_sql is not None:
                     await conn.execute(writer.insert_sql)
-        return sum(len(rows) for rows in by_kind.values())
+        return count
 
     async def rebuild_book(self, exchange: str, symbol: str, at: int | None = None) -> StoredBook:
         """The stored book at ``atom_timestamp <= at`` (µs; None: the latest), from the last snapshot and
