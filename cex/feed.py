@@ -219,7 +219,12 @@ class FeedHandler:
     async def _book(self, conn: _Conn, ws: Any, msg: BookMessage) -> None:
         sync = self.sync(msg.symbol, conn.index)
         ignored = sync.counters.ignored
-        out = sync.on_message(msg)
+        try:
+            out = sync.on_message(msg)
+        except (ArithmeticError, TypeError, ValueError) as exc:  # a NaN price, a garbled level: rebuild
+            conn.counters.malformed += 1
+            log.warning("%s %s: book message not applicable (%s)", sync.exchange, sync.symbol, exc)
+            out = [sync.invalidate("malformed")]
         if sync.counters.ignored > ignored and self.shared_books and len(self.conns) > 1:
             conn.counters.duplicates += 1
         for item in out:

@@ -15,6 +15,7 @@ each next one's ``pu`` equals the previous ``u``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -148,8 +149,8 @@ class Binance(Exchange):
         return BookMessage(
             self._symbol(data["s"]),
             False,
-            [(dec(p), dec(q)) for p, q in data["b"]],
-            [(dec(p), dec(q)) for p, q in data["a"]],
+            [(Decimal(p), Decimal(q)) for p, q in data["b"]],
+            [(Decimal(p), Decimal(q)) for p, q in data["a"]],
             first=data["U"],
             last=data["u"],
             prev=data.get("pu"),

@@ -14,6 +14,7 @@ the top 25 levels (``cex.book.okx_checksum``) is checked when non-zero: OKX send
 from __future__ import annotations
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import orjson
@@ -118,8 +119,8 @@ class Okx(Exchange):
                 BookMessage(
                     symbol,
                     snapshot,
-                    [(dec(row[0]), dec(row[1])) for row in item["bids"]],
-                    [(dec(row[0]), dec(row[1])) for row in item["asks"]],
+                    [(Decimal(row[0]), Decimal(row[1])) for row in item["bids"]],
+                    [(Decimal(row[0]), Decimal(row[1])) for row in item["asks"]],
                     last=seq,
                     prev=None if snapshot or prev is None or prev < 0 else prev,
                     checksum=item.get("checksum") or None,

@@ -220,3 +220,16 @@ def test_binance_book_agrees_with_book_ticker_at_the_same_update_id(fixtures_dir
     assert len(common) >= 10, len(common)
     for key in common:
         assert our_tops[key] == ticker_tops[key], key
+
+
+def test_a_garbled_level_is_a_malformed_message_or_a_resync_never_a_crash() -> None:
+    okx = Okx()
+    bad = '{"arg":{"channel":"books","instId":"BTC-USDT"},"action":"update",'
+    bad += '"data":[{"asks":[["abc","1","0","1"]],"bids":[],"ts":"1","checksum":0}]}'
+    with pytest.raises(ArithmeticError):  # decimal.InvalidOperation: counted and skipped by the feed
+        okx.parse(bad, 1)
+    sync = BookSync("okx", "BTC-USDT", okx.rule, okx.verify)
+    sync.on_message(okx.parse(bad.replace('"update"', '"snapshot"').replace('"abc"', '"100"'), 1).books[0])
+    (nan,) = okx.parse(bad.replace('"abc"', '"NaN"'), 1).books
+    with pytest.raises(ArithmeticError):  # the feed turns this into a "malformed" resync
+        sync.on_message(nan)
