@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import HTTPConnection
 
@@ -95,3 +96,22 @@ def _query_params(dependant: Any) -> list[Any]:
     for sub in dependant.dependencies:
         found.extend(_query_params(sub))
     return found
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class ReorgBody(BaseModel):
+    detail: str
+    pinned: dict[str, Any]
+    reorg: dict[str, Any] | None
+    new_head: dict[str, Any] | None
+
+
+# documented on every data route (schemathesis checks the answers against them)
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "bad input: the parameter and the rule it broke"},
+    404: {"model": ErrorBody, "description": "no such object in the indexed data"},
+    409: {"model": ReorgBody, "description": "the cursor's pinned block was orphaned by a reorg"},
+}

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
@@ -206,3 +208,24 @@ def expected_candles(
         c["v1"] += a1
         c["n"] += 1
     return want
+
+
+@contextlib.contextmanager
+def served_in_thread(app: FastAPI) -> Iterator[str]:
+    """The app behind uvicorn in a thread of its own (its own event loop, so a synchronous test, such
+    as schemathesis's, can call it); the app opens its own database pool there."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="api-under-test", daemon=True)
+    thread.start()
+    try:
+        for _ in range(400):
+            if server.started or not thread.is_alive():
+                break
+            time.sleep(0.025)
+        if not server.started:
+            raise RuntimeError("uvicorn did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

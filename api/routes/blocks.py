@@ -7,13 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from api.deps import PoolDep
-from api.errors import not_found, reject_unknown_params
+from api.errors import RESPONSES, not_found, reject_unknown_params
 from api.listing import JsonBytes, list_records, one_record
 from api.params import BlockNumber, ListArgs, block_ref, check_range, list_args
 from api.query import Query, indexed_head
 from records import kinds
 
-router = APIRouter(tags=["blocks"], dependencies=[Depends(reject_unknown_params)])
+router = APIRouter(tags=["blocks"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES)
 Args = Annotated[ListArgs, Depends(list_args)]
 
 

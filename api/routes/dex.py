@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query
 from api import candles as ohlcv
 from api.cursor import Cursor
 from api.deps import PoolDep
-from api.errors import not_found, reject_unknown_params
+from api.errors import RESPONSES, not_found, reject_unknown_params
 from api.listing import JsonBytes, list_records
 from api.params import (
     Address,
@@ -26,7 +26,7 @@ from api.query import Head, check_pinned, indexed_head
 from api.query import Query as RecordQuery
 from records import kinds
 
-router = APIRouter(tags=["dex"], dependencies=[Depends(reject_unknown_params)])
+router = APIRouter(tags=["dex"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES)
 Args = Annotated[ListArgs, Depends(list_args)]
 Label = Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[a-z0-9._-]+$")]
 

@@ -11,9 +11,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from api.deps import MetricsDep, PoolDep
-from api.errors import reject_unknown_params
+from api.errors import RESPONSES, reject_unknown_params
 
-router = APIRouter(tags=["operations"], dependencies=[Depends(reject_unknown_params)])
+router = APIRouter(
+    tags=["operations"],
+    dependencies=[Depends(reject_unknown_params)],
+    responses={400: RESPONSES[400], 503: {"description": "the database does not answer"}},
+)
 
 NODE_TIMEOUT = 1.0
 

@@ -7,13 +7,15 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Path, Query
 
 from api.deps import PoolDep
-from api.errors import reject_unknown_params
+from api.errors import RESPONSES, reject_unknown_params
 from api.listing import JsonBytes, list_records, one_record
 from api.params import Address, BlockNumber, ListArgs, address_path, between, list_args, lower
 from api.query import Query as RecordQuery
 from records import kinds
 
-router = APIRouter(tags=["tokens and pools"], dependencies=[Depends(reject_unknown_params)])
+router = APIRouter(
+    tags=["tokens and pools"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES
+)
 Args = Annotated[ListArgs, Depends(list_args)]
 AddressPath = Annotated[str, Path(max_length=80, description="0x + 40 hex digits")]
 Label = Annotated[str | None, Query(min_length=1, max_length=64, pattern=r"^[a-z0-9._-]+$")]

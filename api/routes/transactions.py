@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 
 from api.deps import PoolDep
-from api.errors import not_found, reject_unknown_params
+from api.errors import RESPONSES, not_found, reject_unknown_params
 from api.listing import JsonBytes, fetch_one, list_records
 from api.params import (
     Address,
@@ -23,7 +23,9 @@ from api.query import Query, record_json
 from records import kinds
 from sinks.postgres_read import record_columns
 
-router = APIRouter(tags=["transactions and logs"], dependencies=[Depends(reject_unknown_params)])
+router = APIRouter(
+    tags=["transactions and logs"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES
+)
 Args = Annotated[ListArgs, Depends(list_args)]
 
 _LOGS_OF_TX = (
