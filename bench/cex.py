@@ -1,0 +1,202 @@
+"""CEX feed throughput: the same recorded frames through dexnode and through cryptofeed, in one run.
+
+Per exchange, the recorded frames of ``../shared/fixtures/cex/`` (OKX v5 books/trades/tickers;
+Kraken book-1000, v1 frames for cryptofeed and the same frames as v2 for dexnode; Binance spot depth
++ REST snapshots + bookTicker + aggTrade) go through parse + normalise + book apply, checksums
+verified where the exchange sends them (dexnode always verifies; cryptofeed's ``checksum_validation``
+is shown on and off). dexnode's side includes making the records it publishes (``Trade``,
+``Ticker``, one ``BookDelta`` per level). Printed: frames/s and book levels/s for both, the ratio,
+and the memory of one book of 5,000 levels.
+
+cryptofeed is installed (once) into ``.dexnode/bench/cryptofeed-venv`` and run there
+(``bench/cex_cryptofeed.py``), so nothing of it enters dexnode's environment.
+
+    .venv/bin/python bench/cex.py [--rounds 20] [--no-peer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cex.book import L2Book  # noqa: E402
+from cex.exchange import Exchange  # noqa: E402
+from cex.exchanges.binance import Binance  # noqa: E402
+from cex.exchanges.kraken import Kraken  # noqa: E402
+from cex.exchanges.okx import Okx  # noqa: E402
+from cex.sync import BookSync  # noqa: E402
+from tests.cex_servers import kraken_v2, recording  # noqa: E402
+
+FIXTURES = REPO.parent / "shared" / "fixtures" / "cex"
+PEER_VENV = REPO / ".dexnode" / "bench" / "cryptofeed-venv"
+PEER_PACKAGES = ["cryptofeed>=2.4"]
+
+
+def ensure_peer() -> Path:
+    python = PEER_VENV / "bin" / "python"
+    if (PEER_VENV / ".installed").exists():
+        return python
+    print(f"installing cryptofeed into {PEER_VENV} (once) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(PEER_VENV)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, *PEER_PACKAGES], check=True)
+    (PEER_VENV / ".installed").touch()
+    return python
+
+
+def _frames() -> dict[str, tuple[Callable[[], Exchange], list[str], Callable[[BookSync, Exchange], None]]]:
+    okx = recording.received(FIXTURES / "okx" / "OKX.ws.1.0")
+    kraken = kraken_v2.from_v1(FIXTURES / "kraken" / "KRAKEN.ws.50.0.first500lines")
+    binance_lines = [
+        (line.timestamp or 0.0, line.url, line.payload)
+        for name in ("BINANCE.ws.1.0", "BINANCE.http.0.0")
+        for line in recording.read(FIXTURES / "binance" / name)
+        if line.kind in ("received", "rest")
+    ]
+    binance_lines.sort(key=lambda x: x[0])
+    # REST snapshots are interleaved as frames tagged "rest:" (dexnode fetches them; both sides parse them)
+    binance = [payload if url is None else f"rest:{url}\n{payload}" for _, url, payload in binance_lines]
+
+    def make_kraken() -> Exchange:
+        exchange = Kraken(depth=1000)
+        exchange.parse(kraken.instrument_frame(), 0)
+        return exchange
+
+    def make_binance() -> Exchange:
+        exchange = Binance()
+        for symbol in ("NKN-USDT", "BLZ-ETH", "LRC-BTC", "RUNE-EUR"):
+            exchange.to_exchange_symbol(symbol)
+        return exchange
+
+    return {
+        "okx": (Okx, okx, lambda s, e: None),
+        "kraken": (make_kraken, kraken.frames, lambda s, e: None),
+        "binance": (make_binance, binance, lambda s, e: None),
+    }
+
+
+def dexnode_round(make: Callable[[], Exchange], frames: list[str]) -> tuple[int, int, int]:
+    """One pass: (frames, book levels applied, records made)."""
+    exchange = make()
+    syncs: dict[str, BookSync] = {}
+    levels = records = 0
+    for frame in frames:
+        if frame.startswith("rest:"):
+            url, _, body = frame[5:].partition("\n")
+            native = url.split("symbol=")[1].split("&")[0]
+            symbol = exchange.symbols[native]  # type: ignore[attr-defined]
+            sync = syncs.setdefault(symbol, BookSync(exchange.name, symbol, exchange.rule, None, True))
+            snap = exchange.parse_snapshot(symbol, body.encode(), 0)
+            records += len(sync.on_snapshot(snap))
+            continue
+        parsed = exchange.parse(frame, 0)
+        records += len(parsed.records)
+        for msg in parsed.books:
+            sync = syncs.get(msg.symbol)
+            if sync is None:
+                buffered = exchange.snapshot_by == "rest"
+                sync = BookSync(
+                    exchange.name, msg.symbol, exchange.rule, exchange.verify, buffered, exchange.book_depth
+                )
+                syncs[msg.symbol] = sync
+            levels += len(msg.bids) + len(msg.asks)
+            records += len(sync.on_message(msg))
+    failures = sum(
+        s.counters.checksum_failures + s.counters.gaps + s.counters.crossed for s in syncs.values()
+    )
+    if failures:
+        raise SystemExit(f"dexnode: {failures} book check failures on the recording")
+    return len(frames), levels, records
+
+
+def book_memory(levels: int = 5_000) -> int:
+    """Bytes held by one L2Book of ``levels`` levels (half bids, half asks), Decimal keys and sizes."""
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    book = L2Book()
+    half = levels // 2
+    book.load(
+        [(Decimal(f"{30000 - i}.{i % 100:02d}"), Decimal(f"0.{i:05d}1")) for i in range(half)],
+        [(Decimal(f"{30001 + i}.{i % 100:02d}"), Decimal(f"0.{i:05d}2")) for i in range(half)],
+    )
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    size = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert len(book.bids) + len(book.asks) == levels
+    return size
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--no-peer", action="store_true")
+    args = parser.parse_args()
+
+    ours: dict[str, tuple[float, float, int]] = {}
+    for name, (make, frames, _) in _frames().items():
+        dexnode_round(make, frames)  # warm-up, and the checks pass
+        start = time.process_time()
+        n_frames = n_levels = 0
+        for _ in range(args.rounds):
+            f, lv, _ = dexnode_round(make, frames)
+            n_frames += f
+            n_levels += lv
+        seconds = time.process_time() - start
+        ours[name] = (n_frames / seconds, n_levels / seconds, n_levels // args.rounds)
+
+    peers: dict[str, dict[str, dict[str, float]]] = {}
+    if not args.no_peer:
+        python = ensure_peer()
+        for mode in ("1", "0"):
+            out = subprocess.run(
+                [
+                    str(python),
+                    str(REPO / "bench" / "cex_cryptofeed.py"),
+                    str(FIXTURES),
+                    str(args.rounds),
+                    mode,
+                ],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
+            for line in out.splitlines():
+                doc = json.loads(line)
+                peers.setdefault(mode, {})[doc["exchange"]] = doc
+
+    print(
+        f"\nCEX parse + normalise + book apply, {args.rounds} rounds of the recordings, one core (CPU time)"
+    )
+    print(
+        f"{'exchange':<9}{'dexnode frames/s':>18}{'levels/s':>12}{'cryptofeed frames/s':>21}"
+        f"{'(no checksum)':>15}{'ratio':>8}"
+    )
+    for name, (fps, lps, levels) in ours.items():
+        line = f"{name:<9}{fps:>18,.0f}{lps:>12,.0f}"
+        peer_on = peers.get("1", {}).get(name)
+        peer_off = peers.get("0", {}).get(name)
+        if peer_on and peer_off:
+            pfps = peer_on["frames"] / peer_on["seconds"]
+            pfps_off = peer_off["frames"] / peer_off["seconds"]
+            line += f"{pfps:>21,.0f}{pfps_off:>15,.0f}{fps / pfps:>7.2f}x"
+        print(line + f"   ({levels:,} levels a round)")
+    print(
+        f"\nmemory of one L2 book of 5,000 levels (Decimal keys and sizes): {book_memory() / 1024:,.0f} KiB"
+    )
+    print("targets (issue 13): >= 3x cryptofeed; >= 200k book deltas/s end to end on one core")
+
+
+if __name__ == "__main__":
+    main()
