@@ -22,6 +22,7 @@ import orjson
 
 from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, trade
 from cex.sync import BookMessage, SequenceRule
+from core.errors import ConfigError
 from records.cex import FundingRate, Ticker
 
 _STREAMS: dict[Feed, tuple[str, ...]] = {
@@ -47,7 +48,7 @@ class Binance(Exchange):
     def to_exchange_symbol(self, symbol: str) -> str:
         base = symbol[: -len("-PERP")] if symbol.endswith("-PERP") else symbol
         if self.perpetual != symbol.endswith("-PERP"):
-            raise MalformedMessage(f"{symbol} is not a {self.name} symbol")
+            raise ConfigError(f"{symbol} is not a {self.name} symbol (perpetuals: BASE-QUOTE-PERP)")
         native = base.replace("-", "")
         self.symbols[native] = symbol
         return native

@@ -14,9 +14,11 @@ from decimal import Decimal
 import pytest
 
 from cex.exchanges.binance import BinanceFutures
+from cex.exchanges.bybit import Bybit
 from cex.exchanges.kraken import Kraken
 from cex.exchanges.okx import Okx
 from cex.sync import BookSync, Resync
+from core.errors import ConfigError
 from records.cex import FundingRate, OpenInterest, Ticker, Trade
 from tests.cex_servers import recording
 from tests.cex_servers.kraken_v2 import iso, v2_symbol
@@ -158,3 +160,51 @@ def test_binance_futures_pu_rule() -> None:
         5,
         3,
     )
+
+
+def test_bybit_linear_tickers_merge_deltas_into_whole_records() -> None:
+    # constructed from Bybit's v5 documentation: a snapshot, then a delta carrying only what changed
+    bybit = Bybit()
+    bybit.to_exchange_symbol("BTC-USDT-PERP")
+    assert bybit.url(["BTC-USDT-PERP"], ["ticker"]).endswith("/v5/public/linear")
+    snapshot = {
+        "topic": "tickers.BTCUSDT",
+        "type": "snapshot",
+        "ts": 1,
+        "cs": 1,
+        "data": {
+            "symbol": "BTCUSDT",
+            "bid1Price": "30000.1",
+            "bid1Size": "2.5",
+            "ask1Price": "30000.2",
+            "ask1Size": "1",
+            "fundingRate": "0.0001",
+            "nextFundingTime": "1700028800000",
+            "openInterest": "5000.5",
+            "markPrice": "30000",
+        },
+    }
+    delta = {
+        "topic": "tickers.BTCUSDT",
+        "type": "delta",
+        "ts": 2,
+        "cs": 2,
+        "data": {"symbol": "BTCUSDT", "bid1Price": "30000.0", "openInterest": "5001"},
+    }
+    first = bybit.parse(json.dumps(snapshot), 7).records
+    assert first == [
+        Ticker(
+            "bybit", "BTC-USDT-PERP", Decimal("30000.1"), Decimal("2.5"), Decimal("30000.2"), Decimal(1), 1, 7
+        ),
+        FundingRate("bybit", "BTC-USDT-PERP", Decimal("0.0001"), None, Decimal(30000), 1700028800000, 1, 7),
+        OpenInterest("bybit", "BTC-USDT-PERP", Decimal("5000.5"), 1, 7),
+    ]
+    second = bybit.parse(json.dumps(delta), 8).records
+    assert second == [
+        Ticker(
+            "bybit", "BTC-USDT-PERP", Decimal("30000.0"), Decimal("2.5"), Decimal("30000.2"), Decimal(1), 2, 8
+        ),
+        OpenInterest("bybit", "BTC-USDT-PERP", Decimal("5001"), 2, 8),
+    ]
+    with pytest.raises(ConfigError):
+        bybit.url(["BTC-USDT-PERP", "BTC-USDT"], ["book"])
