@@ -47,10 +47,12 @@ class L2Book:
         self.valid = False
 
     def load(self, bids: Iterable[Level], asks: Iterable[Level], sequence: int | None = None) -> None:
-        """Replace the whole book by a snapshot; it is valid from here on (until a check fails)."""
-        self.bids.clear()
-        self.asks.clear()
-        self.update(bids, asks)
+        """Replace the whole book by a snapshot; it is valid from here on (until a check fails). Built in
+        one sort (a SortedDict from a dict), not level by level; zero sizes are dropped."""
+        self.bids = SortedDict({p: q for p, q in bids if q})
+        self.asks = SortedDict({p: q for p, q in asks if q})
+        if self.depth is not None:
+            self.truncate(self.depth)
         self.sequence = sequence
         self.valid = True
 
@@ -206,17 +208,42 @@ def kraken_checksum_text(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[s
     return "".join(_kraken_digits(p) + _kraken_digits(q) for p, q in (*asks, *bids))
 
 
+def _at_precision(value: Decimal, decimals: int | None) -> str:
+    plain = _plain(value)
+    if decimals is None:
+        return plain
+    dot = plain.find(".")
+    # already at the precision (the usual case: the JSON text carries it): no formatting
+    if (dot < 0 and decimals == 0) or (dot >= 0 and len(plain) - dot - 1 == decimals):
+        return plain
+    return f"{value:.{decimals}f}"
+
+
+# (value, decimals) -> checksum digits. Only with a precision: then equal values have equal text (without
+# one, 1.0 and 1.00 are equal keys with different digits). The top 10 rarely change between messages.
+_DIGITS: dict[tuple[Decimal, int], str] = {}
+_DIGITS_MAX = 200_000
+
+
+def _digits(value: Decimal, decimals: int | None) -> str:
+    if decimals is None:
+        return _kraken_digits(_plain(value))
+    key = (value, decimals)
+    digits = _DIGITS.get(key)
+    if digits is None:
+        if len(_DIGITS) >= _DIGITS_MAX:
+            _DIGITS.clear()
+        digits = _DIGITS[key] = _kraken_digits(_at_precision(value, decimals))
+    return digits
+
+
 def kraken_checksum(book: L2Book, price_decimals: int | None = None, qty_decimals: int | None = None) -> int:
     """CRC32 (unsigned) over the top 10 levels. v1 (the recordings): the prices and volumes as sent, which
     carry the pair's decimals. v2: numbers are formatted to the instrument's ``price_precision`` and
     ``qty_precision`` first (pass them; JSON numbers do not keep trailing zeros)."""
-
-    def text(value: Decimal, decimals: int | None) -> str:
-        return _plain(value) if decimals is None else f"{value:.{decimals}f}"
-
-    asks = [(text(p, price_decimals), text(q, qty_decimals)) for p, q in book.ask_levels(10)]
-    bids = [(text(p, price_decimals), text(q, qty_decimals)) for p, q in book.bid_levels(10)]
-    return zlib.crc32(kraken_checksum_text(asks, bids).encode())
+    parts = [_digits(p, price_decimals) + _digits(q, qty_decimals) for p, q in book.ask_levels(10)]
+    parts += [_digits(p, price_decimals) + _digits(q, qty_decimals) for p, q in book.bid_levels(10)]
+    return zlib.crc32("".join(parts).encode())
 
 
 def okx_checksum_text(book: L2Book) -> str:

@@ -78,8 +78,8 @@ class Binance(Exchange):
         return BookMessage(
             symbol,
             True,
-            [(dec(p), dec(q)) for p, q in snap["bids"]],
-            [(dec(p), dec(q)) for p, q in snap["asks"]],
+            [(Decimal(p), Decimal(q)) for p, q in snap["bids"]],
+            [(Decimal(p), Decimal(q)) for p, q in snap["asks"]],
             last=int(snap["lastUpdateId"]),
             event_timestamp=snap.get("E"),
             atom_timestamp=atom_timestamp,
