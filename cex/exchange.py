@@ -32,6 +32,7 @@ class Parsed:
     records: list[Record] = field(default_factory=list)
     books: list[BookMessage] = field(default_factory=list)
     control: bool = False  # subscribe acks, heartbeats, status: proof of life, nothing to publish
+    sequence: int | None = None  # a per-connection message counter (Coinbase ``sequence_num``), if any
 
 
 class Exchange:

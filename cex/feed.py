@@ -61,6 +61,7 @@ class _Conn:
     index: int
     ws: Any = None
     counters: ConnectionCounters = field(default_factory=ConnectionCounters)
+    last_sequence: int | None = None  # the exchange's per-connection message counter, where it has one
 
 
 class FeedHandler:
@@ -139,6 +140,7 @@ class FeedHandler:
             try:
                 async with websockets.connect(self.url, max_size=None, open_timeout=10) as ws:
                     conn.ws = ws
+                    conn.last_sequence = None
                     conn.counters.connects += 1
                     tries = 0
                     for frame in self.exchange.subscribe(self.symbols, self.feeds):
@@ -195,10 +197,26 @@ class FeedHandler:
                 "%s connection %d: skipped a malformed frame (%s)", self.exchange.name, conn.index, exc
             )
             return
+        if parsed.sequence is not None:
+            last, conn.last_sequence = conn.last_sequence, parsed.sequence
+            if last is not None and parsed.sequence != last + 1:
+                await self._connection_gap(conn, ws, last, parsed.sequence)
         for record in parsed.records:
             await self._record(conn, record)
         for msg in parsed.books:
             await self._book(conn, ws, msg)
+
+    async def _connection_gap(self, conn: _Conn, ws: Any, last: int, now: int) -> None:
+        """A message of this connection was lost (any channel): every book it feeds is rebuilt."""
+        conn.counters.gaps += 1
+        log.warning("%s connection %d: message %d after %d", self.exchange.name, conn.index, now, last)
+        for (index, symbol), sync in self.syncs.items():
+            if (self.shared_books or index == conn.index) and sync.book.valid:
+                resync = sync.invalidate("gap")
+                conn.counters.resyncs += 1
+                if self.shared_books or self._leader.get(symbol) == conn.index:
+                    await self.queue.put(resync)
+                await self._request_snapshot(ws, sync)
 
     async def _record(self, conn: _Conn, record: Record) -> None:
         if len(self.conns) > 1:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from cex.exchange import Exchange
 from cex.exchanges.binance import Binance, BinanceFutures
 from cex.exchanges.bybit import Bybit
+from cex.exchanges.coinbase import Coinbase
 from cex.exchanges.kraken import Kraken
 from cex.exchanges.okx import Okx
 
 EXCHANGES: dict[str, type[Exchange]] = {
-    cls.name: cls for cls in (Binance, BinanceFutures, Bybit, Kraken, Okx)
+    cls.name: cls for cls in (Binance, BinanceFutures, Bybit, Coinbase, Kraken, Okx)
 }

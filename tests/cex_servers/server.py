@@ -87,6 +87,9 @@ class MarketBook:
         )
 
 
+SEQ = "__SEQ__"
+
+
 class Session:
     def __init__(self, index: int, ws: ServerConnection) -> None:
         self.index = index
@@ -96,8 +99,18 @@ class Session:
         self.book_frames: dict[str, int] = {}
         self.held: dict[str, str] = {}  # symbol -> a book frame held back (reorder)
         self.silent_until = 0.0
+        self.sequence = 0  # per-connection message counter, for exchanges that number every message
+
+    def number(self, frame: str) -> str:
+        """Fill in the connection's next message number (``__SEQ__``): numbered when the exchange sends it,
+        so a frame lost or held back later leaves a gap or a step back."""
+        if SEQ in frame:
+            frame = frame.replace(SEQ, str(self.sequence), 1)
+            self.sequence += 1
+        return frame
 
     def send(self, frame: str) -> None:
+        frame = self.number(frame)
         if asyncio.get_running_loop().time() >= self.silent_until:
             self.outbox.put_nowait(frame)
 
@@ -254,6 +267,7 @@ class ReplayServer:
         return self.render(event, book)
 
     def _deliver(self, session: Session, event: Event, frame: str, now: float) -> None:
+        frame = session.number(frame)
         if event.channel not in ("book", "snapshot"):
             session.send(frame)
             return
