@@ -21,15 +21,26 @@ from cex.candles import CandleBuilder
 from cex.exchange import FEEDS, Exchange, Feed
 from cex.exchanges import EXCHANGES
 from cex.feed import FeedHandler
+from cex.kafka import CexKafka
 from cex.store import CexStore
 from cex.sync import Resync
-from cli.common import DatabaseUrlOpt, DataDirOpt, run_async, settings_of
+from cli.common import (
+    DatabaseUrlOpt,
+    DataDirOpt,
+    KafkaBootstrapOpt,
+    KafkaOptionOpt,
+    KafkaTopicPrefixOpt,
+    run_async,
+    settings_of,
+)
 from core.database import open_database
 from core.errors import ConfigError
 from core.settings import Settings
 from migrations import runner
 from records.cex import Trade
 from records.codec import Record, to_json
+from sinks.kafka import KafkaOptions
+from sinks.kafka_producer import KafkaProducer
 
 log = logging.getLogger("dexnode.cex")
 _BATCH = 2_000
@@ -55,9 +66,19 @@ def parse_feeds(text: str) -> list[Feed]:
     return feeds  # type: ignore[return-value]
 
 
-async def run_cex(settings: Settings, exchange: Exchange, symbols: list[str], feeds: list[Feed], *,
-                  connections: int, store: bool, echo: bool, duration: float | None, stale_after: float,
-                  snapshot_every: float) -> None:  # fmt: skip
+async def run_cex(
+    settings: Settings,
+    exchange: Exchange,
+    symbols: list[str],
+    feeds: list[Feed],
+    *,
+    connections: int,
+    store: bool,
+    echo: bool,
+    duration: float | None,
+    stale_after: float,
+    snapshot_every: float,
+) -> None:
     feed = FeedHandler(
         exchange,
         symbols,
@@ -73,9 +94,15 @@ async def run_cex(settings: Settings, exchange: Exchange, symbols: list[str], fe
             await runner.upgrade(db.sqlalchemy_url)
             writer = await CexStore.connect(db.dsn)
             stack.push_async_callback(writer.close)
+        kafka: CexKafka | None = None
+        options = KafkaOptions.from_settings(settings)
+        if options is not None:
+            # CEX topics are not a chain's: no chain prefix unless one is set (DEXNODE_KAFKA_TOPIC_PREFIX)
+            kafka = CexKafka(KafkaProducer(options.producer_config()), settings.kafka_topic_prefix or "")
+            stack.push_async_callback(kafka.close)
         task = asyncio.ensure_future(feed.run())
         try:
-            await _drain(feed, task, writer, echo, duration)
+            await _drain(feed, task, writer, kafka, echo, duration)
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -84,8 +111,14 @@ async def run_cex(settings: Settings, exchange: Exchange, symbols: list[str], fe
                 log.info("%s connection %d: %s", exchange.name, i, counters)
 
 
-async def _drain(feed: FeedHandler, task: asyncio.Future[None], writer: CexStore | None, echo: bool,
-                 duration: float | None) -> None:  # fmt: skip
+async def _drain(
+    feed: FeedHandler,
+    task: asyncio.Future[None],
+    writer: CexStore | None,
+    kafka: CexKafka | None,
+    echo: bool,
+    duration: float | None,
+) -> None:
     loop = asyncio.get_running_loop()
     end = None if duration is None else loop.time() + duration
     candles = CandleBuilder()
@@ -105,11 +138,15 @@ async def _drain(feed: FeedHandler, task: asyncio.Future[None], writer: CexStore
             if echo:
                 sys.stdout.buffer.write(_line(item))
         if pending and (len(pending) >= _BATCH or loop.time() - last_flush >= _FLUSH_SECONDS):
+            if kafka is not None:
+                await kafka.publish(pending)  # acknowledged before it is stored
             if writer is not None:
                 await writer.write(pending)
             if echo:
                 sys.stdout.flush()
             pending, last_flush = [], loop.time()
+    if pending and kafka is not None:
+        await kafka.publish(pending)
     if pending and writer is not None:
         await writer.write(pending)
 
@@ -146,9 +183,19 @@ def cex_command(
     ] = 60.0,
     database_url: DatabaseUrlOpt = None,
     data_dir: DataDirOpt = None,
+    bootstrap_servers: KafkaBootstrapOpt = None,
+    topic_prefix: KafkaTopicPrefixOpt = None,
+    kafka_option: KafkaOptionOpt = None,
 ) -> None:
     """Stream an exchange's trades, books (checked, resynced), tickers, funding and open interest."""
-    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
+    settings = settings_of(
+        ctx,
+        kafka_option=kafka_option,
+        database_url=database_url,
+        data_dir=data_dir,
+        kafka_bootstrap_servers=bootstrap_servers,
+        kafka_topic_prefix=topic_prefix,
+    )
     venue = exchange_from(settings, exchange)
     symbol_list = [s.strip().upper() for s in symbols.split(",") if s.strip()]
     if not symbol_list:
