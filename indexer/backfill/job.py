@@ -39,7 +39,6 @@ from indexer.pipeline.dex import DexEnricher, registry_from
 from indexer.pipeline.pipeline import Enricher
 from migrations import runner
 from sinks.base import Sink
-from sinks.kafka import with_kafka
 
 log = logging.getLogger("dexnode.backfill")
 T = TypeVar("T")
@@ -78,7 +77,13 @@ async def backfill(
         sink = await BackfillSink.connect(db.dsn, max_size=workers + 2)
         # Kafka (when configured) sees each chunk before Postgres commits it; confirmed blocks cannot be
         # orphaned, so no in-flight journal is needed
-        writer = with_kafka(settings, sink, journal=False)
+        writer: Sink = sink
+        if settings.kafka_bootstrap_servers:
+            # imported only when used: confluent-kafka and the Kafka sinks are ~5% of the command's
+            # start-up CPU (python -X importtime), paid by every backfill without Kafka otherwise
+            from sinks.kafka import with_kafka
+
+            writer = with_kafka(settings, sink, journal=False)
         try:
             transport = RateLimitedTransport(max_rps, connections=workers * 2)
             async with RpcClient(
