@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
 from core.errors import ConfigError
 from decoders.events import EventAbi, Malformed
-from protocols.pools import PoolResolver
+from protocols.pools import Call, CallResult, PoolResolver
 from protocols.skips import MALFORMED, UNCONFIGURED_FACTORY, UNKNOWN, UNKNOWN_POOL, VERSION_MISMATCH, Skip
 from records import DexLiquidity, DexTrade, Log, Pool, Token
 
@@ -50,15 +50,30 @@ class Context:
     ``block_times``: block hash → Unix seconds, for every block of the batch.
     ``transactions``: transaction hash → (from, to), for every transaction of the batch.
     A missing block or transaction is a bug in the caller and raises ``KeyError``.
+    ``state``: pool id → the pool state a protocol tracks through the batch in log order (Uniswap v4:
+    price and tick, which its ModifyLiquidity amounts need), seeded by the pipeline with the state
+    before the batch (``EventHandler.state``); the one thing handlers may write.
     """
 
     pools: Mapping[str, Pool]
     tokens: Mapping[str, Token]
     block_times: Mapping[str, int]
     transactions: Mapping[str, tuple[str, str | None]]
+    state: dict[str, Any] = field(default_factory=dict)
 
 
 Handle = Callable[[Log, Context], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class StateQuery:
+    """Pool state an event needs from before the batch: ``call(pool id, emitter)`` is the ``eth_call``
+    the pipeline makes at the block before the batch, ``parse`` turns its answer into ``ctx.state``'s
+    value (None: no state, e.g. a pool not initialised yet)."""
+
+    call: Callable[[str, str], Call]
+    parse: Callable[[CallResult], Any]
+
 
 _UNKNOWN_POOL_SKIP: Final = Skip(UNKNOWN_POOL)
 
@@ -74,6 +89,7 @@ class EventHandler:
     handle: Handle
     resolver: PoolResolver | None = None  # POOL_EVENT only: how to classify an unknown pool
     pool_key: str = BY_EMITTER  # POOL_EVENT only: where the log names its pool
+    state: StateQuery | None = None  # POOL_EVENT only: pool state it needs from before the batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +121,7 @@ class PoolEvent:
     abi: EventAbi
     decode: Decode
     emit: Emit | None = None
+    state: StateQuery | None = None
 
 
 class Venue(Protocol):
@@ -203,7 +220,9 @@ def protocol_spec(
     handlers = []
     for e in events:
         handle = _pool_event_handler(e, version, pool_key)
-        handlers.append(EventHandler(e.abi.topic0, name, e.abi.name, POOL_EVENT, handle, resolver, pool_key))
+        handlers.append(
+            EventHandler(e.abi.topic0, name, e.abi.name, POOL_EVENT, handle, resolver, pool_key, e.state)
+        )
     handlers += [
         EventHandler(d.abi.topic0, name, d.abi.name, POOL_CREATED, _discovery_handler(d, venues))
         for d in discovery

@@ -21,4 +21,5 @@ UNKNOWN_POOL: Final = "unknown_pool"  # emitter is not in ctx.pools (unresolved,
 VERSION_MISMATCH: Final = "version_mismatch"  # e.g. a v2 Swap from an address known as a v3 pool
 NOT_A_TRADE: Final = "not_a_trade"  # a swap whose net flows are not one token in, the other out
 UNCONFIGURED_FACTORY: Final = "unconfigured_factory"  # a creation event from a factory not configured
+NO_POOL_STATE: Final = "no_pool_state"  # an event whose amounts need pool state nobody could read
 NOT_A_POOL: Final = "not_a_pool"  # pool resolution: token0()/token1() failed or returned garbage

@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from protocols.base import Context
 from records import DexLiquidity, DexTrade, Log, Pool
+from records.chain import TokenAmount
 
 PRICE_DIGITS: Final = 38
 _EXACT = DecimalContext(
@@ -188,8 +189,10 @@ def liquidity(
     liquidity: int | None = None,
     tick_lower: int | None = None,
     tick_upper: int | None = None,
+    amounts: tuple[TokenAmount, ...] = (),
 ) -> DexLiquidity:
-    """A ``DexLiquidity`` for a pool's mint/burn/collect (``event_type`` add/remove)."""
+    """A ``DexLiquidity`` for a pool's mint/burn/collect (``event_type`` add/remove); ``amounts`` lists
+    every token's amount for pools with more than two tokens."""
     token0, token1 = ctx.tokens.get(pool.token0), ctx.tokens.get(pool.token1)
     return _dex_liquidity(  # positional, in DexLiquidity's field order
         log.block_number,
@@ -215,4 +218,5 @@ def liquidity(
         liquidity,
         tick_lower,
         tick_upper,
+        amounts,
     )

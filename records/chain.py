@@ -224,6 +224,15 @@ class DexTrade(Record):
     tx_to: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class TokenAmount(Record):
+    """One token's amount in a liquidity event (raw, and exact when its decimals are known)."""
+
+    token: str
+    amount_raw: U256
+    amount: Decimal | None
+
+
 @register
 @dataclass(frozen=True, slots=True)
 class DexLiquidity(Record):
@@ -254,6 +263,7 @@ class DexLiquidity(Record):
     liquidity: U256 | None
     tick_lower: int | None
     tick_upper: int | None
+    amounts: tuple[TokenAmount, ...] = ()  # every token, for pools with more than two (Balancer)
 
 
 @register

@@ -238,6 +238,7 @@ dex_liquidity = sa.Table(
     sa.Column("liquidity", U256),
     sa.Column("tick_lower", sa.Integer),
     sa.Column("tick_upper", sa.Integer),
+    sa.Column("amounts", JSONB),  # [{token, amount_raw, amount}] of every token (pools with N tokens)
     sa.Index("ix_dex_liquidity_block_number", "block_number", "log_index"),
     sa.Index("ix_dex_liquidity_pool", "pool_address", "block_number"),
 )

@@ -34,8 +34,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import ChainMap, Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 
@@ -47,7 +48,7 @@ from indexer.chain.extract import ExtractedBlock
 from indexer.chain.rpc import RpcClient
 from protocols.base import POOL_CREATED, Context, pool_id
 from protocols.plugins import discover
-from protocols.pools import PoolQuery
+from protocols.pools import Call, PoolQuery
 from protocols.registry import Registry, registry_of, resolution_counts
 from protocols.skips import Skip
 from records import Log, Pool, Record, Reorg, Token, Transaction
@@ -184,9 +185,11 @@ class DexEnricher:
         creations = [lg for lg in dex_logs if handlers[lg.topic0 or ""].kind == POOL_CREATED]
         events = [lg for lg in dex_logs if handlers[lg.topic0 or ""].kind != POOL_CREATED]
         # pure: pools need no lookup; one at a time, so a discovery event sees the pools found before it
-        created = self.registry.decode([], self._context(batch))
+        state: dict[str, Any] = {}  # pool state protocols track through the batch (ctx.state)
+        ctx = self._context(batch, ChainMap(learned.pools, self.pools), state)
+        created = self.registry.decode([], ctx)
         for entry in creations:
-            one = self.registry.decode([entry], self._context(batch, ChainMap(learned.pools, self.pools)))
+            one = self.registry.decode([entry], ctx)
             created.counts.update(one.counts)
             created.skipped.extend(one.skipped)
             for pool in one.records:
@@ -194,9 +197,10 @@ class DexEnricher:
                     learned.add_pool(pool, pool.created_block_number or at, new=True)
         await self._resolve_pools(events, learned, at, batch.reorg)
         await self._resolve_tokens(self._tokens_of(events, learned), learned, at)
+        await self._read_state(events, learned, state, batch.first_number)
         self._commit(learned, at)  # everything is resolved: from here on nothing can fail
         self.counts.update(created.counts)
-        decoded = self.registry.decode(events, self._context(batch))
+        decoded = self.registry.decode(events, self._context(batch, None, state))
         self.counts.update(decoded.counts)
         skips = created.counts + decoded.counts  # counted skips of creation events too
         found: dict[type[Record], list[Record]] = {}  # per kind, whatever kinds the protocols emit
@@ -249,8 +253,11 @@ class DexEnricher:
         if stale:
             log.info("reorg above block %d: forgot %d cached pool(s)/token(s)", ancestor, len(stale))
 
-    def _context(self, batch: Batch, pools: Mapping[str, Pool] | None = None) -> Context:
+    def _context(
+        self, batch: Batch, pools: Mapping[str, Pool] | None = None, state: dict[str, Any] | None = None
+    ) -> Context:
         return Context(
+            state={} if state is None else state,
             pools=self.pools if pools is None else pools,
             tokens=self.tokens,
             block_times={b.hash: b.timestamp for b in batch.blocks},
@@ -308,6 +315,32 @@ class DexEnricher:
             queries = [q for q in queries if q.address not in learned.pools]
         if queries:
             await self._classify_on_chain(queries, learned, at)
+
+    async def _read_state(
+        self, events: Sequence[Log], learned: _Learned, state: dict[str, Any], first: int | None
+    ) -> None:
+        """Seed ``state`` with the state before the batch of each known pool whose events need it
+        (``EventHandler.state``), read at the block before the batch's first; the batch's own events
+        then update it in log order (a pool created in the batch has its state from its creation)."""
+        if not first:
+            return
+        handlers, known = self.registry.handlers, ChainMap(learned.pools, self.pools)
+        queries: dict[str, tuple[Call, Callable[[str | None], Any]]] = {}
+        for entry in events:
+            handler = handlers.get(entry.topic0 or "")
+            if handler is None or handler.state is None:
+                continue
+            key = pool_id(entry, handler.pool_key)
+            if key is not None and key in known and key not in state and key not in queries:
+                queries[key] = (handler.state.call(key, entry.address), handler.state.parse)
+        if not queries:
+            return
+        answers = await self.rpc.eth_calls([(c.to, c.data) for c, _ in queries.values()], first - 1)
+        for (key, (_, parse)), answer in zip(queries.items(), answers, strict=True):
+            value = parse(answer.data)
+            if value is not None:
+                state[key] = value
+        self.counts["state.read"] += len(queries)
 
     def _unknown_ids(self, events: Sequence[Log], known: Mapping[str, Pool]) -> list[str]:
         """Pool ids of events whose protocol cannot classify a pool on chain (v4, Balancer: only their
