@@ -43,7 +43,25 @@ def get_metrics(conn: HTTPConnection) -> ApiMetrics:
     return get_state(conn).metrics
 
 
-StateDep = Annotated[ApiState, Depends(get_state)]
-PoolDep = Annotated[asyncpg.Pool, Depends(get_pool)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-MetricsDep = Annotated[ApiMetrics, Depends(get_metrics)]
+# FastAPI runs a plain ``def`` dependency in a worker thread: these run inline (a thread hop per
+# dependency per request showed as a third of a list's CPU time in a profile)
+async def _state(conn: HTTPConnection) -> ApiState:
+    return get_state(conn)
+
+
+async def _pool(conn: HTTPConnection) -> asyncpg.Pool:
+    return get_pool(conn)
+
+
+async def _settings(conn: HTTPConnection) -> Settings:
+    return get_settings(conn)
+
+
+async def _metrics(conn: HTTPConnection) -> ApiMetrics:
+    return get_metrics(conn)
+
+
+StateDep = Annotated[ApiState, Depends(_state)]
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+MetricsDep = Annotated[ApiMetrics, Depends(_metrics)]

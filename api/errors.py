@@ -78,7 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-def reject_unknown_params(conn: HTTPConnection) -> None:
+async def reject_unknown_params(conn: HTTPConnection) -> None:
     """A query parameter the matched route does not declare is refused, by name."""
     route = conn.scope.get("route")
     dependant = getattr(route, "dependant", None)

@@ -115,7 +115,9 @@ class ListArgs:
         return decode(self.cursor, query.key_types(), fp), fp
 
 
-def list_args(limit: Limit = DEFAULT_LIMIT, order: Order = "asc", cursor: CursorText = None) -> ListArgs:
+async def list_args(
+    limit: Limit = DEFAULT_LIMIT, order: Order = "asc", cursor: CursorText = None
+) -> ListArgs:
     return ListArgs(limit, order, cursor)
 
 

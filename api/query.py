@@ -23,10 +23,10 @@ import sqlalchemy as sa
 
 from api.cursor import Cursor
 from api.errors import ApiError
-from records import Record, to_dict
+from records import Record
 from records.kinds import Kind
 from sinks import schema
-from sinks.postgres_read import record_columns, record_of
+from sinks.postgres_read import record_columns, row_json
 
 Json = dict[str, Any]
 
@@ -172,9 +172,9 @@ async def page(
 
 
 def record_json(cls: type[Record], row: asyncpg.Record) -> Json:
-    """The row as its record's JSON ``data``."""
-    data: Json = to_dict(record_of(cls, row))["data"]
-    return data
+    """The row as its record's JSON ``data`` (``to_dict(record_of(cls, row))["data"]``, without
+    building the record: a page of 1000 rows is the API's hottest path)."""
+    return row_json(cls, row)
 
 
 def next_cursor(query: Query, result: Page, fingerprint: str) -> str | None:

@@ -1,0 +1,337 @@
+"""What the API answers at 50 concurrent clients over ≥ 1M DEX trades, beside the same SQL alone.
+
+Data: ``--trades`` rows (default 1,000,000) generated into the real schema with COPY: ``--trades / 10``
+blocks 12 s apart, 100 pools over 20 tokens (18 decimals), 10,000 takers, exact amounts and prices;
+then ANALYZE. Postgres: ``DATABASE_URL``'s server if set, else an embedded pgserver in a temp dir.
+
+The API runs as ``dexnode serve`` in its own process; this process is the load: ``--clients`` (50)
+concurrent httpx clients, ``--requests`` per query. Per query: p50/p99 latency, requests/s, and
+requests per CPU-second of the server process (its /proc utime+stime over the run), beside the floor:
+the same SQL text the route runs (built by the same ``api.query.Query``), from one asyncpg connection,
+sequentially (p50/p99). Target: p99 < 25 ms for the indexed REST queries.
+Two cores here: Postgres, the server and this load generator share them.
+
+    .venv/bin/python bench/api.py [--trades 1000000] [--clients 50] [--requests 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import asyncpg
+import httpx
+
+from api import candles as ohlcv
+from api.query import Query
+from core.database import DatabaseInfo, asyncpg_dsn, embedded_server, ensure_database
+from migrations import runner
+from records import kinds
+from sinks.schema import metadata
+
+REPO = Path(__file__).resolve().parents[1]
+POOLS, TOKENS, TAKERS, PER_BLOCK = 100, 20, 10_000, 10
+T0 = 1_700_000_000
+
+
+def address(kind: int, i: int) -> str:
+    return f"0x{kind:08x}{i:032x}"
+
+
+def block_hash(n: int) -> str:
+    return f"0x{n:064x}"
+
+
+def pool_tokens(p: int) -> tuple[str, str]:
+    a, b = p % TOKENS, (p * 7 + 3) % TOKENS
+    b = b if b != a else (a + 1) % TOKENS
+    return address(2, min(a, b)), address(2, max(a, b))
+
+
+def row_tuple(table: str, values: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(values.get(c.name) for c in metadata.tables[table].columns if c.server_default is None)
+
+
+def columns(table: str) -> list[str]:
+    return [c.name for c in metadata.tables[table].columns if c.server_default is None]
+
+
+def token_rows() -> list[tuple[Any, ...]]:
+    return [
+        row_tuple("tokens", {"address": address(2, t), "symbol": f"T{t}", "decimals": 18, "source": "call"})
+        for t in range(TOKENS)
+    ]
+
+
+def pool_rows() -> list[tuple[Any, ...]]:
+    rows = []
+    for p in range(POOLS):
+        t0, t1 = pool_tokens(p)
+        pool = {"address": address(1, p), "protocol": "uniswap", "version": "2", "exchange": "uniswap-v2"}
+        created = {"created_block_number": 0, "created_block_hash": block_hash(0)}
+        rows.append(row_tuple("pools", {**pool, **created, "token0": t0, "token1": t1, "tokens": [t0, t1]}))
+    return rows
+
+
+def block_row(n: int) -> tuple[Any, ...]:
+    parent = block_hash(n - 1) if n else "0x" + "0" * 64
+    return row_tuple(
+        "blocks",
+        {"number": n, "hash": block_hash(n), "parent_hash": parent, "gas_limit": 30_000_000,
+         "gas_used": 1_000_000, "timestamp": T0 + 12 * n, "transaction_count": PER_BLOCK},
+    )  # fmt: skip
+
+
+SCALE = Decimal(10) ** -18
+
+
+def trade_row(rng: random.Random, n: int, i: int) -> tuple[Any, ...]:
+    p = rng.randrange(POOLS)
+    t0, t1 = pool_tokens(p)
+    sold_raw, bought_raw = rng.randrange(10**15, 10**21), rng.randrange(10**15, 10**21)
+    sold, bought = (t0, t1) if rng.random() < 0.5 else (t1, t0)
+    amount_sold, amount_bought = sold_raw * SCALE, bought_raw * SCALE
+    taker = address(3, rng.randrange(TAKERS))
+    keys = {"block_hash": block_hash(n), "log_index": i, "block_number": n, "block_time": T0 + 12 * n,
+            "transaction_hash": f"0x{n:032x}{i:032x}", "transaction_index": i}  # fmt: skip
+    venue = {"protocol": "uniswap", "version": "2", "exchange": "uniswap-v2", "pool_address": address(1, p)}
+    sides = {
+        "taker": taker,
+        "maker": address(1, p),
+        "token_bought_address": bought,
+        "token_sold_address": sold,
+    }
+    amounts = {"amount_bought_raw": Decimal(bought_raw), "amount_sold_raw": Decimal(sold_raw),
+               "amount_bought": amount_bought, "amount_sold": amount_sold,
+               "price": amount_sold / amount_bought}  # fmt: skip
+    return row_tuple(
+        "dex_trades", {**keys, **venue, **sides, **amounts, "tx_from": taker, "tx_to": address(4, 0)}
+    )
+
+
+async def generate(conn: asyncpg.Connection, trades: int) -> None:
+    rng = random.Random(7)
+    blocks = trades // PER_BLOCK
+    started = time.perf_counter()
+    await conn.copy_records_to_table("tokens", records=token_rows(), columns=columns("tokens"))
+    await conn.copy_records_to_table("pools", records=pool_rows(), columns=columns("pools"))
+    for first in range(0, blocks, 10_000):
+        numbers = range(first, min(first + 10_000, blocks))
+        await conn.copy_records_to_table(
+            "blocks", records=[block_row(n) for n in numbers], columns=columns("blocks")
+        )
+        rows = [trade_row(rng, n, i) for n in numbers for i in range(PER_BLOCK)]
+        await conn.copy_records_to_table("dex_trades", records=rows, columns=columns("dex_trades"))
+    await conn.execute("ANALYZE")
+    print(f"generated {trades:,} dex_trades in {blocks:,} blocks in {time.perf_counter() - started:.0f} s")
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+Request = Callable[[int], tuple[str, str, Any]]  # i -> (method, path, json body)
+
+
+async def load(client: httpx.AsyncClient, request: Request, total: int, clients: int) -> list[float]:
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for i in counter:
+            method, path, body = request(i)
+            started = time.perf_counter()
+            answer = await client.request(method, path, json=body)
+            latencies.append(time.perf_counter() - started)
+            if answer.status_code != 200 or b'"errors"' in answer.content[:20]:
+                raise RuntimeError(f"{path}: {answer.status_code} {answer.text[:200]}")
+
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return latencies
+
+
+async def floor(
+    conn: asyncpg.Connection, sql: str, args: Callable[[int], list[Any]], runs: int
+) -> list[float]:
+    times = []
+    for i in range(runs):
+        started = time.perf_counter()
+        await conn.fetch(sql, *args(i))
+        times.append(time.perf_counter() - started)
+    return times
+
+
+@contextlib.asynccontextmanager
+async def api_server(dsn: str, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEXNODE_")}
+    env.update(DEXNODE_DATABASE_URL=dsn, DEXNODE_LOG_LEVEL="WARNING")
+    proc = await asyncio.create_subprocess_exec(str(REPO / ".venv" / "bin" / "dexnode"), "serve", "--port",
+                                                str(port), env=env)  # fmt: skip
+    try:
+        async with httpx.AsyncClient(timeout=5) as probe:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await probe.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+def trades_sql(**filters: Any) -> tuple[str, list[Any]]:
+    query = Query(kinds.DEX_TRADES, kinds.DEX_TRADES.order, descending=filters.pop("desc", False))
+    for column, value in filters.items():
+        if column == "token":
+            query.any_column(("token_bought_address", "token_sold_address"), value)
+        else:
+            query.compare(column, "=", value)
+    return query.sql(head=10**12, after=None, limit=101), query.params
+
+
+GRAPHQL = (
+    "query($p: String!) { dexTrades(first: 100, where: {poolAddress: $p}, orderBy: blockNumber,"
+    " orderDirection: desc) { blockNumber logIndex taker amountSold amountBought price"
+    " pool { token0 { symbol } token1 { symbol } } } }"
+)
+
+
+@dataclass
+class Case:
+    label: str
+    request: Request
+    sql: str | None = None  # the SQL the route runs, and its parameters per request
+    sql_args: Callable[[int], list[Any]] | None = None
+
+
+def trades_case(label: str, path: Callable[[int], str], filters: Callable[[int], dict[str, Any]]) -> Case:
+    return Case(
+        label,
+        lambda i: ("GET", path(i), None),
+        trades_sql(**filters(0))[0],
+        lambda i: trades_sql(**filters(i))[1],
+    )
+
+
+def cases(top: int) -> list[Case]:
+    pools = [address(1, p) for p in range(POOLS)]
+    takers = [address(3, t) for t in range(TAKERS)]
+    end = T0 + 12 * top
+    start = end - 86_400
+    pool, taker, token = (
+        (lambda i: pools[i % POOLS]),
+        (lambda i: takers[i % TAKERS]),
+        (lambda i: address(2, i % TOKENS)),
+    )
+    return [
+        trades_case("GET /v1/dex/trades?pool=P", lambda i: f"/v1/dex/trades?pool={pool(i)}",
+                    lambda i: {"pool_address": pool(i)}),
+        trades_case("GET /v1/dex/trades?pool=P&order=desc",
+                    lambda i: f"/v1/dex/trades?pool={pool(i)}&order=desc",
+                    lambda i: {"pool_address": pool(i), "desc": True}),
+        trades_case("GET /v1/dex/trades?taker=T", lambda i: f"/v1/dex/trades?taker={taker(i)}",
+                    lambda i: {"taker": taker(i)}),
+        trades_case("GET /v1/dex/trades?token=T", lambda i: f"/v1/dex/trades?token={token(i)}",
+                    lambda i: {"token": token(i)}),
+        trades_case("GET /v1/dex/trades?order=desc", lambda i: "/v1/dex/trades?order=desc",
+                    lambda i: {"desc": True}),
+        Case("GET /v1/blocks/latest", lambda i: ("GET", "/v1/blocks/latest", None)),
+        Case(
+            "GET /v1/dex/candles?pool=P&interval=1h (1 day)",
+            lambda i: ("GET", f"/v1/dex/candles?pool={pool(i)}&interval=1h&from_time={start}&to_time={end}",
+                       None),
+            ohlcv.SQL_ASC,
+            lambda i: [pool(i), 3600, pool_tokens(i % POOLS)[0], 10**12, start - start % 3600, end + 3600,
+                       101],
+        ),
+        Case(
+            "POST /graphql dexTrades(pool) + pool{token0,token1}",
+            lambda i: ("POST", "/graphql", {"query": GRAPHQL, "variables": {"p": pool(i)}}),
+        ),
+    ]  # fmt: skip
+
+
+async def run(args: argparse.Namespace, dsn: str) -> None:
+    await runner.upgrade(DatabaseInfo(dsn=dsn, embedded=False).sqlalchemy_url)
+    conn = await asyncpg.connect(dsn)
+    try:
+        if not await conn.fetchval("SELECT count(*) FROM dex_trades"):
+            await generate(conn, args.trades)
+        if args.only_generate:
+            return
+        count = await conn.fetchval("SELECT count(*) FROM dex_trades")
+        top = await conn.fetchval("SELECT max(number) FROM blocks")
+        print(
+            f"{count:,} dex_trades, head {top:,}; {args.clients} clients, {args.requests} requests per query"
+        )
+        header = ("query", "p50 ms", "p99 ms", "req/s", "req/cpu-s", "SQL p50", "SQL p99")
+        print("{:<52} {:>7} {:>7} {:>7} {:>9}  {:>7} {:>7}".format(*header))
+        limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+        base = f"http://127.0.0.1:{args.port}"
+        async with (
+            api_server(dsn, args.port) as proc,
+            httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client,
+        ):
+            for case in cases(top):
+                await load(client, case.request, args.clients * 2, args.clients)  # warm up
+                cpu, started = cpu_seconds(proc.pid), time.perf_counter()
+                latencies = await load(client, case.request, args.requests, args.clients)
+                wall, used = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu
+                sql_cell = ""
+                if case.sql is not None and case.sql_args is not None:
+                    alone = await floor(conn, case.sql, case.sql_args, min(args.requests, 500))
+                    sql_cell = f"{pct(alone, 0.5):7.2f} {pct(alone, 0.99):7.2f}"
+                rate, per_cpu = len(latencies) / wall, len(latencies) / max(used, 1e-9)
+                p50, p99 = pct(latencies, 0.5), pct(latencies, 0.99)
+                print(f"{case.label:<52} {p50:7.2f} {p99:7.2f} {rate:7.0f} {per_cpu:9.0f}  {sql_cell}")
+    finally:
+        await conn.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trades", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--only-generate", action="store_true")
+    parser.add_argument("--data-dir", type=Path, help="keep the embedded Postgres here (reused if filled)")
+    args = parser.parse_args()
+    url = os.environ.get("DATABASE_URL")
+    if url:
+        asyncio.run(run(args, asyncpg_dsn(url)))
+        return
+    root = args.data_dir or Path(tempfile.mkdtemp(prefix="dexnode-bench-api-"))
+    try:
+        with embedded_server(root) as server:
+            dsn = asyncio.run(ensure_database(server, "bench_api"))
+            print(f"database: {dsn}")
+            asyncio.run(run(args, dsn))
+    finally:
+        if args.data_dir is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
