@@ -44,6 +44,7 @@ class Exchange:
     book_depth: int | None = None  # levels the book keeps (the subscribed depth); None: all sent
     ping_frame: ClassVar[str | None] = None  # an application-level ping some exchanges want
     ping_interval: ClassVar[float] = 20.0
+    max_connection_age: ClassVar[float | None] = None  # seconds the exchange keeps a connection open
 
     def __init__(self, ws_url: str | None = None, rest_url: str | None = None) -> None:
         self.ws_url_in_use = ws_url or type(self).ws_url

@@ -8,7 +8,8 @@ Redundancy: with sequenced books (``prev``/``range`` rules) all connections feed
 so whichever connection is ahead applies an update and the others' copies are ignored as duplicates;
 trades are de-duplicated by trade id. Kraken's books have no ids, so each connection keeps its own and the
 lowest live connection with a valid book publishes (a snapshot first when that changes). Records without
-ids (tickers, funding, open interest) are de-duplicated by content (all fields but the receipt time).
+ids (tickers, funding, open interest) are de-duplicated by content (all fields but the receipt time) when
+they carry the exchange's time, else taken from the leading connection only.
 Killing a connection loses nothing while another is up; when the last one goes, books are invalidated
 and rebuilt after the reconnect.
 
@@ -52,6 +53,7 @@ class ConnectionCounters:
     gaps: int = 0
     resyncs: int = 0
     stale: int = 0
+    rollovers: int = 0
     connects: int = 0
     disconnects: int = 0
 
@@ -77,6 +79,8 @@ class FeedHandler:
         snapshot_every: float | None = None,
         http: httpx.AsyncClient | None = None,
         queue_size: int = 100_000,
+        max_connection_age: float | None = None,
+        rollover_overlap: float = 5.0,
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be >= 1")
@@ -86,6 +90,10 @@ class FeedHandler:
         self.stale_after = stale_after
         self.retry = retry or RetryPolicy(attempts=0, base_delay=0.1, max_delay=5.0)
         self.snapshot_every = snapshot_every
+        # Binance closes a connection after 24 h: it is replaced before then (sequenced books only; an
+        # unsequenced book cannot take two streams, and is rebuilt after a plain reconnect instead)
+        self.max_connection_age = max_connection_age or exchange.max_connection_age
+        self.rollover_overlap = rollover_overlap
         self.http = http
         self.queue: asyncio.Queue[Record | Resync] = asyncio.Queue(queue_size)
         self.conns = [_Conn(i) for i in range(connections)]
@@ -137,26 +145,20 @@ class FeedHandler:
     async def _connection(self, conn: _Conn) -> None:
         tries = 0
         while True:
+            ws = None
             try:
-                async with websockets.connect(self.url, max_size=None, open_timeout=10) as ws:
-                    conn.ws = ws
-                    conn.last_sequence = None
-                    conn.counters.connects += 1
-                    tries = 0
-                    for frame in self.exchange.subscribe(self.symbols, self.feeds):
-                        await ws.send(frame)
-                    if self.exchange.snapshot_by == "rest" and "book" in self.feeds:
-                        for symbol in self.symbols:  # a quiet book would otherwise wait for an update
-                            await self._request_snapshot(ws, self.sync(symbol, conn.index))
-                    pinger = self._spawn(self._ping(ws)) if self.exchange.ping_frame else None
-                    try:
-                        await self._read(conn, ws)
-                    finally:
-                        if pinger is not None:
-                            pinger.cancel()
+                ws = await self._open(conn)
+                tries = 0
+                # a connection due for rollover: its successor subscribes before it is closed
+                while await self._read(conn, ws):
+                    successor = await self._open(conn)
+                    self._spawn(self._retire(conn, ws))
+                    ws = successor
             except (OSError, websockets.WebSocketException, TimeoutError) as exc:
                 log.warning("%s connection %d: %s", self.exchange.name, conn.index, type(exc).__name__)
             finally:
+                if ws is not None:
+                    self._spawn(ws.close())
                 was_up, conn.ws = conn.ws is not None, None
             if was_up:
                 conn.counters.disconnects += 1
@@ -166,18 +168,57 @@ class FeedHandler:
                 raise RetryableError(f"{self.exchange.name}: connection {conn.index} failed {tries} times")
             await asyncio.sleep(self.retry.delay(tries, None))
 
-    async def _read(self, conn: _Conn, ws: Any) -> None:
+    async def _open(self, conn: _Conn) -> Any:
+        ws = await websockets.connect(self.url, max_size=None, open_timeout=10)
+        conn.ws = ws
+        conn.last_sequence = None
+        conn.counters.connects += 1
+        for frame in self.exchange.subscribe(self.symbols, self.feeds):
+            await ws.send(frame)
+        if self.exchange.snapshot_by == "rest" and "book" in self.feeds:
+            for symbol in self.symbols:  # a quiet book would otherwise wait for an update
+                await self._request_snapshot(ws, self.sync(symbol, conn.index))
+        if self.exchange.ping_frame:
+            self._spawn(self._ping(ws))  # ends with its socket
+        return ws
+
+    async def _read(self, conn: _Conn, ws: Any) -> bool:
+        """Frames until the socket fails (raises), goes silent (False) or is due for rollover (True)."""
+        loop = asyncio.get_running_loop()
+        max_age = self.max_connection_age if self.shared_books else None
+        retire_at = None if max_age is None else loop.time() + max_age
         while True:
+            timeout = self.stale_after
+            if retire_at is not None:
+                timeout = min(timeout, retire_at - loop.time())
+                if timeout <= 0:
+                    return True
             try:
-                frame = await asyncio.wait_for(ws.recv(), self.stale_after)
+                frame = await asyncio.wait_for(ws.recv(), timeout)
             except TimeoutError:
+                if retire_at is not None and loop.time() >= retire_at:
+                    return True
                 conn.counters.stale += 1
-                log.warning(
-                    "%s connection %d: silent for %ss", self.exchange.name, conn.index, self.stale_after
-                )
+                name = self.exchange.name
+                log.warning("%s connection %d: silent for %ss", name, conn.index, self.stale_after)
                 await self._stale(conn)
-                return
+                return False
             await self.on_frame(conn, ws, frame)
+
+    async def _retire(self, conn: _Conn, ws: Any) -> None:
+        """The old socket of a rollover: read for ``rollover_overlap`` more seconds (its successor delivers
+        the same messages; the copies are dropped), then close it."""
+        conn.counters.rollovers += 1
+        loop = asyncio.get_running_loop()
+        end = loop.time() + self.rollover_overlap
+        try:
+            while (left := end - loop.time()) > 0:
+                frame = await asyncio.wait_for(ws.recv(), left)
+                await self.on_frame(conn, ws, frame)
+        except (TimeoutError, OSError, websockets.WebSocketException):
+            pass
+        finally:
+            await ws.close()
 
     async def _ping(self, ws: Any) -> None:
         with contextlib.suppress(websockets.WebSocketException, OSError):
@@ -219,19 +260,26 @@ class FeedHandler:
                 await self._request_snapshot(ws, sync)
 
     async def _record(self, conn: _Conn, record: Record) -> None:
-        if len(self.conns) > 1:
-            # the same message from another connection: trades by id, the rest by content
+        if len(self.conns) > 1 or self.max_connection_age is not None:
+            # another connection's copy (or a rollover's overlap): trades by id, records with the
+            # exchange's time by content; a record with neither (Binance bookTicker) is identified by
+            # nothing, so it comes from the leading connection only (and an overlap may repeat one)
             if isinstance(record, Trade) and record.trade_id is not None:
                 key: object = (record.symbol, record.trade_id)
-            else:
+            elif getattr(record, "event_timestamp", None) is not None:
                 key = dataclasses.replace(record, atom_timestamp=0)  # type: ignore[call-arg]
-            if key in self._seen:
-                conn.counters.duplicates += 1
-                return
-            self._seen.add(key)
-            self._seen_order.append(key)
-            if len(self._seen_order) > _RECENT:
-                self._seen.discard(self._seen_order.popleft())
+            else:
+                if conn.index != next((c.index for c in self.conns if c.ws is not None), conn.index):
+                    return
+                key = None
+            if key is not None:
+                if key in self._seen:
+                    conn.counters.duplicates += 1
+                    return
+                self._seen.add(key)
+                self._seen_order.append(key)
+                if len(self._seen_order) > _RECENT:
+                    self._seen.discard(self._seen_order.popleft())
         await self.queue.put(record)
 
     async def _book(self, conn: _Conn, ws: Any, msg: BookMessage) -> None:

@@ -40,6 +40,7 @@ class Binance(Exchange):
     snapshot_by: ClassVar[Literal["ws", "rest"]] = "rest"
     snapshot_path = "/api/v3/depth?symbol={symbol}&limit=5000"
     perpetual = False
+    max_connection_age: ClassVar[float | None] = 23.5 * 3600  # Binance disconnects at 24 h
 
     def __init__(self, ws_url: str | None = None, rest_url: str | None = None) -> None:
         super().__init__(ws_url, rest_url)
