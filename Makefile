@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.dexnode-installed
 NPM_STAMP := node_modules/.dexnode-installed
 
-.PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage bench-kafka bench-cex clean
+.PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage bench-kafka bench-cex bench-api clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -63,6 +63,10 @@ bench-storage: install
 
 bench-kafka: install
 	$(BIN)/python bench/kafka.py
+
+# 1M generated dex_trades, 50 concurrent clients against `dexnode serve`, beside the same SQL alone
+bench-api: install
+	$(BIN)/python bench/api.py
 
 # recorded CEX frames through dexnode and cryptofeed (installed once into .dexnode/bench/cryptofeed-venv)
 bench-cex: install
