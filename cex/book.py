@@ -1,10 +1,11 @@
 """The order book, written once for every exchange: L2 by price level, L3 by order id.
 
-Levels live in ``sortedcontainers.SortedDict`` keyed by ``Decimal`` price (a sorted list of keys beside a
-hash map: an update of an existing level is a dict write, a new or removed level a bisect), never a dict
-sorted per message. Prices and sizes are ``Decimal`` built from the exchange's text; ``Decimal`` keeps the
-text's digits (``Decimal("0.10")`` prints ``0.10``), so the checksums below are computed from the book
-itself, in the exchange's own spelling.
+L2 levels live in a dict keyed by ``Decimal`` price beside a list of its prices kept sorted with C ``bisect``
+(an update of an existing level is a dict write, a new or removed level a binary search and a memmove),
+never a dict sorted per message: 1.11-1.28x faster on the recorded feeds than ``sortedcontainers.SortedDict``
+(measured in one process, same frames), which L3 levels use. Prices and sizes are ``Decimal`` built from
+the exchange's text; ``Decimal`` keeps the text's digits (``Decimal("0.10")`` prints ``0.10``), so the
+checksums below are computed from the book itself, in the exchange's own spelling.
 
 A book carries its ``sequence`` (the exchange's last applied update id, when it has one) and a ``valid``
 flag: a book that failed a check stays invalid until it is rebuilt from a snapshot, and is never published
@@ -14,9 +15,9 @@ as if it were right.
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_left, insort
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
-from itertools import islice
 from typing import Literal
 
 from sortedcontainers import SortedDict
@@ -29,28 +30,33 @@ _ZERO = Decimal(0)
 
 
 class L2Book:
-    """Aggregated levels: price -> size. Bids best (highest) last in ``bids``, asks best (lowest) first."""
+    """Aggregated levels: ``bids`` and ``asks`` map price -> size; beside each, its prices in ascending order
+    (a list kept sorted with C ``bisect``: an update of a present level is one dict write, a new or removed
+    level one binary search and a memmove). Bids best last, asks best first."""
 
-    __slots__ = ("asks", "bids", "depth", "sequence", "valid")
+    __slots__ = ("_ask_prices", "_bid_prices", "asks", "bids", "depth", "sequence", "valid")
 
     def __init__(self, depth: int | None = None) -> None:
-        self.bids: SortedDict = SortedDict()
-        self.asks: SortedDict = SortedDict()
+        self.bids: dict[Decimal, Decimal] = {}
+        self.asks: dict[Decimal, Decimal] = {}
+        self._bid_prices: list[Decimal] = []
+        self._ask_prices: list[Decimal] = []
         self.depth = depth  # levels kept per side (the subscribed depth); None: all
         self.sequence: int | None = None
         self.valid = False
 
     def clear(self) -> None:
-        self.bids.clear()
-        self.asks.clear()
+        self.load((), ())
         self.sequence = None
         self.valid = False
 
     def load(self, bids: Iterable[Level], asks: Iterable[Level], sequence: int | None = None) -> None:
         """Replace the whole book by a snapshot; it is valid from here on (until a check fails). Built in
-        one sort (a SortedDict from a dict), not level by level; zero sizes are dropped."""
-        self.bids = SortedDict({p: q for p, q in bids if q})
-        self.asks = SortedDict({p: q for p, q in asks if q})
+        one sort, not level by level; zero sizes are dropped."""
+        self.bids = {p: q for p, q in bids if q}
+        self.asks = {p: q for p, q in asks if q}
+        self._bid_prices = sorted(self.bids)
+        self._ask_prices = sorted(self.asks)
         if self.depth is not None:
             self.truncate(self.depth)
         self.sequence = sequence
@@ -59,49 +65,59 @@ class L2Book:
     def update(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         """Apply levels with absolute sizes; size 0 removes the level (a missing one is no error: exchanges
         delete levels beyond the depth they send)."""
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
+        for levels, side, prices in (
+            (bids, self.bids, self._bid_prices),
+            (asks, self.asks, self._ask_prices),
+        ):
             for price, size in levels:
                 if size:
+                    if price not in side:
+                        insort(prices, price)
                     side[price] = size
-                else:
-                    side.pop(price, None)
+                elif side.pop(price, None) is not None:
+                    del prices[bisect_left(prices, price)]
         if self.depth is not None:
             self.truncate(self.depth)
 
     def set(self, side: Side, price: Decimal, size: Decimal) -> None:
-        levels = self.bids if side == "bid" else self.asks
-        if size:
-            levels[price] = size
+        if side == "bid":
+            self.update(((price, size),), ())
         else:
-            levels.pop(price, None)
+            self.update((), ((price, size),))
 
     def truncate(self, depth: int) -> None:
         """Keep the best ``depth`` levels per side (the worst bid is first, the worst ask last)."""
-        bids, asks = self.bids, self.asks
-        while len(bids) > depth:
-            bids.popitem(0)
-        while len(asks) > depth:
-            asks.popitem(-1)
+        excess = len(self._bid_prices) - depth
+        if excess > 0:
+            for price in self._bid_prices[:excess]:
+                del self.bids[price]
+            del self._bid_prices[:excess]
+        if len(self._ask_prices) > depth:
+            for price in self._ask_prices[depth:]:
+                del self.asks[price]
+            del self._ask_prices[depth:]
 
     def best_bid(self) -> Level | None:
-        return self.bids.peekitem(-1) if self.bids else None
+        return (self._bid_prices[-1], self.bids[self._bid_prices[-1]]) if self._bid_prices else None
 
     def best_ask(self) -> Level | None:
-        return self.asks.peekitem(0) if self.asks else None
+        return (self._ask_prices[0], self.asks[self._ask_prices[0]]) if self._ask_prices else None
 
     def crossed(self) -> bool:
         """Best bid at or above best ask: no real book looks like this, so a level was lost."""
-        return bool(self.bids) and bool(self.asks) and self.bids.peekitem(-1)[0] >= self.asks.peekitem(0)[0]
+        bids, asks = self._bid_prices, self._ask_prices
+        return bool(bids) and bool(asks) and bids[-1] >= asks[0]
 
     def bid_levels(self, n: int | None = None) -> list[Level]:
         """Bids best first (descending), at most ``n``."""
         bids = self.bids
-        return [(p, bids[p]) for p in islice(bids.irange(reverse=True), n)]
+        prices = self._bid_prices[::-1] if n is None else self._bid_prices[: -n - 1 : -1]
+        return [(p, bids[p]) for p in prices]
 
     def ask_levels(self, n: int | None = None) -> list[Level]:
         """Asks best first (ascending), at most ``n``."""
         asks = self.asks
-        return [(p, asks[p]) for p in islice(asks.irange(), n)]
+        return [(p, asks[p]) for p in (self._ask_prices if n is None else self._ask_prices[:n])]
 
     def snapshot(self, exchange: str, symbol: str, atom_timestamp: int, depth: int | None = None,
                  event_timestamp: int | None = None) -> BookSnapshot:  # fmt: skip
