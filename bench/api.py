@@ -153,21 +153,32 @@ def cpu_seconds(pid: int) -> float:
 Request = Callable[[int], tuple[str, str, Any]]  # i -> (method, path, json body)
 
 
-async def load(client: httpx.AsyncClient, request: Request, total: int, clients: int) -> list[float]:
+async def load(
+    client: httpx.AsyncClient, request: Request, total: int, clients: int
+) -> tuple[list[float], int]:
+    """Latencies of the successful requests, and how many failed (a status other than 200, a GraphQL
+    error, a timeout): counted, not fatal, so one slow query does not end the run."""
     latencies: list[float] = []
+    failures = 0
     counter = iter(range(total))
 
     async def worker() -> None:
+        nonlocal failures
         for i in counter:
             method, path, body = request(i)
             started = time.perf_counter()
-            answer = await client.request(method, path, json=body)
-            latencies.append(time.perf_counter() - started)
+            try:
+                answer = await client.request(method, path, json=body)
+            except httpx.HTTPError:
+                failures += 1
+                continue
             if answer.status_code != 200 or b'"errors"' in answer.content[:20]:
-                raise RuntimeError(f"{path}: {answer.status_code} {answer.text[:200]}")
+                failures += 1
+                continue
+            latencies.append(time.perf_counter() - started)
 
     await asyncio.gather(*(worker() for _ in range(clients)))
-    return latencies
+    return latencies, failures
 
 
 async def floor(
@@ -296,7 +307,7 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
             for case in cases(top):
                 await load(client, case.request, args.clients * 2, args.clients)  # warm up
                 cpu, started = cpu_seconds(proc.pid), time.perf_counter()
-                latencies = await load(client, case.request, args.requests, args.clients)
+                latencies, failures = await load(client, case.request, args.requests, args.clients)
                 wall, used = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu
                 sql_cell = ""
                 if case.sql is not None and case.sql_args is not None:
@@ -304,7 +315,10 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
                     sql_cell = f"{pct(alone, 0.5):7.2f} {pct(alone, 0.99):7.2f}"
                 rate, per_cpu = len(latencies) / wall, len(latencies) / max(used, 1e-9)
                 p50, p99 = pct(latencies, 0.5), pct(latencies, 0.99)
-                print(f"{case.label:<52} {p50:7.2f} {p99:7.2f} {rate:7.0f} {per_cpu:9.0f}  {sql_cell}")
+                failed = f"  ({failures} failed)" if failures else ""
+                print(
+                    f"{case.label:<52} {p50:7.2f} {p99:7.2f} {rate:7.0f} {per_cpu:9.0f}  {sql_cell}{failed}"
+                )
     finally:
         await conn.close()
 

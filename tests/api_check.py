@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import httpx
 import uvicorn
+from eth_abi import decode as abi_decode
 from fastapi import FastAPI
 
 from api.app import create_app
@@ -25,7 +26,17 @@ from core.settings import build_settings
 from devnet import Devnet
 from tests.chain_check import expected_rows, raw_chain
 from tests.conftest import free_port
-from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, index_devnet
+from tests.integration.test_dex_devnet import (
+    V2_BURN,
+    V2_MINT,
+    V2_SWAP,
+    V3_BURN,
+    V3_COLLECT,
+    V3_MINT,
+    V3_SWAP,
+    expected_trade,
+    index_devnet,
+)
 
 Json = dict[str, Any]
 
@@ -229,3 +240,33 @@ def served_in_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def liquidity_of(indexed: Indexed) -> list[tuple[Any, ...]]:
+    """(block hash, log index, event, add/remove, amount0 raw, amount1 raw, exchange, pool) of every
+    mint, burn and collect up to the indexed head, decoded here with eth-abi, in chain order."""
+    pools = {p["address"]: p for p in indexed.devnet.manifest["pools"]}
+    logs = indexed.devnet.rpc.call(
+        "eth_getLogs", {"fromBlock": "0x0", "toBlock": hex(indexed.head), "address": sorted(pools)}
+    )
+    layouts = {
+        V2_MINT: ("mint", ["uint256", "uint256"], 0),
+        V2_BURN: ("burn", ["uint256", "uint256"], 0),
+        V3_MINT: ("mint", ["address", "uint128", "uint256", "uint256"], 2),
+        V3_BURN: ("burn", ["uint128", "uint256", "uint256"], 1),
+        V3_COLLECT: ("collect", ["address", "uint128", "uint128"], 1),
+    }
+    out = []
+    for lg in logs:
+        layout = layouts.get(lg["topics"][0])
+        if layout is None:
+            continue
+        event, types, first = layout
+        values = abi_decode(types, bytes.fromhex(lg["data"][2:]))
+        a0, a1 = values[first], values[first + 1]
+        kind = "add" if event == "mint" else "remove"
+        pool = pools[lg["address"]]
+        out.append((int(lg["blockNumber"], 16), int(lg["logIndex"], 16), lg["blockHash"].lower(), event, kind,
+                    a0, a1, pool["label"], lg["address"]))  # fmt: skip
+    out.sort()
+    return [(t[2], t[1], *t[3:]) for t in out]
