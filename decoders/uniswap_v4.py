@@ -110,12 +110,20 @@ def decode_v4_swap(log: Log) -> V4Swap | Malformed:
     Invariant: amounts are int128 sign-extended to 32 bytes (a word outside [-2^127, 2^127) is
     malformed), sqrtPriceX96 < 2^160, liquidity < 2^128, tick an int24, fee a uint24.
     """
-    head = _id_and_sender(V4_SWAP, log)
-    if isinstance(head, Malformed):
-        return head
-    raw = _data(log.data, 6)
-    if raw is None:
-        return _bad(V4_SWAP, f"expected 192 data bytes of hex, got {(len(log.data) - 2) / 2:g}")
+    t1, t2, data = log.topic1, log.topic2, log.data  # checks inlined: this is the hot path
+    if t1 is None or t2 is None or log.topic3 is not None:
+        count = sum(t is not None for t in (log.topic0, t1, t2, log.topic3))
+        return _bad(V4_SWAP, f"expected 3 topics, got {count}")
+    if len(t1) != 66 or len(t2) != 66 or not t2.startswith(_PAD):
+        return _bad(V4_SWAP, "id or sender topic is not a 32-byte word / zero-padded address")
+    if len(data) != 386:
+        return _bad(V4_SWAP, f"expected 192 data bytes, got {(len(data) - 2) / 2:g}")
+    try:
+        raw = _fromhex(data[2:])
+    except ValueError:
+        raw = b""
+    if len(raw) != 192:
+        return _bad(V4_SWAP, "data is not hex")
     amount0, amount1 = _int(raw[:32], signed=True), _int(raw[32:64], signed=True)
     sqrt_price, liquidity = _int(raw[64:96]), _int(raw[96:128])
     tick, fee = _int(raw[128:160], signed=True), _int(raw[160:])
@@ -123,8 +131,7 @@ def decode_v4_swap(log: Log) -> V4Swap | Malformed:
         return _bad(V4_SWAP, "amount is not an int128")
     if sqrt_price >= _U160 or liquidity >= _U128 or not INT24_MIN <= tick <= INT24_MAX or fee >= _U24:
         return _bad(V4_SWAP, "sqrtPriceX96, liquidity, tick or fee out of range")
-    pool_id, sender = head
-    return _tuple_new(V4Swap, (pool_id, sender, amount0, amount1, sqrt_price, liquidity, tick, fee))
+    return _tuple_new(V4Swap, (t1, "0x" + t2[26:], amount0, amount1, sqrt_price, liquidity, tick, fee))
 
 
 def decode_v4_modify_liquidity(log: Log) -> V4ModifyLiquidity | Malformed:

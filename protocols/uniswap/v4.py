@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final, NamedTuple
 
 from eth_utils import keccak
 
@@ -89,7 +89,7 @@ DEFAULT_V4_VENUES: tuple[V4Venue, ...] = (
 
 def initialize(log: Log, ctx: Context, venue: V4Venue, event: V4Initialize) -> Outcome:
     """Initialize from a configured PoolManager → Pool (keyed by its id; the price starts the state)."""
-    ctx.state[event.id] = (event.sqrt_price_x96, event.tick)
+    ctx.state[event.id] = event  # its sqrt_price_x96 and tick start the pool's state
     return make_pool(
         event.id, protocol=PROTOCOL, version=VERSION, label=venue.label, factory=log.address,
         token0=event.currency0, token1=event.currency1, fee=event.fee, tick_spacing=event.tick_spacing,
@@ -99,7 +99,7 @@ def initialize(log: Log, ctx: Context, venue: V4Venue, event: V4Initialize) -> O
 
 def swap(log: Log, ctx: Context, pool: Pool, event: V4Swap) -> Outcome:
     """Swap → DexTrade (a negative amount is what the swapper paid in; taker = sender, no maker)."""
-    ctx.state[pool.address] = (event.sqrt_price_x96, event.tick)
+    ctx.state[pool.address] = event  # the price and tick it moved to (no new tuple per swap)
     amount0, amount1 = event.amount0, event.amount1
     if amount0 < 0:
         return trade(log, ctx, pool, event.sender, None, pool.token1, abs(amount1), pool.token0, -amount0)
@@ -111,8 +111,9 @@ def modify_liquidity(log: Log, ctx: Context, pool: Pool, event: V4ModifyLiquidit
     state = ctx.state.get(pool.address)
     if state is None:
         return Skip(NO_POOL_STATE, f"pool {pool.address}: price unknown before this log")
-    sqrt_price, tick = state
-    amount0, amount1 = principal(sqrt_price, tick, event.tick_lower, event.tick_upper, event.liquidity_delta)
+    amount0, amount1 = principal(
+        state.sqrt_price_x96, state.tick, event.tick_lower, event.tick_upper, event.liquidity_delta
+    )
     return liquidity(
         log, ctx, pool, "modify_liquidity", "add" if event.liquidity_delta > 0 else "remove",
         amount0, amount1, owner=event.sender, sender=event.sender, liquidity=abs(event.liquidity_delta),
@@ -201,8 +202,15 @@ def _slot0_call(pool_id: str, pool_manager: str) -> Call:
     return Call("slot0", pool_manager, _EXTSLOAD + slot)
 
 
-def _parse_slot0(result: CallResult) -> Any:
-    """(sqrtPriceX96, tick) from the packed slot0 word; None when the pool is not initialised."""
+class Slot0(NamedTuple):
+    """A pool's price and tick, as ``ctx.state`` holds them (an Initialize or Swap event also has both)."""
+
+    sqrt_price_x96: int
+    tick: int
+
+
+def _parse_slot0(result: CallResult) -> Slot0 | None:
+    """The packed slot0 word's price and tick; None when the pool is not initialised."""
     if result is None:
         return None
     raw = bytes.fromhex(result[2:]) if isinstance(result, str) else result
@@ -210,7 +218,7 @@ def _parse_slot0(result: CallResult) -> Any:
         return None
     word = int.from_bytes(raw[:32], "big")
     sqrt_price, tick = word & ((1 << 160) - 1), (word >> 160) & 0xFFFFFF
-    return (sqrt_price, tick - (1 << 24) if tick >> 23 else tick) if sqrt_price else None
+    return Slot0(sqrt_price, tick - (1 << 24) if tick >> 23 else tick) if sqrt_price else None
 
 
 EVENTS: Final = (

@@ -22,7 +22,7 @@ from decoders.uniswap_v4 import V4_EVENTS, V4_SWAP, decode_v4_modify_liquidity, 
 from protocols.base import Context
 from protocols.registry import default_registry
 from protocols.skips import NO_POOL_STATE, UNCONFIGURED_FACTORY, UNKNOWN_POOL, Skip
-from protocols.uniswap.v4 import ETH, NATIVE, V4Venue, principal, sqrt_price_at_tick
+from protocols.uniswap.v4 import ETH, NATIVE, Slot0, V4Venue, principal, sqrt_price_at_tick
 from records import DexLiquidity, DexTrade, Log, Pool, Token
 
 pytestmark = pytest.mark.unit
@@ -165,7 +165,8 @@ def test_recorded_mainnet_swap_is_a_trade_with_v4_signs() -> None:
     sender = "0x" + (entry.topic2 or "")[26:]  # whoever called the PoolManager's swap
     assert (trade.taker, trade.maker, trade.block_number, trade.log_index) == (sender, None, 24885035, 1)
     assert trade.block_time == 1776253931  # the recording's blockTimestamp, 0x69df7beb
-    assert ctx.state[entry.topic1] == (sqrt_price, tick)  # the price the pool moved to
+    moved_to = ctx.state[entry.topic1]
+    assert (moved_to.sqrt_price_x96, moved_to.tick) == (sqrt_price, tick)  # the price the pool moved to
 
 
 def test_initialize_makes_the_pool_with_hooks_dynamic_fee_and_native_eth() -> None:
@@ -175,7 +176,7 @@ def test_initialize_makes_the_pool_with_hooks_dynamic_fee_and_native_eth() -> No
         pool_id(NATIVE, USDC, 0x800000, 60, HOOK), "uniswap", "4", "uniswap-v4", MANAGER, NATIVE, USDC,
         0x800000, 60, 100, BLOCK, TX, 7, contract=MANAGER, tokens=(NATIVE, USDC), hooks=HOOK,
     )  # fmt: skip
-    assert ctx.state[created.address] == (3 * 2**96, 21972)
+    assert (ctx.state[created.address].sqrt_price_x96, ctx.state[created.address].tick) == (3 * 2**96, 21972)
     assert REGISTRY.static_tokens[NATIVE] == Token(NATIVE, "ETH", "Ether", 18, "native")
     other = moved(initialize(NATIVE, USDC, 500, 10, NO_HOOK, 2**96, 0), "0x" + "99" * 20)
     assert handle(other, context()) == Skip(UNCONFIGURED_FACTORY, "0x" + "99" * 20)
@@ -254,7 +255,7 @@ def test_modify_liquidity_uses_the_price_at_that_log() -> None:
     assert handle(add, context(pool)) == Skip(
         NO_POOL_STATE, f"pool {pool.address}: price unknown before this log"
     )
-    record = handle(add, context(pool, state={pool.address: (price, 200_010)}))
+    record = handle(add, context(pool, state={pool.address: Slot0(price, 200_010)}))
     assert isinstance(record, DexLiquidity)
     amount0, amount1 = exact_principal(price, 200_010, 199_980, 200_040, 10**15)
     assert amount0 > 0 and amount1 > 0  # in range: both tokens
@@ -270,7 +271,7 @@ def test_modify_liquidity_uses_the_price_at_that_log() -> None:
     below = sqrt_price_at_tick(199_000)
     out = handle(
         modify_log(pool.address, 199_980, 200_040, -(10**15)),
-        context(pool, state={pool.address: (below, 199_000)}),
+        context(pool, state={pool.address: Slot0(below, 199_000)}),
     )
     assert (
         isinstance(out, DexLiquidity) and out.event_type == "remove" and out.amount1_raw == 0
@@ -281,7 +282,7 @@ def test_modify_liquidity_uses_the_price_at_that_log() -> None:
 def test_swaps_move_the_price_later_liquidity_events_see() -> None:
     pool = handle(initialize(USDC, WETH, 3000, 60, NO_HOOK, sqrt_price_at_tick(0), 0), context())
     moved_to = sqrt_price_at_tick(120)
-    ctx = context(pool, state={pool.address: (sqrt_price_at_tick(0), 0)})
+    ctx = context(pool, state={pool.address: Slot0(sqrt_price_at_tick(0), 0)})
     swap = event_log(
         "Swap",
         [("bytes32", bytes.fromhex(pool.address[2:])), ("address", ROUTER)],
