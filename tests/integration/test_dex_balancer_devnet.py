@@ -1,0 +1,298 @@
+"""Balancer v2 end to end on a real Vault: the Vault, its Authorizer and the WeightedPoolFactory of
+Balancer's own 2021-04-18 deployment (npm ``@balancer-labs/v2-deployments`` artifacts) on a fresh
+anvil; a 2-token and a 3-token weighted pool, initial and later joins, an exit, single swaps and a
+two-hop batchSwap, one transaction per block. Followed into Postgres, then a 2-block reorg.
+
+The truth is the Vault's own books, read from the node: ``getPoolTokens(poolId)`` at the block before
+and at the block of each event gives the pool's balance change per token, which is what a swap hop
+sold (in) and bought (out), and what a join or exit added or removed. Nothing of dexnode decodes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_abi import decode, encode
+from eth_utils import keccak
+
+from core.database import DatabaseInfo
+from devnet.abi import calldata
+from devnet.anvil import AnvilProcess, find_node_modules, start_anvil
+from devnet.rpc import Rpc
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher
+from indexer.pipeline.pipeline import consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
+from protocols.registry import registry_of
+from sinks.postgres import PostgresSink
+from tests.chain_check import wait_for_tip
+
+pytestmark = pytest.mark.integration
+
+SWAP = "0x" + keccak(text="Swap(bytes32,address,address,uint256,uint256)").hex()
+BALANCE_CHANGED = "0x" + keccak(text="PoolBalanceChanged(bytes32,address,address[],int256[],uint256[])").hex()
+POOL_REGISTERED = "0x" + keccak(text="PoolRegistered(bytes32,address,uint8)").hex()
+FUNDS = "(address,bool,address,bool)"
+DEADLINE = 2**40
+
+
+def artifact(path: str) -> str:
+    return str(json.loads((find_node_modules() / path).read_text())["bytecode"]).removeprefix("0x")
+
+
+TASKS = "@balancer-labs/v2-deployments/dist/tasks/"
+
+
+class BalancerDevnet:
+    def __init__(self, node: AnvilProcess, rpc: Rpc) -> None:
+        self.node, self.rpc = node, rpc
+        self.user = rpc.call("eth_accounts")[0].lower()
+        weth = self.deploy(artifact("@uniswap/v2-periphery/build/WETH9.json"), [])
+        authorizer = self.deploy(
+            artifact(TASKS + "20210418-authorizer/artifact/Authorizer.json"), ["address"], self.user
+        )
+        self.vault = self.deploy(
+            artifact(TASKS + "20210418-vault/artifact/Vault.json"),
+            ["address", "address", "uint256", "uint256"],
+            authorizer, weth, 0, 0,
+        )  # fmt: skip
+        factory = self.deploy(
+            artifact(TASKS + "deprecated/20210418-weighted-pool/artifact/WeightedPoolFactory.json"),
+            ["address"],
+            self.vault,
+        )
+        erc20 = json.loads(
+            (find_node_modules() / "@uniswap/v4-core/out/mocks/MockERC20.sol/MockERC20.json").read_text()
+        )
+        code = str(erc20["bytecode"]["object"])
+        self.tokens = sorted(
+            self.deploy(code, ["string", "string", "uint8"], s, s, d)
+            for s, d in (("AAA", 18), ("USDX", 6), ("BBB", 8))
+        )
+        for token in self.tokens:
+            self.send(token, calldata("mint(address,uint256)", self.user, 10**40))
+            self.send(token, calldata("approve(address,uint256)", self.vault, 2**256 - 1))
+        self.pools: list[tuple[str, list[str]]] = []
+        for tokens, weights in (
+            (self.tokens[:2], [5 * 10**17] * 2),
+            (self.tokens, [4 * 10**17, 3 * 10**17, 3 * 10**17]),
+        ):
+            data = calldata(
+                "create(string,string,address[],uint256[],uint256,address)",
+                "P",
+                "P",
+                tokens,
+                weights,
+                3 * 10**15,
+                self.user,
+            )
+            receipt = self.send(factory, data)
+            (pool_id,) = [lg["topics"][1] for lg in receipt["logs"] if lg["topics"][0] == POOL_REGISTERED]
+            self.pools.append((pool_id, tokens))
+
+    def send(self, to: str | None, data: str) -> dict[str, Any]:
+        tx = {"from": self.user, "data": data, "gas": hex(9_000_000)}
+        if to is not None:
+            tx["to"] = to
+        tx_hash = self.rpc.call("eth_sendTransaction", tx)
+        self.rpc.call("evm_mine")
+        receipt: dict[str, Any] = self.rpc.call("eth_getTransactionReceipt", tx_hash)
+        assert receipt["status"] == "0x1", receipt
+        return receipt
+
+    def deploy(self, code: str, types: list[str], *args: Any) -> str:
+        return str(
+            self.send(None, "0x" + code.removeprefix("0x") + encode(types, list(args)).hex())[
+                "contractAddress"
+            ]
+        ).lower()
+
+    def join(self, pool: int, kind: int, amounts: list[int]) -> None:
+        pool_id, tokens = self.pools[pool]
+        user_data = (
+            encode(["uint256", "uint256[]"], [0, amounts])
+            if kind == 0
+            else encode(["uint256", "uint256[]", "uint256"], [1, amounts, 0])
+        )
+        request = (tokens, [2**200] * len(tokens), user_data, False)
+        self.send(
+            self.vault,
+            calldata(
+                "joinPool(bytes32,address,address,(address[],uint256[],bytes,bool))",
+                bytes.fromhex(pool_id[2:]),
+                self.user,
+                self.user,
+                request,
+            ),
+        )
+
+    def exit(self, pool: int, bpt: int) -> None:
+        pool_id, tokens = self.pools[pool]
+        request = (tokens, [0] * len(tokens), encode(["uint256", "uint256"], [1, bpt]), False)
+        self.send(
+            self.vault,
+            calldata(
+                "exitPool(bytes32,address,address,(address[],uint256[],bytes,bool))",
+                bytes.fromhex(pool_id[2:]),
+                self.user,
+                self.user,
+                request,
+            ),
+        )
+
+    def swap_data(self, pool: int, token_in: str, token_out: str, amount: int) -> str:
+        single = (bytes.fromhex(self.pools[pool][0][2:]), 0, token_in, token_out, amount, b"")
+        funds = (self.user, False, self.user, False)
+        return calldata(
+            f"swap((bytes32,uint8,address,address,uint256,bytes),{FUNDS},uint256,uint256)",
+            single,
+            funds,
+            0,
+            DEADLINE,
+        )
+
+    def batch_swap(self, amount: int) -> None:
+        """Two hops: AAA → USDX in the 2-token pool, USDX → BBB in the 3-token pool."""
+        assets = self.tokens
+        steps = [
+            (bytes.fromhex(self.pools[0][0][2:]), 0, 1, amount, b""),
+            (bytes.fromhex(self.pools[1][0][2:]), 1, 2, 0, b""),  # 0: all of the previous hop's output
+        ]
+        funds = (self.user, False, self.user, False)
+        data = calldata(
+            f"batchSwap(uint8,(bytes32,uint256,uint256,uint256,bytes)[],address[],{FUNDS},int256[],uint256)",
+            0,
+            steps,
+            assets,
+            funds,
+            [2**200, 2**200, 2**200],
+            DEADLINE,
+        )
+        self.send(self.vault, data)
+
+    def activity(self) -> None:
+        a, u, b = self.tokens
+        self.join(0, 0, [10**24, 10**12])  # INIT: 1M AAA, 1M USDX
+        self.join(1, 0, [10**24, 10**12, 10**14])
+        self.send(self.vault, self.swap_data(0, a, u, 10**21))
+        self.send(self.vault, self.swap_data(1, b, a, 5 * 10**10))
+        self.batch_swap(2 * 10**21)
+        self.join(1, 1, [10**21, 0, 10**9])  # a later, unbalanced join
+        bpt = int(self.rpc.eth_call(self.pools[0][0][:42], calldata("balanceOf(address)", self.user)), 16)
+        self.exit(0, bpt // 10)
+        self.send(self.vault, self.swap_data(0, u, a, 3 * 10**9))
+
+
+@pytest.fixture
+def balancer_devnet(tmp_path: Path) -> Iterator[BalancerDevnet]:
+    node = start_anvil(None, tmp_path / "anvil.log")
+    rpc = Rpc(node.rpc_http)
+    try:
+        rpc.call("evm_setAutomine", False)
+        devnet = BalancerDevnet(node, rpc)
+        devnet.activity()
+        yield devnet
+    finally:
+        rpc.close()
+        node.stop()
+
+
+def books(devnet: BalancerDevnet, pool_id: str, block: int) -> dict[str, int]:
+    out = devnet.rpc.eth_call(
+        devnet.vault, calldata("getPoolTokens(bytes32)", bytes.fromhex(pool_id[2:])), hex(block)
+    )
+    tokens, balances, _ = decode(["address[]", "uint256[]", "uint256"], bytes.fromhex(out[2:]))
+    return {t.lower(): b for t, b in zip(tokens, balances, strict=True)}
+
+
+def expected(devnet: BalancerDevnet) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    """Every trade hop and join/exit of the canonical chain, from the Vault's pool balances."""
+    logs = devnet.rpc.call("eth_getLogs", {"fromBlock": "0x0", "toBlock": "latest", "address": devnet.vault})
+    trades, changes = set(), set()
+    for lg in logs:
+        if lg["topics"][0] not in (SWAP, BALANCE_CHANGED):
+            continue
+        pool_id, block = lg["topics"][1], int(lg["blockNumber"], 16)
+        assert (
+            sum(1 for x in logs if x["blockNumber"] == lg["blockNumber"] and x["topics"][1] == pool_id) == 1
+        )
+        before, after = books(devnet, pool_id, block - 1), books(devnet, pool_id, block)
+        moved = {t: after[t] - before.get(t, 0) for t in after}
+        key = (lg["blockHash"], int(lg["logIndex"], 16), pool_id)
+        if lg["topics"][0] == SWAP:
+            (sold,) = [(t, d) for t, d in moved.items() if d > 0]
+            (bought,) = [(t, -d) for t, d in moved.items() if d < 0]
+            trades.add((*key, *sold, *bought))
+        else:
+            kind = "add" if all(d >= 0 for d in moved.values()) else "remove"
+            changes.add((*key, kind, tuple(sorted((t, abs(d)) for t, d in moved.items()))))
+    return trades, changes
+
+
+async def stored(sink: PostgresSink) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+    trades = await sink.pool.fetch(
+        "SELECT block_hash, log_index, pool_address, token_sold_address, amount_sold_raw,"
+        " token_bought_address, amount_bought_raw FROM dex_trades WHERE protocol = 'balancer'"
+    )
+    changes = await sink.pool.fetch(
+        "SELECT block_hash, log_index, pool_address, event_type, amounts FROM dex_liquidity"
+        " WHERE protocol = 'balancer'"
+    )
+    got_trades = {tuple(int(v) if not isinstance(v, str) else v for v in r) for r in trades}
+    got_changes = set()
+    for r in changes:
+        amounts = json.loads(r["amounts"]) if isinstance(r["amounts"], str) else r["amounts"]
+        listed = tuple(sorted((a["token"], int(a["amount_raw"])) for a in amounts))
+        got_changes.add((r["block_hash"], r["log_index"], r["pool_address"], r["event_type"], listed))
+    return got_trades, got_changes
+
+
+async def test_every_balancer_swap_hop_join_and_exit_exactly_including_after_a_reorg(
+    balancer_devnet: BalancerDevnet, clean_db: DatabaseInfo
+) -> None:
+    devnet = balancer_devnet
+    sink = await PostgresSink.connect(clean_db.dsn)
+    registry = registry_of({"balancer_v2_vaults": f"{devnet.vault}=devnet-balancer"})
+    try:
+        async with RpcClient(devnet.node.rpc_http) as rpc:
+            enrich = DexEnricher(rpc, sink.pool, registry)
+            follower = Follower(rpc, HeadStream(devnet.node.rpc_ws, rpc), start=[], from_block=0)
+            task = asyncio.create_task(consume(follower, sink, quiet=True, enrich=enrich))
+            try:
+                await wait_for_tip(clean_db.dsn, rpc, timeout=120)
+                want_trades, want_changes = expected(devnet)
+                assert len(want_trades) == 5 and len(want_changes) == 4  # a batchSwap is two trades
+                assert await stored(sink) == (want_trades, want_changes)
+                pools = await sink.pool.fetch("SELECT address, tokens, contract, exchange FROM pools")
+                assert sorted((r["address"], tuple(r["tokens"])) for r in pools) == sorted(
+                    (pid, tuple(tokens)) for pid, tokens in devnet.pools
+                )
+                assert {(r["contract"], r["exchange"]) for r in pools} == {(devnet.vault, "devnet-balancer")}
+
+                # a 2-block reorg: the exit and the last swap replaced by two other swaps
+                a, u, _ = devnet.tokens
+                replacements = []
+                for i in range(2):
+                    data = devnet.swap_data(0, a, u, (i + 1) * 10**20)
+                    replacements.append(
+                        [{"from": devnet.user, "to": devnet.vault, "data": data, "gas": hex(9_000_000)}, i]
+                    )
+                devnet.rpc.call("anvil_reorg", 2, replacements)
+                await wait_for_tip(clean_db.dsn, rpc, timeout=120)
+                after_trades, after_changes = expected(devnet)
+                assert len(after_trades - want_trades) == 2 and len(want_trades - after_trades) == 1
+                assert len(after_changes) == 3 and after_changes < want_changes
+                assert await stored(sink) == (after_trades, after_changes)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+    finally:
+        await sink.close()
