@@ -31,7 +31,10 @@ from indexer.pipeline.pipeline import consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
 from protocols.registry import registry_of
+from records import DexLiquidity, Pool
+from records.chain import TokenAmount
 from sinks.postgres import PostgresSink
+from sinks.postgres_read import StoredChain
 from tests.chain_check import wait_for_tip
 
 pytestmark = pytest.mark.integration
@@ -204,6 +207,10 @@ def balancer_devnet(tmp_path: Path) -> Iterator[BalancerDevnet]:
         node.stop()
 
 
+def rpc_head(devnet: BalancerDevnet) -> int:
+    return devnet.rpc.block_number()
+
+
 def books(devnet: BalancerDevnet, pool_id: str, block: int) -> dict[str, int]:
     out = devnet.rpc.eth_call(
         devnet.vault, calldata("getPoolTokens(bytes32)", bytes.fromhex(pool_id[2:])), hex(block)
@@ -275,6 +282,17 @@ async def test_every_balancer_swap_hop_join_and_exit_exactly_including_after_a_r
                     (pid, tuple(tokens)) for pid, tokens in devnet.pools
                 )
                 assert {(r["contract"], r["exchange"]) for r in pools} == {(devnet.vault, "devnet-balancer")}
+                # read back as records (what confirmed.* and the API get): N tokens survive the round trip
+                batch = await StoredChain(sink.pool).batch_between(0, rpc_head(devnet))
+                read = {(x.block_hash, x.log_index): x for x in batch.of(DexLiquidity)}
+                for block_hash, log_index, pool_id, kind, listed in want_changes:
+                    record = read[(block_hash, log_index)]
+                    assert (record.pool_address, record.event_type) == (pool_id, kind)
+                    assert tuple(sorted((a.token, a.amount_raw) for a in record.amounts)) == listed
+                    assert all(isinstance(a, TokenAmount) and a.amount is not None for a in record.amounts)
+                assert {p.address: p.tokens for p in batch.of(Pool)} == dict(
+                    (pid, tuple(tokens)) for pid, tokens in devnet.pools
+                )
 
                 # a 2-block reorg: the exit and the last swap replaced by two other swaps
                 a, u, _ = devnet.tokens
