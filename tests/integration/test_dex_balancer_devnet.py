@@ -14,17 +14,19 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from eth_abi import decode, encode
+from eth_abi import decode
 from eth_utils import keccak
 
 from core.database import DatabaseInfo
 from devnet.abi import calldata
-from devnet.anvil import AnvilProcess, find_node_modules, start_anvil
+from devnet.anvil import AnvilProcess, start_anvil
 from devnet.rpc import Rpc
+from devnet.singletons import BalancerV2
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher
 from indexer.pipeline.pipeline import consume
@@ -41,156 +43,17 @@ pytestmark = pytest.mark.integration
 
 SWAP = "0x" + keccak(text="Swap(bytes32,address,address,uint256,uint256)").hex()
 BALANCE_CHANGED = "0x" + keccak(text="PoolBalanceChanged(bytes32,address,address[],int256[],uint256[])").hex()
-POOL_REGISTERED = "0x" + keccak(text="PoolRegistered(bytes32,address,uint8)").hex()
-FUNDS = "(address,bool,address,bool)"
-DEADLINE = 2**40
 
 
-def artifact(path: str) -> str:
-    return str(json.loads((find_node_modules() / path).read_text())["bytecode"]).removeprefix("0x")
-
-
-TASKS = "@balancer-labs/v2-deployments/dist/tasks/"
-
-
+@dataclass
 class BalancerDevnet:
-    def __init__(self, node: AnvilProcess, rpc: Rpc) -> None:
-        self.node, self.rpc = node, rpc
-        self.user = rpc.call("eth_accounts")[0].lower()
-        weth = self.deploy(artifact("@uniswap/v2-periphery/build/WETH9.json"), [])
-        authorizer = self.deploy(
-            artifact(TASKS + "20210418-authorizer/artifact/Authorizer.json"), ["address"], self.user
-        )
-        self.vault = self.deploy(
-            artifact(TASKS + "20210418-vault/artifact/Vault.json"),
-            ["address", "address", "uint256", "uint256"],
-            authorizer, weth, 0, 0,
-        )  # fmt: skip
-        factory = self.deploy(
-            artifact(TASKS + "deprecated/20210418-weighted-pool/artifact/WeightedPoolFactory.json"),
-            ["address"],
-            self.vault,
-        )
-        erc20 = json.loads(
-            (find_node_modules() / "@uniswap/v4-core/out/mocks/MockERC20.sol/MockERC20.json").read_text()
-        )
-        code = str(erc20["bytecode"]["object"])
-        self.tokens = sorted(
-            self.deploy(code, ["string", "string", "uint8"], s, s, d)
-            for s, d in (("AAA", 18), ("USDX", 6), ("BBB", 8))
-        )
-        for token in self.tokens:
-            self.send(token, calldata("mint(address,uint256)", self.user, 10**40))
-            self.send(token, calldata("approve(address,uint256)", self.vault, 2**256 - 1))
-        self.pools: list[tuple[str, list[str]]] = []
-        for tokens, weights in (
-            (self.tokens[:2], [5 * 10**17] * 2),
-            (self.tokens, [4 * 10**17, 3 * 10**17, 3 * 10**17]),
-        ):
-            data = calldata(
-                "create(string,string,address[],uint256[],uint256,address)",
-                "P",
-                "P",
-                tokens,
-                weights,
-                3 * 10**15,
-                self.user,
-            )
-            receipt = self.send(factory, data)
-            (pool_id,) = [lg["topics"][1] for lg in receipt["logs"] if lg["topics"][0] == POOL_REGISTERED]
-            self.pools.append((pool_id, tokens))
+    node: AnvilProcess
+    rpc: Rpc
+    balancer: BalancerV2
 
-    def send(self, to: str | None, data: str) -> dict[str, Any]:
-        tx = {"from": self.user, "data": data, "gas": hex(9_000_000)}
-        if to is not None:
-            tx["to"] = to
-        tx_hash = self.rpc.call("eth_sendTransaction", tx)
-        self.rpc.call("evm_mine")
-        receipt: dict[str, Any] = self.rpc.call("eth_getTransactionReceipt", tx_hash)
-        assert receipt["status"] == "0x1", receipt
-        return receipt
-
-    def deploy(self, code: str, types: list[str], *args: Any) -> str:
-        return str(
-            self.send(None, "0x" + code.removeprefix("0x") + encode(types, list(args)).hex())[
-                "contractAddress"
-            ]
-        ).lower()
-
-    def join(self, pool: int, kind: int, amounts: list[int]) -> None:
-        pool_id, tokens = self.pools[pool]
-        user_data = (
-            encode(["uint256", "uint256[]"], [0, amounts])
-            if kind == 0
-            else encode(["uint256", "uint256[]", "uint256"], [1, amounts, 0])
-        )
-        request = (tokens, [2**200] * len(tokens), user_data, False)
-        self.send(
-            self.vault,
-            calldata(
-                "joinPool(bytes32,address,address,(address[],uint256[],bytes,bool))",
-                bytes.fromhex(pool_id[2:]),
-                self.user,
-                self.user,
-                request,
-            ),
-        )
-
-    def exit(self, pool: int, bpt: int) -> None:
-        pool_id, tokens = self.pools[pool]
-        request = (tokens, [0] * len(tokens), encode(["uint256", "uint256"], [1, bpt]), False)
-        self.send(
-            self.vault,
-            calldata(
-                "exitPool(bytes32,address,address,(address[],uint256[],bytes,bool))",
-                bytes.fromhex(pool_id[2:]),
-                self.user,
-                self.user,
-                request,
-            ),
-        )
-
-    def swap_data(self, pool: int, token_in: str, token_out: str, amount: int) -> str:
-        single = (bytes.fromhex(self.pools[pool][0][2:]), 0, token_in, token_out, amount, b"")
-        funds = (self.user, False, self.user, False)
-        return calldata(
-            f"swap((bytes32,uint8,address,address,uint256,bytes),{FUNDS},uint256,uint256)",
-            single,
-            funds,
-            0,
-            DEADLINE,
-        )
-
-    def batch_swap(self, amount: int) -> None:
-        """Two hops: AAA → USDX in the 2-token pool, USDX → BBB in the 3-token pool."""
-        assets = self.tokens
-        steps = [
-            (bytes.fromhex(self.pools[0][0][2:]), 0, 1, amount, b""),
-            (bytes.fromhex(self.pools[1][0][2:]), 1, 2, 0, b""),  # 0: all of the previous hop's output
-        ]
-        funds = (self.user, False, self.user, False)
-        data = calldata(
-            f"batchSwap(uint8,(bytes32,uint256,uint256,uint256,bytes)[],address[],{FUNDS},int256[],uint256)",
-            0,
-            steps,
-            assets,
-            funds,
-            [2**200, 2**200, 2**200],
-            DEADLINE,
-        )
-        self.send(self.vault, data)
-
-    def activity(self) -> None:
-        a, u, b = self.tokens
-        self.join(0, 0, [10**24, 10**12])  # INIT: 1M AAA, 1M USDX
-        self.join(1, 0, [10**24, 10**12, 10**14])
-        self.send(self.vault, self.swap_data(0, a, u, 10**21))
-        self.send(self.vault, self.swap_data(1, b, a, 5 * 10**10))
-        self.batch_swap(2 * 10**21)
-        self.join(1, 1, [10**21, 0, 10**9])  # a later, unbalanced join
-        bpt = int(self.rpc.eth_call(self.pools[0][0][:42], calldata("balanceOf(address)", self.user)), 16)
-        self.exit(0, bpt // 10)
-        self.send(self.vault, self.swap_data(0, u, a, 3 * 10**9))
+    @property
+    def vault(self) -> str:
+        return self.balancer.vault
 
 
 @pytest.fixture
@@ -199,9 +62,9 @@ def balancer_devnet(tmp_path: Path) -> Iterator[BalancerDevnet]:
     rpc = Rpc(node.rpc_http)
     try:
         rpc.call("evm_setAutomine", False)
-        devnet = BalancerDevnet(node, rpc)
-        devnet.activity()
-        yield devnet
+        balancer = BalancerV2(rpc)
+        balancer.activity()
+        yield BalancerDevnet(node, rpc, balancer)
     finally:
         rpc.close()
         node.stop()
@@ -279,7 +142,7 @@ async def test_every_balancer_swap_hop_join_and_exit_exactly_including_after_a_r
                 assert await stored(sink) == (want_trades, want_changes)
                 pools = await sink.pool.fetch("SELECT address, tokens, contract, exchange FROM pools")
                 assert sorted((r["address"], tuple(r["tokens"])) for r in pools) == sorted(
-                    (pid, tuple(tokens)) for pid, tokens in devnet.pools
+                    (pid, tuple(tokens)) for pid, tokens in devnet.balancer.pools
                 )
                 assert {(r["contract"], r["exchange"]) for r in pools} == {(devnet.vault, "devnet-balancer")}
                 # read back as records (what confirmed.* and the API get): N tokens survive the round trip
@@ -291,17 +154,14 @@ async def test_every_balancer_swap_hop_join_and_exit_exactly_including_after_a_r
                     assert tuple(sorted((a.token, a.amount_raw) for a in record.amounts)) == listed
                     assert all(isinstance(a, TokenAmount) and a.amount is not None for a in record.amounts)
                 assert {p.address: p.tokens for p in batch.of(Pool)} == dict(
-                    (pid, tuple(tokens)) for pid, tokens in devnet.pools
+                    (pid, tuple(tokens)) for pid, tokens in devnet.balancer.pools
                 )
 
                 # a 2-block reorg: the exit and the last swap replaced by two other swaps
-                a, u, _ = devnet.tokens
-                replacements = []
-                for i in range(2):
-                    data = devnet.swap_data(0, a, u, (i + 1) * 10**20)
-                    replacements.append(
-                        [{"from": devnet.user, "to": devnet.vault, "data": data, "gas": hex(9_000_000)}, i]
-                    )
+                a, u, _ = devnet.balancer.tokens
+                replacements = [
+                    [devnet.balancer.swap_request(0, a, u, (i + 1) * 10**20), i] for i in range(2)
+                ]
                 devnet.rpc.call("anvil_reorg", 2, replacements)
                 await wait_for_tip(clean_db.dsn, rpc, timeout=120)
                 after_trades, after_changes = expected(devnet)
