@@ -1,7 +1,154 @@
-"""The live websocket ``/ws`` (filled in by the websocket work; an empty router until then)."""
+"""The live websocket ``/ws``: subscribe to blocks, DEX trades, token transfers or logs, replay what was
+missed from a cursor or a block, then follow live through reorgs (docs/api-websocket.md).
+
+The hub comes from ``ApiState.hub`` when ``serve`` runs beside the follower (in process); otherwise
+this router's lifespan makes one fed by Postgres ``LISTEN/NOTIFY`` (``api.stream.listener``), so any
+number of API processes can serve one database.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 
-router = APIRouter()
+from fastapi import APIRouter, FastAPI, WebSocket
+from prometheus_client import Gauge
+from starlette.websockets import WebSocketDisconnect
+
+from api.auth import AccessControl, AccessDenied
+from api.deps import get_state
+from api.stream.hub import Client, Hub, Limits
+from api.stream.listener import NotifyListener
+from api.stream.protocol import Code, Ping, ProtocolError, Subscribe, Unsubscribe, error, event, parse
+from api.stream.replay import PostgresStore
+from core.settings import Settings
+
+log = logging.getLogger("dexnode.api.ws")
+
+CLOSE_POLICY = 1008  # a slow consumer, a cap reached
+CLOSE_GOING_AWAY = 1001
+# A kicked client still has what was sent before the close frame to read (the frame queues behind it):
+# it gets this long to read it and see the reason, then the connection is dropped.
+CLOSE_TIMEOUT = 60.0
+
+
+def limits_of(settings: Settings) -> Limits:
+    return Limits(
+        queue_messages=settings.ws_queue_messages,
+        buffer_events=max(100, settings.ws_queue_messages // 5),
+        max_subscriptions=settings.ws_max_subscriptions,
+        heartbeat_seconds=settings.ws_heartbeat_seconds,
+    )
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = app.state.api
+    settings: Settings = state.settings
+    listener = None
+    if state.hub is None:
+        state.hub = Hub(
+            PostgresStore(state.pool), confirmations=settings.confirmations, limits=limits_of(settings)
+        )
+        listener = NotifyListener(state.pool, state.hub)
+        await listener.start()
+    hub: Hub = state.hub
+    app.state.ws_access = getattr(app.state, "access", None) or AccessControl.from_settings(settings)
+    gauge = Gauge("dexnode_ws_clients", "websocket clients connected", registry=state.metrics.registry)
+    gauge.set_function(lambda: len(hub.clients))
+    try:
+        yield
+    finally:
+        await hub.close()
+        if listener is not None:
+            await listener.close()
+
+
+router = APIRouter(lifespan=lifespan)
+
+
+def _client_name(websocket: WebSocket) -> str:
+    client = websocket.client
+    return f"{client.host}:{client.port}" if client is not None else "unknown"
+
+
+@router.websocket("/ws")
+async def stream(websocket: WebSocket) -> None:
+    hub: Hub = get_state(websocket).hub
+    access: AccessControl = websocket.app.state.ws_access
+    try:
+        identity = access.open_websocket(
+            websocket.headers, websocket.client.host if websocket.client else None
+        )
+    except AccessDenied as denied:
+        await websocket.accept()
+        await websocket.send_text(error(Code(denied.code), denied.message))
+        await websocket.close(code=CLOSE_POLICY, reason=denied.message[:120])
+        return
+    try:
+        await websocket.accept()
+        client = hub.connect(_client_name(websocket))
+        try:
+            await _serve(websocket, client)
+        finally:
+            hub.disconnect(client)
+    finally:
+        access.close_websocket(identity)
+
+
+async def _serve(websocket: WebSocket, client: Client) -> None:
+    sender = asyncio.create_task(_send_loop(websocket, client))
+    receiver = asyncio.create_task(_receive_loop(websocket, client))
+    kicked = asyncio.create_task(client.closed.wait())
+    try:
+        await asyncio.wait((sender, receiver, kicked), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (sender, receiver, kicked):
+            task.cancel()
+        await asyncio.gather(sender, receiver, kicked, return_exceptions=True)
+    if client.close_reason is not None:
+        code = CLOSE_GOING_AWAY if client.close_reason == "server shutting down" else CLOSE_POLICY
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                websocket.close(code=code, reason=client.close_reason[:120]), CLOSE_TIMEOUT
+            )
+
+
+async def _send_loop(websocket: WebSocket, client: Client) -> None:
+    hub = client.hub
+    while True:
+        try:
+            message = await asyncio.wait_for(client.queue.get(), hub.limits.heartbeat_seconds)
+        except TimeoutError:
+            tip = hub.tip
+            message = event("heartbeat", head=None if tip is None else tip.number, finalized=hub.finalized)
+        await websocket.send_text(message)
+
+
+async def _receive_loop(websocket: WebSocket, client: Client) -> None:
+    with contextlib.suppress(WebSocketDisconnect):
+        while True:
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                return
+            text = frame.get("text")
+            if text is None:
+                raw = frame.get("bytes") or b""
+                try:
+                    text = raw.decode()
+                except UnicodeDecodeError:
+                    client.offer(error(Code.BAD_MESSAGE, "frames must be UTF-8 JSON text"))
+                    continue
+            try:
+                message = parse(text, client.next_id)
+            except ProtocolError as exc:
+                client.offer(error(exc.code, exc.message))
+                continue
+            if isinstance(message, Subscribe):
+                client.subscribe(message)
+            elif isinstance(message, Unsubscribe):
+                client.unsubscribe(message.id)
+            elif isinstance(message, Ping):
+                client.offer(event("pong"))

@@ -103,6 +103,9 @@ class FeedHandler:
         self._seen: set[object] = set()  # recent records, to drop another connection's copies
         self._seen_order: deque[object] = deque()
         self._fetching: set[str] = set()
+        # ws-snapshot books waiting for the snapshot asked for: when it was asked (asked again after
+        # stale_after: an exchange may drop a subscribe)
+        self._asked: dict[int, tuple[float, BookSync]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_snapshot: dict[str, float] = {}
         self.url = exchange.url(self.symbols, self.feeds)
@@ -204,6 +207,22 @@ class FeedHandler:
                 await self._stale(conn)
                 return False
             await self.on_frame(conn, ws, frame)
+            if self._asked:
+                await self._ask_again(ws)
+
+    async def _ask_again(self, ws: Any) -> None:
+        now = asyncio.get_running_loop().time()
+        for key, (asked, sync) in list(self._asked.items()):
+            if sync.book.valid:
+                del self._asked[key]
+            elif now - asked > self.stale_after:
+                log.warning(
+                    "%s %s: no snapshot %.1fs after asking; asking again",
+                    sync.exchange,
+                    sync.symbol,
+                    now - asked,
+                )
+                await self._request_snapshot(ws, sync)
 
     async def _retire(self, conn: _Conn, ws: Any) -> None:
         """The old socket of a rollover: read for ``rollover_overlap`` more seconds (its successor delivers
@@ -339,6 +358,7 @@ class FeedHandler:
                 self._fetching.add(sync.symbol)
                 self._spawn(self._fetch(sync))
             return
+        self._asked[id(sync)] = (asyncio.get_running_loop().time(), sync)
         with contextlib.suppress(websockets.WebSocketException, OSError):
             for frame in self.exchange.resubscribe_book(sync.symbol):
                 await ws.send(frame)

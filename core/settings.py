@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.errors import ConfigError
@@ -127,6 +127,24 @@ class Settings(BaseSettings):
     log_level: LogLevel = Field(default="INFO", description="logging level")
     api_host: str = Field(default="127.0.0.1", min_length=1, description="address `dexnode serve` listens on")
     api_port: int = Field(default=8000, ge=1, le=65535, description="port `dexnode serve` listens on")
+    # API access control (api/auth.py, docs/api-websocket.md) and the websocket stream's limits
+    api_access: Literal["auto", "on", "off"] = Field(
+        default="auto", description="auto: limits apply unless the client is local and no key is set"
+    )
+    api_keys: SecretStr | None = Field(
+        default=None, description="API keys 'key1,key2=REQ_PER_MIN,...' (header X-API-Key)"
+    )
+    api_rate_limit: int = Field(default=600, ge=1, description="requests per minute per API key")
+    api_anon_rate_limit: int = Field(
+        default=120, ge=0, description="requests per minute per IP without a key (0: key required)"
+    )
+    ws_max_connections: int = Field(default=1000, ge=1, description="websocket connections per process")
+    ws_connections_per_client: int = Field(default=10, ge=1, description="websocket connections per key/IP")
+    ws_max_subscriptions: int = Field(default=20, ge=1, le=1000, description="subscriptions per connection")
+    ws_queue_messages: int = Field(
+        default=10_000, ge=10, description="unsent messages before a slow websocket client is disconnected"
+    )
+    ws_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600, description="idle websocket heartbeat")
     plugin_settings: dict[str, str] = Field(
         default_factory=dict,
         description="protocol plugins' settings by name, from DEXNODE_<NAME> (see protocols/plugins.py)",

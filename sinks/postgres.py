@@ -10,7 +10,8 @@ Per batch, in one transaction:
    statement that moves the rows out of staging (``DELETE ... RETURNING``) and inserts them
    ``ON CONFLICT (natural key) DO NOTHING``, so a replayed batch writes nothing twice — or, when
    none of the batch's blocks is stored, COPY straight into the tables;
-3. move the stream's cursor to the batch's last block.
+3. move the stream's cursor to the batch's last block;
+4. ``pg_notify('dexnode_blocks', ...)`` (``notify_payload``), delivered to listeners at COMMIT.
 A crash at any point leaves either the whole batch or none of it.
 """
 
@@ -163,6 +164,42 @@ async def _create_staging(conn: asyncpg.Connection) -> None:
         )
 
 
+NOTIFY_CHANNEL = "dexnode_blocks"
+_NOTIFY_MAX_BYTES = 7900  # Postgres refuses a NOTIFY payload of 8000 bytes or more
+
+
+def notify_payload(batch: Batch) -> str | None:
+    """What ``NOTIFY dexnode_blocks`` says about a batch (None: nothing to announce): the stream, the
+    block range and its tip, and the reorg applied first. Listeners (the API's websocket hub in another
+    process) read the rows back; a deep reorg's orphaned hashes are left out when they do not fit
+    (``orphaned`` null: read them from ``reorgs``)."""
+    reorg = batch.reorg
+    if not batch.blocks and reorg is None:
+        return None
+    doc: dict[str, Any] = {"stream": batch.stream, "first": None, "last": None, "hash": None, "reorg": None}
+    if batch.blocks:
+        doc.update(first=batch.blocks[0].number, last=batch.blocks[-1].number, hash=batch.blocks[-1].hash)
+    if reorg is not None:
+        doc["reorg"] = {
+            "number": reorg.common_ancestor_number,
+            "hash": reorg.common_ancestor_hash,
+            "orphaned": list(reorg.orphaned_hashes),
+        }
+    text = orjson.dumps(doc).decode()
+    if len(text) > _NOTIFY_MAX_BYTES and doc["reorg"] is not None:
+        doc["reorg"]["orphaned"] = None
+        text = orjson.dumps(doc).decode()
+    return text
+
+
+async def notify_blocks(conn: asyncpg.Connection, batch: Batch) -> None:
+    """``pg_notify`` inside the write transaction: Postgres delivers it at COMMIT, and only then, so a
+    listener never hears of rows it cannot read yet, nor of a batch that rolled back."""
+    payload = notify_payload(batch)
+    if payload is not None:
+        await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
+
+
 class PostgresSink:
     """Writes batches; also answers the follower's questions about what is stored."""
 
@@ -217,6 +254,7 @@ class PostgresSink:
                 )
             await self._insert_rows(conn, batch, direct=direct)
             await self._checkpoint(conn, batch)
+            await notify_blocks(conn, batch)
             if before_commit is not None:
                 await before_commit()
 

@@ -36,6 +36,8 @@ def events(path: Path | None = None) -> list[Event]:
 
 
 class OkxServer(ReplayServer):
+    ignore_resubscribes = 0  # books re-subscriptions to leave unanswered (an exchange that drops a request)
+
     def render(self, event: Event, book: MarketBook) -> str:
         if event.channel not in ("book", "snapshot"):
             return str(event.raw)
@@ -71,6 +73,9 @@ class OkxServer(ReplayServer):
             if channel is None:
                 continue
             if msg["op"] == "subscribe":
+                if channel == "book" and session.resubscribed(arg["instId"]) and self.ignore_resubscribes > 0:
+                    self.ignore_resubscribes -= 1
+                    continue
                 self.subscribed(session, channel, arg["instId"])
             else:
                 session.subscriptions.discard((channel, arg["instId"]))

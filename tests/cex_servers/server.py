@@ -99,7 +99,14 @@ class Session:
         self.book_frames: dict[str, int] = {}
         self.held: dict[str, str] = {}  # symbol -> a book frame held back (reorder)
         self.silent_until = 0.0
+        self.book_subscribed: set[str] = set()
         self.sequence = 0  # per-connection message counter, for exchanges that number every message
+
+    def resubscribed(self, symbol: str) -> bool:
+        """Whether this books subscription of ``symbol`` is a second one on this connection."""
+        seen = symbol in self.book_subscribed
+        self.book_subscribed.add(symbol)
+        return seen
 
     def number(self, frame: str) -> str:
         """Fill in the connection's next message number (``__SEQ__``): numbered when the exchange sends it,

@@ -68,3 +68,20 @@ async def test_duplicate_is_ignored_without_resync() -> None:
     run, _ = await _replay([Fault(0, "BTC-USDT", 40, "duplicate")])
     assert run.resyncs() == []
     assert run.feed.sync("BTC-USDT").counters.ignored == 1
+
+
+async def test_an_unanswered_resubscribe_is_asked_again() -> None:
+    """The server leaves the first books re-subscription unanswered (constructed): the book stays invalid,
+    publishes nothing, and asks again after stale_after; it ends equal to the market's."""
+    server = okx_server.OkxServer(okx_server.events(), [Fault(0, "BTC-USDT", 40, "corrupt")], pace=0.003)
+    server.ignore_resubscribes = 1
+    await server.start()
+    try:
+        feed = _feed(server)
+        feed.stale_after = 0.3
+        run = await run_feed(server, feed, SYMBOLS)
+    finally:
+        await server.stop()
+    assert run.resyncs() == ["checksum"]
+    assert server.ignore_resubscribes == 0  # the first request was dropped, a later one answered
+    assert run.feed.sync("BTC-USDT").counters.snapshots == 2

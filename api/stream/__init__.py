@@ -1,0 +1,1 @@
+"""The websocket stream: protocol, hub, replay from Postgres, LISTEN/NOTIFY listener."""

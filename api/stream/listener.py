@@ -1,0 +1,139 @@
+"""Live events across processes: ``LISTEN dexnode_blocks`` in the API process, fed to the hub.
+
+The Postgres writer (``sinks.postgres.notify_blocks``) sends a small JSON notification inside each
+batch's transaction, so it arrives exactly when the rows are committed. The listener reads those rows
+back through ``sinks.postgres_read`` and publishes them: the reorg first, then the blocks. Any number of
+``serve`` processes can listen to one database, so API replicas scale out.
+
+Missed notifications (the listening connection was lost, or the process was busy) are made up for by
+reading forward from the hub's tip: after a reconnect, and every ``check_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+import orjson
+
+from api.stream.events import CHANNEL_RECORDS, Ref
+from api.stream.hub import Hub
+from records import Record
+from sinks.postgres import NOTIFY_CHANNEL
+from sinks.postgres_read import StoredChain
+
+log = logging.getLogger("dexnode.api.listener")
+
+FOLLOW_STREAM = "follow"  # the follower's cursor name (indexer.pipeline.FOLLOW_STREAM; api/ cannot import it)
+CATCH_UP_BLOCKS = 100  # blocks read per step when making up for missed notifications
+_CLASSES: list[type[Record]] = list(CHANNEL_RECORDS.values())
+
+
+class NotifyListener:
+    def __init__(
+        self, pool: asyncpg.Pool, hub: Hub, *, stream: str = FOLLOW_STREAM, check_seconds: float = 5.0
+    ) -> None:
+        self.pool = pool
+        self.hub = hub
+        self.stream = stream
+        self.check_seconds = check_seconds
+        self.chain = StoredChain(pool)
+        self.notes: asyncio.Queue[str] = asyncio.Queue()
+        self.task: asyncio.Task[None] | None = None
+        self.listening = asyncio.Event()
+        self.skipped = 0  # malformed notifications (counted, logged)
+
+    async def start(self) -> None:
+        await self.hub.start()
+        self.task = asyncio.create_task(self._run())
+        await asyncio.wait_for(self.listening.wait(), 30)
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self.notes.put_nowait(payload)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                async with self.pool.acquire() as conn:
+                    await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                    try:
+                        self.listening.set()
+                        await self._catch_up()
+                        await self._serve(conn)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # lost connection, database restarting: listen again, then catch up
+                log.warning("live events: %s; listening again in 1 s", exc)
+                await asyncio.sleep(1.0)
+
+    async def _serve(self, conn: asyncpg.Connection) -> None:
+        while True:
+            try:
+                payload = await asyncio.wait_for(self.notes.get(), self.check_seconds)
+            except TimeoutError:
+                await conn.fetchval(
+                    "SELECT 1", timeout=self.check_seconds
+                )  # is the listening connection alive?
+                await self._catch_up()
+                continue
+            await self.handle(payload)
+
+    async def handle(self, payload: str) -> None:
+        try:
+            doc = orjson.loads(payload)
+            stream, first, last = doc["stream"], doc["first"], doc["last"]
+            reorg = doc["reorg"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            self.skipped += 1
+            log.warning("skipped a malformed %s notification (%s): %.200s", NOTIFY_CHANNEL, exc, payload)
+            return
+        if stream != self.stream:
+            return  # a backfill chunk: history below the head, not a live event
+        if reorg is not None:
+            ancestor = Ref(int(reorg["number"]), str(reorg["hash"]))
+            orphaned = reorg["orphaned"]
+            if orphaned is None:
+                orphaned = await self.pool.fetchval(
+                    "SELECT orphaned_hashes FROM reorgs WHERE common_ancestor_hash = $1"
+                    " ORDER BY id DESC LIMIT 1",
+                    ancestor.hash,
+                )
+            new_head = Ref(int(last), str(doc["hash"])) if last is not None else ancestor
+            self.hub.publish_reorg(ancestor, list(orphaned or []), new_head)
+        if first is not None and last is not None:
+            tip = self.hub.tip
+            if tip is not None and tip.number + 1 < int(first):
+                await self._catch_up(upto=int(first) - 1)
+            await self._publish(int(first), int(last))
+
+    async def _publish(self, first: int, last: int) -> None:
+        blocks, parts = await self.chain.blocks_with(first, last, _CLASSES)
+        self.hub.publish_blocks(blocks, parts)
+
+    async def _catch_up(self, upto: int | None = None) -> None:
+        """Publish stored blocks above the hub's tip (missed notifications)."""
+        tip = self.hub.tip
+        if tip is None:
+            return
+        if upto is None:
+            stored = await self.pool.fetchval("SELECT max(number) FROM blocks")
+            if stored is None:
+                return
+            upto = int(stored)
+        first = tip.number + 1
+        while first <= upto:
+            last = min(first + CATCH_UP_BLOCKS - 1, upto)
+            await self._publish(first, last)
+            first = last + 1
