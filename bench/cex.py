@@ -25,6 +25,7 @@ import tracemalloc
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -136,48 +137,58 @@ def book_memory(levels: int = 5_000) -> int:
     return size
 
 
+def _ours(frames: dict[str, Any], rounds: int) -> dict[str, tuple[float, float, int]]:
+    ours: dict[str, tuple[float, float, int]] = {}
+    for name, (make, recorded, _) in frames.items():
+        dexnode_round(make, recorded)  # warm-up, and the checks pass
+        start = time.process_time()
+        n_frames = n_levels = 0
+        for _ in range(rounds):
+            f, lv, _ = dexnode_round(make, recorded)
+            n_frames += f
+            n_levels += lv
+        seconds = time.process_time() - start
+        ours[name] = (n_frames / seconds, n_levels / seconds, n_levels // rounds)
+    return ours
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="alternate both sides N times, keep the best")
     args = parser.parse_args()
 
+    frames = _frames()
     ours: dict[str, tuple[float, float, int]] = {}
-    for name, (make, frames, _) in _frames().items():
-        dexnode_round(make, frames)  # warm-up, and the checks pass
-        start = time.process_time()
-        n_frames = n_levels = 0
-        for _ in range(args.rounds):
-            f, lv, _ = dexnode_round(make, frames)
-            n_frames += f
-            n_levels += lv
-        seconds = time.process_time() - start
-        ours[name] = (n_frames / seconds, n_levels / seconds, n_levels // args.rounds)
-
     peers: dict[str, dict[str, dict[str, float]]] = {}
-    if not args.no_peer:
-        python = ensure_peer()
+    python = None if args.no_peer else ensure_peer()
+    for _ in range(args.repeat):  # alternated, best kept: a shared machine's load hits both sides alike
+        for name, (fps, lps, levels) in _ours(frames, args.rounds).items():
+            if name not in ours or fps > ours[name][0]:
+                ours[name] = (fps, lps, levels)
+        if python is None:
+            continue
         for mode in ("1", "0"):
-            out = subprocess.run(
-                [
-                    str(python),
-                    str(REPO / "bench" / "cex_cryptofeed.py"),
-                    str(FIXTURES),
-                    str(args.rounds),
-                    mode,
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
+            cmd = [
+                str(python),
+                str(REPO / "bench" / "cex_cryptofeed.py"),
+                str(FIXTURES),
+                str(args.rounds),
+                mode,
+            ]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             for line in out.splitlines():
                 doc = json.loads(line)
-                peers.setdefault(mode, {})[doc["exchange"]] = doc
+                best = peers.setdefault(mode, {}).get(doc["exchange"])
+                if best is None or doc["seconds"] < best["seconds"]:
+                    peers[mode][doc["exchange"]] = doc
 
     print(
-        f"\nCEX parse + normalise + book apply, {args.rounds} rounds of the recordings, one core (CPU time)"
+        f"\nCEX parse + normalise + book apply, {args.rounds} rounds of the recordings, one core (CPU time), "
+        f"best of {args.repeat} alternated runs"
     )
     print(
         f"{'exchange':<9}{'dexnode frames/s':>18}{'levels/s':>12}{'cryptofeed frames/s':>21}"
