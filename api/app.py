@@ -17,6 +17,7 @@ import asyncpg
 from fastapi import FastAPI
 
 from api import ws
+from api.auth import AccessControl, AccessMiddleware
 from api.deps import ApiState
 from api.errors import install_error_handlers
 from api.graph.schema import graphql_router
@@ -93,4 +94,6 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     app.include_router(ws.router)
     app.add_middleware(_RouteTimer, metrics=metrics)
+    app.state.access = AccessControl.from_settings(settings)  # api/auth.py: API keys, rate limits, ws caps
+    app.add_middleware(AccessMiddleware, access=app.state.access)
     return app
