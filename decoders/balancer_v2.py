@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from eth_abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
+
 from decoders.events import EventAbi, Malformed
 from records import Log
 
@@ -140,3 +143,17 @@ def decode_pool_balance_changed(log: Log) -> PoolBalanceChanged | Malformed:
     if any(d > 0 for d in deltas) and any(d < 0 for d in deltas):
         return Malformed("PoolBalanceChanged: both positive and negative deltas")
     return PoolBalanceChanged(out["poolId"], out["liquidityProvider"], tokens, deltas, fees)
+
+
+def decode_pool_tokens(result: str | bytes | None) -> tuple[str, ...] | None:
+    """The tokens of a Vault ``getPoolTokens(bytes32)`` answer ``(address[] tokens, uint256[] balances,
+    uint256 lastChangeBlock)``; None for a revert (an unregistered poolId) or an answer of another
+    shape."""
+    if result is None:
+        return None
+    try:
+        raw = bytes.fromhex(result[2:]) if isinstance(result, str) else result
+        tokens, balances, _ = abi_decode(["address[]", "uint256[]", "uint256"], raw, strict=True)
+    except (DecodingError, ValueError, OverflowError):
+        return None
+    return _addresses(tokens) if len(tokens) == len(balances) else None

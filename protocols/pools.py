@@ -98,17 +98,21 @@ class PoolResolver:
 
     version: str
     calls: tuple[str, ...]  # function names called on the pool, keys of ``SELECTORS``
-    resolve: Callable[[str, Mapping[str, CallResult]], Pool | Skip]  # → a Pool with protocol unknown
+    # (pool id, results, emitting contract) → a Pool (protocol unknown until verified) or a Skip
+    resolve: Callable[[str, Mapping[str, CallResult], str], Pool | Skip]
     verification: Callable[[Pool], Call | None]  # factory registry lookup, or None
     confirm: Callable[[Pool], Pool]  # label a pool its factory confirmed
+    # calls made to the emitting contract instead (a singleton that knows its pools: Balancer's Vault)
+    contract_calls: Callable[[str, str], tuple[Call, ...]] | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PoolQuery:
     """The pure steps to classify one address; see the module docstring for the order."""
 
-    address: str
+    address: str  # the pool id
     resolver: PoolResolver
+    contract: str = ""  # the contract that emitted the pool's event
 
     @property
     def version(self) -> str:
@@ -116,10 +120,12 @@ class PoolQuery:
 
     @property
     def calls(self) -> tuple[Call, ...]:
+        if self.resolver.contract_calls is not None:
+            return self.resolver.contract_calls(self.address, self.contract)
         return tuple(Call(name, self.address, SELECTORS[name]) for name in self.resolver.calls)
 
     def resolve(self, results: Mapping[str, CallResult]) -> Pool | Skip:
-        return self.resolver.resolve(self.address, results)
+        return self.resolver.resolve(self.address, results, self.contract)
 
     def verification_call(self, pool: Pool) -> Call | None:
         return self.resolver.verification(pool)

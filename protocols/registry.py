@@ -65,7 +65,7 @@ class Registry:
                 continue
             key = pool_id(entry, handler.pool_key)
             if key is not None and key not in pools and key not in queries:
-                queries[key] = PoolQuery(key, handler.resolver)
+                queries[key] = PoolQuery(key, handler.resolver, entry.address)
         return list(queries.values())
 
     def decode(self, logs: Iterable[Log], ctx: Context) -> Decoded:

@@ -16,8 +16,10 @@ Rules:
 - PoolBalanceChanged: a join (deltas ≥ 0) is event ``join``, ``add``; an exit is ``exit``,
   ``remove``. ``amounts`` lists every token with ``|delta|`` (what the provider paid or received);
   amount0/amount1 are the first two; owner and sender = the liquidity provider.
-- A pool the Vault registered before the indexed range is unknown here (no discovery event seen): its
-  events are counted ``skip.unknown_pool``, never attributed from a guess.
+- A pool the Vault registered before the indexed range (no discovery event seen) is classified by
+  asking the Vault that emitted its event: ``getPoolTokens(poolId)`` at the batch's block gives its
+  tokens; an id the Vault does not know reverts and is counted ``skip.not_a_pool``. Only a configured
+  Vault is asked (anyone can emit a Swap-shaped event).
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ from decoders.balancer_v2 import (
     decode_balancer_swap,
     decode_pool_balance_changed,
     decode_pool_registered,
+    decode_pool_tokens,
     decode_tokens_registered,
 )
+from decoders.events import selector
 from protocols.base import (
     BY_TOPIC1,
     Context,
@@ -50,8 +54,8 @@ from protocols.base import (
     protocol_spec,
 )
 from protocols.plugins import Plugin
-from protocols.pools import make_pool
-from protocols.skips import MALFORMED, Skip
+from protocols.pools import Call, CallResult, PoolResolver, make_pool
+from protocols.skips import MALFORMED, NOT_A_POOL, Skip
 from protocols.trades import exact_amount, liquidity, trade
 from records import Log, Pool
 from records.chain import TokenAmount
@@ -142,10 +146,35 @@ DISCOVERY: Final = (
 )
 
 
+GET_POOL_TOKENS: Final = "getPoolTokens"
+_GET_POOL_TOKENS: Final = selector("getPoolTokens(bytes32)")
+
+
+def _vault_calls(pool_id: str, vault: str) -> tuple[Call, ...]:
+    return (Call(GET_POOL_TOKENS, vault, _GET_POOL_TOKENS + pool_id[2:]),)
+
+
 def protocol(venues: Sequence[BalancerVenue] = DEFAULT_BALANCER_VENUES) -> ProtocolSpec:
     """The Balancer v2 plugin for these Vaults (distinct lower-case addresses)."""
     by_vault: Mapping[str, BalancerVenue] = check_venues(venues)
-    return protocol_spec(NAME, VERSION, by_vault, events=EVENTS, discovery=DISCOVERY, pool_key=BY_TOPIC1)
+
+    def resolve(pool_id: str, results: Mapping[str, CallResult], vault: str) -> Pool | Skip:
+        """A pool nobody saw registered, from its Vault's ``getPoolTokens`` (the Vault is the registry)."""
+        venue = by_vault.get(vault)
+        if venue is None:
+            return Skip(NOT_A_POOL, f"{pool_id}: emitted by {vault}, not a configured Vault")
+        tokens = decode_pool_tokens(results.get(GET_POOL_TOKENS))
+        if tokens is None or not 2 <= len(tokens) <= MAX_TOKENS:
+            return Skip(NOT_A_POOL, f"{pool_id}: the Vault {vault} does not know this pool")
+        return make_pool(
+            pool_id, protocol=PROTOCOL, version=VERSION, label=venue.label, factory=vault, token0=tokens[0],
+            token1=tokens[1], fee=None, tick_spacing=None, contract=vault, tokens=tokens,
+        )  # fmt: skip
+
+    resolver = PoolResolver(VERSION, (), resolve, lambda pool: None, lambda pool: pool, _vault_calls)
+    return protocol_spec(
+        NAME, VERSION, by_vault, events=EVENTS, discovery=DISCOVERY, pool_key=BY_TOPIC1, resolver=resolver
+    )
 
 
 def _parse_venue(vault: str, label: str, extra: str) -> BalancerVenue:

@@ -138,7 +138,7 @@ def protocol(venues: Sequence[V2Venue] = DEFAULT_V2_VENUES) -> ProtocolSpec:
     """The v2 plugin for these venues (factories must be distinct lower-case addresses)."""
     by_factory: Mapping[str, V2Venue] = check_venues(venues)
 
-    def resolve(address: str, results: Mapping[str, CallResult]) -> Pool | Skip:
+    def resolve(address: str, results: Mapping[str, CallResult], contract: str) -> Pool | Skip:
         read = read_pool_tokens(address, results)
         if isinstance(read, Skip):
             return read

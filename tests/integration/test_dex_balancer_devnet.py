@@ -174,3 +174,41 @@ async def test_every_balancer_swap_hop_join_and_exit_exactly_including_after_a_r
                     await task
     finally:
         await sink.close()
+
+
+async def test_pools_registered_before_the_indexed_blocks_are_asked_of_the_vault(
+    balancer_devnet: BalancerDevnet, clean_db: DatabaseInfo
+) -> None:
+    """Following from the first swap's block: no PoolRegistered/TokensRegistered is seen, so both pools
+    are classified by the Vault's getPoolTokens; every later event is still stored exactly."""
+    devnet = balancer_devnet
+    want_trades, want_changes = expected(devnet)
+    number = lambda block_hash: int(devnet.rpc.call("eth_getBlockByHash", block_hash, False)["number"], 16)  # noqa: E731
+    start = min(number(t[0]) for t in want_trades)
+    blocks = {
+        devnet.rpc.call("eth_getBlockByNumber", hex(n), False)["hash"]
+        for n in range(start, rpc_head(devnet) + 1)
+    }
+    sink = await PostgresSink.connect(clean_db.dsn)
+    registry = registry_of({"balancer_v2_vaults": f"{devnet.vault}=devnet-balancer"})
+    try:
+        async with RpcClient(devnet.node.rpc_http) as rpc:
+            enrich = DexEnricher(rpc, sink.pool, registry)
+            follower = Follower(rpc, HeadStream(devnet.node.rpc_ws, rpc), start=[], from_block=start)
+            task = asyncio.create_task(consume(follower, sink, quiet=True, enrich=enrich))
+            try:
+                await wait_for_tip(clean_db.dsn, rpc, timeout=120)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        got_trades, got_changes = await stored(sink)
+        assert got_trades == {t for t in want_trades if t[0] in blocks} and len(got_trades) == 5
+        assert got_changes == {c for c in want_changes if c[0] in blocks} and len(got_changes) == 2
+        pools = await sink.pool.fetch("SELECT address, tokens, created_block_number FROM pools")
+        assert sorted((r["address"], tuple(r["tokens"]), r["created_block_number"]) for r in pools) == sorted(
+            (pid, tuple(tokens), None) for pid, tokens in devnet.balancer.pools
+        )
+        assert enrich.counts["pool.devnet-balancer"] == 2
+    finally:
+        await sink.close()

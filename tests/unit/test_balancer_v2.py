@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from eth_abi import decode, encode
+from eth_utils import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -382,3 +383,24 @@ def test_a_vault_is_configured_like_a_factory() -> None:
         other,
         other,
     )
+
+
+def test_a_pool_registered_before_the_indexed_range_is_asked_of_its_vault() -> None:
+    swap = event_log(
+        "Swap",
+        [("bytes32", pid(POOL_ID)), ("address", TOKENS[0]), ("address", TOKENS[1])],
+        [("uint256", 1), ("uint256", 2)],
+    )
+    (query,) = REGISTRY.unknown_pools([swap, swap], {})
+    selector = "0x" + keccak(text="getPoolTokens(bytes32)")[:4].hex()
+    assert [(c.name, c.to, c.data) for c in query.calls] == [("getPoolTokens", VAULT, selector + POOL_ID[2:])]
+    answer = "0x" + encode(["address[]", "uint256[]", "uint256"], [TOKENS, [5, 6, 7], 99]).hex()
+    pool = query.resolve({"getPoolTokens": answer})
+    assert pool == Pool(POOL_ID, "balancer", "2", "balancer-v2", VAULT, TOKENS[0], TOKENS[1], None, None,
+                        None, None, None, None, contract=VAULT, tokens=tuple(TOKENS))  # fmt: skip
+    assert isinstance(pool, Pool) and query.verification_call(pool) is None  # the Vault is the registry
+    reverted = query.resolve({"getPoolTokens": None})
+    assert isinstance(reverted, Skip) and reverted.reason == "not_a_pool"
+    (stranger,) = REGISTRY.unknown_pools([dataclasses.replace(swap, address="0x" + "77" * 20)], {})
+    outcome = stranger.resolve({"getPoolTokens": answer})
+    assert isinstance(outcome, Skip) and outcome.reason == "not_a_pool"
