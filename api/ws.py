@@ -118,12 +118,18 @@ async def _serve(websocket: WebSocket, client: Client) -> None:
 
 async def _send_loop(websocket: WebSocket, client: Client) -> None:
     hub = client.hub
+    queue = client.queue
     while True:
         try:
-            message = await asyncio.wait_for(client.queue.get(), hub.limits.heartbeat_seconds)
-        except TimeoutError:
-            tip = hub.tip
-            message = event("heartbeat", head=None if tip is None else tip.number, finalized=hub.finalized)
+            message = queue.get_nowait()  # the busy path: no timer per message
+        except asyncio.QueueEmpty:
+            try:
+                message = await asyncio.wait_for(queue.get(), hub.limits.heartbeat_seconds)
+            except TimeoutError:
+                tip = hub.tip
+                message = event(
+                    "heartbeat", head=None if tip is None else tip.number, finalized=hub.finalized
+                )
         await websocket.send_text(message)
 
 
