@@ -22,48 +22,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
-from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import websockets
 
+from cex.connection import Connection, Recent, identity
 from cex.exchange import Exchange, Feed, MalformedMessage
 from cex.sync import BookMessage, BookSync, Published, Resync
 from core.errors import RetryableError
 from core.retry import RetryPolicy
-from records.cex import BookSnapshot, Trade
+from records.cex import BookSnapshot
 from records.codec import Record
 
 log = logging.getLogger(__name__)
-_RECENT = 100_000  # records remembered for de-duplication across connections
 _PARSE_ERRORS = (MalformedMessage, ValueError, KeyError, TypeError, IndexError, ArithmeticError)
-
-
-@dataclass(slots=True)
-class ConnectionCounters:
-    messages: int = 0
-    malformed: int = 0
-    duplicates: int = 0  # book updates or trades another connection delivered first
-    gaps: int = 0
-    resyncs: int = 0
-    stale: int = 0
-    rollovers: int = 0
-    connects: int = 0
-    disconnects: int = 0
-
-
-@dataclass(slots=True)
-class _Conn:
-    index: int
-    ws: Any = None
-    counters: ConnectionCounters = field(default_factory=ConnectionCounters)
-    last_sequence: int | None = None  # the exchange's per-connection message counter, where it has one
 
 
 class FeedHandler:
@@ -96,12 +72,11 @@ class FeedHandler:
         self.rollover_overlap = rollover_overlap
         self.http = http
         self.queue: asyncio.Queue[Record | Resync] = asyncio.Queue(queue_size)
-        self.conns = [_Conn(i) for i in range(connections)]
+        self.conns = [Connection(i) for i in range(connections)]
         self.shared_books = exchange.rule != "none"
         self.syncs: dict[tuple[int, str], BookSync] = {}
         self._leader: dict[str, int] = {}  # unshared books: the connection whose book is published
-        self._seen: set[object] = set()  # recent records, to drop another connection's copies
-        self._seen_order: deque[object] = deque()
+        self._recent = Recent()  # identities of recent records, to drop another connection's copies
         self._fetching: set[str] = set()
         # ws-snapshot books waiting for the snapshot asked for: when it was asked (asked again after
         # stale_after: an exchange may drop a subscribe)
@@ -145,7 +120,7 @@ class FeedHandler:
         """The book this feed publishes for ``symbol`` (the leader's, for unshared books)."""
         return self.sync(symbol, 0 if self.shared_books else self._leader.get(symbol, 0))
 
-    async def _connection(self, conn: _Conn) -> None:
+    async def _connection(self, conn: Connection) -> None:
         tries = 0
         while True:
             ws = None
@@ -171,7 +146,7 @@ class FeedHandler:
                 raise RetryableError(f"{self.exchange.name}: connection {conn.index} failed {tries} times")
             await asyncio.sleep(self.retry.delay(tries, None))
 
-    async def _open(self, conn: _Conn) -> Any:
+    async def _open(self, conn: Connection) -> Any:
         ws = await websockets.connect(self.url, max_size=None, open_timeout=10)
         conn.ws = ws
         conn.last_sequence = None
@@ -185,7 +160,7 @@ class FeedHandler:
             self._spawn(self._ping(ws))  # ends with its socket
         return ws
 
-    async def _read(self, conn: _Conn, ws: Any) -> bool:
+    async def _read(self, conn: Connection, ws: Any) -> bool:
         """Frames until the socket fails (raises), goes silent (False) or is due for rollover (True)."""
         loop = asyncio.get_running_loop()
         max_age = self.max_connection_age if self.shared_books else None
@@ -224,7 +199,7 @@ class FeedHandler:
                 )
                 await self._request_snapshot(ws, sync)
 
-    async def _retire(self, conn: _Conn, ws: Any) -> None:
+    async def _retire(self, conn: Connection, ws: Any) -> None:
         """The old socket of a rollover: read for ``rollover_overlap`` more seconds (its successor delivers
         the same messages; the copies are dropped), then close it."""
         conn.counters.rollovers += 1
@@ -246,7 +221,7 @@ class FeedHandler:
                 await ws.send(self.exchange.ping_frame)
 
     # --- one frame ----------------------------------------------------------------------------------
-    async def on_frame(self, conn: _Conn, ws: Any, frame: str | bytes) -> None:
+    async def on_frame(self, conn: Connection, ws: Any, frame: str | bytes) -> None:
         conn.counters.messages += 1
         atom = time.time_ns() // 1000
         try:
@@ -266,7 +241,7 @@ class FeedHandler:
         for msg in parsed.books:
             await self._book(conn, ws, msg)
 
-    async def _connection_gap(self, conn: _Conn, ws: Any, last: int, now: int) -> None:
+    async def _connection_gap(self, conn: Connection, ws: Any, last: int, now: int) -> None:
         """A message of this connection was lost (any channel): every book it feeds is rebuilt."""
         conn.counters.gaps += 1
         log.warning("%s connection %d: message %d after %d", self.exchange.name, conn.index, now, last)
@@ -278,30 +253,23 @@ class FeedHandler:
                     await self.queue.put(resync)
                 await self._request_snapshot(ws, sync)
 
-    async def _record(self, conn: _Conn, record: Record) -> None:
+    async def _record(self, conn: Connection, record: Record) -> None:
         if len(self.conns) > 1 or self.max_connection_age is not None:
             # another connection's copy (or a rollover's overlap): trades by id, records with the
             # exchange's time by content; a record with neither (Binance bookTicker) is identified by
             # nothing, so it comes from the leading connection only (and an overlap may repeat one)
-            if isinstance(record, Trade) and record.trade_id is not None:
-                key: object = (record.symbol, record.trade_id)
-            elif getattr(record, "event_timestamp", None) is not None:
-                key = dataclasses.replace(record, atom_timestamp=0)  # type: ignore[call-arg]
-            else:
+            key = identity(record)
+            if key is None:
                 if conn.index != next((c.index for c in self.conns if c.ws is not None), conn.index):
                     return
-                key = None
-            if key is not None:
-                if key in self._seen:
-                    conn.counters.duplicates += 1
-                    return
-                self._seen.add(key)
-                self._seen_order.append(key)
-                if len(self._seen_order) > _RECENT:
-                    self._seen.discard(self._seen_order.popleft())
+            elif not self._recent.first_time(key):
+                conn.counters.duplicates += 1
+                return
         await self.queue.put(record)
 
-    async def _book(self, conn: _Conn, ws: Any, msg: BookMessage) -> None:
+    async def _book(self, conn: Connection, ws: Any, msg: BookMessage) -> None:
+        if msg.last is not None:
+            conn.book_sequence[msg.symbol] = msg.last
         sync = self.sync(msg.symbol, conn.index)
         ignored = sync.counters.ignored
         try:
@@ -331,7 +299,7 @@ class FeedHandler:
                 self._last_snapshot[sync.symbol] = now
                 await self.queue.put(sync.book.snapshot(sync.exchange, sync.symbol, time.time_ns() // 1000))
 
-    def _lead(self, conn: _Conn, sync: BookSync, out: list[Published]) -> list[Published]:
+    def _lead(self, conn: Connection, sync: BookSync, out: list[Published]) -> list[Published]:
         """Unshared books: only the leader's are published. Another connection takes the lead, with a
         snapshot of its book, when the leader has none valid or is down."""
         symbol = sync.symbol
@@ -390,13 +358,13 @@ class FeedHandler:
         finally:
             self._fetching.discard(sync.symbol)
 
-    async def _stale(self, conn: _Conn) -> None:
+    async def _stale(self, conn: Connection) -> None:
         await self._invalidate(conn, "stale")
 
-    async def _lost(self, conn: _Conn) -> None:
+    async def _lost(self, conn: Connection) -> None:
         await self._invalidate(conn, "disconnected")
 
-    async def _invalidate(self, conn: _Conn, reason: str) -> None:
+    async def _invalidate(self, conn: Connection, reason: str) -> None:
         """Books only this connection fed are wrong from now on; shared ones stay while another is up."""
         if self.shared_books:
             if self._covered(conn):
@@ -415,11 +383,11 @@ class FeedHandler:
                 if resync is not None:
                     await self.queue.put(resync)
 
-    def _covered(self, conn: _Conn) -> bool:
+    def _covered(self, conn: Connection) -> bool:
         """Another connection is up and feeds the same books."""
         return any(c.ws is not None for c in self.conns if c is not conn)
 
-    def _books_of(self, conn: _Conn) -> list[BookSync]:
+    def _books_of(self, conn: Connection) -> list[BookSync]:
         if self.shared_books:
             return [s for (_, _), s in self.syncs.items()]
         return [s for (i, _), s in self.syncs.items() if i == conn.index]
@@ -434,4 +402,16 @@ class FeedHandler:
         return {
             "connections": [c.counters for c in self.conns],
             "books": {f"{i}:{s}": sync.counters for (i, s), sync in self.syncs.items()},
+            "lag": [self.lag(c.index) for c in self.conns],
         }
+
+    def lag(self, index: int) -> dict[str, int]:
+        """Per symbol, how many update ids a connection's last book message is behind the book (sequenced
+        books shared by the connections; 0: it is the one ahead, or level with it)."""
+        conn = self.conns[index]
+        out = {}
+        for symbol, seen in conn.book_sequence.items():
+            sync = self.syncs.get((0, symbol)) if self.shared_books else None
+            if sync is not None and sync.book.sequence is not None:
+                out[symbol] = max(sync.book.sequence - seen, 0)
+        return out

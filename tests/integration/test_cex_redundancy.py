@@ -71,6 +71,8 @@ async def test_okx_two_connections_one_killed_lose_nothing(killed: int) -> None:
     assert _trades(run) == _trades(clean) and len(_trades(run)) == 74
     assert _tickers(run) == _tickers(clean)
     assert [p for p in run.published if isinstance(p, Resync)] == []  # the book never went invalid
+    lag = run.feed.counters()["lag"]
+    assert set(lag[1 - killed]) == set(OKX_SYMBOLS) and set(lag[1 - killed].values()) == {0}  # caught up
 
 
 async def test_kraken_two_connections_leader_killed_hands_over_with_a_snapshot() -> None:
