@@ -103,3 +103,35 @@ def test_positional_texts_still_configure_the_first_two_settings() -> None:
 def test_a_bad_venue_text_is_a_config_error(text: str) -> None:
     with pytest.raises(ConfigError, match="uniswap_v2_factories"):
         registry_from(text)
+
+
+def test_v4_and_balancer_deployments_come_from_their_own_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    manager, vault = "0x" + "34" * 20, "0x" + "56" * 20
+    plugins = {p.name: p for p in discover()}
+    assert plugins["uniswap-v4"].setting == "uniswap_v4_pool_managers"
+    assert plugins["balancer-v2"].setting == "balancer_v2_vaults"
+    defaults = build_settings()
+    assert plugins["uniswap-v4"].venues(defaults.plugin_setting("uniswap_v4_pool_managers"))[
+        0
+    ].pool_manager == ("0x000000000004444c5dc75cb358380d2e3de08a90")
+    assert plugins["balancer-v2"].venues(defaults.plugin_setting("balancer_v2_vaults"))[0].vault == (
+        "0xba12222222228d8ba445958a75a0704d566bf2c8"
+    )
+    monkeypatch.setenv("DEXNODE_UNISWAP_V4_POOL_MANAGERS", f"{manager.upper().replace('0X', '0x')}=my-v4")
+    monkeypatch.setenv("DEXNODE_BALANCER_V2_VAULTS", f"{vault}=my-balancer")
+    settings = build_settings()
+    (v4,) = plugins["uniswap-v4"].venues(settings.plugin_setting("uniswap_v4_pool_managers"))
+    (balancer,) = plugins["balancer-v2"].venues(settings.plugin_setting("balancer_v2_vaults"))
+    assert (v4.pool_manager, v4.label, balancer.vault, balancer.label) == (
+        manager,
+        "my-v4",
+        vault,
+        "my-balancer",
+    )
+    registry = registry_for(settings)
+    initialize = "0xdd466e674ea557f56295e2d0218a125ea4b4f0f6f3307b95f85e6110838d6438"
+    handler = registry.lookup(initialize)
+    assert handler is not None and handler.protocol == "uniswap-v4"
+    monkeypatch.setenv("DEXNODE_BALANCER_V2_VAULTS", f"{vault}=x:1")
+    with pytest.raises(ConfigError, match="balancer_v2_vaults"):
+        registry_for(build_settings())
