@@ -34,6 +34,7 @@ class Connection:
     counters: ConnectionCounters = field(default_factory=ConnectionCounters)
     last_sequence: int | None = None  # the exchange's per-connection message counter, where it has one
     book_sequence: dict[str, int] = field(default_factory=dict)  # the last book id it delivered, per symbol
+    endpoint: int = 0  # which of the exchange's URLs it uses (the next one after a failed connect)
 
 
 def identity(record: Record) -> object | None:

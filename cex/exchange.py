@@ -45,19 +45,30 @@ class Exchange:
     ping_frame: ClassVar[str | None] = None  # an application-level ping some exchanges want
     ping_interval: ClassVar[float] = 20.0
     max_connection_age: ClassVar[float | None] = None  # seconds the exchange keeps a connection open
+    fallback_ws_urls: ClassVar[tuple[str, ...]] = ()  # tried in turn when the primary cannot be reached
 
-    def __init__(self, ws_url: str | None = None, rest_url: str | None = None) -> None:
+    def __init__(
+        self, ws_url: str | None = None, rest_url: str | None = None, fallbacks: Sequence[str] | None = None
+    ) -> None:
         self.ws_url_in_use = ws_url or type(self).ws_url
         self.rest_url_in_use = rest_url or type(self).rest_url
+        # an endpoint set by the user replaces the built-in fallbacks too, unless some are given with it
+        default = () if ws_url else type(self).fallback_ws_urls
+        self.fallbacks = list(default if fallbacks is None else fallbacks)
 
     # --- declarative mapping --------------------------------------------------------------------------
     def to_exchange_symbol(self, symbol: str) -> str:
         """``BTC-USD`` (ours) -> the exchange's spelling."""
         raise NotImplementedError
 
-    def url(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> str:
-        """The websocket URL (exchanges that take streams in the URL override this)."""
-        return self.ws_url_in_use
+    def url(self, symbols: Sequence[str], feeds: Sequence[Feed], base: str | None = None) -> str:
+        """The websocket URL from ``base`` (default: the primary endpoint); exchanges that take streams or
+        a category in the URL override this."""
+        return base or self.ws_url_in_use
+
+    def urls(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> list[str]:
+        """The primary URL, then the fallbacks', in the order a failing connection tries them."""
+        return [self.url(symbols, feeds), *(self.url(symbols, feeds, base) for base in self.fallbacks)]
 
     def subscribe(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> list[str]:
         raise NotImplementedError

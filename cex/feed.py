@@ -83,7 +83,7 @@ class FeedHandler:
         self._asked: dict[int, tuple[float, BookSync]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_snapshot: dict[str, float] = {}
-        self.url = exchange.url(self.symbols, self.feeds)
+        self.endpoints = exchange.urls(self.symbols, self.feeds)
 
     # --- running ------------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -147,7 +147,12 @@ class FeedHandler:
             await asyncio.sleep(self.retry.delay(tries, None))
 
     async def _open(self, conn: Connection) -> Any:
-        ws = await websockets.connect(self.url, max_size=None, open_timeout=10)
+        url = self.endpoints[conn.endpoint % len(self.endpoints)]
+        try:
+            ws = await websockets.connect(url, max_size=None, open_timeout=10)
+        except (OSError, websockets.WebSocketException, TimeoutError):
+            conn.endpoint += 1  # the next endpoint (a fallback CDN) on the next try
+            raise
         conn.ws = ws
         conn.last_sequence = None
         conn.counters.connects += 1

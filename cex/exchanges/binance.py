@@ -65,8 +65,8 @@ class Binance(Exchange):
     def _streams(self, feed: Feed) -> tuple[str, ...]:
         return _STREAMS.get(feed, ())
 
-    def url(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> str:
-        return f"{self.ws_url_in_use}?streams={'/'.join(self.streams(symbols, feeds))}"
+    def url(self, symbols: Sequence[str], feeds: Sequence[Feed], base: str | None = None) -> str:
+        return f"{base or self.ws_url_in_use}?streams={'/'.join(self.streams(symbols, feeds))}"
 
     def subscribe(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> list[str]:
         return []  # the streams are in the URL

@@ -46,11 +46,19 @@ def category_of(symbol: str) -> str:
 class Bybit(Exchange):
     name = "bybit"
     ws_url = "wss://stream.bybit.com/v5/public/{category}"
+    # the second CDN (the seed's fallback), tried when the primary cannot be reached
+    fallback_ws_urls: ClassVar[tuple[str, ...]] = ("wss://stream.bytick.com/v5/public/{category}",)
     rule: ClassVar[SequenceRule] = "prev"
     ping_frame = '{"op":"ping"}'
 
-    def __init__(self, ws_url: str | None = None, rest_url: str | None = None, depth: int = 50) -> None:
-        super().__init__(ws_url, rest_url)
+    def __init__(
+        self,
+        ws_url: str | None = None,
+        rest_url: str | None = None,
+        depth: int = 50,
+        fallbacks: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(ws_url, rest_url, fallbacks)
         if depth not in _DEPTHS:
             raise ConfigError(f"bybit book depth {depth}: one of {_DEPTHS}")
         self.depth = self.book_depth = depth
@@ -62,13 +70,13 @@ class Bybit(Exchange):
         self.symbols[native] = symbol
         return native
 
-    def url(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> str:
+    def url(self, symbols: Sequence[str], feeds: Sequence[Feed], base: str | None = None) -> str:
         categories = {category_of(s) for s in symbols}
         if len(categories) != 1:
             raise ConfigError(
                 f"bybit: one category (spot, linear, inverse) per feed, got {sorted(categories)}"
             )
-        return self.ws_url_in_use.replace("{category}", categories.pop())
+        return (base or self.ws_url_in_use).replace("{category}", categories.pop())
 
     def _topics(self, symbols: Sequence[str], feeds: Sequence[Feed]) -> list[str]:
         topics: list[str] = []

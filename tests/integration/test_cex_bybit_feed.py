@@ -68,3 +68,23 @@ async def test_fault_is_detected_resynced_and_the_book_ends_equal(kind: str, rea
     run = await _replay([Fault(0, "BTCUSD", 100, kind)])
     assert reason in run.resyncs()
     assert run.feed.sync("BTC-USD-PERP").counters.snapshots >= 2
+
+
+async def test_the_fallback_endpoint_is_used_when_the_primary_cannot_be_reached() -> None:
+    """The primary endpoint refuses connections (a closed local port); the second one (here the local
+    server, standing in for Bybit's second CDN) serves the feed."""
+    assert Bybit().urls(["BTC-USD-PERP"], ["book"]) == [
+        "wss://stream.bybit.com/v5/public/inverse",
+        "wss://stream.bytick.com/v5/public/inverse",
+    ]
+    server = await bybit_server.BybitServer(bybit_server.events()).start()
+    try:
+        exchange = Bybit(ws_url="ws://127.0.0.1:9", depth=bybit_server.DEPTH, fallbacks=[server.url])
+        exchange.ping_interval = 0.2  # type: ignore[misc]
+        feed = FeedHandler(exchange, list(SYMBOLS), ["book", "trades"], stale_after=0.8, retry=FAST)
+        run = await run_feed(server, feed, SYMBOLS)
+    finally:
+        await server.stop()
+    conn = run.feed.conns[0]
+    assert conn.endpoint % 2 == 1 and conn.counters.connects == 1  # refused once, then the fallback
+    assert run.resyncs() == [] and len(run.of(Trade)) == 150
