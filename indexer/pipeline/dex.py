@@ -1,28 +1,29 @@
-"""The DEX step of the pipeline: the I/O around the pure protocol plugins.
+"""The DEX step of the pipeline: the I/O around the pure protocol plugins (``protocols``).
 
 For each batch (a live block or a backfill chunk):
 
-1. pool-creation events from configured factories become ``Pool`` records (and are known at once,
-   so a pool created and traded in the same batch decodes);
-2. every other emitter of a Uniswap-shaped event that is not known yet is looked up in memory, then
-   in the ``pools`` table, then classified on chain (batched ``eth_call``: ``factory()``,
-   ``token0()``, ``token1()``, ``fee()``, then the named factory's ``getPair``/``getPool`` to prove
-   it; see ``protocols.pools``). A contract no configured factory vouches for is a pool of protocol
-   ``unknown`` (counted), never attributed to Uniswap;
-3. the tokens of those pools: memory, ``tokens`` table, else batched ``symbol()``/``name()``/
-   ``decimals()`` calls (``decoders.token_metadata``: strings, bytes32, reverts, garbage);
-4. the registry's pure handlers turn the logs into ``DexTrade``/``DexLiquidity`` records.
+1. discovery events of configured factories or singletons become ``Pool`` records, in log order (a
+   later one sees the pools found before it), known at once: a pool created and traded in the same
+   batch decodes;
+2. every other pool a pool event names (its emitter, or its id in topic1) that is not known yet is
+   looked up in memory, then in the ``pools`` table, then, for protocols that can, classified on chain
+   (batched ``eth_call`` to the pool, then the named factory's ``getPair``/``getPool`` to prove it; or
+   to the emitting singleton, Balancer's Vault; see ``protocols.pools``). A contract no configured
+   factory vouches for is a pool of protocol ``unknown`` (counted), never attributed to a venue;
+3. the tokens of those pools: memory, the ``tokens`` table, tokens a protocol defines (native ETH),
+   else batched ``symbol()``/``name()``/``decimals()`` calls (``decoders.token_metadata``);
+4. pool state an event needs from before the batch (``EventHandler.state``: Uniswap v4's price for
+   ModifyLiquidity amounts), read at the block before the batch's first;
+5. the registry's pure handlers turn the logs into ``DexTrade``/``DexLiquidity`` records.
 
 New pools and tokens ride in the same batch, so the sink writes them in the block's transaction.
 
-Every ``eth_call`` is made at the batch's last block, never at ``latest``: a pool or token created in
-the batch exists there, and a backend that has not reached that block errors (retryable) instead of
-answering ``0x`` for a contract it has not seen yet. Only answers are kept: a revert is one (the
-pool is not a pool, the token has no ``symbol()``); a timeout or a 429 is not. A retryable failure
-that outlives the RPC client's retries fails the whole batch's enrichment, which is waited out and
-run again from the start (``DexEnricher.__call__``); the in-memory caches only take what a batch
-learned once all of it was resolved, so a batch is never half enriched, and never enriched from a
-guess.
+Every other ``eth_call`` is made at the batch's last block, never at ``latest``: what the batch created
+exists there, and a backend that has not reached that block errors (retryable) instead of answering
+``0x``. Only answers are kept: a revert is one (not a pool, no ``symbol()``); a timeout or a 429 is
+not. A retryable failure that outlives the RPC client's retries fails the whole batch's enrichment,
+which is waited out and run again from the start (``DexEnricher.__call__``); the caches only take what
+a batch learned once all of it was resolved, so a batch is never half enriched, nor from a guess.
 
 Reorgs: the caches remember the block each entry was learned at (a pool's creation block, or the block
 it was classified at). A batch carrying a reorg first forgets everything learned above the common
