@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import asyncpg
 import httpx
 import hypothesis
 import pytest
@@ -22,6 +23,8 @@ from schemathesis.schemas import BaseSchema
 from api.app import create_app
 from core.settings import build_settings
 from devnet import Devnet
+from records import kinds, to_dict
+from sinks.postgres_read import record_columns, record_of, row_json
 from tests.api_check import (
     Indexed,
     all_pages,
@@ -66,6 +69,20 @@ async def test_blocks_transactions_logs_and_transfers_are_the_chain(
         newest_first, _ = await all_pages(client, path, {"limit": limit, "order": "desc"})
         assert_same_rows(path + " desc", chain[table][::-1], newest_first)
     assert len(chain["logs"]) > 1000 and len(chain["token_transfers"]) > 300
+
+
+async def test_rows_to_json_equal_the_records_own_encoding(indexed: Indexed) -> None:
+    """The API's fast path (``row_json``) against the reference: every stored row of every kind
+    decoded into its record and encoded by ``records.to_dict``."""
+    conn = await asyncpg.connect(indexed.dsn)
+    try:
+        for kind in kinds.BATCH_KINDS:
+            rows = await conn.fetch(f'SELECT {record_columns(kind)} FROM "{kind.table}"')
+            assert rows, kind.name
+            for row in rows:
+                assert row_json(kind.record, row) == to_dict(record_of(kind.record, row))["data"], kind.name
+    finally:
+        await conn.close()
 
 
 async def test_one_block_transaction_token_and_pool(indexed: Indexed, client: httpx.AsyncClient) -> None:

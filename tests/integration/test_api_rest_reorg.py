@@ -118,6 +118,7 @@ async def _orphaned_pin(client: httpx.AsyncClient, devnet: Devnet, dsn: str, rpc
     assert body["new_head"] == {"number": node_head, "hash": node_hash.lower()}
     assert body["pinned"]["hash"] == reorg.old_hashes[-1].lower()
     assert "orphaned by a reorg" in body["detail"]
+    assert "\ndexnode_reorgs 1.0\n" in (await client.get("/metrics")).text
     candles = await client.get(
         "/v1/dex/candles", params={**candle_query, "cursor": candles_first["next_cursor"]}
     )
