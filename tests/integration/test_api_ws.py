@@ -6,7 +6,10 @@ node's own JSON-RPC answers and an eth-abi decode of its logs, never with the AP
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -393,3 +396,78 @@ async def test_bad_messages_get_error_events_and_the_connection_stays_usable(sta
         assert [m["code"] for m in msgs if m.get("id") == "one-too-many"] == [4029]
         await send(ws, {"op": "unsubscribe", "id": "s0"})
         await read_until(ws, lambda ms: ms[-1] == {"event": "unsubscribed", "id": "s0"}, msgs, timeout=10)
+
+
+async def raw_websocket(url: str, rcvbuf: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A bare websocket client (handshake by hand, no extensions) whose socket reads only when told:
+    a client that stops reading, with a small receive window so the server's sends back up."""
+    host, port = url.removeprefix("ws://").split("/")[0].split(":")
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    raw.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(raw, (host, int(port)))
+    reader, writer = await asyncio.open_connection(sock=raw, limit=1 << 24)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return reader, writer
+
+
+def client_frame(text: str) -> bytes:
+    payload, mask = text.encode(), os.urandom(4)
+    assert len(payload) < 126
+    return bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    first, second = await reader.readexactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(await reader.readexactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(await reader.readexactly(8), "big")
+    return first & 0x0F, await reader.readexactly(length)
+
+
+async def test_a_slow_client_is_disconnected_with_a_reason_and_others_keep_up(stack: Stack) -> None:
+    """A second API replica with a 2,000-message queue (more than one block's burst): a client that
+    stops reading is closed with code 1008 and a reason once its socket and then its queue back up,
+    after what was sent before it; a reading client on the same replica gets every block."""
+    url, _ = await stack.serve(ws_queue_messages=2000)
+    await wait_for_tip(stack.dsn, stack.rpc)
+    reader, writer = await raw_websocket(url, 4096)
+    for i in range(20):  # each log 19 times over: more than the kernel's socket buffers hold
+        channel = "logs" if i < 19 else "blocks"
+        writer.write(client_frame(f'{{"op":"subscribe","channel":"{channel}","id":{i}}}'))
+    await writer.drain()
+    async with connect(url) as fast:
+        await send(fast, {"op": "subscribe", "channel": "blocks"})
+        fast_msgs: list[Msg] = []
+        await read_until(fast, lambda ms: any(m.get("event") == "live" for m in ms), fast_msgs)
+        start = int((await node_head(stack.rpc))["number"], 16)
+        await asyncio.to_thread(stack.devnet.activity, 20, 40.0)
+        head = await node_head(stack.rpc)
+        await read_until(fast, has_block(int(head["number"], 16), head["hash"].lower()), fast_msgs)
+    numbers = [m["data"]["number"] for m in data(fast_msgs, "blocks")]
+    assert numbers == list(range(start + 1, int(head["number"], 16) + 1))
+    frames = 0
+    while True:  # the slow client reads at last: what was sent, then the close frame
+        opcode, payload = await asyncio.wait_for(read_frame(reader), 60)
+        if opcode == 0x8:
+            break
+        if opcode == 0x9:  # uvicorn's keepalive ping
+            continue
+        assert opcode == 0x1
+        frames += 1
+    writer.close()
+    code, reason = int.from_bytes(payload[:2], "big"), payload[2:].decode()
+    assert code == 1008 and reason.startswith("slow consumer: more than 2000 messages unsent"), (
+        code,
+        reason,
+        frames,
+    )
+    assert frames > 2000  # the socket took that much before the queue filled: slow, not one burst
