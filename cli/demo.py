@@ -26,7 +26,7 @@ from core.settings import Settings
 from devnet import Devnet
 from indexer.backfill.job import backfill
 from indexer.chain.rpc import RpcClient
-from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.dex import DexEnricher, registry_for
 from indexer.pipeline.pipeline import FOLLOW_STREAM, consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
@@ -131,7 +131,7 @@ async def _index(settings: Settings, devnet: Devnet, sink: PostgresSink, live_bl
         f" {report.dex_trades} DEX trades in {took:.1f}s; following the head from where it ended:"
     )
     async with RpcClient(devnet.rpc_http) as rpc:
-        enrich = DexEnricher(rpc, sink.pool, registry_from(v2, v3))
+        enrich = DexEnricher(rpc, sink.pool, registry_for(node))
         chain = await start_chain(sink, node.max_reorg_depth + 1)
         follower = Follower(
             rpc, HeadStream(devnet.rpc_ws, rpc), start=chain, max_reorg_depth=node.max_reorg_depth

@@ -10,7 +10,7 @@ from core.redact import mask_url, mask_urls_in
 from core.settings import Settings
 from indexer.backfill.store import contiguous_end
 from indexer.chain.rpc import RpcClient
-from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.dex import DexEnricher, registry_for
 from indexer.pipeline.pipeline import FOLLOW_STREAM, consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
@@ -111,7 +111,7 @@ async def follow(settings: Settings, *, from_block: int | None, quiet: bool, sil
                 enrich = DexEnricher(
                     rpc,
                     sink.pool,
-                    registry_from(settings.uniswap_v2_factories, settings.uniswap_v3_factories),
+                    registry_for(settings),
                 )
                 await consume(follower, writer, quiet=quiet, enrich=enrich)
         finally:

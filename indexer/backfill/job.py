@@ -35,7 +35,7 @@ from indexer.backfill.store import (
     rebuild_indexes,
 )
 from indexer.chain.rpc import RpcClient
-from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.dex import DexEnricher, registry_for
 from indexer.pipeline.pipeline import Enricher
 from migrations import runner
 from sinks.base import Sink
@@ -230,5 +230,5 @@ async def check_same_chain(rpc: RpcClient, pool: asyncpg.Pool, head: int) -> Non
 
 def dex_enricher(settings: Settings) -> EnricherFactory:
 
-    registry = registry_from(settings.uniswap_v2_factories, settings.uniswap_v3_factories)
+    registry = registry_for(settings)
     return lambda rpc, pool: DexEnricher(rpc, pool, registry)
