@@ -104,12 +104,18 @@ def embedded_server(data_dir: Path) -> Iterator[str]:
 
 
 async def ensure_database(server_uri: str, name: str) -> str:
-    """Create database ``name`` on the server if missing; return its DSN."""
+    """Create database ``name`` on the server if missing; return its DSN.
+
+    It is created with the ``C`` collation: every key dexnode stores is lower-case hex or ASCII, which
+    ``C`` orders exactly as ``C.UTF-8`` does (by code point), but compares with ``memcmp`` instead of
+    ``strcoll``; a backfill measured 22–25% less Postgres CPU with it. Character classes (``LC_CTYPE``)
+    stay the server's default."""
     conn = await connect(server_uri)
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
-            await conn.execute(f'CREATE DATABASE "{name}"')  # name is ours, not user input
+            # name is ours, not user input; template0, because template1 may carry another collation
+            await conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LC_COLLATE 'C'")
     finally:
         await conn.close()
     parts = urlsplit(server_uri)
