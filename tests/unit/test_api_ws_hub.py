@@ -13,7 +13,8 @@ import pytest
 from api.stream.events import BlockEvent, Ref, ReorgEvent, block_events, reorg_event
 from api.stream.hub import Client, Hub, Limits
 from api.stream.protocol import Cursor, Subscribe, parse
-from records import Block, Log, Record
+from records import Block, Log, Record, Reorg
+from records.batch import Batch
 
 pytestmark = pytest.mark.unit
 
@@ -258,3 +259,32 @@ async def test_subscription_cap_and_duplicate_ids() -> None:
     client.unsubscribe("a")
     client.unsubscribe("a")
     assert [m.get("event") for m in drain(client)] == ["unsubscribed", "error"]
+
+
+async def test_the_hub_is_a_sink_a_batch_with_a_reorg_reaches_clients_reorg_first() -> None:
+    """In process, the hub sits after the Postgres sink: ``write(batch)`` with the batch's reorg."""
+    store = MemoryStore()
+    hub = Hub(store, confirmations=2)
+    client = hub.connect("c")
+    client.subscribe(sub('{"op":"subscribe","channel":"logs","address":"' + POOL + '"}'))
+    old = [block(n) for n in range(4)]
+    for b in old:
+        store.put(b)
+    await hub.write(Batch("follow", old, {Log: [log(old[3], 0, POOL)]}))
+    new = [block(3, "b", "a"), block(4, "b")]
+    for b in new:
+        store.put(b)
+    reorg_record = Reorg(2, h(2), 1, (h(3),), (h(3, "b"),), 0)
+    await hub.write(
+        Batch("follow", new, {Log: [log(new[0], 1, POOL), log(new[1], 0, OTHER)]}, reorg=reorg_record)
+    )
+    await hub.close()
+    msgs = [m for m in drain(client) if "type" in m and m["type"] != "finalized"]
+    assert [(m["type"], m["data"].get("block_hash")) for m in msgs] == [
+        ("log", h(3)),
+        ("reorg", None),
+        ("log", h(3, "b")),
+    ]
+    assert msgs[1]["data"]["orphaned"] == [{"number": 3, "hash": h(3)}]
+    assert msgs[1]["data"]["new_head"] == {"number": 4, "hash": h(4, "b")}
+    assert client.closed.is_set() and client.close_reason == "server shutting down"
