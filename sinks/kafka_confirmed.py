@@ -7,11 +7,12 @@ Two ways onto ``confirmed.*``, one per kind of stream:
   follower's core says when blocks are final (``Finalize``, ``tip - confirmations``), and
   ``finalize`` publishes from memory every block from the publisher's cursor (``cursors`` row
   ``kafka.confirmed``) up to that block, moving the cursor after each delivered batch: the records
-  are encoded once (the head sink's encoding, when still cached), never read back. The one read-back
+  are encoded once (the head sink's encoding, when still cached), never read back. The read-backs
   left: blocks memory cannot have — stored before this process started (a restart continues from the
-  cursor), or dropped from memory when it is full — are read from Postgres (the canonical chain) in
-  chunks. It never skips a block that is not stored yet: it waits for it. With no cursor yet, it
-  starts at the lowest stored block.
+  cursor), or dropped from memory when it is full — and the final part of a reorg's new branch whose
+  newer blocks are not final yet, are read from Postgres (the canonical chain) in chunks. It never
+  skips a block that is not stored yet: it waits for it. With no cursor yet, it starts at the lowest
+  stored block.
 - Streams that write only confirmed blocks (``backfill``): the head sink already wrote their records
   to ``confirmed.*`` too, before Postgres committed them (the same guarantee as ``head.*``: never
   lost, maybe repeated). Here the cursor only moves over them when they continue it; a backfill
@@ -150,8 +151,9 @@ class ConfirmedPublisher:
             if ready is not None and self._is_next(ready, start, target, previous):
                 await self._send(ready, fresh=True)  # kept until the cursor moved: a failure retries it
             else:
-                if ready is not None and ready.blocks[-1].number > target:
-                    break  # a reorg's branch reaching above the final block: whole, once final
+                # not the next range in memory: stored before this process started, dropped when memory
+                # was full, or a reorg's new branch reaching above the final block (its final part is
+                # read back now, the rest when final: confirmed.* never lags more than confirmations)
                 end = min(target, start + self.chunk_blocks - 1, *(f - 1 for f in self._pending if f > start))
                 last = await self.stored.contiguous_up_to(start, end)
                 if last is None:
