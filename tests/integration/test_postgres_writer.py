@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
@@ -112,7 +113,19 @@ def expected(chain: Sequence[tuple[int, str]]) -> dict[str, list[dict[str, Any]]
         for cls, records in chain_block(number, branch).items():
             parts.setdefault(cls, []).extend(records)
     parts[Pool].sort(key=lambda p: p.address if isinstance(p, Pool) else "")
-    return {table: [dataclasses.asdict(r) for r in parts.get(cls, [])] for table, (cls, _) in TABLES.items()}
+    return {
+        table: [_as_stored(dataclasses.asdict(r)) for r in parts.get(cls, [])]
+        for table, (cls, _) in TABLES.items()
+    }
+
+
+def _as_stored(value: Any) -> Any:
+    """A record's fields as Postgres hands them back: arrays and JSONB lists come back as lists."""
+    if isinstance(value, dict):
+        return {k: _as_stored(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_as_stored(v) for v in value]
+    return value
 
 
 async def stored(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
@@ -150,6 +163,7 @@ async def sink(clean_db: DatabaseInfo) -> AsyncIterator[PostgresSink]:
 @pytest.fixture
 async def conn(clean_db: DatabaseInfo) -> AsyncIterator[asyncpg.Connection]:
     c = await asyncpg.connect(clean_db.dsn)
+    await c.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     try:
         yield c
     finally:
