@@ -20,16 +20,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 import orjson
 
 from api.stream.events import BlockEvent, FinalizedEvent, Ref, ReorgEvent, StreamEvent
 from api.stream.protocol import Code, Cursor, Subscribe, error, event, matches
-
-if TYPE_CHECKING:
-    from api.stream.hub import Client, Hub
 
 log = logging.getLogger("dexnode.api.ws")
 
@@ -47,6 +44,42 @@ class Store(Protocol):
     async def canonical(self, numbers: list[int]) -> dict[int, str]: ...
 
     async def rejoin(self, cursor: Cursor) -> ReorgEvent | None: ...
+
+
+class Client(Protocol):
+    """What a subscription needs of its connection (``api.stream.hub.Client``)."""
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]: ...
+
+    def offer(self, message: str) -> None: ...
+
+    async def send(self, message: str) -> None: ...
+
+    def kick(self, reason: str) -> None: ...
+
+
+class Limits(Protocol):
+    @property
+    def buffer_events(self) -> int: ...
+
+
+class Hub(Protocol):
+    """What a subscription needs of the hub (``api.stream.hub.Hub``), which imports this module."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def window(self) -> Mapping[int, BlockEvent]: ...
+
+    @property
+    def finalized(self) -> int | None: ...
+
+    def drop(self, sub: Subscription) -> None: ...
 
 
 class SlowClient(Exception):
