@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.dexnode-installed
 NPM_STAMP := node_modules/.dexnode-installed
 
-.PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage bench-kafka bench-cex bench-api clean
+.PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage bench-kafka bench-collation bench-cex bench-api clean
 
 install: $(PY_STAMP) $(NPM_STAMP)
 
@@ -54,6 +54,10 @@ bench-decode: install
 # generates a 2,000-block devnet on first use (cached) and installs ethereum-etl into bench/.peer-venv
 bench-backfill: install
 	$(BIN)/python bench/backfill.py
+
+# C against C.UTF-8 on dexnode's hex keys (ensure_database creates databases with the C collation)
+bench-collation: install
+	$(BIN)/python bench/collation.py
 
 bench-latency: install
 	$(BIN)/python bench/live_latency.py
