@@ -120,6 +120,16 @@ async def indexed_head(conn: asyncpg.Connection) -> Head | None:
     return None if row is None else Head(row["number"], row["hash"])
 
 
+async def pinned_head(conn: asyncpg.Connection, cursor: Cursor | None) -> Head | None:
+    """The head a list's pages are pinned to: the cursor's (409 if it was orphaned since), else the
+    indexed head at the first page (None: nothing indexed yet)."""
+    if cursor is None:
+        return await indexed_head(conn)
+    head = Head(cursor.head_number, cursor.head_hash)
+    await check_pinned(conn, head)
+    return head
+
+
 async def check_pinned(conn: asyncpg.Connection, head: Head) -> None:
     """409 when the pinned block is no longer the canonical one at its height."""
     current = await conn.fetchval("SELECT hash FROM blocks WHERE number = $1", head.number)
@@ -157,14 +167,9 @@ async def page(
     pool: asyncpg.Pool, query: Query, *, limit: int, cursor: Cursor | None, offset: int = 0
 ) -> Page:
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        if cursor is not None:
-            head: Head | None = Head(cursor.head_number, cursor.head_hash)
-            assert head is not None
-            await check_pinned(conn, head)
-        else:
-            head = await indexed_head(conn)
-            if head is None:
-                return Page([], None, False)
+        head = await pinned_head(conn, cursor)
+        if head is None:
+            return Page([], None, False)
         after = cursor.key if cursor is not None else None
         sql = query.sql(head=head.number, after=after, limit=limit + 1, offset=offset)
         rows = await conn.fetch(sql, *query.params)

@@ -65,14 +65,7 @@ _JSON = {
 
 
 def record_of(cls: type[Record], row: asyncpg.Record) -> Record:
-    data = dict(row.items())
-    for name in _NUMERIC_INTS[cls]:
-        if data[name] is not None:
-            data[name] = int(data[name])
-    for name in _JSON[cls]:
-        if isinstance(data.get(name), str):
-            data[name] = orjson.loads(data[name])
-    return from_dict({"type": cls.TYPE, "version": cls.VERSION, "data": data})
+    return from_dict({"type": cls.TYPE, "version": cls.VERSION, "data": row_json(cls, row)})
 
 
 def row_json(cls: type[Record], row: asyncpg.Record) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from strawberry.types import Info
 from api.cursor import Cursor, decode, fingerprint
 from api.errors import ApiError
 from api.graph.types import Entity
-from api.query import Head, Query, check_pinned, indexed_head
+from api.query import Head, Query, indexed_head, pinned_head
 from records import Record
 from records.kinds import BY_NAME, Kind
 from sinks.postgres_read import record_columns, record_of
@@ -144,12 +144,10 @@ async def list_page(
 
 async def _pin(conn: asyncpg.Connection, cursor: Cursor | None, block: Any) -> Head | None:
     if cursor is not None:
-        head = Head(cursor.head_number, cursor.head_hash)
         try:
-            await check_pinned(conn, head)
+            return await pinned_head(conn, cursor)
         except ApiError as exc:
             raise GraphQLError(exc.detail, extensions={"code": "REORG", **exc.extra}) from None
-        return head
     top = await indexed_head(conn)
     if block is None or top is None:
         return top

@@ -22,8 +22,8 @@ from api.params import (
     lower,
     parse_time,
 )
-from api.query import Head, check_pinned, indexed_head
 from api.query import Query as RecordQuery
+from api.query import pinned_head
 from records import kinds
 
 router = APIRouter(tags=["dex"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES)
@@ -118,12 +118,7 @@ async def candles(
         pool_row = await conn.fetchrow("SELECT token0, token1 FROM pools WHERE address = $1", address)
         if pool_row is None:
             raise not_found(f"no pool {address} in the indexed data")
-        if cursor is not None:
-            head: Head | None = Head(cursor.head_number, cursor.head_hash)
-            assert head is not None
-            await check_pinned(conn, head)
-        else:
-            head = await indexed_head(conn)
+        head = await pinned_head(conn, cursor)
         if head is None:
             return JsonBytes({"data": [], "next_cursor": None})
         after = None if cursor is None else int(cursor.key[0])
