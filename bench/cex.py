@@ -36,7 +36,7 @@ from cex.exchanges.binance import Binance  # noqa: E402
 from cex.exchanges.kraken import Kraken  # noqa: E402
 from cex.exchanges.okx import Okx  # noqa: E402
 from cex.sync import BookSync  # noqa: E402
-from tests.cex_servers import kraken_v2, recording  # noqa: E402
+from devnet.exchanges import kraken_v2, recording  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "cex"
 PEER_VENV = REPO / ".dexnode" / "bench" / "cryptofeed-venv"

@@ -17,11 +17,11 @@ import pytest
 from cex.exchanges.binance import Binance
 from cex.feed import FeedHandler
 from core.retry import RetryPolicy
+from devnet.exchanges import binance as binance_server
+from devnet.exchanges import recording
+from devnet.exchanges.server import Fault
 from records.cex import Ticker, Trade
-from tests.cex_servers import binance as binance_server
-from tests.cex_servers import recording
-from tests.cex_servers.harness import Run, run_feed
-from tests.cex_servers.server import Fault
+from tests.cex_harness import Run, run_feed
 
 pytestmark = pytest.mark.integration
 

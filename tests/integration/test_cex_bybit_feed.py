@@ -1,7 +1,7 @@
 """Bybit v5 through the whole feed machinery against a local Bybit server.
 
 Recorded (2021-04-17, v2 inverse BTCUSD/EOSUSD): every level change and trade; constructed: the v5 envelopes
-and ``u`` ids (see ``tests/cex_servers/bybit.py``), mid-stream snapshots and faults. Truth: the server's
+and ``u`` ids (see ``devnet/exchanges/bybit.py``), mid-stream snapshots and faults. Truth: the server's
 market book (plain dicts), i.e. the book of an uninterrupted replay, and the recorded trades.
 """
 
@@ -15,11 +15,11 @@ import pytest
 from cex.exchanges.bybit import Bybit
 from cex.feed import FeedHandler
 from core.retry import RetryPolicy
+from devnet.exchanges import bybit as bybit_server
+from devnet.exchanges import recording
+from devnet.exchanges.server import Fault
 from records.cex import Trade
-from tests.cex_servers import bybit as bybit_server
-from tests.cex_servers import recording
-from tests.cex_servers.harness import Run, run_feed
-from tests.cex_servers.server import Fault
+from tests.cex_harness import Run, run_feed
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ import pytest
 
 from cex.store import CexStore
 from core.database import DatabaseInfo
-from tests.cex_servers import binance as binance_server
-from tests.cex_servers import okx as okx_server
-from tests.cex_servers import recording
+from devnet.exchanges import binance as binance_server
+from devnet.exchanges import okx as okx_server
+from devnet.exchanges import recording
 from tests.conftest import dexnode_bin
 
 pytestmark = pytest.mark.integration

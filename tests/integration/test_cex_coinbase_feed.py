@@ -1,7 +1,7 @@
 """Coinbase Advanced Trade through the whole feed machinery against a local Coinbase server.
 
 Recorded (2021-04-17, Coinbase Pro): every level change and trade; constructed: the Advanced Trade envelopes
-and per-connection ``sequence_num`` (see ``tests/cex_servers/coinbase.py``), mid-stream snapshots and faults.
+and per-connection ``sequence_num`` (see ``devnet/exchanges/coinbase.py``), mid-stream snapshots and faults.
 Truth: the server's market book (plain dicts), i.e. the book of an uninterrupted replay, and the recorded
 trades (taker side = the other side of the recorded maker side).
 """
@@ -15,11 +15,11 @@ import pytest
 from cex.exchanges.coinbase import Coinbase
 from cex.feed import FeedHandler
 from core.retry import RetryPolicy
+from devnet.exchanges import coinbase as coinbase_server
+from devnet.exchanges import recording
+from devnet.exchanges.server import Fault
 from records.cex import Trade
-from tests.cex_servers import coinbase as coinbase_server
-from tests.cex_servers import recording
-from tests.cex_servers.harness import Run, run_feed
-from tests.cex_servers.server import Fault
+from tests.cex_harness import Run, run_feed
 
 pytestmark = pytest.mark.integration
 

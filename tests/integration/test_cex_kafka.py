@@ -18,15 +18,15 @@ from cex.exchanges.okx import Okx
 from cex.feed import FeedHandler
 from cex.kafka import CexKafka
 from core.retry import RetryPolicy
+from devnet.exchanges import okx as okx_server
+from devnet.exchanges import recording
 from records import from_dict
 from records.cex import BookDelta, BookSnapshot, Trade
 from sinks.kafka import KafkaOptions
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.kafka_producer import KafkaProducer
 from sinks.kafka_read import read_topic
-from tests.cex_servers import okx as okx_server
-from tests.cex_servers import recording
-from tests.cex_servers.harness import run_feed
+from tests.cex_harness import run_feed
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """Kraken v2 through the whole feed machinery against a local Kraken server.
 
 Recorded (2021-04-17, v1): every level and every update checksum, converted to v2 envelopes (constructed,
-see ``tests/cex_servers/kraken_v2.py``); mid-stream snapshots and faults are constructed. Truth: the
+see ``devnet/exchanges/kraken_v2.py``); mid-stream snapshots and faults are constructed. Truth: the
 server's own market book (plain dicts, truncated to depth 1000), i.e. the book of an uninterrupted replay.
 
 Kraken has no sequence ids: a lost or reordered update is seen only through the checksum over the top 10
@@ -18,9 +18,9 @@ import pytest
 from cex.exchanges.kraken import Kraken
 from cex.feed import FeedHandler
 from core.retry import RetryPolicy
-from tests.cex_servers import kraken as kraken_server
-from tests.cex_servers.harness import Run, run_feed
-from tests.cex_servers.server import Fault, MarketBook
+from devnet.exchanges import kraken as kraken_server
+from devnet.exchanges.server import Fault, MarketBook
+from tests.cex_harness import Run, run_feed
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import pytest
 from cex.exchanges.okx import Okx
 from cex.feed import FeedHandler
 from core.retry import RetryPolicy
+from devnet.exchanges import okx as okx_server
+from devnet.exchanges.server import Fault
 from records.cex import Ticker, Trade
-from tests.cex_servers import okx as okx_server
-from tests.cex_servers.harness import run_feed
-from tests.cex_servers.server import Fault
+from tests.cex_harness import run_feed
 
 pytestmark = pytest.mark.integration
 

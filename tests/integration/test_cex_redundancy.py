@@ -16,11 +16,11 @@ from cex.exchanges.okx import Okx
 from cex.feed import FeedHandler
 from cex.sync import Resync
 from core.retry import RetryPolicy
+from devnet.exchanges import kraken as kraken_server
+from devnet.exchanges import okx as okx_server
+from devnet.exchanges.server import ReplayServer
 from records.cex import Ticker, Trade
-from tests.cex_servers import kraken as kraken_server
-from tests.cex_servers import okx as okx_server
-from tests.cex_servers.harness import Run, run_feed
-from tests.cex_servers.server import ReplayServer
+from tests.cex_harness import Run, run_feed
 
 pytestmark = pytest.mark.integration
 

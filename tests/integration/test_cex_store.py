@@ -20,10 +20,10 @@ from cex.feed import FeedHandler
 from cex.store import CexStore
 from core.database import DatabaseInfo
 from core.retry import RetryPolicy
+from devnet.exchanges import okx as okx_server
+from devnet.exchanges.server import ReplayServer
 from records.cex import Trade
-from tests.cex_servers import okx as okx_server
-from tests.cex_servers.harness import Run, run_feed
-from tests.cex_servers.server import ReplayServer
+from tests.cex_harness import Run, run_feed
 
 pytestmark = pytest.mark.integration
 

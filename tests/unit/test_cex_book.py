@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cex.book import L2Book, L3Book, kraken_checksum, kraken_checksum_text, levels_of, okx_checksum
-from tests.cex_servers import recording
+from devnet.exchanges import recording
 
 pytestmark = pytest.mark.unit
 

@@ -2,7 +2,7 @@
 
 Recorded: OKX v5 (2022-05-13, complete), Binance spot depth + REST snapshots + bookTicker (2021-10-12,
 complete). Constructed from recorded data: Kraken v2 frames from the recorded v1 frames
-(``tests/cex_servers/kraken_v2.py``). Oracles are the exchanges' own numbers: checksums, bookTicker's best
+(``devnet/exchanges/kraken_v2.py``). Oracles are the exchanges' own numbers: checksums, bookTicker's best
 bid/ask at the same update id, the recorded JSON fields.
 """
 
@@ -18,8 +18,8 @@ from cex.exchanges.binance import Binance
 from cex.exchanges.kraken import Kraken
 from cex.exchanges.okx import Okx
 from cex.sync import BookSync, Resync
+from devnet.exchanges import kraken_v2, recording
 from records.cex import BookDelta, BookSnapshot, Ticker, Trade
-from tests.cex_servers import kraken_v2, recording
 
 pytestmark = pytest.mark.unit
 

@@ -19,9 +19,9 @@ from cex.exchanges.kraken import Kraken
 from cex.exchanges.okx import Okx
 from cex.sync import BookSync, Resync
 from core.errors import ConfigError
+from devnet.exchanges import recording
+from devnet.exchanges.kraken_v2 import iso, v2_symbol
 from records.cex import FundingRate, OpenInterest, Ticker, Trade
-from tests.cex_servers import recording
-from tests.cex_servers.kraken_v2 import iso, v2_symbol
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from tests.cex_servers import recording
-from tests.cex_servers.server import Event, MarketBook, ReplayServer, Session
+from devnet.exchanges import recording
+from devnet.exchanges.server import Event, MarketBook, ReplayServer, Session
 
 DEPTH = 50
 

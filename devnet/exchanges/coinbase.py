@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 
-from tests.cex_servers import recording
-from tests.cex_servers.server import SEQ, Event, MarketBook, ReplayServer, Session
+from devnet.exchanges import recording
+from devnet.exchanges.server import SEQ, Event, MarketBook, ReplayServer, Session
 
 RECORDING = recording.FIXTURES / "coinbase" / "COINBASE.ws.28.0.first1000lines"
 _SIDE = {"buy": "bid", "sell": "offer"}

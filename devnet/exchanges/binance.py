@@ -15,8 +15,8 @@ import asyncio
 import json
 from urllib.parse import parse_qs, urlsplit
 
-from tests.cex_servers import recording
-from tests.cex_servers.server import Event, MarketBook, ReplayServer, Session
+from devnet.exchanges import recording
+from devnet.exchanges.server import Event, MarketBook, ReplayServer, Session
 
 _STREAMS = {"depth@100ms": "book", "trade": "trades", "aggTrade": "trades", "bookTicker": "ticker"}
 
@@ -44,7 +44,7 @@ def events() -> list[Event]:
         symbol = parse_qs(urlsplit(line.url or "").query)["symbol"][0]
         bids = [tuple(r) for r in body["bids"]]
         asks = [tuple(r) for r in body["asks"]]
-        timed.append((line.timestamp or 0.0, Event(symbol, "snapshot", bids, asks, raw=line.payload)))  # type: ignore[arg-type]
+        timed.append((line.timestamp or 0.0, Event(symbol, "snapshot", bids, asks, raw=line.payload)))
     timed.sort(key=lambda t: t[0])
     return [e for _, e in timed]
 

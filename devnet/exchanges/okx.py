@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.cex_servers import recording
-from tests.cex_servers.server import Event, MarketBook, ReplayServer, Session
+from devnet.exchanges import recording
+from devnet.exchanges.server import Event, MarketBook, ReplayServer, Session
 
 _CHANNELS = {"books": "book", "trades": "trades", "tickers": "ticker"}
 

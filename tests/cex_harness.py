@@ -11,8 +11,8 @@ from typing import Any
 
 from cex.feed import FeedHandler
 from cex.sync import Resync
+from devnet.exchanges.server import ReplayServer
 from records.cex import BookDelta, BookSnapshot
-from tests.cex_servers.server import ReplayServer
 
 Levels = list[tuple[Decimal, Decimal]]
 

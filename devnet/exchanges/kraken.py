@@ -12,8 +12,8 @@ import json
 import re
 import zlib
 
-from tests.cex_servers import kraken_v2
-from tests.cex_servers.server import Event, MarketBook, ReplayServer, Session
+from devnet.exchanges import kraken_v2
+from devnet.exchanges.server import Event, MarketBook, ReplayServer, Session
 
 DEPTH = 1000
 RECORDING = kraken_v2.recording.FIXTURES / "kraken" / "KRAKEN.ws.50.0.first500lines"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.cex_servers import recording
+from devnet.exchanges import recording
 
 _ASSET = {"XBT": "BTC", "XDG": "DOGE"}
 

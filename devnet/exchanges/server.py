@@ -180,7 +180,7 @@ class ReplayServer:
     async def start(self) -> ReplayServer:
         self._server = await serve(self._handler, "127.0.0.1", 0, process_request=self._http, max_size=None,
                                    compression=None)  # fmt: skip
-        self.port = self._server.sockets[0].getsockname()[1]  # type: ignore[index]
+        self.port = self._server.sockets[0].getsockname()[1]
         self._player = asyncio.ensure_future(self._play())
         return self
 
