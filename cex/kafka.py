@@ -88,5 +88,9 @@ class CexKafka:
         if batch:
             await self.producer.send(batch)
 
+    async def write(self, items: Iterable[Record | Resync]) -> None:
+        """``publish`` under the sink name (a ``cex.pipeline.CexSink``)."""
+        await self.publish(items)
+
     async def close(self) -> None:
         await self.producer.close()

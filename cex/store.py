@@ -135,14 +135,12 @@ class CexStore:
     async def close(self) -> None:
         await self.pool.close()
 
-    async def write(self, records: Iterable[Record | Resync]) -> int:
+    async def write(self, records: Iterable[Record | Resync]) -> None:
         """Store records (any CEX kinds, in any mix) and resyncs (a ``resync`` book event: the book was
-        invalid from there until the next snapshot); returns how many were given."""
+        invalid from there until the next snapshot) in one transaction (a ``cex.pipeline.CexSink``)."""
         by_table: dict[str, tuple[_Writer, list[tuple[Any, ...]]]] = {}
         candles: dict[tuple[str, str, str, int], Candle] = {}
-        count = 0
         for record in records:
-            count += 1
             if isinstance(record, Candle):  # an upsert takes one row per key: the candle's latest state
                 candles[(record.exchange, record.symbol, record.interval, record.start)] = record
                 continue
@@ -159,7 +157,6 @@ class CexStore:
                 await conn.copy_records_to_table(target, records=rows, columns=writer.columns)
                 if writer.insert_sql is not None:
                     await conn.execute(writer.insert_sql)
-        return count
 
     async def rebuild_book(self, exchange: str, symbol: str, at: int | None = None) -> StoredBook:
         """The stored book at ``atom_timestamp <= at`` (µs; None: the latest), from the last snapshot and

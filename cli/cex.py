@@ -8,22 +8,18 @@ another CDN.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import sys
 from typing import Annotated
 
-import orjson
 import typer
 
-from cex.candles import CandleBuilder
 from cex.exchange import FEEDS, Exchange, Feed
 from cex.exchanges import EXCHANGES
 from cex.feed import FeedHandler
 from cex.kafka import CexKafka
+from cex.pipeline import CexSink, run_cex_pipeline
 from cex.store import CexStore
-from cex.sync import Resync
 from cli.common import (
     DatabaseUrlOpt,
     DataDirOpt,
@@ -37,14 +33,10 @@ from core.database import open_database
 from core.errors import ConfigError
 from core.settings import Settings
 from migrations import runner
-from records.cex import Trade
-from records.codec import Record, to_json
 from sinks.kafka import KafkaOptions
 from sinks.kafka_producer import KafkaProducer
 
 log = logging.getLogger("dexnode.cex")
-_BATCH = 2_000
-_FLUSH_SECONDS = 0.25
 
 
 def exchange_from(settings: Settings, name: str) -> Exchange:
@@ -88,80 +80,29 @@ async def run_cex(
         snapshot_every=snapshot_every if "book" in feeds else None,
     )
     async with contextlib.AsyncExitStack() as stack:
-        writer: CexStore | None = None
-        if store:
-            db = await stack.enter_async_context(open_database(settings))
-            await runner.upgrade(db.sqlalchemy_url)
-            writer = await CexStore.connect(db.dsn)
-            stack.push_async_callback(writer.close)
-        kafka: CexKafka | None = None
-        options = KafkaOptions.from_settings(settings)
-        if options is not None:
-            # CEX topics are not a chain's: no chain prefix unless one is set (DEXNODE_KAFKA_TOPIC_PREFIX)
-            kafka = CexKafka(KafkaProducer(options.producer_config()), settings.kafka_topic_prefix or "")
-            stack.push_async_callback(kafka.close)
-        task = asyncio.ensure_future(feed.run())
-        try:
-            await _drain(feed, task, writer, kafka, echo, duration)
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            for i, counters in enumerate(feed.counters()["connections"]):
-                log.info("%s connection %d: %s", exchange.name, i, counters)
+        sinks = await open_cex_sinks(stack, settings, store=store)
+        await run_cex_pipeline(feed, sinks, echo=echo, duration=duration)
 
 
-async def _drain(
-    feed: FeedHandler,
-    task: asyncio.Future[None],
-    writer: CexStore | None,
-    kafka: CexKafka | None,
-    echo: bool,
-    duration: float | None,
-) -> None:
-    loop = asyncio.get_running_loop()
-    end = None if duration is None else loop.time() + duration
-    candles = CandleBuilder()
-    pending: list[Record | Resync] = []
-    last_flush = loop.time()
-    while end is None or loop.time() < end:
-        if task.done():
-            task.result()  # a feed that stopped raises its error here
-        try:
-            item = await asyncio.wait_for(feed.queue.get(), _FLUSH_SECONDS)
-        except TimeoutError:
-            item = None
-        if item is not None:
-            pending.append(item)
-            if isinstance(item, Trade):
-                pending.extend(candles.add(item))
-            if echo:
-                sys.stdout.buffer.write(_line(item))
-        if pending and (len(pending) >= _BATCH or loop.time() - last_flush >= _FLUSH_SECONDS):
-            if kafka is not None:
-                await kafka.publish(pending)  # acknowledged before it is stored
-            if writer is not None:
-                await writer.write(pending)
-            if echo:
-                sys.stdout.flush()
-            pending, last_flush = [], loop.time()
-    if pending and kafka is not None:
-        await kafka.publish(pending)
-    if pending and writer is not None:
-        await writer.write(pending)
-
-
-def _line(item: Record | Resync) -> bytes:
-    if isinstance(item, Resync):
-        data = {
-            "exchange": item.exchange,
-            "symbol": item.symbol,
-            "reason": item.reason,
-            "sequence": item.sequence,
-        }
-        doc = {"type": "resync", "data": data}
-        return orjson.dumps(doc) + b"\n"
-    return to_json(item) + b"\n"
+async def open_cex_sinks(
+    stack: contextlib.AsyncExitStack, settings: Settings, *, store: bool
+) -> list[CexSink]:
+    """Kafka (when configured) then Postgres (when ``store``): a batch is acknowledged by the broker
+    before it is stored. Both are closed by ``stack``."""
+    sinks: list[CexSink] = []
+    options = KafkaOptions.from_settings(settings)
+    if options is not None:
+        # CEX topics are not a chain's: no chain prefix unless one is set (DEXNODE_KAFKA_TOPIC_PREFIX)
+        kafka = CexKafka(KafkaProducer(options.producer_config()), settings.kafka_topic_prefix or "")
+        stack.push_async_callback(kafka.close)
+        sinks.append(kafka)
+    if store:
+        db = await stack.enter_async_context(open_database(settings))
+        await runner.upgrade(db.sqlalchemy_url)
+        writer = await CexStore.connect(db.dsn)
+        stack.push_async_callback(writer.close)
+        sinks.append(writer)
+    return sinks
 
 
 def cex_command(

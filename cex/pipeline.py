@@ -1,0 +1,122 @@
+"""One exchange feed through its sinks: ``run_cex_pipeline(feed, sinks)``, shared by ``dexnode cex`` and
+``dexnode run``.
+
+The feed's queue is drained into batches (up to ``BATCH`` items, or whatever arrived within
+``FLUSH_SECONDS``); each trade also updates its 1-minute candle (``cex.candles.CandleBuilder``), and the
+candles travel in the same batch. A batch goes to every sink in the order given, each one awaited before
+the next: put Kafka before Postgres and a batch is acknowledged by the broker before it is stored, put a
+live fan-out (the API's websocket hub) last and clients only see what was stored. A sink that raises stops
+the pipeline (the caller decides whether to restart): silently dropping a batch for one sink would leave
+the sinks disagreeing.
+
+A sink is anything with ``write(items)`` and ``close()`` (``CexSink``); ``cex.store.CexStore`` and
+``cex.kafka.CexKafka`` are two, ``api.stream.cex.HubCexSink`` a third. The pipeline does not close its
+sinks: whoever opened them closes them (the CLI's exit stack), so one sink can outlive a restarted feed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Protocol
+
+import orjson
+
+from cex.candles import CandleBuilder
+from cex.feed import FeedHandler
+from cex.sync import Resync
+from records.cex import Trade
+from records.codec import Record, to_json
+
+log = logging.getLogger("dexnode.cex")
+
+BATCH = 2_000
+FLUSH_SECONDS = 0.25
+
+
+class CexSink(Protocol):
+    """Takes batches of CEX records and resyncs, in the feed's order; ``close()`` releases it."""
+
+    async def write(self, items: list[Record | Resync]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+async def run_cex_pipeline(
+    feed: FeedHandler,
+    sinks: Sequence[CexSink],
+    *,
+    echo: bool = False,
+    duration: float | None = None,
+) -> None:
+    """Run ``feed`` and drain it into ``sinks`` until cancelled, the feed fails (its error is raised) or
+    ``duration`` seconds have passed; what was drained is written before it returns (or is cancelled
+    between batches). ``echo`` prints every item as a JSON line on stdout."""
+    task = asyncio.ensure_future(feed.run())
+    try:
+        await _drain(feed, task, sinks, echo, duration)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        for i, counters in enumerate(feed.counters()["connections"]):
+            log.info("%s connection %d: %s", feed.exchange.name, i, counters)
+
+
+async def _drain(
+    feed: FeedHandler,
+    task: asyncio.Future[None],
+    sinks: Sequence[CexSink],
+    echo: bool,
+    duration: float | None,
+) -> None:
+    loop = asyncio.get_running_loop()
+    end = None if duration is None else loop.time() + duration
+    candles = CandleBuilder()
+    pending: list[Record | Resync] = []
+    last_flush = loop.time()
+    try:
+        while end is None or loop.time() < end:
+            if task.done():
+                task.result()  # a feed that stopped raises its error here
+            try:
+                item = await asyncio.wait_for(feed.queue.get(), FLUSH_SECONDS)
+            except TimeoutError:
+                item = None
+            if item is not None:
+                pending.append(item)
+                if isinstance(item, Trade):
+                    pending.extend(candles.add(item))
+                if echo:
+                    sys.stdout.buffer.write(line(item))
+            if pending and (len(pending) >= BATCH or loop.time() - last_flush >= FLUSH_SECONDS):
+                batch, pending = pending, []
+                await _write(sinks, batch, echo)
+                last_flush = loop.time()
+    finally:
+        if pending:
+            # shielded: a cancelled pipeline (Ctrl-C, dexnode run stopping) still stores what it drained
+            await asyncio.shield(_write(sinks, pending, echo))
+
+
+async def _write(sinks: Sequence[CexSink], batch: list[Record | Resync], echo: bool) -> None:
+    for sink in sinks:
+        await sink.write(batch)
+    if echo:
+        sys.stdout.flush()
+
+
+def line(item: Record | Resync) -> bytes:
+    """An item's JSON line: the record's JSON form, a resync as ``{"type": "resync", "data": {...}}``."""
+    if isinstance(item, Resync):
+        data = {
+            "exchange": item.exchange,
+            "symbol": item.symbol,
+            "reason": item.reason,
+            "sequence": item.sequence,
+        }
+        return orjson.dumps({"type": "resync", "data": data}) + b"\n"
+    return to_json(item) + b"\n"
