@@ -4,10 +4,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PY_STAMP  := $(VENV)/.dexnode-installed
 NPM_STAMP := node_modules/.dexnode-installed
+CHROMIUM  := /usr/bin/chromium
+SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage bench-kafka bench-collation bench-cex bench-api clean
 
-install: $(PY_STAMP) $(NPM_STAMP)
+install: $(PY_STAMP) $(NPM_STAMP) $(CHROMIUM)
+
+# headless Chromium for the dashboard's browser test (tests/integration/test_dashboard.py): Debian's
+# package, installed only when missing; the test drives it with the playwright wheel (no browser download)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get install -y --no-install-recommends chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +25,15 @@ $(PY_STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,api,bench]'
 	touch $@
 
-# anvil (its binary ships inside the npm platform package) and the Uniswap artifacts, pinned by the
+# anvil (its binary ships inside the npm platform package), the Uniswap artifacts and the dashboard's chart
+# library (copied into api/static/vendor/, served at run time: no CDN), pinned by the
 # lockfile. Not `npm ci`: it insists on every platform's optional anvil binary, which a registry
 # mirror may not carry; `npm install --no-save` installs the lockfile's versions for this platform.
 $(NPM_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	node_modules/.bin/anvil --version >/dev/null
+	mkdir -p api/static/vendor
+	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.mjs api/static/vendor/lightweight-charts.mjs
 	touch $@
 
 demo: install
