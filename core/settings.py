@@ -96,9 +96,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DEXNODE_", extra="ignore", frozen=True)
 
     database_url: str | None = Field(
-        default=None, description="postgresql:// URL; unset = embedded PostgreSQL in data_dir"
+        default=None,
+        description="postgresql:// URL; unset: an embedded PostgreSQL 16 in <data_dir>/postgres, started on"
+        " demand (create your own database with LC_COLLATE 'C', as dexnode does for the embedded one)",
     )
-    rpc_http: str = Field(default=DEFAULT_LOCAL_HTTP, description="node JSON-RPC over HTTP")
+    rpc_http: str = Field(
+        default=DEFAULT_LOCAL_HTTP,
+        description="node JSON-RPC over HTTP (batch requests; an Infura/Alchemy URL with its key)",
+    )
     rpc_ws: str | None = Field(
         default=None,
         description="node websocket (newHeads); unset: ws://127.0.0.1:8545 beside the default local HTTP URL,"
@@ -108,10 +113,26 @@ class Settings(BaseSettings):
     kafka_topic_prefix: str | None = Field(
         default=None, description="Kafka topic prefix (default '<chain>.')"
     )
-    confirmations: int = Field(default=12, ge=0, le=10_000, description="blocks before a block is confirmed")
+    confirmations: int = Field(
+        default=12,
+        ge=0,
+        le=10_000,
+        description="blocks below the head before a block counts as confirmed (backfill writes only those;"
+        " Kafka confirmed.* topics)",
+    )
     data_dir: Path = Field(default=Path(".dexnode"), description="embedded Postgres, devnet and state")
-    max_reorg_depth: int = Field(default=64, ge=1, description="deeper reorgs stop the follower")
-    rpc_batch_size: int = Field(default=100, ge=1, le=10_000, description="max requests per JSON-RPC batch")
+    max_reorg_depth: int = Field(
+        default=64,
+        ge=1,
+        description="a deeper reorg stops the follower with an error rather than forking the data",
+    )
+    rpc_batch_size: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="most calls per JSON-RPC batch (halved on its own when the node refuses a batch as too"
+        " large)",
+    )
     chain: str = Field(default="ethereum", description="chain name, the default Kafka topic prefix")
     uniswap_v2_factories: str | None = Field(
         default=None,
