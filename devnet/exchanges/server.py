@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -127,7 +128,7 @@ class ReplayServer:
 
     depth: int | None = None
 
-    def __init__(self, events: list[Event], faults: list[Fault] | None = None, pace: float = 0.0005,
+    def __init__(self, events: Iterable[Event], faults: list[Fault] | None = None, pace: float = 0.0005,
                  silence: float = 1.5, wait_for_sessions: int = 1) -> None:  # fmt: skip
         self.events = events
         self.faults = {(f.session, f.symbol, f.nth): f.kind for f in faults or [] if f.kind != "reset"}
