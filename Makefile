@@ -22,7 +22,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(PY_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,api,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,api,bench,archive]'
 	touch $@
 
 # anvil (its binary ships inside the npm platform package), the Uniswap artifacts and the dashboard's chart
@@ -33,7 +33,7 @@ $(NPM_STAMP): package.json package-lock.json
 	npm install --no-audit --no-fund --no-save --loglevel=error
 	node_modules/.bin/anvil --version >/dev/null
 	mkdir -p api/static/vendor
-	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.mjs api/static/vendor/lightweight-charts.mjs
+	cp node_modules/lightweight-charts/dist/lightweight-charts.standalone.production.mjs api/static/vendor/lightweight-charts.js
 	touch $@
 
 demo: install

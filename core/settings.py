@@ -166,6 +166,23 @@ class Settings(BaseSettings):
         default=10_000, ge=10, description="unsent messages before a slow websocket client is disconnected"
     )
     ws_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600, description="idle websocket heartbeat")
+    # the Parquet archive (archive/, docs/archive.md)
+    archive_url: str | None = Field(
+        default=None,
+        description="where `dexnode archive` writes: a directory or fsspec URL (s3://bucket/prefix);"
+        " unset: <data_dir>/archive",
+    )
+    archive_interval_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="how often a running archiver looks for complete buckets"
+    )
+    archive_cex_grace_seconds: float = Field(
+        default=10.0, ge=0, le=3600, description="a CEX minute is archived this long after it ends"
+    )
+    retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="delete archived rows older than N days from Postgres (unset: keep everything)",
+    )
     plugin_settings: dict[str, str] = Field(
         default_factory=dict,
         description="protocol plugins' settings by name, from DEXNODE_<NAME> (see protocols/plugins.py)",
@@ -226,6 +243,11 @@ class Settings(BaseSettings):
         if self.rpc_ws is not None:
             return self.rpc_ws
         return DEFAULT_LOCAL_WS if self.rpc_http == DEFAULT_LOCAL_HTTP else None
+
+    @property
+    def archive_target(self) -> str:
+        """The archive's URL: ``archive_url``, else ``<data_dir>/archive``."""
+        return self.archive_url or str(self.data_dir / "archive")
 
     def plugin_setting(self, name: str) -> str | None:
         """A protocol plugin's setting: the field of that name if there is one, else ``plugin_settings``."""

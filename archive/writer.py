@@ -1,0 +1,41 @@
+"""A bucket into Parquet files on a target, then into the manifest.
+
+Each kind with rows in the bucket becomes one zstd-compressed Parquet file, written whole (temp file,
+rename: ``archive.layout.Target.put_atomic``); the manifest entry, with each file's row count and
+SHA-256, is written last, so a bucket is complete for readers exactly when its entry exists. A writer
+killed before that leaves files the manifest does not name: the next attempt writes the same bucket
+again over them (same paths), so each bucket ends up in the manifest exactly once.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow.parquet as pq
+
+from archive.layout import BucketEntry, FileEntry, Stream, Target, file_path, sha256
+from archive.schema import to_table
+from archive.source import Bucket
+
+COMPRESSION = "zstd"
+
+
+def parquet_bytes(table: object) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression=COMPRESSION)  # type: ignore[arg-type]
+    return sink.getvalue()
+
+
+def write_bucket(target: Target, stream: Stream, bucket: Bucket) -> BucketEntry:
+    """Write ``bucket``'s files and then its manifest entry; returns the entry."""
+    files = []
+    for cls, records in bucket.records.items():
+        if not records:
+            continue
+        data = parquet_bytes(to_table(cls, records))
+        path = file_path(cls.TYPE, stream.name, bucket.minute)
+        target.put_atomic(path, data)
+        files.append(FileEntry(cls.TYPE, path, len(records), len(data), sha256(data)))
+    entry = BucketEntry(bucket.minute, tuple(files), bucket.first_block, bucket.last_block)
+    target.add_bucket(stream, entry)
+    return entry
