@@ -23,6 +23,7 @@ from api.errors import install_error_handlers
 from api.graph.schema import graphql_router
 from api.metrics import ApiMetrics
 from api.routes import blocks, dex, health, tokens, transactions
+from api.routes import sql as sql_route
 from core.database import open_database
 from core.settings import Settings
 from indexer.chain.rpc import RpcClient
@@ -91,6 +92,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any
     app.include_router(health.router)
     for module in (blocks, transactions, tokens, dex):
         app.include_router(module.router, prefix="/v1")
+    app.include_router(sql_route.router, prefix="/v1")  # POST /v1/sql, off unless enabled
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     app.include_router(ws.router)
     app.add_middleware(_RouteTimer, metrics=metrics)

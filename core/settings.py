@@ -166,6 +166,14 @@ class Settings(BaseSettings):
         default=10_000, ge=10, description="unsent messages before a slow websocket client is disconnected"
     )
     ws_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600, description="idle websocket heartbeat")
+    # POST /v1/sql (api/routes/sql.py): one parsed SELECT in a READ ONLY transaction
+    api_sql_enabled: bool = Field(default=False, description="enable POST /v1/sql (read-only SELECT)")
+    api_sql_timeout_ms: int = Field(
+        default=5000, ge=1, le=600_000, description="statement timeout of a POST /v1/sql query (ms)"
+    )
+    api_sql_max_rows: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="rows a POST /v1/sql answer holds at most"
+    )
     # the Parquet archive (archive/, docs/archive.md)
     archive_url: str | None = Field(
         default=None,
