@@ -44,6 +44,11 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.reorgs = Gauge("dexnode_reorgs", "reorgs recorded in the reorgs table", registry=self.registry)
+        self.rpc_errors = Counter(
+            "dexnode_api_rpc_errors",
+            "node calls of this API process that failed or timed out (GET /v1/status asks the node's head)",
+            registry=self.registry,
+        )
 
     async def refresh(self, pool: asyncpg.Pool) -> None:
         """Read the chain figures from Postgres (on each scrape: a count, a max, one row)."""

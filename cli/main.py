@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from cli.archive import archive_command, export_command, query_command
 from cli.backfill import backfill_command
 from cli.cex import cex_command
 from cli.common import (
@@ -181,6 +182,9 @@ app.command("backfill")(backfill_command)
 app.command("consume")(consume_command)
 app.command("cex")(cex_command)
 app.command("kafka-dev")(kafka_dev_command)
+app.command("archive")(archive_command)
+app.command("query")(query_command)
+app.command("export")(export_command)
 
 
 def _mount_optional() -> None:

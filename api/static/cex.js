@@ -1,0 +1,151 @@
+// The CEX side of the dashboard: CEX trades into the shared tape (`cex_trades`), the order book of one
+// market (`cex_book`: a `book_snapshot`, then `book_delta`s, `resync` when the node lost the sequence;
+// each carries `sequence` and `valid`), and its candles (GET /v1/cex/candles). The markets come from
+// GET /v1/status (those with stored trades); with none, the panels say "no exchange feeds configured".
+
+import { CandleChart } from "./charts.js";
+import { api, setText, shortAmount } from "./util.js";
+
+const BOOK_LEVELS = 12;
+const $ = (id) => document.getElementById(id);
+
+export class CexPanel {
+  /** @param lib lightweight-charts or null; @param page {addTradeRow, subscribe, unsubscribe} */
+  constructor(lib, page) {
+    this.page = page;
+    this.select = $("market-select");
+    this.known = new Set();
+    this.current = null;
+    this.bids = new Map(); // price text -> size text
+    this.asks = new Map();
+    this.book = { valid: false, sequence: null, reason: "waiting for a snapshot" };
+    this.available = true; // false once the server refuses the CEX channels
+    document.body.classList.add("hidden-cex");
+    this.chart = new CandleChart(lib, $("cex-chart-canvas"), $("cex-chart-caption"), (latestOnly) =>
+      this._candles(latestOnly),
+    );
+    setText($("cex-chart-caption"), "no exchange feeds configured");
+    this.select.onchange = () => this._choose(this.select.value);
+  }
+
+  /** The markets from /v1/status (polled): add new ones; choose the first when none is chosen. */
+  markets(list) {
+    if (!this.available) return;
+    for (const m of list) {
+      const key = `${m.exchange}:${m.symbol}`;
+      if (this.known.has(key)) continue;
+      this.known.add(key);
+      this.select.append(new Option(`${m.symbol} on ${m.exchange}`, key));
+      this.page.subscribe(`cex-trades-${key}`, "cex_trades", {
+        filters: { exchange: m.exchange, symbol: m.symbol },
+        onRefused: () => this._unavailable(),
+      });
+    }
+    if (this.current === null && this.known.size) {
+      document.body.classList.remove("hidden-cex");
+      this._choose(this.select.value);
+    }
+  }
+
+  /** A websocket message that is not chain data: CEX trades and book messages. */
+  handle(msg) {
+    const data = msg.data;
+    if (!data) return;
+    if (msg.type === "trade" || msg.type === "cex_trade") {
+      this.page.addTradeRow({
+        key: `${data.exchange}:${data.symbol}:${data.trade_id ?? data.atom_timestamp}`,
+        block: null,
+        time: (data.event_timestamp ?? data.atom_timestamp / 1000) / 1000,
+        venue: data.exchange,
+        sold: `${shortAmount(data.size)} ${data.symbol}`,
+        bought: data.taker_side,
+        price: shortAmount(data.price),
+        side: data.taker_side,
+      });
+      if (this.current === `${data.exchange}:${data.symbol}`) this.chart.refreshSoon();
+    } else if (msg.id === "cex-book") {
+      this._book(msg.type, data);
+    }
+  }
+
+  _unavailable() {
+    this.available = false;
+    document.body.classList.add("hidden-cex");
+    setText($("cex-chart-caption"), "no exchange feeds configured (this server has no CEX channels)");
+    setText($("book-state"), "no exchange feeds configured");
+  }
+
+  _choose(key) {
+    if (!key || key === this.current) return;
+    this.current = key;
+    const [exchange, symbol] = key.split(":");
+    this.bids.clear();
+    this.asks.clear();
+    this.book = { valid: false, sequence: null, reason: "waiting for a snapshot" };
+    setText($("book-market"), `${symbol} on ${exchange}`);
+    this._render();
+    this.page.unsubscribe("cex-book");
+    this.page.subscribe("cex-book", "cex_book", {
+      filters: { exchange, symbol },
+      onRefused: () => this._unavailable(),
+    });
+    this.chart.reload().catch((e) => this.chart._error(e));
+  }
+
+  async _candles(latestOnly) {
+    const [exchange, symbol] = this.current.split(":");
+    const limit = latestOnly ? 2 : 300;
+    const q = `exchange=${encodeURIComponent(exchange)}&symbol=${encodeURIComponent(symbol)}`;
+    const r = await api(`/v1/cex/candles?${q}&interval=1m&order=desc&limit=${limit}`);
+    // CEX candle times are ms (records.Candle); the chart wants seconds
+    const candles = r.data.reverse().map((c) => ({ ...c, start: Math.floor(c.start / 1000) }));
+    return { candles, label: `${symbol} on ${exchange}`, unit: "" };
+  }
+
+  _book(type, data) {
+    if (type === "book_snapshot") {
+      this.bids = new Map(data.bids.map(([p, s]) => [p, s]));
+      this.asks = new Map(data.asks.map(([p, s]) => [p, s]));
+    } else if (type === "book_delta") {
+      for (const delta of data.deltas ?? [data]) {
+        const side = delta.side === "bid" ? this.bids : this.asks;
+        if (Number(delta.size) === 0) side.delete(delta.price);
+        else side.set(delta.price, delta.size);
+      }
+    } else if (type === "resync") {
+      this.bids.clear();
+      this.asks.clear();
+    } else return;
+    this.book = {
+      valid: data.valid ?? type !== "resync",
+      sequence: data.sequence ?? this.book.sequence,
+      reason: type === "resync" ? `resync${data.reason ? `: ${data.reason}` : ""}` : "",
+    };
+    this._render();
+  }
+
+  _render() {
+    const levels = (side, descending) =>
+      [...side].sort((a, b) => (descending ? Number(b[0]) - Number(a[0]) : Number(a[0]) - Number(b[0]))).slice(0, BOOK_LEVELS);
+    const fill = (body, rows, priceFirst) => {
+      body.replaceChildren(
+        ...rows.map(([price, size]) => {
+          const tr = document.createElement("tr");
+          for (const text of priceFirst ? [price, size] : [size, price]) {
+            const td = document.createElement("td");
+            td.textContent = shortAmount(text);
+            tr.append(td);
+          }
+          return tr;
+        }),
+      );
+    };
+    fill($("bids-body"), levels(this.bids, true), false);
+    fill($("asks-body"), levels(this.asks, false), true);
+    const state = $("book-state");
+    const sequence = this.book.sequence === null ? "" : ` · sequence ${this.book.sequence}`;
+    state.className = `caption ${this.book.valid ? "valid" : "invalid"}`;
+    state.dataset.valid = String(this.book.valid);
+    setText(state, `${this.book.valid ? "valid" : `not valid (${this.book.reason})`}${sequence}`);
+  }
+}
