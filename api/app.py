@@ -22,7 +22,7 @@ from api.deps import ApiState
 from api.errors import install_error_handlers
 from api.graph.schema import graphql_router
 from api.metrics import ApiMetrics
-from api.routes import blocks, dex, health, tokens, transactions
+from api.routes import blocks, dashboard, dex, health, status, tokens, transactions
 from api.routes import sql as sql_route
 from core.database import open_database
 from core.settings import Settings
@@ -90,11 +90,12 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any
     )
     install_error_handlers(app)
     app.include_router(health.router)
-    for module in (blocks, transactions, tokens, dex):
+    for module in (blocks, transactions, tokens, dex, status):
         app.include_router(module.router, prefix="/v1")
     app.include_router(sql_route.router, prefix="/v1")  # POST /v1/sql, off unless enabled
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     app.include_router(ws.router)
+    dashboard.mount(app)  # the page at / and its files under /static (docs/dashboard.md)
     app.add_middleware(_RouteTimer, metrics=metrics)
     app.state.access = AccessControl.from_settings(settings)  # api/auth.py: API keys, rate limits, ws caps
     app.add_middleware(AccessMiddleware, access=app.state.access)
