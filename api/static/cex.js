@@ -4,10 +4,23 @@
 // GET /v1/status (those with stored trades); with none, the panels say "no exchange feeds configured".
 
 import { CandleChart } from "./charts.js";
-import { api, setText, shortAmount } from "./util.js";
+import { api, multiply, setText, shortAmount } from "./util.js";
 
 const BOOK_LEVELS = 12;
+
+/** A price as a map key: "3000.10" and "3000.1" are one level (decimal text, trailing zeros cut). */
+function canonical(price) {
+  return price.includes(".") ? price.replace(/0+$/, "").replace(/\.$/, "") : price;
+}
 const $ = (id) => document.getElementById(id);
+
+/** A CEX trade as the taker's sold and bought sides: size in the base, size × price in the quote (exact). */
+function sides(trade) {
+  const [base, quote = ""] = trade.symbol.split("-");
+  const baseSide = `${shortAmount(trade.size)} ${base}`;
+  const quoteSide = `${shortAmount(multiply(trade.size, trade.price))} ${quote}`;
+  return trade.taker_side === "buy" ? { sold: quoteSide, bought: baseSide } : { sold: baseSide, bought: quoteSide };
+}
 
 export class CexPanel {
   /** @param lib lightweight-charts or null; @param page {addTradeRow, subscribe, unsubscribe} */
@@ -57,8 +70,7 @@ export class CexPanel {
         block: null,
         time: (data.event_timestamp ?? data.atom_timestamp / 1000) / 1000,
         venue: data.exchange,
-        sold: `${shortAmount(data.size)} ${data.symbol}`,
-        bought: data.taker_side,
+        ...sides(data),
         price: shortAmount(data.price),
         side: data.taker_side,
       });
@@ -103,21 +115,21 @@ export class CexPanel {
   }
 
   _book(type, data) {
+    if (`${data.exchange}:${data.symbol}` !== this.current) return; // a message of the previous market
     if (type === "book_snapshot") {
-      this.bids = new Map(data.bids.map(([p, s]) => [p, s]));
-      this.asks = new Map(data.asks.map(([p, s]) => [p, s]));
+      this.bids = new Map(data.bids.map(([p, s]) => [canonical(p), s]));
+      this.asks = new Map(data.asks.map(([p, s]) => [canonical(p), s]));
     } else if (type === "book_delta") {
-      for (const delta of data.deltas ?? [data]) {
-        const side = delta.side === "bid" ? this.bids : this.asks;
-        if (Number(delta.size) === 0) side.delete(delta.price);
-        else side.set(delta.price, delta.size);
-      }
+      const side = data.side === "bid" ? this.bids : this.asks;
+      if (/^0*\.?0*$/.test(data.size)) side.delete(canonical(data.price));
+      else side.set(canonical(data.price), data.size);
     } else if (type === "resync") {
       this.bids.clear();
       this.asks.clear();
     } else return;
     this.book = {
-      valid: data.valid ?? type !== "resync",
+      // a snapshot and a resync say whether the book is valid; a delta keeps the state it applies to
+      valid: data.valid ?? (type === "book_delta" ? this.book.valid : type === "book_snapshot"),
       sequence: data.sequence ?? this.book.sequence,
       reason: type === "resync" ? `resync${data.reason ? `: ${data.reason}` : ""}` : "",
     };

@@ -40,3 +40,20 @@ export function setText(element, text) {
   const value = String(text);
   if (element && element.textContent !== value) element.textContent = value;
 }
+
+/** The exact product of two decimal strings, as a decimal string ("1.5" × "2.25" = "3.375"). */
+export function multiply(a, b) {
+  const parse = (text) => {
+    const [whole, fraction = ""] = String(text).split(".");
+    return [BigInt(whole + fraction), fraction.length];
+  };
+  const [x, xs] = parse(a);
+  const [y, ys] = parse(b);
+  const scale = xs + ys;
+  const product = x * y;
+  const negative = product < 0n;
+  const digits = (negative ? -product : product).toString().padStart(scale + 1, "0");
+  const whole = digits.slice(0, digits.length - scale);
+  const fraction = digits.slice(digits.length - scale).replace(/0+$/, "");
+  return `${negative ? "-" : ""}${whole}${fraction ? `.${fraction}` : ""}`;
+}
