@@ -23,6 +23,7 @@ from api.errors import install_error_handlers
 from api.graph.schema import graphql_router
 from api.metrics import ApiMetrics
 from api.routes import blocks, dashboard, dex, health, status, tokens, transactions
+from api.routes import cex as cex_routes
 from api.routes import sql as sql_route
 from core.database import open_database
 from core.settings import Settings
@@ -65,7 +66,11 @@ class _RouteTimer:
             self.metrics.responses.labels(template, f"{status[0] // 100}xx").inc()
 
 
-def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any = None, books: Any = None
+) -> FastAPI:
+    """``books``: an ``api.routes.cex.LiveBooks`` (the CLI passes ``cex.pipeline.FeedBooks`` of the feeds
+    it runs) so ``/v1/cex/books`` answers the live book; without it books are rebuilt from storage."""
     metrics = ApiMetrics()
 
     @contextlib.asynccontextmanager
@@ -76,7 +81,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any
                 db = await stack.enter_async_context(open_database(settings))
                 own_pool = await asyncpg.create_pool(db.dsn, min_size=1, max_size=POOL_SIZE)
                 stack.push_async_callback(own_pool.close)
-            app.state.api = ApiState(settings=settings, pool=own_pool, metrics=metrics, hub=hub)
+            app.state.api = ApiState(settings=settings, pool=own_pool, metrics=metrics, hub=hub, books=books)
             app.state.rpc = await stack.enter_async_context(RpcClient(settings.rpc_http, timeout=2.0))
             yield
 
@@ -93,6 +98,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any
     for module in (blocks, transactions, tokens, dex, status):
         app.include_router(module.router, prefix="/v1")
     app.include_router(sql_route.router, prefix="/v1")  # POST /v1/sql, off unless enabled
+    app.include_router(cex_routes.router, prefix="/v1")  # /v1/cex/...: exchange data (docs/api.md)
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     app.include_router(ws.router)
     dashboard.mount(app)  # the page at / and its files under /static (docs/dashboard.md)

@@ -24,6 +24,7 @@ class ApiState:
     pool: asyncpg.Pool
     metrics: ApiMetrics
     hub: Any = None  # the live-event hub the websocket endpoint subscribes to (api/ws.py)
+    books: Any = None  # live order books of feeds in this process (api.routes.cex.LiveBooks), or None
 
 
 def get_state(conn: HTTPConnection) -> ApiState:

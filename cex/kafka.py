@@ -5,8 +5,8 @@ Values are the records' JSON (``records.to_json``: ``{"type", "version", "data"}
 book topic as ``{"type": "resync", "data": {exchange, symbol, reason, sequence}}``. Keys: a trade by
 ``exchange:symbol:trade_id`` (a re-sent trade is the same message), everything else by
 ``exchange:symbol``, so one symbol's book events stay in order on one partition. The merged ``trades``
-topic carries the common shape ``{"venue", "symbol", "price", "size", "side", "time", "trade_id"}`` (time in
-ms, side the taker's), keyed like the trade.
+topic carries the common shape of ``sinks.merged_trades`` (``venue, symbol, pool, price, size, side, time,
+trade_id, block_number``; time in ms, side the taker's), keyed like the trade.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import orjson
 from cex.sync import Resync
 from records import Record, to_json
 from records.cex import BookDelta, BookSnapshot, Candle, FundingRate, OpenInterest, Ticker, Trade
+from sinks import merged_trades
 from sinks.kafka_keys import OutMessage, out_message
 from sinks.kafka_producer import KafkaProducer
 
@@ -33,18 +34,9 @@ TOPICS: dict[type[Record], str] = {
 
 
 def merged_trade(trade: Trade) -> bytes:
-    """A CEX trade in the shape the merged ``trades`` topic shares with DEX trades."""
-    return orjson.dumps(
-        {
-            "venue": trade.exchange,
-            "symbol": trade.symbol,
-            "price": format(trade.price, "f"),
-            "size": format(trade.size, "f"),
-            "side": trade.taker_side,
-            "time": trade.event_timestamp,
-            "trade_id": trade.trade_id,
-        }
-    )
+    """A CEX trade in the shape the merged ``trades`` topic shares with DEX trades
+    (``sinks.merged_trades``, the websocket ``trades`` channel's too)."""
+    return orjson.dumps(merged_trades.cex_trade(trade))
 
 
 def messages(items: Iterable[Record | Resync], prefix: str = "") -> list[OutMessage]:

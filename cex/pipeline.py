@@ -12,6 +12,9 @@ the sinks disagreeing.
 A sink is anything with ``write(items)`` and ``close()`` (``CexSink``); ``cex.store.CexStore`` and
 ``cex.kafka.CexKafka`` are two, ``api.stream.cex.HubCexSink`` a third. The pipeline does not close its
 sinks: whoever opened them closes them (the CLI's exit stack), so one sink can outlive a restarted feed.
+
+``FeedBooks(feeds)`` shows the running feeds' books to the API (``create_app(..., books=FeedBooks(...))``,
+an ``api.routes.cex.LiveBooks`` by shape), so ``/v1/cex/books`` answers the live book.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Protocol
 
 import orjson
@@ -120,3 +126,33 @@ def line(item: Record | Resync) -> bytes:
         }
         return orjson.dumps({"type": "resync", "data": data}) + b"\n"
     return to_json(item) + b"\n"
+
+
+@dataclass(frozen=True)
+class LiveBook:
+    """One feed's published book at the moment it was read (levels best first; empty when invalid)."""
+
+    exchange: str
+    symbol: str
+    sequence: int | None
+    valid: bool
+    timestamp: int  # µs, when it was read
+    bids: list[tuple[Decimal, Decimal]]
+    asks: list[tuple[Decimal, Decimal]]
+
+
+class FeedBooks:
+    """The books of running ``FeedHandler``s, by exchange and symbol."""
+
+    def __init__(self, feeds: Sequence[FeedHandler]) -> None:
+        self.feeds = list(feeds)
+
+    def book(self, exchange: str, symbol: str, depth: int | None) -> LiveBook | None:
+        for feed in self.feeds:
+            if feed.exchange.name == exchange and symbol in feed.symbols and "book" in feed.feeds:
+                book = feed.published_book(symbol).book
+                valid = book.valid
+                bids = book.bid_levels(depth) if valid else []
+                asks = book.ask_levels(depth) if valid else []
+                return LiveBook(exchange, symbol, book.sequence, valid, time.time_ns() // 1000, bids, asks)
+        return None

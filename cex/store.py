@@ -9,7 +9,13 @@ trade delivered again after a reconnect or by a second connection is stored once
 (exchange, symbol, interval, start): the open candle is rewritten until it closes.
 
 Storing every delta plus a snapshot now and then makes the book at any moment rebuildable
-(``rebuild_book``): the last snapshot at or before the moment, then the deltas after it, in order.
+(``rebuild_book``, read by ``sinks.cex_read`` which the API shares): the last snapshot at or before the
+moment, then the deltas after it, in order.
+
+Each batch announces what it committed with ``pg_notify('dexnode_cex', ...)`` inside its transaction (so
+it is delivered at COMMIT): per table the range of ids it wrote, and the candles' keys (at most
+``NOTIFY_CANDLES``, the newest), a few hundred bytes, well under Postgres's 8000-byte payload limit. An API
+process (``api.stream.listener``) reads those rows back and fans them out to its websocket clients.
 """
 
 from __future__ import annotations
@@ -28,17 +34,11 @@ from core.database import asyncpg_dsn
 from records.cex import BookDelta, BookSnapshot, Candle
 from records.codec import Record
 from records.kinds import CEX, Kind
-from sinks import schema
+from sinks import cex_read, schema
+from sinks.cex_read import NOTIFY_CHANNEL, StoredBook
 
-Levels = list[tuple[Decimal, Decimal]]
-
-
-@dataclass(frozen=True)
-class StoredBook:
-    sequence: int | None
-    valid: bool
-    bids: Levels  # best first
-    asks: Levels
+__all__ = ["NOTIFY_CANDLES", "CexStore", "StoredBook"]
+NOTIFY_CANDLES = 100  # candle keys per notification (a batch rarely has more than two per symbol)
 
 
 def _levels_json(levels: Sequence[tuple[Decimal, Decimal]]) -> str:
@@ -95,9 +95,9 @@ def _writer(kind: Kind[Any]) -> _Writer:
     pk = tuple(c.name for c in table.primary_key.columns)
     if kind.record is Candle:
         updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in names if c not in pk)
-        conflict = f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET {updates}"
+        conflict = f"ON CONFLICT ({', '.join(pk)}) DO UPDATE SET {updates} RETURNING {', '.join(pk)}"
     elif unique:
-        conflict = f"ON CONFLICT ({', '.join(unique[0])}) DO NOTHING"
+        conflict = f"ON CONFLICT ({', '.join(unique[0])}) DO NOTHING RETURNING id"
     else:
         return _Writer(table.name, names, to_row, None)
     insert_sql = (
@@ -152,45 +152,32 @@ class CexStore:
             writer = _WRITERS[Candle]
             by_table[writer.table] = (writer, [writer.to_row(c) for c in candles.values()])
         async with self.pool.acquire() as conn, conn.transaction():
+            ranges: dict[str, list[int]] = {}
+            keys: list[list[Any]] = []
             for writer, rows in by_table.values():
-                target = writer.table if writer.insert_sql is None else f"_cex_stage_{writer.table}"
-                await conn.copy_records_to_table(target, records=rows, columns=writer.columns)
-                if writer.insert_sql is not None:
-                    await conn.execute(writer.insert_sql)
+                if writer.insert_sql is None:
+                    # ids come from the table's identity: the range between a value taken before the
+                    # COPY and the last one after it holds every row written (and maybe another
+                    # writer's, which a reader tells apart by id)
+                    seq = f"pg_get_serial_sequence('\"{writer.table}\"', 'id')"
+                    before = await conn.fetchval(f"SELECT nextval({seq})")
+                    await conn.copy_records_to_table(writer.table, records=rows, columns=writer.columns)
+                    ranges[str(writer.table)] = [before + 1, await conn.fetchval(f"SELECT currval({seq})")]
+                    continue
+                await conn.copy_records_to_table(
+                    f"_cex_stage_{writer.table}", records=rows, columns=writer.columns
+                )
+                written = await conn.fetch(writer.insert_sql)
+                if writer.table == "candles":
+                    keys = [list(r.values()) for r in written][-NOTIFY_CANDLES:]
+                elif written:
+                    ids = [r["id"] for r in written]
+                    ranges[str(writer.table)] = [min(ids), max(ids)]
+            if ranges or keys:
+                payload = orjson.dumps({"v": 1, "ranges": ranges, "candles": keys}).decode()
+                await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, payload)
 
     async def rebuild_book(self, exchange: str, symbol: str, at: int | None = None) -> StoredBook:
         """The stored book at ``atom_timestamp <= at`` (µs; None: the latest), from the last snapshot and
-        the deltas stored after it; not valid when a resync came after them."""
-        at = at if at is not None else 2**62
-        async with self.pool.acquire() as conn:
-            snap = await conn.fetchrow(
-                "SELECT id, sequence, bids, asks FROM cex_book_events WHERE exchange = $1 AND symbol = $2 "
-                "AND kind = 'snapshot' AND atom_timestamp <= $3 ORDER BY id DESC LIMIT 1",
-                exchange,
-                symbol,
-                at,
-            )
-            if snap is None:
-                return StoredBook(None, False, [], [])
-            deltas = await conn.fetch(
-                "SELECT kind, side, price, size, sequence FROM cex_book_events WHERE exchange = $1 "
-                "AND symbol = $2 AND kind IN ('delta', 'resync') AND id > $3 AND atom_timestamp <= $4 "
-                "ORDER BY id",
-                exchange,
-                symbol,
-                snap["id"],
-                at,
-            )
-        bids = {Decimal(p): Decimal(s) for p, s in orjson.loads(snap["bids"])}
-        asks = {Decimal(p): Decimal(s) for p, s in orjson.loads(snap["asks"])}
-        sequence = snap["sequence"]
-        for row in deltas:
-            if row["kind"] == "resync":
-                return StoredBook(row["sequence"], False, [], [])
-            side = bids if row["side"] == "bid" else asks
-            if row["size"]:
-                side[row["price"]] = row["size"]
-            else:
-                side.pop(row["price"], None)
-            sequence = row["sequence"] if row["sequence"] is not None else sequence
-        return StoredBook(sequence, True, sorted(bids.items(), reverse=True), sorted(asks.items()))
+        the deltas stored after it; not valid when a resync came after them (``sinks.cex_read``)."""
+        return await cex_read.rebuild_book(self.pool, exchange, symbol, at)

@@ -6,6 +6,9 @@ follower it sits after the Postgres sink (it sees committed batches only); in a 
 process ``api.stream.listener`` feeds it what Postgres ``NOTIFY`` announces. Fan-out never waits on a
 client: each client has a bounded queue, and a client whose queue is full is disconnected with a reason
 (``slow consumer``), so one slow reader cannot slow the node or the other clients.
+
+Exchange data takes another way in, ``publish_cex(items)`` (``api.stream.cex``: live-only channels, the
+books the hub holds, and the merged ``trades`` channel, which also gets the DEX trades of each new block).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from api.stream.cex import CexFanOut, CexItem, CexSubscription
 from api.stream.events import BlockEvent, FinalizedEvent, Ref, StreamEvent, block_events, reorg_event
 from api.stream.protocol import Code, Subscribe, error, event
 from api.stream.subscription import SlowClient, Store, Subscription
@@ -43,6 +48,7 @@ class Client:
         self.name = name
         self.queue: asyncio.Queue[str] = asyncio.Queue(hub.limits.queue_messages)
         self.subscriptions: dict[str, Subscription] = {}
+        self.cex_subscriptions: dict[str, CexSubscription] = {}
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
         self.next_id = 1
@@ -78,10 +84,10 @@ class Client:
 
     def subscribe(self, spec: Subscribe) -> None:
         self.next_id += 1
-        if spec.id in self.subscriptions:
+        if spec.id in self.subscriptions or spec.id in self.cex_subscriptions:
             self.offer(error(Code.DUPLICATE_ID, f"subscription id {spec.id!r} is in use", id=spec.id))
             return
-        if len(self.subscriptions) >= self.hub.limits.max_subscriptions:
+        if len(self.subscriptions) + len(self.cex_subscriptions) >= self.hub.limits.max_subscriptions:
             self.offer(
                 error(
                     Code.TOO_MANY_SUBSCRIPTIONS,
@@ -89,6 +95,12 @@ class Client:
                     id=spec.id,
                 )
             )
+            return
+        if spec.channel.live_only:
+            cex = CexSubscription(spec, self)
+            self.cex_subscriptions[spec.id] = cex
+            self.offer(event("subscribed", id=spec.id, channel=spec.channel.name, finality=spec.finality))
+            self.hub.cex.add(cex)  # book snapshots, then live
             return
         sub = Subscription(spec, self, self.hub)
         self.subscriptions[spec.id] = sub
@@ -100,6 +112,11 @@ class Client:
             sub.live_sent = True
 
     def unsubscribe(self, sid: str) -> None:
+        cex = self.cex_subscriptions.pop(sid, None)
+        if cex is not None:
+            self.hub.cex.drop(cex)
+            self.offer(event("unsubscribed", id=sid))
+            return
         sub = self.subscriptions.get(sid)
         if sub is None:
             self.offer(error(Code.UNKNOWN_SUBSCRIPTION, f"no subscription {sid!r}", id=sid))
@@ -119,6 +136,7 @@ class Hub:
         self.tip: Ref | None = None
         self.finalized: int | None = None
         self.published_at: float = 0.0  # perf_counter() of the last fan-out (for the benchmark)
+        self.cex = CexFanOut()
 
     async def start(self) -> None:
         """Take the stored tip as the starting point (the watermark a confirmed subscriber starts at)."""
@@ -137,6 +155,9 @@ class Hub:
     def disconnect(self, client: Client) -> None:
         for sub in list(client.subscriptions.values()):
             self.drop(sub)
+        for cex in client.cex_subscriptions.values():
+            self.cex.drop(cex)
+        client.cex_subscriptions.clear()
         self.clients.discard(client)
 
     def drop(self, sub: Subscription) -> None:
@@ -158,6 +179,15 @@ class Hub:
             self.publish_reorg(ancestor, reorg.orphaned_hashes, new_head)
         self.publish_blocks(blocks, records)
 
+    def holds_book(self, exchange: str, symbol: str) -> bool:
+        """Whether the hub has seen this book (its snapshots, deltas or resyncs)."""
+        return (exchange, symbol) in self.cex.books
+
+    def publish_cex(self, items: Sequence[CexItem]) -> None:
+        """Exchange records and resyncs (a batch, in the feed's order) to the CEX channels' clients."""
+        self.cex.publish(items)
+        self.published_at = time.perf_counter()
+
     async def close(self) -> None:
         for client in list(self.clients):
             client.kick("server shutting down")
@@ -168,7 +198,9 @@ class Hub:
         for n in [n for n in self.window if n > ancestor.number]:
             del self.window[n]
         self.tip = ancestor
-        self._fan_out(reorg_event(ancestor, orphaned_hashes, new_head))
+        ev = reorg_event(ancestor, orphaned_hashes, new_head)
+        self._fan_out(ev)
+        self.cex.dex_reorg(ev)
 
     def publish_blocks(self, blocks: list[Block], records: dict[type[Record], list[Record]]) -> None:
         for ev in block_events(blocks, records):
@@ -181,6 +213,7 @@ class Hub:
                 self.window.popitem(last=False)
             self.tip = Ref(ev.number, ev.hash)
             self._fan_out(ev)
+            self.cex.dex_block(ev)  # its DEX trades on the merged trades channel
             self.advance_finalized(ev.number - self.confirmations)
 
     def advance_finalized(self, number: int) -> None:

@@ -7,6 +7,9 @@ back through ``sinks.postgres_read`` and publishes them: the reorg first, then t
 
 Missed notifications (the listening connection was lost, or the process was busy) are made up for by
 reading forward from the hub's tip: after a reconnect, and every ``check_seconds``.
+
+The same connection also listens to ``dexnode_cex`` (exchange rows committed by ``cex.store.CexStore``),
+handled by ``api.stream.cex_listener``.
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from api.stream.cex_listener import CexNotifyReader
 from api.stream.events import CHANNEL_RECORDS, Ref
 from api.stream.hub import Hub
 from records import Record
+from sinks.cex_read import NOTIFY_CHANNEL as CEX_CHANNEL
 from sinks.postgres import NOTIFY_CHANNEL
 from sinks.postgres_read import StoredChain
 
@@ -41,7 +46,8 @@ class NotifyListener:
         self.stream = stream
         self.check_seconds = check_seconds
         self.chain = StoredChain(pool)
-        self.notes: asyncio.Queue[str] = asyncio.Queue()
+        self.notes: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (channel, payload)
+        self.cex = CexNotifyReader(pool, hub)
         self.task: asyncio.Task[None] | None = None
         self.listening = asyncio.Event()
         self.skipped = 0  # malformed notifications (counted, logged)
@@ -58,20 +64,22 @@ class NotifyListener:
                 await self.task
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        self.notes.put_nowait(payload)
+        self.notes.put_nowait((channel, payload))
 
     async def _run(self) -> None:
         while True:
             try:
                 async with self.pool.acquire() as conn:
                     await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                    await conn.add_listener(CEX_CHANNEL, self._on_notify)
                     try:
                         self.listening.set()
                         await self._catch_up()
                         await self._serve(conn)
                     finally:
-                        with contextlib.suppress(Exception):
-                            await conn.remove_listener(NOTIFY_CHANNEL, self._on_notify)
+                        for channel in (NOTIFY_CHANNEL, CEX_CHANNEL):
+                            with contextlib.suppress(Exception):
+                                await conn.remove_listener(channel, self._on_notify)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # lost connection, database restarting: listen again, then catch up
@@ -81,14 +89,17 @@ class NotifyListener:
     async def _serve(self, conn: asyncpg.Connection) -> None:
         while True:
             try:
-                payload = await asyncio.wait_for(self.notes.get(), self.check_seconds)
+                channel, payload = await asyncio.wait_for(self.notes.get(), self.check_seconds)
             except TimeoutError:
                 await conn.fetchval(
                     "SELECT 1", timeout=self.check_seconds
                 )  # is the listening connection alive?
                 await self._catch_up()
                 continue
-            await self.handle(payload)
+            if channel == CEX_CHANNEL:
+                await self.cex.handle(payload)
+            else:
+                await self.handle(payload)
 
     async def handle(self, payload: str) -> None:
         try:

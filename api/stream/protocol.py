@@ -71,6 +71,7 @@ class ChannelSpec:
     # filter name -> record fields it matches (any of them)
     filters: Mapping[str, tuple[str, ...]]
     topics: bool = False  # filter values are 32-byte topics, not addresses
+    live_only: bool = False  # CEX channels and the merged trades: no from / from_block / finality
 
 
 CHANNELS: dict[str, ChannelSpec] = {
@@ -103,6 +104,32 @@ CHANNELS: dict[str, ChannelSpec] = {
 }
 _TOPIC_FILTERS = frozenset({"topic0", "topic1", "topic2", "topic3"})
 _SUBSCRIBE_FIELDS = frozenset({"op", "channel", "id", "from", "from_block", "finality"})
+
+# exchange data (api.stream.cex): filters by exchange and symbol; the merged trades by venue, symbol, pool
+_CEX_FILTERS = {"exchange": ("exchange",), "symbol": ("symbol",)}
+CEX_CHANNELS: dict[str, ChannelSpec] = {
+    name: ChannelSpec(name, kind, _CEX_FILTERS, live_only=True)
+    for name, kind in (
+        ("cex_trades", "trade"),
+        ("cex_book", None),
+        ("cex_ticker", "ticker"),
+        ("cex_candles", "candle"),
+    )
+}
+CEX_CHANNELS["trades"] = ChannelSpec(
+    "trades", "merged_trade", {"venue": ("venue",), "symbol": ("symbol",), "pool": ("pool",)}, live_only=True
+)
+ALL_CHANNELS: dict[str, ChannelSpec] = {**CHANNELS, **CEX_CHANNELS}
+# the seed's form {"op": "subscribe", "exchange": "binance", "feed": "trades"}: feed -> channel
+SEED_FEEDS: dict[str, str | None] = {
+    "trades": "cex_trades",
+    "lob": "cex_book",
+    "ticker": "cex_ticker",
+    "ohlcv-m1": "cex_candles",
+    "raw": None,  # raw exchange frames are not kept
+}
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # exchange / venue names, lower-case
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._/-]{0,79}$")  # BASE-QUOTE[-PERP], upper-case
 
 
 # -- cursors --------------------------------------------------------------------------------------
@@ -205,12 +232,36 @@ def _id(value: Any, *, required: bool) -> str | None:
     return text
 
 
-def _subscribe(doc: dict[str, Any], next_id: int) -> Subscribe:
-    name = doc.get("channel")
-    channel = CHANNELS.get(name) if isinstance(name, str) else None
+def seed_form(doc: dict[str, Any]) -> dict[str, Any]:
+    """The seed's ``{"exchange": .., "feed": ..}`` as a ``channel`` subscription filtered by exchange."""
+    if "channel" in doc:
+        raise ProtocolError(Code.BAD_MESSAGE, "give 'channel' or 'feed' (the seed's form), not both")
+    feed = doc["feed"]
+    if not isinstance(feed, str) or feed not in SEED_FEEDS:
+        raise ProtocolError(
+            Code.UNKNOWN_CHANNEL, f"unknown feed {str(feed)[:40]!r} (one of {', '.join(SEED_FEEDS)})"
+        )
+    channel = SEED_FEEDS[feed]
     if channel is None:
         raise ProtocolError(
-            Code.UNKNOWN_CHANNEL, f"unknown channel {str(name)[:40]!r} (one of {', '.join(CHANNELS)})"
+            Code.UNKNOWN_CHANNEL,
+            f"feed {feed!r} is not supported: raw exchange frames are not kept"
+            " (use trades, lob, ticker or ohlcv-m1)",
+        )
+    if doc.get("exchange") is None:
+        raise ProtocolError(Code.BAD_MESSAGE, "the seed's form needs 'exchange' with 'feed'")
+    rest = {k: v for k, v in doc.items() if k != "feed"}
+    return {**rest, "channel": channel}
+
+
+def _subscribe(doc: dict[str, Any], next_id: int) -> Subscribe:
+    if "feed" in doc:
+        doc = seed_form(doc)
+    name = doc.get("channel")
+    channel = ALL_CHANNELS.get(name) if isinstance(name, str) else None
+    if channel is None:
+        raise ProtocolError(
+            Code.UNKNOWN_CHANNEL, f"unknown channel {str(name)[:40]!r} (one of {', '.join(ALL_CHANNELS)})"
         )
     unknown = set(doc) - _SUBSCRIBE_FIELDS - set(channel.filters)
     if unknown:
@@ -221,6 +272,13 @@ def _subscribe(doc: dict[str, Any], next_id: int) -> Subscribe:
             f" (filters: {accepted})",
         )
     filters = {f: _filter_values(f, doc[f]) for f in channel.filters if f in doc and doc[f] is not None}
+    if channel.live_only:
+        given = [f for f in ("from", "from_block", "finality") if doc.get(f) is not None]
+        if given:
+            raise ProtocolError(
+                Code.BAD_CURSOR,
+                f"channel {channel.name} is live only: {', '.join(given)} not accepted (no replay)",
+            )
     finality = doc.get("finality", "head")
     if finality not in ("head", "confirmed"):
         raise ProtocolError(Code.BAD_MESSAGE, "'finality' must be 'head' or 'confirmed'")
@@ -240,6 +298,16 @@ def _filter_values(name: str, value: Any) -> frozenset[str]:
     values = value if isinstance(value, list) else [value]
     if not values or len(values) > MAX_FILTER_VALUES:
         raise ProtocolError(Code.BAD_FILTER, f"'{name}' takes 1 to {MAX_FILTER_VALUES} values")
+    if name in ("exchange", "venue", "symbol"):
+        upper = name == "symbol"
+        check, what = (_SYMBOL, "a symbol (BASE-QUOTE)") if upper else (_NAME, "a lower-case name")
+        out = []
+        for v in values:
+            text = (v.upper() if upper else v.lower()) if isinstance(v, str) else None
+            if text is None or not check.match(text):
+                raise ProtocolError(Code.BAD_FILTER, f"'{name}' must be {what} (got {str(v)[:70]!r})")
+            out.append(text)
+        return frozenset(out)
     pattern, what = (_TOPIC, "a 32-byte 0x topic") if name in _TOPIC_FILTERS else (_ADDRESS, "a 0x address")
     for v in values:
         if not isinstance(v, str) or not pattern.match(v):

@@ -1,0 +1,281 @@
+"""Exchange data on the websocket: the ``cex_trades``, ``cex_book``, ``cex_ticker``, ``cex_candles``
+channels and the merged ``trades`` channel where DEX and CEX trades meet (docs/api-websocket.md).
+
+``CexFanOut`` (one per hub) takes batches of CEX records and resyncs, typed by ``records`` (a resync is
+anything with exchange, symbol, reason and sequence: ``cex.sync.Resync`` in process, ``sinks.cex_read.
+StoredResync`` through NOTIFY; ``api`` never imports ``cex``), keeps a copy of every book it has seen (so a
+new ``cex_book`` subscriber starts from a ``book_snapshot``), and offers each message, encoded once, to the
+matching subscriptions. CEX channels are live only: nothing is replayed from storage.
+
+``HubCexSink(hub)`` is the in-process way in: a ``cex.pipeline.CexSink`` (``write(items)``, ``close()``) the
+CLI puts after the Postgres sink, so clients see what was stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import orjson
+
+from api.stream.events import BlockEvent, ReorgEvent
+from api.stream.protocol import Subscribe, event, matches
+from records import DexTrade, Record, to_dict
+from records.cex import BookDelta, BookSnapshot, Candle, Ticker, Trade
+from sinks import merged_trades
+
+MERGED = "trades"
+# record class -> (channel, message type)
+_CHANNEL_OF: dict[type[Record], tuple[str, str]] = {
+    Trade: ("cex_trades", "trade"),
+    BookDelta: ("cex_book", "book_delta"),
+    BookSnapshot: ("cex_book", "book_snapshot"),
+    Ticker: ("cex_ticker", "ticker"),
+    Candle: ("cex_candles", "candle"),
+}
+VERSION = 1
+
+
+class ResyncLike(Protocol):
+    """A book found wrong and being rebuilt (``cex.sync.Resync`` has this shape)."""
+
+    @property
+    def exchange(self) -> str: ...
+
+    @property
+    def symbol(self) -> str: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def sequence(self) -> int | None: ...
+
+
+CexItem = Record | ResyncLike
+
+
+class Client(Protocol):
+    def offer(self, message: str) -> None: ...
+
+
+@dataclass(eq=False)
+class CexSubscription:
+    """One client's subscription to a CEX channel (or the merged ``trades``): live only."""
+
+    spec: Subscribe
+    client: Client
+    prefix: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.prefix = '{"id":' + orjson.dumps(self.spec.id).decode() + ","
+
+    def send(self, fields: Mapping[str, Any], body: str) -> None:
+        if matches(self.spec, fields):
+            self.client.offer(self.prefix + body)
+
+    def cancel(self) -> None:
+        """Nothing runs on its behalf (no replay)."""
+
+
+def _body(channel: str, kind: str, data: Mapping[str, Any]) -> str:
+    """A data message without its subscription id: the JSON object's text after ``{``."""
+    return orjson.dumps({"channel": channel, "type": kind, "version": VERSION, "data": data}).decode()[1:]
+
+
+@dataclass
+class HeldBook:
+    """The hub's copy of one book, kept from the snapshots, deltas and resyncs it fans out."""
+
+    exchange: str
+    symbol: str
+    bids: dict[Decimal, Decimal] = field(default_factory=dict)
+    asks: dict[Decimal, Decimal] = field(default_factory=dict)
+    sequence: int | None = None
+    valid: bool = False
+    event_timestamp: int | None = None
+    atom_timestamp: int = 0
+
+    def apply(self, item: BookSnapshot | BookDelta | ResyncLike) -> None:
+        if isinstance(item, BookSnapshot | BookDelta):
+            if isinstance(item, BookSnapshot):
+                self.bids, self.asks = dict(item.bids), dict(item.asks)
+                self.valid = True
+            else:
+                side = self.bids if item.side == "bid" else self.asks
+                if item.size:
+                    side[item.price] = item.size
+                else:
+                    side.pop(item.price, None)
+            self.event_timestamp, self.atom_timestamp = item.event_timestamp, item.atom_timestamp
+        else:
+            self.bids, self.asks, self.valid = {}, {}, False
+        if item.sequence is not None:
+            self.sequence = item.sequence
+
+    def snapshot(self) -> BookSnapshot:
+        return BookSnapshot(
+            self.exchange,
+            self.symbol,
+            tuple(sorted(self.bids.items(), reverse=True)),
+            tuple(sorted(self.asks.items())),
+            self.sequence,
+            self.event_timestamp,
+            self.atom_timestamp,
+        )
+
+
+def snapshot_body(snap: BookSnapshot) -> str:
+    return _body("cex_book", "book_snapshot", {**to_dict(snap)["data"], "valid": True})
+
+
+def resync_body(item: ResyncLike) -> str:
+    data = {
+        "exchange": item.exchange,
+        "symbol": item.symbol,
+        "reason": item.reason,
+        "sequence": item.sequence,
+        "valid": False,
+    }
+    return _body("cex_book", "resync", data)
+
+
+def _keys(exchange: str, symbol: str) -> dict[str, str]:
+    return {"exchange": exchange, "symbol": symbol}
+
+
+def _merged_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {"venue": doc["venue"], "symbol": str(doc["symbol"]).upper(), "pool": doc["pool"]}
+
+
+class CexFanOut:
+    """The CEX side of the hub: subscriptions by channel, held books, fan-out of a batch."""
+
+    def __init__(self) -> None:
+        self.by_channel: dict[str, set[CexSubscription]] = {}
+        self.books: dict[tuple[str, str], HeldBook] = {}
+        self.published = 0  # items fanned out (a counter for tests and metrics)
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def add(self, sub: CexSubscription) -> None:
+        """Register; a ``cex_book`` subscriber first gets the matching books the hub holds."""
+        self.by_channel.setdefault(sub.spec.channel.name, set()).add(sub)
+        if sub.spec.channel.name == "cex_book":
+            for (exchange, symbol), book in sorted(self.books.items()):
+                body = (
+                    snapshot_body(book.snapshot()) if book.valid else resync_body(_Invalid(exchange, symbol))
+                )
+                sub.send(_keys(exchange, symbol), body)
+        sub.client.offer(event("live", id=sub.spec.id))
+
+    def drop(self, sub: CexSubscription) -> None:
+        self.by_channel.get(sub.spec.channel.name, set()).discard(sub)
+
+    def _subs(self, channel: str) -> list[CexSubscription]:
+        return list(self.by_channel.get(channel, ()))
+
+    # -- the sink side -------------------------------------------------------------------------
+
+    def publish(self, items: Iterable[CexItem]) -> None:
+        """Fan out a batch of CEX records and resyncs (in the feed's order)."""
+        for item in items:
+            self.published += 1
+            if isinstance(item, Record):
+                self._record(item)
+            else:
+                self._resync(item)
+
+    def _record(self, item: Record) -> None:
+        target = _CHANNEL_OF.get(type(item))
+        if target is None:
+            return  # funding, open interest: no channel (REST only)
+        channel, kind = target
+        exchange, symbol = item.exchange, item.symbol  # type: ignore[attr-defined]
+        if channel == "cex_book":
+            key = (exchange, symbol)
+            book = self.books.get(key)
+            if book is None:
+                book = self.books[key] = HeldBook(exchange, symbol)
+            book.apply(item)  # type: ignore[arg-type]
+        subs = self._subs(channel)
+        if subs:
+            data = to_dict(item)["data"]
+            body = snapshot_body(item) if isinstance(item, BookSnapshot) else _body(channel, kind, data)
+            fields = _keys(exchange, symbol)
+            for sub in subs:
+                sub.send(fields, body)
+        if isinstance(item, Trade):
+            merged = self._subs(MERGED)
+            if merged:
+                doc = merged_trades.cex_trade(item)
+                body = _body(MERGED, "merged_trade", doc)
+                for sub in merged:
+                    sub.send(_merged_fields(doc), body)
+
+    def _resync(self, item: ResyncLike) -> None:
+        key = (item.exchange, item.symbol)
+        book = self.books.get(key)
+        if book is None:
+            book = self.books[key] = HeldBook(item.exchange, item.symbol)
+        book.apply(item)
+        subs = self._subs("cex_book")
+        if subs:
+            body = resync_body(item)
+            for sub in subs:
+                sub.send(_keys(item.exchange, item.symbol), body)
+
+    # -- DEX trades into the merged channel ----------------------------------------------------
+
+    def dex_block(self, ev: BlockEvent) -> None:
+        merged = self._subs(MERGED)
+        if not merged:
+            return
+        for trade in ev.records.get("dex_trades", ()):
+            assert isinstance(trade, DexTrade)
+            doc = merged_trades.dex_trade(trade)
+            body = _body(MERGED, "merged_trade", doc)
+            for sub in merged:
+                sub.send(_merged_fields(doc), body)
+
+    def dex_reorg(self, ev: ReorgEvent) -> None:
+        merged = self._subs(MERGED)
+        if not merged:
+            return
+        data = {
+            "common_ancestor": ev.ancestor.json(),
+            "orphaned": [r.json() for r in ev.orphaned],
+            "new_head": ev.new_head.json(),
+        }
+        body = orjson.dumps({"channel": MERGED, "type": "reorg", "data": data}).decode()[1:]
+        for sub in merged:
+            sub.client.offer(sub.prefix + body)
+
+
+@dataclass(frozen=True)
+class _Invalid:
+    exchange: str
+    symbol: str
+    reason: str | None = None
+    sequence: int | None = None
+
+
+class CexHub(Protocol):
+    """What the sink needs of the hub (``api.stream.hub.Hub``)."""
+
+    def publish_cex(self, items: Sequence[CexItem]) -> None: ...
+
+
+class HubCexSink:
+    """In process: a ``cex.pipeline.CexSink`` that fans each batch out to the hub's clients."""
+
+    def __init__(self, hub: CexHub) -> None:
+        self.hub = hub
+
+    async def write(self, items: Sequence[CexItem]) -> None:
+        self.hub.publish_cex(items)
+
+    async def close(self) -> None:
+        """The hub belongs to the API app, which closes it."""
