@@ -11,7 +11,7 @@ from strawberry.types import Info
 
 from api import candles as ohlcv
 from api.graph.resolve import MAX_FIRST, Context, error
-from api.graph.types import BigDecimal, BigInt, OrderDirection
+from api.graph.types import BigDecimal, BigInt, Int64, OrderDirection
 from api.query import indexed_head
 
 
@@ -21,8 +21,8 @@ class Candle:
     token0: str
     token1: str
     interval: str
-    start: int
-    end: int
+    start: Int64  # Unix seconds: past 2^31 in 2038
+    end: Int64
     open: BigDecimal
     high: BigDecimal
     low: BigDecimal

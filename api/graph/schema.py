@@ -22,7 +22,7 @@ from api.deps import get_pool
 from api.graph import candles as graph_candles
 from api.graph.limits import cost_limit
 from api.graph.resolve import Context, list_page, loader_of, one
-from api.graph.types import SCALARS, BlockHeight, Entity, OrderDirection, PageInfo, build_entity
+from api.graph.types import SCALARS, BlockHeight, Entity, Int64, OrderDirection, PageInfo, build_entity
 from records import kinds
 
 MAX_DEPTH = 6
@@ -111,7 +111,8 @@ def _singular_resolver(entity: Entity, column: str) -> Any:
         async def by_number(info: Info, number: int) -> Any:
             return await one(info, entity.kind, column, number)
 
-        by_number.__annotations__ = {"info": Info, "number": int, "return": returns}
+        # Int64: a block number is a BIGINT (``block: {number}`` stays The Graph's ``Int``)
+        by_number.__annotations__ = {"info": Info, "number": Int64, "return": returns}
         return by_number
     if column == "hash":
 

@@ -6,7 +6,12 @@ Per record kind: an object type with the record's fields in camelCase (``blockNu
 registry's ``refers`` (``pool_address`` → ``pool: Pool``, a pool's ``token0`` → ``token0: Token``).
 
 Scalars: ``U256`` amounts and NUMERIC integers are ``BigInt`` and exact amounts ``BigDecimal``, both
-as decimal strings (as The Graph); other integers are ``Int``.
+as decimal strings (as The Graph). Integers stored as ``BIGINT`` — block numbers, timestamps, gas,
+nonces, sizes, a withdrawal's gwei — are ``Int64``: a JSON number like ``Int`` (so a client reads
+``number`` as before) but not capped at 2^31 - 1, which GraphQL's ``Int`` is (a 32-bit ``Int`` fails
+the whole answer on a timestamp after 2038-01-19 or on a withdrawal of more than 2.1 ETH in gwei).
+Values up to 2^63 - 1, the column's range; JavaScript clients read them exactly up to 2^53. Other
+integers (indexes, type, status, decimals) stay ``Int``.
 """
 
 from __future__ import annotations
@@ -51,8 +56,26 @@ def _parse_decimal(value: Any) -> Decimal:
     return number
 
 
+INT64_MAX = 2**63 - 1
+
+
+def _parse_int64(value: Any) -> int:
+    """An ``Int64`` argument: a JSON number or a decimal string, within the BIGINT range."""
+    number = _parse_big(value)
+    if not -INT64_MAX - 1 <= number <= INT64_MAX:
+        raise ValueError(f"Int64: {value!r} is outside -2^63 .. 2^63-1")
+    return number
+
+
+def _serialize_int64(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"Int64: not an integer: {value!r}")
+    return value
+
+
 BigInt = NewType("BigInt", int)
 BigDecimal = NewType("BigDecimal", Decimal)
+Int64 = NewType("Int64", int)
 SCALARS: dict[object, ScalarDefinition] = {
     BigInt: strawberry.scalar(
         name="BigInt", serialize=str, parse_value=_parse_big, description="an integer as a decimal string"
@@ -62,6 +85,13 @@ SCALARS: dict[object, ScalarDefinition] = {
         serialize=lambda v: format(v, "f"),
         parse_value=_parse_decimal,
         description="an exact decimal as a string",
+    ),
+    Int64: strawberry.scalar(
+        name="Int64",
+        serialize=_serialize_int64,
+        parse_value=_parse_int64,
+        description="a 64-bit integer as a JSON number (block numbers, timestamps, gas): Int without"
+        " its 32-bit cap; also accepted as a decimal string",
     ),
 }
 
@@ -108,7 +138,11 @@ def scalar_of(hint: Any, column: sa.Column[Any] | None) -> Any:
     if _is_big(hint):
         return BigInt
     if hint is int:
-        return BigInt if column is not None and isinstance(column.type, sa.Numeric) else int
+        if column is None:  # a nested record's field (a withdrawal's gwei, an authorization's nonce)
+            return Int64
+        if isinstance(column.type, sa.Numeric):
+            return BigInt
+        return Int64 if isinstance(column.type, sa.BigInteger) else int
     if hint is Decimal:
         return BigDecimal
     if hint in (str, bool):

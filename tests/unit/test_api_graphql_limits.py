@@ -54,7 +54,7 @@ def test_the_graph_conventions_are_in_the_schema() -> None:
         " orderBy: DexTrade_orderBy = null, orderDirection: OrderDirection = null,"
         " block: Block_height = null, after: String = null):"
         " [DexTrade!]!",
-        "  blockNumber_gte: Int = null",
+        "  blockNumber_gte: Int64 = null",  # a BIGINT column: Int64, not the 32-bit Int
         "  poolAddress_in: [String!] = null",
         "  amountSoldRaw_lt: BigInt = null",
         "  pool: Pool",
