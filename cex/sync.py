@@ -18,7 +18,7 @@ Sequence rules (``BookMessage`` carries the exchange's ids normalised to first/l
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 from cex.book import L2Book, Level
@@ -178,20 +178,7 @@ class BookSync:
         bad = self._check(msg)
         if bad:
             return [self.invalidate(bad)]
-        exchange, symbol, seq, ets, ats = (
-            self.exchange,
-            self.symbol,
-            msg.last,
-            msg.event_timestamp,
-            msg.atom_timestamp,
-        )
-        out: list[Published] = [
-            BookDelta(exchange, symbol, "bid", price, size, None, seq, ets, ats) for price, size in msg.bids
-        ]
-        out.extend(
-            BookDelta(exchange, symbol, "ask", price, size, None, seq, ets, ats) for price, size in msg.asks
-        )
-        return out
+        return _deltas(self.exchange, self.symbol, msg)
 
     def _check(self, msg: BookMessage) -> str | None:
         if self.verify is not None and msg.checksum and not self.verify(self.book, msg):
@@ -201,3 +188,42 @@ class BookSync:
             self.counters.crossed += 1
             return "crossed"
         return None
+
+
+# ``BookDelta`` is a frozen dataclass: its ``__init__`` sets each field through ``object.__setattr__``, ~1 µs
+# a record, and a book message publishes one per level. Setting the slots through their descriptors makes
+# the same record (equal, same type, same fields) in half the time. Bound to the fields by name, so a field
+# added to ``BookDelta`` without a value here fails at import, not silently.
+_SLOTS = {f.name: BookDelta.__dict__[f.name].__set__ for f in fields(BookDelta)}
+assert list(_SLOTS) == [
+    "exchange", "symbol", "side", "price", "size", "order_id", "sequence", "event_timestamp", "atom_timestamp"
+], "BookDelta changed: update cex.sync._deltas"  # fmt: skip
+assert not hasattr(BookDelta, "__post_init__"), "BookDelta validates: build it with its __init__"
+
+
+def _deltas(exchange: str, symbol: str, msg: BookMessage) -> list[Published]:
+    """One ``BookDelta`` per level of an applied message, bids first, in the message's order."""
+    new = object.__new__
+    s = _SLOTS
+    set_exchange, set_symbol, set_side, set_price, set_size = (
+        s["exchange"], s["symbol"], s["side"], s["price"], s["size"]
+    )  # fmt: skip
+    set_order, set_seq = s["order_id"], s["sequence"]
+    set_ets, set_ats = s["event_timestamp"], s["atom_timestamp"]
+    seq, ets, ats = msg.last, msg.event_timestamp, msg.atom_timestamp
+    out: list[Published] = []
+    append = out.append
+    for side, levels in (("bid", msg.bids), ("ask", msg.asks)):
+        for price, size in levels:
+            delta = new(BookDelta)
+            set_exchange(delta, exchange)
+            set_symbol(delta, symbol)
+            set_side(delta, side)
+            set_price(delta, price)
+            set_size(delta, size)
+            set_order(delta, None)
+            set_seq(delta, seq)
+            set_ets(delta, ets)
+            set_ats(delta, ats)
+            append(delta)
+    return out

@@ -25,6 +25,8 @@ from cex.sync import BookMessage, SequenceRule
 from records.cex import Ticker, Trade
 
 _CHANNELS: dict[Feed, str] = {"book": "book", "trades": "trade", "ticker": "ticker"}
+# JSON numbers straight into Decimal from their text, by the C scanner; one decoder, not one per frame
+_JSON = json.JSONDecoder(parse_float=Decimal)
 
 
 def _ms(text: str | None) -> int | None:
@@ -80,7 +82,7 @@ class Kraken(Exchange):
         return kraken_checksum(book, price, qty) == msg.checksum
 
     def parse(self, frame: str | bytes, atom_timestamp: int) -> Parsed:
-        msg = json.loads(frame, parse_float=Decimal)
+        msg = _JSON.decode(frame if isinstance(frame, str) else frame.decode())
         out = Parsed()
         if not isinstance(msg, dict):
             raise MalformedMessage("not a v2 object frame")
