@@ -36,7 +36,7 @@ Args = Annotated[ListArgs, Depends(list_args)]
 EXCHANGE_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,79}$"
 MAX_DEPTH = 10_000
-_SECONDS = re.compile(r"^([0-9]{1,12})(?:\.([0-9]{1,6}))?$")
+_SECONDS = re.compile(r"^([0-9]{1,19})(?:\.([0-9]{1,6}))?$")
 MAX_US = 2**62
 
 Exchange = Annotated[
