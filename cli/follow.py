@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 
 from core.database import open_database
 from core.errors import FatalError
@@ -11,10 +14,12 @@ from core.settings import Settings
 from indexer.backfill.store import contiguous_end
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher, registry_for
+from indexer.pipeline.events import EventSource, FollowerEvent
 from indexer.pipeline.pipeline import FOLLOW_STREAM, consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
 from migrations import runner
+from sinks.base import Sink
 from sinks.kafka import with_kafka
 from sinks.postgres import BlockRef, PostgresSink
 
@@ -73,46 +78,98 @@ async def follow(settings: Settings, *, from_block: int | None, quiet: bool, sil
         sink = await PostgresSink.connect(db.dsn)
         writer = with_kafka(settings, sink)  # Kafka head before Postgres, confirmed after
         try:
+            if writer is not sink:
+                log.info("Kafka: producing to %s", mask_urls_in(settings.kafka_bootstrap_servers or ""))
             async with RpcClient(settings.rpc_http, max_batch_size=settings.rpc_batch_size) as rpc:
-                chain_id = await rpc.chain_id()
-                chain = await start_chain(sink, settings.max_reorg_depth + 1)
-                await check_chain(rpc, chain)
-                if chain:
-                    log.info(
-                        "chain %d: resuming after block %d (%s)",
-                        chain_id,
-                        chain[-1].number,
-                        chain[-1].hash[:10],
-                    )
-                    if from_block is not None and from_block != chain[-1].number + 1:
-                        log.warning(
-                            "--from-block %d ignored: the stored cursor decides where to resume", from_block
-                        )
-                else:
-                    where = f"block {from_block}" if from_block is not None else "the current head"
-                    log.info("chain %d: empty database, starting at %s", chain_id, where)
-                ws_url = settings.heads_ws_url
-                log.info(
-                    "node %s, heads from %s",
-                    mask_url(settings.rpc_http),
-                    mask_url(ws_url) if ws_url else "polling (no websocket URL set)",
-                )
-                heads = HeadStream(ws_url, rpc, silence_timeout=silence_timeout)
-                follower = Follower(
+                await follow_into(
+                    settings,
                     rpc,
-                    heads,
-                    start=chain,
+                    sink,
+                    writer,
                     from_block=from_block,
-                    max_reorg_depth=settings.max_reorg_depth,
-                    confirmations=settings.confirmations,  # Finalize: confirmed.* (when Kafka is on)
+                    quiet=quiet,
+                    silence_timeout=silence_timeout,
                 )
-                if writer is not sink:
-                    log.info("Kafka: producing to %s", mask_urls_in(settings.kafka_bootstrap_servers or ""))
-                enrich = DexEnricher(
-                    rpc,
-                    sink.pool,
-                    registry_for(settings),
-                )
-                await consume(follower, writer, quiet=quiet, enrich=enrich)
         finally:
             await writer.close()
+
+
+async def follow_into(
+    settings: Settings,
+    rpc: RpcClient,
+    sink: PostgresSink,
+    writer: Sink,
+    *,
+    from_block: int | None,
+    quiet: bool,
+    silence_timeout: float,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """The follower over an open database and node: resume where the database stands, check it is the
+    node's chain, then write every event through ``writer`` (the Postgres sink, alone or composed with
+    Kafka and the live hub) until ``stop`` is set (``follow`` and ``run`` share this).
+
+    With ``stop``, no new head is taken once it is set, but an event already received is written to the
+    end (one transaction), so the cursor is the last stored block when this returns."""
+    chain_id = await rpc.chain_id()
+    chain = await start_chain(sink, settings.max_reorg_depth + 1)
+    await check_chain(rpc, chain)
+    if chain:
+        log.info("chain %d: resuming after block %d (%s)", chain_id, chain[-1].number, chain[-1].hash[:10])
+        if from_block is not None and from_block != chain[-1].number + 1:
+            log.warning("--from-block %d ignored: the stored cursor decides where to resume", from_block)
+    else:
+        where = f"block {from_block}" if from_block is not None else "the current head"
+        log.info("chain %d: empty database, starting at %s", chain_id, where)
+    ws_url = settings.heads_ws_url
+    log.info(
+        "node %s, heads from %s",
+        mask_url(settings.rpc_http),
+        mask_url(ws_url) if ws_url else "polling (no websocket URL set)",
+    )
+    heads = HeadStream(ws_url, rpc, silence_timeout=silence_timeout)
+    follower = Follower(
+        rpc,
+        heads,
+        start=chain,
+        from_block=from_block,
+        max_reorg_depth=settings.max_reorg_depth,
+        confirmations=settings.confirmations,  # Finalize: confirmed.* (when Kafka is on)
+    )
+    enrich = DexEnricher(rpc, sink.pool, registry_for(settings))
+    source: EventSource = follower if stop is None else Until(follower, stop)
+    await consume(source, writer, quiet=quiet, enrich=enrich)
+
+
+class Until:
+    """A follower's events until ``stop`` is set: waiting for the next event is abandoned when it is
+    (the head being fetched is dropped: nothing of it is stored), but an event handed out is written
+    to the end before the next one is asked for, so stopping never leaves half a block."""
+
+    def __init__(self, source: EventSource, stop: asyncio.Event) -> None:
+        self.source = source
+        self.stop = stop
+
+    async def events(self) -> AsyncIterator[FollowerEvent]:
+        events = aiter(self.source.events())
+        stopped = asyncio.ensure_future(self.stop.wait())
+        try:
+            while not self.stop.is_set():
+                following = asyncio.ensure_future(anext(events))
+                await asyncio.wait((following, stopped), return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await following
+                    return
+                try:
+                    event = following.result()
+                except StopAsyncIteration:
+                    return
+                yield event
+        finally:
+            stopped.cancel()
+            closing = getattr(events, "aclose", None)
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await closing()

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 
+from cex.exchanges import EXCHANGES
 from cli.archive import archive_command, export_command, query_command
 from cli.backfill import backfill_command
 from cli.cex import cex_command
@@ -21,6 +22,7 @@ from cli.common import (
     ApiHostOpt,
     ApiPortOpt,
     ChainOpt,
+    ConfigOpt,
     ConfirmationsOpt,
     DatabaseUrlOpt,
     DataDirOpt,
@@ -37,9 +39,11 @@ from cli.common import (
     settings_of,
 )
 from cli.consume import consume_command, kafka_dev_command
+from cli.run import run_command
+from core.config_file import load_settings
 from core.errors import ConfigError, DexnodeError
 from core.redact import mask_urls_in
-from core.settings import LogLevel, build_settings
+from core.settings import LogLevel
 
 app = typer.Typer(
     name="dexnode",
@@ -57,8 +61,11 @@ def root(
         str | None,
         typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR (env DEXNODE_LOG_LEVEL, INFO)"),
     ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Options for every command; the command's own settings follow its name."""
+    if config is not None:  # main() read DEXNODE_CONFIG or ./dexnode.toml; --config replaces it
+        ctx.obj = load_settings(config, exchanges=EXCHANGES)
     settings = settings_of(ctx, log_level=log_level)
     ctx.obj = settings  # the commands start from these
     configure_logging(settings.log_level)
@@ -182,6 +189,7 @@ app.command("backfill")(backfill_command)
 app.command("consume")(consume_command)
 app.command("cex")(cex_command)
 app.command("kafka-dev")(kafka_dev_command)
+app.command("run")(run_command)
 app.command("archive")(archive_command)
 app.command("query")(query_command)
 app.command("export")(export_command)
@@ -206,7 +214,7 @@ def configure_logging(level: LogLevel) -> None:
 def main(argv: list[str] | None = None) -> None:
     _mount_optional()
     try:
-        settings = build_settings()
+        settings = load_settings(exchanges=EXCHANGES)  # flags > DEXNODE_* > dexnode.toml > defaults
         configure_logging(settings.log_level)
         app(args=argv, obj=settings, prog_name="dexnode")
     except ConfigError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -90,6 +91,21 @@ class _PluginSettingsPassThrough(PydanticBaseSettingsSource):
         }
         extra = {name: value for name, value in found.items() if name not in fields}
         return {"plugin_settings": extra} if extra else {}
+
+
+# The configuration file's values while ``build_settings(file_values=...)`` runs (core/config_file.py reads
+# and checks the file); a context variable, so building settings stays free of shared state.
+_FILE_VALUES: ContextVar[Mapping[str, Any] | None] = ContextVar("dexnode_config_file_values", default=None)
+
+
+class _ConfigFileSource(PydanticBaseSettingsSource):
+    """The configuration file (``dexnode.toml``): below flags and the environment, above the defaults."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
 
 
 class Settings(BaseSettings):
@@ -195,6 +211,27 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="protocol plugins' settings by name, from DEXNODE_<NAME> (see protocols/plugins.py)",
     )
+    # dexnode run (cli/run.py) and its configuration file (core/config_file.py)
+    config: Path | None = Field(
+        default=None, description="configuration file (TOML); unset: ./dexnode.toml when present"
+    )
+    backfill_from: int | None = Field(
+        default=None,
+        ge=0,
+        description="`dexnode run`: backfill from this block to the confirmed head before following;"
+        " unset: no backfill (the follower resumes from the stored cursor, or starts at the head)",
+    )
+    cex_exchanges: str | None = Field(
+        default=None, description="`dexnode run`: exchanges whose feeds run, e.g. 'binance,okx' (unset: none)"
+    )
+    cex_symbols: str | None = Field(
+        default=None,
+        description="`dexnode run`: symbols for every exchange, 'BTC-USDT,...' (per exchange:"
+        " DEXNODE_CEX_<EXCHANGE>_SYMBOLS)",
+    )
+    cex_feeds: str = Field(
+        default="trades,book", min_length=1, description="`dexnode run`: CEX feeds, e.g. 'trades,book,ticker'"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -205,12 +242,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # flags (init) first, then the environment; no .env or secrets files: one place to look
+        # flags (init) first, then the environment, then the configuration file; no .env or secrets files
         return (
             init_settings,
             env_settings,
             _LibrdkafkaPassThrough(settings_cls),
             _PluginSettingsPassThrough(settings_cls),
+            _ConfigFileSource(settings_cls),
         )
 
     @field_validator("log_level", mode="before")
@@ -272,8 +310,10 @@ class Settings(BaseSettings):
         return build_settings(**{**self.model_dump(), **given})
 
 
-def build_settings(**values: Any) -> Settings:
-    """Settings from the environment plus ``values``; invalid input becomes one clear ``ConfigError``."""
+def build_settings(*, file_values: Mapping[str, Any] | None = None, **values: Any) -> Settings:
+    """Settings from the environment plus ``values``; invalid input becomes one clear ``ConfigError``.
+    ``file_values``: the configuration file's, below the environment (``core.config_file.load_settings``)."""
+    token = _FILE_VALUES.set(file_values)
     try:
         return Settings(**values)
     except ValidationError as exc:
@@ -288,3 +328,5 @@ def build_settings(**values: Any) -> Settings:
             flag = "--kafka-option" if field == "librdkafka" else "--" + field.replace("_", "-")
             problems.append(f"DEXNODE_{field.upper()} / {flag}: {msg}")
         raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+    finally:
+        _FILE_VALUES.reset(token)

@@ -1,0 +1,257 @@
+"""``dexnode run`` as a user starts it: a subprocess against a devnet (anvil with real Uniswap contracts)
+and a real Postgres. What it serves is compared with the node's own JSON-RPC answers; SIGTERM must end it
+cleanly (exit 0, websockets closed with 1001, the cursor on the last stored block)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from cex.exchanges import EXCHANGES
+from core.database import DatabaseInfo
+from devnet import Devnet
+from indexer.chain.rpc import RpcClient
+from tests.api_check import assert_same_rows, own_database, same
+from tests.chain_check import expected_block, wait_for_tip
+from tests.conftest import dexnode_bin, free_port
+from tests.integration.test_api_ws import Msg, apply, has_block, read_until, send
+from tests.integration.test_dex_devnet import venues
+
+pytestmark = pytest.mark.integration
+
+CONFIRMATIONS = 3
+KNOWN = ", ".join(sorted(EXCHANGES))
+BANNER_END = "  Kafka "  # the banner's last line when no config file is used
+
+
+@dataclass
+class RunningNode:
+    proc: asyncio.subprocess.Process
+    port: int
+    stderr: Path
+    banner: list[str] = field(default_factory=list)
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def log(self) -> str:
+        return self.stderr.read_text()
+
+
+async def start_node(args: list[str], env: dict[str, str], tmp_path: Path) -> RunningNode:
+    """``dexnode run ARGS`` until its banner is printed (the API listens then)."""
+    port = free_port()
+    stderr = tmp_path / "run.stderr"
+    with stderr.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            dexnode_bin(),
+            "run",
+            "--port",
+            str(port),
+            *args,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+        )
+    node = RunningNode(proc, port, stderr)
+    assert proc.stdout is not None
+    while not any(line.startswith(BANNER_END) for line in node.banner):
+        line = await asyncio.wait_for(proc.stdout.readline(), 120)
+        assert line, f"dexnode run exited ({await proc.wait()}) before its banner:\n{node.log()}"
+        node.banner.append(line.decode().rstrip("\n"))
+    return node
+
+
+@contextlib.asynccontextmanager
+async def running(args: list[str], env: dict[str, str], tmp_path: Path) -> AsyncIterator[RunningNode]:
+    node = await start_node(args, env, tmp_path)
+    try:
+        yield node
+    finally:
+        if node.proc.returncode is None:
+            node.proc.kill()
+            await node.proc.wait()
+
+
+def devnet_args(devnet: Devnet, db: DatabaseInfo) -> list[str]:
+    v2, v3 = venues(devnet.manifest)
+    return [
+        "--rpc-http", devnet.rpc_http, "--rpc-ws", devnet.rpc_ws, "--database-url", db.dsn,
+        "--from-block", "0", "--confirmations", str(CONFIRMATIONS), "--max-reorg-depth", "16",
+        "--uniswap-v2-factories", v2, "--uniswap-v3-factories", v3, "--quiet",
+    ]  # fmt: skip
+
+
+async def node_block(rpc: RpcClient, number: int | str) -> dict[str, Any]:
+    return await rpc.get_block_by_number(number, full_txs=False)
+
+
+async def test_run_backfills_follows_serves_streams_a_reorg_and_stops_cleanly(
+    fresh_devnet: Devnet, pg_server: tuple[str, bool], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    async with (
+        own_database(pg_server, "dexnode_run") as db,
+        RpcClient(fresh_devnet.rpc_http) as rpc,
+        running(devnet_args(fresh_devnet, db), cli_env, tmp_path) as node,
+    ):
+        banner = "\n".join(node.banner)
+        for line in (
+            f"dashboard  {node.http}/",
+            f"REST docs  {node.http}/docs",
+            f"GraphQL    {node.http}/graphql",
+            f"websocket  {node.ws}",
+            f"metrics    {node.http}/metrics",
+            f"node       {fresh_devnet.rpc_http}, heads {fresh_devnet.rpc_ws}",
+            f"backfill   from block 0 to head - {CONFIRMATIONS}",
+            "CEX        off",
+            "Kafka      off",
+        ):
+            assert line in banner, banner
+        await wait_for_tip(db.dsn, rpc, timeout=120)
+
+        # REST answers the blocks the node has: backfilled ones and the followed head, every field
+        head = await node_block(rpc, "latest")
+        top = int(head["number"], 16)
+        async with httpx.AsyncClient(base_url=node.http, timeout=30) as http:
+            for number in (0, 1, top // 2, top - CONFIRMATIONS, top):
+                answer = await http.get(f"/v1/blocks/{number}")
+                assert answer.status_code == 200, answer.text
+                expected = expected_block(await node_block(rpc, number))
+                assert_same_rows(f"block {number}", [expected], [answer.json()["data"]])
+
+        # the websocket gets new blocks in process, then a reorg made on the devnet, then stops with 1001
+        async with connect(node.ws) as ws:
+            await send(ws, {"op": "subscribe", "channel": "blocks", "id": "live"})
+            msgs: list[Msg] = []
+            await read_until(ws, lambda ms: any(m.get("event") == "live" for m in ms), msgs)
+            await asyncio.to_thread(fresh_devnet.activity, 3, 6.0)
+            await wait_for_tip(db.dsn, rpc)
+            head = await node_block(rpc, "latest")
+            await read_until(ws, has_block(int(head["number"], 16), head["hash"].lower()), msgs)
+            blocks = [m for m in msgs if m.get("type") == "block"]
+            assert [m["data"]["number"] for m in blocks] == list(range(top + 1, int(head["number"], 16) + 1))
+            for m in blocks:
+                expected = expected_block(await node_block(rpc, m["data"]["number"]))
+                assert same(expected, m["data"]), m["data"]["number"]
+
+            result = await asyncio.to_thread(fresh_devnet.reorg, 2)
+            await asyncio.to_thread(fresh_devnet.activity, 1, 6.0)
+            await wait_for_tip(db.dsn, rpc)
+            head = await node_block(rpc, "latest")
+            new_top = int(head["number"], 16)
+            await read_until(ws, has_block(new_top, head["hash"].lower()), msgs)
+            reorgs = [m for m in msgs if m.get("type") == "reorg"]
+            assert len(reorgs) == 1
+            ancestor = result.common_ancestor
+            assert reorgs[0]["data"]["common_ancestor"] == {
+                "number": ancestor,
+                "hash": (await node_block(rpc, ancestor))["hash"].lower(),
+            }
+            assert reorgs[0]["data"]["orphaned"] == [
+                {"number": ancestor + 1 + i, "hash": h.lower()} for i, h in enumerate(result.old_hashes)
+            ]
+            view = apply(msgs)
+            canonical = {n: (await node_block(rpc, n))["hash"].lower() for n in view}
+            assert view == canonical
+
+            node.proc.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed) as closed:
+                await read_until(ws, lambda ms: False, msgs, timeout=60)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1001, "server shutting down")
+        code = await asyncio.wait_for(node.proc.wait(), 60)
+        log = node.log()
+        assert code == 0, log
+        assert "Traceback" not in log, log
+
+        # the cursor is the last stored block, and that block is the node's
+        conn = await asyncpg.connect(db.dsn)
+        try:
+            cursor = await conn.fetchrow(
+                "SELECT block_number, block_hash FROM cursors WHERE stream = 'follow'"
+            )
+            stored = await conn.fetchrow("SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1")
+        finally:
+            await conn.close()
+        assert (cursor["block_number"], cursor["block_hash"]) == (stored["number"], stored["hash"])
+        assert stored["hash"] == (await node_block(rpc, stored["number"]))["hash"].lower()
+
+
+async def test_an_unreachable_node_stops_run_with_an_error(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """The node refuses connections past the RPC retry policy: the indexer fails, the node stops in
+    order (the embedded PostgreSQL it started included), exit 1 with one ``dexnode:`` line."""
+    dead = free_port()  # nothing listens there
+    args = ["--rpc-http", f"http://127.0.0.1:{dead}", "--rpc-ws", f"ws://127.0.0.1:{dead}"]
+    async with running(args, cli_env, tmp_path) as node:
+        assert "database   embedded PostgreSQL in " in "\n".join(node.banner)
+        code = await asyncio.wait_for(node.proc.wait(), 120)
+    log = node.log()
+    assert code == 1, log
+    assert "the indexer failed" in log and "stopping the node" in log, log
+    assert log.rstrip().splitlines()[-1].startswith("dexnode: "), log
+    pgdata = Path(cli_env["DEXNODE_DATA_DIR"]) / "postgres"
+    assert (pgdata / "PG_VERSION").exists() and not (pgdata / "postmaster.pid").exists()
+
+
+def run_fails(args: list[str], env: dict[str, str]) -> tuple[int, str]:
+    import subprocess
+
+    done = subprocess.run([dexnode_bin(), *args], env=env, capture_output=True, text=True, timeout=60)
+    return done.returncode, done.stderr
+
+
+def test_config_file_mistakes_exit_2_naming_file_and_key(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """Each way to name the file; the loader's other messages: tests/unit/test_config_file.py."""
+    path = tmp_path / "dexnode.toml"
+    path.write_text("confirmatons = 3\n")
+    for args, env in (
+        (["run", "--config", str(path)], cli_env),
+        (["--config", str(path), "run"], cli_env),
+        (["run"], {**cli_env, "DEXNODE_CONFIG": str(path)}),
+    ):
+        code, stderr = run_fails(args, env)
+        assert (code, stderr.strip()) == (
+            2,
+            f"dexnode: {path}: unknown key 'confirmatons' (did you mean 'confirmations'?)",
+        ), args
+    path.write_text("[cex]\nexchanges = ['binanse']\nsymbols = 'BTC-USDT'\n")
+    code, stderr = run_fails(["run", "--config", str(path)], cli_env)
+    assert (code, stderr.strip()) == (
+        2,
+        f"dexnode: {path}: cex.exchanges: unknown exchange 'binanse' (did you mean 'binance'?);"
+        f" known: {KNOWN}",
+    )
+
+
+def test_flag_mistakes_exit_2_before_anything_starts(cli_env: dict[str, str], tmp_path: Path) -> None:
+    code, stderr = run_fails(["run", "--exchanges", "binance,krakn", "--symbols", "BTC-USDT"], cli_env)
+    assert (code, stderr.strip()) == (
+        2,
+        f"dexnode: DEXNODE_CEX_EXCHANGES / --exchanges: unknown exchange 'krakn'; known: {KNOWN}",
+    )
+    code, stderr = run_fails(["run", "--exchanges", "okx"], cli_env)
+    assert code == 2 and "exchange okx: no symbols" in stderr, stderr
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, stderr = run_fails(["run", "--port", str(port)], cli_env)
+    assert code == 2 and f"the API cannot listen on 127.0.0.1:{port}" in stderr, stderr
+    assert not (Path(cli_env["DEXNODE_DATA_DIR"]) / "postgres").exists()  # nothing was started
