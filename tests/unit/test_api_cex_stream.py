@@ -1,0 +1,197 @@
+"""The CEX side of the websocket: the seed's subscribe form mapped onto the channels, CEX filters validated
+and normalised, live-only channels refusing a replay, the hub's fan-out (filters, held books, resyncs), the
+merged trade shape, and the REST time parameter. Records are constructed here; expected values are worked
+out by hand."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from api.errors import ApiError
+from api.routes.cex import parse_moment
+from api.stream.cex import CexFanOut, CexSubscription
+from api.stream.protocol import Code, ProtocolError, Subscribe, parse
+from records.cex import BookDelta, BookSnapshot, Trade
+from records.chain import DexTrade
+from sinks import merged_trades
+
+pytestmark = pytest.mark.unit
+
+WETH = "0x" + "c0" * 20  # higher address: the quote
+USDC = "0x" + "a0" * 20  # lower address: the base (token0)
+
+
+def sub(doc: dict[str, object]) -> Subscribe:
+    message = parse(orjson.dumps({"op": "subscribe", **doc}), 7)
+    assert isinstance(message, Subscribe)
+    return message
+
+
+def code_of(doc: dict[str, object]) -> tuple[Code, str]:
+    with pytest.raises(ProtocolError) as err:
+        parse(orjson.dumps({"op": "subscribe", **doc}), 1)
+    return err.value.code, err.value.message
+
+
+@pytest.mark.parametrize(
+    ("feed", "channel"),
+    [("trades", "cex_trades"), ("lob", "cex_book"), ("ticker", "cex_ticker"), ("ohlcv-m1", "cex_candles")],
+)
+def test_seed_form_maps_onto_the_channel_with_an_exchange_filter(feed: str, channel: str) -> None:
+    spec = sub({"exchange": "Binance", "feed": feed, "symbol": "btc-usdt"})
+    assert spec.channel.name == channel and spec.channel.live_only
+    assert spec.filters == {"exchange": frozenset({"binance"}), "symbol": frozenset({"BTC-USDT"})}
+    assert spec.id == "7"
+
+
+@pytest.mark.parametrize(
+    ("doc", "code", "words"),
+    [
+        ({"exchange": "binance", "feed": "raw"}, Code.UNKNOWN_CHANNEL, "raw exchange frames are not kept"),
+        ({"exchange": "binance", "feed": "l3"}, Code.UNKNOWN_CHANNEL, "unknown feed 'l3'"),
+        ({"feed": "trades"}, Code.BAD_MESSAGE, "needs 'exchange'"),
+        ({"exchange": "okx", "feed": "trades", "channel": "cex_trades"}, Code.BAD_MESSAGE, "not both"),
+        ({"channel": "cex_trades", "from_block": 5}, Code.BAD_CURSOR, "live only"),
+        ({"channel": "cex_book", "finality": "confirmed"}, Code.BAD_CURSOR, "live only"),
+        ({"channel": "trades", "from": "abc"}, Code.BAD_CURSOR, "live only"),
+        ({"channel": "cex_trades", "exchange": "bin ance"}, Code.BAD_FILTER, "lower-case name"),
+        ({"channel": "cex_trades", "symbol": ["BTC-USDT", 5]}, Code.BAD_FILTER, "symbol"),
+        ({"channel": "cex_trades", "symbol": []}, Code.BAD_FILTER, "1 to 100 values"),
+        ({"channel": "cex_trades", "pool": "0x" + "00" * 20}, Code.BAD_FILTER, "unknown field(s) pool"),
+        ({"channel": "trades", "pool": "0x12"}, Code.BAD_FILTER, "0x address"),
+        ({"channel": "cex_trade"}, Code.UNKNOWN_CHANNEL, "cex_trades"),
+    ],
+)
+def test_bad_cex_subscriptions_get_their_documented_code(
+    doc: dict[str, object], code: Code, words: str
+) -> None:
+    got, message = code_of(doc)
+    assert got == code and words in message, message
+
+
+def test_merged_trades_filters_by_venue_symbol_and_pool() -> None:
+    spec = sub(
+        {"channel": "trades", "venue": ["OKX", "uniswap-v2"], "symbol": "usdc-weth", "pool": "0x" + "A0" * 20}
+    )
+    assert spec.filters == {
+        "venue": frozenset({"okx", "uniswap-v2"}),
+        "symbol": frozenset({"USDC-WETH"}),
+        "pool": frozenset({USDC}),
+    }
+
+
+class ListClient:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    def offer(self, message: str) -> None:
+        self.sent.append(orjson.loads(message))
+
+    def data(self) -> list[tuple[object, object]]:
+        return [(m["type"], m["data"]) for m in self.sent if "type" in m]
+
+
+def trade(symbol: str, trade_id: str, price: str = "100.50") -> Trade:
+    return Trade("okx", symbol, Decimal(price), Decimal("0.010"), "buy", trade_id, None, None, 1_000, 2_000)
+
+
+def delta(side: str, price: str, size: str, sequence: int) -> BookDelta:
+    return BookDelta("okx", "BTC-USDT", side, Decimal(price), Decimal(size), None, sequence, 5, 6)
+
+
+class Resync:
+    def __init__(self, reason: str | None) -> None:
+        self.exchange, self.symbol, self.reason, self.sequence = "okx", "BTC-USDT", reason, 9
+
+
+def test_fan_out_filters_and_keeps_books_for_late_subscribers() -> None:
+    fan = CexFanOut()
+    eth, btc, books = ListClient(), ListClient(), ListClient()
+    fan.add(CexSubscription(sub({"channel": "cex_trades", "symbol": "ETH-USDT", "id": "e"}), eth))
+    fan.add(CexSubscription(sub({"channel": "trades", "venue": "okx", "id": "m"}), btc))
+    fan.add(CexSubscription(sub({"channel": "cex_book", "id": "b"}), books))
+    snap = BookSnapshot(
+        "okx", "BTC-USDT", ((Decimal("99"), Decimal("1.0")),), ((Decimal("101"), Decimal("2")),), 3, 4, 5
+    )
+    fan.publish([trade("ETH-USDT", "1"), trade("BTC-USDT", "2"), snap, delta("bid", "99", "0", 4),
+                 delta("ask", "100.5", "0.25", 5), Resync("gap")])  # fmt: skip
+    expected_trade = {
+        "exchange": "okx", "symbol": "ETH-USDT", "price": "100.50", "size": "0.010", "taker_side": "buy",
+        "trade_id": "1", "maker_order_id": None, "taker_order_id": None, "event_timestamp": 1000,
+        "atom_timestamp": 2000,
+    }  # fmt: skip
+    assert eth.data() == [("trade", expected_trade)]
+    assert [d["trade_id"] for _, d in btc.data()] == ["1", "2"]  # type: ignore[index]
+    kinds = [k for k, _ in books.data()]
+    assert kinds == ["book_snapshot", "book_delta", "book_delta", "resync"]
+    assert books.data()[0][1] == {"exchange": "okx", "symbol": "BTC-USDT", "bids": [["99", "1.0"]],
+                                  "asks": [["101", "2"]], "sequence": 3, "event_timestamp": 4,
+                                  "atom_timestamp": 5, "valid": True}  # fmt: skip
+    assert books.data()[-1][1] == {"exchange": "okx", "symbol": "BTC-USDT", "reason": "gap", "sequence": 9,
+                                   "valid": False}  # fmt: skip
+
+    late = ListClient()  # while the book is invalid: told so
+    fan.add(CexSubscription(sub({"channel": "cex_book", "id": "late"}), late))
+    assert [k for k, _ in late.data()] == ["resync"]
+    fan.publish([BookSnapshot("okx", "BTC-USDT", (), ((Decimal("7"), Decimal("1")),), 10, 11, 12),
+                 delta("bid", "6.5", "3", 11)])  # fmt: skip
+    later = ListClient()  # now: a snapshot of the held book (the snapshot plus the delta)
+    fan.add(CexSubscription(sub({"channel": "cex_book", "symbol": "BTC-USDT", "id": "x"}), later))
+    held = {
+        "exchange": "okx", "symbol": "BTC-USDT", "bids": [["6.5", "3"]], "asks": [["7", "1"]], "sequence": 11,
+        "event_timestamp": 5, "atom_timestamp": 6, "valid": True,
+    }  # fmt: skip
+    assert later.data() == [("book_snapshot", held)]
+    assert later.sent[-1] == {"event": "live", "id": "x"}
+
+
+def dex_trade(bought: str, sold: str, amount_bought: str, amount_sold: str) -> DexTrade:
+    symbols = {USDC: "USDC", WETH: "WETH"}
+    price = Decimal(amount_sold) / Decimal(amount_bought)
+    taker = "0x" + "44" * 20
+    return DexTrade(19_000_000, 1_700_000_000, "0x" + "11" * 32, "0x" + "22" * 32, 3, 17, "uniswap", "2",
+                    "uniswap-v2", "0x" + "33" * 20, taker, None, bought, sold, symbols[bought], symbols[sold],
+                    0, 0, Decimal(amount_bought), Decimal(amount_sold), price, taker, None)  # fmt: skip
+
+
+def test_merged_shape_of_a_dex_trade_is_quote_per_base_of_the_pool_order() -> None:
+    # the taker buys 2 WETH (the quote) for 4000 USDC (the base): a sell of 4000 USDC at 0.0005 WETH each
+    sell = merged_trades.dex_trade(dex_trade(WETH, USDC, "2", "4000"))
+    assert sell == {"venue": "uniswap-v2", "symbol": "USDC-WETH", "pool": "0x" + "33" * 20, "price": "0.0005",
+                    "size": "4000", "side": "sell", "time": 1_700_000_000_000,
+                    "trade_id": "0x" + "22" * 32 + ":17", "block_number": 19_000_000}  # fmt: skip
+    # the taker buys 3000 USDC (the base) for 1.5 WETH: a buy of 3000 at 0.0005
+    buy = merged_trades.dex_trade(dex_trade(USDC, WETH, "3000", "1.5"))
+    assert (buy["symbol"], buy["side"], buy["price"], buy["size"]) == ("USDC-WETH", "buy", "0.0005", "3000")
+
+
+def test_merged_shape_of_a_cex_trade() -> None:
+    assert merged_trades.cex_trade(trade("BTC-USDT", "42")) == {
+        "venue": "okx", "symbol": "BTC-USDT", "pool": None, "price": "100.50", "size": "0.010", "side": "buy",
+        "time": 1_000, "trade_id": "42", "block_number": None,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("1700000000", 1_700_000_000_000_000),
+        ("1700000000.25", 1_700_000_000_250_000),
+        ("1700000000.000001", 1_700_000_000_000_001),
+        ("2023-11-14T22:13:20.5Z", 1_700_000_000_500_000),
+        ("2023-11-14T23:13:20+01:00", 1_700_000_000_000_000),
+        ("2023-11-14T22:13:20", 1_700_000_000_000_000),
+    ],
+)
+def test_moments_are_microseconds(text: str, micros: int) -> None:
+    assert parse_moment("at", text) == micros
+
+
+@pytest.mark.parametrize("text", ["tomorrow", "1700000000.1234567", "-5", "99999999999999999", "1e9"])
+def test_bad_moments_are_400s_naming_the_parameter(text: str) -> None:
+    with pytest.raises(ApiError) as err:
+        parse_moment("at", text)
+    assert err.value.status == 400 and err.value.detail.startswith("at: ")
