@@ -94,6 +94,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.metrics = metrics  # dexnode run: app.state.metrics.watch_rpc("follow", client.stats)
     app.include_router(health.router)
     for module in (blocks, transactions, tokens, dex, status):
         app.include_router(module.router, prefix="/v1")

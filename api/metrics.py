@@ -9,16 +9,52 @@ of the API add their own collectors to ``ApiMetrics.registry`` (the websocket's 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from indexer.chain.rpc import RpcStats
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class _RpcCollector(Collector):
+    """The counters of RPC clients running in this process (``dexnode run``: the follower's, the
+    backfill's), read from their ``RpcStats`` at each scrape: ``dexnode_rpc_errors_total`` by source
+    and kind, ``dexnode_rpc_calls_total``, ``dexnode_rpc_retries_total``. A separate ``serve`` has no
+    RPC client of the indexer and exports none of them (docs/troubleshooting.md)."""
+
+    def __init__(self) -> None:
+        self.sources: dict[str, RpcStats] = {}
+
+    def collect(self) -> Iterator[Metric]:
+        errors = CounterMetricFamily(
+            "dexnode_rpc_errors",
+            "failed node calls by kind (timeout, connection, http_429, jsonrpc_<code>, ...), retried or not",
+            labels=("source", "kind"),
+        )
+        calls = CounterMetricFamily(
+            "dexnode_rpc_calls", "JSON-RPC calls sent to the node", labels=("source",)
+        )
+        retries = CounterMetricFamily(
+            "dexnode_rpc_retries", "backoff sleeps before a resend", labels=("source",)
+        )
+        for source, stats in sorted(self.sources.items()):
+            calls.add_metric([source], stats.calls)
+            retries.add_metric([source], stats.retries)
+            for kind, count in sorted(stats.errors.items()):
+                errors.add_metric([source, kind], count)
+        yield from (errors, calls, retries)
 
 
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._rpc = _RpcCollector()
+        self.registry.register(self._rpc)
         self.request_seconds = Histogram(
             "dexnode_api_request_seconds",
             "API request latency by route template and method",
@@ -65,6 +101,10 @@ class ApiMetrics:
         self.reorgs.set(row["reorgs"])
         self.head_number.set(row["number"])
         self.head_lag_seconds.set(max(0.0, time.time() - row["timestamp"]))
+
+    def watch_rpc(self, source: str, stats: RpcStats) -> None:
+        """Export an in-process RPC client's counters (``RpcClient.stats``) under ``source``."""
+        self._rpc.sources[source] = stats
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

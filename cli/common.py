@@ -156,6 +156,67 @@ ApiSqlEnabledOpt = Annotated[
     ),
 ]
 
+# API access control and websocket caps (api/auth.py, docs/api-websocket.md): for serve and run
+ApiAccessOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-access",
+        help="auto, on or off; auto: limits unless the client is local and no key is set"
+        " (env DEXNODE_API_ACCESS, auto)",
+    ),
+]
+ApiKeysOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-keys",
+        help="API keys 'key1,key2=REQ_PER_MIN' for the X-API-Key header (env DEXNODE_API_KEYS; prefer the"
+        " variable: a flag shows in ps)",
+    ),
+]
+ApiRateLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--api-rate-limit", help="requests per minute per API key (env DEXNODE_API_RATE_LIMIT, 600)"
+    ),
+]
+ApiAnonRateLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--api-anon-rate-limit",
+        help="requests per minute per IP without a key, 0: a key is required"
+        " (env DEXNODE_API_ANON_RATE_LIMIT, 120)",
+    ),
+]
+WsMaxConnectionsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ws-max-connections",
+        help="websocket connections per process (env DEXNODE_WS_MAX_CONNECTIONS, 1000)",
+    ),
+]
+WsConnectionsPerClientOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ws-connections-per-client",
+        help="websocket connections per key or IP (env DEXNODE_WS_CONNECTIONS_PER_CLIENT, 10)",
+    ),
+]
+WsMaxSubscriptionsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ws-max-subscriptions",
+        help="subscriptions per websocket connection (env DEXNODE_WS_MAX_SUBSCRIPTIONS, 20)",
+    ),
+]
+ApiSqlEnabledOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--api-sql/--no-api-sql",
+        help="enable POST /v1/sql, one read-only SELECT (env DEXNODE_API_SQL_ENABLED, off)",
+        show_default=False,
+    ),
+]
+
 
 ConfigOpt = Annotated[
     Path | None,

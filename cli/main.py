@@ -19,8 +19,13 @@ from cli.archive import archive_command, export_command, query_command
 from cli.backfill import backfill_command
 from cli.cex import cex_command
 from cli.common import (
+    ApiAccessOpt,
+    ApiAnonRateLimitOpt,
     ApiHostOpt,
+    ApiKeysOpt,
     ApiPortOpt,
+    ApiRateLimitOpt,
+    ApiSqlEnabledOpt,
     ChainOpt,
     ConfigOpt,
     ConfirmationsOpt,
@@ -35,6 +40,9 @@ from cli.common import (
     RpcWsOpt,
     V2FactoriesOpt,
     V3FactoriesOpt,
+    WsConnectionsPerClientOpt,
+    WsMaxConnectionsOpt,
+    WsMaxSubscriptionsOpt,
     run_async,
     settings_of,
 )
@@ -175,14 +183,42 @@ def serve(
     rpc_http: RpcHttpOpt = None,
     database_url: DatabaseUrlOpt = None,
     data_dir: DataDirOpt = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="worker processes on the port, each with its own pool and listener (one core each)",
+        ),
+    ] = 1,
+    api_access: ApiAccessOpt = None,
+    api_keys: ApiKeysOpt = None,
+    api_rate_limit: ApiRateLimitOpt = None,
+    api_anon_rate_limit: ApiAnonRateLimitOpt = None,
+    ws_max_connections: WsMaxConnectionsOpt = None,
+    ws_connections_per_client: WsConnectionsPerClientOpt = None,
+    ws_max_subscriptions: WsMaxSubscriptionsOpt = None,
+    api_sql_enabled: ApiSqlEnabledOpt = None,
 ) -> None:
     """Serve the indexed data: REST under /v1, GraphQL at /graphql, websocket at /ws, /docs, /metrics."""
     from cli.serve import serve as run_serve
 
     settings = settings_of(
-        ctx, api_host=host, api_port=port, rpc_http=rpc_http, database_url=database_url, data_dir=data_dir
+        ctx,
+        api_host=host,
+        api_port=port,
+        rpc_http=rpc_http,
+        database_url=database_url,
+        data_dir=data_dir,
+        api_access=api_access,
+        api_keys=api_keys,
+        api_rate_limit=api_rate_limit,
+        api_anon_rate_limit=api_anon_rate_limit,
+        ws_max_connections=ws_max_connections,
+        ws_connections_per_client=ws_connections_per_client,
+        ws_max_subscriptions=ws_max_subscriptions,
+        api_sql_enabled=api_sql_enabled,
     )
-    run_async(run_serve(settings))
+    run_async(run_serve(settings, workers=workers))
 
 
 app.command("backfill")(backfill_command)

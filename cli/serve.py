@@ -1,23 +1,42 @@
 """``dexnode serve``: the REST, GraphQL and websocket API (``api.app.create_app``) on uvicorn.
 
 It only reads the database (run ``dexnode db upgrade`` or ``dexnode follow`` first): several
-``serve`` processes can stand behind a load balancer beside one follower."""
+``serve`` processes can stand behind a load balancer beside one follower.
+
+``--workers N`` (N > 1) runs N worker processes on one port, for more than one core: each binds the
+port with ``SO_REUSEPORT`` (the kernel spreads new connections over them) and builds its own app —
+its own database pool, its own ``LISTEN/NOTIFY`` listener feeding its own websocket hub — exactly as
+N separate ``serve`` processes behind a balancer would. The parent resolves the database once (it
+keeps the embedded PostgreSQL up for them), hands each worker the settings (pickled by
+``multiprocessing``, so flags reach them, not only ``DEXNODE_*``), and stops them all on Ctrl-C or
+SIGTERM; if one dies, it stops the others and fails. Answers carry ``X-Dexnode-Worker: <i>``.
+Metrics are per worker: scrape each, or sum them (docs/troubleshooting.md).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import multiprocessing
+import multiprocessing.connection
+import socket
+from typing import Any
 
 import uvicorn
 
 from api.app import create_app
-from core.settings import Settings
+from core.database import open_database
+from core.errors import ConfigError, DexnodeError
+from core.settings import Settings, build_settings
 
 log = logging.getLogger("dexnode.serve")
+WORKER_HEADER = b"x-dexnode-worker"
+_STOP_SECONDS = 10.0
 
 
-async def serve(settings: Settings) -> None:
-    app = create_app(settings)
-    config = uvicorn.Config(
+def _config(app: Any, settings: Settings) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=settings.api_host,
         port=settings.api_port,
@@ -25,5 +44,101 @@ async def serve(settings: Settings) -> None:
         access_log=False,
         proxy_headers=True,
     )
-    log.info("API on http://%s:%s (docs at /docs, GraphQL at /graphql)", settings.api_host, settings.api_port)
-    await uvicorn.Server(config).serve()
+
+
+async def serve(settings: Settings, *, workers: int = 1) -> None:
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1 (got {workers})")
+    if workers == 1:
+        log.info(
+            "API on http://%s:%s (docs at /docs, GraphQL at /graphql)", settings.api_host, settings.api_port
+        )
+        await uvicorn.Server(_config(create_app(settings), settings)).serve()
+        return
+    # bound (not listening) with SO_REUSEPORT: the port is checked free of other servers before
+    # anything starts, and no connection is ever queued here
+    probe = _listening_socket(settings.api_host, settings.api_port, reuse_port=True)
+    try:
+        async with open_database(settings) as db:
+            values = settings.model_dump()
+            values["database_url"] = db.dsn  # the embedded server, started once, stays up for the workers
+            await _supervise(values, settings, workers)
+    finally:
+        probe.close()
+
+
+class _WorkerHeader:
+    """ASGI middleware: which worker answered (``X-Dexnode-Worker``), for operators and the test."""
+
+    def __init__(self, app: Any, index: int) -> None:
+        self.app = app
+        self.value = str(index).encode()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def tagged(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (WORKER_HEADER, self.value)]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
+def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror} (is another process on it?)"
+        ) from None
+    return sock
+
+
+def _worker(values: dict[str, Any], index: int) -> None:
+    """A worker process's main: its own settings, app, pool, listener and uvicorn server."""
+    from cli.main import configure_logging
+
+    settings = build_settings(**values)
+    configure_logging(settings.log_level)
+    sock = _listening_socket(settings.api_host, settings.api_port, reuse_port=True)
+    sock.listen(2048)
+    app = _WorkerHeader(create_app(settings), index)
+    asyncio.run(uvicorn.Server(_config(app, settings)).serve(sockets=[sock]))
+
+
+async def _supervise(values: dict[str, Any], settings: Settings, workers: int) -> None:
+    spawn = multiprocessing.get_context("spawn")
+    processes = [
+        spawn.Process(target=_worker, args=(values, i), name=f"dexnode-serve-{i}") for i in range(workers)
+    ]
+    try:
+        for process in processes:
+            process.start()
+        log.info(
+            "API on http://%s:%s with %d workers (docs at /docs, GraphQL at /graphql)",
+            settings.api_host,
+            settings.api_port,
+            workers,
+        )
+        # until one exits (a thread waits on their sentinels; the finally below ends the wait on cancel)
+        await asyncio.to_thread(multiprocessing.connection.wait, [p.sentinel for p in processes])
+        dead = next(p for p in processes if not p.is_alive())
+        raise DexnodeError(f"serve worker {dead.name} exited with code {dead.exitcode}; stopping the others")
+    finally:
+        for process in processes:
+            if process.is_alive():
+                process.terminate()  # SIGTERM: uvicorn finishes the requests in flight
+        for process in processes:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(process.join, _STOP_SECONDS)
+            if process.is_alive():
+                process.kill()

@@ -15,7 +15,7 @@ import email.utils
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -68,6 +68,13 @@ class RpcStats:
     batches: int = 0  # of which were JSON-RPC batches (more than one call)
     calls: int = 0  # JSON-RPC calls sent, counting each batch entry and each resend
     retries: int = 0  # backoff sleeps taken
+    # failures seen, retried or not, by kind: timeout, connection, http_429, http_503, invalid_json,
+    # jsonrpc_<code>, not_available_yet, ... (an eth_call that reverts is an answer, not counted).
+    # A plain dict: the API exports it as dexnode_rpc_errors_total when it runs in this process.
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def count_error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +88,15 @@ class CallResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _error_kind(exc: Exception) -> str:
+    """``jsonrpc_<code>`` for a node's JSON-RPC error, else the class in snake case."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return f"jsonrpc_{code}"
+    name = type(exc).__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
 def _block_param(block: BlockId) -> str:
@@ -208,12 +224,16 @@ class RpcClient:
         try:
             response = await self._http.post(self.url, content=request_body(calls, first_id))
         except httpx.TimeoutException as exc:
+            self.stats.count_error("timeout")
             raise RpcRetryableError(f"{label}: timeout ({type(exc).__name__})", method=label) from exc
         except httpx.TransportError as exc:
+            self.stats.count_error("connection")
             raise RpcRetryableError(
                 f"{label}: connection error: {mask_urls_in(repr(exc))}", method=label
             ) from exc
         status = response.status_code
+        if status >= 400:
+            self.stats.count_error(f"http_{status}")
         if status in (401, 403):
             raise RpcFatalError(f"{label}: HTTP {status} (check the node URL and its key)", method=label)
         if status == 413:
@@ -227,6 +247,8 @@ class RpcClient:
         try:
             body = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
+            if status < 400:
+                self.stats.count_error("invalid_json")
             if status >= 400:
                 raise RpcFatalError(
                     f"{label}: HTTP {status} {mask_urls_in(response.text[:200])!r}", method=label
@@ -269,6 +291,8 @@ class RpcClient:
                     failed.update(dict.fromkeys(chunk, exc))
                     continue
                 for i, outcome in zip(chunk, outcomes, strict=True):
+                    if isinstance(outcome, Exception) and not isinstance(outcome, CallReverted):
+                        self.stats.count_error(_error_kind(outcome))
                     if isinstance(outcome, BatchTooLarge) and len(chunk) > 1:
                         self._shrink_batches(len(chunk), outcome)
                     if isinstance(outcome, RetryableError):
@@ -279,6 +303,7 @@ class RpcClient:
                         try:
                             results[i] = check(i, outcome)
                         except RetryableError as exc:
+                            self.stats.count_error(_error_kind(exc))
                             failed[i] = exc
             if not failed:
                 break
