@@ -86,6 +86,8 @@ def flags_by_setting(root: Any = None) -> dict[str, dict[str, set[str]]]:
             if variable.lower() in fields:
                 names.add(variable.lower())
         flag = max(option.opts, key=len)  # the long spelling
+        if option.secondary_opts:  # a --x/--no-x switch
+            flag += "/" + max(option.secondary_opts, key=len)
         for name in names:
             found.setdefault(name, {}).setdefault(flag, set()).add(command)
     return found
@@ -130,6 +132,8 @@ def _default_text(info: FieldInfo) -> str:
     value = info.default
     if value is None:
         return "unset"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     return f"`{value}`"
 
 
@@ -139,7 +143,7 @@ def _flags_text(flags: dict[str, set[str]]) -> str:
     parts = []
     for flag in sorted(flags):
         commands = sorted(flags[flag])
-        where = "before the command" if commands == [""] else ", ".join(c or "(global)" for c in commands)
+        where = "before the command" if commands == [""] else ", ".join(c or "global" for c in commands)
         parts.append(f"`{flag}` ({where})")
     return "<br>".join(parts)
 
