@@ -13,9 +13,11 @@ import pytest
 from api.errors import ApiError
 from api.routes.cex import parse_moment
 from api.stream.cex import CexFanOut, CexSubscription
+from api.stream.events import Ref
+from api.stream.hub import Client, Hub, Limits
 from api.stream.protocol import Code, ProtocolError, Subscribe, parse
 from records.cex import BookDelta, BookSnapshot, Trade
-from records.chain import DexTrade
+from records.chain import Block, DexTrade
 from sinks import merged_trades
 
 pytestmark = pytest.mark.unit
@@ -195,3 +197,50 @@ def test_bad_moments_are_400s_naming_the_parameter(text: str) -> None:
     with pytest.raises(ApiError) as err:
         parse_moment("at", text)
     assert err.value.status == 400 and err.value.detail.startswith("at: ")
+
+
+class NoStore:
+    """Live-only channels never read storage."""
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"a live-only subscription read the store ({name})")
+
+
+def drain(client: Client) -> list[dict[str, object]]:
+    out = []
+    while not client.queue.empty():
+        out.append(orjson.loads(client.queue.get_nowait()))
+    return out
+
+
+def test_hub_sends_a_blocks_dex_trades_and_its_reorgs_to_the_merged_channel() -> None:
+    hub = Hub(NoStore(), confirmations=3, limits=Limits(max_subscriptions=2))  # type: ignore[arg-type]
+    client = hub.connect("test")
+    client.subscribe(sub({"channel": "trades", "symbol": "usdc-weth", "id": "m"}))
+    client.subscribe(sub({"channel": "cex_trades", "id": "m"}))  # the id is taken
+    client.subscribe(sub({"channel": "cex_book", "id": "b"}))
+    client.subscribe(sub({"channel": "cex_ticker", "id": "t"}))  # over the cap of 2
+    first = [m.get("code") or m.get("event") for m in drain(client)]
+    assert first == ["subscribed", "live", int(Code.DUPLICATE_ID), "subscribed", "live",
+                     int(Code.TOO_MANY_SUBSCRIPTIONS)]  # fmt: skip
+    trade = dex_trade(WETH, USDC, "2", "4000")
+    b = Block(19_000_000, trade.block_hash, "0x" + "10" * 32, None, None, None, None, None, None, None, None,
+              None, None, None, 30_000_000, 21_000, None, 1_700_000_000, 1)  # fmt: skip
+    hub.publish_blocks([b], {DexTrade: [trade]})
+    hub.publish_blocks([b], {DexTrade: [trade]})  # the same block again: not sent twice
+    hub.publish_reorg(
+        Ref(18_999_999, "0x" + "10" * 32), [trade.block_hash], Ref(19_000_000, "0x" + "99" * 32)
+    )
+    got = drain(client)
+    assert [(m["id"], m["type"]) for m in got] == [("m", "merged_trade"), ("m", "reorg")]
+    assert got[0]["data"] == merged_trades.dex_trade(trade)
+    assert got[1]["data"] == {
+        "common_ancestor": {"number": 18_999_999, "hash": "0x" + "10" * 32},
+        "orphaned": [{"number": 19_000_000, "hash": trade.block_hash}],
+        "new_head": {"number": 19_000_000, "hash": "0x" + "99" * 32},
+    }
+    client.unsubscribe("m")
+    assert drain(client) == [{"event": "unsubscribed", "id": "m"}]
+    hub.publish_blocks([b], {DexTrade: [trade]})
+    hub.disconnect(client)
+    assert hub.cex.by_channel == {"trades": set(), "cex_book": set()}
