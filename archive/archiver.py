@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from archive.layout import Stream, Target
+from archive.retention import apply_retention
 from archive.source import Bucket, CexSource, ChainSource
 from archive.writer import write_bucket
 from core.database import asyncpg_dsn, open_database
@@ -117,7 +118,9 @@ async def run_archiver(
 ) -> ArchiveStats:
     """Archive into ``target`` (default ``settings.archive_target``): what is ready, then exit
     (``once``), or every ``archive_interval_seconds`` until ``stop`` is set (or the task is cancelled).
-    The database is the settings' (the embedded one is started if no URL is set)."""
+    After each pass, with ``retention_days`` set, archived rows older than that leave Postgres
+    (``archive.retention``). The database is the settings' (the embedded one is started if no URL is
+    set). ``dexnode run`` can run it as a task: ``run_archiver(settings, None, once=False, stop=event)``."""
     async with open_database(settings) as db:
         pool = await asyncpg.create_pool(asyncpg_dsn(db.dsn), min_size=1, max_size=2)
         try:
@@ -131,6 +134,8 @@ async def run_archiver(
             )
             while True:
                 await archiver.archive_ready(stop)
+                if settings.retention_days is not None:
+                    await apply_retention(pool, archiver.target, days=settings.retention_days, now=clock())
                 if once or (stop is not None and stop.is_set()):
                     return archiver.stats
                 if stop is None:
@@ -140,3 +145,23 @@ async def run_archiver(
                         await asyncio.wait_for(stop.wait(), settings.archive_interval_seconds)
         finally:
             await pool.close()
+
+
+async def archive_lag(pool: asyncpg.Pool, confirmations: int, now: float) -> dict[str, dict[str, int]]:
+    """Per archived stream: how far the archive is behind what could be archived. Chain streams:
+    ``lag_blocks`` below the confirmed watermark; CEX streams: ``lag_minutes`` behind the last closed
+    minute (grace not counted). Read from the cursors the archiver keeps in Postgres."""
+    rows = await pool.fetch(
+        "SELECT stream, block_number FROM cursors WHERE stream LIKE $1 ORDER BY stream", CURSOR_PREFIX + "%"
+    )
+    head = await pool.fetchval("SELECT max(number) FROM blocks")
+    lag: dict[str, dict[str, int]] = {}
+    for row in rows:
+        name = row["stream"][len(CURSOR_PREFIX) :]
+        value = int(row["block_number"])
+        if name.startswith("chain/"):
+            watermark = value if head is None else int(head) - confirmations
+            lag[name] = {"last_block": value, "lag_blocks": max(0, watermark - value)}
+        else:
+            lag[name] = {"last_minute": value, "lag_minutes": max(0, int(now) // 60 - 1 - value)}
+    return lag

@@ -8,8 +8,8 @@ Hive-style, one per kind, source and minute::
 ``<type>`` is the record's JSON type (``block``, ``dex_trade``, ``trade``). A bucket is one source's
 minute: every kind's file of that minute, then one manifest update. The manifest is the
 ``_manifest/`` folder, one JSON document per stream and day
-(``_manifest/<chain|cex>/<name>/date=YYYY-MM-DD.json``), each rewritten atomically (temp + rename)
-after each bucket: per day so an update rewrites one day's entries, not the archive's whole history.
+(``_manifest/<chain|cex>/<name>/date=YYYY-MM-DD.json``), each rewritten atomically after each
+bucket: per day so an update rewrites one day's entries, not the archive's whole history.
 Readers (query, replay, export, retention) go through the manifest only, so a file being written, or
 one a killed archiver left behind as ``*.tmp``, is never read.
 """
@@ -115,15 +115,25 @@ class Target:
         """A path as a URL another reader (DuckDB, pyarrow) opens: ``s3://...`` or a local path."""
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
         full = self.full(path)
-        return full if protocol in ("file", "local") else f"{protocol}://{full}"
+        return full if self.local else f"{protocol}://{full}"
+
+    @property
+    def local(self) -> bool:
+        protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
+        return protocol in ("file", "local")
 
     def put_atomic(self, path: str, data: bytes) -> None:
-        """Write ``data`` at ``path`` whole or not at all: a temp file then a rename (on object stores
-        the rename is a server-side copy; an object is visible only once complete either way)."""
+        """Write ``data`` at ``path`` whole or not at all. On a filesystem: a temp file, then a rename
+        (a killed writer leaves the ``.tmp``, which nothing reads and the next attempt overwrites). On an
+        object store a PUT is already all-or-nothing (an upload cut short never becomes an object), so
+        the bytes go straight to their key: a temp key would cost a copy and a delete per file."""
         full = self.full(path)
+        if not self.local:
+            self.fs.pipe_file(full, data)
+            return
         self.fs.makedirs(posixpath.dirname(full), exist_ok=True)
         tmp = full + TMP_SUFFIX
-        self.fs.pipe_file(tmp, data)  # a killed writer leaves this; the next attempt overwrites it
+        self.fs.pipe_file(tmp, data)
         self.fs.mv(tmp, full)
 
     def read_bytes(self, path: str) -> bytes:

@@ -36,8 +36,7 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with a view per archived record type (buckets in the minute range only)."""
     con = duckdb.connect()
-    protocol = target.fs.protocol if isinstance(target.fs.protocol, str) else target.fs.protocol[0]
-    if protocol not in ("file", "local"):
+    if not target.local:
         con.register_filesystem(target.fs)
     files: dict[str, list[str]] = defaultdict(list)
     for bucket in buckets(target, streams, first_minute, last_minute):

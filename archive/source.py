@@ -103,7 +103,7 @@ class ChainSource:
 
 # -- CEX ---------------------------------------------------------------------------------------------
 
-_BOOK_KIND = {BookDelta: "delta", BookSnapshot: "snapshot"}
+BOOK_KIND = {BookDelta: "delta", BookSnapshot: "snapshot"}
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,8 @@ def _cex_query(kind: Kind[Any]) -> _CexQuery:
         ("end", MS_PER_MINUTE) if kind.record is Candle else ("atom_timestamp", US_PER_MINUTE)
     )
     where = f'exchange = $1 AND "{time_column}" >= $2 AND "{time_column}" < $3'
-    if kind.record in _BOOK_KIND:
-        where += f" AND kind = '{_BOOK_KIND[kind.record]}'"
+    if kind.record in BOOK_KIND:
+        where += f" AND kind = '{BOOK_KIND[kind.record]}'"
     # arrival order (the identity) where the table has one: a book's events must replay in order
     order = "id" if "id" in table.c else ", ".join(f'"{c}"' for c in ("symbol", "interval", "start"))
     sql = f'SELECT {select} FROM "{kind.table}" WHERE {where} ORDER BY "{time_column}", {order}'

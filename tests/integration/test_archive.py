@@ -1,0 +1,396 @@
+"""The Parquet archive of a devnet run with a real reorg and of a CEX feed, against Postgres's rows.
+
+One devnet run (followed into Postgres, a depth-2 reorg after a first archive pass) and one OKX feed
+(recorded frames through the local OKX server into ``CexStore``) feed every test here. Truth: Postgres's
+rows read by the storage layer's own reader (``sinks.postgres_read``), which ``assert_db_is_canonical``
+first checks against the node's canonical chain, and the reorg's orphaned hashes as the node reported
+them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pyarrow.parquet as pq
+import pytest
+
+from archive.archiver import Archiver, archive_lag
+from archive.layout import Stream, Target
+from archive.reader import bucket_records, buckets
+from archive.retention import apply_retention
+from archive.source import CEX_QUERIES, _cex_record
+from cex.exchanges.okx import Okx
+from cex.feed import FeedHandler
+from cex.store import CexStore
+from core.database import DatabaseInfo
+from core.retry import RetryPolicy
+from devnet.cache import DevnetCache
+from devnet.exchanges import okx as okx_server
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher, registry_from
+from indexer.pipeline.pipeline import consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
+from records import Record, kinds
+from sinks import schema
+from sinks.postgres import PostgresSink
+from sinks.postgres_read import record_columns, record_of
+from tests.cex_harness import run_feed
+from tests.chain_check import assert_db_is_canonical, wait_for_tip
+from tests.conftest import dexnode_bin, free_port
+from tests.devnet_fixture import DEVNET_BLOCKS, DEVNET_RATE, DEVNET_SEED, REORG_HEADROOM
+from tests.integration.test_dex_devnet import venues
+
+pytestmark = pytest.mark.integration
+
+CHAIN = "devnet"
+CONFIRMATIONS = 3
+LATER = 10**10  # a clock far past every CEX minute: all are closed (the feed and the store have stopped)
+SYMBOLS = {"BTC-USDT": "BTC-USDT", "UNI-USD-PERP": "UNI-USD-SWAP"}
+
+
+@dataclass
+class Run:
+    dsn: str
+    orphaned: list[str]
+    tmp: Path
+
+
+async def _follow_with_reorg(dsn: str, tmp: Path, cache_root: Path) -> list[str]:
+    """Follow a fresh devnet; archive once while the future orphans are stored; reorg; catch up."""
+    node = DevnetCache(cache_root, tmp, DEVNET_SEED, DEVNET_BLOCKS, DEVNET_RATE, True).load(
+        headroom=REORG_HEADROOM
+    )
+    sink = await PostgresSink.connect(dsn)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        async with RpcClient(node.rpc_http) as rpc:
+            follower = Follower(rpc, HeadStream(node.rpc_ws, rpc, silence_timeout=5), start=[], from_block=0,
+                                max_reorg_depth=16)  # fmt: skip
+            enrich = DexEnricher(rpc, sink.pool, registry_from(*venues(node.manifest)))
+            task = asyncio.create_task(consume(follower, sink, quiet=True, enrich=enrich))
+            try:
+                await wait_for_tip(dsn, rpc, timeout=120)
+                await asyncio.to_thread(node.activity, 4, 10.0)
+                await wait_for_tip(dsn, rpc)
+                # the blocks about to be orphaned are in Postgres now, above the confirmed watermark
+                target = Target(str(tmp / "early"))
+                await Archiver(pool, target, chain=CHAIN, confirmations=CONFIRMATIONS,
+                               cex_grace_seconds=0).archive_ready()  # fmt: skip
+                reorg = await asyncio.to_thread(node.reorg, 2)
+                await asyncio.to_thread(node.activity, 4, 10.0)
+                await wait_for_tip(dsn, rpc)
+                assert not task.done()
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await assert_db_is_canonical(dsn, rpc, 0)
+        orphaned = [h.lower() for h in reorg.old_hashes]
+        assert _archived_hashes(target), "the early pass archived nothing"
+        assert not set(orphaned) & _archived_hashes(target)
+        return orphaned
+    finally:
+        await pool.close()
+        await sink.close()
+        node.stop()
+
+
+async def _feed_okx(dsn: str) -> None:
+    server = await okx_server.OkxServer(okx_server.events(), pace=0.002).start()
+    try:
+        feed = FeedHandler(Okx(ws_url=server.url), list(SYMBOLS), ["book", "trades", "ticker"], connections=1,
+                           stale_after=5, retry=RetryPolicy(attempts=0, base_delay=0.3, max_delay=0.5),
+                           snapshot_every=0.2)  # fmt: skip
+        run = await run_feed(server, feed, SYMBOLS)
+    finally:
+        await server.stop()
+    store = await CexStore.connect(dsn)
+    try:
+        await store.write(run.published)
+    finally:
+        await store.close()
+
+
+@pytest.fixture(scope="module")
+async def run(
+    migrated_db: DatabaseInfo, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> AsyncIterator[Run]:
+    conn = await asyncpg.connect(migrated_db.dsn)
+    try:
+        await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in schema.metadata.tables))
+    finally:
+        await conn.close()
+    tmp = tmp_path_factory.mktemp("archive")
+    orphaned = await _follow_with_reorg(
+        migrated_db.dsn, tmp, Path(pytestconfig.rootpath) / ".dexnode-test-cache"
+    )
+    await _feed_okx(migrated_db.dsn)
+    yield Run(migrated_db.dsn, orphaned, tmp)
+
+
+def _archived_hashes(target: Target) -> set[str]:
+    found = set()
+    for bucket in buckets(Target(target.url)):
+        for record in bucket_records(target, bucket, {"block"}).get("block", []):
+            found.add(record.hash)  # type: ignore[attr-defined]
+    return found
+
+
+async def _postgres_chain(dsn: str, last_block: int) -> dict[str, list[Record]]:
+    """Postgres's rows of every block kind up to ``last_block``, and every pool and token, as records."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        out: dict[str, list[Record]] = {}
+        for kind in kinds.BATCH_KINDS:
+            where = (
+                f'WHERE "{kind.block}" <= $1'
+                if kind.block and kind.record.TYPE != "pool"
+                else "WHERE $1::bigint IS NOT NULL"
+            )
+            order = ", ".join(f'"{c}"' for c in kind.order)
+            sql = f'SELECT {record_columns(kind)} FROM "{kind.table}" {where} ORDER BY {order}'
+            rows = await conn.fetch(sql, last_block)
+            out[kind.type] = [record_of(kind.record, r) for r in rows]
+        return out
+    finally:
+        await conn.close()
+
+
+async def _postgres_cex(dsn: str, exchange: str) -> dict[str, list[Record]]:
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    try:
+        out: dict[str, list[Record]] = {}
+        for q in CEX_QUERIES:
+            rows = await pool.fetch(q.select, exchange, 0, 2**62)
+            out[q.kind.type] = [_cex_record(q, r) for r in rows]
+        return out
+    finally:
+        await pool.close()
+
+
+def _archived(target: Target) -> tuple[dict[str, list[Record]], list[Any]]:
+    got: dict[str, list[Record]] = {}
+    found = buckets(Target(target.url))
+    for bucket in found:
+        for type_name, records in bucket_records(target, bucket).items():
+            got.setdefault(type_name, []).extend(records)
+    return got, found
+
+
+def _env(dsn: str, target: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEXNODE_")}
+    env.update(DEXNODE_DATABASE_URL=dsn, DEXNODE_CONFIRMATIONS=str(CONFIRMATIONS), DEXNODE_CHAIN=CHAIN,
+               DEXNODE_ARCHIVE_URL=target, DEXNODE_ARCHIVE_CEX_GRACE_SECONDS="0", **extra)  # fmt: skip
+    return env
+
+
+def _kill_mid_run(env: dict[str, str], target: Target, after_buckets: int) -> None:
+    """Start ``dexnode archive --once``; SIGKILL it once the manifest holds ``after_buckets`` buckets."""
+    proc = subprocess.Popen([dexnode_bin(), "archive", "--once"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if len(buckets(Target(target.url), [Stream("chain", CHAIN)])) >= after_buckets:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the archiver finished before the kill: {proc.stderr.read()!r}"  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(10)
+
+
+def _dexnode(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([dexnode_bin(), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _run_once(env: dict[str, str]) -> str:
+    done = _dexnode(env, "archive", "--once")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def _finish_cex(run: Run, target: Target) -> None:
+    """Archive the CEX minutes the subprocess left because they had not closed yet (the feed ran seconds
+    ago): the same archiver with a clock past them, resuming from the manifest."""
+    pool = await asyncpg.create_pool(run.dsn, min_size=1, max_size=2)
+    try:
+        archiver = Archiver(pool, Target(target.url), chain=CHAIN, confirmations=CONFIRMATIONS,
+                            cex_grace_seconds=0, clock=lambda: LATER)  # fmt: skip
+        stats = await archiver.archive_ready()
+        assert set(stats.by_stream) <= {"cex/okx"}  # the chain was complete already
+    finally:
+        await pool.close()
+
+
+async def _assert_archive_equals_postgres(run: Run, target: Target) -> None:
+    await _finish_cex(run, target)
+    got, found = _archived(target)
+    chain = [b.entry for b in found if b.stream == Stream("chain", CHAIN)]
+    # every bucket exactly once: minutes strictly increasing, blocks contiguous without overlap
+    minutes = [e.minute for e in chain]
+    assert minutes == sorted(set(minutes)) and len(chain) > 20
+    for before, after in itertools.pairwise(chain):
+        assert after.first_block == before.last_block + 1  # type: ignore[operator]
+    last = chain[-1].last_block
+    assert last is not None
+    pool = await asyncpg.connect(run.dsn)
+    try:
+        head = await pool.fetchval("SELECT max(number) FROM blocks")
+        last_ts = await pool.fetchval("SELECT timestamp FROM blocks WHERE number = $1", last)
+        next_ts = await pool.fetchval("SELECT timestamp FROM blocks WHERE number = $1", last + 1)
+    finally:
+        await pool.close()
+    assert last <= head - CONFIRMATIONS  # only confirmed blocks
+    assert next_ts // 60 > last_ts // 60  # the last bucket ends at a minute's end
+    stored = await _postgres_chain(run.dsn, last)
+    for kind in kinds.BATCH_KINDS:
+        if kind.type in ("pool", "token"):
+            # archived with each minute whose records name them (``Kind.refers``), pools also with the
+            # minute that created them: once per distinct address, each equal to Postgres's row
+            named = {getattr(r, f) for k in kinds.BATCH_KINDS for f, t in k.refers.items() if t == kind.name
+                     for r in got.get(k.type, [])}  # fmt: skip
+            expected = {r.address: r for r in stored[kind.type]  # type: ignore[attr-defined]
+                        if r.address in named or getattr(r, "created_block_number", None) is not None}  # type: ignore[attr-defined]  # fmt: skip
+            archived = {r.address: r for r in got.get(kind.type, [])}  # type: ignore[attr-defined]
+            assert archived == expected, kind.type
+        else:
+            assert got.get(kind.type, []) == stored[kind.type], kind.type
+    assert not set(run.orphaned) & {b.hash for b in got["block"]}  # type: ignore[attr-defined]
+    for kind_type, records in (await _postgres_cex(run.dsn, "okx")).items():
+        assert got.get(kind_type, []) == records, kind_type
+    assert got["trade"] and got["book_delta"] and got["book_snapshot"] and got["ticker"]
+    for bucket in found:  # the manifest's counts and sizes are the files'
+        for f in bucket.entry.files:
+            assert target.fs.size(target.full(f.path)) == f.bytes
+
+
+@pytest.fixture(scope="module")
+async def local_archive(run: Run) -> Target:
+    """``dexnode archive --once`` into a directory, SIGKILLed after five buckets, then run again."""
+    target = Target(str(run.tmp / "local"))
+    env = _env(run.dsn, target.url)
+    await asyncio.to_thread(_kill_mid_run, env, target, 5)
+    killed_at = len(buckets(Target(target.url)))
+    await asyncio.to_thread(_run_once, env)
+    assert len(buckets(Target(target.url))) > killed_at
+    # a second run finds nothing new
+    assert (await asyncio.to_thread(_run_once, env)).startswith("archived 0 buckets")
+    await _finish_cex(run, target)
+    return target
+
+
+async def test_archive_equals_postgres_after_a_kill_and_restart(run: Run, local_archive: Target) -> None:
+    await _assert_archive_equals_postgres(run, local_archive)
+
+
+async def test_s3_target_through_a_local_s3_server(run: Run) -> None:
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    aws = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in aws}
+    os.environ.update(aws)
+    try:
+        import s3fs
+
+        s3fs.S3FileSystem.clear_instance_cache()
+        s3fs.S3FileSystem().mkdir("archive-test")
+        target = Target("s3://archive-test/dexnode")
+        env = _env(run.dsn, target.url, **aws)
+        await asyncio.to_thread(_kill_mid_run, env, target, 3)
+        await asyncio.to_thread(_run_once, env)
+        await _assert_archive_equals_postgres(run, target)
+        # DuckDB reads the bucket's files through the same filesystem
+        query = await asyncio.to_thread(_dexnode, env, "query", "SELECT count(*) AS n FROM block")
+        assert query.returncode == 0, query.stderr
+        got, _ = _archived(target)
+        assert str(len(got["block"])) in query.stdout.split()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+async def test_query_daily_volume_per_pool_equals_a_sum_over_the_files(
+    run: Run, local_archive: Target
+) -> None:
+    target = local_archive
+    out = run.tmp / "volume.csv"
+    sql = (
+        "SELECT date, pool_address, token_sold_address, sum(amount_sold::DECIMAL(38, 18)) AS volume,"
+        " count(*) AS trades FROM dex_trade GROUP BY ALL ORDER BY ALL"
+    )
+    done = await asyncio.to_thread(_dexnode, _env(run.dsn, target.url), "query", sql, "--csv", str(out))
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "date,pool_address,token_sold_address,volume,trades"
+    answered = {(d, p, t): (Decimal(v), int(n)) for d, p, t, v, n in (line.split(",") for line in lines[1:])}
+    # the same sum in Python over every archived file's rows, from the files themselves
+    expected: dict[tuple[str, str, str], tuple[Decimal, int]] = {}
+    for path in sorted((Path(target.url) / "dex_trade").rglob("*.parquet")):
+        day = path.parent.parent.name.removeprefix("date=")
+        for row in pq.read_table(path).to_pylist():
+            data = row["data"]
+            key = (day, data["pool_address"], data["token_sold_address"])
+            volume, count = expected.get(key, (Decimal(0), 0))
+            expected[key] = (volume + Decimal(data["amount_sold"] or 0), count + 1)
+    assert answered.keys() == expected.keys() and len(expected) > 1
+    assert answered == expected
+
+
+async def test_retention_deletes_only_archived_rows_and_lag_is_reported(run: Run) -> None:
+    target = Target(str(run.tmp / "retention"))
+    pool = await asyncpg.create_pool(run.dsn, min_size=1, max_size=2)
+    try:
+        archiver = Archiver(pool, target, chain=CHAIN, confirmations=CONFIRMATIONS, cex_grace_seconds=0,
+                            clock=lambda: LATER)  # fmt: skip
+        await archiver.archive_ready()
+        lag = await archive_lag(pool, CONFIRMATIONS, now=LATER)
+        chain = target.last_bucket(Stream("chain", CHAIN))
+        assert chain is not None and lag[f"chain/{CHAIN}"]["last_block"] == chain.last_block
+        before = Counter(
+            {t: await pool.fetchval(f'SELECT count(*) FROM "{t}"') for t in ("blocks", "logs", "cex_trades")}
+        )
+        first = buckets(target, [Stream("chain", CHAIN)])[0].entry
+        assert first.first_block is not None
+        # a clock less than a day after the first chain minute ends: nothing is old enough
+        early = await apply_retention(pool, target, days=1, now=first.minute * 60 + 86_400 + 59)
+        assert not any(early.deleted.values())
+        # today: the devnet's chain (2023) goes, exactly the archived blocks; the CEX rows (today) stay
+        result = await apply_retention(pool, target, days=1, now=time.time())
+        after = {
+            t: await pool.fetchval(f'SELECT count(*) FROM "{t}"') for t in ("blocks", "logs", "cex_trades")
+        }
+        assert result.deleted["blocks"] == chain.last_block - first.first_block + 1  # type: ignore[operator]
+        assert await pool.fetchval("SELECT min(number) FROM blocks") == chain.last_block + 1  # type: ignore[operator]
+        assert after["blocks"] == before["blocks"] - result.deleted["blocks"] > 0
+        assert after["logs"] == before["logs"] - result.deleted["logs"]
+        assert after["cex_trades"] == before["cex_trades"] > 0
+        # a day after every CEX minute: those go too, and a second run deletes nothing more
+        result = await apply_retention(pool, target, days=1, now=LATER + 86_400)
+        assert result.deleted["cex_trades"] == before["cex_trades"]
+        assert await pool.fetchval("SELECT count(*) FROM cex_trades") == 0
+        assert not any((await apply_retention(pool, target, days=1, now=LATER + 86_400)).deleted.values())
+    finally:
+        await pool.close()
