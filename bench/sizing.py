@@ -1,7 +1,9 @@
 """Disk per million blocks, measured: real mainnet rows through the real writer into Postgres.
 
 Rows: mainnet block 21925176 (2025-02-25, 202 transactions, 463 logs, ``../shared/fixtures``),
-extracted by ``indexer.chain.extract`` exactly as the follower does, plus one ``DexTrade`` per Uniswap
+extracted by ``indexer.chain.extract`` exactly as the follower does (the fixture has receipts, not
+transaction bodies: transactions are built from the receipts, with ``INPUT_BYTES`` of calldata — the
+one assumed size, docs/sizing.md), plus one ``DexTrade`` per Uniswap
 v2/v3 ``Swap`` log of the block (pool, taker, raw amounts from the log itself; token addresses and
 symbols fixed, as the enricher would add them; 18 decimals). The block is written ``--blocks`` times
 through ``sinks.postgres.PostgresSink`` (the follower's and backfill's writer: COPY, indexes, cursor)
@@ -14,10 +16,15 @@ by the number of blocks = bytes per block; × 1,000,000 = per million blocks of 
 mainnet block is this size or so; blocks from before 2020 carry a third to a half as many
 transactions, so a full-history index is smaller per block than this figure (docs/sizing.md).
 
+CEX, per exchange-day: rows per second per symbol counted in the recorded frames (as the replay
+servers read them: one ``cex_book_events`` row per changed level or snapshot, one row per trade or
+ticker) over the recording's duration, times bytes per row measured by writing ``--cex-rows`` rows of
+each table through ``cex.store.CexStore``.
+
 Server: ``DATABASE_URL`` if set (a scratch database there, dropped at the end), else an embedded
 pgserver in a temp dir.
 
-    .venv/bin/python bench/sizing.py [--blocks 500]
+    .venv/bin/python bench/sizing.py [--blocks 500] [--cex-rows 20000]
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import importlib
 import json
 import os
 import secrets
@@ -42,11 +50,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 
+from cex.store import CexStore
 from core.database import DatabaseInfo, asyncpg_dsn, embedded_server, ensure_database
+from devnet.exchanges import recording
 from indexer.chain.extract import ExtractedBlock, extract_receipts_only
 from indexer.pipeline.pipeline import batch_of
 from migrations import runner
 from records import Block, DexTrade, Transaction
+from records.cex import BookDelta, Ticker, Trade
 from sinks.postgres import PostgresSink
 
 BLOCK = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mainnet-block-21925176-helios"
@@ -239,11 +250,136 @@ def report(blocks: int, sizes: dict[str, tuple[int, int, int]]) -> None:
     print(f"{'all of these':<54}{total / blocks * 1e6 / 1e9:>18.1f}")
 
 
+# -- CEX: rows per second from the recordings, bytes per row from CexStore ------------------------
+
+CEX_RECORDINGS = {  # the file whose received frames' first and last timestamps give the duration
+    "binance": "binance/BINANCE.ws.1.0",
+    "bybit": "bybit/BYBIT.ws.26.0",
+    "coinbase": "coinbase/COINBASE.ws.28.0.first1000lines",
+    "kraken": "kraken/KRAKEN.ws.48.0",
+    "okx": "okx/OKX.ws.1.0",
+}
+
+
+def cex_rates() -> dict[str, tuple[int, float, dict[str, int]]]:
+    """Per exchange: (symbols, seconds recorded, stored rows by table) from the replay servers' own
+    reading of the recordings (``devnet.exchanges.<x>.events``): one ``cex_book_events`` row per book
+    level changed (a delta) or per snapshot, one ``cex_trades`` row per trade, one ``cex_tickers`` per
+    ticker."""
+    out = {}
+    for name, rel in CEX_RECORDINGS.items():
+        events = importlib.import_module(f"devnet.exchanges.{name}").events()
+        stamps = [
+            line.timestamp
+            for line in recording.read(recording.FIXTURES / rel)
+            if line.kind == "received" and line.timestamp
+        ]
+        rows = {"cex_book_events": 0, "cex_trades": 0, "cex_tickers": 0}
+        for event in events:
+            if event.channel == "book":
+                rows["cex_book_events"] += len(event.bids) + len(event.asks)
+            elif event.channel == "snapshot":
+                rows["cex_book_events"] += 1
+            elif event.channel == "trades":
+                rows["cex_trades"] += 1
+            elif event.channel == "ticker":
+                rows["cex_tickers"] += 1
+        out[name] = (len({e.symbol for e in events}), stamps[-1] - stamps[0], rows)
+    return out
+
+
+def cex_records(count: int) -> list[Any]:
+    """``count`` rows of each CEX table: book deltas with the recorded OKX levels' price and size text,
+    trades and tickers shaped like the recorded ones (a BTC-USDT price, 8-decimal sizes, numeric ids)."""
+    levels = [lv for e in importlib.import_module("devnet.exchanges.okx").events() for lv in e.bids + e.asks]
+    start = 1_700_000_000_000_000
+    out: list[Any] = []
+    for i in range(count):
+        price, size = levels[i % len(levels)]
+        t = start + i * 1000
+        common: dict[str, Any] = {
+            "exchange": "okx",
+            "symbol": "BTC-USDT",
+            "event_timestamp": t // 1000,
+            "atom_timestamp": t,
+        }
+        side = "bid" if i % 2 else "ask"
+        out.append(
+            BookDelta(
+                side=side, price=Decimal(price), size=Decimal(size), order_id=None, sequence=i, **common
+            )
+        )
+        out.append(
+            Trade(
+                price=Decimal("43123.4") + i % 100,
+                size=Decimal("0.00123456") * (1 + i % 7),
+                taker_side="buy",
+                trade_id=str(418_000_000 + i),
+                maker_order_id=None,
+                taker_order_id=None,
+                **common,
+            )
+        )
+        out.append(
+            Ticker(
+                bid_price=Decimal("43123.4"),
+                bid_size=Decimal("1.2345"),
+                ask_price=Decimal("43123.5"),
+                ask_size=Decimal("0.5"),
+                **common,
+            )
+        )
+    return out
+
+
+async def cex_bytes_per_row(count: int) -> dict[str, float]:
+    async with scratch_database() as db:
+        await runner.upgrade(db.sqlalchemy_url)
+        store = await CexStore.connect(db.dsn)
+        try:
+            records = cex_records(count)
+            for start in range(0, len(records), 6000):
+                await store.write(records[start : start + 6000])
+        finally:
+            await store.close()
+        conn = await asyncpg.connect(db.dsn)
+        try:
+            await conn.execute("VACUUM ANALYZE")
+            sizes = {}
+            for table in ("cex_book_events", "cex_trades", "cex_tickers"):
+                rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
+                total = await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
+                sizes[table] = total / rows
+        finally:
+            await conn.close()
+    return sizes
+
+
+def cex_report(rates: dict[str, tuple[int, float, dict[str, int]]], per_row: dict[str, float]) -> None:
+    print(
+        "\nCEX: bytes per stored row (CexStore, after VACUUM ANALYZE): "
+        + ", ".join(f"{t} {b:.0f}" for t, b in per_row.items())
+    )
+    print(
+        f"{'exchange':<10}{'symbols':>8}{'seconds':>8}{'book rows/s':>12}{'trades/s':>9}{'tickers/s':>10}"
+        f"{'MB/symbol-day':>15}"
+    )
+    for name, (symbols, seconds, rows) in rates.items():
+        per_s = {t: n / seconds / symbols for t, n in rows.items()}
+        day = sum(per_s[t] * per_row[t] for t in per_s) * 86_400 / 1e6
+        print(
+            f"{name:<10}{symbols:>8}{seconds:>8.1f}{per_s['cex_book_events']:>12.1f}{per_s['cex_trades']:>9.2f}"
+            f"{per_s['cex_tickers']:>10.2f}{day:>15.0f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--blocks", type=int, default=500, help="copies of the block to write")
+    parser.add_argument("--cex-rows", type=int, default=20_000, help="rows per CEX table to write")
     args = parser.parse_args()
     report(args.blocks, asyncio.run(measure(args.blocks)))
+    cex_report(cex_rates(), asyncio.run(cex_bytes_per_row(args.cex_rows)))
 
 
 if __name__ == "__main__":
