@@ -25,6 +25,7 @@ import tracemalloc
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,6 +38,7 @@ from cex.exchanges.kraken import Kraken  # noqa: E402
 from cex.exchanges.okx import Okx  # noqa: E402
 from cex.sync import BookSync  # noqa: E402
 from devnet.exchanges import kraken_v2, recording  # noqa: E402
+from records.cex import BookDelta  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "cex"
 PEER_VENV = REPO / ".dexnode" / "bench" / "cryptofeed-venv"
@@ -87,10 +89,10 @@ def _frames() -> dict[str, tuple[Callable[[], Exchange], list[str], Callable[[Bo
 
 
 def dexnode_round(make: Callable[[], Exchange], frames: list[str]) -> tuple[int, int, int]:
-    """One pass: (frames, book levels applied, records made)."""
+    """One pass: (book levels applied, ``BookDelta`` records published, records published in all)."""
     exchange = make()
     syncs: dict[str, BookSync] = {}
-    levels = records = 0
+    levels = deltas = records = 0
     for frame in frames:
         if frame.startswith("rest:"):
             url, _, body = frame[5:].partition("\n")
@@ -98,6 +100,7 @@ def dexnode_round(make: Callable[[], Exchange], frames: list[str]) -> tuple[int,
             symbol = exchange.symbols[native]  # type: ignore[attr-defined]
             sync = syncs.setdefault(symbol, BookSync(exchange.name, symbol, exchange.rule, None, True))
             snap = exchange.parse_snapshot(symbol, body.encode(), 0)
+            levels += len(snap.bids) + len(snap.asks)
             records += len(sync.on_snapshot(snap))
             continue
         parsed = exchange.parse(frame, 0)
@@ -111,13 +114,15 @@ def dexnode_round(make: Callable[[], Exchange], frames: list[str]) -> tuple[int,
                 )
                 syncs[msg.symbol] = sync
             levels += len(msg.bids) + len(msg.asks)
-            records += len(sync.on_message(msg))
+            out = sync.on_message(msg)
+            records += len(out)
+            deltas += sum(type(item) is BookDelta for item in out)
     failures = sum(
         s.counters.checksum_failures + s.counters.gaps + s.counters.crossed for s in syncs.values()
     )
     if failures:
         raise SystemExit(f"dexnode: {failures} book check failures on the recording")
-    return len(frames), levels, records
+    return levels, deltas, records
 
 
 def book_memory(levels: int = 5_000) -> int:
@@ -137,19 +142,40 @@ def book_memory(levels: int = 5_000) -> int:
     return size
 
 
-def _ours(frames: dict[str, Any], rounds: int) -> dict[str, tuple[float, float, int]]:
-    ours: dict[str, tuple[float, float, int]] = {}
+def _ours(frames: dict[str, Any], rounds: int) -> dict[str, dict[str, float]]:
+    """Per exchange: CPU seconds for ``rounds`` passes, book levels and deltas per pass."""
+    ours: dict[str, dict[str, float]] = {}
     for name, (make, recorded, _) in frames.items():
         dexnode_round(make, recorded)  # warm-up, and the checks pass
         start = time.process_time()
-        n_frames = n_levels = 0
         for _ in range(rounds):
-            f, lv, _ = dexnode_round(make, recorded)
-            n_frames += f
-            n_levels += lv
+            levels, deltas, _records = dexnode_round(make, recorded)
         seconds = time.process_time() - start
-        ours[name] = (n_frames / seconds, n_levels / seconds, n_levels // rounds)
+        ours[name] = {"seconds": seconds, "levels": levels, "deltas": deltas}
     return ours
+
+
+def _peer(python: Path, rounds: int, checksums: str) -> dict[str, dict[str, float]]:
+    cmd = [str(python), str(REPO / "bench" / "cex_cryptofeed.py"), str(FIXTURES), str(rounds), checksums]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return {doc["exchange"]: doc for doc in map(json.loads, out.splitlines())}
+
+
+def _json_decode_cost(rounds: int = 20) -> tuple[float, float]:
+    """µs per frame to decode the Kraken recording as v1 (what cryptofeed reads: arrays of strings, yapic
+    or stdlib json) and as v2 (what dexnode reads: an object per level, numbers as Decimal): the two
+    protocol versions cost different amounts before any book work starts."""
+    v1 = recording.received(FIXTURES / "kraken" / "KRAKEN.ws.50.0.first500lines")
+    v2 = kraken_v2.from_v1(FIXTURES / "kraken" / "KRAKEN.ws.50.0.first500lines").frames
+    decoder = json.JSONDecoder(parse_float=Decimal)
+    costs = []
+    for frames, decode in ((v1, json.loads), (v2, decoder.decode)):
+        start = time.process_time()
+        for _ in range(rounds):
+            for frame in frames:
+                decode(frame)
+        costs.append((time.process_time() - start) / rounds / len(frames) * 1e6)
+    return costs[0], costs[1]
 
 
 def main() -> None:
@@ -158,54 +184,51 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--no-peer", action="store_true")
-    parser.add_argument("--repeat", type=int, default=3, help="alternate both sides N times, keep the best")
+    parser.add_argument("--repeat", type=int, default=5, help="alternate both sides N times: median ratio")
     args = parser.parse_args()
 
     frames = _frames()
-    ours: dict[str, tuple[float, float, int]] = {}
-    peers: dict[str, dict[str, dict[str, float]]] = {}
     python = None if args.no_peer else ensure_peer()
-    for _ in range(args.repeat):  # alternated, best kept: a shared machine's load hits both sides alike
-        for name, (fps, lps, levels) in _ours(frames, args.rounds).items():
-            if name not in ours or fps > ours[name][0]:
-                ours[name] = (fps, lps, levels)
-        if python is None:
-            continue
-        for mode in ("1", "0"):
-            cmd = [
-                str(python),
-                str(REPO / "bench" / "cex_cryptofeed.py"),
-                str(FIXTURES),
-                str(args.rounds),
-                mode,
-            ]
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-            for line in out.splitlines():
-                doc = json.loads(line)
-                best = peers.setdefault(mode, {}).get(doc["exchange"])
-                if best is None or doc["seconds"] < best["seconds"]:
-                    peers[mode][doc["exchange"]] = doc
+    runs: list[tuple[dict[str, dict[str, float]], dict[str, dict[str, float]], dict[str, dict[str, float]]]]
+    runs = []
+    for _ in range(args.repeat):  # alternated: a shared machine's load hits both sides of one ratio alike
+        ours = _ours(frames, args.rounds)
+        peer_on = _peer(python, args.rounds, "1") if python else {}
+        peer_off = _peer(python, args.rounds, "0") if python else {}
+        runs.append((ours, peer_on, peer_off))
 
     print(
-        f"\nCEX parse + normalise + book apply, {args.rounds} rounds of the recordings, one core (CPU time), "
-        f"best of {args.repeat} alternated runs"
+        f"\nCEX parse + normalise + book apply, {args.rounds} rounds of the recordings, one core (CPU time); "
+        f"{args.repeat} alternated runs: medians, ratio range in brackets"
     )
     print(
-        f"{'exchange':<9}{'dexnode frames/s':>18}{'levels/s':>12}{'cryptofeed frames/s':>21}"
-        f"{'(no checksum)':>15}{'ratio':>8}"
+        f"{'exchange':<9}{'dexnode frames/s':>17}{'deltas/s':>10}{'levels/s':>10}{'cryptofeed':>12}"
+        f"{'(no cksum)':>12}{'ratio':>7}  (range)"
     )
-    for name, (fps, lps, levels) in ours.items():
-        line = f"{name:<9}{fps:>18,.0f}{lps:>12,.0f}"
-        peer_on = peers.get("1", {}).get(name)
-        peer_off = peers.get("0", {}).get(name)
-        if peer_on and peer_off:
-            pfps = peer_on["frames"] / peer_on["seconds"]
-            pfps_off = peer_off["frames"] / peer_off["seconds"]
-            line += f"{pfps:>21,.0f}{pfps_off:>15,.0f}{fps / pfps:>7.2f}x"
-        print(line + f"   ({levels:,} levels a round)")
+    for name, (_make, recorded, _) in frames.items():
+        n = len(recorded) * args.rounds
+        ours_s = [run[0][name]["seconds"] for run in runs]
+        line = (
+            f"{name:<9}{median(n / s for s in ours_s):>17,.0f}"
+            f"{median(runs[0][0][name]['deltas'] * args.rounds / s for s in ours_s):>10,.0f}"
+            f"{median(runs[0][0][name]['levels'] * args.rounds / s for s in ours_s):>10,.0f}"
+        )
+        if python is not None:
+            # same recording, same rounds: the ratio is the peer's CPU time over ours, run by run
+            ratios = [run[1][name]["seconds"] / run[0][name]["seconds"] for run in runs]
+            peer_fps = median(n / run[1][name]["seconds"] for run in runs)
+            peer_off_fps = median(n / run[2][name]["seconds"] for run in runs)
+            line += (
+                f"{peer_fps:>12,.0f}{peer_off_fps:>12,.0f}{median(ratios):>6.2f}x"
+                f"  [{min(ratios):.2f}-{max(ratios):.2f}]"
+            )
+        print(line)
+    v1, v2 = _json_decode_cost()
     print(
-        f"\nmemory of one L2 book of 5,000 levels (Decimal keys and sizes): {book_memory() / 1024:,.0f} KiB"
+        f"\nKraken JSON decode alone: v1 frames (cryptofeed reads) {v1:.1f} µs/frame, the same frames as v2 "
+        f"(dexnode's) {v2:.1f} µs/frame"
     )
+    print(f"memory of one L2 book of 5,000 levels (Decimal keys and sizes): {book_memory() / 1024:,.0f} KiB")
     print("targets (issue 13): >= 3x cryptofeed; >= 200k book deltas/s end to end on one core")
 
 

@@ -118,8 +118,11 @@ class PriceText(dict[str, Decimal]):
     fails where the book compares it), so the feed counts and handles them as before.
     """
 
-    __slots__ = ()
-    limit = 200_000
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int = 200_000) -> None:
+        super().__init__()
+        self.limit = limit
 
     def __missing__(self, text: str) -> Decimal:
         if len(self) >= self.limit:

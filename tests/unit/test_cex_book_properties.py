@@ -1,0 +1,211 @@
+"""Property tests of the fast book path against plain references written here.
+
+The hot path (``cex.book``, ``cex.sync``, ``cex.exchange.PriceText``) reuses price ``Decimal``s by their
+text, builds ``BookDelta``s through slot descriptors and makes checksum text in bulk with fallbacks. Each
+test drives it with random snapshots and deltas and compares with the simplest correct thing: a dict of
+``Decimal`` sorted on demand, records made by ``BookDelta(...)``, checksum text built level by level from
+the exchange's strings by the documented rule.
+"""
+
+from __future__ import annotations
+
+import zlib
+from decimal import Decimal, InvalidOperation
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cex.book import L2Book, kraken_checksum, okx_checksum
+from cex.exchange import PriceText, snapshot_levels
+from cex.sync import BookMessage, BookSync
+from records.cex import BookDelta
+from records.codec import to_json
+
+pytestmark = pytest.mark.unit
+
+Rows = list[tuple[str, str]]
+
+
+def _text(units: int, scale: int, pad: int = 0) -> str:
+    """``units`` × 10^-scale as plain decimal text, with ``pad`` extra trailing zeros (another spelling of
+    the same value, as an exchange might send)."""
+    digits = str(units).rjust(scale + 1, "0")
+    text = f"{digits[:-scale]}.{digits[-scale:]}" if scale else digits
+    return text + ("0" * pad if scale else ("." + "0" * pad if pad else ""))
+
+
+prices = st.integers(1, 400)  # a narrow band: updates hit existing levels, bids and asks may cross
+sizes = st.integers(0, 3_000)  # 0 removes the level
+spelling = st.integers(0, 2)
+scales = st.integers(0, 9)
+
+
+@st.composite
+def rows(draw: st.DrawFn, scale: int, allow_zero: bool) -> Rows:
+    out = []
+    for _ in range(draw(st.integers(0, 12))):
+        size = draw(sizes if allow_zero else sizes.filter(bool))
+        out.append((_text(draw(prices), scale, draw(spelling)), _text(size, scale, draw(spelling))))
+    return out
+
+
+@st.composite
+def sessions(draw: st.DrawFn) -> tuple[int, Rows, Rows, list[tuple[Rows, Rows]]]:
+    scale = draw(scales)
+    updates = draw(st.lists(st.tuples(rows(scale, True), rows(scale, True)), max_size=25))
+    return scale, draw(rows(scale, False)), draw(rows(scale, False)), updates
+
+
+class Reference:
+    """The obvious book: a dict of Decimal per side, sorted when read."""
+
+    def __init__(self, depth: int | None) -> None:
+        self.depth = depth
+        self.bids: dict[Decimal, Decimal] = {}
+        self.asks: dict[Decimal, Decimal] = {}
+
+    def apply(self, bids: Rows, asks: Rows) -> None:
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for price, size in levels:
+                if Decimal(size):
+                    side[Decimal(price)] = Decimal(size)
+                else:
+                    side.pop(Decimal(price), None)
+        if self.depth is not None:
+            self.bids = dict(self.bid_levels()[: self.depth])
+            self.asks = dict(self.ask_levels()[: self.depth])
+
+    def bid_levels(self) -> list[tuple[Decimal, Decimal]]:
+        return sorted(self.bids.items(), reverse=True)
+
+    def ask_levels(self) -> list[tuple[Decimal, Decimal]]:
+        return sorted(self.asks.items())
+
+
+def _levels(rows: Rows, cache: PriceText) -> list[tuple[Decimal, Decimal]]:
+    return [(cache[p], Decimal(q)) for p, q in rows]
+
+
+@settings(max_examples=150, deadline=None)
+@given(sessions(), st.sampled_from([None, 1, 3, 10]))
+def test_book_equals_a_dict_of_decimal_reference(
+    session: tuple[int, Rows, Rows, list[tuple[Rows, Rows]]], depth: int | None
+) -> None:
+    _, snap_bids, snap_asks, updates = session
+    cache = PriceText()
+    book, ref = L2Book(depth), Reference(depth)
+    book.load(snapshot_levels(snap_bids, cache), snapshot_levels(snap_asks, cache), sequence=1)
+    ref.apply(snap_bids, snap_asks)
+    for bids, asks in [((), ()), *updates]:
+        if bids or asks:
+            book.update(_levels(list(bids), cache), _levels(list(asks), cache))
+            ref.apply(list(bids), list(asks))
+        assert book.bid_levels() == ref.bid_levels()
+        assert book.ask_levels() == ref.ask_levels()
+        assert book.bids == ref.bids and book.asks == ref.asks
+        assert book.bid_levels(2) == ref.bid_levels()[:2] and book.ask_levels(2) == ref.ask_levels()[:2]
+        assert book.best_bid() == (ref.bid_levels()[0] if ref.bids else None)
+        assert book.best_ask() == (ref.ask_levels()[0] if ref.asks else None)
+        crossed = bool(ref.bids and ref.asks and max(ref.bids) >= min(ref.asks))
+        assert book.crossed() == crossed
+        if depth is not None:
+            assert len(book.bids) <= depth and len(book.asks) <= depth
+
+
+def _okx_reference(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
+    """OKX's documented rule from the exchange's strings: top 25, bid:size:ask:size interleaved, the longer
+    side's rest after; CRC32 as a signed 32-bit integer."""
+    parts = []
+    for i in range(max(len(bids[:25]), len(asks[:25]))):
+        if i < len(bids):
+            parts.extend(bids[i])
+        if i < len(asks):
+            parts.extend(asks[i])
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+def _kraken_reference(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
+    """Kraken's documented rule: top 10 asks ascending then bids descending, '.' removed, leading zeros
+    stripped, price then quantity, CRC32 unsigned."""
+    text = "".join(n.replace(".", "").lstrip("0") for p, q in (*asks[:10], *bids[:10]) for n in (p, q))
+    return zlib.crc32(text.encode())
+
+
+@st.composite
+def one_spelling_books(draw: st.DrawFn) -> tuple[int, int, list[tuple[str, str]], list[tuple[str, str]]]:
+    """A book as an exchange prints it: every price at one scale, every size at another; bids below asks.
+    Small values make str(Decimal) write exponents (0.00000001 -> 1E-8): the fallback must catch them."""
+    price_scale, size_scale = draw(scales), draw(scales)
+    ticks = draw(st.lists(st.integers(1, 10_000), min_size=0, max_size=70, unique=True))
+    cut = draw(st.integers(0, len(ticks)))
+    ordered = sorted(ticks)
+    levels = [(_text(t, price_scale), _text(draw(st.integers(1, 10**6)), size_scale)) for t in ordered]
+    bids, asks = levels[:cut][::-1], levels[cut:]
+    return price_scale, size_scale, bids, asks
+
+
+@settings(max_examples=200, deadline=None)
+@given(one_spelling_books())
+def test_checksums_equal_the_documented_rule_over_the_exchange_strings(
+    case: tuple[int, int, list[tuple[str, str]], list[tuple[str, str]]],
+) -> None:
+    price_scale, size_scale, bids, asks = case
+    cache = PriceText()
+    book = L2Book()
+    book.load(snapshot_levels(bids, cache), snapshot_levels(asks, cache))
+    assert okx_checksum(book) == _okx_reference(bids, asks)
+    expected = _kraken_reference(bids, asks)
+    assert kraken_checksum(book) == expected  # v1: the text as sent
+    assert kraken_checksum(book, price_scale, size_scale) == expected  # v2: formatted to the precision
+    # v2 numbers arrive as JSON numbers without trailing zeros: the precision restores them
+    bare = L2Book()
+    bare.load(
+        [(Decimal(p).normalize(), Decimal(q).normalize()) for p, q in bids],
+        [(Decimal(p).normalize(), Decimal(q).normalize()) for p, q in asks],
+    )
+    assert kraken_checksum(bare, price_scale, size_scale) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(sessions())
+def test_published_deltas_equal_records_made_by_their_constructor(
+    session: tuple[int, Rows, Rows, list[tuple[Rows, Rows]]],
+) -> None:
+    _, snap_bids, snap_asks, updates = session
+    cache = PriceText()
+    sync = BookSync("okx", "BTC-USDT", "none")
+    snap = BookMessage("BTC-USDT", True, snapshot_levels(snap_bids, cache), snapshot_levels(snap_asks, cache))
+    sync.on_message(snap)
+    for i, (bids, asks) in enumerate(updates):
+        msg = BookMessage(
+            "BTC-USDT",
+            False,
+            _levels(bids, cache),
+            _levels(asks, cache),
+            last=i,
+            event_timestamp=1000 + i,
+            atom_timestamp=7,
+        )
+        out = sync.on_message(msg)
+        if not sync.book.valid:  # crossed: a Resync, no deltas
+            break
+        expected = [BookDelta("okx", "BTC-USDT", "bid", p, q, None, i, 1000 + i, 7) for p, q in msg.bids]
+        expected += [BookDelta("okx", "BTC-USDT", "ask", p, q, None, i, 1000 + i, 7) for p, q in msg.asks]
+        assert out == expected
+        assert all(type(d) is BookDelta for d in out)
+        assert [to_json(d) for d in out] == [to_json(e) for e in expected]  # what sinks publish
+
+
+def test_price_text_reuses_one_decimal_per_spelling_and_keeps_decimal_errors() -> None:
+    cache = PriceText()
+    first = cache["30243.50"]
+    assert cache["30243.50"] is first and str(first) == "30243.50"
+    assert cache["30243.5"] == first and str(cache["30243.5"]) == "30243.5"  # another spelling, equal
+    with pytest.raises(InvalidOperation):
+        cache["abc"]
+    cache = PriceText(limit=1)
+    cache["1"]
+    cache["2"]  # full: emptied, then this one kept
+    assert len(cache) == 1 and cache["2"] == Decimal(2)
