@@ -34,13 +34,15 @@ import typer
 import uvicorn
 
 from api.app import POOL_SIZE, create_app
+from api.metrics import ApiMetrics
+from api.stream.cex import HubCexSink
 from api.stream.hub import Hub
 from api.stream.replay import PostgresStore
 from api.ws import limits_of
 from cex.exchange import Exchange, Feed
 from cex.exchanges import EXCHANGES
 from cex.feed import FeedHandler
-from cex.pipeline import CexSink, run_cex_pipeline
+from cex.pipeline import FeedBooks, run_cex_pipeline
 from cli.cex import exchange_from, open_cex_sinks, parse_feeds
 from cli.follow import follow_into
 from core.database import DatabaseInfo, open_database
@@ -60,6 +62,7 @@ log = logging.getLogger("dexnode.run")
 
 FOLLOW_FINISH_SECONDS = 60.0  # the block in flight gets this long to be written once stopping
 WS_CLOSE_SECONDS = 5.0  # websocket clients get this long to receive their close frame
+SNAPSHOT_EVERY = 60.0  # seconds between stored book snapshots (as `dexnode cex`)
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Node:
     pool: asyncpg.Pool
     hub: Hub
     stop: asyncio.Event
+    metrics: ApiMetrics | None
 
 
 NodeTask = Callable[[Node], Coroutine[Any, Any, None]]
@@ -176,6 +180,9 @@ async def _index(node: Node, phase: list[str], *, quiet: bool, silence_timeout: 
     writer = with_kafka(settings, sink)
     try:
         async with RpcClient(settings.rpc_http, max_batch_size=settings.rpc_batch_size) as rpc:
+            watch = getattr(node.metrics, "watch_rpc", None)
+            if watch is not None:
+                watch("follow", rpc.stats)  # the follower's RPC errors on /metrics and /v1/status
             stored = await sink.pool.fetchval("SELECT max(number) FROM blocks")
             await node.hub.start()  # the stored tip: where confirmed subscribers' watermark starts
             await follow_into(
@@ -192,24 +199,10 @@ async def _index(node: Node, phase: list[str], *, quiet: bool, silence_timeout: 
         await writer.close()  # flushes Kafka; closes the Postgres sink
 
 
-def _hub_cex_sink(hub: Hub) -> CexSink | None:
-    """The API hub's CEX adapter (``api.stream.cex.HubCexSink``, engineer H1), so CEX records reach
-    ``/ws`` in process. SEAM: returns None until that module exists; then CEX records reach the
-    websocket only through ``NOTIFY`` (if the API listens for them)."""
-    try:
-        from api.stream import cex as hub_cex  # type: ignore[attr-defined, unused-ignore]
-    except ImportError:
-        return None
-    adapter: CexSink = hub_cex.HubCexSink(hub)
-    return adapter
-
-
 async def _feed(node: Node, venue: Venue, handler: FeedHandler) -> None:
     async with contextlib.AsyncExitStack() as stack:
         sinks = await open_cex_sinks(stack, node.settings, store=True)  # Kafka, then Postgres
-        live = _hub_cex_sink(node.hub)
-        if live is not None:
-            sinks.append(live)  # last: clients see what was stored
+        sinks.append(HubCexSink(node.hub))  # last: websocket clients see what was stored
         await run_cex_pipeline(handler, sinks)
 
 
@@ -273,16 +266,18 @@ async def run_node(
             pool = await asyncpg.create_pool(db.dsn, min_size=1, max_size=POOL_SIZE)
             stack.push_async_callback(pool.close)
             hub = Hub(PostgresStore(pool), confirmations=settings.confirmations, limits=limits_of(settings))
-            node = Node(settings, db, pool, hub, stop)
             handlers = [
                 FeedHandler(
-                    v.exchange, v.symbols, v.feeds, snapshot_every=60.0 if "book" in v.feeds else None
+                    v.exchange,
+                    v.symbols,
+                    v.feeds,
+                    snapshot_every=SNAPSHOT_EVERY if "book" in v.feeds else None,
                 )
                 for v in venues
             ]
-            app = create_app(
-                settings, pool=pool, hub=hub
-            )  # TODO(H1): books=handlers once create_app takes it
+            app = create_app(settings, pool=pool, hub=hub, books=FeedBooks(handlers))  # live /v1/cex/books
+            # the API's metrics, when it exposes them (api/app.py sets app.state.metrics)
+            node = Node(settings, db, pool, hub, stop, getattr(app.state, "metrics", None))
             config = uvicorn.Config(
                 app,
                 log_level=settings.log_level.lower(),

@@ -1,0 +1,95 @@
+"""``dexnode run --exchanges okx`` against the local OKX replay server (``devnet/exchanges``): the recorded
+trades are stored in Postgres and reach ``/ws`` in process, every field as recorded; the live book the
+API serves is the market's; SIGTERM still ends the node with exit 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from websockets.asyncio.client import connect
+
+from devnet import Devnet
+from devnet.exchanges import okx as okx_server
+from tests.api_check import own_database
+from tests.integration.test_api_cex import (
+    SYMBOLS,
+    WsClient,
+    check_trades,
+    eventually,
+    levels,
+    recorded_trades,
+)
+from tests.integration.test_run import running
+
+pytestmark = pytest.mark.integration
+
+
+async def test_run_with_an_exchange_stores_and_streams_its_trades(
+    devnet: Devnet, pg_server: tuple[str, bool], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    truth = recorded_trades()
+    # the market plays once two sessions subscribed: the node's feed, and this test's (below), so the
+    # test's websocket client is subscribed to the node before the first trade
+    server = await okx_server.OkxServer(okx_server.events(), [], wait_for_sessions=2).start()
+    env = {**cli_env, "DEXNODE_CEX_OKX_WS_URL": server.url}
+    try:
+        async with own_database(pg_server, "dexnode_run_cex") as db:
+            args = [
+                "--rpc-http", devnet.rpc_http, "--rpc-ws", devnet.rpc_ws, "--database-url", db.dsn, "--quiet",
+                "--exchanges", "okx", "--symbols", ",".join(SYMBOLS), "--feeds", "trades,book,ticker",
+            ]  # fmt: skip
+            async with running(args, env, tmp_path) as node:
+                assert f"  CEX        okx {','.join(SYMBOLS)} (trades,book,ticker)" in node.banner
+                trades_ws = await WsClient.open(node.http, {"channel": "cex_trades", "exchange": "okx"})
+                async with connect(server.url) as gate:
+                    await gate.send(
+                        orjson.dumps(
+                            {"op": "subscribe", "args": [{"channel": "trades", "instId": "BTC-USDT"}]}
+                        )
+                    )
+                    await asyncio.wait_for(server.done.wait(), 60)
+                await eventually(lambda: len(trades_ws.data("trade")) >= len(truth), "every trade on /ws")
+                check_trades(trades_ws.data("trade"), truth)
+                await trades_ws.close()
+
+                conn = await asyncpg.connect(db.dsn)
+                try:
+                    rows = await conn.fetch("SELECT * FROM cex_trades WHERE exchange = 'okx'")
+                finally:
+                    await conn.close()
+                stored = [
+                    {k: (format(v, "f") if isinstance(v, Decimal) else v) for k, v in dict(r).items()}
+                    for r in rows
+                ]
+                check_trades(stored, truth)
+
+                # the live book (FeedBooks handed to the API) is the market's after the replay
+                market = server.books["BTC-USDT"].as_decimals()
+                async with httpx.AsyncClient(base_url=node.http, timeout=30) as http:
+
+                    async def book_is_the_market() -> bool:
+                        answer = (await http.get("/v1/cex/books/okx/BTC-USDT")).json()["data"]
+                        return (
+                            bool(answer["valid"])
+                            and (levels(answer["bids"]), levels(answer["asks"])) == market
+                        )
+
+                    for _ in range(100):
+                        if await book_is_the_market():
+                            break
+                        await asyncio.sleep(0.1)
+                    assert await book_is_the_market()
+
+                node.proc.send_signal(signal.SIGTERM)
+                code = await asyncio.wait_for(node.proc.wait(), 60)
+                assert code == 0, node.log()
+                assert "Traceback" not in node.log()
+    finally:
+        await server.stop()
