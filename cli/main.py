@@ -47,6 +47,7 @@ from cli.common import (
     settings_of,
 )
 from cli.consume import consume_command, kafka_dev_command
+from cli.demo import demo_command
 from cli.run import run_command
 from core.config_file import load_settings
 from core.errors import ConfigError, DexnodeError
@@ -118,15 +119,6 @@ def db_status(ctx: typer.Context, database_url: DatabaseUrlOpt = None, data_dir:
 
     settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
     run_async(status(settings))
-
-
-@app.command("demo")
-def demo(ctx: typer.Context, database_url: DatabaseUrlOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Run the node's main job on embedded defaults and say what it did."""
-    from cli.demo import run_demo
-
-    settings = settings_of(ctx, database_url=database_url, data_dir=data_dir)
-    run_async(run_demo(settings))
 
 
 @app.command("follow")
@@ -229,6 +221,7 @@ app.command("run")(run_command)
 app.command("archive")(archive_command)
 app.command("query")(query_command)
 app.command("export")(export_command)
+app.command("demo")(demo_command)
 
 
 def _mount_optional() -> None:

@@ -7,6 +7,7 @@ in a worker thread when called from async code.
 from __future__ import annotations
 
 import asyncio
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -34,12 +35,23 @@ def head_revision() -> str:
     return heads[0]
 
 
+# Alembic's command functions install their context in module globals (alembic.context, alembic.op): two
+# at once in one process (``dexnode run``: the backfill and each CEX feed upgrade as they start) break
+# each other with a KeyError. One at a time; the second finds the schema at head and returns at once.
+_ALEMBIC = threading.Lock()
+
+
+def _locked(func: Any, *args: Any) -> None:
+    with _ALEMBIC:
+        func(*args)
+
+
 async def upgrade(sqlalchemy_url: str, revision: str = "head") -> None:
-    await asyncio.to_thread(command.upgrade, alembic_config(sqlalchemy_url), revision)
+    await asyncio.to_thread(_locked, command.upgrade, alembic_config(sqlalchemy_url), revision)
 
 
 async def downgrade(sqlalchemy_url: str, revision: str) -> None:
-    await asyncio.to_thread(command.downgrade, alembic_config(sqlalchemy_url), revision)
+    await asyncio.to_thread(_locked, command.downgrade, alembic_config(sqlalchemy_url), revision)
 
 
 @dataclass(frozen=True)
