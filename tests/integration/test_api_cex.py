@@ -44,7 +44,7 @@ from core.database import DatabaseInfo
 from core.retry import RetryPolicy
 from core.settings import build_settings
 from devnet.exchanges import okx as okx_server
-from devnet.exchanges.server import Fault, MarketBook
+from devnet.exchanges.server import Fault, MarketBook, ReplayServer
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -217,14 +217,14 @@ async def eventually(check: Callable[[], bool], what: str, timeout: float = 20.0
 # -- running the feed --------------------------------------------------------------------------------
 
 
-def okx_feed(server: okx_server.OkxServer, snapshot_every: float | None = 0.3) -> FeedHandler:
+def okx_feed(server: ReplayServer, snapshot_every: float | None = 0.3) -> FeedHandler:
     exchange = Okx(ws_url=server.url)
     retry = RetryPolicy(attempts=0, base_delay=0.05, max_delay=0.2)
     return FeedHandler(exchange, list(SYMBOLS), ["book", "trades", "ticker"], stale_after=5, retry=retry,
                        snapshot_every=snapshot_every)  # fmt: skip
 
 
-def settled(feed: FeedHandler, server: okx_server.OkxServer) -> bool:
+def settled(feed: FeedHandler, server: ReplayServer) -> bool:
     if not server.done.is_set() or not feed.queue.empty():
         return False
     for ours, native in SYMBOLS.items():
@@ -236,7 +236,7 @@ def settled(feed: FeedHandler, server: okx_server.OkxServer) -> bool:
 
 async def run_to_the_end(
     feed: FeedHandler,
-    server: okx_server.OkxServer,
+    server: ReplayServer,
     sinks: list[CexSink],
     during: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
@@ -429,17 +429,20 @@ async def test_notify_path_and_a_replica_started_mid_stream(clean_db: DatabaseIn
             async def second_replica() -> None:
                 # started when the market is well under way: its hub never saw BTC-USDT's snapshot
                 await eventually(lambda: server.position >= 250, "the market under way")
+                pace, server.pace = server.pace, 0.5  # the market slows while the replica starts
                 other = await stack.enter_async_context(serving(clean_db.dsn))
                 replica["book"] = await WsClient.open(other, {"channel": "cex_book", "symbol": "BTC-USDT"})
+                server.pace = pace
 
             await run_to_the_end(feed, server, [store], during=second_replica)
             market = server.books["BTC-USDT"].as_decimals()
             await eventually(lambda: len(trades_ws.data("trade")) >= 74, "every trade through NOTIFY")
             for client in (book_ws, replica["book"]):
-                await eventually(
-                    lambda c=client: "BTC-USDT" in c.books() and c.books()["BTC-USDT"].levels() == market,
-                    "the book through NOTIFY equals the market",
-                )
+
+                def level(c: WsClient = client) -> bool:
+                    return "BTC-USDT" in c.books() and c.books()["BTC-USDT"].levels() == market
+
+                await eventually(level, "the book through NOTIFY equals the market")
             check_trades(trades_ws.data("trade"), truth)
             book = book_ws.books()["BTC-USDT"]
             assert book.valid and book.resyncs >= 1 and book.snapshots >= 2
