@@ -62,6 +62,13 @@ log = logging.getLogger("dexnode.run")
 
 FOLLOW_FINISH_SECONDS = 60.0  # the block in flight gets this long to be written once stopping
 WS_CLOSE_SECONDS = 5.0  # websocket clients get this long to receive their close frame
+# markets an exchange runs when none are configured (--exchanges binance,coinbase works as it is)
+DEFAULT_SYMBOLS = {
+    "": "BTC-USDT,ETH-USDT",
+    "coinbase": "BTC-USD,ETH-USD",
+    "kraken": "BTC-USD,ETH-USD",
+    "binance_futures": "BTC-USDT-PERP,ETH-USDT-PERP",
+}
 SNAPSHOT_EVERY = 60.0  # seconds between stored book snapshots (as `dexnode cex`)
 
 
@@ -103,14 +110,10 @@ def cex_venues(settings: Settings) -> list[Venue]:
                 f" known: {', '.join(sorted(EXCHANGES))}"
             )
         key = name.replace("-", "_")
-        symbols = [
-            s.upper() for s in _names(settings.plugin_setting(f"cex_{key}_symbols") or settings.cex_symbols)
-        ]
-        if not symbols:
-            raise ConfigError(
-                f"exchange {name}: no symbols (--symbols, DEXNODE_CEX_SYMBOLS,"
-                f" DEXNODE_CEX_{key.upper()}_SYMBOLS or [cex.{name}] symbols in the configuration file)"
-            )
+        given = settings.plugin_setting(f"cex_{key}_symbols") or settings.cex_symbols
+        symbols = [s.upper() for s in _names(given or DEFAULT_SYMBOLS.get(name, DEFAULT_SYMBOLS[""]))]
+        if not given:
+            log.info("%s: no symbols configured, running %s", name, ",".join(symbols))
         venues.append(Venue(exchange_from(settings, name), symbols, parse_feeds(settings.cex_feeds)))
     return venues
 

@@ -89,7 +89,8 @@ SymbolsOpt = Annotated[
     typer.Option(
         "--symbols",
         help="symbols for every exchange, BASE-QUOTE[,...] (env DEXNODE_CEX_SYMBOLS; per exchange"
-        " DEXNODE_CEX_<EXCHANGE>_SYMBOLS, or cex.<exchange>.symbols in the configuration file)",
+        " DEXNODE_CEX_<EXCHANGE>_SYMBOLS, or cex.<exchange>.symbols in the configuration file; unset:"
+        " BTC and ETH against USDT, or USD on coinbase and kraken)",
     ),
 ]
 FeedsOpt = Annotated[

@@ -256,6 +256,11 @@ class Settings(BaseSettings):
     def _upper_log_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
+    @field_validator("backfill_from", mode="before")
+    @classmethod
+    def _unset_backfill_from(cls, value: Any) -> Any:
+        return None if value == "" else value  # DEXNODE_BACKFILL_FROM= (e.g. compose's ${X:-}) is unset
+
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str | None) -> str | None:
