@@ -95,7 +95,7 @@ function addBlock(block) {
 // -- trades tape ---------------------------------------------------------------------------------
 
 /** A row for the tape; `cells` are strings or promises of strings (symbols resolve later). */
-export function addTradeRow({ key, block, time, venue, sold, bought, price, side }) {
+export function addTradeRow({ key, block, time, venue, sold, bought, price, exactPrice = null, side }) {
   const body = $("trades-body");
   if (body.querySelector(`tr[data-key="${CSS.escape(key)}"]`)) return; // a replay after a reconnect
   const tr = document.createElement("tr");
@@ -114,6 +114,7 @@ export function addTradeRow({ key, block, time, venue, sold, bought, price, side
     } else td.textContent = value;
     tr.append(td);
   });
+  if (exactPrice !== null) tr.querySelector("td.price").title = exactPrice;
   body.prepend(tr);
   while (body.rows.length > TAPE_ROWS) body.rows[body.rows.length - 1].remove();
 }
@@ -131,6 +132,7 @@ function dexTradeRow(t) {
     sold: amount(t.amount_sold_raw, t.amount_sold, soldSymbol),
     bought: amount(t.amount_bought_raw, t.amount_bought, boughtSymbol),
     price: t.price === null ? "–" : shortAmount(t.price),
+    exactPrice: t.price,
     side: null,
   });
 }
@@ -241,6 +243,7 @@ async function main() {
   const fromBlock = head === null ? null : Math.max(0, head - REPLAY_BLOCKS);
   stream.subscribe("blocks", "blocks", { fromBlock: head === null ? null : Math.max(0, head - BLOCK_ROWS) });
   stream.subscribe("dex", "dex_trades", { fromBlock });
+  cex.start();
   stream.connect();
   pollStatus(cex);
   dex = await chartPromise;

@@ -1,7 +1,8 @@
 // The CEX side of the dashboard: CEX trades into the shared tape (`cex_trades`), the order book of one
 // market (`cex_book`: a `book_snapshot`, then `book_delta`s, `resync` when the node lost the sequence;
 // each carries `sequence` and `valid`), and its candles (GET /v1/cex/candles). The markets come from
-// GET /v1/status (those with stored trades); with none, the panels say "no exchange feeds configured".
+// GET /v1/status (those with stored trades) and from the trades as they arrive; with none, the panels
+// say "no exchange feeds configured".
 
 import { CandleChart } from "./charts.js";
 import { api, multiply, setText, shortAmount } from "./util.js";
@@ -41,6 +42,12 @@ export class CexPanel {
     this.select.onchange = () => this._choose(this.select.value);
   }
 
+  /** Subscribe (once the page's stream exists) to every market's trades: a market shows up with its
+   * first trade, before the status poll lists it. A server without CEX channels refuses it: 4003. */
+  start() {
+    this.page.subscribe("cex-trades", "cex_trades", { onRefused: () => this._unavailable() });
+  }
+
   /** The markets from /v1/status (polled): add new ones; choose the first when none is chosen. */
   markets(list) {
     if (!this.available) return;
@@ -49,10 +56,6 @@ export class CexPanel {
       if (this.known.has(key)) continue;
       this.known.add(key);
       this.select.append(new Option(`${m.symbol} on ${m.exchange}`, key));
-      this.page.subscribe(`cex-trades-${key}`, "cex_trades", {
-        filters: { exchange: m.exchange, symbol: m.symbol },
-        onRefused: () => this._unavailable(),
-      });
     }
     if (this.current === null && this.known.size) {
       document.body.classList.remove("hidden-cex");
@@ -64,7 +67,8 @@ export class CexPanel {
   handle(msg) {
     const data = msg.data;
     if (!data) return;
-    if (msg.type === "trade" || msg.type === "cex_trade") {
+    if (msg.type === "trade") {
+      this.markets([{ exchange: data.exchange, symbol: data.symbol }]);
       this.page.addTradeRow({
         key: `${data.exchange}:${data.symbol}:${data.trade_id ?? data.atom_timestamp}`,
         block: null,
@@ -72,6 +76,7 @@ export class CexPanel {
         venue: data.exchange,
         ...sides(data),
         price: shortAmount(data.price),
+        exactPrice: data.price,
         side: data.taker_side,
       });
       if (this.current === `${data.exchange}:${data.symbol}`) this.chart.refreshSoon();
@@ -146,6 +151,7 @@ export class CexPanel {
           for (const text of priceFirst ? [price, size] : [size, price]) {
             const td = document.createElement("td");
             td.textContent = shortAmount(text);
+            td.title = text; // the exact decimal
             tr.append(td);
           }
           return tr;

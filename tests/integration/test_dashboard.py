@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import signal
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -26,6 +28,7 @@ from api.app import create_app
 from core.database import DatabaseInfo
 from core.settings import build_settings
 from devnet import Devnet
+from devnet.exchanges.live import LIVE_SERVERS, interleave, markets_for
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher, registry_from
 from indexer.pipeline.pipeline import consume
@@ -33,7 +36,7 @@ from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
 from sinks.postgres import PostgresSink
 from tests.chain_check import wait_for_tip
-from tests.conftest import free_port
+from tests.conftest import dexnode_bin, free_port
 from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, venues
 
 pytestmark = pytest.mark.integration
@@ -162,72 +165,208 @@ def assert_side(shown: str, amount: str, symbol: str) -> None:
     assert amount.startswith(number.rstrip(".")) and number, f"shown {shown!r}, exact {amount} {symbol}"
 
 
+@contextlib.asynccontextmanager
+async def browser_page(url: str) -> AsyncIterator[tuple[Page, list[str]]]:
+    """The dashboard loaded in headless Chromium; the list collects page errors and failed requests."""
+    if not await asyncio.to_thread(Path(CHROMIUM).exists):
+        pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium package")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1600, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+            await page.goto(url + "/")
+            yield page, errors
+        finally:
+            await browser.close()
+
+
+def artifact(pytestconfig: pytest.Config, name: str) -> Path:
+    """A stable, git-ignored place for the screenshots (printed, so a person can look)."""
+    folder = Path(pytestconfig.rootpath) / ".dexnode-test-artifacts"
+    folder.mkdir(exist_ok=True)
+    return folder / name
+
+
 async def test_dashboard_shows_blocks_trades_and_reorgs_live(
     fresh_devnet: Devnet, clean_db: DatabaseInfo, pytestconfig: pytest.Config
 ) -> None:
-    if not await asyncio.to_thread(Path(CHROMIUM).exists):
-        pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium package")
-    artifacts = Path(pytestconfig.rootpath) / ".dexnode-test-artifacts"
-    artifacts.mkdir(exist_ok=True)
-    screenshot = artifacts / "dashboard.png"
-    async with node(fresh_devnet, clean_db.dsn) as (rpc, url), async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        page = await browser.new_page(viewport={"width": 1600, "height": 1000})
-        page_errors: list[str] = []
-        page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-        page.on("console", lambda m: page_errors.append(m.text) if m.type == "error" else None)
-        page.on("response", lambda r: page_errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
-        try:
-            await page.goto(url + "/")
-            head = await rpc.block_number()
-            await shown_latest_block(page, head)
+    screenshot = artifact(pytestconfig, "dashboard.png")
+    async with node(fresh_devnet, clean_db.dsn) as (rpc, url), browser_page(url) as (page, page_errors):
+        head = await rpc.block_number()
+        await shown_latest_block(page, head)
+        assert await page.locator("#book-state").inner_text() == "no exchange feeds configured"
 
-            # new blocks with DEX trades: the page shows the node's head and every trade's sides
-            await asyncio.to_thread(fresh_devnet.activity, 4, 10.0)
-            await wait_for_tip(clean_db.dsn, rpc)
-            new_head = await rpc.block_number()
-            await shown_latest_block(page, new_head)
-            truth = await swaps_in(fresh_devnet, rpc, head + 1, new_head)
-            assert truth, "the devnet mined no swaps: nothing to look for"
-            rows = await tape_rows(page, list(truth))
-            for key, expected in truth.items():
-                row = rows[key]
-                shown = (row["block"], row["state"], row["row_state"])
-                assert shown == (expected["block"], "ok", "canonical")
-                assert_side(row["sold"], expected["sold"], expected["sold_symbol"])
-                assert_side(row["bought"], expected["bought"], expected["bought_symbol"])
+        # new blocks with DEX trades: the page shows the node's head and every trade's sides
+        await asyncio.to_thread(fresh_devnet.activity, 4, 10.0)
+        await wait_for_tip(clean_db.dsn, rpc)
+        new_head = await rpc.block_number()
+        await shown_latest_block(page, new_head)
+        truth = await swaps_in(fresh_devnet, rpc, head + 1, new_head)
+        assert truth, "the devnet mined no swaps: nothing to look for"
+        rows = await tape_rows(page, list(truth))
+        for key, expected in truth.items():
+            row = rows[key]
+            shown = (row["block"], row["state"], row["row_state"])
+            assert shown == (expected["block"], "ok", "canonical")
+            assert_side(row["sold"], expected["sold"], expected["sold_symbol"])
+            assert_side(row["bought"], expected["bought"], expected["bought_symbol"])
 
-            # candles drawn for a pool, with its close as text beside the canvas
-            caption = "document.getElementById('dex-chart-caption').textContent.includes(' close ')"
+        # candles drawn for a pool, with its close as text beside the canvas
+        caption = "document.getElementById('dex-chart-caption').textContent.includes(' close ')"
+        await page.wait_for_function(caption, timeout=WAIT_MS)
+        assert await page.locator("#dex-chart-canvas canvas").count() > 0
+
+        # a reorg: the orphaned blocks' trades are shown undone, then the new branch's head
+        reorg = await asyncio.to_thread(fresh_devnet.reorg, 3)
+        orphaned = [k for k, t in truth.items() if int(t["block"]) > reorg.common_ancestor]
+        assert orphaned, "the reorg orphaned no trade the page had shown"
+        await page.wait_for_function(
+            """keys => keys.every(k => {
+                const tr = document.querySelector(`#trades-body tr[data-key="${k}"]`);
+                return tr && tr.dataset.state === 'reorged'
+                    && tr.querySelector('td.state').textContent === 'reorged';
+            })""",
+            arg=orphaned,
+            timeout=WAIT_MS,
+        )
+        kept = [k for k, t in truth.items() if int(t["block"]) <= reorg.common_ancestor]
+        rows = await tape_rows(page, kept) if kept else {}
+        assert all(r["row_state"] == "canonical" for r in rows.values())
+        await wait_for_tip(clean_db.dsn, rpc)
+        await shown_latest_block(page, await rpc.block_number())
+        log_text = await page.locator("#reorg-log").inner_text()
+        assert f"reorg above block {reorg.common_ancestor}" in log_text
+        await page.wait_for_function(
+            "document.querySelector('[data-field=reorgs]').textContent.startsWith('1 (last: depth 3')",
+            timeout=WAIT_MS,
+        )
+        await page.screenshot(path=str(screenshot), full_page=True)
+        print(f"\ndashboard screenshot: {screenshot}")
+        assert not page_errors, page_errors
+
+
+# -- the CEX side ---------------------------------------------------------------------------------
+
+CEX_SYMBOL = "ETH-USDT"
+CEX_NATIVE = "ETHUSDT"  # as Binance writes it
+CEX_SEED = 3
+CEX_EVENTS = 1000  # generated market steps, ~10 s (then the server goes quiet: its book is final)
+CEX_PACE = 0.01
+BOOK_LEVELS = 12  # what the page shows per side
+
+
+def canonical(text: str) -> str:
+    return format(Decimal(text).normalize(), "f")
+
+
+def generated_trades(upto: int) -> dict[str, Any]:
+    """The same seeded market generated again, apart from the server: its trades by id (the truth)."""
+    twin = markets_for("binance", [CEX_SYMBOL], CEX_SEED)[0]
+    trades: dict[str, Any] = {}
+    while len(trades) < upto:
+        for event in twin.step():
+            if event.channel == "trades":
+                trades[str(event.raw.trade_id)] = event.raw
+    return trades
+
+
+async def test_dashboard_shows_cex_trades_and_a_valid_book(
+    clean_db: DatabaseInfo, cli_env: dict[str, str], pytestconfig: pytest.Config
+) -> None:
+    """``dexnode cex`` against the local Binance server (a generated market) writes Postgres; the API
+    reads it through NOTIFY. The page's CEX trades equal the market's generated trades, and its book,
+    once the market stops, equals the server's book, shown valid with its sequence."""
+    markets = markets_for("binance", [CEX_SYMBOL], CEX_SEED)
+    server = LIVE_SERVERS["binance"][0](
+        itertools.islice(interleave(markets), CEX_EVENTS), pace=CEX_PACE, wait_for_sessions=1
+    )
+    server.setup(markets)
+    await server.start()
+    url, stop = await _serve(clean_db.dsn, "http://127.0.0.1:9")  # no node here: the status says so
+    feed = None
+    try:
+        async with browser_page(url) as (page, page_errors):
+            await page.wait_for_function(
+                "document.querySelector('[data-field=node_head]').textContent === 'node not answering'",
+                timeout=WAIT_MS,
+            )
+            assert await page.locator("#book-state").inner_text() == "no exchange feeds configured"
+            env = {
+                **cli_env,
+                "DEXNODE_CEX_BINANCE_WS_URL": f"{server.url}/stream",
+                "DEXNODE_CEX_BINANCE_REST_URL": server.rest_url,
+                "DEXNODE_DATABASE_URL": clean_db.dsn,
+            }
+            feed = await asyncio.create_subprocess_exec(
+                dexnode_bin(), "cex", "--exchange", "binance", "--symbols", CEX_SYMBOL,
+                "--feeds", "trades,book", env=env, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            await asyncio.wait_for(server.done.wait(), 60)
+            book = server.final_books()[CEX_NATIVE]
+            want = {
+                "bids": [[canonical(p), canonical(q)] for p, q in book.sorted_bids()[:BOOK_LEVELS]],
+                "asks": [[canonical(p), canonical(q)] for p, q in book.sorted_asks()[:BOOK_LEVELS]],
+            }
+            # the page's book converges on the server's final book (exact decimals in each cell's title)
+            await page.wait_for_function(
+                """want => {
+                    const canon = t => t.includes('.') ? t.replace(/0+$/, '').replace(/\\.$/, '') : t;
+                    const side = (id, priceFirst) => [...document.querySelectorAll(`#${id} tr`)].map(tr => {
+                        const [a, b] = [...tr.cells].map(td => canon(td.title));
+                        return priceFirst ? [a, b] : [b, a];
+                    });
+                    return JSON.stringify(side('bids-body', false)) === JSON.stringify(want.bids)
+                        && JSON.stringify(side('asks-body', true)) === JSON.stringify(want.asks);
+                }""",
+                arg=want,
+                timeout=WAIT_MS,
+            )
+            # the status: the node this API was given does not answer (counted); the feed never resynced
+            figure = "document.querySelector('[data-field={}]').textContent"
+            assert int(await page.evaluate(figure.format("rpc_errors"))) > 0
+            await page.wait_for_function(f"{figure.format('feed_resyncs')} === '0'", timeout=WAIT_MS)
+            state = await page.locator("#book-state").inner_text()
+            assert await page.locator("#book-state").get_attribute("data-valid") == "true", state
+            assert state.startswith("valid · sequence "), state
+            assert await page.locator("#book-market").inner_text() == f"{CEX_SYMBOL} on binance"
+
+            rows: list[dict[str, str]] = await page.evaluate(
+                """() => [...document.querySelectorAll('#trades-body tr')].map(tr => ({
+                    key: tr.dataset.key, side: tr.className, venue: tr.querySelector('td.venue').innerText,
+                    price: tr.querySelector('td.price').title, sold: tr.querySelector('td.sold').innerText,
+                    bought: tr.querySelector('td.bought').innerText}))"""
+            )
+            assert rows, "no CEX trade reached the tape"
+            truth = generated_trades(max(int(r["key"].rsplit(":", 1)[1]) for r in rows))
+            for row in rows:
+                exchange, symbol, trade_id = row["key"].split(":")
+                trade = truth[trade_id]
+                assert (exchange, symbol, row["venue"], row["side"]) == (
+                    "binance",
+                    CEX_SYMBOL,
+                    "binance",
+                    trade.taker_side,
+                )
+                assert Decimal(row["price"]) == Decimal(trade.price)
+                base = row["bought"] if trade.taker_side == "buy" else row["sold"]
+                quote = row["sold"] if trade.taker_side == "buy" else row["bought"]
+                assert_side(base, canonical(trade.size), "ETH")
+                assert_side(quote, canonical(str(Decimal(trade.size) * Decimal(trade.price))), "USDT")
+            caption = "document.getElementById('cex-chart-caption').textContent.includes(' close ')"
             await page.wait_for_function(caption, timeout=WAIT_MS)
-            assert await page.locator("#dex-chart-canvas canvas").count() > 0
-
-            # a reorg: the orphaned blocks' trades are shown undone, then the new branch's head
-            reorg = await asyncio.to_thread(fresh_devnet.reorg, 3)
-            orphaned = [k for k, t in truth.items() if int(t["block"]) > reorg.common_ancestor]
-            assert orphaned, "the reorg orphaned no trade the page had shown"
-            await page.wait_for_function(
-                """keys => keys.every(k => {
-                    const tr = document.querySelector(`#trades-body tr[data-key="${k}"]`);
-                    return tr && tr.dataset.state === 'reorged'
-                        && tr.querySelector('td.state').textContent === 'reorged';
-                })""",
-                arg=orphaned,
-                timeout=WAIT_MS,
-            )
-            kept = [k for k, t in truth.items() if int(t["block"]) <= reorg.common_ancestor]
-            rows = await tape_rows(page, kept) if kept else {}
-            assert all(r["row_state"] == "canonical" for r in rows.values())
-            await wait_for_tip(clean_db.dsn, rpc)
-            await shown_latest_block(page, await rpc.block_number())
-            log_text = await page.locator("#reorg-log").inner_text()
-            assert f"reorg above block {reorg.common_ancestor}" in log_text
-            await page.wait_for_function(
-                "document.querySelector('[data-field=reorgs]').textContent.startsWith('1 (last: depth 3')",
-                timeout=WAIT_MS,
-            )
+            screenshot = artifact(pytestconfig, "dashboard-cex.png")
             await page.screenshot(path=str(screenshot), full_page=True)
-            print(f"\ndashboard screenshot: {screenshot}")
+            print(f"\ndashboard screenshot (CEX): {screenshot}")
             assert not page_errors, page_errors
-        finally:
-            await browser.close()
+    finally:
+        if feed is not None and feed.returncode is None:
+            feed.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(feed.communicate(), 30)
+            assert feed.returncode in (0, 130), err.decode()[-2000:]  # 130: stopped by SIGINT, cleanly
+        await stop()
+        await server.stop()
