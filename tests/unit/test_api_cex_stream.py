@@ -13,6 +13,7 @@ import pytest
 from api.errors import ApiError
 from api.routes.cex import parse_moment
 from api.stream.cex import CexFanOut, CexSubscription
+from api.stream.cex_listener import CexNotifyReader
 from api.stream.events import Ref
 from api.stream.hub import Client, Hub, Limits
 from api.stream.protocol import Code, ProtocolError, Subscribe, parse
@@ -244,3 +245,21 @@ def test_hub_sends_a_blocks_dex_trades_and_its_reorgs_to_the_merged_channel() ->
     hub.publish_blocks([b], {DexTrade: [trade]})
     hub.disconnect(client)
     assert hub.cex.by_channel == {"trades": set(), "cex_book": set()}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "{",
+        "[]",
+        '{"v": 1, "ranges": {"pg_authid": [1, 2]}, "candles": []}',  # not a CEX table: never read
+        '{"v": 1, "ranges": {"cex_trades": [1]}, "candles": []}',
+        '{"v": 1, "ranges": {}, "candles": [["okx", "BTC-USDT", "1m"]]}',
+        '{"v": 1, "candles": []}',
+    ],
+)
+async def test_a_malformed_cex_notification_is_counted_and_skipped(payload: str) -> None:
+    hub = Hub(NoStore(), confirmations=3)  # type: ignore[arg-type]
+    reader = CexNotifyReader(NoStore(), hub)  # type: ignore[arg-type]
+    await reader.handle(payload)
+    assert reader.skipped == 1
