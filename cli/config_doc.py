@@ -1,7 +1,8 @@
 """The configuration reference, ``docs/configuration.md``, generated from ``core.settings.Settings``.
 
-``python -m cli.config_doc`` rewrites the file; ``python -m cli.config_doc --check`` exits 1 when the
-committed file differs (``tests/unit/test_config_doc.py`` does the same, so the page cannot drift).
+``python -m cli.config_doc`` rewrites the file (and ``docs/record-schemas.md``, ``cli/schema_doc.py``);
+``python -m cli.config_doc --check`` exits 1 when a committed page differs (``tests/unit/test_config_doc.py``
+does the same, so the pages cannot drift).
 
 Everything on the page comes from the code, not from a second list kept by hand:
 
@@ -246,18 +247,25 @@ def render() -> str:
     return "\n".join(parts)
 
 
+def pages() -> dict[Path, str]:
+    """Every generated page: this configuration reference and the record schemas (cli/schema_doc.py)."""
+    from cli import schema_doc
+
+    return {DOC_PATH: render(), schema_doc.DOC_PATH: schema_doc.render()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    text = render()
-    if "--check" in args:
-        current = DOC_PATH.read_text() if DOC_PATH.exists() else ""
-        if current != text:
-            print(f"{DOC_PATH} is out of date: run `{REGENERATE}`", file=sys.stderr)
-            return 1
-        return 0
-    DOC_PATH.write_text(text)
-    print(f"wrote {DOC_PATH}")
-    return 0
+    stale = 0
+    for path, text in pages().items():
+        if "--check" in args:
+            if not path.exists() or path.read_text() != text:
+                print(f"{path} is out of date: run `{REGENERATE}`", file=sys.stderr)
+                stale += 1
+            continue
+        path.write_text(text)
+        print(f"wrote {path}")
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
