@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -119,8 +120,10 @@ def check_select(sql: str) -> None:
 
 
 def _json_value(value: Any) -> Any:
-    if isinstance(value, bool) or value is None or isinstance(value, float | str):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
+    if isinstance(value, float):  # NaN and ±Infinity have no JSON number: their SQL spelling, as text
+        return value if math.isfinite(value) else str(value).replace("inf", "Infinity").replace("nan", "NaN")
     if isinstance(value, int):
         return value if -_SAFE_INT < value < _SAFE_INT else str(value)
     if isinstance(value, decimal.Decimal):

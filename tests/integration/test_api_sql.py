@@ -162,6 +162,18 @@ async def test_refused_statements_left_the_data_as_it_was(node: Served) -> None:
         await conn.close()
 
 
+async def test_values_without_a_json_number_come_back_as_text(node: Served) -> None:
+    answer = await _post(
+        node.url,
+        "SELECT 'NaN'::float8 AS a, '-Infinity'::float8 AS b, 1.5::float8 AS c, 2::numeric / 3 AS d,"
+        " 9007199254740993::bigint AS e, now() > '2020-01-01' AS f, NULL AS g",
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["data"] == [
+        ["NaN", "-Infinity", 1.5, "0.66666666666666666667", "9007199254740993", True, None]
+    ]
+
+
 async def test_errors_from_postgres_are_a_400_with_its_message(node: Served) -> None:
     answer = await _post(node.url, "SELECT no_such_column FROM blocks")
     assert answer.status_code == 400
