@@ -136,6 +136,21 @@ class Target:
         self.fs.pipe_file(tmp, data)
         self.fs.mv(tmp, full)
 
+    def put_all_atomic(self, files: dict[str, bytes]) -> None:
+        """``put_atomic`` for several files; on an object store the PUTs go concurrently."""
+        if self.local or len(files) < 2:
+            for path, data in files.items():
+                self.put_atomic(path, data)
+        else:
+            self.fs.pipe({self.full(path): data for path, data in files.items()})
+
+    def read_all(self, paths: list[str]) -> dict[str, bytes]:
+        """Several files' bytes by path (fetched concurrently from an object store)."""
+        if self.local or len(paths) < 2:
+            return {path: self.read_bytes(path) for path in paths}
+        got = self.fs.cat([self.full(p) for p in paths])
+        return {path: got[self.full(path)] for path in paths}
+
     def read_bytes(self, path: str) -> bytes:
         data: bytes = self.fs.cat_file(self.full(path))
         return data

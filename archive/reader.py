@@ -21,11 +21,14 @@ class ArchiveCorrupt(Exception):
     """A file's bytes differ from the checksum the manifest recorded for it."""
 
 
-def read_file(target: Target, entry: FileEntry, *, verify: bool = True) -> pa.Table:
-    data = target.read_bytes(entry.path)
+def _table(entry: FileEntry, data: bytes, verify: bool) -> pa.Table:
     if verify and sha256(data) != entry.sha256:
         raise ArchiveCorrupt(f"{entry.path}: SHA-256 differs from the manifest's")
     return pq.read_table(io.BytesIO(data))
+
+
+def read_file(target: Target, entry: FileEntry, *, verify: bool = True) -> pa.Table:
+    return _table(entry, target.read_bytes(entry.path), verify)
 
 
 def records_of(table: pa.Table) -> list[Record]:
@@ -64,11 +67,9 @@ def bucket_records(
     target: Target, bucket: StoredBucket, types: set[str] | None = None
 ) -> dict[str, list[Record]]:
     """One bucket's records by type name (only ``types`` when given)."""
-    return {
-        f.type: records_of(read_file(target, f))
-        for f in bucket.entry.files
-        if types is None or f.type in types
-    }
+    files = [f for f in bucket.entry.files if types is None or f.type in types]
+    contents = target.read_all([f.path for f in files])
+    return {f.type: records_of(_table(f, contents[f.path], True)) for f in files}
 
 
 def iter_records(

@@ -29,13 +29,15 @@ def parquet_bytes(table: object) -> bytes:
 def write_bucket(target: Target, stream: Stream, bucket: Bucket) -> BucketEntry:
     """Write ``bucket``'s files and then its manifest entry; returns the entry."""
     files = []
+    contents: dict[str, bytes] = {}
     for cls, records in bucket.records.items():
         if not records:
             continue
         data = parquet_bytes(to_table(cls, records))
         path = file_path(cls.TYPE, stream.name, bucket.minute)
-        target.put_atomic(path, data)
+        contents[path] = data
         files.append(FileEntry(cls.TYPE, path, len(records), len(data), sha256(data)))
+    target.put_all_atomic(contents)
     entry = BucketEntry(bucket.minute, tuple(files), bucket.first_block, bucket.last_block)
     target.add_bucket(stream, entry)
     return entry

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
+import asyncpg
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from core.database import open_database
+from archive.archiver import archive_lag
+from core.database import asyncpg_dsn, open_database
 from core.errors import FatalError
 from core.settings import Settings
 from migrations import runner
@@ -36,9 +40,21 @@ async def downgrade(settings: Settings, revision: str) -> None:
 async def status(settings: Settings) -> None:
     async with open_database(settings) as db:
         st = await runner.status(db.sqlalchemy_url)
+        lag = await _archive_lag(db.dsn, settings.confirmations) if st.current else {}
     kind = "embedded" if db.embedded else "server"
     typer.echo(f"database: {db.display} ({kind}, PostgreSQL {st.server_version})")
     state = "up to date" if st.up_to_date else "needs `dexnode db upgrade`"
     typer.echo(f"schema revision: {st.current or 'none'} (code head {st.head}, {state})")
     for table, rows in st.tables.items():
         typer.echo(f"  {table:<20} ~{rows} rows")
+    for stream, figures in lag.items():
+        typer.echo(f"archive {stream}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))
+
+
+async def _archive_lag(dsn: str, confirmations: int) -> dict[str, dict[str, int]]:
+    """The Parquet archive's lag per stream (empty when no archiver has run here; ``archive.archiver``)."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(dsn), min_size=1, max_size=1)
+    try:
+        return await archive_lag(pool, confirmations, time.time())
+    finally:
+        await pool.close()

@@ -49,7 +49,34 @@ async def ready(request: Request, pool: PoolDep) -> JSONResponse:
         body["head"] = {"number": row["number"], "hash": row["hash"], "timestamp": row["timestamp"]}
         body["lag_seconds"] = max(0, int(time.time()) - int(row["timestamp"]))
     body["lag_blocks"] = None if node_head is None or row is None else max(0, node_head - row["number"])
+    confirmations = request.app.state.api.settings.confirmations
+    body["archive"] = await _archive_lag(pool, None if row is None else row["number"], confirmations)
     return JSONResponse(body)
+
+
+async def _archive_lag(pool: Any, head: int | None, confirmations: int) -> dict[str, dict[str, int]]:
+    """How far the Parquet archive (``dexnode archive``) is behind, per stream, from the progress the
+    archiver keeps in ``cursors`` (``archive:chain/<name>``: last archived block; ``archive:cex/<exchange>``:
+    last archived minute): blocks behind the confirmed watermark, minutes behind the last closed one.
+    Empty when no archiver has run (archive.archiver.archive_lag computes the same for the CLI)."""
+    try:
+        rows = await asyncio.wait_for(
+            pool.fetch(
+                "SELECT stream, block_number FROM cursors WHERE stream LIKE 'archive:%' ORDER BY stream"
+            ),
+            2.0,
+        )
+    except Exception:  # readiness is about the database answering, checked above
+        return {}
+    lag: dict[str, dict[str, int]] = {}
+    for r in rows:
+        name, value = r["stream"].removeprefix("archive:"), int(r["block_number"])
+        if name.startswith("chain/"):
+            watermark = value if head is None else head - confirmations
+            lag[name] = {"last_block": value, "lag_blocks": max(0, watermark - value)}
+        else:
+            lag[name] = {"last_minute": value, "lag_minutes": max(0, int(time.time()) // 60 - 1 - value)}
+    return lag
 
 
 @router.get("/metrics", response_class=Response)
