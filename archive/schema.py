@@ -26,7 +26,6 @@ import dataclasses
 import types
 import typing
 from decimal import Decimal
-from functools import cache
 from typing import Annotated, Any, get_args, get_origin, get_type_hints
 
 import pyarrow as pa
@@ -48,8 +47,7 @@ def _arrow_type(hint: Any) -> tuple[pa.DataType, bool]:
         base = get_args(hint)[0]
         return (pa.string() if base is int else _arrow_type(base)[0]), False
     if origin is tuple:
-        args = get_args(hint)
-        items = {a for a in args if a is not Ellipsis}
+        items = {a for a in get_args(hint) if a is not Ellipsis}
         if len(items) != 1:
             raise TypeError(f"unsupported tuple {hint!r}: only tuples of one item type")
         return pa.list_(_arrow_type(items.pop())[0]), False
@@ -81,9 +79,14 @@ def _unsigned_64(cls: type[Record]) -> frozenset[str]:
     return frozenset(found)
 
 
-@cache
+_STRUCTS: dict[type[Record], pa.StructType] = {}
+_SCHEMAS: dict[type[Record], pa.Schema] = {}
+
+
 def record_struct(cls: type[Record]) -> pa.StructType:
     """The struct of a record class's fields under their JSON names, in declaration order."""
+    if cls in _STRUCTS:
+        return _STRUCTS[cls]
     hints = get_type_hints(cls, include_extras=True)
     unsigned = _unsigned_64(cls)
     fields = []
@@ -92,13 +95,15 @@ def record_struct(cls: type[Record]) -> pa.StructType:
         if field.name in unsigned:
             arrow = pa.uint64()
         fields.append(pa.field(field.name, arrow, nullable=nullable))
-    return pa.struct(fields)
+    struct = _STRUCTS[cls] = pa.struct(fields)
+    return struct
 
 
-@cache
 def kind_schema(cls: type[Record]) -> pa.Schema:
     """The Parquet schema of a kind's files: ``type``, ``version``, ``data``."""
-    return pa.schema(
+    if cls in _SCHEMAS:
+        return _SCHEMAS[cls]
+    schema = _SCHEMAS[cls] = pa.schema(
         [
             pa.field("type", pa.string(), nullable=False),
             pa.field("version", pa.int32(), nullable=False),
@@ -106,6 +111,7 @@ def kind_schema(cls: type[Record]) -> pa.Schema:
         ],
         metadata={"dexnode.type": cls.TYPE, "dexnode.version": str(cls.VERSION)},
     )
+    return schema
 
 
 def to_table(cls: type[Record], records: typing.Sequence[Record]) -> pa.Table:

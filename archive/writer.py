@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archive.layout import BucketEntry, FileEntry, Stream, Target, file_path, sha256
@@ -20,9 +21,9 @@ from archive.source import Bucket
 COMPRESSION = "zstd"
 
 
-def parquet_bytes(table: object) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=COMPRESSION)  # type: ignore[arg-type]
+    pq.write_table(table, sink, compression=COMPRESSION)
     return sink.getvalue()
 
 
