@@ -68,19 +68,21 @@ async def serve(settings: Settings, *, workers: int = 1) -> None:
 
 
 class _WorkerHeader:
-    """ASGI middleware: which worker answered (``X-Dexnode-Worker``), for operators and the test."""
+    """ASGI middleware: which worker answered (``X-Dexnode-Worker`` on HTTP answers and websocket
+    handshakes), for operators and the test."""
 
     def __init__(self, app: Any, index: int) -> None:
         self.app = app
         self.value = str(index).encode()
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
 
         async def tagged(message: dict[str, Any]) -> None:
-            if message["type"] == "http.response.start":
+            # an HTTP answer's head, or the websocket handshake's
+            if message["type"] in ("http.response.start", "websocket.accept"):
                 message["headers"] = [*message.get("headers", []), (WORKER_HEADER, self.value)]
             await send(message)
 

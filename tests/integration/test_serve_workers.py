@@ -6,6 +6,7 @@ error. Also: the RPC errors an in-process client met are exported by ``/metrics`
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -14,11 +15,12 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from websockets.asyncio.client import ClientConnection, connect
 
 from api.app import create_app
 from core.retry import RetryPolicy
 from core.settings import build_settings
-from indexer.chain.extract import extract_receipts_only
+from indexer.chain.extract import ExtractedBlock, extract_receipts_only
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.pipeline import batch_of
 from sinks.postgres import PostgresSink
@@ -96,10 +98,57 @@ async def test_two_workers_both_answer_with_the_flags_applied(
                 if len(refused) == 2:
                     break
             assert refused == {"0", "1"}
+
+            # each worker's own LISTEN/NOTIFY listener: a block written now reaches a live websocket
+            # subscriber on each worker
+            await _live_block_reaches_both_workers(port, dsn, header)
     finally:
         if proc.returncode is None:
             proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 30) == 143  # both workers stopped, then the parent
+
+
+async def _live_block_reaches_both_workers(port: int, dsn: str, header: dict[str, object]) -> None:
+    by_worker: dict[str, ClientConnection] = {}
+    extra: list[ClientConnection] = []
+    try:
+        for _ in range(200):
+            ws = await connect(f"ws://127.0.0.1:{port}/ws", additional_headers={"X-API-Key": KEY})
+            assert ws.response is not None
+            worker = ws.response.headers["x-dexnode-worker"]
+            if worker in by_worker:
+                extra.append(ws)  # closed at the end: one connection per worker is enough
+            else:
+                by_worker[worker] = ws
+            if len(by_worker) == 2:
+                break
+        assert sorted(by_worker) == ["0", "1"]
+        for ws in by_worker.values():
+            await ws.send(json.dumps({"op": "subscribe", "channel": "blocks", "id": "b"}))
+            events = [json.loads(await asyncio.wait_for(ws.recv(), 30)) for _ in range(2)]
+            assert [e.get("event") for e in events] == ["subscribed", "live"], events
+
+        stored = extract_receipts_only(
+            json.loads((HELIOS / "block.json").read_text()),
+            json.loads((HELIOS / "receipts.json").read_text()),
+        ).block
+        new_hash = "0x" + "ab" * 32
+        block = dataclasses.replace(stored, number=stored.number + 1, hash=new_hash, parent_hash=stored.hash)
+        sink = await PostgresSink.connect(dsn)
+        try:
+            await sink.write(batch_of("follow", [ExtractedBlock(block, (), (), (), 0)]))
+        finally:
+            await sink.pool.close()
+        for worker, ws in by_worker.items():
+            message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert (message["type"], message["data"]["number"], message["data"]["hash"]) == (
+                "block",
+                int(str(header["number"]), 16) + 1,
+                new_hash,
+            ), worker
+    finally:
+        for ws in [*by_worker.values(), *extra]:
+            await ws.close()
 
 
 async def test_a_port_in_use_is_a_clear_error(
