@@ -36,7 +36,7 @@ from core.database import DatabaseInfo, open_database
 from core.settings import Settings
 from devnet import Devnet
 from devnet.exchanges.live import DEFAULT_SYMBOLS, LIVE_SERVERS, LiveServer, live_server
-from devnet.live import LiveDevnet, LiveOptions
+from devnet.live import LiveDevnet, LiveOptions, Singletons
 from migrations import runner
 from records import kinds
 
@@ -72,11 +72,16 @@ def demo_settings(settings: Settings) -> Settings:
 
 
 def node_settings(
-    settings: Settings, devnet: Devnet, servers: dict[str, LiveServer], options: DemoOptions
+    settings: Settings,
+    devnet: Devnet,
+    servers: dict[str, LiveServer],
+    options: DemoOptions,
+    plugins: dict[str, str] | None = None,
 ) -> Settings:
-    """``dexnode run``'s settings pointing at the devnet and the local exchange servers."""
+    """``dexnode run``'s settings pointing at the devnet (and its singleton venues, ``plugins``) and the
+    local exchange servers."""
     v2, v3 = venue_settings(devnet.manifest)
-    endpoints = dict(settings.plugin_settings)
+    endpoints = {**settings.plugin_settings, **(plugins or {})}
     for name, server in servers.items():
         # Binance's combined streams live under /stream; the others at the root
         endpoints[f"cex_{name}_ws_url"] = server.url + ("/stream" if name == "binance" else "")
@@ -157,16 +162,20 @@ async def _run(
     await _empty(db)
     devnet_dir = settings.data_dir / "devnet"
     shutil.rmtree(devnet_dir, ignore_errors=True)
-    typer.echo(f"demo: devnet: anvil + Uniswap v2, sushiswap, v3 and {options.blocks} blocks of history ...")
+    typer.echo(
+        f"demo: devnet: anvil + Uniswap v2, sushiswap, v3, v4 and Balancer v2, {options.blocks} blocks"
+        " of history ..."
+    )
     devnet = await asyncio.to_thread(Devnet.start, devnet_dir, seed=options.seed, blocks=options.blocks)
     stack.callback(devnet.stop)  # anvil: stopped after everything that uses it
+    singletons = await asyncio.to_thread(Singletons, devnet)  # Uniswap v4 and Balancer v2 beside them
     servers: dict[str, LiveServer] = {}
     for name in options.exchanges:
         server = live_server(name, options.symbols, seed=options.seed, interval=options.market_interval)
         await server.start()
         stack.push_async_callback(server.stop)
         servers[name] = server
-    live = LiveDevnet(devnet, options.live)
+    live = LiveDevnet(devnet, options.live, singletons=singletons)
     await asyncio.to_thread(live.start)
     stack.push_async_callback(asyncio.to_thread, live.stop)  # first to stop once the node has
     if stop.is_set():
@@ -187,7 +196,7 @@ async def _run(
         until = f"for {options.duration:g} s" if options.duration is not None else "until Ctrl-C"
         typer.echo(f"demo: running {until}; open the dashboard URL above.")
 
-    node = node_settings(settings, devnet, servers, options)
+    node = node_settings(settings, devnet, servers, options, singletons.plugin_settings())
     await run_node(node, stop=stop, quiet=True, on_ready=ready)
     log.info("live devnet: %d blocks, %d reorgs, %d errors", live.stats.blocks, len(live.stats.reorgs),
              live.stats.errors)  # fmt: skip

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from devnet.devnet import Devnet, ReorgResult
 from devnet.rpc import DevnetError
+from devnet.singletons import BalancerV2, UniswapV4
 
 log = logging.getLogger("dexnode.devnet.live")
 
@@ -30,6 +31,7 @@ class LiveOptions:
     reorg_every: tuple[float, float] = (30.0, 60.0)  # seconds between reorgs, drawn uniformly; (0, 0): none
     reorg_depth: tuple[int, int] = (1, 3)
     seed: int = 1
+    singleton_every: int = 3  # with ``Singletons``: every Nth block is one Uniswap v4 or Balancer swap
 
     def __post_init__(self) -> None:
         if self.block_interval <= 0:
@@ -45,9 +47,51 @@ class LiveOptions:
         return self.reorg_every[1] > 0
 
 
+class Singletons:
+    """Uniswap v4 (a PoolManager with two ERC-20 pools) and Balancer v2 (a Vault with two weighted pools)
+    deployed on the devnet by ``devnet.singletons`` with their seeded first activity (~70 one-transaction
+    blocks, under a second here), then one swap at a time: the v4 pools' price and the Balancer pools'
+    balances walk with the swaps' seeded directions and sizes."""
+
+    def __init__(self, devnet: Devnet) -> None:
+        self.rpc = devnet.rpc
+        self.rpc.call("evm_setAutomine", False)  # the Sender mines each of its transactions itself
+        try:
+            self.v4 = UniswapV4(self.rpc)
+            self.v4.activity()
+            self.balancer = BalancerV2(self.rpc)
+            self.balancer.activity()
+        finally:
+            self.rpc.call("evm_setAutomine", True)
+
+    def plugin_settings(self) -> dict[str, str]:
+        """The indexer's settings for them (DEXNODE_UNISWAP_V4_POOL_MANAGERS, DEXNODE_BALANCER_V2_VAULTS)."""
+        return {
+            "uniswap_v4_pool_managers": f"{self.v4.manager}=uniswap-v4",
+            "balancer_v2_vaults": f"{self.balancer.vault}=balancer-v2",
+        }
+
+    def swap(self, rng: random.Random) -> None:
+        """One swap in a block of its own: v4 (an ERC-20 pool; the native-ETH one would leave the router
+        the unsettled ETH each time) or Balancer, exact input, either direction."""
+        self.rpc.call("evm_setAutomine", False)
+        try:
+            if rng.random() < 0.5:
+                key = rng.choice([self.v4.keys[0], self.v4.keys[2]])
+                self.v4.swap(key, rng.random() < 0.5, -(10**16) * rng.randint(1, 50))
+            else:
+                aaa, usdx, _ = self.balancer.tokens
+                if rng.random() < 0.5:
+                    self.balancer.swap(0, aaa, usdx, 10**18 * rng.randint(1, 50))
+                else:
+                    self.balancer.swap(0, usdx, aaa, 10**6 * rng.randint(1, 50))
+        finally:
+            self.rpc.call("evm_setAutomine", True)
+
+
 @dataclass
 class LiveStats:
-    blocks: int = 0  # activity calls (one block each)
+    blocks: int = 0  # blocks mined (activity, or one singleton swap)
     reorgs: list[ReorgResult] = field(default_factory=list)
     errors: int = 0
     last_error: str | None = None
@@ -61,10 +105,12 @@ class LiveDevnet:
         devnet: Devnet,
         options: LiveOptions | None = None,
         *,
+        singletons: Singletons | None = None,
         on_reorg: Callable[[ReorgResult], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.devnet = devnet
+        self.singletons = singletons
         self.options = options or LiveOptions()
         self.on_reorg = on_reorg
         self.clock = clock
@@ -116,11 +162,17 @@ class LiveDevnet:
             next_block = max(next_block, self.clock() - opts.block_interval)  # no burst after a stall
 
     def block(self) -> None:
-        """Mine one block of seeded activity at the wall-clock time."""
+        """Mine one block at the wall-clock time: seeded activity, or every ``singleton_every``th block
+        (with ``singletons``) one Uniswap v4 or Balancer swap."""
         rpc = self.devnet.rpc
         last = int(rpc.call("eth_getBlockByNumber", "latest", False)["timestamp"], 16)
         rpc.call("evm_setNextBlockTimestamp", hex(max(int(time.time()), last + 1)))
-        self.devnet.activity(1, self.options.rate, seed=self.rng.randrange(2**32))
+        seed = self.rng.randrange(2**32)
+        every = self.options.singleton_every
+        if self.singletons is not None and every > 0 and self.stats.blocks % every == every - 1:
+            self.singletons.swap(random.Random(seed))
+        else:
+            self.devnet.activity(1, self.options.rate, seed=seed)
         self.stats.blocks += 1
 
     def reorg(self, depth: int) -> ReorgResult:
