@@ -176,6 +176,8 @@ function applyReorg(data, rowSelector) {
 
 // -- DEX candles ---------------------------------------------------------------------------------
 
+/** The DEX candles panel: the pools in a list (those indexed at load, then each pool as its first trade
+ * arrives); the pool of the newest trade is charted until the user picks another. */
 async function dexChart(lib) {
   const select = $("pool-select");
   const interval = $("dex-interval");
@@ -186,20 +188,35 @@ async function dexChart(lib) {
     const candles = r.data.reverse().map((c) => ({ ...c, volume: c.volume1, trades: c.trade_count }));
     return { candles, ...(await poolLabel(pool)) };
   });
-  const [list, latest] = await Promise.all([api("/v1/pools?limit=200"), api("/v1/dex/trades?order=desc&limit=1")]);
-  const candidates = list.data.filter((p) => p.address.length === 42); // candles: 20-byte pool addresses
-  for (const pool of candidates) {
-    const option = new Option(pool.address, pool.address);
-    select.append(option);
-    poolLabel(pool.address).then(({ label }) => (option.textContent = label));
-  }
-  const newest = latest.data[0]?.pool_address;
-  if (newest && candidates.some((p) => p.address === newest)) select.value = newest;
   const reload = () => (select.value ? chart.reload() : Promise.resolve()).catch((e) => chart._error(e));
+  const known = new Set();
+  const addPool = (address) => {
+    if (known.has(address) || address.length !== 42) return false; // candles: 20-byte pool addresses
+    known.add(address);
+    const option = new Option(shortHash(address), address);
+    select.append(option);
+    poolLabel(address).then(({ label }) => (option.textContent = label), () => {});
+    return true;
+  };
+  const [list, latest] = await Promise.all([api("/v1/pools?limit=200"), api("/v1/dex/trades?order=desc&limit=1")]);
+  for (const pool of list.data) addPool(pool.address);
+  const newest = latest.data[0]?.pool_address;
+  if (newest && known.has(newest)) select.value = newest;
+  else select.value = ""; // no trade yet: wait for the first one rather than chart an idle pool
   select.onchange = reload;
   interval.onchange = reload;
   await reload();
-  return chart;
+  return {
+    chart,
+    /** A DEX trade arrived live: list its pool; chart it if nothing is charted yet; else refresh. */
+    trade(pool) {
+      addPool(pool);
+      if (!select.value && known.has(pool)) {
+        select.value = pool;
+        reload();
+      } else if (pool === select.value) chart.refreshSoon();
+    },
+  };
 }
 
 // -- wiring --------------------------------------------------------------------------------------
@@ -227,12 +244,12 @@ async function main() {
         if (msg.id === "blocks") applyReorg(msg.data, "#blocks-body tr[data-number]");
         if (msg.id === "dex") {
           applyReorg(msg.data, "#trades-body tr[data-block]");
-          if (dex) dex.reload().catch((e) => dex._error(e));
+          if (dex) dex.chart.reload().catch((e) => dex.chart._error(e));
         }
       } else if (msg.type === "block") addBlock(msg.data);
       else if (msg.type === "dex_trade") {
         dexTradeRow(msg.data);
-        if (dex && msg.data.pool_address === $("pool-select").value) dex.refreshSoon();
+        if (dex) dex.trade(msg.data.pool_address);
       } else cex.handle(msg);
     },
     (state, detail) => {

@@ -48,6 +48,7 @@ export class CandleChart {
     this.label = label;
     this.unit = unit;
     if (this.chart) {
+      this.candles.applyOptions({ priceFormat: priceFormat(candles) });
       this.candles.setData(candles.map(bar));
       this.volume.setData(candles.map(volumeBar));
       this.chart.timeScale().fitContent();
@@ -95,6 +96,13 @@ export class CandleChart {
   _error(e) {
     this.caption.textContent = `candles unavailable: ${e.message}`;
   }
+}
+
+/** Enough decimals for the pair's scale (0.0000168 WBTC per USDC needs ten, 3000.03 USDT two). */
+function priceFormat(candles) {
+  const close = candles.length ? Math.abs(Number(candles[candles.length - 1].close)) : 1;
+  const precision = close > 0 ? Math.min(12, Math.max(2, Math.ceil(-Math.log10(close)) + 4)) : 2;
+  return { type: "price", precision, minMove: 10 ** -precision };
 }
 
 function bar(c) {

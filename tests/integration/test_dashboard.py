@@ -1,10 +1,13 @@
 """The dashboard at ``/`` in a real headless Chromium (Debian's ``chromium``, driven by playwright) against
-a live node: a devnet (anvil with real Uniswap contracts), the follower writing Postgres, and the API in
-its own uvicorn server reading live events through Postgres ``LISTEN/NOTIFY``.
+live nodes: ``dexnode run`` in process (a devnet, anvil with real Uniswap contracts, and a local Binance
+server's generated market), and ``dexnode cex`` in a subprocess beside an API process that reads it
+through Postgres ``LISTEN/NOTIFY``.
 
-What the page shows is compared with the devnet itself: the node's head over JSON-RPC, and each swap's
-sides decoded with eth-abi from the node's logs, named by the devnet's deployment (its token symbols),
-never with what the API answers. A screenshot is saved to ``.dexnode-test-artifacts/dashboard.png``.
+What the page shows is compared with independent truth, never with what the API answers: the node's
+head over JSON-RPC; each swap's sides decoded with eth-abi from the node's logs and named by the devnet's
+deployment (its token symbols); CEX trades against the same seeded market generated again; the book
+against the exchange server's own. Screenshots go to ``.dexnode-test-artifacts/`` (``dashboard.png``:
+chart, book and tape together).
 """
 
 from __future__ import annotations
@@ -25,16 +28,13 @@ import uvicorn
 from playwright.async_api import Page, async_playwright
 
 from api.app import create_app
+from cli.node import run_node
 from core.database import DatabaseInfo
 from core.settings import build_settings
 from devnet import Devnet
 from devnet.exchanges.live import LIVE_SERVERS, interleave, markets_for
+from devnet.exchanges.server import ReplayServer
 from indexer.chain.rpc import RpcClient
-from indexer.pipeline.dex import DexEnricher, registry_from
-from indexer.pipeline.pipeline import consume
-from indexer.realtime.follower import Follower
-from indexer.realtime.heads import HeadStream
-from sinks.postgres import PostgresSink
 from tests.chain_check import wait_for_tip
 from tests.conftest import dexnode_bin, free_port
 from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, venues
@@ -42,8 +42,13 @@ from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, 
 pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
-FOLLOW_FROM_BACK = 30  # the node indexes the devnet's newest blocks only: pools are classified on chain
 WAIT_MS = 30_000
+CEX_SYMBOL = "ETH-USDT"
+CEX_NATIVE = "ETHUSDT"  # as Binance writes it
+CEX_SEED = 3
+CEX_EVENTS = 1000  # generated market steps, ~10 s (then the server goes quiet: its book is final)
+CEX_PACE = 0.01
+BOOK_LEVELS = 12  # what the page shows per side
 
 
 async def _serve(dsn: str, rpc_http: str) -> tuple[str, Any]:
@@ -75,29 +80,42 @@ async def _serve(dsn: str, rpc_http: str) -> tuple[str, Any]:
 
 
 @contextlib.asynccontextmanager
-async def node(devnet: Devnet, dsn: str) -> AsyncIterator[tuple[RpcClient, str]]:
-    """Follower (with the DEX step) + API, like ``dexnode follow`` beside ``dexnode serve``."""
-    sink = await PostgresSink.connect(dsn)
-    async with RpcClient(devnet.rpc_http) as rpc:
-        head = await rpc.block_number()
-        v2, v3 = venues(devnet.manifest)
-        follower = Follower(
-            rpc, HeadStream(devnet.rpc_ws, rpc), start=[], from_block=head - FOLLOW_FROM_BACK, confirmations=3
-        )
-        enrich = DexEnricher(rpc, sink.pool, registry_from(v2, v3))
-        following = asyncio.create_task(consume(follower, sink, quiet=True, enrich=enrich))
-        stop = None
-        try:
+async def dexnode_run(
+    devnet: Devnet, dsn: str, exchange: ReplayServer
+) -> AsyncIterator[tuple[RpcClient, str]]:
+    """``dexnode run`` in this process (``cli.node.run_node``): the follower with the devnet's venues,
+    the API with the live hub, and a Binance feed of ``exchange`` (a local server), into ``dsn``."""
+    v2, v3 = venues(devnet.manifest)
+    settings = build_settings(
+        database_url=dsn,
+        rpc_http=devnet.rpc_http,
+        rpc_ws=devnet.rpc_ws,
+        api_port=free_port(),
+        confirmations=3,
+        uniswap_v2_factories=v2,
+        uniswap_v3_factories=v3,
+        cex_exchanges="binance",
+        cex_symbols=CEX_SYMBOL,
+        plugin_settings={
+            "cex_binance_ws_url": f"{exchange.url}/stream",
+            "cex_binance_rest_url": exchange.rest_url,
+        },
+    )
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+    running = asyncio.create_task(run_node(settings, stop=stop, quiet=True, on_ready=lambda _: ready.set()))
+    try:
+        started = asyncio.create_task(ready.wait())
+        await asyncio.wait((running, started), return_when=asyncio.FIRST_COMPLETED)
+        started.cancel()
+        if running.done():
+            running.result()  # raises what stopped the node
+        async with RpcClient(devnet.rpc_http) as rpc:
             await wait_for_tip(dsn, rpc, timeout=60)
-            url, stop = await _serve(dsn, devnet.rpc_http)
-            yield rpc, url
-        finally:
-            if stop is not None:
-                await asyncio.wait_for(stop(), 30)
-            following.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await following
-            await sink.close()
+            yield rpc, f"http://127.0.0.1:{settings.api_port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, 60)
 
 
 def exact_text(raw: int, decimals: int) -> str:
@@ -191,14 +209,23 @@ def artifact(pytestconfig: pytest.Config, name: str) -> Path:
     return folder / name
 
 
-async def test_dashboard_shows_blocks_trades_and_reorgs_live(
+async def test_dashboard_on_dexnode_run_shows_blocks_trades_a_book_and_reorgs(
     fresh_devnet: Devnet, clean_db: DatabaseInfo, pytestconfig: pytest.Config
 ) -> None:
+    """The node as ``dexnode run`` runs it (one process: follower, API with the live hub, a CEX feed of a
+    local Binance server's generated market): new blocks, DEX trades with their symbols, CEX trades and
+    a valid book appear; a reorg shows the orphaned trades undone."""
     screenshot = artifact(pytestconfig, "dashboard.png")
-    async with node(fresh_devnet, clean_db.dsn) as (rpc, url), browser_page(url) as (page, page_errors):
+    markets = markets_for("binance", [CEX_SYMBOL], CEX_SEED)
+    exchange = LIVE_SERVERS["binance"][0](interleave(markets), pace=0.05, wait_for_sessions=1)
+    exchange.setup(markets)
+    await exchange.start()
+    async with (
+        dexnode_run(fresh_devnet, clean_db.dsn, exchange) as (rpc, url),
+        browser_page(url) as (page, page_errors),
+    ):
         head = await rpc.block_number()
         await shown_latest_block(page, head)
-        assert await page.locator("#book-state").inner_text() == "no exchange feeds configured"
 
         # new blocks with DEX trades: the page shows the node's head and every trade's sides
         await asyncio.to_thread(fresh_devnet.activity, 4, 10.0)
@@ -244,19 +271,22 @@ async def test_dashboard_shows_blocks_trades_and_reorgs_live(
             "document.querySelector('[data-field=reorgs]').textContent.startsWith('1 (last: depth 3')",
             timeout=WAIT_MS,
         )
+        # the CEX side beside it: trades equal to the generated market's, a valid book with its sequence
+        await page.wait_for_function(
+            "document.querySelector('#book-state').dataset.valid === 'true'"
+            " && document.querySelectorAll('#bids-body tr').length > 0"
+            " && document.querySelectorAll('#trades-body tr.buy, #trades-body tr.sell').length > 0",
+            timeout=WAIT_MS,
+        )
+        assert (await page.locator("#book-state").inner_text()).startswith("valid · sequence ")
+        assert_cex_rows(await cex_rows(page))
         await page.screenshot(path=str(screenshot), full_page=True)
         print(f"\ndashboard screenshot: {screenshot}")
         assert not page_errors, page_errors
+    await exchange.stop()
 
 
 # -- the CEX side ---------------------------------------------------------------------------------
-
-CEX_SYMBOL = "ETH-USDT"
-CEX_NATIVE = "ETHUSDT"  # as Binance writes it
-CEX_SEED = 3
-CEX_EVENTS = 1000  # generated market steps, ~10 s (then the server goes quiet: its book is final)
-CEX_PACE = 0.01
-BOOK_LEVELS = 12  # what the page shows per side
 
 
 def canonical(text: str) -> str:
@@ -272,6 +302,32 @@ def generated_trades(upto: int) -> dict[str, Any]:
             if event.channel == "trades":
                 trades[str(event.raw.trade_id)] = event.raw
     return trades
+
+
+async def cex_rows(page: Page) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = await page.evaluate(
+        """() => [...document.querySelectorAll('#trades-body tr.buy, #trades-body tr.sell')].map(tr => ({
+            key: tr.dataset.key, side: tr.className, venue: tr.querySelector('td.venue').innerText,
+            price: tr.querySelector('td.price').title, sold: tr.querySelector('td.sold').innerText,
+            bought: tr.querySelector('td.bought').innerText}))"""
+    )
+    return rows
+
+
+def assert_cex_rows(rows: list[dict[str, str]]) -> None:
+    """Each CEX row is the generated market's trade of that id: side, exact price, the taker's sides."""
+    assert rows, "no CEX trade reached the tape"
+    truth = generated_trades(max(int(r["key"].rsplit(":", 1)[1]) for r in rows))
+    for row in rows:
+        exchange, symbol, trade_id = row["key"].split(":")
+        trade = truth[trade_id]
+        shown = (exchange, symbol, row["venue"], row["side"])
+        assert shown == ("binance", CEX_SYMBOL, "binance", trade.taker_side)
+        assert Decimal(row["price"]) == Decimal(trade.price)
+        base = row["bought"] if trade.taker_side == "buy" else row["sold"]
+        quote = row["sold"] if trade.taker_side == "buy" else row["bought"]
+        assert_side(base, canonical(trade.size), "ETH")
+        assert_side(quote, canonical(str(Decimal(trade.size) * Decimal(trade.price))), "USDT")
 
 
 async def test_dashboard_shows_cex_trades_and_a_valid_book(
@@ -335,28 +391,7 @@ async def test_dashboard_shows_cex_trades_and_a_valid_book(
             assert state.startswith("valid · sequence "), state
             assert await page.locator("#book-market").inner_text() == f"{CEX_SYMBOL} on binance"
 
-            rows: list[dict[str, str]] = await page.evaluate(
-                """() => [...document.querySelectorAll('#trades-body tr')].map(tr => ({
-                    key: tr.dataset.key, side: tr.className, venue: tr.querySelector('td.venue').innerText,
-                    price: tr.querySelector('td.price').title, sold: tr.querySelector('td.sold').innerText,
-                    bought: tr.querySelector('td.bought').innerText}))"""
-            )
-            assert rows, "no CEX trade reached the tape"
-            truth = generated_trades(max(int(r["key"].rsplit(":", 1)[1]) for r in rows))
-            for row in rows:
-                exchange, symbol, trade_id = row["key"].split(":")
-                trade = truth[trade_id]
-                assert (exchange, symbol, row["venue"], row["side"]) == (
-                    "binance",
-                    CEX_SYMBOL,
-                    "binance",
-                    trade.taker_side,
-                )
-                assert Decimal(row["price"]) == Decimal(trade.price)
-                base = row["bought"] if trade.taker_side == "buy" else row["sold"]
-                quote = row["sold"] if trade.taker_side == "buy" else row["bought"]
-                assert_side(base, canonical(trade.size), "ETH")
-                assert_side(quote, canonical(str(Decimal(trade.size) * Decimal(trade.price))), "USDT")
+            assert_cex_rows(await cex_rows(page))
             caption = "document.getElementById('cex-chart-caption').textContent.includes(' close ')"
             await page.wait_for_function(caption, timeout=WAIT_MS)
             screenshot = artifact(pytestconfig, "dashboard-cex.png")
