@@ -1,23 +1,35 @@
-"""``dexnode archive``, ``dexnode query``, ``dexnode export`` (and ``dexnode replay``): the Parquet
-archive's commands (docs/archive.md)."""
+"""``dexnode archive``, ``dexnode query``, ``dexnode export``, ``dexnode replay``: the Parquet archive's
+commands (docs/archive.md). Replay is composed here: the archive's history (``archive.history``) fed to
+the API's hub (``api.stream.history``), neither package importing the other."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import asyncpg
 import duckdb
 import typer
+import uvicorn
 from rich.console import Console
 from rich.table import Table
 
+from api.app import create_app
+from api.stream.history import HistoryStore, PlayStats, drain, play, wait_for_subscriptions
+from api.stream.hub import Hub
+from api.ws import limits_of
 from archive.archiver import run_archiver
+from archive.history import CEX_TYPES, CHAIN_TYPES, history
 from archive.layout import Target
 from archive.query import archived_types, connect
-from cli.common import DatabaseUrlOpt, DataDirOpt, run_async, settings_of
+from cli.common import ApiHostOpt, ApiPortOpt, DatabaseUrlOpt, DataDirOpt, run_async, settings_of
+from core.database import asyncpg_dsn, open_database
 from core.errors import ConfigError
+from core.settings import Settings
 
 log = logging.getLogger("dexnode.archive")
 
@@ -137,3 +149,98 @@ def export_command(
             con.execute(f"COPY (SELECT * FROM \"{type_name}\") TO '{_literal(path)}' (FORMAT {option})")
             rows = con.execute(f'SELECT count(*) FROM "{type_name}"').fetchone()
             typer.echo(f"{path}: {rows[0] if rows else 0} rows")
+
+
+async def run_replay(
+    settings: Settings,
+    first: int,
+    end: int,
+    *,
+    speed: float | None,
+    types: frozenset[str] | None,
+    wait_subscriptions: int,
+    announce: Callable[[str], None] = typer.echo,
+) -> PlayStats:
+    """Serve the API with a hub fed from history: the archive, then Postgres past it. The replay starts
+    once ``wait_subscriptions`` subscriptions exist; when it has played and every client has been sent
+    its messages, the server stops (clients get close code 1001)."""
+    async with open_database(settings) as db:
+        pool = await asyncpg.create_pool(asyncpg_dsn(db.dsn), min_size=1, max_size=4)
+        try:
+            hub = Hub(HistoryStore(), confirmations=0, limits=limits_of(settings))  # history is final
+            app = create_app(settings, pool=pool, hub=hub)
+            config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+            server = uvicorn.Server(config)
+            serving = asyncio.create_task(server.serve())
+            while not server.started:
+                if serving.done():
+                    serving.result()
+                    raise ConfigError(f"the API could not listen on {settings.api_host}:{settings.api_port}")
+                await asyncio.sleep(0.02)
+            try:
+                url = f"ws://{settings.api_host}:{settings.api_port}/ws"
+                announce(f"replay on {url}: starts at {wait_subscriptions} subscription(s)")
+                await wait_for_subscriptions(hub, wait_subscriptions)
+                steps = history(
+                    Target(settings.archive_target),
+                    pool,
+                    first=first,
+                    end=end,
+                    confirmations=settings.confirmations,
+                    types=types,
+                    chain=settings.chain,
+                )
+                stats = await play(hub, steps, speed=speed)
+                await drain(hub)
+            finally:
+                server.should_exit = True
+                await serving
+            return stats
+        finally:
+            await pool.close()
+
+
+def replay_command(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", help="start (ISO 8601 UTC or Unix seconds), inclusive")],
+    to: Annotated[str, typer.Option("--to", help="end (ISO 8601 UTC or Unix seconds), exclusive")],
+    speed: Annotated[
+        float | None,
+        typer.Option("--speed", help="times real time (e.g. 10); unset: as fast as clients read"),
+    ] = None,
+    kinds: Annotated[
+        str | None, typer.Option("--kinds", help="record types to replay, e.g. block,dex_trade,trade (all)")
+    ] = None,
+    wait_subscriptions: Annotated[
+        int, typer.Option("--wait-subscriptions", help="start once this many subscriptions exist")
+    ] = 1,
+    archive: ArchiveOpt = None,
+    host: ApiHostOpt = None,
+    port: ApiPortOpt = None,
+    database_url: DatabaseUrlOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Replay a time range through the websocket API (/ws), live protocol and cursors, chain and CEX in
+    event-time order: archived buckets, then stored rows past the archive."""
+    settings = settings_of(
+        ctx, database_url=database_url, data_dir=data_dir, archive_url=archive, api_host=host, api_port=port
+    )
+    first, end = parse_time(from_, "--from"), parse_time(to, "--to")
+    if end <= first:
+        raise ConfigError("--to must be after --from")
+    if speed is not None and speed <= 0:
+        raise ConfigError("--speed must be above 0")
+    types = None if kinds is None else frozenset(k.strip() for k in kinds.split(",") if k.strip())
+    unknown = sorted((types or frozenset()) - CHAIN_TYPES - CEX_TYPES)
+    if unknown:
+        raise ConfigError(
+            f"--kinds: unknown {', '.join(unknown)}; one of {', '.join(sorted(CHAIN_TYPES | CEX_TYPES))}"
+        )
+    stats = run_async(
+        run_replay(settings, first, end, speed=speed, types=types, wait_subscriptions=wait_subscriptions)
+    )
+    rate = stats.messages / stats.seconds if stats.seconds else 0.0
+    typer.echo(
+        f"replayed {stats.blocks} blocks and {stats.cex_records} exchange records: {stats.messages} messages"
+        f" in {stats.seconds:.2f}s ({rate:.0f} messages/s)"
+    )

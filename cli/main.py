@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 
 from cex.exchanges import EXCHANGES
-from cli.archive import archive_command, export_command, query_command
+from cli.archive import archive_command, export_command, query_command, replay_command
 from cli.backfill import backfill_command
 from cli.cex import cex_command
 from cli.common import (
@@ -221,6 +221,7 @@ app.command("run")(run_command)
 app.command("archive")(archive_command)
 app.command("query")(query_command)
 app.command("export")(export_command)
+app.command("replay")(replay_command)
 app.command("demo")(demo_command)
 
 

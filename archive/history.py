@@ -1,0 +1,164 @@
+"""History for a replay: archived records (and, past the archive, stored ones) as steps in event-time
+order across venues, for ``dexnode replay`` (``api.stream.history.play`` hands them to the live hub).
+
+A step is one block with its records (event time: the block's timestamp) or the exchange records that
+arrived at one moment (``atom_timestamp``: arrival order keeps every book's deltas in sequence).
+Minute by minute, every stream's bucket of that minute is read and merged by time, so the whole replay is
+ordered without holding more than a minute. Minutes the archive does not have yet come from Postgres:
+confirmed blocks after the last archived block, exchange rows after the last archived minute.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from archive.layout import Stream, Target
+from archive.reader import StoredBucket, bucket_records, buckets
+from archive.source import CexSource
+from records import Block, Record, kinds
+from sinks.postgres_read import StoredChain
+
+CHAIN_TYPES = frozenset(k.type for k in kinds.BATCH_KINDS)
+CEX_TYPES = frozenset(k.type for k in kinds.CEX)
+
+
+@dataclass(frozen=True)
+class Step:
+    time_us: int
+    block: Block | None = None
+    records: dict[type[Record], list[Record]] = field(default_factory=dict)
+    cex: list[Record] = field(default_factory=list)
+
+
+def chain_steps(by_type: dict[str, list[Record]]) -> list[Step]:
+    """One step per block, with the records inside it (those with its ``block_hash``)."""
+    inside: dict[str, dict[type[Record], list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for type_name, records in by_type.items():
+        if type_name == "block":
+            continue
+        for r in records:
+            block_hash = getattr(r, "block_hash", None)
+            if block_hash is not None:
+                inside[block_hash][type(r)].append(r)
+    blocks: list[Any] = by_type.get("block", [])
+    return [Step(b.timestamp * 1_000_000, b, dict(inside.get(b.hash, {}))) for b in blocks]
+
+
+def cex_steps(by_type: dict[str, list[Record]]) -> list[Step]:
+    """Exchange records grouped by arrival moment, in arrival order (each kind's stored order kept)."""
+    merged: list[Any] = list(heapq.merge(*by_type.values(), key=lambda r: r.atom_timestamp))
+    steps: list[Step] = []
+    for r in merged:
+        if steps and steps[-1].time_us == r.atom_timestamp:
+            steps[-1].cex.append(r)
+        else:
+            steps.append(Step(r.atom_timestamp, cex=[r]))
+    return steps
+
+
+def _in_range(steps: Iterable[Step], first_us: int, end_us: int) -> list[Step]:
+    return [s for s in steps if first_us <= s.time_us < end_us]
+
+
+def _merge(minute_steps: list[list[Step]]) -> list[Step]:
+    return list(heapq.merge(*minute_steps, key=lambda s: s.time_us))
+
+
+async def history(
+    target: Target,
+    pool: asyncpg.Pool | None,
+    *,
+    first: int,
+    end: int,
+    confirmations: int,
+    types: frozenset[str] | None = None,
+    chain: str | None = None,
+) -> AsyncIterator[Step]:
+    """Steps with event times in ``[first, end)`` (Unix seconds): archived buckets, then (with a pool)
+    stored rows past the archive, in time order."""
+    first_us, end_us = first * 1_000_000, end * 1_000_000
+    first_minute, last_minute = first // 60, (end - 1) // 60
+    wanted = (CHAIN_TYPES | CEX_TYPES) if types is None else types
+    read_types = set(wanted) | ({"block"} if wanted & CHAIN_TYPES else set())
+    streams = target.streams()
+    by_minute: dict[int, list[StoredBucket]] = defaultdict(list)
+    for b in buckets(target, streams, first_minute, last_minute):
+        by_minute[b.entry.minute].append(b)
+    for minute in sorted(by_minute):
+        parts = []
+        for b in by_minute[minute]:
+            records = bucket_records(target, b, read_types)
+            parts.append(chain_steps(records) if b.stream.venue == "chain" else cex_steps(records))
+        for step in _in_range(_merge(parts), first_us, end_us):
+            yield step
+    if pool is None:
+        return
+    async for step in _stored(target, pool, streams, first, end, confirmations, wanted, chain):
+        yield step
+
+
+async def _stored(
+    target: Target,
+    pool: asyncpg.Pool,
+    streams: list[Stream],
+    first: int,
+    end: int,
+    confirmations: int,
+    wanted: frozenset[str],
+    chain: str | None,
+) -> AsyncIterator[Step]:
+    """Past the archive: confirmed blocks after the last archived one, exchange rows after each
+    exchange's last archived minute, minute by minute up to ``end``."""
+    stored = StoredChain(pool)
+    cex = CexSource(pool, 0)
+    after_block: int | None = None
+    if wanted & CHAIN_TYPES:
+        name = chain or next((s.name for s in streams if s.venue == "chain"), None)
+        last = target.last_bucket(Stream("chain", name)) if name else None
+        after_block = last.last_block if last is not None and last.last_block is not None else -1
+    exchanges: dict[str, int] = {}
+    if wanted & CEX_TYPES:
+        for exchange in await cex.exchanges():
+            last = target.last_bucket(Stream("cex", exchange))
+            exchanges[exchange] = last.minute if last is not None else first // 60 - 1
+    head = await pool.fetchval("SELECT max(number) FROM blocks")
+    watermark = -1 if head is None else int(head) - confirmations
+    starts = [m + 1 for m in exchanges.values()]
+    if after_block is not None and after_block < watermark:
+        ts = await pool.fetchval(
+            "SELECT timestamp FROM blocks WHERE number > $1 ORDER BY number LIMIT 1", after_block
+        )
+        if ts is not None:
+            starts.append(int(ts) // 60)
+    if not starts:
+        return
+    for minute in range(max(min(starts), first // 60), (end - 1) // 60 + 1):
+        parts: list[list[Step]] = []
+        if after_block is not None:
+            row = await pool.fetchrow(
+                "SELECT min(number) AS lo, max(number) AS hi FROM blocks"
+                " WHERE number > $1 AND number <= $2 AND timestamp >= $3 AND timestamp < $4",
+                after_block,
+                watermark,
+                minute * 60,
+                minute * 60 + 60,
+            )
+            if row is not None and row["lo"] is not None:
+                batch = await stored.batch_between(int(row["lo"]), int(row["hi"]))
+                by_type: dict[str, list[Record]] = {"block": list(batch.blocks)}
+                for cls, records in batch.records.items():
+                    if cls.TYPE in wanted:
+                        by_type[cls.TYPE] = list(records)
+                parts.append(chain_steps(by_type))
+        for exchange, archived_minute in exchanges.items():
+            if minute > archived_minute:
+                bucket = await cex.bucket(exchange, minute)
+                parts.append(cex_steps({c.TYPE: rs for c, rs in bucket.records.items() if c.TYPE in wanted}))
+        for step in _in_range(_merge(parts), first * 1_000_000, end * 1_000_000):
+            yield step
