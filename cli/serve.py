@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import socket
+import sys
 from typing import Any
 
 import uvicorn
@@ -28,6 +29,7 @@ import uvicorn
 from api.app import create_app
 from core.database import open_database
 from core.errors import ConfigError, DexnodeError
+from core.redact import mask_urls_in
 from core.settings import Settings, build_settings
 
 log = logging.getLogger("dexnode.serve")
@@ -106,15 +108,23 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
 
 
 def _worker(values: dict[str, Any], index: int) -> None:
-    """A worker process's main: its own settings, app, pool, listener and uvicorn server."""
+    """A worker process's main: its own settings, app, pool, listener and uvicorn server. Errors end
+    it with one ``dexnode:`` line, as every command does; the parent then stops the others."""
+    # in the child only: cli.main imports every command (this module's too, lazily)
     from cli.main import configure_logging
 
-    settings = build_settings(**values)
-    configure_logging(settings.log_level)
-    sock = _listening_socket(settings.api_host, settings.api_port, reuse_port=True)
-    sock.listen(2048)
-    app = _WorkerHeader(create_app(settings), index)
-    asyncio.run(uvicorn.Server(_config(app, settings)).serve(sockets=[sock]))
+    try:
+        settings = build_settings(**values)
+        configure_logging(settings.log_level)
+        sock = _listening_socket(settings.api_host, settings.api_port, reuse_port=True)
+        sock.listen(2048)
+        app = _WorkerHeader(create_app(settings), index)
+        asyncio.run(uvicorn.Server(_config(app, settings)).serve(sockets=[sock]))
+    except DexnodeError as exc:
+        print(f"dexnode: serve worker {index}: {mask_urls_in(str(exc))}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group; the parent reports it
+        pass
 
 
 async def _supervise(values: dict[str, Any], settings: Settings, workers: int) -> None:
