@@ -262,6 +262,7 @@ async function main() {
   stream.subscribe("dex", "dex_trades", { fromBlock });
   cex.start();
   stream.connect();
+  window.dexnode = { stream }; // a handle for the browser console (and the browser test)
   pollStatus(cex);
   dex = await chartPromise;
 }

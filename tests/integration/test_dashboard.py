@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -271,6 +272,32 @@ async def test_dashboard_on_dexnode_run_shows_blocks_trades_a_book_and_reorgs(
             "document.querySelector('[data-field=reorgs]').textContent.startsWith('1 (last: depth 3')",
             timeout=WAIT_MS,
         )
+        # the websocket drops: the page reconnects and resumes each subscription from its last cursor,
+        # so the blocks mined meanwhile arrive with their trades, none missed
+        sent: list[dict[str, Any]] = []
+        page.on("websocket", lambda ws: ws.on("framesent", lambda frame: sent.append(json.loads(frame))))
+        last_cursor = await page.evaluate(
+            """() => {
+                const stream = window.dexnode.stream;
+                const cursor = stream.subs.get('dex').cursor;
+                stream.socket.close();
+                return cursor;
+            }"""
+        )
+        assert last_cursor, "the page had no cursor to resume from"
+        before = await rpc.block_number()
+        await asyncio.to_thread(fresh_devnet.activity, 2, 10.0)
+        await wait_for_tip(clean_db.dsn, rpc)
+        after = await rpc.block_number()
+        await shown_latest_block(page, after)
+        missed = await swaps_in(fresh_devnet, rpc, before + 1, after)
+        assert missed, "the devnet mined no swaps while the page was away"
+        rows = await tape_rows(page, list(missed))
+        for key, expected in missed.items():
+            assert_side(rows[key]["sold"], expected["sold"], expected["sold_symbol"])
+        resumed = [m for m in sent if m.get("op") == "subscribe" and m.get("id") == "dex"]
+        assert resumed[:1] == [{"op": "subscribe", "id": "dex", "channel": "dex_trades", "from": last_cursor}]
+
         # the CEX side beside it: trades equal to the generated market's, a valid book with its sequence
         await page.wait_for_function(
             "document.querySelector('#book-state').dataset.valid === 'true'"
