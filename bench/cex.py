@@ -38,7 +38,6 @@ from cex.exchanges.kraken import Kraken  # noqa: E402
 from cex.exchanges.okx import Okx  # noqa: E402
 from cex.sync import BookSync  # noqa: E402
 from devnet.exchanges import kraken_v2, recording  # noqa: E402
-from records.cex import BookDelta  # noqa: E402
 
 FIXTURES = REPO.parent / "shared" / "fixtures" / "cex"
 PEER_VENV = REPO / ".dexnode" / "bench" / "cryptofeed-venv"
@@ -101,7 +100,9 @@ def dexnode_round(make: Callable[[], Exchange], frames: list[str]) -> tuple[int,
             sync = syncs.setdefault(symbol, BookSync(exchange.name, symbol, exchange.rule, None, True))
             snap = exchange.parse_snapshot(symbol, body.encode(), 0)
             levels += len(snap.bids) + len(snap.asks)
-            records += len(sync.on_snapshot(snap))
+            out = sync.on_snapshot(snap)  # the BookSnapshot, then the deltas of updates buffered before it
+            records += len(out)
+            deltas += len(out) - 1
             continue
         parsed = exchange.parse(frame, 0)
         records += len(parsed.records)
@@ -116,7 +117,8 @@ def dexnode_round(make: Callable[[], Exchange], frames: list[str]) -> tuple[int,
             levels += len(msg.bids) + len(msg.asks)
             out = sync.on_message(msg)
             records += len(out)
-            deltas += sum(type(item) is BookDelta for item in out)
+            if not msg.snapshot:  # an applied update: one BookDelta per level (a failed check stops the run)
+                deltas += len(out)
     failures = sum(
         s.counters.checksum_failures + s.counters.gaps + s.counters.crossed for s in syncs.values()
     )

@@ -55,7 +55,6 @@ class Exchange:
         # an endpoint set by the user replaces the built-in fallbacks too, unless some are given with it
         default = () if ws_url else type(self).fallback_ws_urls
         self.fallbacks = list(default if fallbacks is None else fallbacks)
-        self.prices = PriceText()
 
     # --- declarative mapping --------------------------------------------------------------------------
     def to_exchange_symbol(self, symbol: str) -> str:
@@ -104,43 +103,6 @@ def dec(text: object) -> Decimal:
     if not value.is_finite():
         raise MalformedMessage(f"not a finite decimal: {text!r}")
     return value
-
-
-class PriceText(dict[str, Decimal]):
-    """Price text -> ``Decimal``, made once per spelling and reused: ``prices[text]``.
-
-    A book is a dict keyed by ``Decimal`` price, and hashing a new ``Decimal`` costs ~0.4 µs (3x making it):
-    the same few hundred price levels are updated again and again, so the ``Decimal`` of a price seen before
-    is taken from here, its hash already computed (a ``Decimal`` caches it) and a text lookup costing ~50
-    ns. Exact: the key is the exchange's own text and the value its ``Decimal`` (``"0.10"`` and ``"0.1"``
-    are two entries with equal values, so the book still finds one level). Bounded: emptied when full.
-    Errors are ``Decimal``'s own, as without the cache (garbage text: ``InvalidOperation``; a NaN price
-    fails where the book compares it), so the feed counts and handles them as before.
-    """
-
-    __slots__ = ("limit",)
-
-    def __init__(self, limit: int = 200_000) -> None:
-        super().__init__()
-        self.limit = limit
-
-    def __missing__(self, text: str) -> Decimal:
-        if len(self) >= self.limit:
-            self.clear()
-        value = Decimal(text)
-        hash(value)  # computed once here, kept by the object
-        self[text] = value
-        return value
-
-
-def snapshot_levels(rows: Sequence[Sequence[str]], prices: PriceText) -> list[tuple[Decimal, Decimal]]:
-    """``[[price, size, ...], ...]`` of a snapshot -> levels, their prices remembered in ``prices`` in one
-    C-level ``update`` (a snapshot's prices are mostly new: looking each up first would cost more)."""
-    levels = [(Decimal(row[0]), Decimal(row[1])) for row in rows]
-    if len(prices) + len(levels) > prices.limit:
-        prices.clear()
-    prices.update(zip([row[0] for row in rows], [level[0] for level in levels], strict=True))
-    return levels
 
 
 def taker_side(text: str, buy: str = "buy", sell: str = "sell") -> str:

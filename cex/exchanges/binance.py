@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Literal
 
 import orjson
 
-from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, snapshot_levels, trade
+from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, trade
 from cex.sync import BookMessage, SequenceRule
 from core.errors import ConfigError
 from records.cex import FundingRate, Ticker
@@ -76,12 +76,11 @@ class Binance(Exchange):
 
     def parse_snapshot(self, symbol: str, body: bytes, atom_timestamp: int) -> BookMessage:
         snap = orjson.loads(body)
-        prices = self.prices
         return BookMessage(
             symbol,
             True,
-            snapshot_levels(snap["bids"], prices),
-            snapshot_levels(snap["asks"], prices),
+            [(Decimal(p), Decimal(q)) for p, q in snap["bids"]],
+            [(Decimal(p), Decimal(q)) for p, q in snap["asks"]],
             last=int(snap["lastUpdateId"]),
             event_timestamp=snap.get("E"),
             atom_timestamp=atom_timestamp,
@@ -149,12 +148,11 @@ class Binance(Exchange):
         return out
 
     def _depth(self, data: dict[str, Any], atom_timestamp: int) -> BookMessage:
-        prices = self.prices
         return BookMessage(
             self._symbol(data["s"]),
             False,
-            [(prices[p], Decimal(q)) for p, q in data["b"]],
-            [(prices[p], Decimal(q)) for p, q in data["a"]],
+            [(Decimal(p), Decimal(q)) for p, q in data["b"]],
+            [(Decimal(p), Decimal(q)) for p, q in data["a"]],
             first=data["U"],
             last=data["u"],
             prev=data.get("pu"),

@@ -121,8 +121,8 @@ class Bybit(Exchange):
                 BookMessage(
                     self._symbol(data["s"]),
                     snapshot,
-                    [(self.prices[p], Decimal(q)) for p, q in data["b"]],
-                    [(self.prices[p], Decimal(q)) for p, q in data["a"]],
+                    [(Decimal(p), Decimal(q)) for p, q in data["b"]],
+                    [(Decimal(p), Decimal(q)) for p, q in data["a"]],
                     last=update,
                     prev=None if snapshot else update - 1,
                     event_timestamp=msg.get("cts") or msg.get("ts"),

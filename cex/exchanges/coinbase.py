@@ -103,7 +103,7 @@ class Coinbase(Exchange):
         asks: list[tuple[Decimal, Decimal]] = []
         last_time = None
         for update in event["updates"]:
-            level = (self.prices[update["price_level"]], Decimal(update["new_quantity"]))
+            level = (Decimal(update["price_level"]), Decimal(update["new_quantity"]))
             (bids if update["side"] == "bid" else asks).append(level)
             last_time = update.get("event_time") or last_time
         return BookMessage(

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import orjson
 
 from cex.book import L2Book, okx_checksum
-from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, snapshot_levels, taker_side, trade
+from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, taker_side, trade
 from cex.sync import BookMessage, SequenceRule
 from records.cex import FundingRate, OpenInterest, Ticker
 
@@ -112,22 +112,15 @@ class Okx(Exchange):
     def _books(self, msg: dict[str, Any], atom_timestamp: int, out: Parsed) -> None:
         symbol = self.from_exchange_symbol(msg["arg"]["instId"])
         snapshot = msg["action"] == "snapshot"
-        prices = self.prices
         for item in msg["data"]:
             seq = item.get("seqId")
             prev = item.get("prevSeqId")
-            if snapshot:
-                bids = snapshot_levels(item["bids"], prices)
-                asks = snapshot_levels(item["asks"], prices)
-            else:
-                bids = [(prices[row[0]], Decimal(row[1])) for row in item["bids"]]
-                asks = [(prices[row[0]], Decimal(row[1])) for row in item["asks"]]
             out.books.append(
                 BookMessage(
                     symbol,
                     snapshot,
-                    bids,
-                    asks,
+                    [(Decimal(row[0]), Decimal(row[1])) for row in item["bids"]],
+                    [(Decimal(row[0]), Decimal(row[1])) for row in item["asks"]],
                     last=seq,
                     prev=None if snapshot or prev is None or prev < 0 else prev,
                     checksum=item.get("checksum") or None,

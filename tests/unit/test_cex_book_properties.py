@@ -1,7 +1,8 @@
 """Property tests of the fast book path against plain references written here.
 
-The hot path (``cex.book``, ``cex.sync``, ``cex.exchange.PriceText``) reuses price ``Decimal``s by their
-text, builds ``BookDelta``s through slot descriptors and makes checksum text in bulk with fallbacks. Each
+The hot path keeps each book side as two parallel sorted lists searched by ``bisect`` (``cex.book``), makes
+``BookDelta``s in C or through slot descriptors (``cex.sync``) and makes checksum text in bulk with
+fallbacks. Each
 test drives it with random snapshots and deltas and compares with the simplest correct thing: a dict of
 ``Decimal`` sorted on demand, records made by ``BookDelta(...)``, checksum text built level by level from
 the exchange's strings by the documented rule.
@@ -10,7 +11,7 @@ the exchange's strings by the documented rule.
 from __future__ import annotations
 
 import zlib
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,6 @@ from hypothesis import strategies as st
 import cex.sync as sync_module
 from cex._speedups import deltas
 from cex.book import L2Book, kraken_checksum, okx_checksum
-from cex.exchange import PriceText, snapshot_levels
 from cex.sync import BookMessage, BookSync, _deltas_python
 from records.cex import BookDelta
 from records.codec import to_json
@@ -85,8 +85,8 @@ class Reference:
         return sorted(self.asks.items())
 
 
-def _levels(rows: Rows, cache: PriceText) -> list[tuple[Decimal, Decimal]]:
-    return [(cache[p], Decimal(q)) for p, q in rows]
+def _levels(rows: Rows) -> list[tuple[Decimal, Decimal]]:
+    return [(Decimal(p), Decimal(q)) for p, q in rows]
 
 
 @settings(max_examples=150, deadline=None)
@@ -95,13 +95,12 @@ def test_book_equals_a_dict_of_decimal_reference(
     session: tuple[int, Rows, Rows, list[tuple[Rows, Rows]]], depth: int | None
 ) -> None:
     _, snap_bids, snap_asks, updates = session
-    cache = PriceText()
     book, ref = L2Book(depth), Reference(depth)
-    book.load(snapshot_levels(snap_bids, cache), snapshot_levels(snap_asks, cache), sequence=1)
+    book.load(_levels(snap_bids), _levels(snap_asks), sequence=1)
     ref.apply(snap_bids, snap_asks)
     for bids, asks in [((), ()), *updates]:
         if bids or asks:
-            book.update(_levels(list(bids), cache), _levels(list(asks), cache))
+            book.update(_levels(list(bids)), _levels(list(asks)))
             ref.apply(list(bids), list(asks))
         assert book.bid_levels() == ref.bid_levels()
         assert book.ask_levels() == ref.ask_levels()
@@ -154,9 +153,8 @@ def test_checksums_equal_the_documented_rule_over_the_exchange_strings(
     case: tuple[int, int, list[tuple[str, str]], list[tuple[str, str]]],
 ) -> None:
     price_scale, size_scale, bids, asks = case
-    cache = PriceText()
     book = L2Book()
-    book.load(snapshot_levels(bids, cache), snapshot_levels(asks, cache))
+    book.load(_levels(bids), _levels(asks))
     assert okx_checksum(book) == _okx_reference(bids, asks)
     expected = _kraken_reference(bids, asks)
     assert kraken_checksum(book) == expected  # v1: the text as sent
@@ -176,16 +174,15 @@ def test_published_deltas_equal_records_made_by_their_constructor(
     session: tuple[int, Rows, Rows, list[tuple[Rows, Rows]]],
 ) -> None:
     _, snap_bids, snap_asks, updates = session
-    cache = PriceText()
     sync = BookSync("okx", "BTC-USDT", "none")
-    snap = BookMessage("BTC-USDT", True, snapshot_levels(snap_bids, cache), snapshot_levels(snap_asks, cache))
+    snap = BookMessage("BTC-USDT", True, _levels(snap_bids), _levels(snap_asks))
     sync.on_message(snap)
     for i, (bids, asks) in enumerate(updates):
         msg = BookMessage(
             "BTC-USDT",
             False,
-            _levels(bids, cache),
-            _levels(asks, cache),
+            _levels(bids),
+            _levels(asks),
             last=i,
             event_timestamp=1000 + i,
             atom_timestamp=7,
@@ -212,16 +209,3 @@ def test_the_c_extension_is_built_and_used() -> None:
         deltas("okx", "BTC-USDT", [(Decimal(1),)], [], 1, 2, 3)  # a level is (price, size)
     with pytest.raises(TypeError):
         deltas("okx", "BTC-USDT", [], [])
-
-
-def test_price_text_reuses_one_decimal_per_spelling_and_keeps_decimal_errors() -> None:
-    cache = PriceText()
-    first = cache["30243.50"]
-    assert cache["30243.50"] is first and str(first) == "30243.50"
-    assert cache["30243.5"] == first and str(cache["30243.5"]) == "30243.5"  # another spelling, equal
-    with pytest.raises(InvalidOperation):
-        cache["abc"]
-    cache = PriceText(limit=1)
-    cache["1"]
-    cache["2"]  # full: emptied, then this one kept
-    assert len(cache) == 1 and cache["2"] == Decimal(2)
