@@ -85,8 +85,19 @@ class Node:
 
 
 NodeTask = Callable[[Node], Coroutine[Any, Any, None]]
-# name -> (is it enabled by these settings?, the task): the archiver (engineer H4) goes here
-OPTIONAL_TASKS: dict[str, tuple[Callable[[Settings], bool], NodeTask]] = {}
+
+
+async def _archive(node: Node) -> None:
+    """Confirmed chain minutes and closed CEX minutes to Parquet (``dexnode archive``), until stopped."""
+    from archive.archiver import run_archiver  # pyarrow and DuckDB: imported only when archiving
+
+    await run_archiver(node.settings, None, once=False, stop=node.stop)
+
+
+# The node's optional tasks, composed here and nowhere else: name -> (enabled by these settings?, task).
+OPTIONAL_TASKS: dict[str, tuple[Callable[[Settings], bool], NodeTask]] = {
+    "the archiver": (lambda settings: settings.archive_url is not None, _archive),
+}
 
 
 @dataclass(frozen=True)
@@ -238,12 +249,12 @@ def banner(
         f"  backfill   {backfill_line}",
         f"  follower   on ({settings.confirmations} confirmations, reorgs up to {settings.max_reorg_depth})",
         f"  CEX        {cex or 'off'}",
-        f"  Kafka      {mask_urls_in(kafka) if kafka else 'off'}",
     ]
     if tasks:
         lines.append(f"  also       {', '.join(tasks)}")
     if settings.config is not None:
         lines.append(f"  config     {settings.config}")
+    lines.append(f"  Kafka      {mask_urls_in(kafka) if kafka else 'off'}")  # last: scripts wait for it
     return "\n".join(lines)
 
 

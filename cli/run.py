@@ -13,8 +13,13 @@ import typer
 
 from cex.exchanges import EXCHANGES
 from cli.common import (
+    ApiAccessOpt,
+    ApiAnonRateLimitOpt,
     ApiHostOpt,
+    ApiKeysOpt,
     ApiPortOpt,
+    ApiRateLimitOpt,
+    ApiSqlEnabledOpt,
     ChainOpt,
     ConfigOpt,
     ConfirmationsOpt,
@@ -29,6 +34,9 @@ from cli.common import (
     RpcWsOpt,
     V2FactoriesOpt,
     V3FactoriesOpt,
+    WsConnectionsPerClientOpt,
+    WsMaxConnectionsOpt,
+    WsMaxSubscriptionsOpt,
     settings_of,
 )
 from core.config_file import load_settings
@@ -133,6 +141,14 @@ def run_command(
     uniswap_v3_factories: V3FactoriesOpt = None,
     database_url: DatabaseUrlOpt = None,
     data_dir: DataDirOpt = None,
+    api_access: ApiAccessOpt = None,
+    api_keys: ApiKeysOpt = None,
+    api_rate_limit: ApiRateLimitOpt = None,
+    api_anon_rate_limit: ApiAnonRateLimitOpt = None,
+    ws_max_connections: WsMaxConnectionsOpt = None,
+    ws_connections_per_client: WsConnectionsPerClientOpt = None,
+    ws_max_subscriptions: WsMaxSubscriptionsOpt = None,
+    api_sql_enabled: ApiSqlEnabledOpt = None,
 ) -> None:
     """Run the whole node: backfill, follower, API (REST, GraphQL, websocket, dashboard), CEX feeds, Kafka.
 
@@ -164,5 +180,13 @@ def run_command(
         uniswap_v3_factories=uniswap_v3_factories,
         database_url=database_url,
         data_dir=data_dir,
+        api_access=api_access,
+        api_keys=api_keys,
+        api_rate_limit=api_rate_limit,
+        api_anon_rate_limit=api_anon_rate_limit,
+        ws_max_connections=ws_max_connections,
+        ws_connections_per_client=ws_connections_per_client,
+        ws_max_subscriptions=ws_max_subscriptions,
+        api_sql_enabled=api_sql_enabled,
     )
     run_forever(settings, quiet=quiet, silence_timeout=silence_timeout)

@@ -38,15 +38,21 @@ async def test_run_with_an_exchange_stores_and_streams_its_trades(
     # the market plays once two sessions subscribed: the node's feed, and this test's (below), so the
     # test's websocket client is subscribed to the node before the first trade
     server = await okx_server.OkxServer(okx_server.events(), [], wait_for_sessions=2).start()
-    env = {**cli_env, "DEXNODE_CEX_OKX_WS_URL": server.url}
+    # the exchange comes from a configuration file (dexnode run --config), as a user would write it
+    config = tmp_path / "dexnode.toml"
+    config.write_text(
+        "[cex]\nexchanges = ['okx']\nfeeds = ['trades', 'book', 'ticker']\n"
+        f"[cex.okx]\nsymbols = {list(SYMBOLS)!r}\nws_url = '{server.url}'\n"
+    )
     try:
         async with own_database(pg_server, "dexnode_run_cex") as db:
             args = [
-                "--rpc-http", devnet.rpc_http, "--rpc-ws", devnet.rpc_ws, "--database-url", db.dsn, "--quiet",
-                "--exchanges", "okx", "--symbols", ",".join(SYMBOLS), "--feeds", "trades,book,ticker",
+                "--config", str(config), "--rpc-http", devnet.rpc_http, "--rpc-ws", devnet.rpc_ws,
+                "--database-url", db.dsn, "--quiet",
             ]  # fmt: skip
-            async with running(args, env, tmp_path) as node:
+            async with running(args, cli_env, tmp_path) as node:
                 assert f"  CEX        okx {','.join(SYMBOLS)} (trades,book,ticker)" in node.banner
+                assert f"  config     {config}" in node.banner
                 trades_ws = await WsClient.open(node.http, {"channel": "cex_trades", "exchange": "okx"})
                 async with connect(server.url) as gate:
                     await gate.send(
