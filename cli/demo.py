@@ -31,7 +31,7 @@ import asyncpg
 import typer
 
 from cli.common import ApiPortOpt, DatabaseUrlOpt, DataDirOpt, settings_of
-from cli.node import run_node
+from cli.node import listen_socket, run_node
 from core.database import DatabaseInfo, open_database
 from core.settings import Settings
 from devnet import Devnet
@@ -155,6 +155,8 @@ async def run_demo(settings: Settings, options: DemoOptions | None = None) -> No
 async def _run(
     settings: Settings, options: DemoOptions, stack: contextlib.AsyncExitStack, stop: asyncio.Event
 ) -> None:
+    # the API's port first: a taken port is one clear error before anything starts, not after the devnet
+    listen_socket(settings.api_host, settings.api_port).close()
     # one database handle for the whole demo: the embedded server stays up between emptying and the node
     db = await stack.enter_async_context(open_database(settings))
     where = f"embedded PostgreSQL in {settings.data_dir / 'postgres'}" if db.embedded else db.display

@@ -27,11 +27,14 @@ from typing import Any
 
 import httpx
 import pytest
+from eth_utils import keccak
 from websockets.asyncio.client import connect
 
+from devnet import Devnet
 from devnet.exchanges.live import markets_for
 from devnet.exchanges.market import GeneratedTrade
 from devnet.exchanges.server import MarketBook
+from devnet.live import LiveDevnet, LiveOptions, Singletons
 from tests.conftest import dexnode_bin, free_port
 
 pytestmark = pytest.mark.integration
@@ -40,6 +43,9 @@ EXCHANGES = ("binance", "okx", "kraken")
 SYMBOLS = ("ETH-USDT", "BTC-USDT")
 SEED = 5
 SINGLETONS = ("uniswap-v4", "balancer-v2")
+V4_SWAP = "0x" + keccak(text="Swap(bytes32,address,int128,int128,uint160,uint128,int24,uint24)").hex()
+# Balancer's Swap(bytes32 indexed poolId, address indexed tokenIn, address indexed tokenOut, ...)
+BALANCER_SWAP = "0x" + keccak(text="Swap(bytes32,address,address,uint256,uint256)").hex()
 DEX_VENUES = {"uniswap-v2", "sushiswap", "uniswap-v3", *SINGLETONS}
 WATCH_SECONDS = 60.0  # the demo must show all of it within this (it usually takes well under half)
 
@@ -296,3 +302,43 @@ def test_demo_runs_live_until_ctrl_c(cli_env: dict[str, str], data_dir: Path, tm
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
     assert not (data_dir / "demo" / "postgres" / "postmaster.pid").exists()
+
+
+def test_live_devnet_mines_at_its_pace_with_singleton_swaps_and_reorgs_until_stopped(tmp_path: Path) -> None:
+    """``LiveDevnet`` alone: blocks at the wall-clock time, v4 and Balancer swaps among them, reorgs of the
+    configured depths (each replaced exactly its blocks), and ``stop()`` ends the thread."""
+    devnet = Devnet.start(tmp_path / "devnet", seed=3, blocks=20)
+    try:
+        singletons = Singletons(devnet)
+        first = devnet.head()[0] + 1
+        options = LiveOptions(block_interval=0.25, reorg_every=(1.0, 1.5), reorg_depth=(1, 3), seed=3)
+        live = LiveDevnet(devnet, options, singletons=singletons).start()
+        deadline = time.monotonic() + 60
+        while (live.stats.blocks < 24 or len(live.stats.reorgs) < 2) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        live.stop()
+        assert not live.running
+        assert live.stats.errors == 0, live.stats.last_error
+        head = anvil(devnet.rpc_http, "eth_getBlockByNumber", "latest", False)
+        assert abs(int(head["timestamp"], 16) - time.time()) < 30  # the wall clock, not +12 s a block
+        for reorg in live.stats.reorgs:
+            assert 1 <= reorg.depth <= 3 and len(reorg.old_hashes) == len(reorg.new_hashes) == reorg.depth
+            for number, old in enumerate(reorg.old_hashes, reorg.common_ancestor + 1):
+                canonical = anvil(devnet.rpc_http, "eth_getBlockByNumber", hex(number), False)
+                assert canonical["hash"] != old  # orphaned for good (a later reorg replaces, never restores)
+        logs = anvil(
+            devnet.rpc_http,
+            "eth_getLogs",
+            {
+                "fromBlock": hex(first),
+                "toBlock": "latest",
+                "address": [singletons.v4.manager, singletons.balancer.vault],
+            },
+        )
+        swaps = {lg["address"] for lg in logs if lg["topics"][0] in (V4_SWAP, BALANCER_SWAP)}
+        assert swaps == {singletons.v4.manager, singletons.balancer.vault}
+        after = devnet.head()
+        time.sleep(options.block_interval * 3)
+        assert devnet.head() == after, "blocks after stop()"
+    finally:
+        devnet.stop()
