@@ -29,7 +29,11 @@ from api.errors import RESPONSES, reject_unknown_params
 
 log = logging.getLogger("dexnode.api.status")
 
-router = APIRouter(tags=["operations"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES)
+router = APIRouter(
+    tags=["operations"],
+    dependencies=[Depends(reject_unknown_params)],
+    responses={**RESPONSES, 503: {"description": "the database does not answer"}},
+)
 
 NODE_TIMEOUT = 1.0
 DB_TIMEOUT = 2.0
