@@ -208,6 +208,7 @@ def exchange_table() -> list[str]:
         lines.append(f"| `DEXNODE_CEX_{key}_WS_URL` | `{cls.ws_url}` |")
         rest = f"`{cls.rest_url}`" if cls.rest_url else "none (the book comes from the websocket)"
         lines.append(f"| `DEXNODE_CEX_{key}_REST_URL` | {rest} |")
+        lines.append(f"| `DEXNODE_CEX_{key}_SYMBOLS` | `DEXNODE_CEX_SYMBOLS` (`dexnode run`) |")
     return lines
 
 
@@ -241,9 +242,10 @@ def render() -> str:
         "",
         "## Exchange endpoints (CEX)",
         "",
-        "`dexnode cex` connects to each exchange's public endpoints unless these are set, e.g. to a local",
-        "replay server (`devnet/exchanges/`) or another CDN. A set websocket URL replaces the exchange's",
-        "built-in fallbacks too.",
+        "`dexnode cex` and `dexnode run` connect to each exchange's public endpoints unless these are",
+        "set, e.g. to a local replay server (`devnet/exchanges/`) or another CDN. A set websocket URL",
+        "replaces the exchange's built-in fallbacks too. `dexnode run` follows, per exchange in",
+        "`DEXNODE_CEX_EXCHANGES`, its own symbols if set, else `DEXNODE_CEX_SYMBOLS`.",
         "",
         *exchange_table(),
         "",

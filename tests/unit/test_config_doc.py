@@ -40,7 +40,7 @@ def test_every_variable_a_user_can_set_is_on_the_page() -> None:
     expected |= {f"DEXNODE_{plugin.setting.upper()}" for plugin in discover()}
     for name in EXCHANGES:
         key = name.replace("-", "_").upper()
-        expected |= {f"DEXNODE_CEX_{key}_WS_URL", f"DEXNODE_CEX_{key}_REST_URL"}
+        expected |= {f"DEXNODE_CEX_{key}_WS_URL", f"DEXNODE_CEX_{key}_REST_URL", f"DEXNODE_CEX_{key}_SYMBOLS"}
     listed = set(re.findall(r"`(DEXNODE_[A-Z0-9_]+)`", page))
     assert expected <= listed, f"missing: {sorted(expected - listed)}"
     assert "DEXNODE_UNISWAP_V4_POOL_MANAGERS" in listed and "DEXNODE_CEX_OKX_WS_URL" in listed
