@@ -168,7 +168,11 @@ async def _run(
         f"demo: devnet: anvil + Uniswap v2, sushiswap, v3, v4 and Balancer v2, {options.blocks} blocks"
         " of history ..."
     )
-    devnet = await asyncio.to_thread(Devnet.start, devnet_dir, seed=options.seed, blocks=options.blocks)
+    # the compiled test token is kept between demos (solc-js takes ~4 s); the chain itself is new each time
+    cache = settings.data_dir / "devnet-cache"
+    devnet = await asyncio.to_thread(
+        Devnet.start, devnet_dir, seed=options.seed, blocks=options.blocks, cache_dir=cache
+    )
     stack.callback(devnet.stop)  # anvil: stopped after everything that uses it
     singletons = await asyncio.to_thread(Singletons, devnet)  # Uniswap v4 and Balancer v2 beside them
     servers: dict[str, LiveServer] = {}
@@ -238,7 +242,8 @@ def demo_command(
     data_dir: DataDirOpt = None,
 ) -> None:
     """The node live on this machine: a devnet with ongoing trades and reorgs, local exchanges with live
-    markets, and `dexnode run` against them, with the dashboard; Ctrl-C stops all of it."""
+    markets, and `dexnode run` against them, with the dashboard; Ctrl-C stops all of it. Its embedded
+    database is <data-dir>/demo; with --database-url, dexnode's tables there are emptied first."""
     settings = settings_of(ctx, database_url=database_url, data_dir=data_dir, api_port=api_port)
     low, high = parse_range(reorg_depth, "--reorg-depth")
     live = LiveOptions(
