@@ -2,7 +2,8 @@
 
 Per batch, in one transaction:
 1. if the batch carries a reorg: delete every row above the common ancestor from every revertible
-   kind's table (``records.kinds``: block-keyed tables, and pools created in those blocks), record
+   kind's table (``records.kinds``: block-keyed tables, and pools created in those blocks), and the
+   pools and tokens learned by ``eth_call`` that only the orphaned branch needs, record
    the reorg in ``reorgs`` — unless it is already applied (``reorg_is_applied``: the same batch
    written again after its commit), so a replayed reorg batch changes nothing;
 2. per table with rows: COPY (text format for tables with NUMERIC columns, ``sinks.copy_text``;
@@ -126,6 +127,52 @@ _WRITERS: tuple[_TableWriter, ...] = tuple(_writer(k) for k in kinds.BATCH_KINDS
 
 # a reorg deletes every revertible kind's rows above the common ancestor
 _DELETES = tuple(f'DELETE FROM "{k.table}" WHERE "{k.block}" > $1' for k in kinds.CHAIN if k.revertible)
+
+# Pools and tokens have no block of their own when the DEX enricher learned them by ``eth_call`` (a
+# pool nobody saw created, a token's metadata): a reorg deletes those that only the orphaned branch
+# needs, in its own transaction, so that the new branch classifies and reads them afresh (a contract
+# at an address made by CREATE can differ between branches) and a crash never leaves one without the
+# other. The enricher asks the same question before it enriches the reorg's new branch
+# (``orphaned_pools_and_tokens``), so it treats exactly these rows as gone.
+_POOL_REFERRERS = tuple(
+    (k.table, k.block, name)
+    for k in kinds.BATCH_KINDS
+    if k.block is not None
+    for name, target in k.refers.items()
+    if target == kinds.POOLS.name
+)
+# pools without a creation block that rows above the ancestor name and no row at or below it does
+_ORPHANED_POOLS_SQL = (
+    "SELECT p.address FROM pools p WHERE p.created_block_number IS NULL AND p.address IN ("
+    + " UNION ".join(f'SELECT "{c}" FROM "{t}" WHERE "{b}" > $1' for t, b, c in _POOL_REFERRERS)
+    + ") AND "
+    + " AND ".join(
+        f'NOT EXISTS (SELECT 1 FROM "{t}" r WHERE r."{c}" = p.address AND r."{b}" <= $1)'
+        for t, b, c in _POOL_REFERRERS
+    )
+    + " ORDER BY p.address"
+)
+# tokens named by pools the reorg deletes (created above the ancestor, or $2) and by no pool that stays
+_ORPHANED_TOKENS_SQL = (
+    "WITH gone AS (SELECT token0, token1, tokens FROM pools"
+    " WHERE created_block_number > $1 OR address = ANY($2::text[])),"
+    " named AS (SELECT token0 AS address FROM gone UNION SELECT token1 FROM gone"
+    " UNION SELECT unnest(tokens) FROM gone)"
+    " SELECT t.address FROM tokens t JOIN named n ON n.address = t.address WHERE NOT EXISTS ("
+    "SELECT 1 FROM pools p WHERE (p.token0 = t.address OR p.token1 = t.address OR t.address = ANY(p.tokens))"
+    " AND NOT (p.address = ANY($2::text[]))"
+    " AND (p.created_block_number IS NULL OR p.created_block_number <= $1)) ORDER BY t.address"
+)
+
+
+async def orphaned_pools_and_tokens(
+    db: asyncpg.Connection | asyncpg.Pool, ancestor: int
+) -> tuple[list[str], list[str]]:
+    """The addresses of the pools and tokens without a block of their own that a reorg above
+    ``ancestor`` deletes (see ``_ORPHANED_POOLS_SQL``): what only the orphaned branch needs."""
+    pools = [r["address"] for r in await db.fetch(_ORPHANED_POOLS_SQL, ancestor)]
+    tokens = [r["address"] for r in await db.fetch(_ORPHANED_TOKENS_SQL, ancestor, pools)]
+    return pools, tokens
 
 
 # nothing above the ancestor but the new branch is stored, and the last recorded reorg is this one
@@ -308,8 +355,13 @@ class PostgresSink:
         if await reorg_is_applied(conn, batch):
             log.info("reorg above block %d already applied (a replayed batch)", reorg.common_ancestor_number)
         else:
+            pools, tokens = await orphaned_pools_and_tokens(conn, reorg.common_ancestor_number)
             for sql in _DELETES:
                 await conn.execute(sql, reorg.common_ancestor_number)
+            if pools:
+                await conn.execute("DELETE FROM pools WHERE address = ANY($1::text[])", pools)
+            if tokens:
+                await conn.execute("DELETE FROM tokens WHERE address = ANY($1::text[])", tokens)
             await conn.execute(
                 "INSERT INTO reorgs (common_ancestor_number, common_ancestor_hash, depth, orphaned_hashes,"
                 " new_hashes) VALUES ($1, $2, $3, $4, $5)",
