@@ -57,7 +57,7 @@ from indexer.chain.extract import ExtractedBlock, extract_receipts_only
 from indexer.pipeline.pipeline import batch_of
 from migrations import runner
 from records import Block, DexTrade, Transaction
-from records.cex import BookDelta, Ticker, Trade
+from records.cex import BookDelta, BookSnapshot, Ticker, Trade
 from sinks.postgres import PostgresSink
 
 BLOCK = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "mainnet-block-21925176-helios"
@@ -350,22 +350,59 @@ async def cex_bytes_per_row(count: int) -> dict[str, float]:
                 rows = await conn.fetchval(f"SELECT count(*) FROM {table}")
                 total = await conn.fetchval("SELECT pg_total_relation_size($1::regclass)", table)
                 sizes[table] = total / rows
+            # stored snapshots (``dexnode cex --snapshot-every``, default 60 s): the recorded OKX books
+            await store_snapshots(db.dsn)
+            sizes["snapshot"] = float(
+                await conn.fetchval(
+                    "SELECT avg(pg_column_size(t.*)) FROM cex_book_events t WHERE kind = 'snapshot'"
+                )
+            )
         finally:
             await conn.close()
     return sizes
 
 
+async def store_snapshots(dsn: str) -> None:
+    """The deepest recorded OKX snapshot (BTC-USDT, 400 bids and 400 asks) stored 100 times as
+    ``BookSnapshot`` rows."""
+    recorded = [
+        e for e in importlib.import_module("devnet.exchanges.okx").events() if e.channel == "snapshot"
+    ]
+    books = [max(recorded, key=lambda e: len(e.bids) + len(e.asks))]
+    store = await CexStore.connect(dsn)
+    try:
+        snapshots = []
+        for i in range(100):
+            book = books[i % len(books)]
+            snapshots.append(
+                BookSnapshot(
+                    exchange="okx",
+                    symbol=book.symbol,
+                    bids=tuple((Decimal(p), Decimal(q)) for p, q in book.bids),
+                    asks=tuple((Decimal(p), Decimal(q)) for p, q in book.asks),
+                    sequence=i,
+                    event_timestamp=1_700_000_000_000 + i,
+                    atom_timestamp=1_700_000_000_000_000 + i,
+                )
+            )
+        await store.write(snapshots)
+    finally:
+        await store.close()
+
+
 def cex_report(rates: dict[str, tuple[int, float, dict[str, int]]], per_row: dict[str, float]) -> None:
     print(
         "\nCEX: bytes per stored row (CexStore, after VACUUM ANALYZE): "
-        + ", ".join(f"{t} {b:.0f}" for t, b in per_row.items())
+        + ", ".join(f"{t} {b:.0f}" for t, b in per_row.items() if t != "snapshot")
+        + f"; a stored 400+400-level OKX snapshot {per_row['snapshot']:,.0f} (row, compressed),"
+        f" {per_row['snapshot'] * 1440 / 1e6:.0f} MB per symbol-day at one a minute"
     )
     print(
         f"{'exchange':<10}{'symbols':>8}{'seconds':>8}{'book rows/s':>12}{'trades/s':>9}{'tickers/s':>10}"
         f"{'MB/symbol-day':>15}"
     )
     for name, (symbols, seconds, rows) in rates.items():
-        per_s = {t: n / seconds / symbols for t, n in rows.items()}
+        per_s = {t: n / seconds / symbols for t, n in rows.items()}  # snapshots: counted as one row each
         day = sum(per_s[t] * per_row[t] for t in per_s) * 86_400 / 1e6
         print(
             f"{name:<10}{symbols:>8}{seconds:>8.1f}{per_s['cex_book_events']:>12.1f}{per_s['cex_trades']:>9.2f}"
