@@ -18,7 +18,7 @@ import itertools
 import json
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,10 @@ WAIT_MS = 30_000
 CEX_SYMBOL = "ETH-USDT"
 CEX_NATIVE = "ETHUSDT"  # as Binance writes it
 CEX_SEED = 3
-CEX_EVENTS = 1000  # generated market steps, ~10 s (then the server goes quiet: its book is final)
+CEX_MAX_EVENTS = 20_000  # generated market steps at most (the test halts the market much sooner)
+CEX_TRADES = 10  # CEX trades the page must show before the market is halted
 CEX_PACE = 0.01
+CEX_ROWS = "document.querySelectorAll('#trades-body tr.buy, #trades-body tr.sell')"  # the tape's CEX rows
 BOOK_LEVELS = 12  # what the page shows per side
 
 
@@ -302,7 +304,7 @@ async def test_dashboard_on_dexnode_run_shows_blocks_trades_a_book_and_reorgs(
         await page.wait_for_function(
             "document.querySelector('#book-state').dataset.valid === 'true'"
             " && document.querySelectorAll('#bids-body tr').length > 0"
-            " && document.querySelectorAll('#trades-body tr.buy, #trades-body tr.sell').length > 0",
+            f" && {CEX_ROWS}.length > 0",
             timeout=WAIT_MS,
         )
         assert (await page.locator("#book-state").inner_text()).startswith("valid · sequence ")
@@ -364,9 +366,17 @@ async def test_dashboard_shows_cex_trades_and_a_valid_book(
     reads it through NOTIFY. The page's CEX trades equal the market's generated trades, and its book,
     once the market stops, equals the server's book, shown valid with its sequence."""
     markets = markets_for("binance", [CEX_SYMBOL], CEX_SEED)
-    server = LIVE_SERVERS["binance"][0](
-        itertools.islice(interleave(markets), CEX_EVENTS), pace=CEX_PACE, wait_for_sessions=1
-    )
+    halted: list[bool] = []
+
+    def until_halted() -> Iterator[Any]:
+        """The market's events until the test has seen enough of them on the page (then the server
+        goes quiet and its book is final): as long as a loaded machine needs, no fixed length."""
+        for event in itertools.islice(interleave(markets), CEX_MAX_EVENTS):
+            if halted:
+                return
+            yield event
+
+    server = LIVE_SERVERS["binance"][0](until_halted(), pace=CEX_PACE, wait_for_sessions=1)
     server.setup(markets)
     await server.start()
     url, stop = await _serve(clean_db.dsn, "http://127.0.0.1:9")  # no node here: the status says so
@@ -389,7 +399,9 @@ async def test_dashboard_shows_cex_trades_and_a_valid_book(
                 "--feeds", "trades,book", env=env, stdout=asyncio.subprocess.DEVNULL,
                 stderr=asyncio.subprocess.PIPE,
             )  # fmt: skip
-            await asyncio.wait_for(server.done.wait(), 60)
+            await page.wait_for_function(f"{CEX_ROWS}.length >= {CEX_TRADES}", timeout=60_000)
+            halted.append(True)
+            await asyncio.wait_for(server.done.wait(), 30)
             book = server.final_books()[CEX_NATIVE]
             want = {
                 "bids": [[canonical(p), canonical(q)] for p, q in book.sorted_bids()[:BOOK_LEVELS]],
