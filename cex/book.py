@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import zlib
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
-from itertools import chain
 from operator import eq, itemgetter
 from typing import Literal
 
@@ -40,13 +39,21 @@ class L2Book:
     over its digits), so a dict keyed by price paid it for every new level and every snapshot level, and a
     snapshot, sent in order, is loaded by one linear ``sort`` and two list copies."""
 
-    __slots__ = ("_ask_prices", "_ask_sizes", "_bid_prices", "_bid_sizes", "depth", "sequence", "valid")
+    __slots__ = (
+        "_ask_prices", "_ask_sizes", "_ask_texts", "_bid_prices", "_bid_sizes", "_bid_texts", "_text_of",
+        "depth", "sequence", "valid",
+    )  # fmt: skip
 
     def __init__(self, depth: int | None = None) -> None:
         self._bid_prices: list[Decimal] = []
         self._bid_sizes: list[Decimal] = []
         self._ask_prices: list[Decimal] = []
         self._ask_sizes: list[Decimal] = []
+        # per level, its checksum text once made (None: not made, or the level changed since): a checksum
+        # covers the top 10-25 levels after every message, and few of them change from one to the next
+        self._bid_texts: list[str | None] = []
+        self._ask_texts: list[str | None] = []
+        self._text_of: object = None  # what made the texts (a checksum rule may change on a book)
         self.depth = depth  # levels kept per side (the subscribed depth); None: all
         self.sequence: int | None = None
         self.valid = False
@@ -70,6 +77,8 @@ class L2Book:
         are dropped; a price given twice keeps its last non-zero size."""
         self._bid_prices, self._bid_sizes = _sorted_side(bids)
         self._ask_prices, self._ask_sizes = _sorted_side(asks)
+        self._bid_texts = [None] * len(self._bid_prices)
+        self._ask_texts = [None] * len(self._ask_prices)
         if self.depth is not None:
             self.truncate(self.depth)
         self.sequence = sequence
@@ -79,28 +88,32 @@ class L2Book:
         """Apply levels with absolute sizes; size 0 removes the level (a missing one is no error: exchanges
         delete levels beyond the depth they send). One loop per side with its lists bound locally: this is
         the hot path of every feed."""
-        prices, sizes = self._bid_prices, self._bid_sizes
+        prices, sizes, texts = self._bid_prices, self._bid_sizes, self._bid_texts
         for price, size in bids:
             i = bisect_left(prices, price)
             if i < len(prices) and prices[i] == price:
                 if size:
                     sizes[i] = size
+                    texts[i] = None
                 else:
-                    del prices[i], sizes[i]
+                    del prices[i], sizes[i], texts[i]
             elif size:
                 prices.insert(i, price)
                 sizes.insert(i, size)
-        prices, sizes = self._ask_prices, self._ask_sizes
+                texts.insert(i, None)
+        prices, sizes, texts = self._ask_prices, self._ask_sizes, self._ask_texts
         for price, size in asks:
             i = bisect_left(prices, price)
             if i < len(prices) and prices[i] == price:
                 if size:
                     sizes[i] = size
+                    texts[i] = None
                 else:
-                    del prices[i], sizes[i]
+                    del prices[i], sizes[i], texts[i]
             elif size:
                 prices.insert(i, price)
                 sizes.insert(i, size)
+                texts.insert(i, None)
         depth = self.depth
         if depth is not None and (len(self._bid_prices) > depth or len(self._ask_prices) > depth):
             self.truncate(depth)
@@ -115,9 +128,9 @@ class L2Book:
         """Keep the best ``depth`` levels per side (the worst bid is first, the worst ask last)."""
         excess = len(self._bid_prices) - depth
         if excess > 0:
-            del self._bid_prices[:excess], self._bid_sizes[:excess]
+            del self._bid_prices[:excess], self._bid_sizes[:excess], self._bid_texts[:excess]
         if len(self._ask_prices) > depth:
-            del self._ask_prices[depth:], self._ask_sizes[depth:]
+            del self._ask_prices[depth:], self._ask_sizes[depth:], self._ask_texts[depth:]
 
     def best_bid(self) -> Level | None:
         return (self._bid_prices[-1], self._bid_sizes[-1]) if self._bid_prices else None
@@ -141,6 +154,28 @@ class L2Book:
         if n is None:
             return list(zip(self._ask_prices, self._ask_sizes, strict=True))
         return list(zip(self._ask_prices[:n], self._ask_sizes[:n], strict=True))
+
+    def top_texts(
+        self, n: int, rule: object, make: Callable[[Decimal, Decimal], str]
+    ) -> tuple[list[str], list[str]]:
+        """The best ``n`` bids' and asks' texts, best first, each ``make(price, size)`` of its level, made
+        once and kept until the level changes. ``rule`` names ``make``: texts made by another are dropped."""
+        if rule != self._text_of:
+            self._bid_texts = [None] * len(self._bid_prices)
+            self._ask_texts = [None] * len(self._ask_prices)
+            self._text_of = rule
+        texts, prices, sizes = self._bid_texts, self._bid_prices, self._bid_sizes
+        start = max(len(prices) - n, 0)
+        for i in range(start, len(prices)):
+            if texts[i] is None:
+                texts[i] = make(prices[i], sizes[i])
+        bids: list[str] = texts[start:][::-1]  # type: ignore[assignment]  # all made just above
+        texts, prices, sizes = self._ask_texts, self._ask_prices, self._ask_sizes
+        for i in range(min(n, len(prices))):
+            if texts[i] is None:
+                texts[i] = make(prices[i], sizes[i])
+        asks: list[str] = texts[:n]  # type: ignore[assignment]
+        return bids, asks
 
     def snapshot(self, exchange: str, symbol: str, atom_timestamp: int, depth: int | None = None,
                  event_timestamp: int | None = None) -> BookSnapshot:  # fmt: skip
@@ -241,7 +276,8 @@ class L3Book:
 
 
 # --- checksums -------------------------------------------------------------------------------------------
-# Both exchanges checksum the top of the book after every update, so these run once per message.
+# Both exchanges checksum the top of the book after every update, so these run once per message; the text of
+# each level is made once and kept by the book until that level changes (``L2Book.top_texts``).
 
 
 def _plain(value: Decimal) -> str:
@@ -272,64 +308,31 @@ def _at_precision(value: Decimal, decimals: int | None) -> str:
     return f"{value:.{decimals}f}"
 
 
-# decimals -> {value: checksum digits}. Only with a precision: then equal values have equal text (without
-# one, 1.0 and 1.00 are equal keys with different digits). The top 10 rarely change between messages and
-# are the book's own Decimal objects, whose hash is computed once: a lookup is ~40 ns, formatting ~600.
-_DIGITS: dict[int, dict[Decimal, str]] = {}
-_DIGITS_MAX = 100_000
-
-
-def _digits_at(decimals: int) -> dict[Decimal, str]:
-    cache = _DIGITS.get(decimals)
-    if cache is None or len(cache) >= _DIGITS_MAX:
-        cache = _DIGITS[decimals] = {}
-    return cache
-
-
 def kraken_checksum(book: L2Book, price_decimals: int | None = None, qty_decimals: int | None = None) -> int:
     """CRC32 (unsigned) over the top 10 levels. v1 (the recordings): the prices and volumes as sent, which
     carry the pair's decimals. v2: numbers are formatted to the instrument's ``price_precision`` and
     ``qty_precision`` first (pass them; JSON numbers do not keep trailing zeros)."""
-    levels = (*book.ask_levels(10), *book.bid_levels(10))
-    if price_decimals is None or qty_decimals is None:
-        # v1: the text as sent, which str() gives back unless it writes an exponent
-        text = " ".join(map(str, chain.from_iterable(levels)))
-        if "E" in text or price_decimals is not None or qty_decimals is not None:
-            text = " ".join(
-                f"{_at_precision(p, price_decimals)} {_at_precision(q, qty_decimals)}" for p, q in levels
-            )
-        digits = "".join([number.lstrip("0") for number in text.replace(".", "").split(" ")])
-        return zlib.crc32(digits.encode())
-    prices, qtys = _digits_at(price_decimals), _digits_at(qty_decimals)
-    parts = []
-    for price, qty in levels:
-        p = prices.get(price)
-        if p is None:
-            p = prices[price] = _kraken_digits(_at_precision(price, price_decimals))
-        q = qtys.get(qty)
-        if q is None:
-            q = qtys[qty] = _kraken_digits(_at_precision(qty, qty_decimals))
-        parts.append(p + q)
-    return zlib.crc32("".join(parts).encode())
+
+    def digits(price: Decimal, qty: Decimal) -> str:
+        return _kraken_digits(_at_precision(price, price_decimals)) + _kraken_digits(
+            _at_precision(qty, qty_decimals)
+        )
+
+    bids, asks = book.top_texts(10, ("kraken", price_decimals, qty_decimals), digits)
+    return zlib.crc32("".join(asks + bids).encode())
+
+
+def _okx_level(price: Decimal, size: Decimal) -> str:
+    return f"{_plain(price)}:{_plain(size)}"
 
 
 def okx_checksum_text(book: L2Book) -> str:
     """OKX ``books``: the top 25 levels interleaved ``bid:bidsize:ask:asksize:...``; when one side is
     shorter, the other's remaining levels follow alone."""
-    bids = book.bid_levels(25)
-    asks = book.ask_levels(25)
+    bids, asks = book.top_texts(25, "okx", _okx_level)
     common = min(len(bids), len(asks))
-    numbers = chain(
-        chain.from_iterable(chain.from_iterable(zip(bids, asks, strict=False))),
-        chain.from_iterable(bids[common:] or asks[common:]),
-    )
-    text = ":".join(map(str, numbers))
-    if "E" not in text:
-        return text
-    # a number str() writes with an exponent (0.00000001 -> 1E-8): the slow path, digit for digit
-    pairs = zip(bids[:common], asks[:common], strict=True)
-    parts = [f"{_plain(b)}:{_plain(bq)}:{_plain(a)}:{_plain(aq)}" for (b, bq), (a, aq) in pairs]
-    parts.extend(f"{_plain(p)}:{_plain(q)}" for p, q in (bids[common:] or asks[common:]))
+    parts = [part for pair in zip(bids, asks, strict=False) for part in pair]
+    parts.extend(bids[common:] or asks[common:])
     return ":".join(parts)
 
 

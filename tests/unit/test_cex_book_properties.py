@@ -89,10 +89,10 @@ def _levels(rows: Rows) -> list[tuple[Decimal, Decimal]]:
     return [(Decimal(p), Decimal(q)) for p, q in rows]
 
 
-@settings(max_examples=150, deadline=None)
-@given(sessions(), st.sampled_from([None, 1, 3, 10]))
+@settings(max_examples=200, deadline=None)
+@given(sessions(), st.sampled_from([None, 1, 3, 10]), st.sampled_from(["okx", "kraken v1", "kraken v2"]))
 def test_book_equals_a_dict_of_decimal_reference(
-    session: tuple[int, Rows, Rows, list[tuple[Rows, Rows]]], depth: int | None
+    session: tuple[int, Rows, Rows, list[tuple[Rows, Rows]]], depth: int | None, rule: str
 ) -> None:
     _, snap_bids, snap_asks, updates = session
     book, ref = L2Book(depth), Reference(depth)
@@ -112,6 +112,20 @@ def test_book_equals_a_dict_of_decimal_reference(
         assert book.crossed() == crossed
         if depth is not None:
             assert len(book.bids) <= depth and len(book.asks) <= depth
+        # checksum text is kept per level until the level changes (one rule per book, as in a feed): it
+        # must equal text made afresh from the levels now in the book (held to the reference above)
+        fresh_bids = [(format(p, "f"), format(q, "f")) for p, q in book.bid_levels()]
+        fresh_asks = [(format(p, "f"), format(q, "f")) for p, q in book.ask_levels()]
+        scale = session[0]
+        if rule == "okx":
+            assert okx_checksum(book) == _okx_reference(fresh_bids, fresh_asks)
+        elif rule == "kraken v1":
+            assert kraken_checksum(book) == _kraken_reference(fresh_bids, fresh_asks)
+        else:
+            assert kraken_checksum(book, scale, scale) == _kraken_reference(
+                [(f"{p:.{scale}f}", f"{q:.{scale}f}") for p, q in book.bid_levels()],
+                [(f"{p:.{scale}f}", f"{q:.{scale}f}") for p, q in book.ask_levels()],
+            )
 
 
 def _okx_reference(bids: list[tuple[str, str]], asks: list[tuple[str, str]]) -> int:
