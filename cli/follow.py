@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from core.database import open_database
 from core.errors import FatalError
@@ -104,13 +104,15 @@ async def follow_into(
     quiet: bool,
     silence_timeout: float,
     stop: asyncio.Event | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> None:
     """The follower over an open database and node: resume where the database stands, check it is the
     node's chain, then write every event through ``writer`` (the Postgres sink, alone or composed with
     Kafka and the live hub) until ``stop`` is set (``follow`` and ``run`` share this).
 
     With ``stop``, no new head is taken once it is set, but an event already received is written to the
-    end (one transaction), so the cursor is the last stored block when this returns."""
+    end (one transaction), so the cursor is the last stored block when this returns. ``on_start()`` is
+    called once the checks are done and the first head is awaited (before that, nothing is written)."""
     chain_id = await rpc.chain_id()
     chain = await start_chain(sink, settings.max_reorg_depth + 1)
     await check_chain(rpc, chain)
@@ -138,6 +140,8 @@ async def follow_into(
     )
     enrich = DexEnricher(rpc, sink.pool, registry_for(settings))
     source: EventSource = follower if stop is None else Until(follower, stop)
+    if on_start is not None:
+        on_start()
     await consume(source, writer, quiet=quiet, enrich=enrich)
 
 

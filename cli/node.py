@@ -178,18 +178,16 @@ async def _serve_api(server: uvicorn.Server, sock: socket.socket) -> None:
         raise FatalError("the API server did not start (see the log above)") from None
 
 
-async def _index(node: Node, phase: list[str], *, quiet: bool, silence_timeout: float) -> None:
+async def _index(node: Node, following: asyncio.Event, *, quiet: bool, silence_timeout: float) -> None:
     """Backfill to the confirmed head (when ``backfill_from`` is set), then follow from where it ended."""
     settings = node.settings
     first = settings.backfill_from
     if first is not None and settings.confirmations == 0:
         log.warning("backfill skipped: 0 confirmations; the follower indexes from block %d itself", first)
     elif first is not None:
-        phase[0] = "backfill"
         await backfill(settings, from_block=first, to="confirmed", progress_tty=False)
     if node.stop.is_set():
         return
-    phase[0] = "follow"
     sink = await PostgresSink.connect(node.db.dsn)
     writer = with_kafka(settings, sink)
     try:
@@ -208,6 +206,7 @@ async def _index(node: Node, phase: list[str], *, quiet: bool, silence_timeout: 
                 quiet=quiet,
                 silence_timeout=silence_timeout,
                 stop=node.stop,
+                on_start=following.set,  # from here on, stopping waits for the block in flight
             )
     finally:
         await writer.close()  # flushes Kafka; closes the Postgres sink
@@ -302,6 +301,10 @@ async def run_node(
                 timeout_graceful_shutdown=10,
             )
             server = _Server(config)
+            # uvicorn's per-connection lines ("connection open", "Started server process"): the banner
+            # says what matters; they come back with --log-level DEBUG
+            if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+                logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
             await _run_tasks(node, server, sock, venues, handlers, extra, quiet, silence_timeout, on_ready)
 
 
@@ -321,13 +324,13 @@ async def _run_tasks(
     while not server.started and not api.done() and not node.stop.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.02)
     tasks: dict[asyncio.Task[None], str] = {api: "the API server"}
-    phase = ["start"]
+    following = asyncio.Event()
     indexer: asyncio.Task[None] | None = None
     others: list[asyncio.Task[None]] = []
     if server.started and not api.done():
         port = sock.getsockname()[1]
         (on_ready or typer.echo)(banner(node.settings, node.db, port, venues, list(extra)))
-        indexer = asyncio.create_task(_index(node, phase, quiet=quiet, silence_timeout=silence_timeout))
+        indexer = asyncio.create_task(_index(node, following, quiet=quiet, silence_timeout=silence_timeout))
         tasks[indexer] = "the indexer"
         for venue, handler in zip(venues, handlers, strict=True):
             others.append(asyncio.create_task(_feed(node, venue, handler)))
@@ -338,7 +341,7 @@ async def _run_tasks(
     failure = await _first_failure(tasks, node.stop)
     node.stop.set()
     if indexer is not None:
-        await _stop_indexer(indexer, phase)
+        await _stop_indexer(indexer, following)
     await node.hub.close()  # websocket clients: 1001 "server shutting down"
     await _clients_gone(node.hub)
     for other in others:
@@ -375,12 +378,13 @@ async def _first_failure(
     return None
 
 
-async def _stop_indexer(indexer: asyncio.Task[None], phase: list[str]) -> None:
-    """The follower ends after the block in flight (it watches ``stop``); a backfill is cancelled
-    (each chunk is one transaction: an unfinished one is rolled back and redone on the next start)."""
+async def _stop_indexer(indexer: asyncio.Task[None], following: asyncio.Event) -> None:
+    """Once following, the follower ends after the block in flight (it watches ``stop``). Before, the
+    indexer is cancelled: a backfill chunk is one transaction (an unfinished one is rolled back and redone
+    on the next start), and the follower's start-up checks write nothing."""
     if indexer.done():
         return
-    if phase[0] != "follow":
+    if not following.is_set():
         indexer.cancel()
     done, _ = await asyncio.wait({indexer}, timeout=FOLLOW_FINISH_SECONDS)
     if not done:
