@@ -82,41 +82,56 @@ async def history(
 ) -> AsyncIterator[Step]:
     """Steps with event times in ``[first, end)`` (Unix seconds): archived buckets, then (with a pool)
     stored rows past the archive, in time order."""
-    first_us, end_us = first * 1_000_000, end * 1_000_000
-    first_minute, last_minute = first // 60, (end - 1) // 60
     wanted = (CHAIN_TYPES | CEX_TYPES) if types is None else types
+    archived = _archived(target, first, end, wanted)
+    stored = _stored(target, pool, first, end, confirmations, wanted, chain) if pool is not None else None
+    # the two sources minute by minute, merged: the archive of one venue may end long before another's
+    a = await anext(archived, None)
+    b = None if stored is None else await anext(stored, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a[0] < b[0]):
+            assert a is not None
+            steps, a = a[1], await anext(archived, None)
+        elif a is None or b[0] < a[0]:
+            steps, b = b[1], await anext(stored, None)  # type: ignore[arg-type]
+        else:
+            steps = _merge([a[1], b[1]])
+            a, b = await anext(archived, None), await anext(stored, None)  # type: ignore[arg-type]
+        for step in _in_range(steps, first * 1_000_000, end * 1_000_000):
+            yield step
+
+
+Minute = tuple[int, list[Step]]
+
+
+async def _archived(target: Target, first: int, end: int, wanted: frozenset[str]) -> AsyncIterator[Minute]:
+    """The archive's buckets of the range, minute by minute, every stream's steps merged by time."""
     read_types = set(wanted) | ({"block"} if wanted & CHAIN_TYPES else set())
-    streams = target.streams()
     by_minute: dict[int, list[StoredBucket]] = defaultdict(list)
-    for b in buckets(target, streams, first_minute, last_minute):
+    for b in buckets(target, target.streams(), first // 60, (end - 1) // 60):
         by_minute[b.entry.minute].append(b)
     for minute in sorted(by_minute):
         parts = []
         for b in by_minute[minute]:
             records = bucket_records(target, b, read_types)
             parts.append(chain_steps(records) if b.stream.venue == "chain" else cex_steps(records))
-        for step in _in_range(_merge(parts), first_us, end_us):
-            yield step
-    if pool is None:
-        return
-    async for step in _stored(target, pool, streams, first, end, confirmations, wanted, chain):
-        yield step
+        yield minute, _merge(parts)
 
 
 async def _stored(
     target: Target,
     pool: asyncpg.Pool,
-    streams: list[Stream],
     first: int,
     end: int,
     confirmations: int,
     wanted: frozenset[str],
     chain: str | None,
-) -> AsyncIterator[Step]:
+) -> AsyncIterator[Minute]:
     """Past the archive: confirmed blocks after the last archived one, exchange rows after each
     exchange's last archived minute, minute by minute up to ``end``."""
     stored = StoredChain(pool)
     cex = CexSource(pool, 0)
+    streams = target.streams()
     after_block: int | None = None
     if wanted & CHAIN_TYPES:
         name = chain or next((s.name for s in streams if s.venue == "chain"), None)
@@ -129,16 +144,25 @@ async def _stored(
             exchanges[exchange] = last.minute if last is not None else first // 60 - 1
     head = await pool.fetchval("SELECT max(number) FROM blocks")
     watermark = -1 if head is None else int(head) - confirmations
-    starts = [m + 1 for m in exchanges.values()]
-    if after_block is not None and after_block < watermark:
-        ts = await pool.fetchval(
-            "SELECT timestamp FROM blocks WHERE number > $1 ORDER BY number LIMIT 1", after_block
-        )
-        if ts is not None:
-            starts.append(int(ts) // 60)
-    if not starts:
-        return
-    for minute in range(max(min(starts), first // 60), (end - 1) // 60 + 1):
+    last_minute = (end - 1) // 60
+    while True:
+        # the next minute any stream has rows in (empty minutes are skipped, not visited)
+        nexts: list[int] = []
+        if after_block is not None and after_block < watermark:
+            ts = await pool.fetchval(
+                "SELECT timestamp FROM blocks WHERE number > $1 AND number <= $2 ORDER BY number LIMIT 1",
+                after_block,
+                watermark,
+            )
+            if ts is not None:
+                nexts.append(int(ts) // 60)
+        for exchange, archived_minute in exchanges.items():
+            m = await cex.next_minute(exchange, max(archived_minute, first // 60 - 1))
+            if m is not None:
+                nexts.append(m)
+        if not nexts or min(nexts) > last_minute:
+            return
+        minute = min(nexts)
         parts: list[list[Step]] = []
         if after_block is not None:
             row = await pool.fetchrow(
@@ -156,9 +180,10 @@ async def _stored(
                     if cls.TYPE in wanted:
                         by_type[cls.TYPE] = list(records)
                 parts.append(chain_steps(by_type))
+                after_block = int(row["hi"])
         for exchange, archived_minute in exchanges.items():
             if minute > archived_minute:
                 bucket = await cex.bucket(exchange, minute)
                 parts.append(cex_steps({c.TYPE: rs for c, rs in bucket.records.items() if c.TYPE in wanted}))
-        for step in _in_range(_merge(parts), first * 1_000_000, end * 1_000_000):
-            yield step
+                exchanges[exchange] = minute
+        yield minute, _merge(parts)

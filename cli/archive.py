@@ -192,6 +192,8 @@ async def run_replay(
                 )
                 stats = await play(hub, steps, speed=speed)
                 await drain(hub)
+                await hub.close()  # each client: what is queued, then close 1001
+                await drain(hub, until_disconnected=True)
             finally:
                 server.should_exit = True
                 await serving

@@ -123,8 +123,13 @@ async def play(hub: Hub, steps: AsyncIterator[Step], *, speed: float | None = No
     return stats
 
 
-async def drain(hub: Hub, timeout: float = 60.0) -> None:
-    """Until every client has been sent what is queued for it (or ``timeout``)."""
+async def drain(hub: Hub, timeout: float = 60.0, *, until_disconnected: bool = False) -> None:
+    """Until every client has been sent what is queued for it (or has gone, ``until_disconnected``),
+    or ``timeout``."""
     deadline = time.monotonic() + timeout
-    while any(c.queue.qsize() for c in hub.clients) and time.monotonic() < deadline:  # noqa: ASYNC110
+
+    def busy() -> bool:
+        return bool(hub.clients) if until_disconnected else any(c.queue.qsize() for c in hub.clients)
+
+    while busy() and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
