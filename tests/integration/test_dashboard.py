@@ -19,7 +19,7 @@ import json
 import signal
 import time
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,9 @@ async def dexnode_run(
 
 def exact_text(raw: int, decimals: int) -> str:
     """The exact amount as plain decimal text (the page cuts it, never rounds: its text is a prefix)."""
-    value = (Decimal(raw) / Decimal(10) ** decimals).normalize()
+    with localcontext() as ctx:
+        ctx.prec = 200  # exact for any uint256 over any decimals (the default 28 digits would round)
+        value = (Decimal(raw) / Decimal(10) ** decimals).normalize()
     return format(value, "f")
 
 
