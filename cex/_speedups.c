@@ -111,7 +111,79 @@ fail:
     return NULL;
 }
 
+/* apply_side(prices, sizes, texts, levels): cex.book.L2Book.update's loop for one side, the same steps
+ * (binary search of the ascending prices by <, then == on the found one; size 0 removes, a missing level
+ * is no error; a new or changed level's text is None) without the interpreter between them. */
+static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+        !PyList_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "apply_side(prices: list, sizes: list, texts: list, levels)");
+        return NULL;
+    }
+    PyObject *prices = args[0], *sizes = args[1], *texts = args[2];
+    PyObject *levels = PySequence_Fast(args[3], "levels: a sequence of (price, size)");
+    if (levels == NULL) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(levels);
+    PyObject **items = PySequence_Fast_ITEMS(levels);
+    for (Py_ssize_t k = 0; k < count; k++) {
+        PyObject *level = items[k];
+        if (!PyTuple_Check(level) || PyTuple_GET_SIZE(level) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a level is a (price, size) tuple");
+            goto fail;
+        }
+        PyObject *price = PyTuple_GET_ITEM(level, 0), *size = PyTuple_GET_ITEM(level, 1);
+        Py_ssize_t n = PyList_GET_SIZE(prices);
+        if (PyList_GET_SIZE(sizes) != n || PyList_GET_SIZE(texts) != n) {
+            PyErr_SetString(PyExc_ValueError, "prices, sizes and texts differ in length");
+            goto fail;
+        }
+        Py_ssize_t lo = 0, hi = n;
+        while (lo < hi) { /* bisect_left */
+            Py_ssize_t mid = lo + (hi - lo) / 2;
+            PyObject *at = PyList_GET_ITEM(prices, mid);
+            Py_INCREF(at);
+            int less = PyObject_RichCompareBool(at, price, Py_LT);
+            Py_DECREF(at);
+            if (less < 0) goto fail;
+            if (less) lo = mid + 1;
+            else hi = mid;
+        }
+        int found = 0;
+        if (lo < n) {
+            PyObject *at = PyList_GET_ITEM(prices, lo);
+            Py_INCREF(at);
+            found = PyObject_RichCompareBool(at, price, Py_EQ);
+            Py_DECREF(at);
+            if (found < 0) goto fail;
+        }
+        int nonzero = PyObject_IsTrue(size);
+        if (nonzero < 0) goto fail;
+        if (found) {
+            if (nonzero) {
+                if (PyList_SetItem(sizes, lo, Py_NewRef(size)) < 0) goto fail;
+                if (PyList_SetItem(texts, lo, Py_NewRef(Py_None)) < 0) goto fail;
+            } else if (PyList_SetSlice(prices, lo, lo + 1, NULL) < 0 ||
+                       PyList_SetSlice(sizes, lo, lo + 1, NULL) < 0 ||
+                       PyList_SetSlice(texts, lo, lo + 1, NULL) < 0) {
+                goto fail;
+            }
+        } else if (nonzero) {
+            if (PyList_Insert(prices, lo, price) < 0 || PyList_Insert(sizes, lo, size) < 0 ||
+                PyList_Insert(texts, lo, Py_None) < 0) {
+                goto fail;
+            }
+        }
+    }
+    Py_DECREF(levels);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(levels);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"apply_side", (PyCFunction)(void (*)(void))apply_side, METH_FASTCALL,
+     "apply_side(prices, sizes, texts, levels): L2Book.update for one side"},
     {"bind", (PyCFunction)bind, METH_O, "bind(cls): the record class whose slots deltas() fills"},
     {"deltas", (PyCFunction)(void (*)(void))deltas, METH_FASTCALL,
      "deltas(exchange, symbol, bids, asks, sequence, event_timestamp, atom_timestamp) -> [record, ...]"},

@@ -17,6 +17,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
+from itertools import chain
 from typing import Any, ClassVar
 
 from cex.book import L2Book, kraken_checksum
@@ -27,6 +28,7 @@ from records.cex import Ticker, Trade
 _CHANNELS: dict[Feed, str] = {"book": "book", "trades": "trade", "ticker": "ticker"}
 # JSON numbers straight into Decimal from their text, by the C scanner; one decoder, not one per frame
 _JSON = json.JSONDecoder(parse_float=Decimal)
+_DECIMAL_ONLY = {Decimal}
 
 
 def _ms(text: str | None) -> int | None:
@@ -43,6 +45,16 @@ def _decimal(value: object) -> Decimal:
     if isinstance(value, int) and not isinstance(value, bool):
         return Decimal(value)
     raise MalformedMessage(f"not a number: {value!r}")
+
+
+def _levels(rows: list[dict[str, Any]]) -> list[tuple[Decimal, Decimal]]:
+    """``[{"price": <number>, "qty": <number>}, ...]`` -> levels. The JSON scanner made every number with a
+    fraction a ``Decimal``; the types of all of them are checked at once (C ``map``), and only a side with
+    anything else (an int, garbage) goes number by number."""
+    levels = [(row["price"], row["qty"]) for row in rows]
+    if set(map(type, chain.from_iterable(levels))) <= _DECIMAL_ONLY:
+        return levels
+    return [(_decimal(price), _decimal(qty)) for price, qty in levels]
 
 
 class Kraken(Exchange):
@@ -103,8 +115,8 @@ class Kraken(Exchange):
                     BookMessage(
                         item["symbol"].replace("/", "-"),
                         snapshot,
-                        [(_decimal(lv["price"]), _decimal(lv["qty"])) for lv in item["bids"]],
-                        [(_decimal(lv["price"]), _decimal(lv["qty"])) for lv in item["asks"]],
+                        _levels(item["bids"]),
+                        _levels(item["asks"]),
                         checksum=int(item["checksum"]),
                         event_timestamp=_ms(item.get("timestamp")),
                         atom_timestamp=atom_timestamp,

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import cex.book as book_module
 import cex.sync as sync_module
 from cex._speedups import deltas
 from cex.book import L2Book, kraken_checksum, okx_checksum
@@ -89,9 +90,23 @@ def _levels(rows: Rows) -> list[tuple[Decimal, Decimal]]:
     return [(Decimal(p), Decimal(q)) for p, q in rows]
 
 
+@pytest.mark.parametrize("update", ["C", "Python"])
 @settings(max_examples=200, deadline=None)
 @given(sessions(), st.sampled_from([None, 1, 3, 10]), st.sampled_from(["okx", "kraken v1", "kraken v2"]))
 def test_book_equals_a_dict_of_decimal_reference(
+    update: str, session: tuple[int, Rows, Rows, list[tuple[Rows, Rows]]], depth: int | None, rule: str
+) -> None:
+    # L2Book.update runs cex/_speedups.c's apply_side when built, else its Python loop: both are held
+    c_update = book_module._apply_side
+    assert c_update is not None, "cex/_speedups.c is not built (make install)"
+    book_module._apply_side = c_update if update == "C" else None
+    try:
+        _book_session(session, depth, rule)
+    finally:
+        book_module._apply_side = c_update
+
+
+def _book_session(
     session: tuple[int, Rows, Rows, list[tuple[Rows, Rows]]], depth: int | None, rule: str
 ) -> None:
     _, snap_bids, snap_asks, updates = session
