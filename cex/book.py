@@ -31,6 +31,8 @@ Level = tuple[Decimal, Decimal]
 _ZERO = Decimal(0)
 _PRICE = itemgetter(0)
 
+ApplySide = Callable[[list[Decimal], list[Decimal], list[str | None], Iterable[Level]], None]
+_apply_side: ApplySide | None
 try:  # cex/_speedups.c, built by `make install`; without it, L2Book.update runs its Python loop
     from cex._speedups import apply_side as _apply_side
 except ImportError:
