@@ -37,10 +37,16 @@ The split, and why the order is what it is (``with_kafka`` builds it):
    repeat the last chunk). A failed delivery there does not fail the batch (Postgres has
    committed); the next batch retries from the cursor. A Postgres failure there does: the batch is
    written again after its commit, like one whose COMMIT acknowledgement was lost.
-4. A stream that writes only confirmed blocks (``backfill``, ``journal=False``) needs neither
-   reverts nor waiting: the head sink writes its batches to ``head.*`` and ``confirmed.*`` at once,
+4. A stream that writes only confirmed blocks (``backfill``, ``journal=False``) needs no
+   waiting: the head sink writes its batches to ``head.*`` and ``confirmed.*`` at once,
    before Postgres (one encoding, same guarantee), and the publisher's cursor just moves over them.
    Its chunks may be written concurrently and out of order; each is on both flavours regardless.
+   Where a chunk replaces blocks stored at its heights that a reorg since orphaned (the follower's:
+   ``indexer.backfill.store.replace_orphans`` deletes them in the chunk's transaction), a ``Revert``
+   of every record of those blocks goes first on ``head.*``, before the chunk's records, as a
+   reorg's reverts do (no ``Reorg`` record: Postgres records none either). A crash before Postgres
+   commits leaves them reverted on Kafka while Postgres still holds them; the rerun of the chunk
+   reverts them again and writes the chunk.
 5. A batch written again after its commit is a replay: for a reorg batch whose reorg Postgres
    already applied (``sinks.postgres.reorg_is_applied``), neither Postgres nor ``head.*`` undoes
    anything again; ``head.*`` only gets the new branch's records again (duplicates).
@@ -58,11 +64,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 from confluent_kafka import KafkaException
 
 from core.settings import Settings
-from records import Reorg, Revert
+from records import Reorg, Revert, kinds
 from records.batch import Batch
+from records.kinds import Kind
 from sinks.base import CompositeSink, Sink
 from sinks.kafka_confirmed import CONFIRMED_STREAMS, ConfirmedPublisher
 from sinks.kafka_journal import InFlight, encode, read_last_entry
@@ -88,6 +96,42 @@ from sinks.postgres import BlockRef, PostgresSink, reorg_is_applied
 from sinks.postgres_read import StoredChain
 
 log = logging.getLogger("dexnode.sink.kafka")
+
+
+def _replaced_sql(kind: Kind[Any]) -> str:
+    key = " || ':' || ".join(f'"{c}"::text' for c in kind.key)
+    return (
+        f'SELECT "{kind.block}", "{kind.block_hash}", {key} FROM "{kind.table}"'
+        f' WHERE "{kind.block}" BETWEEN $1 AND $2 AND "{kind.block_hash}" <> ALL($3::text[])'
+    )
+
+
+# per revertible kind: (block_number, block_hash, key) of the rows stored at heights $1..$2 for a block
+# that is not one of $3, which the backfill's transaction deletes (indexer.backfill.store.replace_orphans)
+_REPLACED_SQL: dict[str, str] = {k.name: _replaced_sql(k) for k in kinds.BATCH_KINDS if k.revertible}
+_ANY_REPLACED_SQL = (
+    "SELECT EXISTS (SELECT 1 FROM blocks WHERE number BETWEEN $1 AND $2 AND hash <> ALL($3::text[]))"
+)
+
+
+async def replaced_keys(pool: asyncpg.Pool, batch: Batch) -> list[BlockKeys]:
+    """The keys of every revertible record stored at the batch's heights for a block that is not the
+    batch's (a block the follower stored, which a reorg then orphaned), per block, ascending."""
+    if not batch.blocks:
+        return []
+    args = (batch.blocks[0].number, batch.blocks[-1].number, [b.hash for b in batch.blocks])
+    if not await pool.fetchval(_ANY_REPLACED_SQL, *args):  # the usual case: one indexed query
+        return []
+    by_hash: dict[str, BlockKeys] = {}
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        for kind, sql in _REPLACED_SQL.items():
+            for number, block_hash, key in await conn.fetch(sql, *args):
+                entry = by_hash.get(block_hash)
+                if entry is None:
+                    entry = by_hash[block_hash] = BlockKeys(number, block_hash)
+                entry.add(kind, key)
+    return sorted(by_hash.values(), key=lambda b: b.number)
+
 
 _ENFORCED = {"enable.idempotence": True, "acks": "all"}
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -233,10 +277,22 @@ class KafkaHeadSink:
             messages.extend(revert_messages(self.topics, orphaned))
             _, key, value, headers = encode_record(REORGS, reorg, (0, ""))
             messages.append(out_message(self.topics.of(HEAD, REORGS), key, value, headers))
+        confirmed_only = batch.stream in self.confirmed_streams and batch.reorg is None  # by construction
+        if confirmed_only:
+            # the confirmed chain replaces blocks stored at its heights that a reorg since orphaned (the
+            # follower's): their records are reverted first, as a reorg reverts them
+            replaced = await replaced_keys(self.stored.pool, batch)
+            if replaced:
+                log.warning(
+                    "%s: reverting on head topics the %d stored block(s) the confirmed chain replaces: %s",
+                    batch.stream,
+                    len(replaced),
+                    ", ".join(f"{b.number} {b.hash[:10]}" for b in replaced),
+                )
+                messages.extend(revert_messages(self.topics, replaced))
         if self.journal:
             await self._journal(batch, reorg, orphaned)
         encoded = self.cache.encode(batch)
-        confirmed_only = batch.stream in self.confirmed_streams and batch.reorg is None  # by construction
         if not confirmed_only or self.history_on_head:
             head = {kind: self.topics.of(HEAD, kind) for kind in KINDS}
             messages.extend([(head[kind], key, value, headers, -1) for kind, key, value, headers in encoded])
