@@ -32,9 +32,10 @@ from typing import Any
 import asyncpg
 import typer
 import uvicorn
+from fastapi import FastAPI
 
 from api.app import POOL_SIZE, create_app
-from api.metrics import ApiMetrics
+from api.routes.status import register_status_source
 from api.stream.cex import HubCexSink
 from api.stream.hub import Hub
 from api.stream.replay import PostgresStore
@@ -81,7 +82,7 @@ class Node:
     pool: asyncpg.Pool
     hub: Hub
     stop: asyncio.Event
-    metrics: ApiMetrics | None
+    app: FastAPI  # the API: its metrics and /v1/status take this process's figures
 
 
 NodeTask = Callable[[Node], Coroutine[Any, Any, None]]
@@ -192,9 +193,11 @@ async def _index(node: Node, following: asyncio.Event, *, quiet: bool, silence_t
     writer = with_kafka(settings, sink)
     try:
         async with RpcClient(settings.rpc_http, max_batch_size=settings.rpc_batch_size) as rpc:
-            watch = getattr(node.metrics, "watch_rpc", None)
-            if watch is not None:
-                watch("follow", rpc.stats)  # the follower's RPC errors on /metrics and /v1/status
+            # the follower's RPC errors: on /metrics by kind, and in /v1/status's rpc_errors
+            node.app.state.metrics.watch_rpc("follow", rpc.stats)
+            register_status_source(
+                node.app, "follower", lambda: {"rpc_errors": sum(rpc.stats.errors.values())}
+            )
             stored = await sink.pool.fetchval("SELECT max(number) FROM blocks")
             await node.hub.start()  # the stored tip: where confirmed subscribers' watermark starts
             await follow_into(
@@ -289,8 +292,7 @@ async def run_node(
                 for v in venues
             ]
             app = create_app(settings, pool=pool, hub=hub, books=FeedBooks(handlers))  # live /v1/cex/books
-            # the API's metrics, when it exposes them (api/app.py sets app.state.metrics)
-            node = Node(settings, db, pool, hub, stop, getattr(app.state, "metrics", None))
+            node = Node(settings, db, pool, hub, stop, app)
             config = uvicorn.Config(
                 app,
                 log_level=settings.log_level.lower(),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import signal
 import socket
 import uuid
@@ -173,6 +174,12 @@ async def _serve_follow_and_stop(
             assert answer.status_code == 200, answer.text
             expected = expected_block(await node_block(rpc, number))
             assert_same_rows(f"block {number}", [expected], [answer.json()["data"]])
+        # the follower runs in this process: its JSON-RPC calls are on the API's /metrics and /v1/status
+        metrics = (await http.get("/metrics")).text
+        calls = re.search(r'^dexnode_rpc_calls_total\{source="follow"\} (\S+)$', metrics, re.MULTILINE)
+        assert calls is not None and float(calls.group(1)) > 0, metrics
+        status = (await http.get("/v1/status")).json()
+        assert (status["head"]["number"], status["rpc_errors"]) == (top, 0), status
 
     # the websocket gets new blocks in process, then a reorg made on the devnet, then stops with 1001
     async with connect(node.ws) as ws:
