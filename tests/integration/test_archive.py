@@ -423,6 +423,24 @@ async def test_query_daily_volume_per_pool_equals_a_sum_over_the_files(
             expected[key] = (volume + Decimal(data["amount_sold"] or 0), count + 1)
     assert answered.keys() == expected.keys() and len(expected) > 1
     assert answered == expected
+    # the documented examples run on this archive and answer something
+    docs = (Path(__file__).parents[2] / "docs" / "archive.md").read_text()
+    examples = [block.split("```")[0] for block in docs.split("```sql\n")[1:]]
+    assert len(examples) == 2
+    con = connect(Target(target.url))
+    per_pool, eth = (con.execute(sql).fetchall() for sql in examples)
+    assert per_pool and sum(r[4] for r in per_pool) == sum(n for _, n in expected.values())
+    assert any(r[1] is not None for r in eth)
+    # dexnode export: the range's archived rows, one flat file per type
+    out_dir = run.tmp / "export"
+    args = ["export", "--from", "0", "--to", str(LATER), "--kinds", "dex_trade,trade", "--format", "csv"]
+    done = await asyncio.to_thread(_dexnode, _env(run.dsn, target.url), *args, "--out", str(out_dir))
+    assert done.returncode == 0, done.stderr
+    got, _ = _archived(target)
+    for type_name in ("dex_trade", "trade"):
+        lines = (out_dir / f"{type_name}.csv").read_text().splitlines()
+        assert len(lines) - 1 == len(got[type_name]) > 0
+        assert "source" in lines[0].split(",")
 
 
 def _data(messages: list[dict[str, Any]], sid: str) -> list[dict[str, Any]]:
