@@ -5,14 +5,17 @@ spelled the same on every command that uses it)."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
 from core.settings import Settings, build_settings, librdkafka_from_flags
+from indexer.pipeline.dex_settings import plugin_flags
 
 T = TypeVar("T")
 
@@ -156,67 +159,6 @@ ApiSqlEnabledOpt = Annotated[
     ),
 ]
 
-# API access control and websocket caps (api/auth.py, docs/api-websocket.md): for serve and run
-ApiAccessOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--api-access",
-        help="auto, on or off; auto: limits unless the client is local and no key is set"
-        " (env DEXNODE_API_ACCESS, auto)",
-    ),
-]
-ApiKeysOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--api-keys",
-        help="API keys 'key1,key2=REQ_PER_MIN' for the X-API-Key header (env DEXNODE_API_KEYS; prefer the"
-        " variable: a flag shows in ps)",
-    ),
-]
-ApiRateLimitOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--api-rate-limit", help="requests per minute per API key (env DEXNODE_API_RATE_LIMIT, 600)"
-    ),
-]
-ApiAnonRateLimitOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--api-anon-rate-limit",
-        help="requests per minute per IP without a key, 0: a key is required"
-        " (env DEXNODE_API_ANON_RATE_LIMIT, 120)",
-    ),
-]
-WsMaxConnectionsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--ws-max-connections",
-        help="websocket connections per process (env DEXNODE_WS_MAX_CONNECTIONS, 1000)",
-    ),
-]
-WsConnectionsPerClientOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--ws-connections-per-client",
-        help="websocket connections per key or IP (env DEXNODE_WS_CONNECTIONS_PER_CLIENT, 10)",
-    ),
-]
-WsMaxSubscriptionsOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--ws-max-subscriptions",
-        help="subscriptions per websocket connection (env DEXNODE_WS_MAX_SUBSCRIPTIONS, 20)",
-    ),
-]
-ApiSqlEnabledOpt = Annotated[
-    bool | None,
-    typer.Option(
-        "--api-sql/--no-api-sql",
-        help="enable POST /v1/sql, one read-only SELECT (env DEXNODE_API_SQL_ENABLED, off)",
-        show_default=False,
-    ),
-]
-
 
 ConfigOpt = Annotated[
     Path | None,
@@ -235,7 +177,44 @@ def settings_of(ctx: typer.Context, *, kafka_option: list[str] | None = None, **
     flags = librdkafka_from_flags(kafka_option)
     if flags is not None:
         overrides["librdkafka"] = {**base.librdkafka, **flags}
+    plugins = ctx.meta.get(_PLUGIN_FLAGS)  # with_plugin_flags: a plugin's flag wins over its variable
+    if plugins:
+        overrides["plugin_settings"] = {**base.plugin_settings, **plugins}
     return base.with_overrides(**overrides)
+
+
+_PLUGIN_FLAGS = "dexnode.plugin_flags"
+C = TypeVar("C", bound=Callable[..., Any])
+
+
+def with_plugin_flags(command: C) -> C:
+    """``command`` with a flag per protocol plugin setting that is no ``Settings`` field
+    (``indexer.pipeline.dex_settings.plugin_flags``: ``--uniswap-v4-pool-managers``,
+    ``--balancer-v2-vaults``, and whatever a new plugin declares), handed to ``settings_of``."""
+    flags = plugin_flags()
+    signature = inspect.signature(command, eval_str=True)
+    extra = [
+        inspect.Parameter(
+            f.setting,
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[str | None, typer.Option(f.flag, help=f.help)],
+        )
+        for f in flags
+        if f.setting not in signature.parameters
+    ]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {f.setting: kwargs.pop(f.setting, None) for f in flags}
+        ctx = kwargs["ctx"] if "ctx" in kwargs else args[0]
+        ctx.meta[_PLUGIN_FLAGS] = {name: value for name, value in given.items() if value is not None}
+        return command(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]  # what typer reads
+        parameters=[*signature.parameters.values(), *extra]
+    )
+    return wrapper  # type: ignore[return-value]
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -45,6 +45,7 @@ from cli.common import (
     WsMaxSubscriptionsOpt,
     run_async,
     settings_of,
+    with_plugin_flags,
 )
 from cli.consume import consume_command, kafka_dev_command
 from cli.demo import demo_command
@@ -122,6 +123,7 @@ def db_status(ctx: typer.Context, database_url: DatabaseUrlOpt = None, data_dir:
 
 
 @app.command("follow")
+@with_plugin_flags  # --uniswap-v4-pool-managers, --balancer-v2-vaults, ...: one per protocol plugin
 def follow(
     ctx: typer.Context,
     rpc_ws: RpcWsOpt = None,
@@ -213,11 +215,11 @@ def serve(
     run_async(run_serve(settings, workers=workers))
 
 
-app.command("backfill")(backfill_command)
+app.command("backfill")(with_plugin_flags(backfill_command))
 app.command("consume")(consume_command)
 app.command("cex")(cex_command)
 app.command("kafka-dev")(kafka_dev_command)
-app.command("run")(run_command)
+app.command("run")(with_plugin_flags(run_command))
 app.command("archive")(archive_command)
 app.command("query")(query_command)
 app.command("export")(export_command)
