@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
 import signal
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -239,16 +241,36 @@ async def _serve_follow_and_stop(
 
 async def test_an_unreachable_node_stops_run_with_an_error(cli_env: dict[str, str], tmp_path: Path) -> None:
     """The node refuses connections past the RPC retry policy: the indexer fails, the node stops in
-    order (the embedded PostgreSQL it started included), exit 1 with one ``dexnode:`` line."""
+    order (the embedded PostgreSQL it started included), exit 1 with one ``dexnode:`` line. The node's
+    URLs carry an API key, as Infura's do: neither the banner nor any log line shows it."""
     dead = free_port()  # nothing listens there
-    args = ["--rpc-http", f"http://127.0.0.1:{dead}", "--rpc-ws", f"ws://127.0.0.1:{dead}"]
+    key = "0123456789abcdef0123456789abcdef"
+    # outside pytest's 0700 basetemp: as root, pgserver runs PostgreSQL as a user that cannot enter it
+    data = Path(tempfile.mkdtemp(prefix="dexnode-test-run-"))
+    cli_env = {**cli_env, "DEXNODE_DATA_DIR": str(data)}
+    try:
+        await _fails_and_stops(cli_env, tmp_path, dead, key)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+
+
+async def _fails_and_stops(cli_env: dict[str, str], tmp_path: Path, dead: int, key: str) -> None:
+    args = [
+        "--rpc-http",
+        f"http://127.0.0.1:{dead}/v3/{key}",
+        "--rpc-ws",
+        f"ws://127.0.0.1:{dead}/ws/v3/{key}",
+    ]
     async with running(args, cli_env, tmp_path) as node:
-        assert "database   embedded PostgreSQL in " in "\n".join(node.banner)
+        banner = "\n".join(node.banner)
+        assert "database   embedded PostgreSQL in " in banner
+        assert f"node       http://127.0.0.1:{dead}/v3/***, heads ws://127.0.0.1:{dead}/ws/v3/***" in banner
         code = await asyncio.wait_for(node.proc.wait(), 120)
     log = node.log()
     assert code == 1, log
     assert "the indexer failed" in log and "stopping the node" in log, log
     assert log.rstrip().splitlines()[-1].startswith("dexnode: "), log
+    assert key not in log and key not in banner
     pgdata = Path(cli_env["DEXNODE_DATA_DIR"]) / "postgres"
     assert (pgdata / "PG_VERSION").exists() and not (pgdata / "postmaster.pid").exists()
 
