@@ -8,7 +8,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from core.database import open_database
-from core.errors import FatalError
 from core.redact import mask_url, mask_urls_in
 from core.settings import Settings
 from indexer.backfill.store import contiguous_end
@@ -18,6 +17,7 @@ from indexer.pipeline.events import EventSource, FollowerEvent
 from indexer.pipeline.pipeline import FOLLOW_STREAM, consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
+from indexer.realtime.resume import check_resume
 from migrations import runner
 from sinks.base import Sink
 from sinks.kafka import with_kafka
@@ -43,33 +43,11 @@ async def start_chain(sink: PostgresSink, depth: int) -> list[BlockRef]:
     return await sink.recent_blocks(int(top), depth)
 
 
-async def check_chain(rpc: RpcClient, chain: list[BlockRef]) -> None:
-    """Refuse to follow a different chain than the one stored (wrong URL, wrong network)."""
-    if not chain:
-        return
-    oldest, newest = chain[0], chain[-1]
-    head = await rpc.block_number()
-    if head < oldest.number:
-        raise FatalError(
-            f"the node's head is block {head}, below the database's blocks {oldest.number}..{newest.number}:"
-            " is DEXNODE_RPC_HTTP the chain this database indexed (or is the node still syncing)?"
-        )
-    block = await rpc.get_block_by_number(oldest.number, full_txs=False)
-    if block["hash"].lower() != oldest.hash and len(chain) > 1 and not await _branches_below(rpc, oldest):
-        # the oldest kept block is far enough back that a mismatch means another chain, not a reorg
-        raise FatalError(
-            f"the node's block {oldest.number} is {block['hash'][:12]}, the database has {oldest.hash[:12]}"
-            f" (tip {newest.number}): is DEXNODE_RPC_HTTP the chain this database indexed?"
-        )
-
-
-async def _branches_below(rpc: RpcClient, oldest: BlockRef) -> bool:
-    """Whether the stored chain forks off the node's right below its oldest block: a reorg that
-    replaced the whole (short) window while the follower was down, which the follower resolves."""
-    if oldest.number == 0:
-        return False
-    parent = await rpc.get_block_by_number(oldest.number - 1, full_txs=False)
-    return bool(parent["hash"].lower() == oldest.parent_hash)
+async def check_chain(rpc: RpcClient, chain: list[BlockRef], max_reorg_depth: int = 64) -> None:
+    """Refuse to follow a different chain than the one stored (wrong URL, wrong network); a stored chain
+    a reorg replaced while the follower was down, even below the stored window, is resolved on the node
+    within ``max_reorg_depth`` (``indexer.realtime.resume``)."""
+    await check_resume(rpc, chain, max_reorg_depth=max_reorg_depth)
 
 
 async def follow(settings: Settings, *, from_block: int | None, quiet: bool, silence_timeout: float) -> None:
@@ -115,7 +93,7 @@ async def follow_into(
     called once the checks are done and the first head is awaited (before that, nothing is written)."""
     chain_id = await rpc.chain_id()
     chain = await start_chain(sink, settings.max_reorg_depth + 1)
-    await check_chain(rpc, chain)
+    await check_chain(rpc, chain, settings.max_reorg_depth)
     if chain:
         log.info("chain %d: resuming after block %d (%s)", chain_id, chain[-1].number, chain[-1].hash[:10])
         if from_block is not None and from_block != chain[-1].number + 1:
