@@ -143,3 +143,13 @@ def test_a_new_plugin_gets_its_flag_from_its_declaration(monkeypatch: pytest.Mon
     result = CliRunner().invoke(small, ["follow", "--curve-ng-factories", f"{MANAGER}=mine"])
     assert result.exit_code == 0, result.output
     assert seen[0].plugin_setting("curve_ng_factories") == f"{MANAGER}=mine"
+
+
+@pytest.mark.parametrize("path", ["indexer/pipeline/dex_settings.py", "indexer/pipeline/dex_resolve.py"])
+def test_the_modules_split_from_the_enricher_name_no_protocol(path: str) -> None:
+    """The split of indexer/pipeline/dex.py keeps the seam's rule (test_dex_plugins checks dex.py)."""
+    from tests.unit.test_dex_plugins import code_words
+
+    for word in code_words(path):
+        for name in ("uniswap", "balancer", "v2", "v3", "v4"):
+            assert name not in word, f"{path}: {word!r} names a protocol"
