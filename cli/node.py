@@ -44,6 +44,7 @@ from cex.exchange import Exchange, Feed
 from cex.exchanges import EXCHANGES
 from cex.feed import FeedHandler
 from cex.pipeline import FeedBooks, run_cex_pipeline
+from cex.store import CexStore
 from cli.cex import exchange_from, open_cex_sinks, parse_feeds
 from cli.follow import follow_into
 from core.database import DatabaseInfo, open_database
@@ -215,10 +216,14 @@ async def _index(node: Node, following: asyncio.Event, *, quiet: bool, silence_t
         await writer.close()  # flushes Kafka; closes the Postgres sink
 
 
-async def _feed(node: Node, venue: Venue, handler: FeedHandler) -> None:
+async def _feed(node: Node, handler: FeedHandler) -> None:
+    """One exchange's feed into Kafka (when configured), then Postgres (the node's database, opened and
+    upgraded once), then the hub: websocket clients see what was stored."""
     async with contextlib.AsyncExitStack() as stack:
-        sinks = await open_cex_sinks(stack, node.settings, store=True)  # Kafka, then Postgres
-        sinks.append(HubCexSink(node.hub))  # last: websocket clients see what was stored
+        sinks = await open_cex_sinks(stack, node.settings, store=False)  # Kafka, when configured
+        store = await CexStore.connect(node.db.dsn)
+        stack.push_async_callback(store.close)
+        sinks += [store, HubCexSink(node.hub)]
         await run_cex_pipeline(handler, sinks)
 
 
@@ -335,7 +340,7 @@ async def _run_tasks(
         indexer = asyncio.create_task(_index(node, following, quiet=quiet, silence_timeout=silence_timeout))
         tasks[indexer] = "the indexer"
         for venue, handler in zip(venues, handlers, strict=True):
-            others.append(asyncio.create_task(_feed(node, venue, handler)))
+            others.append(asyncio.create_task(_feed(node, handler)))
             tasks[others[-1]] = f"the {venue.exchange.name} feed"
         for name, make in extra.items():
             others.append(asyncio.create_task(make(node)))
