@@ -53,7 +53,7 @@ from cli.run import run_command
 from core.config_file import load_settings
 from core.errors import ConfigError, DexnodeError
 from core.redact import mask_urls_in
-from core.settings import LogLevel
+from core.settings import LogLevel, build_settings
 
 app = typer.Typer(
     name="dexnode",
@@ -246,7 +246,11 @@ def configure_logging(level: LogLevel) -> None:
 def main(argv: list[str] | None = None) -> None:
     _mount_optional()
     try:
-        settings = load_settings(exchanges=EXCHANGES)  # flags > DEXNODE_* > dexnode.toml > defaults
+        # flags > DEXNODE_* > dexnode.toml > defaults; with --config, the command reads the file it names
+        # (./dexnode.toml or DEXNODE_CONFIG must not be read, nor fail, first)
+        given = sys.argv[1:] if argv is None else argv
+        named = any(arg == "--config" or arg.startswith("--config=") for arg in given)
+        settings = build_settings() if named else load_settings(exchanges=EXCHANGES)
         configure_logging(settings.log_level)
         app(args=argv, obj=settings, prog_name="dexnode")
     except ConfigError as exc:

@@ -211,3 +211,30 @@ def test_the_environment_mistakes_still_name_the_variable(
     monkeypatch.setenv("DEXNODE_API_PORT", "many")
     with pytest.raises(ConfigError, match="DEXNODE_API_PORT / --api-port"):
         load_settings(path)
+
+
+def test_the_command_line_reads_the_file_it_names_instead_of_the_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``dexnode`` as a user types it (``cli.main.main``): with --config (before or after the command), a
+    broken ./dexnode.toml is not read; without it, it is, and the error names it."""
+    from cli.main import main
+
+    write(tmp_path, "confirmatons = 3\n")
+    other = write(tmp_path, "[api]\nport = 'eighty'\n", "other.toml")
+    for argv in (["--config", str(other), "run"], ["run", f"--config={other}"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        err = capsys.readouterr().err
+        assert (exited.value.code, err.strip()) == (
+            2,
+            f"dexnode: {other}: api.port: Input should be a valid integer,"
+            " unable to parse string as an integer",
+        )
+    with pytest.raises(SystemExit) as exited:
+        main(["run"])
+    err = capsys.readouterr().err
+    assert (exited.value.code, err.strip()) == (
+        2,
+        "dexnode: dexnode.toml: unknown key 'confirmatons' (did you mean 'confirmations'?)",
+    )
