@@ -31,6 +31,7 @@ from core.settings import Settings
 log = logging.getLogger("dexnode.archive")
 
 CURSOR_PREFIX = "archive:"
+CEX_CHUNK_MINUTES = 60  # closed minutes of one exchange read at once
 
 
 @dataclass
@@ -83,12 +84,13 @@ class Archiver:
         last = await asyncio.to_thread(self.target.last_bucket, self.chain_stream)
         after = None if last is None else last.last_block
         while stop is None or not stop.is_set():
-            bucket = await self.chain.next_bucket(after)
-            if bucket is None:
+            found = await self.chain.next_buckets(after)
+            if not found:
                 return
-            assert bucket.last_block is not None
-            await self._write(self.chain_stream, bucket, bucket.last_block)
-            after = bucket.last_block
+            for bucket in found:
+                assert bucket.last_block is not None
+                await self._write(self.chain_stream, bucket, bucket.last_block)
+                after = bucket.last_block
 
     async def archive_cex(self, stop: asyncio.Event | None = None) -> None:
         for exchange in await self.cex.exchanges():
@@ -99,8 +101,13 @@ class Archiver:
                 minute = await self.cex.next_minute(exchange, after)
                 if minute is None or not self.cex.closed(minute, self.clock()):
                     break
-                await self._write(stream, await self.cex.bucket(exchange, minute), minute)
-                after = minute
+                # up to an hour of closed minutes per read
+                end = minute + 1
+                while end < minute + CEX_CHUNK_MINUTES and self.cex.closed(end, self.clock()):
+                    end += 1
+                for bucket in await self.cex.buckets(exchange, minute, end):
+                    await self._write(stream, bucket, bucket.minute)
+                after = end - 1
 
     async def archive_ready(self, stop: asyncio.Event | None = None) -> ArchiveStats:
         await self.archive_chain(stop)

@@ -50,9 +50,13 @@ def chain_steps(by_type: dict[str, list[Record]]) -> list[Step]:
     return [Step(b.timestamp * 1_000_000, b, dict(inside.get(b.hash, {}))) for b in blocks]
 
 
+def _arrival(record: Any) -> int:
+    return int(record.atom_timestamp)
+
+
 def cex_steps(by_type: dict[str, list[Record]]) -> list[Step]:
     """Exchange records grouped by arrival moment, in arrival order (each kind's stored order kept)."""
-    merged: list[Any] = list(heapq.merge(*by_type.values(), key=lambda r: r.atom_timestamp))
+    merged: list[Any] = list(heapq.merge(*by_type.values(), key=_arrival))
     steps: list[Step] = []
     for r in merged:
         if steps and steps[-1].time_us == r.atom_timestamp:

@@ -103,6 +103,7 @@ class Target:
     fs: fsspec.AbstractFileSystem = field(init=False)
     root: str = field(init=False)
     _days: dict[tuple[Stream, str], list[BucketEntry]] = field(init=False, default_factory=dict)
+    _encoded: dict[tuple[Stream, str], list[bytes]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
@@ -209,13 +210,25 @@ class Target:
     def add_bucket(self, stream: Stream, entry: BucketEntry) -> None:
         """Record a bucket whose files are all written: the moment readers see it."""
         day = day_of(entry.minute)
-        entries = [e for e in self._load_day(stream, day) if e.minute != entry.minute]
-        entries.append(entry)
-        entries.sort(key=lambda e: e.minute)
-        doc = {"stream": str(stream), "date": day, "buckets": [e.to_json() for e in entries]}
-        self.put_atomic(self._day_path(stream, day), orjson.dumps(doc))
-        self._days[(stream, day)] = entries
+        entries = self._load_day(stream, day)
+        key = (stream, day)
+        if not entries or entries[-1].minute < entry.minute:  # the archiver's case: appended in order
+            entries = [*entries, entry]
+            if key not in self._encoded:
+                self._encoded[key] = [orjson.dumps(e.to_json()) for e in entries[:-1]]
+            encoded = [*self._encoded[key], orjson.dumps(entry.to_json())]
+        else:  # a bucket written again (never by the archiver, which resumes after the last)
+            entries = sorted(
+                [e for e in entries if e.minute != entry.minute] + [entry], key=lambda e: e.minute
+            )
+            encoded = [orjson.dumps(e.to_json()) for e in entries]
+        head = orjson.dumps({"stream": str(stream), "date": day})[:-1]
+        # entries already encoded are kept as bytes: a day's rewrite is a join, not 1,440 re-encodings
+        self.put_atomic(self._day_path(stream, day), head + b',"buckets":[' + b",".join(encoded) + b"]}")
+        self._days[key] = entries
+        self._encoded[key] = encoded
 
     def forget_cache(self) -> None:
         """Drop manifest days read so far (another process may have added buckets since)."""
         self._days.clear()
+        self._encoded.clear()

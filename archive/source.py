@@ -17,6 +17,7 @@ once, closed.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
-from records import Block, BookDelta, BookSnapshot, Candle, Record, from_dict, kinds
+from records import Block, BookDelta, BookSnapshot, Candle, Pool, Record, Token, from_dict, kinds
+from records.batch import Batch
 from records.kinds import Kind
 from sinks import schema
 from sinks.postgres_read import StoredChain
@@ -64,41 +66,98 @@ class ChainSource:
         head = await self.pool.fetchval("SELECT max(number) FROM blocks")
         return None if head is None else int(head) - self.confirmations
 
-    async def next_bucket(self, after_block: int | None) -> Bucket | None:
-        """The complete minute starting at the block after ``after_block`` (the lowest stored block when
-        None), or None when that minute is not complete yet."""
+    async def next_buckets(self, after_block: int | None, max_blocks: int = 1_000) -> list[Bucket]:
+        """The complete minutes from the block after ``after_block`` (the lowest stored block when None)
+        on, at most about ``max_blocks`` blocks of them, read in one snapshot; [] when the first minute
+        is not complete yet (or its first block is not stored: a gap waits)."""
         watermark = await self.watermark()
         if watermark is None:
-            return None
-        if after_block is None:
-            first = await self.pool.fetchrow("SELECT number, timestamp FROM blocks ORDER BY number LIMIT 1")
-        else:
-            first = await self.pool.fetchrow(
-                "SELECT number, timestamp FROM blocks WHERE number = $1", after_block + 1
-            )
-        if first is None or first["number"] > watermark:
-            return None
-        minute = int(first["timestamp"]) // 60
-        # the first confirmed block past the minute's end: its presence makes the minute complete
-        past = await self.pool.fetchval(
-            "SELECT min(number) FROM blocks WHERE number > $1 AND number <= $2 AND timestamp >= $3",
-            first["number"],
-            watermark,
-            (minute + 1) * 60,
+            return []
+        start = (
+            await self.pool.fetchval("SELECT min(number) FROM blocks")
+            if after_block is None
+            else after_block + 1
         )
-        if past is None:
-            return None
-        start, last = int(first["number"]), int(past) - 1
-        run = await self.chain.contiguous_up_to(start, last)
-        if run is None or run.number != last:
-            log.info("archive: blocks %d..%d not all stored yet; waiting", start, last)
-            return None
-        batch = await self.chain.batch_between(start, last)
-        records: dict[type[Record], list[Record]] = {Block: list(batch.blocks)}
-        for kind in CHAIN_KINDS:
-            if kind.record is not Block:
-                records[kind.record] = list(batch.of(kind.record))
-        return Bucket(minute, records, start, last)
+        if start is None:
+            return []
+        limit = max_blocks
+        while True:
+            rows = await self.pool.fetch(
+                "SELECT number, timestamp FROM blocks WHERE number >= $1 AND number <= $2"
+                " ORDER BY number LIMIT $3",
+                start,
+                watermark,
+                limit + 1,
+            )
+            run = [
+                (int(r["number"]), int(r["timestamp"]) // 60)
+                for i, r in enumerate(rows)
+                if r["number"] == start + i
+            ]
+            if len(run) < len(rows):
+                log.info("archive: block %d not stored yet; archiving waits there", start + len(run))
+            if run and len(rows) > limit and len(run) == len(rows) and run[0][1] == run[-1][1]:
+                limit *= 4  # one minute holds more blocks than asked for: read further
+                continue
+            break
+        # a bucket is the run of blocks from one whose minute is later than the bucket before's up to
+        # the next such block (timestamps only grow on a canonical chain; a devnet whose clock was set
+        # back stays in order by number this way), complete once a confirmed block of a later minute
+        # follows it
+        bucket_of: list[tuple[int, int]] = []  # (block number, the minute of its bucket)
+        for number, minute in run:
+            if bucket_of and minute <= bucket_of[-1][1]:
+                minute = bucket_of[-1][1]
+            bucket_of.append((number, minute))
+        complete = [(n, m) for n, m in bucket_of if m < bucket_of[-1][1]]
+        if not complete:
+            return []
+        batch = await self.chain.batch_between(start, complete[-1][0])
+        return split_minutes(batch, dict(complete))
+
+
+def _named(records: dict[type[Record], list[Record]], target: str) -> set[str]:
+    """The keys of kind ``target`` that these records name (``Kind.refers``)."""
+    return {
+        getattr(r, name)
+        for kind in CHAIN_KINDS
+        if kind.block is not None
+        for name, refers in kind.refers.items()
+        if refers == target
+        for r in records.get(kind.record, ())
+        if getattr(r, name) is not None
+    }
+
+
+def split_minutes(batch: Batch, minute_of: dict[int, int]) -> list[Bucket]:
+    """A batch of whole minutes as one bucket per minute, each holding what ``batch_between`` of that
+    minute's blocks holds: the records in its blocks, the pools created in them or named by their
+    records, and the tokens those records (and the pools created) name (``Kind.refers``)."""
+    per: dict[int, dict[type[Record], list[Record]]] = defaultdict(lambda: defaultdict(list))
+    for kind in CHAIN_KINDS:
+        if kind.block is None:
+            continue
+        for r in batch.of(kind.record):
+            number = getattr(r, kind.block)
+            if number in minute_of:
+                per[minute_of[number]][kind.record].append(r)
+    pools = {p.address: p for p in batch.of(Pool)}
+    tokens = {t.address: t for t in batch.of(Token)}
+    for records in per.values():
+        # tokens named by the minute's records and the pools created in it; pools created or named
+        named_tokens = _named(records, kinds.TOKENS.name)
+        named_pools = _named(records, kinds.POOLS.name) - {p.address for p in records.get(Pool, ())}  # type: ignore[attr-defined]
+        records[Pool] = sorted(
+            [*records.get(Pool, ()), *(pools[a] for a in named_pools if a in pools)],
+            key=lambda p: p.address,  # type: ignore[attr-defined]
+        )
+        records[Token] = [tokens[a] for a in sorted(named_tokens) if a in tokens]
+    buckets = []
+    for minute in sorted(per):
+        records = per[minute]
+        blocks = records[Block]
+        buckets.append(Bucket(minute, dict(records), blocks[0].number, blocks[-1].number))  # type: ignore[attr-defined]
+    return buckets
 
 
 # -- CEX ---------------------------------------------------------------------------------------------
@@ -188,11 +247,19 @@ class CexSource:
         return (minute + 1) * 60 + self.grace_seconds <= now
 
     async def bucket(self, exchange: str, minute: int) -> Bucket:
-        records: dict[type[Record], list[Record]] = {}
+        found = await self.buckets(exchange, minute, minute + 1)
+        return found[0] if found else Bucket(minute, {q.kind.record: [] for q in CEX_QUERIES})
+
+    async def buckets(self, exchange: str, first_minute: int, end_minute: int) -> list[Bucket]:
+        """The minutes ``[first_minute, end_minute)`` of one exchange that hold rows, one snapshot."""
+        per: dict[int, dict[type[Record], list[Record]]] = defaultdict(dict)
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             for q in CEX_QUERIES:
-                rows = await conn.fetch(
-                    q.select, exchange, minute * q.per_minute, (minute + 1) * q.per_minute
-                )
-                records[q.kind.record] = [_cex_record(q, r) for r in rows]
-        return Bucket(minute, records)
+                start, end = first_minute * q.per_minute, end_minute * q.per_minute
+                for r in await conn.fetch(q.select, exchange, start, end):
+                    minute = int(r[q.time_column]) // q.per_minute
+                    per[minute].setdefault(q.kind.record, []).append(_cex_record(q, r))
+        return [
+            Bucket(m, {q.kind.record: per[m].get(q.kind.record, []) for q in CEX_QUERIES})
+            for m in sorted(per)
+        ]
