@@ -7,7 +7,7 @@ NPM_STAMP := node_modules/.dexnode-installed
 CHROMIUM  := /usr/bin/chromium
 SUDO      := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage bench-kafka bench-collation bench-cex bench-api clean
+.PHONY: install demo test lint typecheck unit integration bench-decode bench-backfill bench-latency bench-storage bench-kafka bench-collation bench-cex bench-api bench-archive clean
 
 install: $(PY_STAMP) $(NPM_STAMP) $(CHROMIUM)
 
@@ -86,6 +86,10 @@ bench-api: install
 # recorded CEX frames through dexnode and cryptofeed (installed once into .dexnode/bench/cryptofeed-venv)
 bench-cex: install
 	$(BIN)/python bench/cex.py
+
+# a generated day of blocks, DEX trades and CEX trades: archived to Parquet, beside Postgres (docs/archive.md)
+bench-archive: install
+	$(BIN)/python bench/archive.py
 
 clean:
 	rm -rf $(VENV) node_modules .dexnode .dexnode-test-cache .mypy_cache .ruff_cache .pytest_cache
