@@ -54,7 +54,9 @@ def test_split_minutes_gives_each_minute_what_it_names() -> None:
     tokens = {t.address for t in every_kind.TOKENS}
     named_a = {trade_a.token_bought_address, trade_a.token_sold_address} & tokens
     assert {t.address for t in first.records[Token]} == named_a  # a named-only pool names no tokens
-    assert second.records[Pool] == [created]
+    # created in the minute, plus the pool its trade names (every_kind's trade names the other pool)
+    assert trade_b.pool_address == named_only.address
+    assert second.records[Pool] == sorted([created, named_only], key=lambda p: p.address)
     named_b = {
         trade_b.token_bought_address,
         trade_b.token_sold_address,
