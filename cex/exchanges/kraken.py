@@ -31,12 +31,29 @@ _JSON = json.JSONDecoder(parse_float=Decimal)
 _DECIMAL_ONLY = {Decimal}
 
 
-def _ms(text: str | None) -> int | None:
-    if not text:
-        return None
+def _iso_ms(text: str) -> int:
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     whole = int(moment.replace(microsecond=0).timestamp())  # no float rounding on the fraction
     return whole * 1000 + moment.microsecond // 1000
+
+
+_SECOND_MS: dict[str, int] = {}  # "2023-10-06T17:35:55" -> its Unix time in ms (1.4 µs to compute)
+
+
+def _ms(text: str | None) -> int | None:
+    """ISO time -> Unix ms. Kraken's form (``2023-10-06T17:35:55.440295Z``) splits into the second, whose
+    value is remembered (messages of one second share it), and the milliseconds' digits."""
+    if not text:
+        return None
+    if len(text) == 27 and text[19] == "." and text[26] == "Z" and text[20:26].isdigit():
+        second = text[:19]
+        whole = _SECOND_MS.get(second)
+        if whole is None:
+            if len(_SECOND_MS) >= 10_000:
+                _SECOND_MS.clear()
+            whole = _SECOND_MS[second] = _iso_ms(second + "Z")
+        return whole + int(text[20:23])
+    return _iso_ms(text)
 
 
 def _decimal(value: object) -> Decimal:
