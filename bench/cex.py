@@ -5,13 +5,17 @@ Kraken book-1000, v1 frames for cryptofeed and the same frames as v2 for dexnode
 + REST snapshots + bookTicker + aggTrade) go through parse + normalise + book apply, checksums
 verified where the exchange sends them (dexnode always verifies; cryptofeed's ``checksum_validation``
 is shown on and off). dexnode's side includes making the records it publishes (``Trade``,
-``Ticker``, one ``BookDelta`` per level). Printed: frames/s and book levels/s for both, the ratio,
-and the memory of one book of 5,000 levels.
+``Ticker``, one ``BookDelta`` per level). Printed: dexnode's frames/s, ``BookDelta`` records/s and book
+levels/s (deltas plus snapshot levels), cryptofeed's frames/s, and the ratio of cryptofeed's CPU time to
+dexnode's on the same recording, per run of ``--repeat`` runs alternating the two (a shared machine's
+load moves both sides of one run alike): the median and the range. Then what the two protocol versions
+cost to decode alone (Kraken: cryptofeed reads v1, arrays of strings; dexnode reads v2, an object per
+level) and the memory of one book of 5,000 levels.
 
 cryptofeed is installed (once) into ``.dexnode/bench/cryptofeed-venv`` and run there
 (``bench/cex_cryptofeed.py``), so nothing of it enters dexnode's environment.
 
-    .venv/bin/python bench/cex.py [--rounds 20] [--no-peer]
+    .venv/bin/python bench/cex.py [--rounds 20] [--repeat 5] [--no-peer]
 """
 
 from __future__ import annotations
