@@ -114,6 +114,14 @@ def kind_schema(cls: type[Record]) -> pa.Schema:
     return schema
 
 
+def stats_columns(cls: type[Record]) -> list[str]:
+    """The columns whose min/max a file's footer keeps: the record's integers (block numbers, times,
+    indexes), which let a reader skip a file for a range. Not the hashes and hex blobs: their min/max
+    are long strings that would triple a small file's size and prune nothing."""
+    data = record_struct(cls)
+    return [f"data.{f.name}" for f in data if pa.types.is_integer(f.type)]
+
+
 def to_table(cls: type[Record], records: typing.Sequence[Record]) -> pa.Table:
     """Records of one class as an Arrow table of their JSON documents (exact: strings, never floats)."""
     return pa.Table.from_pylist([to_dict(r) for r in records], schema=kind_schema(cls))

@@ -15,15 +15,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archive.layout import BucketEntry, FileEntry, Stream, Target, file_path, sha256
-from archive.schema import to_table
+from archive.schema import stats_columns, to_table
 from archive.source import Bucket
 
 COMPRESSION = "zstd"
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table, stats: list[str] | None = None) -> bytes:
+    """A zstd Parquet file; ``stats``: the columns with min/max statistics (``schema.stats_columns``).
+    The Arrow schema is not embedded (``store_schema``): the Parquet types say it all (uint64, strings,
+    structs, lists) and a minute's file is small enough for that blob to matter."""
     sink = io.BytesIO()
-    pq.write_table(table, sink, compression=COMPRESSION)
+    pq.write_table(table, sink, compression=COMPRESSION, store_schema=False, write_statistics=stats or False)
     return sink.getvalue()
 
 
@@ -34,7 +37,7 @@ def write_bucket(target: Target, stream: Stream, bucket: Bucket) -> BucketEntry:
     for cls, records in bucket.records.items():
         if not records:
             continue
-        data = parquet_bytes(to_table(cls, records))
+        data = parquet_bytes(to_table(cls, records), stats_columns(cls))
         path = file_path(cls.TYPE, stream.name, bucket.minute)
         contents[path] = data
         files.append(FileEntry(cls.TYPE, path, len(records), len(data), sha256(data)))

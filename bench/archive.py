@@ -51,6 +51,7 @@ from archive.archiver import Archiver
 from archive.layout import Target
 from archive.query import connect
 from archive.reader import buckets
+from archive.writer import parquet_bytes
 from bench.storage import server
 from cex.store import CexStore
 from cli.archive import run_replay
@@ -179,9 +180,7 @@ def u256_encodings(target: Target) -> tuple[int, int]:
                         values[name].append(row[name])
 
     def size(table: pa.Table) -> int:
-        sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
-        return len(sink.getvalue())
+        return len(parquet_bytes(table))  # as the archiver writes them, without statistics
 
     as_text = pa.table({n: pa.array(v, pa.string()) for n, v in values.items()})
     as_decimal = pa.table(
