@@ -4,8 +4,9 @@ Topics, for ``prefix`` = ``DEXNODE_KAFKA_TOPIC_PREFIX`` (default ``<chain>.``) a
 ``records.kinds`` (``blocks``, ``transactions``, ..., ``dex_liquidity``, ``reorgs``):
 
 - ``<prefix>head.<kind>``: records as soon as they are indexed. On a reorg, first a ``Revert``
-  for every orphaned record (same topic, same key, so same partition, after the record), then
-  the ``Reorg`` record on ``head.reorgs``, then the new branch.
+  for every orphaned record (same topic, same key, so same partition, after the record; and for
+  the pools without a creation block and the tokens that only the orphaned blocks needed, which
+  Postgres deletes with them), then the ``Reorg`` record on ``head.reorgs``, then the new branch.
 - ``<prefix>confirmed.<kind>``: blocks deeper than ``DEXNODE_CONFIRMATIONS`` (the follower's
   ``Finalize``), from the batches in memory (3. below), never reverted. No ``confirmed.reorgs``:
   nothing there is undone.
@@ -64,13 +65,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
 from confluent_kafka import KafkaException
 
 from core.settings import Settings
-from records import Reorg, Revert, kinds
+from records import Reorg, Revert
 from records.batch import Batch
-from records.kinds import Kind
 from sinks.base import CompositeSink, Sink
 from sinks.kafka_confirmed import CONFIRMED_STREAMS, ConfirmedPublisher
 from sinks.kafka_journal import InFlight, encode, read_last_entry
@@ -92,45 +91,11 @@ from sinks.kafka_keys import (
     revert_messages,
 )
 from sinks.kafka_producer import KafkaProducer, KafkaUnavailable, shared_config
+from sinks.kafka_reverts import blockless_reverts, replaced_keys
 from sinks.postgres import BlockRef, PostgresSink, reorg_is_applied
 from sinks.postgres_read import StoredChain
 
 log = logging.getLogger("dexnode.sink.kafka")
-
-
-def _replaced_sql(kind: Kind[Any]) -> str:
-    key = " || ':' || ".join(f'"{c}"::text' for c in kind.key)
-    return (
-        f'SELECT "{kind.block}", "{kind.block_hash}", {key} FROM "{kind.table}"'
-        f' WHERE "{kind.block}" BETWEEN $1 AND $2 AND "{kind.block_hash}" <> ALL($3::text[])'
-    )
-
-
-# per revertible kind: (block_number, block_hash, key) of the rows stored at heights $1..$2 for a block
-# that is not one of $3, which the backfill's transaction deletes (indexer.backfill.store.replace_orphans)
-_REPLACED_SQL: dict[str, str] = {k.name: _replaced_sql(k) for k in kinds.BATCH_KINDS if k.revertible}
-_ANY_REPLACED_SQL = (
-    "SELECT EXISTS (SELECT 1 FROM blocks WHERE number BETWEEN $1 AND $2 AND hash <> ALL($3::text[]))"
-)
-
-
-async def replaced_keys(pool: asyncpg.Pool, batch: Batch) -> list[BlockKeys]:
-    """The keys of every revertible record stored at the batch's heights for a block that is not the
-    batch's (a block the follower stored, which a reorg then orphaned), per block, ascending."""
-    if not batch.blocks:
-        return []
-    args = (batch.blocks[0].number, batch.blocks[-1].number, [b.hash for b in batch.blocks])
-    if not await pool.fetchval(_ANY_REPLACED_SQL, *args):  # the usual case: one indexed query
-        return []
-    by_hash: dict[str, BlockKeys] = {}
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        for kind, sql in _REPLACED_SQL.items():
-            for number, block_hash, key in await conn.fetch(sql, *args):
-                entry = by_hash.get(block_hash)
-                if entry is None:
-                    entry = by_hash[block_hash] = BlockKeys(number, block_hash)
-                entry.add(kind, key)
-    return sorted(by_hash.values(), key=lambda b: b.number)
 
 
 _ENFORCED = {"enable.idempotence": True, "acks": "all"}
@@ -275,6 +240,7 @@ class KafkaHeadSink:
         if reorg is not None:
             orphaned = await self.stored.keys_above(reorg.common_ancestor_number)
             messages.extend(revert_messages(self.topics, orphaned))
+            messages.extend(await blockless_reverts(self.topics, self.stored.pool, reorg, orphaned))
             _, key, value, headers = encode_record(REORGS, reorg, (0, ""))
             messages.append(out_message(self.topics.of(HEAD, REORGS), key, value, headers))
         confirmed_only = batch.stream in self.confirmed_streams and batch.reorg is None  # by construction

@@ -45,7 +45,7 @@ RECORD_TYPE: dict[str, str] = {k.name: k.type for k in kinds.CHAIN}
 KIND_OF_TYPE: dict[str, str] = {t: k for k, t in RECORD_TYPE.items()}
 
 # kinds Postgres deletes when their block is orphaned; tokens (and pools no indexed block created)
-# stay, so they are never reverted either
+# have no block: a reorg deletes them only when nothing else needs them (sinks.kafka_reverts)
 REVERTIBLE: tuple[str, ...] = tuple(k.name for k in kinds.CHAIN if k.revertible)
 
 

@@ -8,7 +8,8 @@ Real Postgres and the real enricher and sink; the node is a local JSON-RPC serve
 scripted ``eth_call`` s (``tests.rpc_replay``). The chain: block 99 trades on pool B (tokens 1, 2);
 block 100 on branch a trades on pool A (tokens 0, 1), both pools classified on chain (no creation
 block); the reorg replaces 100a by 100b, which trades on B again. Pool A and token 0 only ever served
-the orphaned block.
+the orphaned block. On Kafka, ``head.pools`` and ``head.tokens`` lose them too (a revert per orphaned
+block), so a consumer applying the reverts holds what Postgres holds.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from indexer.chain.rpc import RetryPolicy, RpcClient
 from indexer.pipeline.dex import DexEnricher, registry_from
 from records import Block, Log, Reorg, Transaction
 from records.batch import Batch
+from sinks.kafka import KafkaOptions, kafka_composite
+from sinks.kafka_dev import start_kafka_dev
 from sinks.postgres import PostgresSink
+from tests.kafka_check import assert_kafka_is_postgres, consumer_rule, raw_messages
 from tests.rpc_replay import ReplayServer
 from tests.unit.test_dex_enricher import FACTORY, TAKER, block, event, selector, string_result, tx, word
 
@@ -200,3 +204,23 @@ async def test_a_crash_inside_the_reorg_write_leaves_the_old_branch_whole_and_th
         await write(enricher(rpc, sink), sink, batch_at(NEW, POOL_B, REORG))
     assert await rows(sink.pool) == truth
     await assert_consistent(sink.pool)
+
+
+async def test_kafka_head_topics_revert_the_pools_and_tokens_the_reorg_deletes(
+    rpc: RpcClient, clean_db: DatabaseInfo
+) -> None:
+    prefix = "dexreorg."
+    with start_kafka_dev() as broker:
+        options = KafkaOptions(broker.bootstrap, prefix, confirmations=10)  # nothing final: head.* only
+        writer = kafka_composite(options, await PostgresSink.connect(clean_db.dsn))
+        try:
+            enrich = enricher(rpc, writer.postgres)
+            for batch in (batch_at(ANCESTOR, POOL_B), batch_at(OLD, POOL_A), batch_at(NEW, POOL_B, REORG)):
+                await writer.write(await enrich([], batch))
+        finally:
+            await writer.close()
+        # every head.* topic with the consumer rule = Postgres, record for record (tokens: a subset)
+        await assert_kafka_is_postgres(broker.bootstrap, prefix, clean_db.dsn, confirmations=10)
+        pools, _ = consumer_rule(raw_messages(broker.bootstrap, f"{prefix}head.pools"))
+        tokens, _ = consumer_rule(raw_messages(broker.bootstrap, f"{prefix}head.tokens"))
+    assert set(pools) == {POOL_B} and set(tokens) == {TOKEN_1, TOKEN_2}
