@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 import pyarrow.parquet as pq
 import pytest
 from websockets.asyncio.client import connect as ws_connect
 
 from api.app import create_app
-from archive.archiver import Archiver, archive_lag
+from archive.archiver import Archiver, archive_lag, run_archiver
 from archive.layout import Stream, Target
 from archive.query import connect
 from archive.reader import bucket_records, buckets
@@ -501,6 +502,43 @@ async def test_replay_equals_the_recorded_live_stream(run: Run, local_archive: T
         await conn.close()
     assert numbers == list(range(0, head - CONFIRMATIONS + 1))
     assert not set(run.orphaned) & {m["data"]["hash"] for m in _data(replayed, "blocks")}
+
+
+async def test_run_archiver_keeps_running_until_stopped_and_ready_reports_its_lag(run: Run) -> None:
+    """``run_archiver`` as ``dexnode run`` would start it (a task with a stop event); ``/ready`` then
+    reports the archive's lag from the cursors it keeps."""
+    target = Target(str(run.tmp / "task"))
+    settings = build_settings(database_url=run.dsn, confirmations=CONFIRMATIONS, chain=CHAIN,
+                              archive_interval_seconds=0.05)  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_archiver(settings, target.url, once=False, stop=stop))
+    stream = [Stream("chain", CHAIN)]
+    for _ in range(600):
+        if buckets(Target(target.url), stream) or task.done():
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)  # a few more passes: nothing is written twice
+    stop.set()
+    stats = await asyncio.wait_for(task, 30)
+    chain = buckets(Target(target.url), stream)
+    assert stats.by_stream[f"chain/{CHAIN}"] == len(chain) > 20
+    pool = await asyncpg.create_pool(run.dsn, min_size=1, max_size=2)
+    try:
+        async with (
+            served(create_app(settings, pool=pool)) as base,
+            httpx.AsyncClient(base_url=base) as client,
+        ):
+            ready = (await client.get("/ready")).json()
+        head = await pool.fetchval("SELECT max(number) FROM blocks")
+    finally:
+        await pool.close()
+    last = chain[-1].entry.last_block
+    assert last is not None
+    assert ready["archive"][f"chain/{CHAIN}"] == {
+        "last_block": last,
+        "lag_blocks": head - CONFIRMATIONS - last,
+    }
+    assert "last_minute" in ready["archive"]["cex/okx"]
 
 
 async def test_retention_deletes_only_archived_rows_and_lag_is_reported(run: Run) -> None:
