@@ -260,12 +260,19 @@ class RpcClient:
 
     # -- the retry loop ----------------------------------------------------------------------
 
-    async def _run(self, calls: Sequence[tuple[str, Sequence[Any]]], check: Check | None = None) -> list[Any]:
+    async def _run(
+        self,
+        calls: Sequence[tuple[str, Sequence[Any]]],
+        check: Check | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> list[Any]:
         """Results of ``calls`` in order; an entry is the value or its final (non-retried) error.
 
         Retryable failures, of the whole request or of single entries, are sent again after a
-        backoff until ``retry.attempts`` tries; then the last error stays in the entry.
+        backoff until ``retry.attempts`` tries (the client's policy unless the caller passes one);
+        then the last error stays in the entry.
         """
+        policy = retry or self.retry
         n = len(calls)
         results: list[Any] = [None] * n
         pending = list(range(n))
@@ -307,7 +314,7 @@ class RpcClient:
                             failed[i] = exc
             if not failed:
                 break
-            if tries >= self.retry.attempts:
+            if tries >= policy.attempts:
                 for i, error in failed.items():
                     results[i] = error
                 log.warning(
@@ -317,12 +324,12 @@ class RpcClient:
             pending = sorted(failed)
             first = failed[pending[0]]
             retry_after = max((e.retry_after or 0.0 for e in failed.values()), default=0.0) or None
-            delay = self.retry.delay(tries, retry_after)
+            delay = policy.delay(tries, retry_after)
             self.stats.retries += 1
             log.warning(
                 "retry %d/%d of %d call(s) (%s) in %.2fs: %s",
                 tries,
-                self.retry.attempts - 1,
+                policy.attempts - 1,
                 len(pending),
                 calls[pending[0]][0],
                 delay,
@@ -375,9 +382,11 @@ class RpcClient:
         )
         return self._raise_first(results)[0]
 
-    async def get_blocks(self, numbers: Sequence[int], full_txs: bool = True) -> list[dict[str, Any]]:
+    async def get_blocks(
+        self, numbers: Sequence[int], full_txs: bool = True, *, retry: RetryPolicy | None = None
+    ) -> list[dict[str, Any]]:
         calls = [("eth_getBlockByNumber", [hex(n), full_txs]) for n in numbers]
-        return self._raise_first(await self._run(calls, _not_null("a block")))
+        return self._raise_first(await self._run(calls, _not_null("a block"), retry))
 
     async def get_block_receipts(self, block: BlockId) -> list[dict[str, Any]]:
         """``eth_getBlockReceipts``; raises ``MethodNotFound`` where the node lacks it."""
@@ -391,7 +400,7 @@ class RpcClient:
         return (await self.get_receipts_for_blocks([block]))[0]
 
     async def get_receipts_for_blocks(
-        self, blocks: Sequence[Mapping[str, Any]]
+        self, blocks: Sequence[Mapping[str, Any]], *, retry: RetryPolicy | None = None
     ) -> list[list[dict[str, Any]]]:
         """Receipts of each fetched block (full txs or hashes), in transaction order.
 
@@ -399,14 +408,15 @@ class RpcClient:
         block even mid-reorg; by number where the node rejects a hash (``extract`` then checks
         they belong to the block); batched ``eth_getTransactionReceipt`` per transaction where the
         node lacks the method. Each fallback is remembered for this client. A null or short
-        answer is the node lagging and is retried.
+        answer is the node lagging and is retried (``retry``: a policy for this call only; the
+        follower passes a short one, since a null can also mean the block left the chain).
         """
         if not blocks:
             return []
         while self._block_receipts_by in ("hash", "number"):
             key = self._block_receipts_by
             calls = [("eth_getBlockReceipts", [b[key]]) for b in blocks]
-            results = await self._run(calls, _all_receipts(blocks))
+            results = await self._run(calls, _all_receipts(blocks), retry)
             refused = next((r for r in results if isinstance(r, MethodNotFound | InvalidParams)), None)
             if refused is None:
                 return self._raise_first(results)
@@ -419,7 +429,7 @@ class RpcClient:
             log.warning("eth_getBlockReceipts by %s refused (%s)", key, refused)
         hashes = [[tx if isinstance(tx, str) else tx["hash"] for tx in b["transactions"]] for b in blocks]
         flat = [("eth_getTransactionReceipt", [h]) for hs in hashes for h in hs]
-        receipts = self._raise_first(await self._run(flat, _not_null("a transaction receipt")))
+        receipts = self._raise_first(await self._run(flat, _not_null("a transaction receipt"), retry))
         out: list[list[dict[str, Any]]] = []
         pos = 0
         for hs in hashes:

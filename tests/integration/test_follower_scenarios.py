@@ -70,8 +70,9 @@ async def following(
     max_reorg_depth: int = 10,
     ws_url: str | None = "node",
     silence_timeout: float = 60.0,
+    retry: RetryPolicy = FAST_RETRY,
 ) -> AsyncIterator[Run]:
-    async with RpcClient(node.http_url, timeout=1.0, retry=FAST_RETRY) as rpc:
+    async with RpcClient(node.http_url, timeout=1.0, retry=retry) as rpc:
         heads = HeadStream(
             node.ws_url if ws_url == "node" else ws_url,  # type: ignore[arg-type]
             rpc,
@@ -201,6 +202,41 @@ async def test_a_head_hash_the_node_never_serves_does_not_stall(
         await assert_db_is_chain(clean_db.dsn, node.chain, range(10, 14))
         assert await reorg_rows(clean_db.dsn) == []
         assert run.reorgs == []
+
+
+async def test_a_block_that_leaves_the_chain_before_its_receipts_is_not_waited_for(
+    sink: PostgresSink, clean_db: DatabaseInfo
+) -> None:
+    """The reorg lands between the fetch of block 11 and its receipts (anvil: the orphan's receipts and
+    the orphan by hash are null from then on). The follower asks for the receipts a few times, sees the
+    block is no longer the node's block 11 and syncs again, instead of waiting out the client's whole
+    retry policy twice (receipts, then the block by hash): the demo stalled ~13 s at every reorg."""
+    patient = RetryPolicy(attempts=6, base_delay=0.02, max_delay=0.1)  # the default's tries, sped up
+    async with scripted(10) as node, following(node, sink, retry=patient) as run:
+        await wait_for_head(run, node, clean_db.dsn)
+        orphaned: list[str] = []
+
+        def reorg_before_receipts(method: str, params: list[Any]) -> None:
+            if (
+                method == "eth_getBlockReceipts"
+                and not orphaned
+                and params[0] == node.chain.block(11)["hash"]
+            ):  # type: ignore[index]
+                orphaned.append(params[0])
+                node.refused_hashes.add(params[0])
+                node.chain.reorg(1)
+
+        node.before_answer = reorg_before_receipts
+        await node.mine(1)
+        await wait_for_head(run, node, clean_db.dsn)
+        await node.mine(1)  # the new branch's head reaches the follower as the next hint
+        await wait_for_head(run, node, clean_db.dsn)
+        await assert_db_is_chain(clean_db.dsn, node.chain, range(10, 13))
+        assert orphaned, "the scripted reorg never happened"
+        asked = [p for m, p in node.calls if m == "eth_getBlockReceipts" and p[0] == orphaned[0]]
+        by_hash = [p for m, p in node.calls if m == "eth_getBlockByHash" and p[0] == orphaned[0]]
+        assert len(asked) <= 3, f"the orphan's receipts were asked {len(asked)} times"
+        assert by_hash == [], f"the orphan was fetched by hash {len(by_hash)} times"
 
 
 # -- item 4: a late side-branch head --------------------------------------------------------------
