@@ -13,7 +13,7 @@ from core.settings import Settings
 from indexer.backfill.store import contiguous_end
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher, registry_for
-from indexer.pipeline.events import EventSource, FollowerEvent
+from indexer.pipeline.events import EventSource, Finalized, FollowerEvent
 from indexer.pipeline.pipeline import FOLLOW_STREAM, consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
@@ -126,7 +126,9 @@ async def follow_into(
 class Until:
     """A follower's events until ``stop`` is set: waiting for the next event is abandoned when it is
     (the head being fetched is dropped: nothing of it is stored), but an event handed out is written
-    to the end before the next one is asked for, so stopping never leaves half a block."""
+    to the end before the next one is asked for, so stopping never leaves half a block. The
+    ``Finalized`` events the follower has at hand when it stops (those of the last block written, for
+    Kafka's ``confirmed.*``) still pass: they need no I/O."""
 
     def __init__(self, source: EventSource, stop: asyncio.Event) -> None:
         self.source = source
@@ -140,18 +142,39 @@ class Until:
                 following = asyncio.ensure_future(anext(events))
                 await asyncio.wait((following, stopped), return_when=asyncio.FIRST_COMPLETED)
                 if not following.done():
-                    following.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                        await following
+                    await _abandon(following)
                     return
                 try:
                     event = following.result()
                 except StopAsyncIteration:
                     return
                 yield event
+            while isinstance(final := await _at_hand(events), Finalized):
+                yield final
         finally:
             stopped.cancel()
             closing = getattr(events, "aclose", None)
             if closing is not None:
                 with contextlib.suppress(Exception):
                     await closing()
+
+
+async def _at_hand(events: AsyncIterator[FollowerEvent]) -> FollowerEvent | None:
+    """The next event if the source produces it without waiting on I/O, else None (the wait abandoned).
+    One scheduling step is enough: after a block, the follower's core yields its ``Finalized`` events
+    from memory before it asks the node for anything."""
+    following = asyncio.ensure_future(anext(events))
+    await asyncio.sleep(0)  # let the source take one step
+    if not following.done():
+        await _abandon(following)
+        return None
+    try:
+        return following.result()
+    except StopAsyncIteration:
+        return None
+
+
+async def _abandon(following: asyncio.Future[FollowerEvent]) -> None:
+    following.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+        await following

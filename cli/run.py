@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -43,11 +44,13 @@ from core.config_file import load_settings
 from core.settings import Settings
 
 log = logging.getLogger("dexnode.run")
+FORCE_SECONDS = 5.0  # after the second signal, the most time clean-up gets before the process exits
 
 
 async def run_until_signalled(settings: Settings, **options: Any) -> None:
     """``run_node`` with SIGINT/SIGTERM handled: the first stops the node in order, the second cancels
-    what still runs, a third exits at once."""
+    what still runs (and exits after ``FORCE_SECONDS`` whatever is left: a cancelled database call can
+    itself wait on the server), a third exits at once."""
     from cli.node import run_node  # the API, uvicorn and the CEX stack: only for this command
 
     loop = asyncio.get_running_loop()
@@ -64,8 +67,9 @@ async def run_until_signalled(settings: Settings, **options: Any) -> None:
         elif received[0] == 2:
             log.warning("%s again: cancelling what still runs", sig.name)
             main.cancel()
+            loop.call_later(FORCE_SECONDS, _exit_now)
         else:
-            os._exit(130)
+            _exit_now()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
@@ -75,6 +79,12 @@ async def run_until_signalled(settings: Settings, **options: Any) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     log.info("stopped")
+
+
+def _exit_now() -> None:
+    sys.stderr.write("dexnode: forced to stop\n")
+    sys.stderr.flush()
+    os._exit(130)  # no clean-up left to wait for: that is what the user asked for
 
 
 def run_forever(settings: Settings, **options: Any) -> None:

@@ -96,12 +96,48 @@ async def running(args: list[str], env: dict[str, str], tmp_path: Path) -> Async
             await node.proc.wait()
 
 
-def devnet_args(devnet: Devnet, db: DatabaseInfo) -> list[str]:
+@contextlib.asynccontextmanager
+async def held_write(dsn: str, node: RunningNode) -> AsyncIterator[None]:
+    """Hold the follower's next block transaction: its cursor update waits on this lock until exit."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await conn.execute("LOCK TABLE cursors IN EXCLUSIVE MODE")
+            yield
+    finally:
+        await conn.close()
+
+
+async def until_blocked(dsn: str, timeout: float = 60.0) -> None:
+    """Until another session of this database waits on a lock (the follower's write, held)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        )
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await conn.fetchval(query):
+            assert asyncio.get_running_loop().time() < deadline, "the follower never started writing"
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+
+
+async def until_logged(node: RunningNode, text: str, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while text not in node.log():
+        assert asyncio.get_running_loop().time() < deadline, f"never logged {text!r}:\n{node.log()}"
+        assert node.proc.returncode is None, f"exited before logging {text!r}:\n{node.log()}"
+        await asyncio.sleep(0.05)
+
+
+def devnet_args(devnet: Devnet, db: DatabaseInfo, *, backfill: bool = True) -> list[str]:
     v2, v3 = venues(devnet.manifest)
     return [
         "--rpc-http", devnet.rpc_http, "--rpc-ws", devnet.rpc_ws, "--database-url", db.dsn,
-        "--from-block", "0", "--confirmations", str(CONFIRMATIONS), "--max-reorg-depth", "16",
-        "--uniswap-v2-factories", v2, "--uniswap-v3-factories", v3, "--quiet",
+        *(["--from-block", "0"] if backfill else []), "--confirmations", str(CONFIRMATIONS),
+        "--max-reorg-depth", "16", "--uniswap-v2-factories", v2, "--uniswap-v3-factories", v3, "--quiet",
     ]  # fmt: skip
 
 
@@ -218,7 +254,15 @@ async def _serve_follow_and_stop(
         canonical = {n: (await node_block(rpc, n))["hash"].lower() for n in view}
         assert view == canonical
 
-        node.proc.send_signal(signal.SIGTERM)
+        # SIGTERM while a block is being written: it is finished, not dropped. The test holds the
+        # block's transaction on a lock, and lets it go only once the node has taken the signal.
+        async with held_write(db.dsn, node):
+            await asyncio.to_thread(fresh_devnet.activity, 1, 6.0)
+            await until_blocked(db.dsn)
+            node.proc.send_signal(signal.SIGTERM)
+            await until_logged(node, "SIGTERM: stopping")
+        in_flight = await node_block(rpc, "latest")
+        await read_until(ws, has_block(int(in_flight["number"], 16), in_flight["hash"].lower()), msgs)
         with pytest.raises(ConnectionClosed) as closed:
             await read_until(ws, lambda ms: False, msgs, timeout=60)
         assert closed.value.rcvd is not None
@@ -236,7 +280,41 @@ async def _serve_follow_and_stop(
     finally:
         await conn.close()
     assert (cursor["block_number"], cursor["block_hash"]) == (stored["number"], stored["hash"])
-    assert stored["hash"] == (await node_block(rpc, stored["number"]))["hash"].lower()
+    assert (stored["number"], stored["hash"]) == (int(in_flight["number"], 16), in_flight["hash"].lower())
+
+
+async def test_a_second_signal_forces_the_stop_and_the_block_in_flight_is_rolled_back(
+    fresh_devnet: Devnet, pg_server: tuple[str, bool], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """While the block being written is held here on a lock, a second SIGTERM does not wait for it: exit
+    130, the block's transaction is rolled back whole, the cursor stays on the last stored block. (That
+    the first SIGTERM waits for the block: the test above.)"""
+    async with (
+        own_database(pg_server, "dexnode_run_force") as db,
+        RpcClient(fresh_devnet.rpc_http) as rpc,
+        running(devnet_args(fresh_devnet, db, backfill=False), cli_env, tmp_path) as node,
+    ):
+        await wait_for_tip(db.dsn, rpc)
+        before = await node_block(rpc, "latest")
+        async with held_write(db.dsn, node):
+            await asyncio.to_thread(fresh_devnet.activity, 1, 6.0)
+            await until_blocked(db.dsn)
+            node.proc.send_signal(signal.SIGTERM)
+            await until_logged(node, "SIGTERM: stopping")
+            node.proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(node.proc.wait(), 60)
+        assert code == 130, node.log()
+        assert "dexnode: forced to stop" in node.log()
+        conn = await asyncpg.connect(db.dsn)
+        try:
+            cursor = await conn.fetchrow(
+                "SELECT block_number, block_hash FROM cursors WHERE stream = 'follow'"
+            )
+            stored = await conn.fetchrow("SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1")
+        finally:
+            await conn.close()
+        assert (cursor["block_number"], cursor["block_hash"]) == (stored["number"], stored["hash"])
+        assert (stored["number"], stored["hash"]) == (int(before["number"], 16), before["hash"].lower())
 
 
 async def test_an_unreachable_node_stops_run_with_an_error(cli_env: dict[str, str], tmp_path: Path) -> None:
