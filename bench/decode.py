@@ -1,38 +1,59 @@
-"""Swap-log decoding throughput: dexnode's fast decoders and full record path against web3.py, one run.
+"""Swap-log decoding throughput: dexnode's fast decoders and full record path against web3.py.
 
-Input: every real Uniswap v2/v3 Swap log in ``../shared/fixtures`` (the three demeter-fetch v3 pools,
-the ethereum-etl blocks 17173049–50, helios block 21925176), repeated in order to at least 100k logs.
+Input (the same every run): every real Uniswap v2/v3 Swap log in ``../shared/fixtures`` (the three
+demeter-fetch v3 pools, the ethereum-etl blocks 17173049–50, helios block 21925176) repeated in order to
+100k logs; every real Uniswap v4 Swap at hand (``tests/data/uniswap-v4`` and helios block 21925176's two)
+and the five real Balancer v2 Vault Swaps of ``tests/data/balancer-v2``, each repeated to 100k logs.
 
-Measured on one core, best of five passes:
-- dexnode decode: ``decoders.uniswap.FAST_DECODERS[topic0](log)`` → decoded event tuple;
-- dexnode records: ``Registry.decode(logs, ctx)`` → one ``DexTrade`` per log (pool lookup, sides, exact
-  Decimal amounts, price, record construction), every pool and token known;
-- web3.py: ``contract.events.Swap().process_log(log)`` on the same logs in web3's own input form
-  (HexBytes topics/data, prepared before timing), on a sample, as its rate is what matters.
+Cases, each a full pass over its logs:
+- ``decode v2/v3``: ``decoders.uniswap.FAST_DECODERS[topic0](log)`` → decoded event tuple;
+- ``v2/v3``, ``v4``, ``balancer``: ``Registry.decode(logs, ctx)`` → one ``DexTrade`` per log (pool
+  lookup, sides, exact Decimal amounts, price, record construction), every pool and token known; each
+  with CPython's default GC and with the node's (``… gc``: heap frozen, thresholds 100_000/50/100, as
+  ``indexer.pipeline`` runs follow and backfill);
+- web3.py: ``contract.events.Swap().process_log(log)`` on a 5,000-log sample in web3's input form.
 
-Also the full log → DexTrade path of every real Uniswap v4 Swap at hand (``tests/data/uniswap-v4`` and
-helios block 21925176's two) and the five real Balancer v2 Vault Swaps of ``tests/data/balancer-v2``,
-each repeated to 100k logs, printed against the target and against this run's v2/v3 rate.
+How it is measured (the machine is shared, so wall time lies):
+- CPU time of the measuring process (``time.process_time``), not wall time;
+- rounds interleaved: each round runs every case once, in a rotated order, so load that comes and goes
+  hits every case alike; the median over rounds is the figure, the min–max range is printed beside it;
+- ``--before REV`` runs the same rounds on git revision REV's ``decoders``/``protocols``/``records``/
+  ``core`` (extracted to a temporary directory) in a second worker process, alternating with this
+  tree's worker round by round, and prints after/before as the median of the per-round ratios;
+- ``--instructions`` counts instructions per log under ``valgrind --tool=callgrind`` on a fixed small
+  input (2,000 logs per case, after a warm-up pass): callgrind dumps its counters at each
+  ``os.getppid()`` marker between cases, so start-up and input building are not counted. Instruction
+  counts do not move with the machine's load; with ``--before`` both trees are counted.
 
-Targets: dexnode decode ≥ 20× web3.py, and ≥ 200k logs/s. Run: ``make bench-decode``.
+Targets: decode ≥ 20× web3.py and ≥ 200k logs/s; every record path ≥ 200k logs/s (issues 11 and 14).
+Run: ``make bench-decode`` (this tree only) or ``.venv/bin/python bench/decode.py --before HEAD~5
+--instructions``.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import base64
 import csv
 import gc
 import json
+import os
 import platform
+import re
+import statistics
+import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from hexbytes import HexBytes
-from web3 import Web3
+if "--worker" not in sys.argv:  # the peer: only the main process imports web3.py
+    from hexbytes import HexBytes
+    from web3 import Web3
 
 from decoders.uniswap import FAST_DECODERS
 from protocols.base import Context
@@ -46,6 +67,10 @@ TARGET_LOGS = 100_000
 WEB3_SAMPLE = 5_000
 RATIO_TARGET = 20.0
 RATE_TARGET = 200_000.0
+ROUNDS = 7
+CALLGRIND_LOGS = 2_000  # per case: a fixed small input (instructions scale with it, not with load)
+ROOT = Path(__file__).resolve().parents[1]
+CODE = ("decoders", "protocols", "records", "core")  # what --before takes from the old revision
 
 V2_ABI = {
     "anonymous": False,
@@ -205,106 +230,246 @@ def web3_form(log: Log) -> dict[str, Any]:
     }
 
 
-def best_rate(count: int, run: Callable[[], Any], passes: int = 5) -> float:
-    best = float("inf")
-    for _ in range(passes):
-        start = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - start)
-    return count / best
+def repeat(found: Sequence[Log], count: int) -> list[Log]:
+    return (list(found) * (count // len(found) + 1))[:count]
 
 
-def main() -> int:
-    if not FIXTURES.is_dir():
-        print(f"recorded fixtures not found at {FIXTURES}", file=sys.stderr)
-        return 1
-    real = real_swaps()
-    logs = (real * (TARGET_LOGS // len(real) + 1))[: max(TARGET_LOGS, len(real))]
-    v2_count = sum(log.topic0 == V2_SWAP for log in logs)
-    v3_count = len(logs) - v2_count
-    print(
-        f"{len(real)} real swap logs repeated to {len(logs):,} ({v2_count:,} v2, {v3_count:,} v3); "
-        f"Python {platform.python_version()}, {platform.machine()}"
-    )
+Run = Callable[[], Any]
 
+
+def cases(count: int) -> dict[str, Run]:
+    """Case name → one pass over its logs (each log of each case checked to become one record)."""
+    registry = default_registry()
+    v23 = repeat(real_swaps(), count)
+    singles = {
+        "v4": (repeat(v4_swaps(), count), POOL_MANAGER, "4", "uniswap-v4"),
+        "balancer": (repeat(balancer_swaps(), count), VAULT, "2", "balancer-v2"),
+    }
+    inputs = {"v2/v3": (v23, context(v23))}
+    for name, (logs, contract, version, exchange) in singles.items():
+        inputs[name] = (logs, singleton_context(logs, contract, version, exchange))
+    for name, (logs, ctx) in inputs.items():
+        got = registry.decode(logs, ctx).counts
+        assert got["records"] == len(logs), (name, got)
     decoders = FAST_DECODERS
 
     def decode_all() -> None:
-        for log in logs:
+        for log in v23:
             decoders[log.topic0](log)  # type: ignore[index]
 
-    registry, ctx = default_registry(), context(logs)
-    counts = registry.decode(logs, ctx).counts
-    assert counts["records"] == len(logs), counts
+    out: dict[str, Run] = {"decode v2/v3": decode_all}
+    decode = registry.decode
+    for name, (logs, ctx) in inputs.items():
+        out[name] = lambda logs=logs, ctx=ctx: decode(logs, ctx)  # type: ignore[misc]
+    return out
 
+
+def node_gc(run: Run) -> Run:
+    """``run`` with the GC as the node sets it around follow and backfill (heap frozen, rare collections)."""
+
+    def tuned() -> None:
+        threshold = gc.get_threshold()
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
+        try:
+            run()
+        finally:
+            gc.set_threshold(*threshold)
+            gc.unfreeze()
+
+    return tuned
+
+
+def timed_cases() -> dict[str, Run]:
+    plain = cases(TARGET_LOGS)
+    out = dict(plain)
+    for name in ("v2/v3", "v4", "balancer"):
+        out[f"{name} gc"] = node_gc(plain[name])
+    return out
+
+
+def cpu_seconds(run: Run) -> float:
+    gc.collect()
+    start = time.process_time()
+    run()
+    return time.process_time() - start
+
+
+def worker(mode: str) -> int:
+    """``time``: per line ``round N`` on stdin, one JSON line {case: CPU seconds} on stdout.
+    ``callgrind``: one warm-up pass of each case, then each case between two ``os.getppid()`` markers."""
+    if mode == "callgrind":
+        runs = cases(CALLGRIND_LOGS)
+        for run in runs.values():
+            run()
+        for run in runs.values():
+            os.getppid()
+            run()
+        os.getppid()
+        print(json.dumps(list(runs)))
+        return 0
+    runs = timed_cases()
+    names = list(runs)
+    print(json.dumps({"cases": names, "logs": TARGET_LOGS}), flush=True)
+    for line in sys.stdin:
+        shift = int(line.split()[1]) % len(names)
+        order = names[shift:] + names[:shift]  # rotated per round: no case always runs first
+        print(json.dumps({name: cpu_seconds(runs[name]) for name in order}), flush=True)
+    return 0
+
+
+def code_of(revision: str, into: Path) -> Path:
+    """REV's product packages the bench runs (``git archive``), in ``into``."""
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", revision, *CODE],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with tarfile.open(fileobj=__import__("io").BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def worker_env(code: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if code is not None:  # ahead of the editable install's finder
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code), env.get("PYTHONPATH")]))
+    return env
+
+
+class Worker:
+    """A timing worker process over one tree's code."""
+
+    def __init__(self, label: str, code: Path | None) -> None:
+        self.label = label
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--worker", "time"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=worker_env(code),
+        )
+        self.header = json.loads(self._stdout().readline())
+        self.seconds: dict[str, list[float]] = {name: [] for name in self.header["cases"]}
+
+    def _stdout(self) -> IO[str]:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    def round(self, number: int) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"round {number}\n")
+        self.proc.stdin.flush()
+        for name, seconds in json.loads(self._stdout().readline()).items():
+            self.seconds[name].append(seconds)
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
+
+    def rates(self, name: str) -> list[float]:
+        return [self.header["logs"] / s for s in self.seconds[name]]
+
+
+def instructions(code: Path | None) -> dict[str, float]:
+    """Case → instructions per log under callgrind (see the module docstring)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        done = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--dump-before=getppid", f"--callgrind-out-file={out}",
+             sys.executable, __file__, "--worker", "callgrind"],
+            capture_output=True, text=True, env=worker_env(code), check=True,
+        )  # fmt: skip
+        names = json.loads(done.stdout.strip().splitlines()[-1])
+        totals = {}
+        for dump in Path(tmp).glob("cg.out.*"):
+            match = re.search(r"^totals: (\d+)", dump.read_text(), re.M)
+            totals[int(dump.name.rsplit(".", 1)[1])] = int(match.group(1)) if match else 0
+        # dump 1 is everything before the first marker; dumps 2.. are the cases in order
+        if len(totals) != len(names) + 1:
+            raise RuntimeError(f"expected {len(names) + 1} callgrind dumps, got {len(totals)}")
+        return {name: totals[i + 2] / CALLGRIND_LOGS for i, name in enumerate(names)}
+
+
+def web3_rate() -> float:
+    """web3.py ``process_log`` on a sample of the v2/v3 logs, median of three CPU-timed passes."""
+    logs = repeat(real_swaps(), TARGET_LOGS)
     w3 = Web3()
     events = {
         V2_SWAP: w3.eth.contract(abi=[V2_ABI]).events.Swap(),
         V3_SWAP: w3.eth.contract(abi=[V3_ABI]).events.Swap(),
     }
     sample = logs[:: max(1, len(logs) // WEB3_SAMPLE)][:WEB3_SAMPLE]
-    web3_logs = [(events[str(log.topic0)], web3_form(log)) for log in sample]
+    prepared = [(events[str(log.topic0)], web3_form(log)) for log in sample]
 
-    def web3_all() -> None:
-        for event, entry in web3_logs:
+    def run() -> None:
+        for event, entry in prepared:
             event.process_log(entry)
 
-    gc.collect()
-    decode_rate = best_rate(len(logs), decode_all)
-    record_rate = best_rate(len(logs), lambda: registry.decode(logs, ctx))
-    web3_rate = best_rate(len(web3_logs), web3_all, passes=2)
-    # The record path allocates two GC-tracked objects per log (decoded tuple, DexTrade); with CPython's
-    # default thresholds the collector runs every ~350 logs. The node's pipeline freezes its long-lived
-    # heap and collects less often (indexer.pipeline.pipeline.fewer_collections around follow and
-    # backfill, thresholds 50_000/20/50: a few collections per 100k logs, as here), so this second figure
-    # is the one the node sees; the first stays the headline, comparable with earlier runs.
-    threshold = gc.get_threshold()
-    gc.freeze()
-    gc.set_threshold(100_000, 50, 100)
-    tuned_rate = best_rate(len(logs), lambda: registry.decode(logs, ctx))
-    gc.set_threshold(*threshold)
-    gc.unfreeze()
+    return statistics.median(len(prepared) / cpu_seconds(run) for _ in range(3))
 
-    singletons = [
-        ("uniswap v4 log → DexTrade", v4_swaps(), POOL_MANAGER, "4", "uniswap-v4"),
-        ("balancer v2 log → DexTrade", balancer_swaps(), VAULT, "2", "balancer-v2"),
-    ]
-    singleton_rows = []
-    for label, found, contract, version, exchange in singletons:
-        repeated = (found * (TARGET_LOGS // len(found) + 1))[:TARGET_LOGS]
-        case_ctx = singleton_context(repeated, contract, version, exchange)
-        got = registry.decode(repeated, case_ctx).counts
-        assert got["records"] == len(repeated), got
-        plain = best_rate(len(repeated), lambda r=repeated, c=case_ctx: registry.decode(r, c))  # type: ignore[misc]
-        gc.freeze()
-        gc.set_threshold(100_000, 50, 100)
-        tuned = best_rate(len(repeated), lambda r=repeated, c=case_ctx: registry.decode(r, c))  # type: ignore[misc]
-        gc.set_threshold(*threshold)
-        gc.unfreeze()
-        singleton_rows.append((f"{label} ({len(found)} real)", plain, tuned))
 
-    def verdict(ok: bool) -> str:
-        return "ok" if ok else "BELOW TARGET"
+def spread(rates: list[float]) -> str:
+    return f"{statistics.median(rates):>9,.0f}  [{min(rates):>9,.0f} – {max(rates):>9,.0f}]"
 
-    print(f"web3.py process_log          {web3_rate:>12,.0f} logs/s  ({len(web3_logs):,}-log sample)")
-    rows = [
-        ("dexnode decode (fast path)", decode_rate, f"≥ {RATIO_TARGET:.0f}× and ≥ {RATE_TARGET:,.0f}/s",
-         decode_rate >= max(RATIO_TARGET * web3_rate, RATE_TARGET)),
-        ("dexnode log → DexTrade", record_rate, f"≥ {RATE_TARGET:,.0f}/s", record_rate >= RATE_TARGET),
-        ("  same, GC tuned as the node", tuned_rate, f"≥ {RATE_TARGET:,.0f}/s", tuned_rate >= RATE_TARGET),
-    ]  # fmt: skip
-    for label, rate, target, ok in rows:
-        ratio = rate / web3_rate
-        print(f"{label:<28} {rate:>12,.0f} logs/s  {ratio:6.1f}× web3.py  [{target}: {verdict(ok)}]")
-    for label, plain, tuned in singleton_rows:  # against the target, and the v2/v3 path of this run
-        for name, rate, peer in (
-            (label, plain, record_rate),
-            ("  same, GC tuned as the node", tuned, tuned_rate),
-        ):
-            ratio = rate / RATE_TARGET
-            target = f"≥ {RATE_TARGET:,.0f}/s: {verdict(ratio >= 1)}"
-            versus = f"{ratio:5.2f}× target  {rate / peer:5.2f}× v2/v3"
-            print(f"{name:<36} {rate:>12,.0f} logs/s  {versus}  [{target}]")
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--worker", choices=("time", "callgrind"), help=argparse.SUPPRESS)
+    parser.add_argument("--before", metavar="REV", help="also measure git revision REV's code")
+    parser.add_argument("--instructions", action="store_true", help="count instructions per log (valgrind)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker)
+    if not FIXTURES.is_dir():
+        print(f"recorded fixtures not found at {FIXTURES}", file=sys.stderr)
+        return 1
+    real = real_swaps()
+    v2 = sum(log.topic0 == V2_SWAP for log in real)
+    print(
+        f"inputs: {len(real)} real v2/v3 swaps ({v2} v2), {len(v4_swaps())} v4, {len(balancer_swaps())} "
+        f"balancer, each case repeated to {TARGET_LOGS:,} logs; Python {platform.python_version()}, "
+        f"{platform.machine()}, load average {os.getloadavg()[0]:.2f} (CPU time is what is measured)"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        old = code_of(args.before, Path(tmp)) if args.before else None
+        workers = [Worker("this tree", None)]
+        if old is not None:
+            workers.insert(0, Worker(f"{args.before}", old))
+        for number in range(args.rounds):
+            for w in workers if number % 2 == 0 else workers[::-1]:  # alternate which goes first
+                w.round(number)
+        for w in workers:
+            w.close()
+        counts = (
+            [instructions(old if w.label != "this tree" else None) for w in workers]
+            if args.instructions
+            else []
+        )
+    peer = web3_rate()
+    print(f"web3.py process_log: {peer:,.0f} logs/s (CPU time, {WEB3_SAMPLE:,}-log sample)")
+    print(f"logs/s per CPU-second, median [min – max] of {args.rounds} interleaved rounds:")
+    header = "".join(f"{w.label:>34}" for w in workers)
+    extra = "  after/before" if len(workers) == 2 else ""
+    print(f"{'case':<16}{header}{extra}  target")
+    for name in workers[-1].header["cases"]:
+        rates = [w.rates(name) for w in workers]
+        line = f"{name:<16}" + "".join(f"{spread(r):>34}" for r in rates)
+        if len(workers) == 2:
+            ratio = statistics.median(a / b for a, b in zip(rates[1], rates[0], strict=True))
+            line += f"  {ratio:12.2f}×"
+        now = statistics.median(rates[-1])
+        goal = max(RATE_TARGET, RATIO_TARGET * peer) if name.startswith("decode") else RATE_TARGET
+        line += f"  ≥ {goal:,.0f}: {'ok' if now >= goal else 'BELOW'} ({now / peer:.0f}× web3.py)"
+        print(line)
+    if counts:
+        print(f"instructions per log (callgrind, {CALLGRIND_LOGS:,} logs a case, after a warm-up pass):")
+        for name in counts[-1]:
+            cells = "".join(f"{c[name]:>12,.0f}  ({w.label})" for c, w in zip(counts, workers, strict=True))
+            ratio = f"  after/before {counts[1][name] / counts[0][name]:.2f}" if len(counts) == 2 else ""
+            print(f"  {name:<14}{cells}{ratio}")
     return 0
 
 
