@@ -468,8 +468,8 @@ def main() -> int:
         print(f"instructions per log (callgrind, {CALLGRIND_LOGS:,} logs a case, after a warm-up pass):")
         for name in counts[-1]:
             cells = "".join(f"{c[name]:>12,.0f}  ({w.label})" for c, w in zip(counts, workers, strict=True))
-            ratio = f"  after/before {counts[1][name] / counts[0][name]:.2f}" if len(counts) == 2 else ""
-            print(f"  {name:<14}{cells}{ratio}")
+            versus = f"  after/before {counts[1][name] / counts[0][name]:.2f}" if len(counts) == 2 else ""
+            print(f"  {name:<14}{cells}{versus}")
     return 0
 
 
