@@ -79,8 +79,24 @@ def slot_filler(cls: type[Any]) -> Callable[..., Any]:
     return make
 
 
-_dex_trade: Callable[..., DexTrade] = slot_filler(DexTrade)
-_dex_liquidity: Callable[..., DexLiquidity] = slot_filler(DexLiquidity)
+def slot_maker(cls: type[Any]) -> Callable[..., Any]:
+    """``slot_filler``'s maker in C when ``protocols/_speedups.c`` is built (``make install``): the object is
+    allocated and its slots filled in one call (the Python maker runs one interpreter instruction per
+    field and a ``__class__`` assignment). The same checks decide whether a fast maker is allowed at all;
+    without the extension, or for a class they refuse, this is ``slot_filler(cls)``."""
+    python = slot_filler(cls)
+    if python is cls or _c_slot_maker is None:
+        return python
+    return _c_slot_maker(cls, tuple(f.name for f in dataclasses.fields(cls)))
+
+
+try:  # optional C extension; tests/unit/test_decode_makers.py runs both makers against cls(*values)
+    from protocols._speedups import slot_maker as _c_slot_maker
+except ImportError:  # not built (no compiler at install time): the Python maker, same records
+    _c_slot_maker = None
+
+_dex_trade: Callable[..., DexTrade] = slot_maker(DexTrade)
+_dex_liquidity: Callable[..., DexLiquidity] = slot_maker(DexLiquidity)
 
 
 class _Scales(dict[int, Decimal]):
