@@ -11,6 +11,7 @@ check decodes to ``Malformed``. ``BALANCER_EVENTS`` are the declarations (balanc
 
 from __future__ import annotations
 
+import binascii
 from typing import NamedTuple
 
 from eth_abi import decode as abi_decode
@@ -41,7 +42,9 @@ BALANCER_EVENTS: tuple[EventAbi, ...] = (
 )
 
 _PAD = "0x" + "0" * 24
-_fromhex = bytes.fromhex
+# binascii.a2b_hex: the same bytes as bytes.fromhex, ~50 ns less a log, and it refuses whitespace
+# (fromhex skips it) with a ValueError, as it refuses any non-hex character
+_fromhex = binascii.a2b_hex
 _int = int.from_bytes
 _tuple_new = tuple.__new__
 

@@ -1,7 +1,7 @@
 """Fast fixed-layout decoders for the hot Uniswap events (v2 Swap/Mint/Burn/Sync, v3 Swap/Mint/Burn/Collect).
 
 Each decoder checks the layout first, exactly: topic count, data length (``2 + 64 * words``
-characters), zero padding of address words. It then converts the data once with ``bytes.fromhex`` and
+characters), zero padding of address words. It then converts the data once with ``binascii.a2b_hex`` and
 reads words at fixed offsets with ``int.from_bytes`` (``signed=True`` is the two's complement of
 ``int256``/``int24``), which measured 1.3–1.5× faster than ``int(word, 16)`` per word; addresses are
 sliced from the hex strings. Ranges of ``uint112``/``uint128``/``uint160``/``int24`` values are
@@ -15,6 +15,7 @@ Solidity declarations they implement, which the unit tests decode independently 
 
 from __future__ import annotations
 
+import binascii
 from collections.abc import Callable
 from typing import Any
 
@@ -41,7 +42,9 @@ from records import Log
 
 _ZEROS = "0" * 24  # the padding in front of an address in a 32-byte word
 _PAD = "0x" + _ZEROS  # a topic holding an address starts with this
-_fromhex = bytes.fromhex
+# binascii.a2b_hex: the same bytes as bytes.fromhex, ~50 ns less a log, and it refuses whitespace
+# (fromhex skips it) with a ValueError, as it refuses any non-hex character
+_fromhex = binascii.a2b_hex
 _int = int.from_bytes  # big-endian by default
 # NamedTuple's generated ``__new__`` is a Python function; the swap decoders (one call per trade) build
 # their results with tuple's own, which makes the same object in half the time.
@@ -65,7 +68,7 @@ def _bad(event: EventAbi, what: str) -> Malformed:
 
 
 def _words(data: str, size: int) -> bytes | None:
-    """The data as bytes when it is exactly ``size`` bytes of hex (fromhex would skip whitespace)."""
+    """The data as bytes when it is exactly ``size`` bytes of hex."""
     try:
         raw = _fromhex(data[2:])
     except ValueError:

@@ -12,6 +12,7 @@ same logs independently with eth-abi.
 
 from __future__ import annotations
 
+import binascii
 from typing import NamedTuple
 
 from decoders.events import INT24_MAX, INT24_MIN, EventAbi, Malformed
@@ -32,7 +33,9 @@ V4_MODIFY_LIQUIDITY = EventAbi.parse(
 V4_EVENTS: tuple[EventAbi, ...] = (V4_INITIALIZE, V4_SWAP, V4_MODIFY_LIQUIDITY)
 
 _PAD = "0x" + "0" * 24
-_fromhex = bytes.fromhex
+# binascii.a2b_hex: the same bytes as bytes.fromhex, ~50 ns less a log, and it refuses whitespace
+# (fromhex skips it) with a ValueError, as it refuses any non-hex character
+_fromhex = binascii.a2b_hex
 _int = int.from_bytes
 _tuple_new = tuple.__new__
 _I128 = 1 << 127
