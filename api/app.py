@@ -22,6 +22,7 @@ from api.deps import ApiState
 from api.errors import install_error_handlers
 from api.graph.schema import graphql_router
 from api.metrics import ApiMetrics
+from api.query import reset_connection
 from api.routes import blocks, dashboard, dex, health, status, tokens, transactions
 from api.routes import cex as cex_routes
 from api.routes import sql as sql_route
@@ -79,7 +80,9 @@ def create_app(
             own_pool = pool
             if own_pool is None:
                 db = await stack.enter_async_context(open_database(settings))
-                own_pool = await asyncpg.create_pool(db.dsn, min_size=1, max_size=POOL_SIZE)
+                own_pool = await asyncpg.create_pool(
+                    db.dsn, min_size=1, max_size=POOL_SIZE, reset=reset_connection
+                )
                 stack.push_async_callback(own_pool.close)
             app.state.api = ApiState(settings=settings, pool=own_pool, metrics=metrics, hub=hub, books=books)
             app.state.rpc = await stack.enter_async_context(RpcClient(settings.rpc_http, timeout=2.0))

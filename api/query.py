@@ -11,24 +11,67 @@ transaction:
 
 Rows become records through ``sinks.postgres_read.record_of`` and JSON through ``records.to_dict``:
 the fields are exactly the records' JSON ``data`` fields, as on Kafka.
+
+The hot path reads a page in one statement instead (``Query.pinned_sql``): the pinned head is a CTE of
+the same statement (one snapshot, so no transaction: BEGIN, the head's read and COMMIT were three of the
+five round trips of a page, most of a page's server CPU on loopback), its number and hash ride along
+as two extra columns. A statement that returns no row (an orphaned cursor, nothing indexed, or simply
+no match) falls back to the transaction above, which tells them apart. Connections read this way leave
+no session state behind, so their release skips asyncpg's reset query (``reading``). REST lists have
+Postgres write each record's JSON too (``Query.json_sql``), the same fields and values ``row_json``
+gives, so a page is joined text rather than a dict per row.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import asyncpg
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from api.cursor import Cursor
 from api.errors import ApiError
-from records import Record
+from records import Record, from_dict
 from records.kinds import Kind
 from sinks import schema
 from sinks.postgres_read import record_columns, row_json
 
 Json = dict[str, Any]
+PIN_NUMBER, PIN_HASH = "_pin_number", "_pin_hash"  # the extra columns of a one-statement page
+_LATEST = "SELECT number, hash FROM blocks ORDER BY number DESC LIMIT 1"
+_AT = "SELECT number, hash FROM blocks WHERE number = {number} AND hash = {hash}"
+
+# True while a hot path holds a pooled connection it only ran plain SELECTs on (see ``reading``)
+_CLEAN: contextvars.ContextVar[bool] = contextvars.ContextVar("dexnode_api_clean", default=False)
+
+
+async def reset_connection(conn: asyncpg.Connection) -> None:
+    """The pool's ``reset``: asyncpg's reset query (UNLISTEN, RESET ALL, advisory locks...: a round trip
+    per release) unless the release comes from ``reading``. asyncpg rolls back an open transaction and
+    drops listeners before calling this either way."""
+    if not _CLEAN.get():
+        query = conn.get_reset_query()
+        if query:
+            await conn.execute(query)
+
+
+@contextlib.asynccontextmanager
+async def reading(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for plain reads (SELECTs and read-only transactions: no SET, LISTEN, locks
+    or cursors that outlive them), released without the reset query. Anything else (the SQL route runs
+    users' text) acquires normally and gets the full reset."""
+    token = _CLEAN.set(True)
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    finally:
+        _CLEAN.reset(token)
 
 
 def _quote(name: str) -> str:
@@ -101,6 +144,57 @@ class Query:
             text += f" OFFSET {self.param(offset)}"
         return text
 
+    def pinned_sql(
+        self, *, cursor: Cursor | None, limit: int, offset: int = 0, columns: str | None = None
+    ) -> str:
+        """``sql`` with the pinned head read in the same statement: the newest block (a first page) or
+        the cursor's block if still canonical at its height (else the CTE is empty and so is the
+        answer). Each row carries the head as ``_pin_number``, ``_pin_hash``. ``columns``: the select
+        list (default: the record's columns, as ``sql``)."""
+        if cursor is None:
+            pin = _LATEST
+        else:
+            pin = _AT.format(number=self.param(cursor.head_number), hash=self.param(cursor.head_hash))
+        where = list(self.conditions)
+        where.append('EXISTS (SELECT 1 FROM "_pin")')
+        if self.kind.block is not None:
+            block = self.column(self.kind.block)
+            cond = f'{block} <= (SELECT "number" FROM "_pin")'
+            where.append(f"({block} IS NULL OR {cond})" if self.table.c[self.kind.block].nullable else cond)
+        if cursor is not None:
+            cols = ", ".join(self.column(c) for c in self.order)
+            marks = ", ".join(self.param(v) for v in cursor.key)
+            where.append(f"({cols}) {'<' if self.descending else '>'} ({marks})")
+        direction = " DESC" if self.descending else ""
+        text = (
+            f'WITH "_pin" AS MATERIALIZED ({pin}) SELECT {columns or record_columns(self.kind)},'
+            f' (SELECT "number" FROM "_pin") AS "{PIN_NUMBER}", (SELECT "hash" FROM "_pin") AS "{PIN_HASH}"'
+            f" FROM {_quote(self.kind.table)} WHERE " + " AND ".join(where)
+        )
+        text += " ORDER BY " + ", ".join(self.column(c) + direction for c in self.order)
+        text += f" LIMIT {self.param(limit)}"
+        if offset:
+            text += f" OFFSET {self.param(offset)}"
+        return text
+
+    def json_sql(self, *, cursor: Cursor | None, limit: int) -> str | None:
+        """``pinned_sql`` with each record's JSON ``data`` built by Postgres in ``_json`` (``row_to_json``
+        of the record's columns: NUMERIC amounts as their decimal strings, NUMERIC plain ints as numbers,
+        JSONB nested records as JSON), beside the sort key and the head; ``None`` for a kind with a column
+        whose JSON form Postgres would write otherwise than the records do (none today)."""
+        fields = _json_fields(self.kind)
+        if fields is None:
+            return None
+        inner = self.pinned_sql(cursor=cursor, limit=limit, columns=", ".join(s for _, s in fields))
+        record = ", ".join(f'"_q"."{name}"' for name, _ in fields)
+        keys = ", ".join(f'"_q".{self.column(c)}' for c in self.order)
+        direction = " DESC" if self.descending else ""
+        return (
+            f'SELECT (SELECT row_to_json("_r") FROM (SELECT {record}) AS "_r")::text AS "_json", {keys},'
+            f' "_q"."{PIN_NUMBER}", "_q"."{PIN_HASH}" FROM ({inner}) AS "_q"'
+            " ORDER BY " + ", ".join(f'"_q".{self.column(c)}{direction}' for c in self.order)
+        )
+
 
 @dataclass(frozen=True)
 class Head:
@@ -113,6 +207,46 @@ class Page:
     rows: list[asyncpg.Record]
     head: Head | None
     more: bool
+    as_json: bool = False  # rows of ``Query.json_sql``: the record's JSON text first
+
+
+_PLAIN_JSON = (sa.Integer, sa.Text, JSONB)  # Postgres writes these as the records' JSON does
+
+
+def _plain_int(hint: Any) -> bool:
+    args = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
+    return [a for a in args if a is not type(None)] == [int]
+
+
+_FIELDS: dict[str, tuple[tuple[str, str], ...] | None] = {}
+
+
+def _json_fields(kind: Kind[Any]) -> tuple[tuple[str, str], ...] | None:
+    if kind.table not in _FIELDS:
+        _FIELDS[kind.table] = _json_fields_of(kind)
+    return _FIELDS[kind.table]
+
+
+def _json_fields_of(kind: Kind[Any]) -> tuple[tuple[str, str], ...] | None:
+    """(name, select expression) of the record's columns for ``row_to_json``, in the order of
+    ``record_columns``: NUMERIC as text (an exact decimal string) unless the field is a plain ``int``
+    (a nonce: a JSON number, as ``row_json`` makes it)."""
+    table = schema.metadata.tables[kind.table]
+    hints = get_type_hints(kind.record, include_extras=True)
+    fields = []
+    for c in table.columns:
+        if c.server_default is not None or isinstance(c.default, sa.Identity):
+            continue
+        if isinstance(c.type, sa.Numeric) and not isinstance(c.type, sa.Float):
+            plain = _plain_int(hints.get(c.name))
+            fields.append((c.name, f'"{c.name}"' if plain else f'"{c.name}"::text AS "{c.name}"'))
+        elif isinstance(c.type, _PLAIN_JSON) or (
+            isinstance(c.type, ARRAY) and isinstance(c.type.item_type, sa.Text)
+        ):
+            fields.append((c.name, f'"{c.name}"'))
+        else:
+            return None
+    return tuple(fields)
 
 
 async def indexed_head(conn: asyncpg.Connection) -> Head | None:
@@ -164,22 +298,48 @@ async def check_pinned(conn: asyncpg.Connection, head: Head) -> None:
 
 
 async def page(
-    pool: asyncpg.Pool, query: Query, *, limit: int, cursor: Cursor | None, offset: int = 0
+    pool: asyncpg.Pool,
+    query: Query,
+    *,
+    limit: int,
+    cursor: Cursor | None,
+    offset: int = 0,
+    as_json: bool = False,
 ) -> Page:
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        head = await pinned_head(conn, cursor)
-        if head is None:
-            return Page([], None, False)
-        after = cursor.key if cursor is not None else None
-        sql = query.sql(head=head.number, after=after, limit=limit + 1, offset=offset)
+    """A page pinned to the head: one statement when it finds rows, else the transaction that tells
+    an orphaned cursor (409) and an empty index from an empty page. ``as_json``: rows of ``json_sql``
+    (each record's JSON text in ``_json``) where the kind allows it."""
+    params = len(query.params)
+    async with reading(pool) as conn:
+        json_sql = query.json_sql(cursor=cursor, limit=limit + 1) if as_json and not offset else None
+        sql = json_sql or query.pinned_sql(cursor=cursor, limit=limit + 1, offset=offset)
         rows = await conn.fetch(sql, *query.params)
-    return Page(rows[:limit], head, len(rows) > limit)
+        if rows:
+            head = Head(rows[0][PIN_NUMBER], rows[0][PIN_HASH])
+            return Page(rows[:limit], head, len(rows) > limit, as_json=json_sql is not None)
+        del query.params[params:]  # the same conditions again, without the one-statement parameters
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            found = await pinned_head(conn, cursor)
+            if found is None:
+                return Page([], None, False)
+            after = cursor.key if cursor is not None else None
+            sql = query.sql(head=found.number, after=after, limit=limit + 1, offset=offset)
+            rows = await conn.fetch(sql, *query.params)
+    return Page(rows[:limit], found, len(rows) > limit)
 
 
 def record_json(cls: type[Record], row: asyncpg.Record) -> Json:
     """The row as its record's JSON ``data`` (``to_dict(record_of(cls, row))["data"]``, without
     building the record: a page of 1000 rows is the API's hottest path)."""
-    return row_json(cls, row)
+    data = row_json(cls, row)
+    if PIN_NUMBER in data:  # a one-statement page's head columns
+        del data[PIN_NUMBER], data[PIN_HASH]
+    return data
+
+
+def record_from(cls: type[Record], row: asyncpg.Record) -> Record:
+    """The row as its record (``sinks.postgres_read.record_of`` for a row of ``page``)."""
+    return from_dict({"type": cls.TYPE, "version": cls.VERSION, "data": record_json(cls, row)})
 
 
 def next_cursor(query: Query, result: Page, fingerprint: str) -> str | None:

@@ -22,7 +22,7 @@ from strawberry.types import Info
 from api.cursor import Cursor, decode, fingerprint
 from api.errors import ApiError
 from api.graph.types import Entity
-from api.query import Head, Query, indexed_head, pinned_head
+from api.query import Head, Query, indexed_head, page, pinned_head, reading, record_from
 from records import Record
 from records.kinds import BY_NAME, Kind
 from sinks.postgres_read import record_columns, record_of
@@ -57,7 +57,9 @@ def loader_of(info: Info, kind_name: str) -> DataLoader[Any, Any]:
 async def _by_key(pool: asyncpg.Pool, kind: Kind[Any], keys: list[Any]) -> list[Record | None]:
     (column,) = kind.key
     sql = f'SELECT {record_columns(kind)} FROM "{kind.table}" WHERE "{column}" = ANY($1)'
-    found = {r[column]: record_of(kind.record, r) for r in await pool.fetch(sql, keys)}
+    async with reading(pool) as conn:
+        rows = await conn.fetch(sql, keys)
+    found = {r[column]: record_of(kind.record, r) for r in rows}
     return [found.get(k) for k in keys]
 
 
@@ -130,16 +132,30 @@ async def list_page(
         except ApiError as exc:
             raise error(exc.detail, "BAD_USER_INPUT") from None
     context: Context = info.context
-    async with context.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        head = await _pin(conn, cursor, block)
-        if head is None:
-            return Page([], None, False)
-        sql = query.sql(head=head.number, after=cursor.key if cursor else None, limit=first + 1, offset=skip)
-        rows = await conn.fetch(sql, *query.params)
-    more = len(rows) > first
-    rows = rows[:first]
+    if block is None:  # pinned to the head or the cursor's block: the REST engine's one-statement page
+        try:
+            found = await page(context.pool, query, limit=first, cursor=cursor, offset=skip)
+        except ApiError as exc:  # the cursor's block was orphaned
+            raise GraphQLError(exc.detail, extensions={"code": "REORG", **exc.extra}) from None
+        rows, more, head = found.rows, found.more, found.head
+    else:
+        async with (
+            reading(context.pool) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            head = await _pin(conn, cursor, block)
+            if head is None:
+                return Page([], None, False)
+            sql = query.sql(
+                head=head.number, after=cursor.key if cursor else None, limit=first + 1, offset=skip
+            )
+            rows = await conn.fetch(sql, *query.params)
+        more = len(rows) > first
+        rows = rows[:first]
+    if head is None:
+        return Page([], None, False)
     end = Cursor(head.number, head.hash, query.key_of(rows[-1]), fp).encode() if rows else None
-    return Page([record_of(kind.record, r) for r in rows], end, more)
+    return Page([record_from(kind.record, r) for r in rows], end, more)
 
 
 async def _pin(conn: asyncpg.Connection, cursor: Cursor | None, block: Any) -> Head | None:
@@ -166,5 +182,6 @@ async def _pin(conn: asyncpg.Connection, cursor: Cursor | None, block: Any) -> H
 async def one(info: Info, kind: Kind[Any], column: str, value: Any) -> Record | None:
     context: Context = info.context
     sql = f'SELECT {record_columns(kind)} FROM "{kind.table}" WHERE "{column}" = $1'
-    row = await context.pool.fetchrow(sql, _value(value))
+    async with reading(context.pool) as conn:
+        row = await conn.fetchrow(sql, _value(value))
     return None if row is None else record_of(kind.record, row)

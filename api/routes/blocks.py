@@ -10,21 +10,23 @@ from api.deps import PoolDep
 from api.errors import RESPONSES, not_found, reject_unknown_params
 from api.listing import JsonBytes, list_records, one_record
 from api.params import BlockNumber, ListArgs, block_ref, check_range, list_args
-from api.query import Query, indexed_head
+from api.query import Query, reading, record_json
 from records import kinds
+from sinks.postgres_read import record_columns
 
 router = APIRouter(tags=["blocks"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES)
 Args = Annotated[ListArgs, Depends(list_args)]
+_LATEST = f"SELECT {record_columns(kinds.BLOCKS)} FROM blocks ORDER BY number DESC LIMIT 1"
 
 
 @router.get("/blocks/latest", response_class=JsonBytes)
 async def latest_block(pool: PoolDep) -> JsonBytes:
     """The newest indexed block."""
-    async with pool.acquire() as conn:
-        head = await indexed_head(conn)
-    if head is None:
+    async with reading(pool) as conn:  # one statement: the newest row itself
+        row = await conn.fetchrow(_LATEST)
+    if row is None:
         raise not_found("no block indexed yet")
-    return await one_record(pool, kinds.BLOCKS, "hash", head.hash, "block")
+    return JsonBytes({"data": record_json(kinds.BLOCKS.record, row)})
 
 
 @router.get("/blocks/{block}", response_class=JsonBytes)

@@ -23,7 +23,7 @@ from api.params import (
     parse_time,
 )
 from api.query import Query as RecordQuery
-from api.query import pinned_head
+from api.query import pinned_head, reading
 from records import kinds
 
 router = APIRouter(tags=["dex"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES)
@@ -114,7 +114,7 @@ async def candles(
     filters = {"pool": address, "interval": interval, "from_time": start, "to_time": end}
     query = RecordQuery(kinds.DEX_TRADES, ("block_time",))  # the cursor's key: a bucket start (int)
     cursor, fp = args.start(query, "dex/candles", filters)
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+    async with reading(pool) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
         pool_row = await conn.fetchrow("SELECT token0, token1 FROM pools WHERE address = $1", address)
         if pool_row is None:
             raise not_found(f"no pool {address} in the indexed data")

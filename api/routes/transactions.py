@@ -19,7 +19,7 @@ from api.params import (
     list_args,
     lower,
 )
-from api.query import Query, record_json
+from api.query import Query, reading, record_json
 from records import kinds
 from sinks.postgres_read import record_columns
 
@@ -43,7 +43,8 @@ async def transaction(
     data = await fetch_one(pool, kinds.TRANSACTIONS, "hash", tx_hash)
     if data is None:
         raise not_found(f"no transaction {tx_hash} in the indexed data")
-    rows = await pool.fetch(_LOGS_OF_TX, tx_hash, data["block_hash"])
+    async with reading(pool) as conn:
+        rows = await conn.fetch(_LOGS_OF_TX, tx_hash, data["block_hash"])
     return JsonBytes({"data": data, "logs": [record_json(kinds.LOGS.record, r) for r in rows]})
 
 
