@@ -9,8 +9,8 @@ Cases, each a full pass over its logs:
 - ``decode v2/v3``: ``decoders.uniswap.FAST_DECODERS[topic0](log)`` → decoded event tuple;
 - ``v2/v3``, ``v4``, ``balancer``: ``Registry.decode(logs, ctx)`` → one ``DexTrade`` per log (pool
   lookup, sides, exact Decimal amounts, price, record construction), every pool and token known; each
-  with CPython's default GC and with the node's (``… gc``: heap frozen, thresholds 100_000/50/100, as
-  ``indexer.pipeline`` runs follow and backfill);
+  with CPython's default GC and with the node's (``… gc``: heap frozen, thresholds 50_000/20/50, as
+  ``indexer.pipeline.pipeline.fewer_collections`` runs follow and backfill);
 - web3.py: ``contract.events.Swap().process_log(log)`` on a 5,000-log sample in web3's input form.
 
 How it is measured (the machine is shared, so wall time lies):
@@ -270,7 +270,7 @@ def node_gc(run: Run) -> Run:
     def tuned() -> None:
         threshold = gc.get_threshold()
         gc.freeze()
-        gc.set_threshold(100_000, 50, 100)
+        gc.set_threshold(50_000, 20, 50)
         try:
             run()
         finally:
