@@ -127,6 +127,7 @@ async def _send_loop(websocket: WebSocket, client: Client) -> None:
     loop = asyncio.get_running_loop()
     period = hub.limits.heartbeat_seconds
     last_sent = loop.time()
+    timer: asyncio.TimerHandle
 
     def beat() -> None:
         nonlocal timer
