@@ -1,13 +1,16 @@
 """Fast fixed-layout decoders for the hot Uniswap events (v2 Swap/Mint/Burn/Sync, v3 Swap/Mint/Burn/Collect).
 
-Each decoder checks the layout first, exactly: topic count, data length (``2 + 64 * words``
-characters), zero padding of address words. It then converts the data once with ``binascii.a2b_hex`` and
-reads words at fixed offsets with ``int.from_bytes`` (``signed=True`` is the two's complement of
-``int256``/``int24``), which measured 1.3–1.5× faster than ``int(word, 16)`` per word; addresses are
-sliced from the hex strings. Ranges of ``uint112``/``uint128``/``uint160``/``int24`` values are
-checked too. eth-abi is not on this path. A log that fails a check
-decodes to ``Malformed(reason)``, never an exception. Pool-creation events are rare and go through the
-eth-abi fallback (``decoders.uniswap_abi``).
+Each decoder checks the layout first, exactly: topic count, data length (``2 + 64 * words`` characters),
+zero padding of address words. It then converts the data once with ``binascii.a2b_hex`` and reads words at
+fixed offsets with ``int.from_bytes`` (``signed=True`` is the two's complement of ``int256``/``int24``),
+which measured 1.3–1.5× faster than ``int(word, 16)`` per word. The two Swaps (one a trade, the hottest
+events) read all their data as one integer and take each word by a shift and a mask (~150 ns less than a
+slice and a ``from_bytes`` per word); a signed word is its unsigned value less 2^256 when its top bit is
+set, and a narrow type's range is checked on the unsigned word (an int24 is below 2^23 or at least 2^256 -
+2^23). Addresses are sliced from the hex strings. Ranges of ``uint112``/``uint128``/``uint160``/``int24``
+values are checked too. eth-abi is not on this path. A log that fails a check decodes to
+``Malformed(reason)``, never an exception. Pool-creation events are rare and go through the eth-abi
+fallback (``decoders.uniswap_abi``).
 
 Every decoder is keyed by topic0 in ``FAST_DECODERS``; ``decoders.uniswap_abi.EVENTS`` holds the
 Solidity declarations they implement, which the unit tests decode independently with eth-abi.
@@ -52,6 +55,10 @@ _tuple_new = tuple.__new__
 _U112 = 1 << 112
 _U128 = 1 << 128
 _U160 = 1 << 160
+_WORD = (1 << 256) - 1  # a word's mask
+_SIGN = 1 << 255  # a word at or above this is negative as an intN
+_WRAP = 1 << 256  # ... and its value is the word less this
+_INT24_GAP = (INT24_MAX, _WRAP + INT24_MIN)  # an int24's word is <= the first or >= the second
 
 
 def _bad_topics(event: EventAbi, log: Log) -> Malformed:
@@ -115,9 +122,10 @@ def decode_v2_swap(log: Log) -> V2Swap | Malformed:
         raw = b""
     if len(raw) != 128:
         return _bad(V2_SWAP, "data is not hex")
+    n = _int(raw)  # the four words as one integer: word i is (n >> 256 * (3 - i)) & _WORD
     return _tuple_new(
         V2Swap,
-        ("0x" + t1[26:], "0x" + t2[26:], _int(raw[:32]), _int(raw[32:64]), _int(raw[64:96]), _int(raw[96:])),
+        ("0x" + t1[26:], "0x" + t2[26:], n >> 768, (n >> 512) & _WORD, (n >> 256) & _WORD, n & _WORD),
     )
 
 
@@ -223,19 +231,21 @@ def decode_v3_swap(log: Log) -> V3Swap | Malformed:
         raw = b""
     if len(raw) != 160:
         return _bad(V3_SWAP, "data is not hex")
-    sqrt_price, liquidity, tick = _int(raw[64:96]), _int(raw[96:128]), _int(raw[128:], signed=True)
-    if sqrt_price >= _U160 or liquidity >= _U128 or not INT24_MIN <= tick <= INT24_MAX:
+    n = _int(raw)  # the five words as one integer (unsigned words; see the module docstring)
+    amount0, amount1 = n >> 1024, (n >> 768) & _WORD
+    sqrt_price, liquidity, tick = (n >> 512) & _WORD, (n >> 256) & _WORD, n & _WORD
+    if sqrt_price >= _U160 or liquidity >= _U128 or _INT24_GAP[0] < tick < _INT24_GAP[1]:
         return _bad(V3_SWAP, "sqrtPriceX96, liquidity or tick out of range")
     return _tuple_new(
         V3Swap,
         (
             "0x" + t1[26:],
             "0x" + t2[26:],
-            _int(raw[:32], signed=True),
-            _int(raw[32:64], signed=True),
+            amount0 - _WRAP if amount0 >= _SIGN else amount0,
+            amount1 - _WRAP if amount1 >= _SIGN else amount1,
             sqrt_price,
             liquidity,
-            tick,
+            tick - _WRAP if tick >= _SIGN else tick,
         ),
     )
 

@@ -42,6 +42,11 @@ _I128 = 1 << 127
 _U128 = 1 << 128
 _U160 = 1 << 160
 _U24 = 1 << 24
+_WORD = (1 << 256) - 1
+_SIGN = 1 << 255  # a word at or above this is negative as an intN, and its value is the word less _WRAP
+_WRAP = 1 << 256
+_INT128_GAP = (_I128 - 1, _WRAP - _I128)  # an int128's word is <= the first or >= the second
+_INT24_GAP = (INT24_MAX, _WRAP + INT24_MIN)
 
 
 class V4Initialize(NamedTuple):
@@ -127,14 +132,30 @@ def decode_v4_swap(log: Log) -> V4Swap | Malformed:
         raw = b""
     if len(raw) != 192:
         return _bad(V4_SWAP, "data is not hex")
-    amount0, amount1 = _int(raw[:32], signed=True), _int(raw[32:64], signed=True)
-    sqrt_price, liquidity = _int(raw[64:96]), _int(raw[96:128])
-    tick, fee = _int(raw[128:160], signed=True), _int(raw[160:])
-    if not (-_I128 <= amount0 < _I128 and -_I128 <= amount1 < _I128):
+    # the six words as one integer, each taken by a shift and a mask (unsigned; ranges checked on the
+    # unsigned word, a negative one is the word less 2^256: as decoders.uniswap's Swaps)
+    n = _int(raw)
+    amount0, amount1 = n >> 1280, (n >> 1024) & _WORD
+    sqrt_price, liquidity = (n >> 768) & _WORD, (n >> 512) & _WORD
+    tick, fee = (n >> 256) & _WORD, n & _WORD
+    low, high = _INT128_GAP
+    if low < amount0 < high or low < amount1 < high:
         return _bad(V4_SWAP, "amount is not an int128")
-    if sqrt_price >= _U160 or liquidity >= _U128 or not INT24_MIN <= tick <= INT24_MAX or fee >= _U24:
+    if sqrt_price >= _U160 or liquidity >= _U128 or _INT24_GAP[0] < tick < _INT24_GAP[1] or fee >= _U24:
         return _bad(V4_SWAP, "sqrtPriceX96, liquidity, tick or fee out of range")
-    return _tuple_new(V4Swap, (t1, "0x" + t2[26:], amount0, amount1, sqrt_price, liquidity, tick, fee))
+    return _tuple_new(
+        V4Swap,
+        (
+            t1,
+            "0x" + t2[26:],
+            amount0 - _WRAP if amount0 >= _SIGN else amount0,
+            amount1 - _WRAP if amount1 >= _SIGN else amount1,
+            sqrt_price,
+            liquidity,
+            tick - _WRAP if tick >= _SIGN else tick,
+            fee,
+        ),
+    )
 
 
 def decode_v4_modify_liquidity(log: Log) -> V4ModifyLiquidity | Malformed:

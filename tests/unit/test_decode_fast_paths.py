@@ -45,8 +45,18 @@ def snake(name: str) -> str:
 
 def word_strategy() -> st.SearchStrategy[str]:
     """64 hex characters: any word, or a sign-extended or zero-padded small value (what valid logs hold)."""
-    small = st.integers(-(1 << 130), (1 << 170) - 1).map(lambda v: (v % (1 << 256)).to_bytes(32, "big").hex())
-    return st.one_of(st.binary(min_size=32, max_size=32).map(bytes.hex), small)
+
+    def word(value: int) -> str:
+        return (value % (1 << 256)).to_bytes(32, "big").hex()
+
+    # each side of every narrow type's limits (int24, int128, uint24, uint128, uint160, int256)
+    edges = sorted(
+        {e + d for b in (24, 128, 160, 256) for e in (1 << (b - 1), -(1 << (b - 1)), 1 << b) for d in (-1, 0)}
+    )
+    small = st.integers(-(1 << 130), (1 << 170) - 1)
+    return st.one_of(
+        st.binary(min_size=32, max_size=32).map(bytes.hex), small.map(word), st.sampled_from(edges).map(word)
+    )
 
 
 def topic_for(abi_type: str, raw: bytes) -> str:
@@ -110,6 +120,45 @@ def test_fast_swap_decoders_agree_with_eth_abi(case: tuple[str, Log]) -> None:
         return
     assert type(got) is not Malformed, (name, log.data, got)
     assert {field: getattr(got, field) for field in got._fields} == {snake(k): v for k, v in want.items()}
+
+
+def limits(abi_type: str) -> tuple[int, int]:
+    bits = int(abi_type.lstrip("uint") or 256)
+    return (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if abi_type.startswith("int") else (0, (1 << bits) - 1)
+
+
+def boundary_cases() -> list[tuple[str, int, int]]:
+    """(case, data word index, value): each side of each data word's limits, the other words valid."""
+    out = []
+    for name, (event, _) in CASES.items():
+        types = [p.type for p in event.params if not p.indexed]
+        for index, abi_type in enumerate(types):
+            if abi_type == "address":
+                continue
+            low, high = limits(abi_type)
+            wide = abi_type.endswith("256")  # a word holds nothing beyond its limits
+            out += [(name, index, v) for v in (low, high) if wide]
+            out += [(name, index, v) for v in (low - 1, low, high, high + 1) if not wide]
+    return out
+
+
+@pytest.mark.parametrize(("name", "index", "value"), boundary_cases())
+def test_each_side_of_every_limit_decodes_as_eth_abi_does(name: str, index: int, value: int) -> None:
+    event, decode = CASES[name]
+    types = [p.type for p in event.params if not p.indexed]
+    words = [(1 if t != "address" else 0).to_bytes(32, "big").hex() for t in types]
+    words[index] = (value % (1 << 256)).to_bytes(32, "big").hex()
+    topics = [event.topic0] + ["0x" + "00" * 12 + "cd" * 20 for p in event.params if p.indexed]
+    keys = (1, "0x" + "11" * 32, "0x" + "22" * 32, 0, 0, "0x" + "33" * 20)
+    log = Log(*keys, "0x" + "".join(words), *[*topics, None, None, None][:4])
+    low, high = limits(types[index])
+    want = eth_abi_oracle(event, log)
+    assert (want is not None) == (low <= value <= high)  # the oracle itself knows the limits
+    got = decode(log)
+    if want is None:
+        assert type(got) is Malformed
+    else:
+        assert {f: getattr(got, f) for f in got._fields} == {snake(k): v for k, v in want.items()}
 
 
 def test_upper_case_hex_decodes_as_lower_case() -> None:
