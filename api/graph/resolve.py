@@ -18,6 +18,7 @@ from graphql import GraphQLError
 from strawberry.dataloader import DataLoader
 from strawberry.fastapi import BaseContext
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField
 
 from api.cursor import Cursor, decode, fingerprint
 from api.errors import ApiError
@@ -61,6 +62,24 @@ async def _by_key(pool: asyncpg.Pool, kind: Kind[Any], keys: list[Any]) -> list[
         rows = await conn.fetch(sql, keys)
     found = {r[column]: record_of(kind.record, r) for r in rows}
     return [found.get(k) for k in keys]
+
+
+async def prime(info: Info, entity: Entity, objects: Sequence[Any], selections: Sequence[Any]) -> None:
+    """Load the relations a list's selection asks for (``dexTrades { pool { token0 { symbol } } }``),
+    level by level with one batched query each, before the list is resolved: its rows' relation
+    resolvers then find their records loaded and answer without awaiting (see ``types._relation``).
+    Fields under fragments are left to the loaders as they come."""
+    for selected in selections:
+        if not isinstance(selected, SelectedField) or not selected.selections:
+            continue
+        relation = entity.relations.get(selected.name)
+        if relation is None:
+            continue
+        field, target = relation
+        keys = list(dict.fromkeys(v for o in objects if (v := getattr(o, field)) is not None))
+        if keys:
+            loaded = await loader_of(info, target.kind.name).load_many(keys)
+            await prime(info, target, [r for r in loaded if r is not None], selected.selections)
 
 
 def error(message: str, code: str) -> GraphQLError:

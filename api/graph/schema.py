@@ -23,11 +23,12 @@ from strawberry.extensions import (
 from strawberry.fastapi import GraphQLRouter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
+from strawberry.types.nodes import SelectedField
 
 from api.deps import get_pool
 from api.graph import candles as graph_candles
 from api.graph.limits import cost_limit
-from api.graph.resolve import Context, list_page, loader_of, one
+from api.graph.resolve import Context, list_page, loader_of, one, prime
 from api.graph.types import SCALARS, BlockHeight, Entity, Int64, OrderDirection, PageInfo, build_entity
 from records import kinds
 
@@ -90,6 +91,11 @@ def _list_resolver(entity: Entity, page_type: Any | None) -> Any:
             block=block,
             after=after,
         )
+        selections = info.selected_fields[0].selections
+        if page_type is not None:  # the records are under nodes
+            nodes = [s for s in selections if isinstance(s, SelectedField) and s.name == "nodes"]
+            selections = [c for s in nodes for c in s.selections]
+        await prime(info, entity, page.nodes, selections)
         if page_type is None:
             return page.nodes
         return page_type(

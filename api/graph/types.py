@@ -177,6 +177,8 @@ class Entity:
     filter_type: Any = None
     order_enum: Any = None
     where_ops: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # attr -> (column, op)
+    # GraphQL relation field (``pool``) -> (the record's key field, ``pool_address``; the target entity)
+    relations: dict[str, tuple[str, Entity]] = dataclasses.field(default_factory=dict)
 
     @property
     def table(self) -> sa.Table:
@@ -211,6 +213,7 @@ def build_entity(kind: Kind[Any], name: str, targets: dict[str, Entity], loader_
             out[rel] = strawberry.field(
                 resolver=_relation(f.name, targets[target], loader_of), name=camel(rel)
             )
+            entity.relations[camel(rel)] = (f.name, targets[target])
         if column is None or get_origin(base) is tuple or base is bool:
             continue
         if not optional:
@@ -229,9 +232,19 @@ def build_entity(kind: Kind[Any], name: str, targets: dict[str, Entity], loader_
 
 
 def _relation(field: str, target: Entity, loader_of: Any) -> Any:
-    async def resolve(root: Any, info: Info) -> Any:
+    """The related record by the request's loader. Not a coroutine: a record the loader already holds
+    (a list primes its page's relations, ``api.graph.resolve.prime``) is answered at once, so a page of
+    trades does not await a pool per row; otherwise the loader's future (one batched query)."""
+
+    def resolve(root: Any, info: Info) -> Any:
         value = getattr(root, field)
-        return None if value is None else await loader_of(info, target.kind.name).load(value)
+        if value is None:
+            return None
+        loader = loader_of(info, target.kind.name)
+        known = loader.cache_map.get(value)
+        if known is not None and known.done() and not known.cancelled() and known.exception() is None:
+            return known.result()
+        return loader.load(value)
 
     resolve.__annotations__ = {"root": Any, "info": Info, "return": Optional[target.object_type]}  # noqa: UP045
     return resolve
