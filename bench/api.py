@@ -6,12 +6,14 @@ then ANALYZE. Postgres: ``DATABASE_URL``'s server if set, else an embedded pgser
 
 The API runs as ``dexnode serve`` in its own process; this process is the load: ``--clients`` (50)
 concurrent httpx clients, ``--requests`` per query. Per query: p50/p99 latency, requests/s, and
-requests per CPU-second of the server process (its /proc utime+stime over the run), beside the floor:
+requests per CPU-second of the server's processes (/proc utime+stime over the run, summed over
+``serve --workers``, 2 by default), beside the floor:
 the same SQL text the route runs (built by the same ``api.query.Query``), from one asyncpg connection,
 sequentially (p50/p99). Target: p99 < 25 ms for the indexed REST queries.
 Two cores here: Postgres, the server and this load generator share them.
 
-    .venv/bin/python bench/api.py [--trades 1000000] [--clients 50] [--requests 2000]
+    .venv/bin/python bench/api.py [--trades 1000000] [--clients 50] [--requests 2000] [--workers 2]
+        [--only LABEL-TEXT] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -146,8 +148,12 @@ def pct(values: list[float], q: float) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
+    """utime+stime of the server and its worker processes (``serve --workers N``; live ones: workers
+    outlive every measurement)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 Request = Callable[[int], tuple[str, str, Any]]  # i -> (method, path, json body)
@@ -193,11 +199,11 @@ async def floor(
 
 
 @contextlib.asynccontextmanager
-async def api_server(dsn: str, port: int) -> AsyncIterator[asyncio.subprocess.Process]:
+async def api_server(dsn: str, port: int, workers: int) -> AsyncIterator[asyncio.subprocess.Process]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEXNODE_")}
     env.update(DEXNODE_DATABASE_URL=dsn, DEXNODE_LOG_LEVEL="WARNING")
     proc = await asyncio.create_subprocess_exec(str(REPO / ".venv" / "bin" / "dexnode"), "serve", "--port",
-                                                str(port), env=env)  # fmt: skip
+                                                str(port), "--workers", str(workers), env=env)  # fmt: skip
     try:
         async with httpx.AsyncClient(timeout=5) as probe:
             for _ in range(300):
@@ -218,7 +224,9 @@ def trades_sql(**filters: Any) -> tuple[str, list[Any]]:
             query.any_column(("token_bought_address", "token_sold_address"), value)
         else:
             query.compare(column, "=", value)
-    return query.sql(head=10**12, after=None, limit=101), query.params
+    sql = query.json_sql(cursor=None, limit=101)  # what the route runs: its records' JSON from Postgres
+    assert sql is not None
+    return sql, query.params
 
 
 GRAPHQL = (
@@ -294,17 +302,20 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         count = await conn.fetchval("SELECT count(*) FROM dex_trades")
         top = await conn.fetchval("SELECT max(number) FROM blocks")
         print(
-            f"{count:,} dex_trades, head {top:,}; {args.clients} clients, {args.requests} requests per query"
+            f"{count:,} dex_trades, head {top:,}; {args.clients} clients, {args.requests} requests per query;"
+            f" serve --workers {args.workers}; load average {os.getloadavg()[0]:.1f} at the start"
         )
         header = ("query", "p50 ms", "p99 ms", "req/s", "req/cpu-s", "SQL p50", "SQL p99")
         print("{:<52} {:>7} {:>7} {:>7} {:>9}  {:>7} {:>7}".format(*header))
         limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
         base = f"http://127.0.0.1:{args.port}"
         async with (
-            api_server(dsn, args.port) as proc,
+            api_server(dsn, args.port, args.workers) as proc,
             httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client,
         ):
             for case in cases(top):
+                if args.only and args.only not in case.label:
+                    continue
                 await load(client, case.request, args.clients * 2, args.clients)  # warm up
                 cpu, started = cpu_seconds(proc.pid), time.perf_counter()
                 latencies, failures = await load(client, case.request, args.requests, args.clients)
@@ -329,6 +340,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--workers", type=int, default=2, help="serve --workers (CPU summed over them)")
+    parser.add_argument("--only", help="run only the queries whose label contains this text")
     parser.add_argument("--only-generate", action="store_true")
     parser.add_argument("--data-dir", type=Path, help="keep the embedded Postgres here (reused if filled)")
     args = parser.parse_args()
