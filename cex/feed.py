@@ -16,6 +16,10 @@ and rebuilt after the reconnect.
 A book is invalidated, a ``Resync`` published and a snapshot requested on a sequence gap, a checksum
 failure, a crossed book, a sequence reset, or a connection silent for ``stale_after`` seconds (it is then
 closed and reopened). Reconnects back off by ``core.retry.RetryPolicy``.
+
+``raw=True`` also puts every frame as received (``RawFrame``: receipt time, connection index, the frame
+verbatim, malformed ones too) on ``feed.raw_frames``, for the ``cex.<exchange>.raw`` Kafka topic; off by
+default (a copy of every frame).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -42,6 +47,16 @@ log = logging.getLogger(__name__)
 _PARSE_ERRORS = (MalformedMessage, ValueError, KeyError, TypeError, IndexError, ArithmeticError)
 
 
+@dataclass(frozen=True, slots=True)
+class RawFrame:
+    """One websocket frame exactly as a connection received it, and when (µs)."""
+
+    exchange: str
+    connection: int
+    atom_timestamp: int
+    frame: str | bytes
+
+
 class FeedHandler:
     def __init__(
         self,
@@ -57,6 +72,7 @@ class FeedHandler:
         queue_size: int = 100_000,
         max_connection_age: float | None = None,
         rollover_overlap: float = 5.0,
+        raw: bool = False,
     ) -> None:
         if connections < 1:
             raise ValueError("connections must be >= 1")
@@ -70,6 +86,7 @@ class FeedHandler:
         # unsequenced book cannot take two streams, and is rebuilt after a plain reconnect instead)
         self.max_connection_age = max_connection_age or exchange.max_connection_age
         self.rollover_overlap = rollover_overlap
+        self.raw_frames: asyncio.Queue[RawFrame] | None = asyncio.Queue(queue_size) if raw else None
         self.http = http
         self.queue: asyncio.Queue[Record | Resync] = asyncio.Queue(queue_size)
         self.conns = [Connection(i) for i in range(connections)]
@@ -229,6 +246,8 @@ class FeedHandler:
     async def on_frame(self, conn: Connection, ws: Any, frame: str | bytes) -> None:
         conn.counters.messages += 1
         atom = time.time_ns() // 1000
+        if self.raw_frames is not None:
+            await self.raw_frames.put(RawFrame(self.exchange.name, conn.index, atom, frame))
         try:
             parsed = self.exchange.parse(frame, atom)
         except _PARSE_ERRORS as exc:

@@ -7,14 +7,21 @@ book topic as ``{"type": "resync", "data": {exchange, symbol, reason, sequence}}
 ``exchange:symbol``, so one symbol's book events stay in order on one partition. The merged ``trades``
 topic carries the common shape of ``sinks.merged_trades`` (``venue, symbol, pool, price, size, side, time,
 trade_id, block_number``; time in ms, side the taker's), keyed like the trade.
+
+``cex.<exchange>.raw`` (when the feed keeps raw frames: ``dexnode cex --raw``, ``DEXNODE_CEX_RAW``) carries
+every frame as received: ``{"type": "raw", "data": {exchange, connection, atom_timestamp, frame}}``, the
+frame verbatim as text (a binary frame as base64, with ``"encoding": "base64"``), keyed by
+``exchange:connection`` so each connection's frames stay in arrival order on one partition.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable
 
 import orjson
 
+from cex.feed import RawFrame
 from cex.sync import Resync
 from records import Record, to_json
 from records.cex import BookDelta, BookSnapshot, Candle, FundingRate, OpenInterest, Ticker, Trade
@@ -68,6 +75,24 @@ def messages(items: Iterable[Record | Resync], prefix: str = "") -> list[OutMess
     return out
 
 
+def raw_messages(frames: Iterable[RawFrame], prefix: str = "") -> list[OutMessage]:
+    out: list[OutMessage] = []
+    for raw in frames:
+        data: dict[str, object] = {
+            "exchange": raw.exchange,
+            "connection": raw.connection,
+            "atom_timestamp": raw.atom_timestamp,
+        }
+        if isinstance(raw.frame, str):
+            data["frame"] = raw.frame
+        else:
+            data["frame"], data["encoding"] = base64.b64encode(raw.frame).decode(), "base64"
+        key = f"{raw.exchange}:{raw.connection}".encode()
+        value = orjson.dumps({"type": "raw", "data": data})
+        out.append(out_message(f"{prefix}cex.{raw.exchange}.raw", key, value, []))
+    return out
+
+
 class CexKafka:
     """Publishes a batch of CEX records; returns once the broker acknowledged every message."""
 
@@ -83,6 +108,12 @@ class CexKafka:
     async def write(self, items: Iterable[Record | Resync]) -> None:
         """``publish`` under the sink name (a ``cex.pipeline.CexSink``)."""
         await self.publish(items)
+
+    async def write_raw(self, frames: Iterable[RawFrame]) -> None:
+        """Raw frames onto ``cex.<exchange>.raw`` (a ``cex.pipeline.RawSink``)."""
+        batch = raw_messages(frames, self.prefix)
+        if batch:
+            await self.producer.send(batch)
 
     async def close(self) -> None:
         await self.producer.close()

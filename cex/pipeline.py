@@ -13,6 +13,10 @@ A sink is anything with ``write(items)`` and ``close()`` (``CexSink``); ``cex.st
 ``cex.kafka.CexKafka`` are two, ``api.stream.cex.HubCexSink`` a third. The pipeline does not close its
 sinks: whoever opened them closes them (the CLI's exit stack), so one sink can outlive a restarted feed.
 
+Raw frames (a feed made with ``raw=True``) are taken at each flush and written first, to the sinks that
+take them (``RawSink``: ``write_raw(frames)``; ``CexKafka``'s ``cex.<exchange>.raw``), one write at a time
+like the records (a producer is not sent to from two tasks at once); the other sinks never see them.
+
 ``FeedBooks(feeds)`` shows the running feeds' books to the API (``create_app(..., books=FeedBooks(...))``,
 an ``api.routes.cex.LiveBooks`` by shape), so ``/v1/cex/books`` answers the live book.
 """
@@ -27,12 +31,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import orjson
 
 from cex.candles import CandleBuilder
-from cex.feed import FeedHandler
+from cex.feed import FeedHandler, RawFrame
 from cex.sync import Resync
 from records.cex import Trade
 from records.codec import Record, to_json
@@ -49,6 +53,13 @@ class CexSink(Protocol):
     async def write(self, items: list[Record | Resync]) -> None: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class RawSink(Protocol):
+    """Takes batches of raw frames, in arrival order."""
+
+    async def write_raw(self, frames: list[RawFrame]) -> None: ...
 
 
 async def run_cex_pipeline(
@@ -84,6 +95,7 @@ async def _drain(
     candles = CandleBuilder()
     pending: list[Record | Resync] = []
     last_flush = loop.time()
+    writing: asyncio.Future[None] | None = None
     try:
         while end is None or loop.time() < end:
             if task.done():
@@ -98,19 +110,37 @@ async def _drain(
                     pending.extend(candles.add(item))
                 if echo:
                     sys.stdout.buffer.write(line(item))
-            if pending and (len(pending) >= BATCH or loop.time() - last_flush >= FLUSH_SECONDS):
+            waiting = bool(pending) or (feed.raw_frames is not None and not feed.raw_frames.empty())
+            if waiting and (len(pending) >= BATCH or loop.time() - last_flush >= FLUSH_SECONDS):
                 batch, pending = pending, []
-                await _write(sinks, batch, echo)
+                # shielded: a batch taken is written whole even when the pipeline is cancelled meanwhile
+                writing = asyncio.ensure_future(_write(sinks, batch, echo, _raw_of(feed)))
+                await asyncio.shield(writing)
                 last_flush = loop.time()
     finally:
-        if pending:
+        if writing is not None and not writing.done():
+            await writing  # one write at a time: the rest follows it
+        raw = _raw_of(feed)
+        if pending or raw:
             # shielded: a cancelled pipeline (Ctrl-C, dexnode run stopping) still stores what it drained
-            await asyncio.shield(_write(sinks, pending, echo))
+            await asyncio.shield(_write(sinks, pending, echo, raw))
 
 
-async def _write(sinks: Sequence[CexSink], batch: list[Record | Resync], echo: bool) -> None:
-    for sink in sinks:
-        await sink.write(batch)
+def _raw_of(feed: FeedHandler) -> list[RawFrame]:
+    frames = feed.raw_frames
+    return [] if frames is None else [frames.get_nowait() for _ in range(frames.qsize())]
+
+
+async def _write(
+    sinks: Sequence[CexSink], batch: list[Record | Resync], echo: bool, raw: list[RawFrame]
+) -> None:
+    if raw:
+        for sink in sinks:
+            if isinstance(sink, RawSink):
+                await sink.write_raw(raw)
+    if batch:
+        for sink in sinks:
+            await sink.write(batch)
     if echo:
         sys.stdout.flush()
 

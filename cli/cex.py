@@ -71,6 +71,8 @@ async def run_cex(
     stale_after: float,
     snapshot_every: float,
 ) -> None:
+    if settings.cex_raw and KafkaOptions.from_settings(settings) is None:
+        raise ConfigError("--raw: raw frames go to Kafka only; set DEXNODE_KAFKA_BOOTSTRAP_SERVERS")
     feed = FeedHandler(
         exchange,
         symbols,
@@ -78,6 +80,7 @@ async def run_cex(
         connections=connections,
         stale_after=stale_after,
         snapshot_every=snapshot_every if "book" in feeds else None,
+        raw=settings.cex_raw,
     )
     async with contextlib.AsyncExitStack() as stack:
         sinks = await open_cex_sinks(stack, settings, store=store)
@@ -122,6 +125,10 @@ def cex_command(
     snapshot_every: Annotated[
         float, typer.Option("--snapshot-every", help="seconds between stored book snapshots")
     ] = 60.0,
+    raw: Annotated[
+        bool | None,
+        typer.Option("--raw/--no-raw", help="every frame as received to Kafka cex.<exchange>.raw"),
+    ] = None,
     database_url: DatabaseUrlOpt = None,
     data_dir: DataDirOpt = None,
     bootstrap_servers: KafkaBootstrapOpt = None,
@@ -136,6 +143,7 @@ def cex_command(
         data_dir=data_dir,
         kafka_bootstrap_servers=bootstrap_servers,
         kafka_topic_prefix=topic_prefix,
+        cex_raw=raw,
     )
     venue = exchange_from(settings, exchange)
     symbol_list = [s.strip().upper() for s in symbols.split(",") if s.strip()]

@@ -232,6 +232,11 @@ class Settings(BaseSettings):
     cex_feeds: str = Field(
         default="trades,book", min_length=1, description="`dexnode run`: CEX feeds, e.g. 'trades,book,ticker'"
     )
+    cex_raw: bool = Field(
+        default=False,
+        description="CEX feeds also publish every websocket frame as received (with its receipt time and"
+        " connection) on the Kafka topic cex.<exchange>.raw; `dexnode cex --raw`",
+    )
 
     @classmethod
     def settings_customise_sources(

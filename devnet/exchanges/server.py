@@ -102,6 +102,7 @@ class Session:
         self.silent_until = 0.0
         self.book_subscribed: set[str] = set()
         self.sequence = 0  # per-connection message counter, for exchanges that number every message
+        self.sent: list[str] = []  # every frame written to the socket, in order (what the client received)
 
     def resubscribed(self, symbol: str) -> bool:
         """Whether this books subscription of ``symbol`` is a second one on this connection."""
@@ -242,6 +243,7 @@ class ReplayServer:
                     await session.ws.close()
                     return
                 await session.ws.send(frame)
+                session.sent.append(frame)
 
     async def _play(self) -> None:
         await self.started.wait()
