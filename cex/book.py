@@ -280,6 +280,17 @@ class L3Book:
     def crossed(self) -> bool:
         return bool(self.bids) and bool(self.asks) and self.bids.peekitem(-1)[0] >= self.asks.peekitem(0)[0]
 
+    # the L2 view, so an L3 book answers where an L2 one is read (the API's live book, periodic snapshots)
+    def bid_levels(self, n: int | None = None) -> list[Level]:
+        return self.to_l2().bid_levels(n)
+
+    def ask_levels(self, n: int | None = None) -> list[Level]:
+        return self.to_l2().ask_levels(n)
+
+    def snapshot(self, exchange: str, symbol: str, atom_timestamp: int, depth: int | None = None,
+                 event_timestamp: int | None = None) -> BookSnapshot:  # fmt: skip
+        return self.to_l2().snapshot(exchange, symbol, atom_timestamp, depth, event_timestamp)
+
     def to_l2(self) -> L2Book:
         book = L2Book()
         book.load(

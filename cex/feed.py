@@ -30,13 +30,14 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import websockets
 
 from cex.connection import Connection, Recent, identity
 from cex.exchange import Exchange, Feed, MalformedMessage
+from cex.l3 import L3Sync
 from cex.sync import BookMessage, BookSync, Published, Resync
 from core.errors import RetryableError
 from core.retry import RetryPolicy
@@ -129,7 +130,10 @@ class FeedHandler:
         sync = self.syncs.get(key)
         if sync is None:
             ex = self.exchange
-            sync = BookSync(ex.name, symbol, ex.rule, ex.verify, ex.snapshot_by == "rest", ex.book_depth)
+            if getattr(ex, "book_level", 2) == 3:  # orders by id (Coinbase Exchange full): the same face
+                sync = cast(BookSync, L3Sync(ex.name, symbol))
+            else:
+                sync = BookSync(ex.name, symbol, ex.rule, ex.verify, ex.snapshot_by == "rest", ex.book_depth)
             self.syncs[key] = sync
         return sync
 

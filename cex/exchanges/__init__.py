@@ -7,9 +7,10 @@ from cex.exchange import Exchange
 from cex.exchanges.binance import Binance, BinanceFutures
 from cex.exchanges.bybit import Bybit
 from cex.exchanges.coinbase import Coinbase
+from cex.exchanges.coinbase_exchange import CoinbaseExchange
 from cex.exchanges.kraken import Kraken
 from cex.exchanges.okx import Okx
 
 EXCHANGES: dict[str, type[Exchange]] = {
-    cls.name: cls for cls in (Binance, BinanceFutures, Bybit, Coinbase, Kraken, Okx)
+    cls.name: cls for cls in (Binance, BinanceFutures, Bybit, Coinbase, CoinbaseExchange, Kraken, Okx)
 }
