@@ -3,6 +3,9 @@ each exchange's protocol from the replay servers: Binance spot (combined streams
 snapshots, ``U``/``u`` update ids), OKX v5 (``books`` with ``seqId``/``prevSeqId`` and the CRC32 checksum of
 the top 25 levels) and Kraken v2 (``book`` with the CRC32 of the top 10, the ``instrument`` precisions).
 
+After every book change that moves the best bid or ask, a ticker follows (Binance ``bookTicker``, OKX
+``tickers``, Kraken v2 ``ticker``) to the sessions subscribed to it, so the demo shows tickers.
+
 The market never stops: a step every ``interval`` seconds, round robin over the symbols, for as long as
 the server runs (the demo's CEX side). Checksums here are computed from the market's own book text by each
 exchange's documented rule: plain code, nothing of ``cex/``.
@@ -51,10 +54,24 @@ class LiveServer(ReplayServer):
 
     def setup(self, markets: list[LiveMarket]) -> None:
         self.markets = markets
+        self.tops: dict[str, tuple[tuple[str, str], tuple[str, str]]] = {}  # the last ticker's, per symbol
 
     async def start(self) -> ReplayServer:
         self.started.set()  # the market runs from the start, subscribed or not
         return await super().start()
+
+    def follow_ups(self, event: Event, book: MarketBook) -> list[tuple[str, str]]:
+        """A ticker when the book's best bid or ask moved (and both sides exist)."""
+        if event.channel not in ("book", "snapshot") or not book.bids or not book.asks:
+            return []
+        top = (book.sorted_bids()[0], book.sorted_asks()[0])
+        if self.tops.get(event.symbol) == top:
+            return []
+        self.tops[event.symbol] = top
+        return [("ticker", self.ticker_frame(event.symbol, book, *top))]
+
+    def ticker_frame(self, symbol: str, book: MarketBook, bid: tuple[str, str], ask: tuple[str, str]) -> str:
+        raise NotImplementedError
 
 
 class LiveBinanceServer(BinanceServer, LiveServer):
@@ -96,6 +113,10 @@ class LiveBinanceServer(BinanceServer, LiveServer):
             "M": True,
         }
         return json.dumps({"stream": stream + "trade", "data": data})
+
+    def ticker_frame(self, symbol: str, book: MarketBook, bid: tuple[str, str], ask: tuple[str, str]) -> str:
+        data = {"u": book.sequence, "s": symbol, "b": bid[0], "B": bid[1], "a": ask[0], "A": ask[1]}
+        return json.dumps({"stream": f"{symbol.lower()}@bookTicker", "data": data})
 
 
 class LiveOkxServer(OkxServer, LiveServer):
@@ -139,6 +160,11 @@ class LiveOkxServer(OkxServer, LiveServer):
         return json.dumps(
             {"arg": {"channel": "books", "instId": symbol}, "action": "snapshot", "data": [data]}
         )
+
+    def ticker_frame(self, symbol: str, book: MarketBook, bid: tuple[str, str], ask: tuple[str, str]) -> str:
+        item = {"instType": "SPOT", "instId": symbol, "bidPx": bid[0], "bidSz": bid[1], "askPx": ask[0],
+                "askSz": ask[1], "ts": str(_ms_now())}  # fmt: skip
+        return json.dumps({"arg": {"channel": "tickers", "instId": symbol}, "data": [item]})
 
 
 class LiveKrakenServer(KrakenServer, LiveServer):
@@ -186,6 +212,13 @@ class LiveKrakenServer(KrakenServer, LiveServer):
             book.sorted_asks(),
             _kraken_checksum(book),
             _iso(_ms_now()),
+        )
+
+    def ticker_frame(self, symbol: str, book: MarketBook, bid: tuple[str, str], ask: tuple[str, str]) -> str:
+        # the market's text as JSON numbers (trailing zeros kept), as the book and trades go out
+        return (
+            f'{{"channel":"ticker","type":"update","data":[{{"symbol":"{symbol}","bid":{bid[0]},'
+            f'"bid_qty":{bid[1]},"ask":{ask[0]},"ask_qty":{ask[1]},"timestamp":"{_iso(_ms_now())}"}}]}}'
         )
 
     def on_message(self, session: Session, text: str) -> None:

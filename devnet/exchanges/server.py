@@ -167,6 +167,10 @@ class ReplayServer:
     def corrupt(self, frame: str) -> str:
         return frame
 
+    def follow_ups(self, event: Event, book: MarketBook) -> list[tuple[str, str]]:
+        """(channel, frame) sent after an event's own frame to that channel's subscribers (live tickers)."""
+        return []
+
     def heartbeat(self) -> str | None:
         return None
 
@@ -258,6 +262,10 @@ class ReplayServer:
                     channel = "book" if event.channel == "snapshot" else event.channel
                     if (channel, event.symbol) in session.subscriptions:
                         self._deliver(session, event, frame, loop.time())
+            for channel, extra in self.follow_ups(event, book):
+                for session in list(self.sessions):
+                    if (channel, event.symbol) in session.subscriptions:
+                        session.send(extra)
             if self.pace:
                 await asyncio.sleep(self.pace)
         self.done.set()
