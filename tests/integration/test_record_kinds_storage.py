@@ -1,6 +1,7 @@
 """Every record kind through the writer and reader the registry derives (``records.kinds``), in real
 Postgres: what is read back is the very record written, field for field; the revert keys are the
-documented keys; a reorg deletes every revertible kind and keeps tokens."""
+documented keys; a reorg deletes every revertible kind, the pools only the orphaned block named and the
+tokens only those pools named, and keeps other tokens."""
 
 from __future__ import annotations
 
@@ -59,8 +60,16 @@ async def test_a_reorg_deletes_every_revertible_kind_and_keeps_tokens(
             cursor = await conn.fetchrow("SELECT block_number, block_hash FROM cursors WHERE stream = 'test'")
         finally:
             await conn.close()
-        # pools created before the indexed chain stay, as tokens do
-        assert counts == {t: 0 for t in counts} | {"pools": 2, "tokens": 8}
+        # The pool created at the orphaned block goes with it; so do the pools without a creation block
+        # (created before the indexed chain, classified by eth_call) that only the orphaned block's
+        # records named, in the reorg's transaction, and the tokens only those pools named. A token no
+        # pool names stays (tokens are not chain data).
+        batch = every_kind_batch()
+        assert sorted(p.created_block_number is None for p in batch.of(Pool)) == [False, True, True]
+        named = {a for p in batch.of(Pool) for a in (p.token0, p.token1, *p.tokens)}
+        kept = {t.address for t in batch.of(Token)} - named
+        assert 0 < len(kept) < len(list(batch.of(Token)))  # the batch exercises both sides of the rule
+        assert counts == {t: 0 for t in counts} | {"tokens": len(kept)}
         assert [tuple(r.values()) for r in reorgs] == [(NUMBER - 1, PARENT_HASH, 1, [BLOCK_HASH], [])]
         assert tuple(cursor.values()) == (NUMBER - 1, PARENT_HASH)  # back to the ancestor
     finally:
