@@ -1,15 +1,16 @@
 /* cex._speedups: the one part of the CEX hot path Python cannot do cheaply, making one frozen BookDelta per
  * book level. A frozen dataclass sets each field through object.__setattr__ (~1 us a record; ~0.5 us through
- * the slot descriptors); here the record is allocated and its nine slots filled directly (~0.07 us).
+ * the slot descriptors); here the record is allocated and its slots filled directly (~0.07 us).
  * Optional: built by `make install` (setuptools ext-modules in pyproject.toml); cex.sync falls back to
  * Python when it is missing, and tests/unit/test_cex_book_properties.py checks both give equal records. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 
-#define NFIELDS 9
+#define NFIELDS 11
 static const char *FIELDS[NFIELDS] = {"exchange", "symbol", "side", "price", "size", "order_id",
-                                      "sequence", "event_timestamp", "atom_timestamp"};
+                                      "sequence", "event_timestamp", "atom_timestamp",
+                                      "engine_sequence", "engine_timestamp"};
 
 typedef struct {
     PyTypeObject *cls;
@@ -98,6 +99,8 @@ static PyObject *deltas(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             put(obj, 6, args[4]);
             put(obj, 7, args[5]);
             put(obj, 8, args[6]);
+            put(obj, 9, Py_None);  /* engine_sequence, engine_timestamp: set by cex.sync where given */
+            put(obj, 10, Py_None);
             PyList_SET_ITEM(out, n++, obj);
         }
     }

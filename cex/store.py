@@ -57,24 +57,25 @@ class _Writer:
 # COPY in arrival order (the ids then order them: a snapshot taken between two deltas stays between them)
 _BOOK_COLUMNS = (
     "exchange", "symbol", "kind", "side", "price", "size", "order_id", "sequence", "bids", "asks",
-    "event_timestamp", "atom_timestamp",
+    "event_timestamp", "atom_timestamp", "engine_sequence", "engine_timestamp",
 )  # fmt: skip
 
 
 def _delta_row(r: BookDelta) -> tuple[Any, ...]:
     return (r.exchange, r.symbol, "delta", r.side, r.price, r.size, r.order_id, r.sequence, None, None,
-            r.event_timestamp, r.atom_timestamp)  # fmt: skip
+            r.event_timestamp, r.atom_timestamp, r.engine_sequence, r.engine_timestamp)  # fmt: skip
 
 
 def _snapshot_row(r: BookSnapshot) -> tuple[Any, ...]:
     return (r.exchange, r.symbol, "snapshot", None, None, None, None, r.sequence, _levels_json(r.bids),
-            _levels_json(r.asks), r.event_timestamp, r.atom_timestamp)  # fmt: skip
+            _levels_json(r.asks), r.event_timestamp, r.atom_timestamp, r.engine_sequence,
+            r.engine_timestamp)  # fmt: skip
 
 
 def _resync_row(r: Resync) -> tuple[Any, ...]:
     # a resync is stored when it is written: its moment orders it against the snapshot that follows
     return (r.exchange, r.symbol, "resync", None, None, None, None, r.sequence, None, None, None,
-            time.time_ns() // 1000)  # fmt: skip
+            time.time_ns() // 1000, None, None)  # fmt: skip
 
 
 def _writer(kind: Kind[Any]) -> _Writer:

@@ -18,7 +18,8 @@ Sequence rules (``BookMessage`` carries the exchange's ids normalised to first/l
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
 from typing import Literal
 
 from cex.book import L2Book, Level
@@ -42,6 +43,8 @@ class BookMessage:
     checksum: int | None = None  # the exchange's checksum after applying it (None or 0: not sent)
     event_timestamp: int | None = None
     atom_timestamp: int = 0
+    engine_sequence: int | None = None  # Bybit ``seq``: kept on the records, not checked
+    engine_timestamp: int | None = None  # Bybit ``cts``
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,8 +129,12 @@ class BookSync:
         bad = self._check(msg)
         if bad:
             return [self.invalidate(bad)]
-        out: list[Published] = [book.snapshot(self.exchange, self.symbol, msg.atom_timestamp,
-                                              event_timestamp=msg.event_timestamp)]  # fmt: skip
+        first = book.snapshot(
+            self.exchange, self.symbol, msg.atom_timestamp, event_timestamp=msg.event_timestamp
+        )
+        if msg.engine_sequence is not None or msg.engine_timestamp is not None:
+            first = replace(first, engine_sequence=msg.engine_sequence, engine_timestamp=msg.engine_timestamp)
+        out: list[Published] = [first]
         for update in pending:
             if update.last is not None and msg.last is not None and update.last <= msg.last:
                 self.counters.ignored += 1  # already in the snapshot
@@ -178,9 +185,14 @@ class BookSync:
         bad = self._check(msg)
         if bad:
             return [self.invalidate(bad)]
-        return _deltas(
+        out = _deltas(
             self.exchange, self.symbol, msg.bids, msg.asks, msg.last, msg.event_timestamp, msg.atom_timestamp
         )
+        if msg.engine_sequence is not None or msg.engine_timestamp is not None:  # Bybit only pays this
+            for delta in out:
+                _SET_ENGINE_SEQUENCE(delta, msg.engine_sequence)
+                _SET_ENGINE_TIMESTAMP(delta, msg.engine_timestamp)
+        return out
 
     def _check(self, msg: BookMessage) -> str | None:
         if self.verify is not None and msg.checksum and not self.verify(self.book, msg):
@@ -207,10 +219,14 @@ _FIELDS = [
     "sequence",
     "event_timestamp",
     "atom_timestamp",
+    "engine_sequence",
+    "engine_timestamp",
 ]
 if [f.name for f in fields(BookDelta)] != _FIELDS or hasattr(BookDelta, "__post_init__"):
     raise TypeError("BookDelta changed: update cex.sync._deltas_python and cex/_speedups.c")
 _SLOTS = [BookDelta.__dict__[name].__set__ for name in _FIELDS]
+_SET_ENGINE_SEQUENCE, _SET_ENGINE_TIMESTAMP = _SLOTS[9:]
+_ZERO = Decimal(0)
 DeltaMaker = Callable[[str, str, list[Level], list[Level], int | None, int | None, int], list[Published]]
 
 
@@ -218,7 +234,8 @@ def _deltas_python(exchange: str, symbol: str, bids: list[Level], asks: list[Lev
                    event_timestamp: int | None, atom_timestamp: int) -> list[Published]:  # fmt: skip
     """One ``BookDelta`` per level of an applied message, bids first, in the message's order."""
     new = object.__new__
-    set_exchange, set_symbol, set_side, set_price, set_size, set_order, set_seq, set_ets, set_ats = _SLOTS
+    set_exchange, set_symbol, set_side, set_price, set_size, set_order, set_seq, set_ets, set_ats = _SLOTS[:9]
+    set_engine_seq, set_engine_ts = _SLOTS[9:]
     out: list[Published] = []
     append = out.append
     for side, levels in (("bid", bids), ("ask", asks)):
@@ -233,8 +250,19 @@ def _deltas_python(exchange: str, symbol: str, bids: list[Level], asks: list[Lev
             set_seq(delta, sequence)
             set_ets(delta, event_timestamp)
             set_ats(delta, atom_timestamp)
+            set_engine_seq(delta, None)
+            set_engine_ts(delta, None)
             append(delta)
     return out
+
+
+def _complete(maker: DeltaMaker) -> bool:
+    """Whether ``maker`` fills every field (a C extension built before a field was added leaves it unset)."""
+    try:
+        made = maker("x", "x", [(_ZERO, _ZERO)], [], None, None, 0)[0]
+        return all(hasattr(made, name) for name in _FIELDS)
+    except (TypeError, ValueError):
+        return False
 
 
 try:
@@ -243,4 +271,4 @@ except ImportError:  # not built (no compiler at install): the Python version
     _deltas: DeltaMaker = _deltas_python
 else:
     bind(BookDelta)
-    _deltas = deltas
+    _deltas = deltas if _complete(deltas) else _deltas_python

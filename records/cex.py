@@ -46,6 +46,10 @@ class BookDelta(Record):
     sequence: int | None
     event_timestamp: int | None
     atom_timestamp: int
+    # the matching engine's own sequence and time (ms) where the exchange sends them apart from the book's
+    # update id (Bybit v5 ``seq`` and ``cts``); null elsewhere
+    engine_sequence: int | None = None
+    engine_timestamp: int | None = None
 
 
 @register
@@ -62,6 +66,8 @@ class BookSnapshot(Record):
     sequence: int | None
     event_timestamp: int | None
     atom_timestamp: int
+    engine_sequence: int | None = None  # as on BookDelta (Bybit ``seq``, ``cts``)
+    engine_timestamp: int | None = None
 
 
 @register

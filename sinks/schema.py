@@ -289,6 +289,8 @@ cex_book_events = sa.Table(
     sa.Column("bids", JSONB),  # snapshots: [[price, size], ...] as decimal strings
     sa.Column("asks", JSONB),
     *_cex_times(),
+    sa.Column("engine_sequence", sa.BigInteger),  # Bybit seq (migration 0007)
+    sa.Column("engine_timestamp", sa.BigInteger),  # Bybit cts, ms
     sa.Index("ix_cex_book_events_time", "exchange", "symbol", "atom_timestamp"),
 )
 

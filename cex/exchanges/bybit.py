@@ -10,7 +10,8 @@ Invariant: a ``snapshot`` (or a delta with ``u == 1``, the service restarted) re
 other delta has ``u`` = previous ``u`` + 1; size "0" removes a level. ``tickers`` on derivatives arrive as a
 snapshot then deltas that carry only the fields that changed: the last value of each field is kept per
 symbol, so each published ``Ticker`` is whole; funding rate, next funding time and open interest become
-``FundingRate`` and ``OpenInterest`` when they change.
+``FundingRate`` and ``OpenInterest`` when they change. ``seq`` (the matching engine's cross sequence) and
+``cts`` (its time) go on the book's records as ``engine_sequence`` and ``engine_timestamp``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class Bybit(Exchange):
                     prev=None if snapshot else update - 1,
                     event_timestamp=msg.get("cts") or msg.get("ts"),
                     atom_timestamp=atom_timestamp,
+                    engine_sequence=data.get("seq"),  # stored on every record of the message
+                    engine_timestamp=msg.get("cts"),
                 )
             )
         elif kind == "publicTrade":

@@ -132,7 +132,8 @@ def test_fan_out_filters_and_keeps_books_for_late_subscribers() -> None:
     assert kinds == ["book_snapshot", "book_delta", "book_delta", "resync"]
     assert books.data()[0][1] == {"exchange": "okx", "symbol": "BTC-USDT", "bids": [["99", "1.0"]],
                                   "asks": [["101", "2"]], "sequence": 3, "event_timestamp": 4,
-                                  "atom_timestamp": 5, "valid": True}  # fmt: skip
+                                  "atom_timestamp": 5, "engine_sequence": None, "engine_timestamp": None,
+                                  "valid": True}  # fmt: skip
     assert books.data()[-1][1] == {"exchange": "okx", "symbol": "BTC-USDT", "reason": "gap", "sequence": 9,
                                    "valid": False}  # fmt: skip
 
@@ -145,7 +146,8 @@ def test_fan_out_filters_and_keeps_books_for_late_subscribers() -> None:
     fan.add(CexSubscription(sub({"channel": "cex_book", "symbol": "BTC-USDT", "id": "x"}), later))
     held = {
         "exchange": "okx", "symbol": "BTC-USDT", "bids": [["6.5", "3"]], "asks": [["7", "1"]], "sequence": 11,
-        "event_timestamp": 5, "atom_timestamp": 6, "valid": True,
+        "event_timestamp": 5, "atom_timestamp": 6, "engine_sequence": None, "engine_timestamp": None,
+        "valid": True,
     }  # fmt: skip
     assert later.data() == [("book_snapshot", held)]
     assert later.sent[-1] == {"event": "live", "id": "x"}
