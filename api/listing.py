@@ -1,6 +1,5 @@
 """Answer shapes: a list ``{"data": [...], "next_cursor": ...}``, one object ``{"data": {...}}``, as
-JSON bytes encoded once with orjson (records are already plain JSON values). A list's records come as
-JSON text from Postgres (``api.query.Query.json_sql``) and are joined, not parsed."""
+JSON bytes encoded once with orjson (records are already plain JSON values)."""
 
 from __future__ import annotations
 
@@ -26,26 +25,15 @@ class JsonBytes(Response):
         return orjson.dumps(content)
 
 
-class RawJson(JsonBytes):
-    """An answer already encoded as JSON bytes."""
-
-    def render(self, content: Any) -> bytes:
-        return bytes(content)
-
-
 async def list_records(
     pool: asyncpg.Pool, query: Query, args: ListArgs, resource: str, filters: Json
 ) -> JsonBytes:
     cursor, fp = args.start(query, resource, filters)
-    result = await page(pool, query, limit=args.limit, cursor=cursor, as_json=True)
-    after = orjson.dumps(next_cursor(query, result, fp))
-    rows = result.rows
-    if result.as_json:
-        records = ",".join([r[0] for r in rows]).encode()
-    else:  # the kind's JSON is built here (or the page fell back to the transaction)
-        cls = query.kind.record
-        records = orjson.dumps([record_json(cls, r) for r in rows])[1:-1]
-    return RawJson(b'{"data":[' + records + b'],"next_cursor":' + after + b"}")
+    result = await page(pool, query, limit=args.limit, cursor=cursor)
+    cls = query.kind.record
+    return JsonBytes(
+        {"data": [record_json(cls, r) for r in result.rows], "next_cursor": next_cursor(query, result, fp)}
+    )
 
 
 async def fetch_one(pool: asyncpg.Pool, kind: Kind[Any], column: str, value: Any) -> Json | None:

@@ -17,9 +17,9 @@ the same statement (one snapshot, so no transaction: BEGIN, the head's read and 
 five round trips of a page, most of a page's server CPU on loopback), its number and hash ride along
 as two extra columns. A statement that returns no row (an orphaned cursor, nothing indexed, or simply
 no match) falls back to the transaction above, which tells them apart. Connections read this way leave
-no session state behind, so their release skips asyncpg's reset query (``reading``). REST lists have
-Postgres write each record's JSON too (``Query.json_sql``), the same fields and values ``row_json``
-gives, so a page is joined text rather than a dict per row.
+no session state behind, so their release skips asyncpg's reset query (``reading``). (Having Postgres
+write each record's JSON with ``row_to_json`` was tried and dropped: it saved the API process less CPU
+than it cost Postgres, ~0.8 ms more per 100-row page, and Postgres is the part that does not scale out.)
 """
 
 from __future__ import annotations
@@ -28,12 +28,10 @@ import contextlib
 import contextvars
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from types import UnionType
-from typing import Any, Union, get_args, get_origin, get_type_hints
+from typing import Any
 
 import asyncpg
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 from api.cursor import Cursor
 from api.errors import ApiError
@@ -144,13 +142,10 @@ class Query:
             text += f" OFFSET {self.param(offset)}"
         return text
 
-    def pinned_sql(
-        self, *, cursor: Cursor | None, limit: int, offset: int = 0, columns: str | None = None
-    ) -> str:
+    def pinned_sql(self, *, cursor: Cursor | None, limit: int, offset: int = 0) -> str:
         """``sql`` with the pinned head read in the same statement: the newest block (a first page) or
         the cursor's block if still canonical at its height (else the CTE is empty and so is the
-        answer). Each row carries the head as ``_pin_number``, ``_pin_hash``. ``columns``: the select
-        list (default: the record's columns, as ``sql``)."""
+        answer). Each row carries the head as ``_pin_number``, ``_pin_hash``."""
         if cursor is None:
             pin = _LATEST
         else:
@@ -167,7 +162,7 @@ class Query:
             where.append(f"({cols}) {'<' if self.descending else '>'} ({marks})")
         direction = " DESC" if self.descending else ""
         text = (
-            f'WITH "_pin" AS MATERIALIZED ({pin}) SELECT {columns or record_columns(self.kind)},'
+            f'WITH "_pin" AS MATERIALIZED ({pin}) SELECT {record_columns(self.kind)},'
             f' (SELECT "number" FROM "_pin") AS "{PIN_NUMBER}", (SELECT "hash" FROM "_pin") AS "{PIN_HASH}"'
             f" FROM {_quote(self.kind.table)} WHERE " + " AND ".join(where)
         )
@@ -176,24 +171,6 @@ class Query:
         if offset:
             text += f" OFFSET {self.param(offset)}"
         return text
-
-    def json_sql(self, *, cursor: Cursor | None, limit: int) -> str | None:
-        """``pinned_sql`` with each record's JSON ``data`` built by Postgres in ``_json`` (``row_to_json``
-        of the record's columns: NUMERIC amounts as their decimal strings, NUMERIC plain ints as numbers,
-        JSONB nested records as JSON), beside the sort key and the head; ``None`` for a kind with a column
-        whose JSON form Postgres would write otherwise than the records do (none today)."""
-        fields = _json_fields(self.kind)
-        if fields is None:
-            return None
-        inner = self.pinned_sql(cursor=cursor, limit=limit, columns=", ".join(s for _, s in fields))
-        record = ", ".join(f'"_q"."{name}"' for name, _ in fields)
-        keys = ", ".join(f'"_q".{self.column(c)}' for c in self.order)
-        direction = " DESC" if self.descending else ""
-        return (
-            f'SELECT (SELECT row_to_json("_r") FROM (SELECT {record}) AS "_r")::text AS "_json", {keys},'
-            f' "_q"."{PIN_NUMBER}", "_q"."{PIN_HASH}" FROM ({inner}) AS "_q"'
-            " ORDER BY " + ", ".join(f'"_q".{self.column(c)}{direction}' for c in self.order)
-        )
 
 
 @dataclass(frozen=True)
@@ -207,46 +184,6 @@ class Page:
     rows: list[asyncpg.Record]
     head: Head | None
     more: bool
-    as_json: bool = False  # rows of ``Query.json_sql``: the record's JSON text first
-
-
-_PLAIN_JSON = (sa.Integer, sa.Text, JSONB)  # Postgres writes these as the records' JSON does
-
-
-def _plain_int(hint: Any) -> bool:
-    args = get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
-    return [a for a in args if a is not type(None)] == [int]
-
-
-_FIELDS: dict[str, tuple[tuple[str, str], ...] | None] = {}
-
-
-def _json_fields(kind: Kind[Any]) -> tuple[tuple[str, str], ...] | None:
-    if kind.table not in _FIELDS:
-        _FIELDS[kind.table] = _json_fields_of(kind)
-    return _FIELDS[kind.table]
-
-
-def _json_fields_of(kind: Kind[Any]) -> tuple[tuple[str, str], ...] | None:
-    """(name, select expression) of the record's columns for ``row_to_json``, in the order of
-    ``record_columns``: NUMERIC as text (an exact decimal string) unless the field is a plain ``int``
-    (a nonce: a JSON number, as ``row_json`` makes it)."""
-    table = schema.metadata.tables[kind.table]
-    hints = get_type_hints(kind.record, include_extras=True)
-    fields = []
-    for c in table.columns:
-        if c.server_default is not None or isinstance(c.default, sa.Identity):
-            continue
-        if isinstance(c.type, sa.Numeric) and not isinstance(c.type, sa.Float):
-            plain = _plain_int(hints.get(c.name))
-            fields.append((c.name, f'"{c.name}"' if plain else f'"{c.name}"::text AS "{c.name}"'))
-        elif isinstance(c.type, _PLAIN_JSON) or (
-            isinstance(c.type, ARRAY) and isinstance(c.type.item_type, sa.Text)
-        ):
-            fields.append((c.name, f'"{c.name}"'))
-        else:
-            return None
-    return tuple(fields)
 
 
 async def indexed_head(conn: asyncpg.Connection) -> Head | None:
@@ -304,19 +241,16 @@ async def page(
     limit: int,
     cursor: Cursor | None,
     offset: int = 0,
-    as_json: bool = False,
 ) -> Page:
     """A page pinned to the head: one statement when it finds rows, else the transaction that tells
-    an orphaned cursor (409) and an empty index from an empty page. ``as_json``: rows of ``json_sql``
-    (each record's JSON text in ``_json``) where the kind allows it."""
+    an orphaned cursor (409) and an empty index from an empty page."""
     params = len(query.params)
     async with reading(pool) as conn:
-        json_sql = query.json_sql(cursor=cursor, limit=limit + 1) if as_json and not offset else None
-        sql = json_sql or query.pinned_sql(cursor=cursor, limit=limit + 1, offset=offset)
+        sql = query.pinned_sql(cursor=cursor, limit=limit + 1, offset=offset)
         rows = await conn.fetch(sql, *query.params)
         if rows:
             head = Head(rows[0][PIN_NUMBER], rows[0][PIN_HASH])
-            return Page(rows[:limit], head, len(rows) > limit, as_json=json_sql is not None)
+            return Page(rows[:limit], head, len(rows) > limit)
         del query.params[params:]  # the same conditions again, without the one-statement parameters
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             found = await pinned_head(conn, cursor)

@@ -224,9 +224,7 @@ def trades_sql(**filters: Any) -> tuple[str, list[Any]]:
             query.any_column(("token_bought_address", "token_sold_address"), value)
         else:
             query.compare(column, "=", value)
-    sql = query.json_sql(cursor=None, limit=101)  # what the route runs: its records' JSON from Postgres
-    assert sql is not None
-    return sql, query.params
+    return query.pinned_sql(cursor=None, limit=101), query.params  # the statement a first page runs
 
 
 GRAPHQL = (
