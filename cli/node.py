@@ -57,7 +57,7 @@ from indexer.pipeline.pipeline import Finalizing
 from migrations import runner
 from records.batch import Batch
 from sinks.base import Sink
-from sinks.kafka import with_kafka
+from sinks.kafka import KafkaOptions, with_kafka
 from sinks.postgres import BlockRef, PostgresSink
 
 log = logging.getLogger("dexnode.run")
@@ -278,6 +278,10 @@ async def run_node(
     ``on_ready(banner)`` is called once the API listens (default: the banner on stdout)."""
     stop = stop or asyncio.Event()
     venues = cex_venues(settings)
+    if venues and settings.cex_raw and KafkaOptions.from_settings(settings) is None:
+        raise ConfigError(
+            "cex raw frames go to Kafka only; set DEXNODE_KAFKA_BOOTSTRAP_SERVERS or unset DEXNODE_CEX_RAW"
+        )
     extra = {name: task for name, (enabled, task) in OPTIONAL_TASKS.items() if enabled(settings)}
     sock = listen_socket(settings.api_host, settings.api_port)
     with contextlib.closing(sock):
@@ -293,6 +297,7 @@ async def run_node(
                     v.symbols,
                     v.feeds,
                     snapshot_every=SNAPSHOT_EVERY if "book" in v.feeds else None,
+                    raw=settings.cex_raw,  # to cex.<exchange>.raw through the pipeline's Kafka sink
                 )
                 for v in venues
             ]

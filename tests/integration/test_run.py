@@ -389,3 +389,12 @@ def test_flag_mistakes_exit_2_before_anything_starts(cli_env: dict[str, str], tm
         code, stderr = run_fails(["run", "--port", str(port)], cli_env)
     assert code == 2 and f"the API cannot listen on 127.0.0.1:{port}" in stderr, stderr
     assert not (Path(cli_env["DEXNODE_DATA_DIR"]) / "postgres").exists()  # nothing was started
+    raw_env = {**cli_env, "DEXNODE_CEX_RAW": "true"}
+    raw_env.pop("DEXNODE_KAFKA_BOOTSTRAP_SERVERS", None)
+    code, stderr = run_fails(["run", "--exchanges", "okx", "--symbols", "BTC-USDT"], raw_env)
+    assert (code, stderr.strip()) == (
+        2,
+        "dexnode: cex raw frames go to Kafka only;"
+        " set DEXNODE_KAFKA_BOOTSTRAP_SERVERS or unset DEXNODE_CEX_RAW",
+    )
+    assert not (Path(cli_env["DEXNODE_DATA_DIR"]) / "postgres").exists()
