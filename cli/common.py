@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 
-from core.settings import Settings, build_settings, librdkafka_from_flags
+from core.settings import LogLevel, Settings, build_settings, librdkafka_from_flags
 from indexer.pipeline.dex_settings import plugin_flags
 
 T = TypeVar("T")
@@ -236,3 +238,14 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     except asyncio.CancelledError:
         typer.echo("dexnode: terminated", err=True)
         raise SystemExit(143) from None
+
+
+def configure_logging(level: LogLevel) -> None:
+    """Log lines on stderr at ``level``; chatty libraries only from WARNING. Every dexnode process calls it
+    (``main()``, and each ``serve --workers`` child)."""
+    logging.basicConfig(
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
+    )
+    logging.getLogger().setLevel(level)  # not basicConfig's: it is a no-op once a handler exists
+    for noisy in ("httpx", "httpcore", "websockets", "asyncio", "alembic", "pgserver"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))

@@ -8,7 +8,6 @@ never a traceback.
 
 from __future__ import annotations
 
-import logging
 import sys
 from typing import Annotated
 
@@ -43,6 +42,7 @@ from cli.common import (
     WsConnectionsPerClientOpt,
     WsMaxConnectionsOpt,
     WsMaxSubscriptionsOpt,
+    configure_logging,
     run_async,
     settings_of,
     with_plugin_flags,
@@ -53,7 +53,7 @@ from cli.run import run_command
 from core.config_file import load_settings
 from core.errors import ConfigError, DexnodeError
 from core.redact import mask_urls_in
-from core.settings import LogLevel, build_settings
+from core.settings import build_settings
 
 app = typer.Typer(
     name="dexnode",
@@ -232,15 +232,6 @@ def _mount_optional() -> None:
     from devnet.cli import app as devnet_app
 
     app.add_typer(devnet_app, name="devnet")
-
-
-def configure_logging(level: LogLevel) -> None:
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr
-    )
-    logging.getLogger().setLevel(level)  # not basicConfig's: it is a no-op once a handler exists
-    for noisy in ("httpx", "httpcore", "websockets", "asyncio", "alembic", "pgserver"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def main(argv: list[str] | None = None) -> None:

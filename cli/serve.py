@@ -27,6 +27,7 @@ from typing import Any
 import uvicorn
 
 from api.app import create_app
+from cli.common import configure_logging
 from core.database import open_database
 from core.errors import ConfigError, DexnodeError
 from core.redact import mask_urls_in
@@ -110,9 +111,6 @@ def _listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socke
 def _worker(values: dict[str, Any], index: int) -> None:
     """A worker process's main: its own settings, app, pool, listener and uvicorn server. Errors end
     it with one ``dexnode:`` line, as every command does; the parent then stops the others."""
-    # in the child only: cli.main imports every command (this module's too, lazily)
-    from cli.main import configure_logging
-
     try:
         settings = build_settings(**values)
         configure_logging(settings.log_level)
