@@ -427,8 +427,13 @@ async def test_notify_path_and_a_replica_started_mid_stream(clean_db: DatabaseIn
             book_ws = await WsClient.open(base, {"channel": "cex_book", "symbol": "BTC-USDT"})
 
             async def second_replica() -> None:
-                # started when the market is well under way: its hub never saw BTC-USDT's snapshot
-                await eventually(lambda: server.position >= 250, "the market under way")
+                # started when the market is well under way and the dropped frame's resync is over (its
+                # snapshot reached the first client): the replica's hub never saw a BTC-USDT snapshot
+                def past_the_resync() -> bool:
+                    book = book_ws.books().get("BTC-USDT")
+                    return server.position >= 250 and book is not None and book.snapshots >= 2
+
+                await eventually(past_the_resync, "the market under way, past the resync")
                 pace, server.pace = server.pace, 0.5  # the market slows while the replica starts
                 other = await stack.enter_async_context(serving(clean_db.dsn))
                 replica["book"] = await WsClient.open(other, {"channel": "cex_book", "symbol": "BTC-USDT"})
