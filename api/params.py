@@ -47,23 +47,24 @@ def lower(value: str | None) -> str | None:
     return None if value is None else value.lower()
 
 
+def iso_time(name: str, value: str, text: str) -> datetime:
+    """``text`` (``value`` stripped) as an aware ISO-8601 time, a naive one taken as UTC; a 400 naming
+    ``name`` when it is neither that nor Unix seconds (the callers try seconds first)."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise bad_request(
+            f"{name}: {value!r} is neither Unix seconds nor an ISO-8601 time (2026-01-31T12:00:00Z)"
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 def parse_time(name: str, value: str | None) -> int | None:
     """Unix seconds from ``value`` (digits, or ISO-8601; a naive time is UTC)."""
     if value is None:
         return None
     text = value.strip()
-    if _DIGITS.match(text):
-        seconds = int(text)
-    else:
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise bad_request(
-                f"{name}: {value!r} is neither Unix seconds nor an ISO-8601 time (2026-01-31T12:00:00Z)"
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = int(moment.timestamp())
+    seconds = int(text) if _DIGITS.match(text) else int(iso_time(name, value, text).timestamp())
     if not 0 <= seconds <= MAX_BLOCK:
         raise bad_request(f"{name}: {value!r} is out of range")
     return seconds

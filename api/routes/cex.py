@@ -27,7 +27,7 @@ from api.cursor import Cursor, decode, fingerprint
 from api.deps import PoolDep, StateDep
 from api.errors import RESPONSES, bad_request, not_found, reject_unknown_params
 from api.listing import JsonBytes
-from api.params import ListArgs, check_range, list_args
+from api.params import ListArgs, check_range, iso_time, list_args
 from sinks import cex_read
 
 router = APIRouter(tags=["cex"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES)
@@ -88,15 +88,7 @@ def parse_moment(name: str, value: str | None) -> int | None:
     if match:
         micros = int(match.group(1)) * 1_000_000 + int((match.group(2) or "0").ljust(6, "0"))
     else:
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-        except ValueError:
-            raise bad_request(
-                f"{name}: {value!r} is neither Unix seconds nor an ISO-8601 time (2026-01-31T12:00:00Z)"
-            ) from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+        delta = iso_time(name, value, text) - datetime(1970, 1, 1, tzinfo=UTC)
         micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if not 0 <= micros <= MAX_US:
         raise bad_request(f"{name}: {value!r} is out of range")
