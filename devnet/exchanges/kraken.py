@@ -58,6 +58,13 @@ class KrakenServer(ReplayServer):
     def heartbeat(self) -> str | None:
         return '{"channel":"heartbeat"}'
 
+    def instrument_frame(self) -> str:
+        return self.recorded.instrument_frame()
+
+    def depth_refused(self, depth: object) -> str | None:
+        """The error text a book subscription at ``depth`` gets, or None when it is served."""
+        return None if depth == DEPTH else "depth not replayed"
+
     def on_message(self, session: Session, text: str) -> None:
         msg = json.loads(text)
         method, params = msg["method"], msg.get("params", {})
@@ -67,12 +74,13 @@ class KrakenServer(ReplayServer):
         channel = params["channel"]
         if channel == "instrument":
             session.send(json.dumps({"method": method, "result": {"channel": "instrument"}, "success": True}))
-            session.send(self.recorded.instrument_frame())
+            session.send(self.instrument_frame())
             return
-        if channel == "book" and params.get("depth") != DEPTH:
-            session.send(json.dumps({"method": method, "success": False, "error": "depth not replayed"}))
+        refused = self.depth_refused(params.get("depth", 10)) if channel == "book" else None
+        if refused:
+            session.send(json.dumps({"method": method, "success": False, "error": refused}))
             return
-        for symbol in params["symbol"]:
+        for symbol in params.get("symbol", []):
             result = {"channel": channel, "symbol": symbol}
             session.send(json.dumps({"method": method, "result": result, "success": True}))
             if method == "subscribe":

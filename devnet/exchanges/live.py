@@ -20,12 +20,12 @@ import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from devnet.exchanges import kraken_v2
+from devnet.exchanges import kraken, kraken_v2
 from devnet.exchanges.binance import BinanceServer
 from devnet.exchanges.kraken import KrakenServer
 from devnet.exchanges.market import INSTRUMENTS, GeneratedTrade, Instrument, LiveMarket, interleave
 from devnet.exchanges.okx import OkxServer
-from devnet.exchanges.server import Event, MarketBook, ReplayServer, Session
+from devnet.exchanges.server import Event, MarketBook, ReplayServer
 
 DEFAULT_SYMBOLS = ("ETH-USDT", "BTC-USDT")
 KRAKEN_DEPTHS = (10, 25, 100, 500, 1000)
@@ -201,7 +201,7 @@ class LiveKrakenServer(KrakenServer, LiveServer):
         if event.channel == "snapshot":
             return self.snapshot_frame(event.symbol, book) or ""
         return kraken_v2.book_frame(
-            "update", event.symbol, event.bids, event.asks, _kraken_checksum(book), _iso(_ms_now())
+            "update", event.symbol, event.bids, event.asks, kraken.checksum(book), _iso(_ms_now())
         )
 
     def snapshot_frame(self, symbol: str, book: MarketBook) -> str | None:
@@ -210,7 +210,7 @@ class LiveKrakenServer(KrakenServer, LiveServer):
             symbol,
             book.sorted_bids(),
             book.sorted_asks(),
-            _kraken_checksum(book),
+            kraken.checksum(book),
             _iso(_ms_now()),
         )
 
@@ -221,39 +221,8 @@ class LiveKrakenServer(KrakenServer, LiveServer):
             f'"bid_qty":{bid[1]},"ask":{ask[0]},"ask_qty":{ask[1]},"timestamp":"{_iso(_ms_now())}"}}]}}'
         )
 
-    def on_message(self, session: Session, text: str) -> None:
-        msg = json.loads(text)
-        method, params = msg["method"], msg.get("params", {})
-        if method == "ping":
-            session.send(json.dumps({"method": "pong"}))
-            return
-        channel = params["channel"]
-        if channel == "instrument":
-            session.send(json.dumps({"method": method, "result": {"channel": "instrument"}, "success": True}))
-            session.send(self.instrument_frame())
-            return
-        if channel == "book" and params.get("depth", 10) not in KRAKEN_DEPTHS:
-            session.send(json.dumps({"method": method, "success": False, "error": "EGeneral:Invalid depth"}))
-            return
-        for symbol in params.get("symbol", []):
-            name = "trades" if channel == "trade" else channel
-            session.send(
-                json.dumps(
-                    {"method": method, "result": {"channel": channel, "symbol": symbol}, "success": True}
-                )
-            )
-            if method == "subscribe":
-                self.subscribed(session, name, symbol)
-            else:
-                session.subscriptions.discard((name, symbol))
-
-
-def _kraken_checksum(book: MarketBook) -> int:
-    def digits(text: str) -> str:
-        return text.replace(".", "").lstrip("0")
-
-    top = book.sorted_asks()[:10] + book.sorted_bids()[:10]
-    return zlib.crc32("".join(digits(p) + digits(q) for p, q in top).encode())
+    def depth_refused(self, depth: object) -> str | None:
+        return None if depth in KRAKEN_DEPTHS else "EGeneral:Invalid depth"
 
 
 def _iso(ms: int) -> str:
