@@ -9,7 +9,7 @@ import contextlib
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any
@@ -58,6 +58,33 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+async def start_server(app: FastAPI) -> tuple[int, Callable[[], Awaitable[None]]]:
+    """The app behind a real uvicorn server (lifespan on) started in this event loop: its port, and a
+    function that stops it gracefully (websockets closed, 5 s at most)."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=free_port(),
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=5,
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert not task.done(), "the API server stopped while starting"
+        assert time.monotonic() < deadline, "the API server did not start"
+        await asyncio.sleep(0.05)
+
+    async def stop() -> None:
+        server.should_exit = True
+        await task
+
+    return server.config.port, stop
 
 
 @contextlib.asynccontextmanager

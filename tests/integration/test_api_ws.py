@@ -18,7 +18,6 @@ from typing import Any
 import asyncpg
 import orjson
 import pytest
-import uvicorn
 from websockets.asyncio.client import ClientConnection, connect
 
 from api.app import create_app
@@ -34,8 +33,8 @@ from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
 from sinks.postgres import PostgresSink
 from sinks.schema import metadata
+from tests.api_check import start_server
 from tests.chain_check import wait_for_tip
-from tests.conftest import free_port
 from tests.devnet_fixture import DEVNET_BLOCKS, DEVNET_RATE, DEVNET_SEED, REORG_HEADROOM, _cache_enabled
 from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, venues
 
@@ -63,23 +62,10 @@ async def _serve_app(dsn: str, rpc_http: str, **overrides: Any) -> tuple[str, An
         **overrides,
     )
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
-    app = create_app(settings, pool=pool)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", timeout_graceful_shutdown=5
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert not task.done(), "the API server stopped while starting"
-        assert time.monotonic() < deadline, "the API server did not start"
-        await asyncio.sleep(0.05)
+    port, stop_server = await start_server(create_app(settings, pool=pool))
 
     async def stop() -> None:
-        server.should_exit = True
-        await task
+        await stop_server()
         await pool.close()
 
     return f"ws://127.0.0.1:{port}/ws", stop, pool

@@ -17,7 +17,6 @@ import contextlib
 import itertools
 import json
 import signal
-import time
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal, localcontext
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-import uvicorn
 from playwright.async_api import Page, async_playwright
 
 from api.app import create_app
@@ -36,6 +34,7 @@ from devnet import Devnet
 from devnet.exchanges.live import LIVE_SERVERS, interleave, markets_for
 from devnet.exchanges.server import ReplayServer
 from indexer.chain.rpc import RpcClient
+from tests.api_check import start_server
 from tests.chain_check import wait_for_tip
 from tests.conftest import dexnode_bin, free_port
 from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, venues
@@ -57,29 +56,13 @@ BOOK_LEVELS = 12  # what the page shows per side
 async def _serve(dsn: str, rpc_http: str) -> tuple[str, Any]:
     settings = build_settings(database_url=dsn, rpc_http=rpc_http, confirmations=3, ws_heartbeat_seconds=1.0)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, pool=pool),
-            host="127.0.0.1",
-            port=free_port(),
-            log_level="warning",
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert not task.done(), "the API server stopped while starting"
-        assert time.monotonic() < deadline, "the API server did not start"
-        await asyncio.sleep(0.05)
+    port, stop_server = await start_server(create_app(settings, pool=pool))
 
     async def stop() -> None:
-        server.should_exit = True
-        await task
+        await stop_server()
         await pool.close()
 
-    return f"http://127.0.0.1:{server.config.port}", stop
+    return f"http://127.0.0.1:{port}", stop
 
 
 @contextlib.asynccontextmanager
