@@ -109,9 +109,17 @@ def source_hash() -> str:
 
 def compile_token(cache_dir: Path, node_modules: Path | None = None) -> bytes:
     """Creation bytecode of ``DevnetToken.sol``, compiled with solc-js once per source hash."""
-    source = TOKEN_SOURCE.read_text()
+    return compile_contract(cache_dir, TOKEN_SOURCE, "DevnetToken", node_modules)
+
+
+def compile_contract(
+    cache_dir: Path, source_path: Path, name: str, node_modules: Path | None = None
+) -> bytes:
+    """Creation bytecode of contract ``name`` in ``source_path`` (one file, no imports), compiled
+    offline with solc-js once per source hash."""
+    source = source_path.read_text()
     key = hashlib.sha256(source.encode()).hexdigest()[:16]
-    cached = cache_dir / f"DevnetToken-{key}.bin"
+    cached = cache_dir / f"{name}-{key}.bin"
     if cached.exists():
         return bytes.fromhex(cached.read_text().strip())
     node_modules = node_modules or find_node_modules()
@@ -120,7 +128,7 @@ def compile_token(cache_dir: Path, node_modules: Path | None = None) -> bytes:
         raise DevnetError("solcjs not found in node_modules/.bin: run `make` (or `npm ci`)")
     request = {
         "language": "Solidity",
-        "sources": {"DevnetToken.sol": {"content": source}},
+        "sources": {source_path.name: {"content": source}},
         "settings": {
             "optimizer": {"enabled": True, "runs": 200},
             "evmVersion": "cancun",
@@ -141,8 +149,8 @@ def compile_token(cache_dir: Path, node_modules: Path | None = None) -> bytes:
     output = json.loads(done.stdout[start:])
     errors = [e["formattedMessage"] for e in output.get("errors", []) if e.get("severity") == "error"]
     if errors:
-        raise DevnetError("DevnetToken.sol does not compile: " + errors[0])
-    code = output["contracts"]["DevnetToken.sol"]["DevnetToken"]["evm"]["bytecode"]["object"]
+        raise DevnetError(f"{source_path.name} does not compile: " + errors[0])
+    code = output["contracts"][source_path.name][name]["evm"]["bytecode"]["object"]
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = cached.with_suffix(".tmp")
     tmp.write_text(code)

@@ -76,9 +76,11 @@ class Sender:
 
 
 class UniswapV4:
-    """A PoolManager, its test routers and three pools (see the module docstring)."""
+    """A PoolManager and its test routers; without ``tokens``, two MockERC20s and the three pools of the
+    module docstring. With ``tokens`` (already held by the sender and approved to ``swapper`` and
+    ``lp`` by the caller), no pool: ``initialize`` makes them."""
 
-    def __init__(self, rpc: Rpc) -> None:
+    def __init__(self, rpc: Rpc, tokens: list[str] | None = None) -> None:
         self.sender = chain = Sender(rpc)
         out = "@uniswap/v4-core/out/"
         self.manager = chain.deploy(
@@ -92,14 +94,20 @@ class UniswapV4:
             ["address"],
             self.manager,
         )
+        self.keys: list[tuple[str, str, int, int, str]] = []
+        if tokens is not None:
+            return
         self.token0, self.token1 = chain.tokens([self.swapper, self.lp], [("AAA", 18), ("USDX", 6)])
-        self.keys: list[tuple[str, str, int, int, str]] = [
+        for key in [
             (self.token0, self.token1, 3000, 60, NATIVE),
             (NATIVE, self.token1, 500, 10, NATIVE),
             (self.token0, self.token1, DYNAMIC_FEE, 60, HOOK),
-        ]
-        for key in self.keys:
-            chain.send(self.manager, calldata(f"initialize({V4_KEY},uint160)", key, 2**96))
+        ]:
+            self.initialize(key, 2**96)
+
+    def initialize(self, key: tuple[str, str, int, int, str], sqrt_price_x96: int) -> None:
+        self.sender.send(self.manager, calldata(f"initialize({V4_KEY},uint160)", key, sqrt_price_x96))
+        self.keys.append(key)
 
     def modify(self, key: tuple[Any, ...], lower: int, upper: int, delta: int, salt: int) -> None:
         params = (lower, upper, delta, salt.to_bytes(32, "big"))
@@ -133,12 +141,14 @@ class UniswapV4:
 
 
 class BalancerV2:
-    """A Vault with its Authorizer and WeightedPoolFactory, a 2-token and a 3-token pool."""
+    """A Vault with its Authorizer and WeightedPoolFactory; without ``tokens``, three MockERC20s and a
+    2-token and a 3-token pool of them. With ``tokens`` (held by the sender and approved to the Vault by
+    the caller) and the chain's ``weth``, no pool: ``create_pool`` makes them."""
 
-    def __init__(self, rpc: Rpc) -> None:
+    def __init__(self, rpc: Rpc, tokens: list[str] | None = None, weth: str | None = None) -> None:
         self.rpc = rpc
         self.sender = chain = Sender(rpc)
-        weth = chain.deploy(artifact("@uniswap/v2-periphery/build/WETH9.json"), [])
+        weth = weth or chain.deploy(artifact("@uniswap/v2-periphery/build/WETH9.json"), [])
         authorizer = chain.deploy(
             artifact(BALANCER_TASKS + "20210418-authorizer/artifact/Authorizer.json"), ["address"], chain.user
         )
@@ -150,23 +160,31 @@ class BalancerV2:
             0,
             0,
         )
-        factory = chain.deploy(
+        self.factory = chain.deploy(
             artifact(BALANCER_TASKS + "deprecated/20210418-weighted-pool/artifact/WeightedPoolFactory.json"),
             ["address"],
             self.vault,
         )
-        self.tokens = chain.tokens([self.vault], [("AAA", 18), ("USDX", 6), ("BBB", 8)])
         self.pools: list[tuple[str, list[str]]] = []  # (poolId, tokens)
+        if tokens is not None:
+            self.tokens = tokens
+            return
+        self.tokens = chain.tokens([self.vault], [("AAA", 18), ("USDX", 6), ("BBB", 8)])
+        self.create_pool(self.tokens[:2], [5 * 10**17] * 2)
+        self.create_pool(self.tokens, [4 * 10**17, 3 * 10**17, 3 * 10**17])
+
+    def create_pool(self, tokens: list[str], weights: list[int]) -> int:
+        """A weighted pool of ``tokens`` (in address order; weights summing to 10**18, swap fee 0.3%);
+        returns its index in ``pools``."""
         registered = "0x3c13bc30b8e878c53fd2a36b679409c073afd75950be43d8858768e956fbc20e"  # PoolRegistered
-        weights = ([5 * 10**17] * 2, [4 * 10**17, 3 * 10**17, 3 * 10**17])
-        for tokens, weight in zip((self.tokens[:2], self.tokens), weights, strict=True):
-            data = calldata(
-                "create(string,string,address[],uint256[],uint256,address)",
-                "P", "P", tokens, weight, 3 * 10**15, chain.user,
-            )  # fmt: skip
-            receipt = chain.send(factory, data)
-            (pool_id,) = [lg["topics"][1] for lg in receipt["logs"] if lg["topics"][0] == registered]
-            self.pools.append((pool_id, tokens))
+        data = calldata(
+            "create(string,string,address[],uint256[],uint256,address)",
+            "P", "P", tokens, weights, 3 * 10**15, self.sender.user,
+        )  # fmt: skip
+        receipt = self.sender.send(self.factory, data)
+        (pool_id,) = [lg["topics"][1] for lg in receipt["logs"] if lg["topics"][0] == registered]
+        self.pools.append((pool_id, tokens))
+        return len(self.pools) - 1
 
     def _id(self, pool: int) -> bytes:
         return bytes.fromhex(self.pools[pool][0][2:])
