@@ -1,0 +1,252 @@
+"""Swaps that cross protocols in one transaction, end to end on the seeded devnet: ``devnet.routes`` adds
+Uniswap v4 and Balancer v2 on the devnet's tokens and sends routes through Uniswap v2, SushiSwap, v3, v4
+(native ETH in and out) and Balancer (through a router, and the Vault's own 2-hop batchSwap), one
+transaction per block. Followed into Postgres from the first block of that step.
+
+Three independent truths, none of them dexnode's code: the receipts' raw logs decoded here with eth-abi
+(pool tokens asked of the pools, v4 currencies from the PoolManager's Initialize logs); the balances of
+every pool (pair and pool ``balanceOf``, the PoolManager's holdings, the Vault's ``getPoolTokens``) and of
+the sender, read from the node at the block before and at the route's block; and the route the devnet
+planned (hop order, venues, the first hop's input). dex_trades must hold exactly one row per hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from eth_abi import decode
+from eth_utils import keccak
+
+from core.database import DatabaseInfo
+from devnet import Devnet
+from devnet.abi import calldata
+from devnet.routes import CrossProtocolRoutes, Hop, RouteTx
+from devnet.singletons import NATIVE
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.dex import DexEnricher
+from indexer.pipeline.pipeline import consume
+from indexer.realtime.follower import Follower
+from indexer.realtime.heads import HeadStream
+from protocols.registry import registry_of
+from sinks.postgres import PostgresSink
+from tests.chain_check import wait_for_tip
+
+pytestmark = pytest.mark.integration
+
+
+def topic(signature: str) -> str:
+    return "0x" + keccak(text=signature).hex()
+
+
+TRANSFER = topic("Transfer(address,address,uint256)")
+V2_SWAP = topic("Swap(address,uint256,uint256,uint256,uint256,address)")
+V3_SWAP = topic("Swap(address,address,int256,int256,uint160,uint128,int24)")
+V4_SWAP = topic("Swap(bytes32,address,int128,int128,uint160,uint128,int24,uint24)")
+V4_INITIALIZE = topic("Initialize(bytes32,address,address,uint24,int24,address,uint160,int24)")
+BALANCER_SWAP = topic("Swap(bytes32,address,address,uint256,uint256)")
+PROTOCOL = {
+    "uniswap-v2": ("uniswap", "2"),
+    "sushiswap": ("uniswap", "2"),
+    "uniswap-v3": ("uniswap", "3"),
+    "uniswap-v4": ("uniswap", "4"),
+    "balancer-v2": ("balancer", "2"),
+}
+
+Trade = tuple[int, str, str, str, int, str, int]  # log index, emitter, pool, sold, sold raw, bought, raw
+
+
+def address(word: str) -> str:
+    return "0x" + word[-40:]
+
+
+class Chain:
+    """Reads of the devnet node, at a block."""
+
+    def __init__(self, devnet: Devnet, routes: CrossProtocolRoutes) -> None:
+        self.rpc, self.routes = devnet.rpc, routes
+        logs = self.rpc.call(
+            "eth_getLogs",
+            {
+                "fromBlock": "0x0",
+                "toBlock": "latest",
+                "address": routes.v4.manager,
+                "topics": [V4_INITIALIZE],
+            },
+        )
+        self.currencies = {
+            lg["topics"][1]: (address(lg["topics"][2]), address(lg["topics"][3])) for lg in logs
+        }
+
+    def word(self, to: str, data: str, block: int) -> str:
+        return str(self.rpc.eth_call(to, data, hex(block)))
+
+    def pair_tokens(self, pool: str) -> tuple[str, str]:
+        """A v2 pair's or v3 pool's tokens, asked of the pool."""
+        return address(self.rpc.eth_call(pool, calldata("token0()"))), address(
+            self.rpc.eth_call(pool, calldata("token1()"))
+        )
+
+    def balance(self, holder: str, token: str, block: int) -> int:
+        if token == NATIVE:
+            return int(self.rpc.call("eth_getBalance", holder, hex(block)), 16)
+        return int(self.word(token, calldata("balanceOf(address)", holder), block), 16)
+
+    def vault_books(self, pool_id: str, block: int) -> dict[str, int]:
+        out = self.word(
+            self.routes.balancer.vault, calldata("getPoolTokens(bytes32)", bytes.fromhex(pool_id[2:])), block
+        )
+        tokens, balances, _ = decode(["address[]", "uint256[]", "uint256"], bytes.fromhex(out[2:]))
+        return {t.lower(): b for t, b in zip(tokens, balances, strict=True)}
+
+    def pool_change(self, hop: Hop, token: str, block: int) -> int:
+        """How much of ``token`` the hop's pool gained in ``block``."""
+        if hop.exchange == "balancer-v2":
+            return self.vault_books(hop.pool, block)[token] - self.vault_books(hop.pool, block - 1)[token]
+        return self.balance(hop.contract, token, block) - self.balance(hop.contract, token, block - 1)
+
+    def decode_swap(self, lg: dict[str, Any]) -> Trade | None:
+        """A swap log as Dune's dex.trades sides: (log index, emitter, pool id, sold, raw, bought, raw)."""
+        t0, data, where = lg["topics"][0], bytes.fromhex(lg["data"][2:]), lg["address"]
+        index = int(lg["logIndex"], 16)
+        if t0 == V2_SWAP:
+            token0, token1 = self.pair_tokens(where)
+            in0, in1, out0, out1 = decode(["uint256"] * 4, data)
+            sold = (token0, in0) if in0 else (token1, in1)
+            bought = (token0, out0) if out0 else (token1, out1)
+            return (index, where, where, *sold, *bought)
+        if t0 == V3_SWAP:
+            token0, token1 = self.pair_tokens(where)
+            a0, a1 = decode(["int256", "int256"], data[:64])
+            sold, bought = ((token0, a0), (token1, -a1)) if a0 > 0 else ((token1, a1), (token0, -a0))
+            return (index, where, where, *sold, *bought)
+        if t0 == V4_SWAP and where == self.routes.v4.manager:
+            token0, token1 = self.currencies[lg["topics"][1]]
+            a0, a1 = decode(["int128", "int128"], data[:64])  # the swapper's changes: negative = paid
+            sold, bought = ((token0, -a0), (token1, a1)) if a0 < 0 else ((token1, -a1), (token0, a0))
+            return (index, where, lg["topics"][1], *sold, *bought)
+        if t0 == BALANCER_SWAP and where == self.routes.balancer.vault:
+            amount_in, amount_out = decode(["uint256", "uint256"], data)
+            pool_id, token_in, token_out = lg["topics"][1], address(lg["topics"][2]), address(lg["topics"][3])
+            return (index, where, pool_id, token_in, amount_in, token_out, amount_out)
+        return None
+
+
+def expected_hops(chain: Chain, route: RouteTx, receipt: dict[str, Any]) -> list[Trade]:
+    """The route's swaps from its receipt, checked against the plan and every balance they moved."""
+    trades = [t for t in map(chain.decode_swap, receipt["logs"]) if t is not None]
+    assert len(trades) == len(route.hops), route.name
+    block = route.block_number
+    for i, (hop, (_, emitter, pool, sold, sold_raw, bought, bought_raw)) in enumerate(
+        zip(route.hops, trades, strict=True)
+    ):
+        assert (emitter, pool, sold, bought) == (hop.contract, hop.pool, hop.token_in, hop.token_out)
+        assert sold_raw > 0 and bought_raw > 0
+        if i:  # exact input: each hop sells everything the one before bought
+            assert sold_raw == trades[i - 1][6]
+        assert chain.pool_change(hop, sold, block) == sold_raw, (route.name, i)
+        assert chain.pool_change(hop, bought, block) == -bought_raw, (route.name, i)
+    # the sender paid the first hop's input and got the last hop's output (native ETH: net of gas)
+    gas = int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
+    first, last = trades[0], trades[-1]
+    paid = chain.balance(route.sender, first[3], block - 1) - chain.balance(route.sender, first[3], block)
+    got = chain.balance(route.sender, last[5], block) - chain.balance(route.sender, last[5], block - 1)
+    assert paid - (gas if first[3] == NATIVE else 0) == first[4]
+    assert got + (gas if last[5] == NATIVE else 0) == last[6]
+    return trades
+
+
+def erc20_transfers(receipt: dict[str, Any]) -> list[tuple[int, str, str, str, int]]:
+    out = []
+    for lg in receipt["logs"]:
+        if lg["topics"][0] == TRANSFER and len(lg["topics"]) == 3:
+            (value,) = decode(["uint256"], bytes.fromhex(lg["data"][2:]))
+            out.append((int(lg["logIndex"], 16), lg["address"], address(lg["topics"][1]),
+                        address(lg["topics"][2]), value))  # fmt: skip
+    return out
+
+
+async def follow(devnet: Devnet, dsn: str, sink: PostgresSink, settings: dict[str, str], first: int) -> None:
+    async with RpcClient(devnet.rpc_http) as rpc:
+        enrich = DexEnricher(rpc, sink.pool, registry_of(settings))
+        follower = Follower(rpc, HeadStream(devnet.rpc_ws, rpc), start=[], from_block=first)
+        task = asyncio.create_task(consume(follower, sink, quiet=True, enrich=enrich))
+        try:
+            await wait_for_tip(dsn, rpc, timeout=240)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def test_every_hop_of_every_cross_protocol_route_is_one_exact_trade(
+    fresh_devnet: Devnet, clean_db: DatabaseInfo, pytestconfig: pytest.Config
+) -> None:
+    devnet = fresh_devnet
+    first = devnet.rpc.block_number() + 1
+    routes = CrossProtocolRoutes(
+        devnet.rpc, devnet.deployment, Path(pytestconfig.rootpath) / ".dexnode-test-cache"
+    )
+    sent = routes.run(rounds=2)
+    assert {r.name for r in sent} == {"v2-v3-v4", "v4-v3-balancer", "balancer-sushiswap-v4", "balancer-batch"}
+    chain = Chain(devnet, routes)
+    decimals = {t.address: t.decimals for t in devnet.deployment.tokens.values()} | {NATIVE: 18}
+    symbols = {t.address: t.symbol for t in devnet.deployment.tokens.values()} | {NATIVE: "ETH"}
+    sink = await PostgresSink.connect(clean_db.dsn)
+    try:
+        await follow(devnet, clean_db.dsn, sink, routes.plugin_settings(), first)
+        for route in sent:
+            receipt = devnet.rpc.call("eth_getTransactionReceipt", route.transaction_hash)
+            want = expected_hops(chain, route, receipt)
+            rows = await sink.pool.fetch(
+                "SELECT * FROM dex_trades WHERE transaction_hash = $1 ORDER BY log_index",
+                route.transaction_hash,
+            )
+            got = [
+                (r["log_index"], r["pool_address"], r["token_sold_address"], int(r["amount_sold_raw"]),
+                 r["token_bought_address"], int(r["amount_bought_raw"]))
+                for r in rows
+            ]  # fmt: skip
+            assert got == [(t[0], t[2], t[3], t[4], t[5], t[6]) for t in want], route.name
+            for row, hop in zip(rows, route.hops, strict=True):
+                assert (row["exchange"], (row["protocol"], row["version"])) == (
+                    hop.exchange,
+                    PROTOCOL[hop.exchange],
+                )
+                assert (row["block_number"], row["block_hash"]) == (route.block_number, receipt["blockHash"])
+                assert (row["tx_from"], row["tx_to"]) == (route.sender, route.to)
+                # Dune: v2 maker = the pair; the taker is who the pool paid (the router), Balancer: tx sender
+                via_router = route.to == routes.router and hop.exchange != "balancer-v2"
+                assert row["taker"] == (routes.router if via_router else route.sender)
+                v2 = PROTOCOL[hop.exchange] == ("uniswap", "2")
+                assert row["maker"] == (hop.pool if v2 else None)
+                for side in ("sold", "bought"):
+                    token = row[f"token_{side}_address"]
+                    assert row[f"token_{side}_symbol"] == symbols[token]
+                    assert row[f"amount_{side}"] == Decimal(int(row[f"amount_{side}_raw"])).scaleb(
+                        -decimals[token]
+                    )
+            transfers = await sink.pool.fetch(
+                "SELECT log_index, token_address, from_address, to_address, value FROM token_transfers"
+                " WHERE transaction_hash = $1 AND standard = 'erc20' ORDER BY log_index",
+                route.transaction_hash,
+            )
+            assert [(*tuple(r)[:4], int(r["value"])) for r in transfers] == erc20_transfers(receipt), (
+                route.name
+            )
+        # nothing else: the step's only swaps are the routes' hops
+        assert await sink.pool.fetchval("SELECT count(*) FROM dex_trades") == sum(len(r.hops) for r in sent)
+        eth = await sink.pool.fetchrow(
+            "SELECT symbol, decimals, source FROM tokens WHERE address = $1", NATIVE
+        )
+        assert tuple(eth) == ("ETH", 18, "native")
+        eth_legs = await sink.pool.fetchval(
+            "SELECT count(*) FROM dex_trades WHERE $1 IN (token_sold_address, token_bought_address)", NATIVE
+        )
+        assert eth_legs == 4  # v2-v3-v4 ends in ETH, v4-v3-balancer starts with it, twice each
+    finally:
+        await sink.close()
