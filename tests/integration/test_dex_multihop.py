@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from eth_abi import decode
 from eth_utils import keccak
 
 from core.database import DatabaseInfo
+from core.settings import build_settings
 from devnet import Devnet
 from devnet.abi import calldata
 from devnet.routes import CrossProtocolRoutes, Hop, RouteTx
 from devnet.singletons import NATIVE
+from indexer.backfill.job import backfill
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher
 from indexer.pipeline.pipeline import consume
@@ -183,8 +186,61 @@ async def follow(devnet: Devnet, dsn: str, sink: PostgresSink, settings: dict[st
                 await task
 
 
-async def test_every_hop_of_every_cross_protocol_route_is_one_exact_trade(
-    fresh_devnet: Devnet, clean_db: DatabaseInfo, pytestconfig: pytest.Config
+def exact(raw: int, decimals: int) -> Decimal:
+    with localcontext() as ctx:
+        ctx.prec = 100
+        return Decimal(raw) / Decimal(10) ** decimals
+
+
+async def check_stored(db: Any, truth: list[tuple[RouteTx, dict[str, Any], list[Trade]]], devnet: Devnet,
+                       router: str) -> None:  # fmt: skip
+    """Each route's trades and ERC-20 transfers in ``db`` (a pool or connection) against the truth."""
+    tokens = devnet.deployment.tokens.values()
+    decimals = {t.address: t.decimals for t in tokens} | {NATIVE: 18}
+    symbols = {t.address: t.symbol for t in tokens} | {NATIVE: "ETH"}
+    for route, receipt, want in truth:
+        rows = await db.fetch(
+            "SELECT * FROM dex_trades WHERE transaction_hash = $1 ORDER BY log_index", route.transaction_hash
+        )
+        got = [
+            (r["log_index"], r["pool_address"], r["token_sold_address"], int(r["amount_sold_raw"]),
+             r["token_bought_address"], int(r["amount_bought_raw"]))
+            for r in rows
+        ]  # fmt: skip
+        assert got == [(t[0], t[2], t[3], t[4], t[5], t[6]) for t in want], route.name
+        for row, hop in zip(rows, route.hops, strict=True):
+            assert (row["exchange"], row["protocol"], row["version"]) == (
+                hop.exchange,
+                *PROTOCOL[hop.exchange],
+            )
+            assert (row["block_number"], row["block_hash"]) == (route.block_number, receipt["blockHash"])
+            assert (row["tx_from"], row["tx_to"]) == (route.sender, route.to)
+            # Dune: v2 maker = the pair; taker = who the pool paid (the router); Balancer: the tx sender
+            via_router = route.to == router and hop.exchange != "balancer-v2"
+            assert row["taker"] == (router if via_router else route.sender)
+            assert row["maker"] == (hop.pool if PROTOCOL[hop.exchange] == ("uniswap", "2") else None)
+            for side in ("sold", "bought"):
+                token = row[f"token_{side}_address"]
+                assert row[f"token_{side}_symbol"] == symbols[token]
+                assert row[f"amount_{side}"] == exact(int(row[f"amount_{side}_raw"]), decimals[token])
+        transfers = await db.fetch(
+            "SELECT log_index, token_address, from_address, to_address, value FROM token_transfers"
+            " WHERE transaction_hash = $1 AND standard = 'erc20' ORDER BY log_index",
+            route.transaction_hash,
+        )
+        assert [(*tuple(r)[:4], int(r["value"])) for r in transfers] == erc20_transfers(receipt), route.name
+    # nothing else: the step's only swaps are the routes' hops
+    assert await db.fetchval("SELECT count(*) FROM dex_trades") == sum(len(r.hops) for r, _, _ in truth)
+    eth = await db.fetchrow("SELECT symbol, decimals, source FROM tokens WHERE address = $1", NATIVE)
+    assert tuple(eth) == ("ETH", 18, "native")
+    eth_legs = await db.fetchval(
+        "SELECT count(*) FROM dex_trades WHERE $1 IN (token_sold_address, token_bought_address)", NATIVE
+    )
+    assert eth_legs == 4  # v2-v3-v4 ends in ETH, v4-v3-balancer starts with it, twice each
+
+
+async def test_every_hop_of_every_cross_protocol_route_is_one_exact_trade_followed_and_backfilled(
+    fresh_devnet: Devnet, clean_db: DatabaseInfo, scratch_db: DatabaseInfo, pytestconfig: pytest.Config
 ) -> None:
     devnet = fresh_devnet
     first = devnet.rpc.block_number() + 1
@@ -192,61 +248,40 @@ async def test_every_hop_of_every_cross_protocol_route_is_one_exact_trade(
         devnet.rpc, devnet.deployment, Path(pytestconfig.rootpath) / ".dexnode-test-cache"
     )
     sent = routes.run(rounds=2)
-    assert {r.name for r in sent} == {"v2-v3-v4", "v4-v3-balancer", "balancer-sushiswap-v4", "balancer-batch"}
+    assert [r.name for r in sent[:4]] == [
+        "v2-v3-v4",
+        "v4-v3-balancer",
+        "balancer-sushiswap-v4",
+        "balancer-batch",
+    ]
     chain = Chain(devnet, routes)
-    decimals = {t.address: t.decimals for t in devnet.deployment.tokens.values()} | {NATIVE: 18}
-    symbols = {t.address: t.symbol for t in devnet.deployment.tokens.values()} | {NATIVE: "ETH"}
-    sink = await PostgresSink.connect(clean_db.dsn)
+    truth = []
+    for route in sent:
+        receipt = devnet.rpc.call("eth_getTransactionReceipt", route.transaction_hash)
+        truth.append((route, receipt, expected_hops(chain, route, receipt)))
+    settings = routes.plugin_settings()
+
+    sink = await PostgresSink.connect(clean_db.dsn)  # the follower, from the step's first block
     try:
-        await follow(devnet, clean_db.dsn, sink, routes.plugin_settings(), first)
-        for route in sent:
-            receipt = devnet.rpc.call("eth_getTransactionReceipt", route.transaction_hash)
-            want = expected_hops(chain, route, receipt)
-            rows = await sink.pool.fetch(
-                "SELECT * FROM dex_trades WHERE transaction_hash = $1 ORDER BY log_index",
-                route.transaction_hash,
-            )
-            got = [
-                (r["log_index"], r["pool_address"], r["token_sold_address"], int(r["amount_sold_raw"]),
-                 r["token_bought_address"], int(r["amount_bought_raw"]))
-                for r in rows
-            ]  # fmt: skip
-            assert got == [(t[0], t[2], t[3], t[4], t[5], t[6]) for t in want], route.name
-            for row, hop in zip(rows, route.hops, strict=True):
-                assert (row["exchange"], (row["protocol"], row["version"])) == (
-                    hop.exchange,
-                    PROTOCOL[hop.exchange],
-                )
-                assert (row["block_number"], row["block_hash"]) == (route.block_number, receipt["blockHash"])
-                assert (row["tx_from"], row["tx_to"]) == (route.sender, route.to)
-                # Dune: v2 maker = the pair; the taker is who the pool paid (the router), Balancer: tx sender
-                via_router = route.to == routes.router and hop.exchange != "balancer-v2"
-                assert row["taker"] == (routes.router if via_router else route.sender)
-                v2 = PROTOCOL[hop.exchange] == ("uniswap", "2")
-                assert row["maker"] == (hop.pool if v2 else None)
-                for side in ("sold", "bought"):
-                    token = row[f"token_{side}_address"]
-                    assert row[f"token_{side}_symbol"] == symbols[token]
-                    assert row[f"amount_{side}"] == Decimal(int(row[f"amount_{side}_raw"])).scaleb(
-                        -decimals[token]
-                    )
-            transfers = await sink.pool.fetch(
-                "SELECT log_index, token_address, from_address, to_address, value FROM token_transfers"
-                " WHERE transaction_hash = $1 AND standard = 'erc20' ORDER BY log_index",
-                route.transaction_hash,
-            )
-            assert [(*tuple(r)[:4], int(r["value"])) for r in transfers] == erc20_transfers(receipt), (
-                route.name
-            )
-        # nothing else: the step's only swaps are the routes' hops
-        assert await sink.pool.fetchval("SELECT count(*) FROM dex_trades") == sum(len(r.hops) for r in sent)
-        eth = await sink.pool.fetchrow(
-            "SELECT symbol, decimals, source FROM tokens WHERE address = $1", NATIVE
-        )
-        assert tuple(eth) == ("ETH", 18, "native")
-        eth_legs = await sink.pool.fetchval(
-            "SELECT count(*) FROM dex_trades WHERE $1 IN (token_sold_address, token_bought_address)", NATIVE
-        )
-        assert eth_legs == 4  # v2-v3-v4 ends in ETH, v4-v3-balancer starts with it, twice each
+        await follow(devnet, clean_db.dsn, sink, settings, first)
+        await check_stored(sink.pool, truth, devnet, routes.router)
     finally:
         await sink.close()
+
+    config = build_settings(
+        database_url=scratch_db.dsn,
+        rpc_http=devnet.rpc_http,
+        confirmations=0,
+        uniswap_v2_factories=settings.pop("uniswap_v2_factories"),
+        uniswap_v3_factories=settings.pop("uniswap_v3_factories"),
+        plugin_settings=settings,  # v4 and Balancer: plugins without a Settings field
+    )  # the backfill, in parallel chunks, over the same range
+    await backfill(
+        config, from_block=first, to=str(devnet.rpc.block_number()), batch_blocks=7, workers=4,
+        progress_tty=False, allow_unconfirmed=True,
+    )  # fmt: skip
+    conn = await asyncpg.connect(scratch_db.dsn)
+    try:
+        await check_stored(conn, truth, devnet, routes.router)
+    finally:
+        await conn.close()
