@@ -2,7 +2,8 @@
 missed from a cursor or a block, then follow live through reorgs (docs/api-websocket.md).
 
 The hub comes from ``ApiState.hub`` when ``serve`` runs beside the follower (in process); otherwise
-this router's lifespan makes one fed by Postgres ``LISTEN/NOTIFY`` (``api.stream.listener``), so any
+this router's lifespan makes one fed by Postgres ``LISTEN/NOTIFY`` (``api.stream.listener``) or, with
+``DEXNODE_API_LIVE_SOURCE=kafka``, by the node's ``head.*`` topics (``api.stream.kafka_source``), so any
 number of API processes can serve one database.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI, WebSocket
 from prometheus_client import Gauge
@@ -20,15 +21,20 @@ from starlette.websockets import WebSocketDisconnect
 from api.auth import AccessControl, AccessDenied
 from api.deps import get_state
 from api.stream.hub import Client, Hub, Limits
-from api.stream.listener import NotifyListener
+from api.stream.kafka_source import KafkaSource, live_source
 from api.stream.protocol import Code, Ping, ProtocolError, Subscribe, Unsubscribe, error, event, parse
 from api.stream.replay import PostgresStore
 from core.settings import Settings
 
 log = logging.getLogger("dexnode.api.ws")
 
+CLOSE_NORMAL = 1000  # a finished stream (a replay that has played)
 CLOSE_POLICY = 1008  # a slow consumer, a cap reached
 CLOSE_GOING_AWAY = 1001
+CLOSE_ERROR = 1011
+END = ""  # queued after a finished stream's last message: the sender stops there (no message is empty)
+# what runs beside a connection and ends its stream (``dexnode replay``'s playback): returns the close reason
+Beside = Callable[[Client], Awaitable[str]]
 # A kicked client still has what was sent before the close frame to read (the frame queues behind it):
 # it gets this long to read it and see the reason, then the connection is dropped.
 CLOSE_TIMEOUT = 60.0
@@ -52,12 +58,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.hub = Hub(
             PostgresStore(state.pool), confirmations=settings.confirmations, limits=limits_of(settings)
         )
-        listener = NotifyListener(state.pool, state.hub)
+        listener = live_source(settings, state.pool, state.hub)
         await listener.start()
     hub: Hub = state.hub
     app.state.ws_access = getattr(app.state, "access", None) or AccessControl.from_settings(settings)
     gauge = Gauge("dexnode_ws_clients", "websocket clients connected", registry=state.metrics.registry)
     gauge.set_function(lambda: len(hub.clients))
+    if isinstance(listener, KafkaSource):
+        source = listener
+        live = Gauge(
+            "dexnode_ws_live_blocks",
+            "blocks the Kafka live source sent to the hub, by where it read them",
+            ["via"],
+            registry=state.metrics.registry,
+        )
+        live.labels("kafka").set_function(lambda: source.kafka_blocks)
+        live.labels("postgres").set_function(lambda: source.postgres_blocks)
     try:
         yield
     finally:
@@ -76,7 +92,12 @@ def _client_name(websocket: WebSocket) -> str:
 
 @router.websocket("/ws")
 async def stream(websocket: WebSocket) -> None:
-    hub: Hub = get_state(websocket).hub
+    await serve_on(websocket, get_state(websocket).hub)
+
+
+async def serve_on(websocket: WebSocket, hub: Hub, beside: Beside | None = None) -> None:
+    """One connection served from ``hub``; with ``beside``, closed (1000) once it has ended and its
+    messages were sent."""
     access: AccessControl = websocket.app.state.ws_access
     try:
         identity = access.open_websocket(
@@ -91,24 +112,44 @@ async def stream(websocket: WebSocket) -> None:
         await websocket.accept()
         client = hub.connect(_client_name(websocket))
         try:
-            await _serve(websocket, client)
+            await _serve(websocket, client, beside)
         finally:
             hub.disconnect(client)
     finally:
         access.close_websocket(identity)
 
 
-async def _serve(websocket: WebSocket, client: Client) -> None:
+async def _finish(client: Client, beside: Beside) -> tuple[int, str]:
+    try:
+        ended = (CLOSE_NORMAL, await beside(client))
+    except Exception as exc:
+        log.warning("ws client %s: stream failed: %s", client.name, exc)
+        client.offer(error(Code.REPLAY_FAILED, "replay failed"))
+        ended = (CLOSE_ERROR, "replay failed")
+    await client.send(END)
+    return ended
+
+
+async def _serve(websocket: WebSocket, client: Client, beside: Beside | None = None) -> None:
     sender = asyncio.create_task(_send_loop(websocket, client))
     receiver = asyncio.create_task(_receive_loop(websocket, client))
     kicked = asyncio.create_task(client.closed.wait())
+    finish = asyncio.create_task(_finish(client, beside)) if beside is not None else None
+    tasks = (sender, receiver, kicked, *(() if finish is None else (finish,)))
+    ended: tuple[int, str] | None = None
     try:
         await asyncio.wait((sender, receiver, kicked), return_when=asyncio.FIRST_COMPLETED)
+        if finish is not None and sender.done() and sender.exception() is None:
+            ended = await finish  # the sender stopped at END: everything before it was sent
     finally:
-        for task in (sender, receiver, kicked):
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(sender, receiver, kicked, return_exceptions=True)
-    if client.close_reason is not None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+    if ended is not None:
+        code, reason = ended
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(websocket.close(code=code, reason=reason[:120]), CLOSE_TIMEOUT)
+    elif client.close_reason is not None:
         code = CLOSE_GOING_AWAY if client.close_reason == "server shutting down" else CLOSE_POLICY
         with contextlib.suppress(Exception):
             await asyncio.wait_for(
@@ -146,6 +187,8 @@ async def _send_loop(websocket: WebSocket, client: Client) -> None:
     try:
         while True:
             message = await queue.get()
+            if message is END:
+                return
             last_sent = loop.time()
             await websocket.send_text(message)
     finally:

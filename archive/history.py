@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -22,10 +22,13 @@ from archive.layout import Stream, Target
 from archive.reader import StoredBucket, bucket_records, buckets
 from archive.source import CexSource
 from records import Block, Record, kinds
+from sinks.cex_read import StoredResync, records_between
 from sinks.postgres_read import StoredChain
 
 CHAIN_TYPES = frozenset(k.type for k in kinds.BATCH_KINDS)
 CEX_TYPES = frozenset(k.type for k in kinds.CEX)
+BOOK_TYPES = frozenset({"book_delta", "book_snapshot"})
+US_PER_MINUTE = 60_000_000
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Step:
     time_us: int
     block: Block | None = None
     records: dict[type[Record], list[Record]] = field(default_factory=dict)
-    cex: list[Record] = field(default_factory=list)
+    cex: list[Any] = field(default_factory=list)  # records, and resyncs (``StoredResync``)
 
 
 def chain_steps(by_type: dict[str, list[Record]]) -> list[Step]:
@@ -54,15 +57,44 @@ def _arrival(record: Any) -> int:
     return int(record.atom_timestamp)
 
 
-def cex_steps(by_type: dict[str, list[Record]]) -> list[Step]:
-    """Exchange records grouped by arrival moment, in arrival order (each kind's stored order kept)."""
-    merged: list[Any] = list(heapq.merge(*by_type.values(), key=_arrival))
+def _book_times(snapshots: list[Any], deltas: list[Any]) -> dict[int, int]:
+    """Deltas a REST snapshot's buffer released after it (received before it, sequence after it): their
+    time is the snapshot's, so they replay after it, as they were published (``archive.books``)."""
+    by_book: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for s in snapshots:
+        if s.sequence is not None:
+            by_book[(s.exchange, s.symbol)].append(s)
+    moved: dict[int, int] = {}
+    if not by_book:
+        return moved
+    for d in deltas:
+        if d.sequence is None:
+            continue
+        for s in by_book.get((d.exchange, d.symbol), ()):
+            if s.atom_timestamp > d.atom_timestamp and d.sequence > s.sequence:
+                moved[id(d)] = s.atom_timestamp
+                break
+    return moved
+
+
+def cex_steps(by_type: dict[str, list[Any]]) -> list[Step]:
+    """Exchange records (and stored resyncs, ``resync``) grouped by arrival moment, in arrival order (each
+    kind's stored order kept; at one moment a snapshot first, a resync last)."""
+    snapshots = by_type.get("book_snapshot", [])
+    moved = _book_times(snapshots, by_type.get("book_delta", []))
+
+    def moment(record: Any) -> int:
+        return moved.get(id(record), record.atom_timestamp)
+
+    order = sorted(by_type, key=lambda t: (t != "book_snapshot", t == "resync"))
+    lists = [sorted(by_type[t], key=moment) if t == "book_delta" and moved else by_type[t] for t in order]
     steps: list[Step] = []
-    for r in merged:
-        if steps and steps[-1].time_us == r.atom_timestamp:
+    for r in heapq.merge(*lists, key=moment):
+        at = moment(r)
+        if steps and steps[-1].time_us == at:
             steps[-1].cex.append(r)
         else:
-            steps.append(Step(r.atom_timestamp, cex=[r]))
+            steps.append(Step(at, cex=[r]))
     return steps
 
 
@@ -78,14 +110,15 @@ async def history(
     target: Target,
     pool: asyncpg.Pool | None,
     *,
-    first: int,
-    end: int,
+    first_us: int,
+    end_us: int,
     confirmations: int,
     types: frozenset[str] | None = None,
     chain: str | None = None,
 ) -> AsyncIterator[Step]:
-    """Steps with event times in ``[first, end)`` (Unix seconds): archived buckets, then (with a pool)
-    stored rows past the archive, in time order."""
+    """Steps with event times in ``[first_us, end_us)`` (µs since the epoch): archived buckets, then (with
+    a pool) stored rows past the archive, in time order."""
+    first, end = first_us // US_PER_MINUTE, (end_us - 1) // US_PER_MINUTE + 1  # minutes [first, end)
     wanted = (CHAIN_TYPES | CEX_TYPES) if types is None else types
     archived = _archived(target, first, end, wanted)
     stored = _stored(target, pool, first, end, confirmations, wanted, chain) if pool is not None else None
@@ -101,7 +134,7 @@ async def history(
         else:
             steps = _merge([a[1], b[1]])
             a, b = await anext(archived, None), await anext(stored, None)  # type: ignore[arg-type]
-        for step in _in_range(steps, first * 1_000_000, end * 1_000_000):
+        for step in _in_range(steps, first_us, end_us):
             yield step
 
 
@@ -109,10 +142,11 @@ Minute = tuple[int, list[Step]]
 
 
 async def _archived(target: Target, first: int, end: int, wanted: frozenset[str]) -> AsyncIterator[Minute]:
-    """The archive's buckets of the range, minute by minute, every stream's steps merged by time."""
+    """The archive's buckets of the minutes ``[first, end)``, minute by minute, every stream's steps merged
+    by time."""
     read_types = set(wanted) | ({"block"} if wanted & CHAIN_TYPES else set())
     by_minute: dict[int, list[StoredBucket]] = defaultdict(list)
-    for b in buckets(target, target.streams(), first // 60, (end - 1) // 60):
+    for b in buckets(target, target.streams(), first, end - 1):
         by_minute[b.entry.minute].append(b)
     for minute in sorted(by_minute):
         parts = []
@@ -132,7 +166,7 @@ async def _stored(
     chain: str | None,
 ) -> AsyncIterator[Minute]:
     """Past the archive: confirmed blocks after the last archived one, exchange rows after each
-    exchange's last archived minute, minute by minute up to ``end``."""
+    exchange's last archived minute, minute by minute, in the minutes ``[first, end)``."""
     stored = StoredChain(pool)
     cex = CexSource(pool, 0)
     streams = target.streams()
@@ -141,14 +175,16 @@ async def _stored(
         name = chain or next((s.name for s in streams if s.venue == "chain"), None)
         last = target.last_bucket(Stream("chain", name)) if name else None
         after_block = last.last_block if last is not None and last.last_block is not None else -1
+        before = await pool.fetchval("SELECT max(number) FROM blocks WHERE timestamp < $1", first * 60)
+        after_block = max(after_block, -1 if before is None else int(before))  # not from the chain's start
     exchanges: dict[str, int] = {}
     if wanted & CEX_TYPES:
         for exchange in await cex.exchanges():
             last = target.last_bucket(Stream("cex", exchange))
-            exchanges[exchange] = last.minute if last is not None else first // 60 - 1
+            exchanges[exchange] = last.minute if last is not None else first - 1
     head = await pool.fetchval("SELECT max(number) FROM blocks")
     watermark = -1 if head is None else int(head) - confirmations
-    last_minute = (end - 1) // 60
+    last_minute = end - 1
     while True:
         # the next minute any stream has rows in (empty minutes are skipped, not visited)
         nexts: list[int] = []
@@ -161,7 +197,7 @@ async def _stored(
             if ts is not None:
                 nexts.append(int(ts) // 60)
         for exchange, archived_minute in exchanges.items():
-            m = await cex.next_minute(exchange, max(archived_minute, first // 60 - 1))
+            m = await cex.next_minute(exchange, max(archived_minute, first - 1))
             if m is not None:
                 nexts.append(m)
         if not nexts or min(nexts) > last_minute:
@@ -188,6 +224,32 @@ async def _stored(
         for exchange, archived_minute in exchanges.items():
             if minute > archived_minute:
                 bucket = await cex.bucket(exchange, minute)
-                parts.append(cex_steps({c.TYPE: rs for c, rs in bucket.records.items() if c.TYPE in wanted}))
+                by_cex: dict[str, list[Any]] = {
+                    c.TYPE: rs for c, rs in bucket.records.items() if c.TYPE in wanted
+                }
+                if wanted & BOOK_TYPES:
+                    by_cex["resync"] = await _resyncs(pool, exchange, minute)
+                parts.append(cex_steps(by_cex))
                 exchanges[exchange] = minute
         yield minute, _merge(parts)
+
+
+async def _resyncs(pool: asyncpg.Pool, exchange: str, minute: int) -> list[StoredResync]:
+    """The minute's stored resyncs, each at the moment of the book event stored before it: a resync's own
+    time is when it was written, which can be after the snapshot that ends it (both in one batch)."""
+    rows = await pool.fetch(
+        "SELECT r.id, (SELECT p.atom_timestamp FROM cex_book_events p WHERE p.exchange = r.exchange"
+        " AND p.symbol = r.symbol AND p.id < r.id ORDER BY p.id DESC LIMIT 1) AS before"
+        " FROM cex_book_events r WHERE r.exchange = $1 AND r.kind = 'resync'"
+        " AND r.atom_timestamp >= $2 AND r.atom_timestamp < $3 ORDER BY r.id",
+        exchange,
+        minute * US_PER_MINUTE,
+        (minute + 1) * US_PER_MINUTE,
+    )
+    out = []
+    for row in rows:
+        for _, item in await records_between(pool, "cex_book_events", row["id"], row["id"]):
+            if isinstance(item, StoredResync):
+                at = row["before"] if row["before"] is not None else item.atom_timestamp
+                out.append(replace(item, atom_timestamp=at))
+    return out

@@ -13,8 +13,9 @@ Measured, each against a peer or limit of the same run:
   decimal256(76, 0) (which only holds values below 10^76; these all are);
 - a day of trades: daily volume per pool with DuckDB over the archive against the same SQL on Postgres,
   best of ``--rounds``;
-- replay: ``dexnode replay``'s hub fed from the archive at full speed to one websocket client subscribed
-  to blocks and DEX trades, messages/s received (and the same client's rate is the limit that matters).
+- replay: ``dexnode replay``'s playback of the day from the archive at full speed to one websocket
+  connection subscribed to blocks and DEX trades, messages/s received (and the same client's rate is
+  the limit that matters).
 
 Server: ``DATABASE_URL`` if set (a new database there, dropped at the end), else an embedded pgserver.
 The machine may be loaded by other work: read the ratios, not the absolute figures.
@@ -47,6 +48,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from websockets.asyncio.client import connect as ws_connect
 
+from api.stream.history import Playback
 from archive.archiver import Archiver
 from archive.layout import Target
 from archive.query import connect
@@ -207,21 +209,13 @@ async def replay_rate(dsn: str, target: Target) -> tuple[int, float]:
         {"op": "subscribe", "id": "b", "channel": "blocks"},
         {"op": "subscribe", "id": "t", "channel": "dex_trades"},
     ]
-    ready = asyncio.Event()
-    task = asyncio.create_task(
-        run_replay(
-            settings,
-            DAY_START,
-            DAY_START + 86_400,
-            speed=None,
-            types=None,
-            wait_subscriptions=len(subs),
-            announce=lambda _: ready.set(),
-        )
-    )
+    ready, stop = asyncio.Event(), asyncio.Event()
+    day = Playback(DAY_START * 1_000_000, (DAY_START + 86_400) * 1_000_000)
+    task = asyncio.create_task(run_replay(settings, day, announce=lambda _: ready.set(), stop=stop))
     await asyncio.wait_for(ready.wait(), 60)
     received = 0
-    async with ws_connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
+    # one connection, its own playback of the day (it starts once both subscriptions are in)
+    async with ws_connect(f"ws://127.0.0.1:{port}/ws?subscriptions={len(subs)}", max_size=None) as ws:
         for sub in subs:
             await ws.send(orjson.dumps(sub).decode())
         t0 = time.perf_counter()
@@ -229,6 +223,7 @@ async def replay_rate(dsn: str, target: Target) -> tuple[int, float]:
             async for _ in ws:
                 received += 1
         seconds = time.perf_counter() - t0
+    stop.set()
     await task
     return received, seconds
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -18,12 +19,12 @@ import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from api.app import create_app
-from api.stream.history import HistoryStore, PlayStats, drain, play, wait_for_subscriptions
-from api.stream.hub import Hub
-from api.ws import limits_of
+from api.replay import replay_app
+from api.stream.history import SETTLE_SECONDS, Playback, PlayStats, moment_us
+from api.stream.protocol import ProtocolError
 from archive.archiver import run_archiver
-from archive.history import CEX_TYPES, CHAIN_TYPES, history
+from archive.books import StartBook, books_at
+from archive.history import CEX_TYPES, CHAIN_TYPES, Step, history
 from archive.layout import Target
 from archive.query import archived_types, connect
 from cli.common import ApiHostOpt, ApiPortOpt, DatabaseUrlOpt, DataDirOpt, run_async, settings_of
@@ -151,24 +152,39 @@ def export_command(
             typer.echo(f"{path}: {rows[0] if rows else 0} rows")
 
 
+@dataclass(frozen=True)
+class ArchiveHistory:
+    """``api.stream.history.Source`` over the archive, then Postgres past it."""
+
+    target: Target
+    pool: asyncpg.Pool
+    confirmations: int
+    chain: str | None
+
+    def steps(self, first_us: int, end_us: int, types: frozenset[str] | None) -> AsyncIterator[Step]:
+        return history(self.target, self.pool, first_us=first_us, end_us=end_us,
+                       confirmations=self.confirmations, types=types, chain=self.chain)  # fmt: skip
+
+    async def books(self, at_us: int, exchanges: frozenset[str] | None) -> list[StartBook]:
+        return await books_at(self.target, self.pool, at_us, exchanges)
+
+
 async def run_replay(
     settings: Settings,
-    first: int,
-    end: int,
+    defaults: Playback,
     *,
-    speed: float | None,
-    types: frozenset[str] | None,
-    wait_subscriptions: int,
     announce: Callable[[str], None] = typer.echo,
-) -> PlayStats:
-    """Serve the API with a hub fed from history: the archive, then Postgres past it. The replay starts
-    once ``wait_subscriptions`` subscriptions exist; when it has played and every client has been sent
-    its messages, the server stops (clients get close code 1001)."""
+    stop: asyncio.Event | None = None,
+) -> list[PlayStats]:
+    """Serve the API with one playback of history per websocket connection (the archive, then Postgres
+    past it) until ``stop`` is set (or the process is interrupted); the finished playbacks' figures."""
     async with open_database(settings) as db:
-        pool = await asyncpg.create_pool(asyncpg_dsn(db.dsn), min_size=1, max_size=4)
+        pool = await asyncpg.create_pool(asyncpg_dsn(db.dsn), min_size=1, max_size=8)
         try:
-            hub = Hub(HistoryStore(), confirmations=0, limits=limits_of(settings))  # history is final
-            app = create_app(settings, pool=pool, hub=hub)
+            source = ArchiveHistory(
+                Target(settings.archive_target), pool, settings.confirmations, settings.chain
+            )
+            app = replay_app(settings, pool, source, defaults, CHAIN_TYPES | CEX_TYPES)
             config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
             server = uvicorn.Server(config)
             serving = asyncio.create_task(server.serve())
@@ -178,71 +194,94 @@ async def run_replay(
                     raise ConfigError(f"the API could not listen on {settings.api_host}:{settings.api_port}")
                 await asyncio.sleep(0.02)
             try:
-                url = f"ws://{settings.api_host}:{settings.api_port}/ws"
-                announce(f"replay on {url}: starts at {wait_subscriptions} subscription(s)")
-                await wait_for_subscriptions(hub, wait_subscriptions)
-                steps = history(
-                    Target(settings.archive_target),
-                    pool,
-                    first=first,
-                    end=end,
-                    confirmations=settings.confirmations,
-                    types=types,
-                    chain=settings.chain,
+                announce(
+                    f"replay on ws://{settings.api_host}:{settings.api_port}/ws"
+                    " (?from=&to=&speed= per connection): one playback per connection"
                 )
-                stats = await play(hub, steps, speed=speed)
-                await drain(hub)
-                await hub.close()  # each client: what is queued, then close 1001
-                await drain(hub, until_disconnected=True)
+                if stop is None:
+                    await serving  # until interrupted
+                else:
+                    await asyncio.wait((serving, asyncio.ensure_future(stop.wait())),
+                                       return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
             finally:
                 server.should_exit = True
                 await serving
-            return stats
+            played: list[PlayStats] = app.state.replay.played
+            return played
         finally:
             await pool.close()
 
 
 def replay_command(
     ctx: typer.Context,
-    from_: Annotated[str, typer.Option("--from", help="start (ISO 8601 UTC or Unix seconds), inclusive")],
-    to: Annotated[str, typer.Option("--to", help="end (ISO 8601 UTC or Unix seconds), exclusive")],
+    from_: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="default start (ISO 8601 UTC or Unix seconds), inclusive; ?from= per connection"
+        ),
+    ] = None,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to", help="default end (ISO 8601 UTC or Unix seconds), exclusive; ?to= per connection"
+        ),
+    ] = None,
     speed: Annotated[
         float | None,
-        typer.Option("--speed", help="times real time (e.g. 10); unset: as fast as clients read"),
+        typer.Option("--speed", help="times real time (e.g. 10); unset: as fast as clients read; ?speed="),
     ] = None,
     kinds: Annotated[
         str | None, typer.Option("--kinds", help="record types to replay, e.g. block,dex_trade,trade (all)")
     ] = None,
     wait_subscriptions: Annotated[
-        int, typer.Option("--wait-subscriptions", help="start once this many subscriptions exist")
-    ] = 1,
+        int | None,
+        typer.Option(
+            "--wait-subscriptions",
+            help="a connection's playback starts once it has this many subscriptions (?subscriptions=);"
+            " unset: --settle seconds after its last subscribe",
+        ),
+    ] = None,
+    settle: Annotated[
+        float, typer.Option("--settle", help="seconds without a new subscribe before playback starts")
+    ] = SETTLE_SECONDS,
     archive: ArchiveOpt = None,
     host: ApiHostOpt = None,
     port: ApiPortOpt = None,
     database_url: DatabaseUrlOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Replay a time range through the websocket API (/ws), live protocol and cursors, chain and CEX in
-    event-time order: archived buckets, then stored rows past the archive."""
+    """Serve history through the websocket API (/ws), one playback per connection (its range and speed
+    from --from/--to/--speed or the URL's ?from=&to=&speed=): live protocol and cursors, chain and CEX in
+    event-time order, archived buckets then stored rows past the archive. Runs until interrupted."""
     settings = settings_of(
         ctx, database_url=database_url, data_dir=data_dir, archive_url=archive, api_host=host, api_port=port
     )
-    first, end = parse_time(from_, "--from"), parse_time(to, "--to")
-    if end <= first:
+    first = None if from_ is None else parse_time_us(from_, "--from")
+    end = None if to is None else parse_time_us(to, "--to")
+    if first is not None and end is not None and end <= first:
         raise ConfigError("--to must be after --from")
     if speed is not None and speed <= 0:
         raise ConfigError("--speed must be above 0")
+    if wait_subscriptions is not None and wait_subscriptions < 1:
+        raise ConfigError("--wait-subscriptions must be at least 1")
     types = None if kinds is None else frozenset(k.strip() for k in kinds.split(",") if k.strip())
     unknown = sorted((types or frozenset()) - CHAIN_TYPES - CEX_TYPES)
     if unknown:
         raise ConfigError(
             f"--kinds: unknown {', '.join(unknown)}; one of {', '.join(sorted(CHAIN_TYPES | CEX_TYPES))}"
         )
-    stats = run_async(
-        run_replay(settings, first, end, speed=speed, types=types, wait_subscriptions=wait_subscriptions)
-    )
-    rate = stats.messages / stats.seconds if stats.seconds else 0.0
-    typer.echo(
-        f"replayed {stats.blocks} blocks and {stats.cex_records} exchange records: {stats.messages} messages"
-        f" in {stats.seconds:.2f}s ({rate:.0f} messages/s)"
-    )
+    defaults = Playback(first, end, speed, types, wait_subscriptions, settle)
+    played = run_async(run_replay(settings, defaults))
+    for stats in played:
+        rate = stats.messages / stats.seconds if stats.seconds else 0.0
+        typer.echo(
+            f"replayed {stats.blocks} blocks and {stats.cex_records} exchange records: {stats.messages}"
+            f" messages in {stats.seconds:.2f}s ({rate:.0f} messages/s)"
+        )
+
+
+def parse_time_us(text: str, flag: str) -> int:
+    try:
+        return moment_us(text, flag)
+    except ProtocolError as exc:
+        raise ConfigError(exc.message) from None

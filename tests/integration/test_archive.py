@@ -41,7 +41,6 @@ from archive.source import CEX_QUERIES, _cex_record
 from cex.exchanges.okx import Okx
 from cex.feed import FeedHandler
 from cex.store import CexStore
-from cli.archive import run_replay
 from core.database import DatabaseInfo
 from core.retry import RetryPolicy
 from core.settings import build_settings
@@ -448,60 +447,6 @@ async def test_query_daily_volume_per_pool_equals_a_sum_over_the_files(
         lines = (out_dir / f"{type_name}.csv").read_text().splitlines()
         assert len(lines) - 1 == len(got[type_name]) > 0
         assert "source" in lines[0].split(",")
-
-
-def _data(messages: list[dict[str, Any]], sid: str) -> list[dict[str, Any]]:
-    """One subscription's data messages (records with their cursors), in the order received."""
-    return [
-        m
-        for m in messages
-        if m.get("id") == sid and "data" in m and m.get("type") not in ("finalized", "reorg")
-    ]
-
-
-async def test_replay_equals_the_recorded_live_stream(run: Run, local_archive: Target) -> None:
-    """``dexnode replay`` over the whole run (archived minutes, then stored blocks past the archive)
-    sends a client what the live ``/ws`` sent during the run, message for message."""
-    port = free_port()
-    settings = build_settings(
-        database_url=run.dsn,
-        confirmations=CONFIRMATIONS,
-        archive_url=local_archive.url,
-        api_port=port,
-        chain=CHAIN,
-    )
-    ready = asyncio.Event()
-    play = run_replay(
-        settings,
-        0,
-        LATER,
-        speed=None,
-        types=None,
-        wait_subscriptions=len(SUBSCRIPTIONS),
-        announce=lambda _: ready.set(),
-    )
-    replay = asyncio.create_task(play)
-    await asyncio.wait_for(ready.wait(), 30)
-    replayed: list[dict[str, Any]] = []
-    async with ws_connect(f"ws://127.0.0.1:{port}/ws", max_size=None) as ws:
-        for sub in SUBSCRIPTIONS:
-            await ws.send(orjson.dumps(sub).decode())
-        async for text in ws:  # until the replay has played and the server closes (1001)
-            replayed.append(orjson.loads(text))
-    stats = await asyncio.wait_for(replay, 60)
-    for sid in ("blocks", "trades", "cex"):
-        live, again = _data(run.live, sid), _data(replayed, sid)
-        assert live and again == live, sid
-    assert stats.blocks == len(_data(run.live, "blocks")) and stats.cex_records > 0
-    # every block of the run below the confirmed watermark, in order, none orphaned
-    numbers = [m["data"]["number"] for m in _data(replayed, "blocks")]
-    conn = await asyncpg.connect(run.dsn)
-    try:
-        head = await conn.fetchval("SELECT max(number) FROM blocks")
-    finally:
-        await conn.close()
-    assert numbers == list(range(0, head - CONFIRMATIONS + 1))
-    assert not set(run.orphaned) & {m["data"]["hash"] for m in _data(replayed, "blocks")}
 
 
 async def test_run_archiver_keeps_running_until_stopped_and_ready_reports_its_lag(run: Run) -> None:

@@ -19,6 +19,7 @@ from tests import every_kind
 pytestmark = pytest.mark.unit
 
 T0 = every_kind.BLOCK.timestamp - every_kind.BLOCK.timestamp % 60  # a minute's start
+US = 1_000_000
 
 
 def _block(n: int, ts: int) -> Block:
@@ -78,7 +79,9 @@ async def test_history_interleaves_venues_by_event_time(tmp_path: Path) -> None:
     early, between, same = _cex(T0 + 5, "1"), _cex(T0 + 20, "2"), _cex(T0 + 20, "3")
     write_bucket(target, Stream("cex", "okx"), Bucket(minute, {Trade: [early, between, same]}))
     write_bucket(target, Stream("cex", "okx"), Bucket(minute + 1, {Trade: [_cex(T0 + 61, "4")]}))
-    steps: list[Step] = [s async for s in history(target, None, first=T0, end=T0 + 60, confirmations=0)]
+    steps: list[Step] = [
+        s async for s in history(target, None, first_us=T0 * US, end_us=(T0 + 60) * US, confirmations=0)
+    ]
     assert [(s.time_us, s.block.number if s.block else None, [t.trade_id for t in s.cex]) for s in steps] == [  # type: ignore[attr-defined]
         ((T0 + 5) * 1_000_000, None, ["1"]),
         ((T0 + 12) * 1_000_000, 1, []),
@@ -89,7 +92,12 @@ async def test_history_interleaves_venues_by_event_time(tmp_path: Path) -> None:
     only_trades = [
         s
         async for s in history(
-            target, None, first=T0, end=T0 + 120, confirmations=0, types=frozenset({"trade"})
+            target,
+            None,
+            first_us=T0 * US,
+            end_us=(T0 + 120) * US,
+            confirmations=0,
+            types=frozenset({"trade"}),
         )
     ]
     assert [t.trade_id for s in only_trades for t in s.cex] == ["1", "2", "3", "4"]  # type: ignore[attr-defined]
