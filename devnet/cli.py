@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from devnet.devnet import LOG_FILE, MANIFEST_FILE, Devnet, read_state, stop_directory
+from devnet.routes import add_routes
 from devnet.rpc import DevnetError
 
 app = typer.Typer(
@@ -166,3 +167,23 @@ def stop(ctx: typer.Context, data_dir: DataDirOpt = None) -> None:
     with one_line_errors():
         pid = stop_directory(devnet_dir(ctx, data_dir))
     console.print(f"devnet stopped (pid {pid})")
+
+
+@app.command()
+def routes(
+    ctx: typer.Context,
+    rounds: int = typer.Option(2, min=1, help="How many times to send each route."),
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Swaps across protocols in one transaction: deploy Uniswap v4 and Balancer v2 on the devnet's
+    tokens and a router, then send v2->v3->v4 (ETH out), v4 (ETH in)->v3->Balancer,
+    Balancer->SushiSwap->v4 and a 2-hop Vault batchSwap, one transaction per block (once per devnet)."""
+    directory = devnet_dir(ctx, data_dir)
+    with one_line_errors():
+        devnet = Devnet.attach(directory)
+        sent = add_routes(devnet, directory, rounds)
+    for route in sent:
+        hops = " -> ".join(hop.exchange for hop in route.hops)
+        console.print(f"block {route.block_number} {route.transaction_hash} {route.name}: {hops}")
+    settings = devnet.manifest["cross_protocol"]["settings"]
+    console.print("index them with: " + " ".join(f"DEXNODE_{k.upper()}={v}" for k, v in settings.items()))

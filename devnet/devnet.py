@@ -227,7 +227,7 @@ class Devnet:
         finally:
             self.rpc.call("evm_setAutomine", True)
         self.manifest["counts"] = add_counts(self.manifest["counts"], miner.counts)
-        self._record_head()
+        self.record_head()
         return nest_counts(miner.counts)
 
     def reorg(self, depth: int, seed: int | None = None) -> ReorgResult:
@@ -267,10 +267,10 @@ class Devnet:
                 "new_hashes": result.new_hashes,
             }
         )
-        self._record_head()
+        self.record_head()
         return result
 
-    def _record_head(self) -> None:
+    def record_head(self) -> None:
         number, block_hash = self.head()
         self.manifest["head"] = {"number": number, "hash": block_hash}
         if self.directory is not None and self.node is not None:

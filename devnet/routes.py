@@ -19,7 +19,7 @@ Every hop is exact input: it swaps all the previous hop produced. The sender is 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,8 @@ from eth_utils import keccak
 from devnet.abi import calldata
 from devnet.artifacts import CONTRACTS_DIR, compile_contract
 from devnet.deployment import Deployment, Token, full_range, price_x96, sort_pair
-from devnet.rpc import Rpc
+from devnet.devnet import Devnet
+from devnet.rpc import DevnetError, Rpc
 from devnet.setup import DEADLINE, MAX_UINT
 from devnet.singletons import NATIVE, BalancerV2, UniswapV4
 
@@ -224,6 +225,24 @@ class CrossProtocolRoutes:
             "uniswap_v4_pool_managers": f"{self.v4.manager}=uniswap-v4",
             "balancer_v2_vaults": f"{self.balancer.vault}=balancer-v2",
         }
+
+
+def add_routes(devnet: Devnet, cache_dir: Path, rounds: int = 2) -> list[RouteTx]:
+    """Deploy the routes' venues on a running devnet, send every route ``rounds`` times and record it
+    all in the manifest (``cross_protocol``: contracts, the indexer's settings, the transactions)."""
+    if "cross_protocol" in devnet.manifest:
+        raise DevnetError("this devnet already has its cross-protocol routes (manifest: cross_protocol)")
+    routes = CrossProtocolRoutes(devnet.rpc, devnet.deployment, cache_dir)
+    sent = routes.run(rounds)
+    devnet.manifest["cross_protocol"] = {
+        "router": routes.router,
+        "pool_manager": routes.v4.manager,
+        "vault": routes.balancer.vault,
+        "settings": routes.plugin_settings(),
+        "transactions": [asdict(r) for r in sent],
+    }
+    devnet.record_head()
+    return sent
 
 
 def v4_pool_id(key: tuple[str, str, int, int, str]) -> str:
