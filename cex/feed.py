@@ -325,7 +325,8 @@ class FeedHandler:
             last = self._last_snapshot.get(sync.symbol)
             if last is None or now - last >= self.snapshot_every:
                 self._last_snapshot[sync.symbol] = now
-                await self.queue.put(sync.book.snapshot(sync.exchange, sync.symbol, time.time_ns() // 1000))
+                for item in _republished(sync):
+                    await self.queue.put(item)
 
     def _lead(self, conn: Connection, sync: BookSync, out: list[Published]) -> list[Published]:
         """Unshared books: only the leader's are published. Another connection takes the lead, with a
@@ -341,7 +342,7 @@ class FeedHandler:
         self._leader[symbol] = conn.index
         if out and isinstance(out[0], BookSnapshot):
             return out
-        return [sync.book.snapshot(sync.exchange, symbol, time.time_ns() // 1000)]
+        return _republished(sync)
 
     def _valid_live(self, index: int, symbol: str) -> bool:
         sync = self.syncs.get((index, symbol))
@@ -443,3 +444,11 @@ class FeedHandler:
             if sync is not None and sync.book.sequence is not None:
                 out[symbol] = max(sync.book.sequence - seen, 0)
         return out
+
+
+def _republished(sync: BookSync) -> list[Published]:
+    """A valid book published again (periodic snapshot, new leader): an L3 book with its orders."""
+    now = time.time_ns() // 1000
+    if isinstance(sync, L3Sync):
+        return sync.republish(now)
+    return [sync.book.snapshot(sync.exchange, sync.symbol, now)]

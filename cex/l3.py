@@ -12,7 +12,8 @@ arrives; drop buffered messages with ``sequence <= snapshot.sequence``; then eve
 message of the product counts (``received`` too, which changes no resting order). A ``match`` whose maker
 is not on the book, or a crossed book, also means the book is wrong.
 
-Published: after a snapshot a ``BookSnapshot`` of the aggregated levels (the L2 view at its sequence), then
+Published: after a snapshot (and whenever the feed republishes the book: ``republish``, periodic snapshots
+and a new leader) a ``BookSnapshot`` of the aggregated levels (the L2 view at its sequence), then
 one ``BookDelta`` per resting order (``order_id`` set, ``size`` its remaining size); after each message one
 ``BookDelta`` per order it changed (size 0: gone). A consumer keeping orders applies the deltas by
 ``order_id``.
@@ -117,6 +118,30 @@ class L3Sync:
             out.extend(self.on_message(update))
             if not book.valid:
                 break
+        return out
+
+    def republish(self, atom_timestamp: int) -> list[Published]:
+        """The valid book again as a consumer starts from it (a periodic snapshot, a new leader): the L2
+        view, then one delta per resting order at the book's sequence, each level's orders in time
+        priority; an L2 snapshot alone would leave a consumer keeping orders (or storage) without them."""
+        book = self.book
+        l2 = book.to_l2()
+        out: list[Published] = [
+            BookSnapshot(
+                self.exchange,
+                self.symbol,
+                tuple(l2.bid_levels()),
+                tuple(l2.ask_levels()),
+                book.sequence,
+                None,
+                atom_timestamp,
+            )
+        ]
+        for side, levels in (("bid", book.bids), ("ask", book.asks)):
+            for price, queue in levels.items():
+                for order_id, size in queue.items():
+                    out.append(BookDelta(self.exchange, self.symbol, side, price, size, order_id,
+                                         book.sequence, None, atom_timestamp))  # fmt: skip
         return out
 
     def needs_snapshot_refetch(self, snapshot_last: int | None) -> bool:

@@ -169,6 +169,7 @@ class LiveBook:
     timestamp: int  # µs, when it was read
     bids: list[tuple[Decimal, Decimal]]
     asks: list[tuple[Decimal, Decimal]]
+    orders: list[tuple[str, str, Decimal, Decimal]] | None = None  # L3: (order_id, side, price, size)
 
 
 class FeedBooks:
@@ -184,5 +185,8 @@ class FeedBooks:
                 valid = book.valid
                 bids = book.bid_levels(depth) if valid else []
                 asks = book.ask_levels(depth) if valid else []
-                return LiveBook(exchange, symbol, book.sequence, valid, time.time_ns() // 1000, bids, asks)
+                held = getattr(book, "orders", None)  # an L3 book (cex.book.L3Book) keeps its orders
+                orders = None if held is None else [(i, s, p, q) for i, (s, p, q) in held.items()]
+                now = time.time_ns() // 1000
+                return LiveBook(exchange, symbol, book.sequence, valid, now, bids, asks, orders)
         return None

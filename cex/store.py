@@ -2,15 +2,16 @@
 
 Each CEX kind names its table; a record's fields that are columns of that table are written as they are
 (``Decimal`` into ``NUMERIC`` exactly). The book's two kinds share ``cex_book_events``, told apart by its
-``kind`` column (``delta`` | ``snapshot``), a snapshot's levels as JSON ``[[price, size], ...]`` of decimal
-strings. Rows go in with COPY into a per-connection staging table, then ``INSERT ... ON CONFLICT DO
-NOTHING`` on the table's unique natural key where it has one (trades: exchange, symbol, trade_id), so a
-trade delivered again after a reconnect or by a second connection is stored once. Candles are upserted by
-(exchange, symbol, interval, start): the open candle is rewritten until it closes.
+``kind`` column (``delta`` | ``snapshot``; ``resync`` rows with their ``reason``), a snapshot's levels as JSON
+``[[price, size], ...]`` of decimal strings. Rows go in with COPY into a per-connection staging table, then
+``INSERT ... ON CONFLICT DO NOTHING`` on the table's unique natural key where it has one (trades: exchange,
+symbol, trade_id), so a trade delivered again after a reconnect or by a second connection is stored once.
+Candles are upserted by (exchange, symbol, interval, start): the open candle is rewritten until it closes.
 
 Storing every delta plus a snapshot now and then makes the book at any moment rebuildable
-(``rebuild_book``, read by ``sinks.cex_read`` which the API shares): the last snapshot at or before the
-moment, then the deltas after it, in order.
+(``rebuild_book``, ``sinks.cex_books``, which the API shares): the last snapshot at or before the moment,
+then the deltas after it, in order; an L3 book (``cex.l3``) by order id, its snapshot followed by one delta
+per resting order.
 
 Each batch announces what it committed with ``pg_notify('dexnode_cex', ...)`` inside its transaction (so
 it is delivered at COMMIT): per table the range of ids it wrote, and the candles' keys (at most
@@ -57,25 +58,26 @@ class _Writer:
 # COPY in arrival order (the ids then order them: a snapshot taken between two deltas stays between them)
 _BOOK_COLUMNS = (
     "exchange", "symbol", "kind", "side", "price", "size", "order_id", "sequence", "bids", "asks",
-    "event_timestamp", "atom_timestamp", "engine_sequence", "engine_timestamp",
+    "event_timestamp", "atom_timestamp", "engine_sequence", "engine_timestamp", "reason",
 )  # fmt: skip
 
 
 def _delta_row(r: BookDelta) -> tuple[Any, ...]:
     return (r.exchange, r.symbol, "delta", r.side, r.price, r.size, r.order_id, r.sequence, None, None,
-            r.event_timestamp, r.atom_timestamp, r.engine_sequence, r.engine_timestamp)  # fmt: skip
+            r.event_timestamp, r.atom_timestamp, r.engine_sequence, r.engine_timestamp, None)  # fmt: skip
 
 
 def _snapshot_row(r: BookSnapshot) -> tuple[Any, ...]:
     return (r.exchange, r.symbol, "snapshot", None, None, None, None, r.sequence, _levels_json(r.bids),
             _levels_json(r.asks), r.event_timestamp, r.atom_timestamp, r.engine_sequence,
-            r.engine_timestamp)  # fmt: skip
+            r.engine_timestamp, None)  # fmt: skip
 
 
 def _resync_row(r: Resync) -> tuple[Any, ...]:
-    # a resync is stored when it is written: its moment orders it against the snapshot that follows
+    # a resync is stored when it is written: its moment orders it against the snapshot that follows; its
+    # reason goes with it, so a reader of the row (the NOTIFY listener) tells clients what in-process did
     return (r.exchange, r.symbol, "resync", None, None, None, None, r.sequence, None, None, None,
-            time.time_ns() // 1000, None, None)  # fmt: skip
+            time.time_ns() // 1000, None, None, r.reason)  # fmt: skip
 
 
 def _writer(kind: Kind[Any]) -> _Writer:

@@ -9,7 +9,7 @@ its digits), so a row's JSON is the record's JSON ``data`` without a round trip 
 - ``page``: a keyset page by ``id`` (arrival order) for the REST lists, filtered by exchange, symbol and
   receipt time (``atom_timestamp``, µs), never past ``pin`` (the newest id when the first page was read).
 - ``candles``: the stored 1-minute candles aggregated to 1m..1d in SQL.
-- ``rebuild_book``: the book at a moment, from the last snapshot at or before it and the deltas after it.
+- ``rebuild_book`` (from ``sinks.cex_books``): the book at a moment, L2 by level or L3 by order id.
 """
 
 from __future__ import annotations
@@ -17,20 +17,19 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
-import orjson
 import sqlalchemy as sa
 
 from records import Record, from_dict
 from records.cex import BookDelta, BookSnapshot, Candle, FundingRate, OpenInterest, Ticker, Trade
 from sinks import schema
+from sinks.cex_books import StoredBook as StoredBook  # re-exported: the book readers' names
+from sinks.cex_books import json_levels
+from sinks.cex_books import rebuild_book as rebuild_book
 
-Levels = list[tuple[Decimal, Decimal]]
 NOTIFY_CHANNEL = "dexnode_cex"  # CexStore announces committed rows here (api.stream.listener listens)
-FAR_FUTURE = 2**62
 
 # table -> the record class its rows are (cex_book_events: by its ``kind`` column)
 TABLES: dict[str, type[Record]] = {
@@ -42,20 +41,10 @@ TABLES: dict[str, type[Record]] = {
 }
 
 
-@dataclass(frozen=True)
-class StoredBook:
-    sequence: int | None
-    valid: bool
-    bids: Levels  # best first
-    asks: Levels
-    timestamp: int | None = None  # atom_timestamp (µs) of the newest event the book includes
-    last_id: int | None = None  # id of that event in cex_book_events
-
-
 @dataclass(frozen=True, slots=True)
 class StoredResync:
-    """A stored ``resync`` book event: the book was invalid from here until the next snapshot. The
-    reason is not stored (null)."""
+    """A stored ``resync`` book event: the book was invalid from here until the next snapshot, and why
+    (``gap``, ``checksum``, ...; null on rows stored before migration 0008)."""
 
     exchange: str
     symbol: str
@@ -76,7 +65,7 @@ def _fields(cls: type[Record]) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-_BOOK_COLUMNS = ("id", "kind", *_fields(BookDelta), "bids", "asks")
+_BOOK_COLUMNS = ("id", "kind", *_fields(BookDelta), "bids", "asks", "reason")
 _SQL_COLUMNS = {
     name: _select(
         schema.metadata.tables[name], ("id", *_fields(cls)) if cls is not BookDelta else _BOOK_COLUMNS
@@ -87,10 +76,6 @@ _CANDLE_FIELDS = _fields(Candle)
 _CANDLE_COLUMNS = _select(schema.candles, _CANDLE_FIELDS)
 
 
-def _json_levels(value: Any) -> list[list[str]]:
-    return orjson.loads(value) if isinstance(value, str) else (value or [])
-
-
 def row_json(table: str, row: asyncpg.Record) -> dict[str, Any]:
     """A row as its record's JSON ``data`` (book events: the delta's or the snapshot's fields)."""
     cls = TABLES[table]
@@ -98,7 +83,7 @@ def row_json(table: str, row: asyncpg.Record) -> dict[str, Any]:
         return {name: row[name] for name in _fields(cls)}
     if row["kind"] == "snapshot":
         data = {n: row[n] for n in _fields(BookSnapshot) if n not in ("bids", "asks")}
-        return {**data, "bids": _json_levels(row["bids"]), "asks": _json_levels(row["asks"])}
+        return {**data, "bids": json_levels(row["bids"]), "asks": json_levels(row["asks"])}
     return {name: row[name] for name in _fields(BookDelta)}
 
 
@@ -106,7 +91,9 @@ def record_of(table: str, row: asyncpg.Record) -> Record | StoredResync:
     cls = TABLES[table]
     if cls is BookDelta:
         if row["kind"] == "resync":
-            return StoredResync(row["exchange"], row["symbol"], None, row["sequence"], row["atom_timestamp"])
+            return StoredResync(
+                row["exchange"], row["symbol"], row["reason"], row["sequence"], row["atom_timestamp"]
+            )
         if row["kind"] == "snapshot":
             cls = BookSnapshot
     return from_dict({"type": cls.TYPE, "version": cls.VERSION, "data": row_json(table, row)})
@@ -246,59 +233,3 @@ async def candles(
         }
         for r in rows
     ]
-
-
-async def rebuild_book(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    exchange: str,
-    symbol: str,
-    at: int | None = None,
-    *,
-    upto_id: int | None = None,
-) -> StoredBook:
-    """The stored book at ``atom_timestamp <= at`` (µs; None: the latest) and ``id <= upto_id``, from the
-    last snapshot and the deltas stored after it; not valid (and empty) when a resync came after them.
-    The rows are read in one repeatable-read snapshot (a pool is given a connection for it)."""
-    if isinstance(conn, asyncpg.Pool):
-        async with conn.acquire() as one:
-            return await rebuild_book(one, exchange, symbol, at, upto_id=upto_id)
-    at = at if at is not None else FAR_FUTURE
-    upto = upto_id if upto_id is not None else FAR_FUTURE
-    async with conn.transaction(isolation="repeatable_read", readonly=True):
-        snap = await conn.fetchrow(
-            "SELECT id, sequence, bids, asks, atom_timestamp FROM cex_book_events WHERE exchange = $1"
-            " AND symbol = $2 AND kind = 'snapshot' AND atom_timestamp <= $3 AND id <= $4"
-            " ORDER BY id DESC LIMIT 1",
-            exchange,
-            symbol,
-            at,
-            upto,
-        )
-        if snap is None:
-            return StoredBook(None, False, [], [])
-        deltas = await conn.fetch(
-            "SELECT id, kind, side, price, size, sequence, atom_timestamp FROM cex_book_events"
-            " WHERE exchange = $1 AND symbol = $2 AND kind IN ('delta', 'resync') AND id > $3"
-            " AND atom_timestamp <= $4 AND id <= $5 ORDER BY id",
-            exchange,
-            symbol,
-            snap["id"],
-            at,
-            upto,
-        )
-    bids = {Decimal(p): Decimal(s) for p, s in _json_levels(snap["bids"])}
-    asks = {Decimal(p): Decimal(s) for p, s in _json_levels(snap["asks"])}
-    sequence, timestamp, last_id = snap["sequence"], snap["atom_timestamp"], snap["id"]
-    for row in deltas:
-        if row["kind"] == "resync":
-            return StoredBook(row["sequence"], False, [], [], row["atom_timestamp"], row["id"])
-        side = bids if row["side"] == "bid" else asks
-        if row["size"]:
-            side[row["price"]] = row["size"]
-        else:
-            side.pop(row["price"], None)
-        sequence = row["sequence"] if row["sequence"] is not None else sequence
-        timestamp, last_id = row["atom_timestamp"], row["id"]
-    return StoredBook(
-        sequence, True, sorted(bids.items(), reverse=True), sorted(asks.items()), timestamp, last_id
-    )

@@ -280,7 +280,7 @@ cex_book_events = sa.Table(
     "cex_book_events",
     metadata,
     *_cex_keys(),
-    sa.Column("kind", sa.Text, nullable=False),  # delta | snapshot
+    sa.Column("kind", sa.Text, nullable=False),  # delta | snapshot | resync
     sa.Column("side", sa.Text),
     sa.Column("price", EXACT),
     sa.Column("size", EXACT),
@@ -291,6 +291,7 @@ cex_book_events = sa.Table(
     *_cex_times(),
     sa.Column("engine_sequence", sa.BigInteger),  # Bybit seq (migration 0007)
     sa.Column("engine_timestamp", sa.BigInteger),  # Bybit cts, ms
+    sa.Column("reason", sa.Text),  # resync rows: why the book was found wrong (migration 0008)
     sa.Index("ix_cex_book_events_time", "exchange", "symbol", "atom_timestamp"),
 )
 

@@ -9,7 +9,8 @@ exactly as stored. The SQL lives in ``sinks.cex_read``, which ``cex`` shares.
 
 A book is the live one when a feed of that exchange and symbol runs in this process (``create_app(...,
 books=...)``, any ``LiveBooks``) and no ``at`` is given; otherwise it is rebuilt from storage at ``at``
-(default: the latest stored moment).
+(default: the latest stored moment): by price level, or by order id for an L3 book (``coinbase-l3``),
+which ``level=3`` answers order by order.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from api.errors import RESPONSES, bad_request, not_found, reject_unknown_params
 from api.listing import JsonBytes
 from api.params import ListArgs, check_range, iso_time, list_args
 from sinks import cex_read
+from sinks.cex_books import Order
 
 router = APIRouter(tags=["cex"], dependencies=[Depends(reject_unknown_params)], responses=RESPONSES)
 Args = Annotated[ListArgs, Depends(list_args)]
@@ -71,6 +73,10 @@ class LiveBook(Protocol):
 
     @property
     def asks(self) -> Sequence[tuple[Decimal, Decimal]]: ...
+
+    @property
+    def orders(self) -> Sequence[Order] | None:
+        """An L3 book's resting orders (order_id, side, price, size); None for an L2 book."""
 
 
 class LiveBooks(Protocol):
@@ -242,25 +248,53 @@ async def book(
     state: StateDep,
     exchange: Annotated[str, Path(pattern=EXCHANGE_PATTERN)],
     symbol: Annotated[str, Path(pattern=SYMBOL_PATTERN)],
-    depth: Annotated[int | None, Query(ge=1, le=MAX_DEPTH, description="levels per side")] = None,
+    depth: Annotated[int | None, Query(ge=1, le=MAX_DEPTH, description="price levels per side")] = None,
     at: Moment = None,
+    level: Annotated[
+        int, Query(ge=2, le=3, description="2: [price, size] levels; 3: [price, size, order_id] orders (L3)")
+    ] = 2,
 ) -> JsonBytes:
     """The order book: the live one when the feed runs in this process (and no ``at``), else rebuilt
-    from storage at ``at`` (the last snapshot at or before it and every delta after it)."""
+    from storage at ``at`` (the last snapshot at or before it and every delta after it; an L3 book by
+    order id). ``level=3``: each resting order, best price first, time priority within a level."""
     symbol = symbol.upper()
     moment = parse_moment("at", at)
     books: LiveBooks | None = getattr(state, "books", None)
     if moment is None and books is not None:
         live = books.book(exchange, symbol, depth)
-        if live is not None:
+        if live is not None and (level == 2 or live.orders is not None):
+            sides = _order_sides(live.orders or (), depth) if level == 3 else None
             return _book_json(exchange, symbol, live.sequence, live.valid, live.timestamp, live.bids,
-                              live.asks, depth)  # fmt: skip
+                              live.asks, depth, sides)  # fmt: skip
     stored = await cex_read.rebuild_book(state.pool, exchange, symbol, moment)
     if stored.last_id is None:
         when = "" if moment is None else f" at or before {at}"
         raise not_found(f"no stored book of {exchange} {symbol}{when} (no snapshot stored)")
+    sides = None
+    if level == 3:
+        if stored.valid and stored.orders is None:
+            raise bad_request(f"level=3: the stored book of {exchange} {symbol} is by price level (L2), "
+                              "not by order id")  # fmt: skip
+        sides = _order_sides(stored.orders or [], depth)
     return _book_json(exchange, symbol, stored.sequence, stored.valid, stored.timestamp, stored.bids,
-                      stored.asks, depth)  # fmt: skip
+                      stored.asks, depth, sides)  # fmt: skip
+
+
+def _order_sides(orders: Sequence[Order], depth: int | None) -> tuple[list[list[str]], list[list[str]]]:
+    """[price, size, order_id] per side, best price first, arrival order within a level; ``depth``
+    counts price levels."""
+    out = []
+    for side in ("bid", "ask"):
+        chosen = sorted((o for o in orders if o[1] == side), key=lambda o: o[2], reverse=side == "bid")
+        prices: set[Decimal] = set()
+        rows = []
+        for order_id, _, price, size in chosen:
+            if depth is not None and price not in prices and len(prices) == depth:
+                break
+            prices.add(price)
+            rows.append([format(price, "f"), format(size, "f"), order_id])
+        out.append(rows)
+    return out[0], out[1]
 
 
 def _book_json(
@@ -272,14 +306,19 @@ def _book_json(
     bids: Sequence[tuple[Decimal, Decimal]],
     asks: Sequence[tuple[Decimal, Decimal]],
     depth: int | None,
+    orders: tuple[list[list[str]], list[list[str]]] | None = None,
 ) -> JsonBytes:
+    if orders is not None:
+        bid_rows, ask_rows = orders
+    else:
+        bid_rows, ask_rows = _levels(bids, depth), _levels(asks, depth)
     data = {
         "exchange": exchange,
         "symbol": symbol,
         "sequence": sequence,
         "valid": valid,
         "timestamp": timestamp if timestamp is not None else time.time_ns() // 1000,
-        "bids": _levels(bids, depth) if valid else [],
-        "asks": _levels(asks, depth) if valid else [],
+        "bids": bid_rows if valid else [],
+        "asks": ask_rows if valid else [],
     }
     return JsonBytes({"data": data})

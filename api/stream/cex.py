@@ -1,5 +1,6 @@
-"""Exchange data on the websocket: the ``cex_trades``, ``cex_book``, ``cex_ticker``, ``cex_candles``
-channels and the merged ``trades`` channel where DEX and CEX trades meet (docs/api-websocket.md).
+"""Exchange data on the websocket: the ``cex_trades``, ``cex_book``, ``cex_ticker``, ``cex_candles``,
+``cex_funding`` and ``cex_open_interest`` channels and the merged ``trades`` channel where DEX and CEX trades
+meet (docs/api-websocket.md).
 
 ``CexFanOut`` (one per hub) takes batches of CEX records and resyncs, typed by ``records`` (a resync is
 anything with exchange, symbol, reason and sequence: ``cex.sync.Resync`` in process, ``sinks.cex_read.
@@ -23,7 +24,7 @@ import orjson
 from api.stream.events import BlockEvent, ReorgEvent
 from api.stream.protocol import Subscribe, event, matches
 from records import DexTrade, Record, to_dict
-from records.cex import BookDelta, BookSnapshot, Candle, Ticker, Trade
+from records.cex import BookDelta, BookSnapshot, Candle, FundingRate, OpenInterest, Ticker, Trade
 from sinks import merged_trades
 
 MERGED = "trades"
@@ -34,6 +35,8 @@ _CHANNEL_OF: dict[type[Record], tuple[str, str]] = {
     BookSnapshot: ("cex_book", "book_snapshot"),
     Ticker: ("cex_ticker", "ticker"),
     Candle: ("cex_candles", "candle"),
+    FundingRate: ("cex_funding", "funding_rate"),
+    OpenInterest: ("cex_open_interest", "open_interest"),
 }
 VERSION = 1
 
@@ -87,7 +90,9 @@ def _body(channel: str, kind: str, data: Mapping[str, Any]) -> str:
 
 @dataclass
 class HeldBook:
-    """The hub's copy of one book, kept from the snapshots, deltas and resyncs it fans out."""
+    """The hub's copy of one book, kept from the snapshots, deltas and resyncs it fans out. An L3 book
+    (deltas with ``order_id``: its snapshot is followed by one delta per resting order) is kept by order
+    id too, its levels the sums of its orders."""
 
     exchange: str
     symbol: str
@@ -97,12 +102,16 @@ class HeldBook:
     valid: bool = False
     event_timestamp: int | None = None
     atom_timestamp: int = 0
+    orders: dict[str, tuple[str, Decimal, Decimal]] | None = None  # L3: order_id -> (side, price, size)
+    fresh: bool = False  # a snapshot whose orders have not come yet
 
     def apply(self, item: BookSnapshot | BookDelta | ResyncLike) -> None:
         if isinstance(item, BookSnapshot | BookDelta):
             if isinstance(item, BookSnapshot):
                 self.bids, self.asks = dict(item.bids), dict(item.asks)
-                self.valid = True
+                self.valid, self.fresh = True, True
+            elif item.order_id is not None:
+                self._order(item)
             else:
                 side = self.bids if item.side == "bid" else self.asks
                 if item.size:
@@ -111,9 +120,30 @@ class HeldBook:
                     side.pop(item.price, None)
             self.event_timestamp, self.atom_timestamp = item.event_timestamp, item.atom_timestamp
         else:
-            self.bids, self.asks, self.valid = {}, {}, False
+            self.bids, self.asks, self.valid, self.orders = {}, {}, False, None
         if item.sequence is not None:
             self.sequence = item.sequence
+
+    def _order(self, item: BookDelta) -> None:
+        if self.fresh or self.orders is None:  # the snapshot's orders: the levels are rebuilt from them
+            self.bids, self.asks, self.orders, self.fresh = {}, {}, {}, False
+        order_id = str(item.order_id)
+        held = self.orders.get(order_id)
+        if held is not None:
+            self._add(held[0], held[1], -held[2])
+            if not item.size or held[1] != item.price:  # gone, or moved: to the back of its new level
+                del self.orders[order_id]
+        if item.size:
+            self.orders[order_id] = (item.side, item.price, item.size)  # same level: keeps its place
+            self._add(item.side, item.price, item.size)
+
+    def _add(self, side: str, price: Decimal, size: Decimal) -> None:
+        levels = self.bids if side == "bid" else self.asks
+        total = levels.get(price, Decimal(0)) + size
+        if total:
+            levels[price] = total
+        else:
+            levels.pop(price, None)
 
     def snapshot(self) -> BookSnapshot:
         return BookSnapshot(
@@ -125,6 +155,23 @@ class HeldBook:
             self.event_timestamp,
             self.atom_timestamp,
         )
+
+    def order_deltas(self) -> list[BookDelta]:
+        """An L3 book's resting orders as the deltas that follow its snapshot (none for L2)."""
+        return [
+            BookDelta(
+                self.exchange,
+                self.symbol,
+                side,
+                price,
+                size,
+                order_id,
+                self.sequence,
+                self.event_timestamp,
+                self.atom_timestamp,
+            )
+            for order_id, (side, price, size) in (self.orders or {}).items()
+        ]
 
 
 def snapshot_body(snap: BookSnapshot) -> str:
@@ -165,10 +212,13 @@ class CexFanOut:
         self.by_channel.setdefault(sub.spec.channel.name, set()).add(sub)
         if sub.spec.channel.name == "cex_book":
             for (exchange, symbol), book in sorted(self.books.items()):
-                body = (
-                    snapshot_body(book.snapshot()) if book.valid else resync_body(_Invalid(exchange, symbol))
-                )
-                sub.send(_keys(exchange, symbol), body)
+                keys = _keys(exchange, symbol)
+                if not book.valid:
+                    sub.send(keys, resync_body(_Invalid(exchange, symbol)))
+                    continue
+                sub.send(keys, snapshot_body(book.snapshot()))
+                for delta in book.order_deltas():  # an L3 book: its orders follow, as from the feed
+                    sub.send(keys, _body("cex_book", "book_delta", to_dict(delta)["data"]))
         sub.client.offer(event("live", id=sub.spec.id))
 
     def drop(self, sub: CexSubscription) -> None:
@@ -191,7 +241,7 @@ class CexFanOut:
     def _record(self, item: Record) -> None:
         target = _CHANNEL_OF.get(type(item))
         if target is None:
-            return  # funding, open interest: no channel (REST only)
+            return
         channel, kind = target
         exchange, symbol = item.exchange, item.symbol  # type: ignore[attr-defined]
         if channel == "cex_book":

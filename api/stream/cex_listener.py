@@ -6,9 +6,11 @@ feed's order within a table. A range may hold another writer's rows (two ``dexno
 the identity sequences): ids already published are skipped, so each row is fanned out once.
 
 A book this process has not seen before starts from storage: its book is rebuilt up to the row before the
-first announced one and handed to the hub as a snapshot, so a ``cex_book`` client of a ``serve`` started
-after ``dexnode cex`` gets a full book, not deltas on nothing. CEX channels are live only: notifications
-missed while the listening connection was down are not made up.
+first announced one and handed to the hub as a snapshot (an L3 book: with one delta per resting order), so a
+``cex_book`` client of a ``serve`` started after ``dexnode cex`` gets a full book, not deltas on nothing. CEX
+channels are live only: notifications missed while the listening connection was down are not made up. A stored
+resync carries its reason (migration 0008), so clients here get the same ``resync`` message as clients of the
+process that runs the feed.
 """
 
 from __future__ import annotations
@@ -95,16 +97,14 @@ class CexNotifyReader:
             if self.hub.holds_book(exchange, symbol):
                 continue
             book = await cex_read.rebuild_book(self.pool, exchange, symbol, upto_id=row_id - 1)
-            if book.valid:
-                out.append(
-                    BookSnapshot(
-                        exchange,
-                        symbol,
-                        tuple(book.bids),
-                        tuple(book.asks),
-                        book.sequence,
-                        None,
-                        book.timestamp if book.timestamp is not None else time.time_ns() // 1000,
-                    )
-                )
+            if not book.valid:
+                continue
+            moment = book.timestamp if book.timestamp is not None else time.time_ns() // 1000
+            out.append(BookSnapshot(exchange, symbol, tuple(book.bids), tuple(book.asks), book.sequence, None,
+                                    moment))  # fmt: skip
+            # an L3 book: its orders follow the snapshot, as the feed publishes them
+            out.extend(
+                BookDelta(exchange, symbol, side, price, size, order_id, book.sequence, None, moment)
+                for order_id, side, price, size in book.orders or ()
+            )
         return out
