@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from archive.compact import compact_stream
 from archive.layout import Stream, Target
 from archive.retention import apply_retention
 from archive.source import Bucket, CexSource, ChainSource
-from archive.writer import write_bucket
+from archive.watermark import settle
+from archive.writer import write_bucket, write_late_part
 from core.database import asyncpg_dsn, open_database
 from core.settings import Settings
 
@@ -40,6 +42,8 @@ class ArchiveStats:
     rows: int = 0
     bytes: int = 0
     by_stream: dict[str, int] = field(default_factory=dict)  # buckets written per stream
+    late_parts: int = 0  # late parts written (CEX rows stored after their minute was archived)
+    compacted_hours: int = 0
 
 
 class Archiver:
@@ -54,6 +58,7 @@ class Archiver:
         confirmations: int,
         cex_grace_seconds: float,
         clock: Callable[[], float] = time.time,
+        settle_timeout: float = 10.0,
     ) -> None:
         self.pool = pool
         self.target = target
@@ -61,10 +66,13 @@ class Archiver:
         self.chain = ChainSource(pool, confirmations)
         self.cex = CexSource(pool, cex_grace_seconds)
         self.clock = clock
+        self.settle_timeout = settle_timeout
         self.stats = ArchiveStats()
 
-    async def _write(self, stream: Stream, bucket: Bucket, cursor: int) -> None:
-        entry = await asyncio.to_thread(write_bucket, self.target, stream, bucket)
+    async def _write(
+        self, stream: Stream, bucket: Bucket, cursor: int, ids: dict[str, int] | None = None
+    ) -> None:
+        entry = await asyncio.to_thread(write_bucket, self.target, stream, bucket, ids)
         await self.pool.execute(
             "INSERT INTO cursors (stream, block_number, block_hash, updated_at) VALUES ($1, $2, '', now())"
             " ON CONFLICT (stream) DO UPDATE SET block_number = excluded.block_number,"
@@ -93,8 +101,14 @@ class Archiver:
                 after = bucket.last_block
 
     async def archive_cex(self, stop: asyncio.Event | None = None) -> None:
+        settled = await settle(self.pool, self.settle_timeout)
+        if settled is None:
+            return  # a transaction open too long: rows below the sequences' positions may still come
         for exchange in await self.cex.exchanges():
+            if stop is not None and stop.is_set():
+                return
             stream = Stream("cex", exchange)
+            await self._cex_late(stream, settled)
             last = await asyncio.to_thread(self.target.last_bucket, stream)
             after = None if last is None else last.minute
             while stop is None or not stop.is_set():
@@ -105,14 +119,55 @@ class Archiver:
                 end = minute + 1
                 while end < minute + CEX_CHUNK_MINUTES and self.cex.closed(end, self.clock()):
                     end += 1
-                for bucket in await self.cex.buckets(exchange, minute, end):
-                    await self._write(stream, bucket, bucket.minute)
+                for bucket in await self.cex.buckets(exchange, minute, end, settled):
+                    await self._write(stream, bucket, bucket.minute, settled)
                 after = end - 1
+            if await asyncio.to_thread(self.target.stream_ids, stream) != settled:
+                await asyncio.to_thread(self.target.set_stream_ids, stream, settled)
+
+    async def _cex_late(self, stream: Stream, settled: dict[str, int]) -> None:
+        """Rows of already archived minutes stored since they were: each such minute gets a late part.
+        Rows above the stream's watermark (``ids.json``) and above the minute's own (a part written by
+        a pass killed before it moved the stream's) are the late ones, so each is archived once."""
+        last = await asyncio.to_thread(self.target.last_bucket, stream)
+        if last is None:
+            return
+        floor = await asyncio.to_thread(self.target.stream_ids, stream)
+        if floor is None:  # written before late parts existed: its minutes' ids are unknown
+            return
+        found = await self.cex.late(stream.name, floor, settled, last.minute + 1)
+        for minute in sorted(found):
+            entry = await asyncio.to_thread(self.target.bucket, stream, minute)
+            below = {**floor, **dict(entry.ids)} if entry is not None else floor
+            records = {
+                cls: [r for table, id_, r in rows if id_ > below.get(table, 0)]
+                for cls, rows in found[minute].items()
+            }
+            if any(records.values()):
+                late = Bucket(minute, records)
+                part = 1 + (entry.late_parts if entry is not None else 0)
+                written = await asyncio.to_thread(
+                    write_late_part, self.target, stream, late, entry, part, settled
+                )
+                self.stats.late_parts += 1
+                self.stats.rows += sum(len(r) for r in records.values())
+                log.info("archived %s minute %d: late part %d, %d rows", stream, minute, part, written.rows)
 
     async def archive_ready(self, stop: asyncio.Event | None = None) -> ArchiveStats:
         await self.archive_chain(stop)
         await self.archive_cex(stop)
         return self.stats
+
+    async def compact(self, after_hours: float, stop: asyncio.Event | None = None) -> int:
+        """Compact the hours of every stream that ended ``after_hours`` ago (``archive.compact``)."""
+        before = self.clock() - after_hours * 3600
+        done = 0
+        for stream in await asyncio.to_thread(self.target.streams):
+            if stop is not None and stop.is_set():
+                break
+            done += await asyncio.to_thread(compact_stream, self.target, stream, before=before)
+        self.stats.compacted_hours += done
+        return done
 
 
 async def run_archiver(
@@ -126,7 +181,8 @@ async def run_archiver(
     """Archive into ``target`` (default ``settings.archive_target``): what is ready, then exit
     (``once``), or every ``archive_interval_seconds`` until ``stop`` is set (or the task is cancelled).
     After each pass, with ``retention_days`` set, archived rows older than that leave Postgres
-    (``archive.retention``). The database is the settings' (the embedded one is started if no URL is
+    (``archive.retention``); with ``archive_compact_after_hours`` set, hours older than that are compacted
+    (``archive.compact``). The database is the settings' (the embedded one is started if no URL is
     set). ``dexnode run`` can run it as a task: ``run_archiver(settings, None, once=False, stop=event)``."""
     async with open_database(settings) as db:
         pool = await asyncpg.create_pool(asyncpg_dsn(db.dsn), min_size=1, max_size=2)
@@ -141,6 +197,8 @@ async def run_archiver(
             )
             while True:
                 await archiver.archive_ready(stop)
+                if settings.archive_compact_after_hours is not None:
+                    await archiver.compact(settings.archive_compact_after_hours, stop)
                 if settings.retention_days is not None:
                     await apply_retention(pool, archiver.target, days=settings.retention_days, now=clock())
                 if once or (stop is not None and stop.is_set()):

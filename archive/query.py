@@ -2,7 +2,8 @@
 
 ``connect`` opens an in-memory DuckDB with one view per record type (``block``, ``transaction``,
 ``dex_trade``, ``trade``, ``book_delta``, ...) over exactly the files the manifest names (a file
-being written is never read). A view has the record's fields as columns (the ``data`` struct
+being written is never read): minute files, their late parts, compacted hours
+(``archive.reader.file_selections``). A view has the record's fields as columns (the ``data`` struct
 flattened), plus ``source`` (the chain or exchange folder), ``date`` and ``hour`` from the Hive-style
 path: a filter on ``date``/``hour`` prunes whole files before DuckDB opens them. Big integers and exact
 decimals are strings, as in the files: cast them (``amount_sold::DECIMAL(38, 18)``,
@@ -14,13 +15,12 @@ Object-store targets are read through the same fsspec filesystem the archiver wr
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 import duckdb
 
 from archive.layout import Stream, Target
-from archive.reader import buckets
+from archive.reader import file_selections
 
 
 def _quote(text: str) -> str:
@@ -38,18 +38,26 @@ def connect(
     con = duckdb.connect()
     if not target.local:
         con.register_filesystem(target.fs)
-    files: dict[str, list[str]] = defaultdict(list)
-    for bucket in buckets(target, streams, first_minute, last_minute):
-        for f in bucket.entry.files:
-            files[f.type].append(target.uri(f.path))
-    for type_name, paths in sorted(files.items()):
-        listing = ", ".join(_quote(p) for p in paths)
+    for type_name, files in sorted(file_selections(target, streams, first_minute, last_minute).items()):
+        listing = ", ".join(_quote(target.uri(p)) for p in files)
+        # a compacted hour at the range's edge: only its rows of minutes in the range
+        partial = [
+            f"(filename = {_quote(target.uri(p))} AND ("
+            + " OR ".join(f"file_row_number BETWEEN {a} AND {b - 1}" for a, b in ranges)
+            + "))"
+            for p, ranges in files.items()
+            if ranges is not None
+        ]
+        where = ""
+        if partial:
+            whole = ", ".join(_quote(target.uri(p)) for p, r in files.items() if r is None) or "NULL"
+            where = f" WHERE filename IN ({whole}) OR " + " OR ".join(partial)
         con.execute(
             f'CREATE VIEW "{type_name}" AS SELECT'
             " regexp_extract(filename, '/([^/]+)/date=[^/]+/hour=[^/]+/[^/]+$', 1) AS source,"
             " date, hour, data.*"
             f" FROM read_parquet([{listing}], hive_partitioning = true, filename = true,"
-            " hive_types = {'date': DATE, 'hour': INTEGER})"
+            " file_row_number = true, hive_types = {'date': DATE, 'hour': INTEGER})" + where
         )
     return con
 

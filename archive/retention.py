@@ -2,9 +2,10 @@
 
 Rows go only when their bucket is in the archive's manifest and ended more than N days ago: chain
 blocks (with every row inside them: transactions, logs, transfers, DEX trades and liquidity) up to the
-last block of the contiguous archived run, CEX rows of each archived minute. Pools, tokens and reorgs
-stay (small, and what newer rows refer to). Progress is kept in ``cursors`` (``retention:<stream>``)
-so each run deletes only what the previous one left.
+last block of the contiguous archived run, CEX rows of each archived minute up to the stream's id
+watermark (a row stored late goes once its late part is written). Pools, tokens and reorgs stay (small,
+and what newer rows refer to). Progress is kept in ``cursors`` (``retention:<stream>``) so each run
+deletes only what the previous one left.
 """
 
 from __future__ import annotations
@@ -80,22 +81,36 @@ async def _trim_chain(
 async def _trim_exchange(
     conn: asyncpg.Connection, target: Target, stream: Stream, cutoff: float, result: RetentionResult
 ) -> None:
+    """Rows of archived minutes that ended before ``cutoff``. Tables with ids: the rows at or below the
+    stream's id watermark (``Target.stream_ids``), each in a bucket or a late part by then, so a row
+    stored late is deleted only once its late part is written. Candles (no ids; an archive from before
+    the watermark): the rows of minutes the manifest names, once."""
+    entries = target.buckets(stream)
+    if not entries:
+        return
+    ids = target.stream_ids(stream)
     done = await _cursor(conn, stream)
+    last = min(entries[-1].minute, int(cutoff // 60) - 1)
     minutes = [
-        e.minute
-        for e in target.buckets(stream)
-        if (e.minute + 1) * 60 <= cutoff and (done is None or e.minute > done)
+        e.minute for e in entries if (e.minute + 1) * 60 <= cutoff and (done is None or e.minute > done)
     ]
-    if not minutes:
+    if not minutes and (ids is None or last < 0):
         return
     async with conn.transaction():
         for q in CEX_QUERIES:
-            where = f'exchange = $1 AND ("{q.time_column}" / {q.per_minute}) = ANY($2::bigint[])'
-            if q.kind.record in BOOK_KIND:
-                where += f" AND kind = '{BOOK_KIND[q.kind.record]}'"
-            status = await conn.execute(f'DELETE FROM "{q.kind.table}" WHERE {where}', stream.name, minutes)
+            book = f" AND kind = '{BOOK_KIND[q.kind.record]}'" if q.kind.record in BOOK_KIND else ""
+            if ids is not None and q.select_late is not None:
+                where = f'exchange = $1 AND "{q.time_column}" < $2 AND id <= $3' + book
+                args: tuple[object, ...] = ((last + 1) * q.per_minute, ids.get(q.kind.table, 0))
+            elif minutes:
+                where = f'exchange = $1 AND ("{q.time_column}" / {q.per_minute}) = ANY($2::bigint[])' + book
+                args = (minutes,)
+            else:
+                continue
+            status = await conn.execute(f'DELETE FROM "{q.kind.table}" WHERE {where}', stream.name, *args)
             result.deleted[q.kind.table] = result.deleted.get(q.kind.table, 0) + _count(status)
-        await _set_cursor(conn, stream, max(minutes))
+        if minutes:
+            await _set_cursor(conn, stream, max(minutes))
 
 
 async def apply_retention(pool: asyncpg.Pool, target: Target, *, days: int, now: float) -> RetentionResult:

@@ -8,10 +8,11 @@ is stored (a backfill gap waits). A bucket holds those blocks with every record 
 (``sinks.postgres_read.StoredChain.batch_between``: the pools and tokens they name come along, as on
 ``confirmed.*``).
 
-CEX: a minute of one exchange is complete once the clock is ``grace`` seconds past its end (the store
-writes in batches; the grace covers a batch in flight). Records are bucketed by ``atom_timestamp``
-(when dexnode received them), candles by their last millisecond (``end``), so a candle is archived
-once, closed.
+CEX: a minute of one exchange is archived once the clock is ``grace`` seconds past its end, with the
+rows stored by then up to a settled id watermark (``archive.watermark``); rows of the minute stored
+later (above that watermark) are archived as the bucket's late parts (``late``; ``archive.archiver``).
+Records are bucketed by ``atom_timestamp`` (when dexnode received them), candles by their last
+millisecond (``end``), so a candle is archived once, closed.
 """
 
 from __future__ import annotations
@@ -172,6 +173,10 @@ class _CexQuery:
     per_minute: int  # the time column's units per minute
     select: str  # rows of one exchange and time range, in stored order
     json_columns: tuple[str, ...]
+    # tables with an identity (all but candles): the rows of a time range up to an id ($4), and the
+    # rows of ids ($2, $3] before a time ($4), each with its id
+    select_upto: str | None = None
+    select_late: str | None = None
 
 
 def _cex_query(kind: Kind[Any]) -> _CexQuery:
@@ -193,7 +198,14 @@ def _cex_query(kind: Kind[Any]) -> _CexQuery:
     order = "id" if "id" in table.c else ", ".join(f'"{c}"' for c in ("symbol", "interval", "start"))
     sql = f'SELECT {select} FROM "{kind.table}" WHERE {where} ORDER BY "{time_column}", {order}'
     json_columns = tuple(c.name for c in columns if isinstance(c.type, JSONB))
-    return _CexQuery(kind, time_column, per_minute, sql, json_columns)
+    if "id" not in table.c:
+        return _CexQuery(kind, time_column, per_minute, sql, json_columns)
+    upto = f'SELECT {select} FROM "{kind.table}" WHERE {where} AND id <= $4 ORDER BY "{time_column}", id'
+    late_where = f'exchange = $1 AND id > $2 AND id <= $3 AND "{time_column}" < $4'
+    if kind.record in BOOK_KIND:
+        late_where += f" AND kind = '{BOOK_KIND[kind.record]}'"
+    late = f'SELECT id AS _id, {select} FROM "{kind.table}" WHERE {late_where} ORDER BY "{time_column}", id'
+    return _CexQuery(kind, time_column, per_minute, sql, json_columns, upto, late)
 
 
 CEX_QUERIES: tuple[_CexQuery, ...] = tuple(_cex_query(k) for k in kinds.CEX)
@@ -202,6 +214,7 @@ _CEX_TABLES = sorted({k.table for k in kinds.CEX})
 
 def _cex_record(query: _CexQuery, row: asyncpg.Record) -> Record:
     data = dict(row.items())
+    data.pop("_id", None)
     for name in query.json_columns:
         if isinstance(data.get(name), str):
             data[name] = orjson.loads(data[name])
@@ -250,16 +263,41 @@ class CexSource:
         found = await self.buckets(exchange, minute, minute + 1)
         return found[0] if found else Bucket(minute, {q.kind.record: [] for q in CEX_QUERIES})
 
-    async def buckets(self, exchange: str, first_minute: int, end_minute: int) -> list[Bucket]:
-        """The minutes ``[first_minute, end_minute)`` of one exchange that hold rows, one snapshot."""
+    async def buckets(
+        self, exchange: str, first_minute: int, end_minute: int, upto: dict[str, int] | None = None
+    ) -> list[Bucket]:
+        """The minutes ``[first_minute, end_minute)`` of one exchange that hold rows, one snapshot; with
+        ``upto``, only the rows with ids at or below it (per table) where the table has ids."""
         per: dict[int, dict[type[Record], list[Record]]] = defaultdict(dict)
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
             for q in CEX_QUERIES:
                 start, end = first_minute * q.per_minute, end_minute * q.per_minute
-                for r in await conn.fetch(q.select, exchange, start, end):
+                args: tuple[Any, ...] = (q.select, exchange, start, end)
+                if upto is not None and q.select_upto is not None:
+                    args = (q.select_upto, exchange, start, end, upto.get(q.kind.table, 0))
+                for r in await conn.fetch(*args):
                     minute = int(r[q.time_column]) // q.per_minute
                     per[minute].setdefault(q.kind.record, []).append(_cex_record(q, r))
         return [
             Bucket(m, {q.kind.record: per[m].get(q.kind.record, []) for q in CEX_QUERIES})
             for m in sorted(per)
         ]
+
+    async def late(
+        self, exchange: str, after: dict[str, int], upto: dict[str, int], end_minute: int
+    ) -> dict[int, dict[type[Record], list[tuple[str, int, Record]]]]:
+        """Rows of minutes before ``end_minute`` with ids in ``(after, upto]`` (per table), by minute and
+        class, each as (table, id, record), in stored order; one snapshot. Candles (no ids) are not
+        among them."""
+        per: dict[int, dict[type[Record], list[tuple[str, int, Record]]]] = defaultdict(dict)
+        async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+            for q in CEX_QUERIES:
+                table = q.kind.table
+                if q.select_late is None or upto.get(table, 0) <= after.get(table, 0):
+                    continue
+                end = end_minute * q.per_minute
+                for r in await conn.fetch(q.select_late, exchange, after.get(table, 0), upto[table], end):
+                    minute = int(r[q.time_column]) // q.per_minute
+                    row = (table, int(r["_id"]), _cex_record(q, r))
+                    per[minute].setdefault(q.kind.record, []).append(row)
+        return dict(per)

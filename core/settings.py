@@ -202,6 +202,12 @@ class Settings(BaseSettings):
     archive_cex_grace_seconds: float = Field(
         default=10.0, ge=0, le=3600, description="a CEX minute is archived this long after it ends"
     )
+    archive_compact_after_hours: float | None = Field(
+        default=None,
+        ge=0,
+        description="merge the minute files of hours older than this into one file per hour"
+        " (unset: keep minute files)",
+    )
     retention_days: int | None = Field(
         default=None,
         ge=1,
