@@ -29,6 +29,7 @@ CHAIN_TYPES = frozenset(k.type for k in kinds.BATCH_KINDS)
 CEX_TYPES = frozenset(k.type for k in kinds.CEX)
 BOOK_TYPES = frozenset({"book_delta", "book_snapshot"})
 US_PER_MINUTE = 60_000_000
+RESYNC_WRITE_SLACK_US = 10 * US_PER_MINUTE  # a resync is stored at most this long after its book event
 
 
 @dataclass(frozen=True)
@@ -236,20 +237,23 @@ async def _stored(
 
 async def _resyncs(pool: asyncpg.Pool, exchange: str, minute: int) -> list[StoredResync]:
     """The minute's stored resyncs, each at the moment of the book event stored before it: a resync's own
-    time is when it was written, which can be after the snapshot that ends it (both in one batch)."""
+    time is when it was written (by ``CexStore``, up to ``RESYNC_WRITE_SLACK_US`` later), which can be
+    after the snapshot that ends it (both in one batch)."""
+    start, end = minute * US_PER_MINUTE, (minute + 1) * US_PER_MINUTE
     rows = await pool.fetch(
         "SELECT r.id, (SELECT p.atom_timestamp FROM cex_book_events p WHERE p.exchange = r.exchange"
-        " AND p.symbol = r.symbol AND p.id < r.id ORDER BY p.id DESC LIMIT 1) AS before"
-        " FROM cex_book_events r WHERE r.exchange = $1 AND r.kind = 'resync'"
+        " AND p.symbol = r.symbol AND p.id < r.id AND p.kind <> 'resync' ORDER BY p.id DESC LIMIT 1)"
+        " AS before FROM cex_book_events r WHERE r.exchange = $1 AND r.kind = 'resync'"
         " AND r.atom_timestamp >= $2 AND r.atom_timestamp < $3 ORDER BY r.id",
         exchange,
-        minute * US_PER_MINUTE,
-        (minute + 1) * US_PER_MINUTE,
+        start,
+        end + RESYNC_WRITE_SLACK_US,
     )
     out = []
     for row in rows:
         for _, item in await records_between(pool, "cex_book_events", row["id"], row["id"]):
-            if isinstance(item, StoredResync):
+            if isinstance(item, StoredResync) and item.atom_timestamp is not None:
                 at = row["before"] if row["before"] is not None else item.atom_timestamp
-                out.append(replace(item, atom_timestamp=at))
+                if start <= at < end:
+                    out.append(replace(item, atom_timestamp=at))
     return out

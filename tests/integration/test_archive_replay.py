@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
+from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +31,13 @@ from api.app import create_app
 from api.stream.history import Playback
 from archive.archiver import Archiver
 from archive.layout import Target
+from cex.store import CexStore
+from cex.sync import Resync
 from cli.archive import run_replay
 from core.database import DatabaseInfo
 from core.settings import build_settings
+from records import Record
+from records.cex import BookDelta, BookSnapshot
 from sinks import schema
 from tests.api_check import served
 from tests.conftest import free_port
@@ -59,14 +65,16 @@ class Recorded:
     archive: Target
 
 
-async def _record(url: str, into: list[dict[str, Any]], subscribed: asyncio.Event) -> None:
+async def _record(
+    url: str, subs: list[dict[str, Any]], into: list[dict[str, Any]], subscribed: asyncio.Event
+) -> None:
     async with ws_connect(url, max_size=None) as ws:
-        for sub in ALL_SUBS:
+        for sub in subs:
             await ws.send(orjson.dumps(sub).decode())
         async for text in ws:
             message = orjson.loads(text)
             into.append(message)
-            if sum(m.get("event") == "live" for m in into) == len(ALL_SUBS):
+            if sum(m.get("event") == "live" for m in into) == len(subs):
                 subscribed.set()
 
 
@@ -93,7 +101,9 @@ async def recorded(
             create_app(build_settings(database_url=dsn, confirmations=CONFIRMATIONS), pool=pool)
         ) as base:
             subscribed = asyncio.Event()
-            recorder = asyncio.create_task(_record(base.replace("http", "ws") + "/ws", live, subscribed))
+            recorder = asyncio.create_task(
+                _record(base.replace("http", "ws") + "/ws", ALL_SUBS, live, subscribed)
+            )
             await asyncio.wait_for(subscribed.wait(), 30)
             orphaned = await _follow_with_reorg(dsn, tmp, Path(pytestconfig.rootpath) / ".dexnode-test-cache")
             await _feed_okx(dsn)
@@ -333,3 +343,55 @@ async def test_a_bad_range_is_a_clear_error(recorded: Recorded) -> None:
                     await ws.recv()
             assert message["event"] == "error" and text in message["message"], query
             assert ws.close_code == 1008
+
+
+async def test_a_resync_replays_as_the_live_resync(recorded: Recorded) -> None:
+    """A book found wrong, then rebuilt from a REST snapshot whose buffered delta was received before it:
+    stored by ``CexStore`` while a live client listens, replayed from Postgres as the live client got it
+    (the resync where it was published, not at the later moment it was written; the buffered delta after
+    the snapshot)."""
+    run = recorded
+    at = int(time.time()) // 60 * 60_000_000 + 10_000_000  # a minute's 10th second: all in one minute
+    ex, sym = "replaytest", "ETH-USDT"
+    items: list[Record | Resync] = [
+        BookSnapshot(ex, sym, ((D("100"), D("1")),), ((D("101"), D("2")),), 10, None, at),
+        BookDelta(ex, sym, "bid", D("100"), D("3"), None, 11, None, at + 1_000),
+        Resync(ex, sym, "gap", 11),
+        BookSnapshot(ex, sym, ((D("99"), D("5")),), ((D("102"), D("1")),), 20, None, at + 2_000),
+        BookDelta(ex, sym, "ask", D("102"), D("0"), None, 21, None, at + 1_500),  # buffered: before it
+        BookDelta(ex, sym, "ask", D("103"), D("4"), None, 22, None, at + 3_000),
+    ]
+    subs = [{"op": "subscribe", "id": "book", "channel": "cex_book", "exchange": ex}]
+    live: list[dict[str, Any]] = []
+    pool = await asyncpg.create_pool(run.dsn, min_size=1, max_size=2)
+    try:
+        async with served(create_app(build_settings(database_url=run.dsn), pool=pool)) as base:
+            subscribed = asyncio.Event()
+            recorder = asyncio.create_task(
+                _record(base.replace("http", "ws") + "/ws", subs, live, subscribed)
+            )
+            await asyncio.wait_for(subscribed.wait(), 30)
+            store = await CexStore.connect(run.dsn)
+            try:
+                await store.write(items)
+            finally:
+                await store.close()
+            for _ in range(500):
+                if len(_data(live, "book")) >= len(items):
+                    break
+                await asyncio.sleep(0.02)
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
+    finally:
+        await pool.close()
+    expected = _data(live, "book")
+    assert [m["type"] for m in expected] == ["book_snapshot", "book_delta", "resync", "book_snapshot"] + [
+        "book_delta"
+    ] * 2
+    async with _replay_server(run, str(run.tmp / "empty")) as server:
+        got = await _client(
+            f"{server.url}?from={(at - 1_000_000) / 1e6:.6f}&to={(at + 5_000_000) / 1e6:.6f}", subs
+        )
+    assert got.close_code == 1000
+    assert _data(got.messages, "book") == expected
