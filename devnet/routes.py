@@ -197,10 +197,10 @@ class CrossProtocolRoutes:
             self.rpc.call("evm_setAutomine", True)
         return sent
 
-    def send(self, name: str, hops: tuple[Hop, ...], amount: int) -> RouteTx:
+    def request(self, name: str, hops: tuple[Hop, ...], amount: int) -> dict[str, Any]:
+        """The route's transaction, unsent (``eth_sendTransaction`` or an ``anvil_reorg`` branch)."""
         user = self.sender.user
         if name == "balancer-batch":
-            to = self.balancer.vault
             assets = [hops[0].token_in, *(h.token_out for h in hops)]
             steps = [
                 (bytes.fromhex(h.pool[2:]), i, i + 1, amount if i == 0 else 0, b"")
@@ -208,13 +208,16 @@ class CrossProtocolRoutes:
             ]
             limits = [2**200] + [0] * len(hops)  # what the sender may pay per asset; outputs are negative
             data = calldata(BATCH_SWAP, 0, steps, assets, (user, False, user, False), limits, DEADLINE)
-            value = 0
-        else:
-            to = self.router
-            data = calldata(ROUTER_SWAP, [h.encoded() for h in hops], amount, 1, user)
-            value = amount if hops[0].token_in == NATIVE else 0
-        receipt = self.sender.send(to, data, value)
-        return RouteTx(name, receipt["transactionHash"], int(receipt["blockNumber"], 16), user, to, hops)
+            return self.sender.request(self.balancer.vault, data)
+        data = calldata(ROUTER_SWAP, [h.encoded() for h in hops], amount, 1, user)
+        return self.sender.request(self.router, data, amount if hops[0].token_in == NATIVE else 0)
+
+    def send(self, name: str, hops: tuple[Hop, ...], amount: int) -> RouteTx:
+        tx = self.request(name, hops, amount)
+        receipt = self.sender.send(tx["to"], tx["data"], int(tx["value"], 16))
+        return RouteTx(
+            name, receipt["transactionHash"], int(receipt["blockNumber"], 16), tx["from"], tx["to"], hops
+        )
 
     def plugin_settings(self) -> dict[str, str]:
         """The indexer's settings for every venue the routes touch."""
