@@ -114,6 +114,8 @@ CEX_CHANNELS: dict[str, ChannelSpec] = {
         ("cex_book", None),
         ("cex_ticker", "ticker"),
         ("cex_candles", "candle"),
+        ("cex_funding", "funding_rate"),
+        ("cex_open_interest", "open_interest"),
     )
 }
 CEX_CHANNELS["trades"] = ChannelSpec(
@@ -126,6 +128,9 @@ SEED_FEEDS: dict[str, str | None] = {
     "lob": "cex_book",
     "ticker": "cex_ticker",
     "ohlcv-m1": "cex_candles",
+    # the seed names no feed for these (its schemas are funding_rate and open_interest): dexnode's names
+    "funding": "cex_funding",
+    "open_interest": "cex_open_interest",
     "raw": None,  # raw exchange frames are not kept
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # exchange / venue names, lower-case
@@ -246,7 +251,7 @@ def seed_form(doc: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(
             Code.UNKNOWN_CHANNEL,
             f"feed {feed!r} is not supported: raw exchange frames are not kept"
-            " (use trades, lob, ticker or ohlcv-m1)",
+            f" (use {', '.join(f for f, c in SEED_FEEDS.items() if c is not None)})",
         )
     if doc.get("exchange") is None:
         raise ProtocolError(Code.BAD_MESSAGE, "the seed's form needs 'exchange' with 'feed'")

@@ -14,7 +14,12 @@ from pathlib import Path
 from devnet.exchanges import recording
 from devnet.exchanges.server import Event, MarketBook, ReplayServer, Session
 
-_CHANNELS = {"books": "book", "trades": "trades", "tickers": "ticker"}
+# funding-rate and open-interest frames are not in the recording: a test adds constructed ones as events
+# (``Event(instId, "funding" | "open_interest", raw=frame text)``), sent verbatim to their subscribers
+_CHANNELS = {
+    "books": "book", "trades": "trades", "tickers": "ticker", "funding-rate": "funding",
+    "open-interest": "open_interest",
+}  # fmt: skip
 
 
 def events(path: Path | None = None) -> list[Event]:
