@@ -23,7 +23,6 @@ from typing import Any
 import asyncpg
 import pytest
 from eth_abi import decode
-from eth_utils import keccak
 
 from core.database import DatabaseInfo
 from core.settings import build_settings
@@ -40,17 +39,12 @@ from indexer.realtime.heads import HeadStream
 from protocols.registry import registry_of
 from sinks.postgres import PostgresSink
 from tests.chain_check import wait_for_tip
+from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, topic
 
 pytestmark = pytest.mark.integration
 
 
-def topic(signature: str) -> str:
-    return "0x" + keccak(text=signature).hex()
-
-
 TRANSFER = topic("Transfer(address,address,uint256)")
-V2_SWAP = topic("Swap(address,uint256,uint256,uint256,uint256,address)")
-V3_SWAP = topic("Swap(address,address,int256,int256,uint160,uint128,int24)")
 V4_SWAP = topic("Swap(bytes32,address,int128,int128,uint160,uint128,int24,uint24)")
 V4_INITIALIZE = topic("Initialize(bytes32,address,address,uint24,int24,address,uint160,int24)")
 BALANCER_SWAP = topic("Swap(bytes32,address,address,uint256,uint256)")
@@ -251,7 +245,7 @@ async def check_stored(db: Any, truth: list[tuple[RouteTx, dict[str, Any], list[
     assert eth_legs == planned > 0
 
 
-async def test_every_hop_of_every_cross_protocol_route_is_one_exact_trade_followed_through_a_reorg_and_backfilled(
+async def test_each_hop_of_each_route_is_one_exact_trade_followed_through_a_reorg_and_backfilled(
     fresh_devnet: Devnet, clean_db: DatabaseInfo, scratch_db: DatabaseInfo, pytestconfig: pytest.Config
 ) -> None:
     devnet = fresh_devnet
