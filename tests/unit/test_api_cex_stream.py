@@ -41,7 +41,14 @@ def code_of(doc: dict[str, object]) -> tuple[Code, str]:
 
 @pytest.mark.parametrize(
     ("feed", "channel"),
-    [("trades", "cex_trades"), ("lob", "cex_book"), ("ticker", "cex_ticker"), ("ohlcv-m1", "cex_candles")],
+    [
+        ("trades", "cex_trades"),
+        ("lob", "cex_book"),
+        ("ticker", "cex_ticker"),
+        ("ohlcv-m1", "cex_candles"),
+        ("funding", "cex_funding"),
+        ("open_interest", "cex_open_interest"),
+    ],
 )
 def test_seed_form_maps_onto_the_channel_with_an_exchange_filter(feed: str, channel: str) -> None:
     spec = sub({"exchange": "Binance", "feed": feed, "symbol": "btc-usdt"})
