@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from decimal import Decimal as D
@@ -38,10 +38,10 @@ from core.database import DatabaseInfo
 from core.settings import build_settings
 from records import Record
 from records.cex import BookDelta, BookSnapshot
-from sinks import schema
 from tests.api_check import served
+from tests.archive_helpers import okx_records, truncate_all
 from tests.conftest import free_port
-from tests.integration.test_archive import CHAIN, CONFIRMATIONS, LATER, _feed_okx, _follow_with_reorg
+from tests.integration.test_archive import CHAIN, CONFIRMATIONS, LATER, _follow_with_reorg
 
 pytestmark = pytest.mark.integration
 
@@ -83,41 +83,68 @@ def _data(messages: list[dict[str, Any]], sid: str) -> list[dict[str, Any]]:
     return [m for m in messages if m.get("id") == sid and "data" in m and m.get("type") != "finalized"]
 
 
-@pytest.fixture(scope="module")
-async def recorded(
-    migrated_db: DatabaseInfo, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
-) -> AsyncIterator[Recorded]:
-    dsn = migrated_db.dsn
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in schema.metadata.tables))
-    finally:
-        await conn.close()
-    tmp = tmp_path_factory.mktemp("replay")
+async def _live_session(
+    dsn: str, subs: list[dict[str, Any]], write: Callable[[], Awaitable[Any]], sent: dict[str, int]
+) -> list[dict[str, Any]]:
+    """Every message a client of the live API subscribed to ``subs`` is sent while ``write`` runs, and
+    after it until each subscription of ``sent`` has had that many data messages."""
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     live: list[dict[str, Any]] = []
     try:
-        async with served(
-            create_app(build_settings(database_url=dsn, confirmations=CONFIRMATIONS), pool=pool)
-        ) as base:
+        settings = build_settings(database_url=dsn, confirmations=CONFIRMATIONS)
+        async with served(create_app(settings, pool=pool)) as base:
             subscribed = asyncio.Event()
             recorder = asyncio.create_task(
-                _record(base.replace("http", "ws") + "/ws", ALL_SUBS, live, subscribed)
+                _record(base.replace("http", "ws") + "/ws", subs, live, subscribed)
             )
             await asyncio.wait_for(subscribed.wait(), 30)
-            orphaned = await _follow_with_reorg(dsn, tmp, Path(pytestconfig.rootpath) / ".dexnode-test-cache")
-            await _feed_okx(dsn)
-            book_rows = await pool.fetchval("SELECT count(*) FROM cex_book_events")
-            trades = await pool.fetchval("SELECT count(*) FROM cex_trades")
-            for _ in range(1500):  # until every stored trade and book event has reached the live client
-                if len(_data(live, "cex")) >= trades and len(_data(live, "book")) >= book_rows:
+            await write()
+            for _ in range(1500):
+                if all(len(_data(live, sid)) >= n for sid, n in sent.items()):
                     break
                 await asyncio.sleep(0.02)
             recorder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recorder
-        assert len(_data(live, "book")) == book_rows > 0 and len(_data(live, "cex")) == trades > 0
-        archive = Target(str(tmp / "archive"))
+    finally:
+        await pool.close()
+    return live
+
+
+async def _store(dsn: str, items: list[Record | Resync]) -> dict[str, int]:
+    """Written by ``CexStore`` (announced to the live API by NOTIFY); the rows each CEX table holds now."""
+    store = await CexStore.connect(dsn)
+    try:
+        await store.write(items)
+        return {
+            "cex": await store.pool.fetchval("SELECT count(*) FROM cex_trades"),
+            "book": await store.pool.fetchval("SELECT count(*) FROM cex_book_events"),
+        }
+    finally:
+        await store.close()
+
+
+@pytest.fixture(scope="module")
+async def recorded(
+    migrated_db: DatabaseInfo, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> AsyncIterator[Recorded]:
+    dsn = migrated_db.dsn
+    await truncate_all(dsn)
+    tmp = tmp_path_factory.mktemp("replay")
+    orphaned: list[str] = []
+    stored: dict[str, int] = {}
+
+    async def run() -> None:
+        orphaned.extend(
+            await _follow_with_reorg(dsn, tmp, Path(pytestconfig.rootpath) / ".dexnode-test-cache")
+        )
+        stored.update(await _store(dsn, await okx_records()))
+
+    live = await _live_session(dsn, ALL_SUBS, run, stored)
+    assert len(_data(live, "book")) == stored["book"] > 0 and len(_data(live, "cex")) == stored["cex"] > 0
+    archive = Target(str(tmp / "archive"))
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
         await Archiver(pool, archive, chain=CHAIN, confirmations=CONFIRMATIONS, cex_grace_seconds=0,
                        clock=lambda: LATER).archive_ready()  # fmt: skip
     finally:
@@ -362,29 +389,11 @@ async def test_a_resync_replays_as_the_live_resync(recorded: Recorded) -> None:
         BookDelta(ex, sym, "ask", D("103"), D("4"), None, 22, None, at + 3_000),
     ]
     subs = [{"op": "subscribe", "id": "book", "channel": "cex_book", "exchange": ex}]
-    live: list[dict[str, Any]] = []
-    pool = await asyncpg.create_pool(run.dsn, min_size=1, max_size=2)
-    try:
-        async with served(create_app(build_settings(database_url=run.dsn), pool=pool)) as base:
-            subscribed = asyncio.Event()
-            recorder = asyncio.create_task(
-                _record(base.replace("http", "ws") + "/ws", subs, live, subscribed)
-            )
-            await asyncio.wait_for(subscribed.wait(), 30)
-            store = await CexStore.connect(run.dsn)
-            try:
-                await store.write(items)
-            finally:
-                await store.close()
-            for _ in range(500):
-                if len(_data(live, "book")) >= len(items):
-                    break
-                await asyncio.sleep(0.02)
-            recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder
-    finally:
-        await pool.close()
+
+    async def write() -> None:
+        await _store(run.dsn, items)
+
+    live = await _live_session(run.dsn, subs, write, {"book": len(items)})
     expected = _data(live, "book")
     assert [m["type"] for m in expected] == ["book_snapshot", "book_delta", "resync", "book_snapshot"] + [
         "book_delta"
