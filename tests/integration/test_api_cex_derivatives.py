@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -36,6 +37,7 @@ from core.retry import RetryPolicy
 from devnet.exchanges import bybit as bybit_server
 from devnet.exchanges import okx as okx_server
 from devnet.exchanges.server import Event, Fault, ReplayServer
+from tests.conftest import dexnode_bin
 from tests.integration.test_api_cex import WsClient, all_pages, eventually, serving
 
 pytestmark = pytest.mark.integration
@@ -219,19 +221,23 @@ SUBSCRIPTIONS: dict[str, dict[str, Any]] = {
 
 
 async def check_both_paths(
-    exchange: str, clients: Clients, base: str, frames: list[tuple[str, str, dict[str, Any]]]
+    exchange: str,
+    clients: Clients,
+    base: str,
+    frames: list[tuple[str, str, dict[str, Any]]],
+    paths: tuple[str, ...] = ("in_process", "notify"),
 ) -> None:
     channels = (("funding", "funding_rate", "funding"), ("open_interest", "open_interest", "open-interest"))
     for feed, kind, table in channels:
         want = [w for c, _, w in frames if c == feed]
         got = {
             path: await messages(clients[(path, feed)], kind, len(want), f"{feed} on {path}")
-            for path in ("in_process", "notify")
+            for path in paths
         }
-        assert got["in_process"] == got["notify"]  # every field, the receipt time too
+        assert all(got[path] == got["notify"] for path in paths)  # every field, the receipt time too
         assert [{k: g[k] for k in w} for g, w in zip(got["notify"], want, strict=True)] == want
         assert all(set(g) == set(want[0]) | {"atom_timestamp"} for g in got["notify"])
-        for path in ("in_process", "notify"):
+        for path in paths:
             seed = clients[(path, f"seed_{feed}")]
             assert await messages(seed, kind, len(want), f"seed {feed} on {path}") == got[path]
             assert {m["channel"] for m in seed.messages if "channel" in m} == {f"cex_{feed}"}
@@ -261,14 +267,51 @@ async def test_okx_funding_open_interest_and_resync_reason_on_both_paths(clean_d
         for path in ("in_process", "notify"):
             resyncs[path] = await messages(clients[(path, "book")], "resync", 1, f"the resync on {path}")
         assert resyncs["in_process"] == resyncs["notify"]
-        (resync,) = resyncs["notify"]
-        assert {k: resync[k] for k in ("exchange", "symbol", "reason", "valid")} == {
-            "exchange": "okx",
-            "symbol": "BTC-USDT",
-            "reason": "gap",
-            "valid": False,
-        }
-        assert resync["sequence"] == 40  # the last frame applied before the dropped 41st (OKX seqId = frames)
+        assert resyncs["notify"] == [OKX_RESYNC]
+
+
+# the dropped 41st BTC-USDT book frame: a gap; the book had applied 40 frames (OKX seqId = frames so far)
+OKX_RESYNC = {"exchange": "okx", "symbol": "BTC-USDT", "reason": "gap", "sequence": 40, "valid": False}
+
+
+async def test_a_separate_dexnode_cex_reaches_serve_through_notify(
+    clean_db: DatabaseInfo, cli_env: dict[str, str]
+) -> None:
+    """``dexnode cex`` in its own process (endpoints from ``DEXNODE_CEX_OKX_WS_URL``), ``serve`` beside it
+    learning of rows only through NOTIFY: the same messages as in process (the expectations above)."""
+    frames = okx_frames()
+    extra = [Event("UNI-USD-SWAP", channel, raw=frame) for channel, frame, _ in frames]
+    server = await okx_server.OkxServer(
+        interleave(okx_server.events(), extra), [Fault(0, "BTC-USDT", 40, "drop")], pace=0.002
+    ).start()
+    env = {**cli_env, "DEXNODE_CEX_OKX_WS_URL": server.url, "DEXNODE_DATABASE_URL": clean_db.dsn}
+    args = ["cex", "--exchange", "okx", "--symbols", "BTC-USDT,UNI-USD-PERP", "--feeds",
+            "book,funding,open_interest", "--duration", "60"]  # fmt: skip
+    proc = None
+    try:
+        async with serving(clean_db.dsn) as base:
+            subs = {n: {**s, "exchange": "okx"} for n, s in SUBSCRIPTIONS.items()}
+            clients = {("notify", n): await WsClient.open(base, sub) for n, sub in subs.items()}
+            proc = await asyncio.create_subprocess_exec(
+                dexnode_bin(),
+                *args,
+                env=env,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            await eventually(
+                lambda: server.done.is_set() or proc.returncode is not None, "the market played", 60
+            )
+            await check_both_paths("okx", clients, base, frames, ("notify",))
+            assert await messages(clients[("notify", "book")], "resync", 1, "the resync") == [OKX_RESYNC]
+            for client in clients.values():
+                await client.close()
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.send_signal(signal.SIGINT)
+            _, err = await asyncio.wait_for(proc.communicate(), 30)
+            assert proc.returncode == 130, err.decode()[-2000:]  # interrupted, as after Ctrl-C
+        await server.stop()
 
 
 async def test_bybit_ticker_funding_and_open_interest_on_both_paths(clean_db: DatabaseInfo) -> None:
