@@ -114,7 +114,8 @@ async def test_l3_book_rebuilt_from_storage_equals_the_servers_orders_at_each_mo
 ) -> None:
     markets = {p: HistoryMarket(p, seed=11, mid=300_000 if p == "BTC-USD" else 30_000) for p in PRODUCTS}
     faults = [Fault(0, "BTC-USD", 900, "drop"), Fault(0, "ETH-USD", 700, "drop")]
-    server = await CoinbaseL3Server(markets, MESSAGES, faults=faults, pace=0.001).start()
+    served: dict[str, L3Market] = dict(markets)
+    server = await CoinbaseL3Server(served, MESSAGES, faults=faults, pace=0.001).start()
     exchange = CoinbaseExchange(ws_url=server.url, rest_url=server.rest_url)
     feed = FeedHandler(exchange, list(PRODUCTS), ["book", "trades"], stale_after=5, snapshot_every=0.5,
                        retry=RetryPolicy(attempts=0, base_delay=0.05, max_delay=0.2))  # fmt: skip
