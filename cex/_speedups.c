@@ -6,6 +6,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
+#include <math.h>
 
 #define NFIELDS 11
 static const char *FIELDS[NFIELDS] = {"exchange", "symbol", "side", "price", "size", "order_id",
@@ -114,17 +115,60 @@ fail:
     return NULL;
 }
 
-/* apply_side(prices, sizes, texts, levels): cex.book.L2Book.update's loop for one side, the same steps
- * (binary search of the ascending prices by <, then == on the found one; size 0 removes, a missing level
- * is no error; a new or changed level's text is None) without the interpreter between them. */
+/* The float of a Decimal price (correctly rounded, so monotonic: a < b => key(a) <= key(b), and
+ * key(a) != key(b) => a != b). -1 with an exception set for a price that is not a finite number. */
+static int price_key(PyObject *price, double *out) {
+    PyObject *f = PyNumber_Float(price);
+    if (f == NULL) return -1;
+    double k = PyFloat_AS_DOUBLE(f);
+    Py_DECREF(f);
+    if (!isfinite(k)) {
+        PyErr_Format(PyExc_ArithmeticError, "not a finite price: %R", price);
+        return -1;
+    }
+    *out = k;
+    return 0;
+}
+
+/* keys[i], computed from prices[i] on first use (a snapshot loads its keys as None: most are never read) */
+static int key_at(PyObject *keys, PyObject *prices, Py_ssize_t i, double *out) {
+    PyObject *item = PyList_GET_ITEM(keys, i);
+    if (PyFloat_CheckExact(item)) {
+        *out = PyFloat_AS_DOUBLE(item);
+        return 0;
+    }
+    if (item != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "a price key is a float or None");
+        return -1;
+    }
+    if (price_key(PyList_GET_ITEM(prices, i), out) < 0) return -1;
+    PyObject *f = PyFloat_FromDouble(*out);
+    if (f == NULL) return -1;
+    PyList_SET_ITEM(keys, i, f); /* replaces None (immortal enough: a borrowed singleton) */
+    Py_DECREF(Py_None);
+    return 0;
+}
+
+static int delete_at(PyObject **lists, Py_ssize_t i) {
+    for (int j = 0; j < 4; j++)
+        if (PyList_SetSlice(lists[j], i, i + 1, NULL) < 0) return -1;
+    return 0;
+}
+
+/* apply_side(keys, prices, sizes, texts, levels): cex.book.L2Book.update's loop for one side, the same
+ * result as its Python loop (size 0 removes, a missing level is no error; a new or changed level's text is
+ * None). The level is found by a binary search over the prices' float keys (a C double compare, not a
+ * Decimal one at ~270 instructions); prices whose keys are equal are told apart by Decimal < and ==, so the
+ * search is exact. */
 static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
-        !PyList_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "apply_side(prices: list, sizes: list, texts: list, levels)");
+    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+        !PyList_CheckExact(args[2]) || !PyList_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "apply_side(keys: list, prices: list, sizes: list, texts: list, levels)");
         return NULL;
     }
-    PyObject *prices = args[0], *sizes = args[1], *texts = args[2];
-    PyObject *levels = PySequence_Fast(args[3], "levels: a sequence of (price, size)");
+    PyObject *keys = args[0], *prices = args[1], *sizes = args[2], *texts = args[3];
+    PyObject *lists[4] = {keys, prices, sizes, texts};
+    PyObject *levels = PySequence_Fast(args[4], "levels: a sequence of (price, size)");
     if (levels == NULL) return NULL;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(levels);
     PyObject **items = PySequence_Fast_ITEMS(levels);
@@ -136,28 +180,31 @@ static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t na
         }
         PyObject *price = PyTuple_GET_ITEM(level, 0), *size = PyTuple_GET_ITEM(level, 1);
         Py_ssize_t n = PyList_GET_SIZE(prices);
-        if (PyList_GET_SIZE(sizes) != n || PyList_GET_SIZE(texts) != n) {
-            PyErr_SetString(PyExc_ValueError, "prices, sizes and texts differ in length");
+        if (PyList_GET_SIZE(sizes) != n || PyList_GET_SIZE(texts) != n || PyList_GET_SIZE(keys) != n) {
+            PyErr_SetString(PyExc_ValueError, "keys, prices, sizes and texts differ in length");
             goto fail;
         }
+        double key, at;
+        if (price_key(price, &key) < 0) goto fail;
         Py_ssize_t lo = 0, hi = n;
-        while (lo < hi) { /* bisect_left */
+        while (lo < hi) { /* the first index whose key >= key */
             Py_ssize_t mid = lo + (hi - lo) / 2;
-            PyObject *at = PyList_GET_ITEM(prices, mid);
-            Py_INCREF(at);
-            int less = PyObject_RichCompareBool(at, price, Py_LT);
-            Py_DECREF(at);
-            if (less < 0) goto fail;
-            if (less) lo = mid + 1;
+            if (key_at(keys, prices, mid, &at) < 0) goto fail;
+            if (at < key) lo = mid + 1;
             else hi = mid;
         }
         int found = 0;
-        if (lo < n) {
-            PyObject *at = PyList_GET_ITEM(prices, lo);
-            Py_INCREF(at);
-            found = PyObject_RichCompareBool(at, price, Py_EQ);
-            Py_DECREF(at);
-            if (found < 0) goto fail;
+        while (lo < n) { /* among equal keys (rare: prices beyond a double's 15-17 digits), by Decimal */
+            if (key_at(keys, prices, lo, &at) < 0) goto fail;
+            if (at != key) break;
+            PyObject *there = PyList_GET_ITEM(prices, lo);
+            Py_INCREF(there);
+            found = PyObject_RichCompareBool(there, price, Py_EQ);
+            int less = found == 0 ? PyObject_RichCompareBool(there, price, Py_LT) : 0;
+            Py_DECREF(there);
+            if (found < 0 || less < 0) goto fail;
+            if (!less) break;
+            lo++;
         }
         int nonzero = PyObject_IsTrue(size);
         if (nonzero < 0) goto fail;
@@ -165,16 +212,16 @@ static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t na
             if (nonzero) {
                 if (PyList_SetItem(sizes, lo, Py_NewRef(size)) < 0) goto fail;
                 if (PyList_SetItem(texts, lo, Py_NewRef(Py_None)) < 0) goto fail;
-            } else if (PyList_SetSlice(prices, lo, lo + 1, NULL) < 0 ||
-                       PyList_SetSlice(sizes, lo, lo + 1, NULL) < 0 ||
-                       PyList_SetSlice(texts, lo, lo + 1, NULL) < 0) {
+            } else if (delete_at(lists, lo) < 0) {
                 goto fail;
             }
         } else if (nonzero) {
-            if (PyList_Insert(prices, lo, price) < 0 || PyList_Insert(sizes, lo, size) < 0 ||
-                PyList_Insert(texts, lo, Py_None) < 0) {
-                goto fail;
-            }
+            PyObject *f = PyFloat_FromDouble(key);
+            if (f == NULL) goto fail;
+            int bad = PyList_Insert(keys, lo, f) < 0 || PyList_Insert(prices, lo, price) < 0 ||
+                      PyList_Insert(sizes, lo, size) < 0 || PyList_Insert(texts, lo, Py_None) < 0;
+            Py_DECREF(f);
+            if (bad) goto fail;
         }
     }
     Py_DECREF(levels);
@@ -184,9 +231,180 @@ fail:
     return NULL;
 }
 
+static PyObject *Decimal = NULL; /* decimal.Decimal, looked up at import */
+#define CACHE_LIMIT 65536
+
+/* The Decimal of an exchange's number text, from ``cache`` (text -> Decimal, cleared when it reaches
+ * CACHE_LIMIT entries) or made and remembered: a book feed sends the same price and size texts again and
+ * again, and a dict lookup of a fresh string is a fraction of Decimal(text). A Decimal is immutable and
+ * keeps the text's digits, so the shared object is the one Decimal(text) would make. */
+static PyObject *decimal_of(PyObject *cache, PyObject *text) {
+    if (!PyUnicode_CheckExact(text)) {
+        PyErr_Format(PyExc_TypeError, "a price or size is a decimal string, not %.50s", Py_TYPE(text)->tp_name);
+        return NULL;
+    }
+    PyObject *value = PyDict_GetItemWithError(cache, text);
+    if (value != NULL) return Py_NewRef(value);
+    if (PyErr_Occurred()) return NULL;
+    value = PyObject_CallOneArg(Decimal, text);
+    if (value == NULL) return NULL;
+    if (PyDict_GET_SIZE(cache) >= CACHE_LIMIT) PyDict_Clear(cache);
+    if (PyDict_SetItem(cache, text, value) < 0) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
+}
+
+/* levels(rows, cache) -> [(Decimal, Decimal), ...]: rows [[price, size, ...], ...] of strings (OKX, Binance,
+ * Bybit), the first two of each row read through decimal_of. */
+static PyObject *levels(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "levels(rows, cache: dict)");
+        return NULL;
+    }
+    PyObject *cache = args[1];
+    PyObject *rows = PySequence_Fast(args[0], "rows: a list of [price, size, ...]");
+    if (rows == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(rows);
+    PyObject **items = PySequence_Fast_ITEMS(rows);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = items[i];
+        PyObject **cells;
+        if (PyList_CheckExact(row) && PyList_GET_SIZE(row) >= 2) cells = ((PyListObject *)row)->ob_item;
+        else if (PyTuple_CheckExact(row) && PyTuple_GET_SIZE(row) >= 2) cells = ((PyTupleObject *)row)->ob_item;
+        else {
+            PyErr_Format(PyExc_ValueError, "a book row is [price, size, ...], not %R", row);
+            goto fail;
+        }
+        PyObject *price = decimal_of(cache, cells[0]);
+        if (price == NULL) goto fail;
+        PyObject *size = decimal_of(cache, cells[1]);
+        if (size == NULL) {
+            Py_DECREF(price);
+            goto fail;
+        }
+        PyObject *level = PyTuple_New(2);
+        if (level == NULL) {
+            Py_DECREF(price);
+            Py_DECREF(size);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(level, 0, price);
+        PyTuple_SET_ITEM(level, 1, size);
+        PyList_SET_ITEM(out, i, level);
+    }
+    Py_DECREF(rows);
+    return out;
+fail:
+    Py_XDECREF(out); /* unfilled slots are NULL */
+    Py_DECREF(rows);
+    return NULL;
+}
+
+/* The checksum text of one level without Python, or NULL with no exception set when the Python maker must
+ * make it: a Decimal whose str has an exponent, or (Kraken v2) digits after the point other than the
+ * instrument's precision. style 0: OKX "price:size"; style 1: Kraken, each number with '.' removed and
+ * leading zeros stripped. */
+static PyObject *fast_text(PyObject *price, PyObject *size, int style, int decimals[2]) {
+    PyObject *parts[2] = {NULL, NULL};
+    PyObject *out = NULL;
+    char buf[256];
+    Py_ssize_t len = 0;
+    for (int j = 0; j < 2; j++) {
+        parts[j] = PyObject_Str(j == 0 ? price : size);
+        if (parts[j] == NULL) goto done;
+        Py_ssize_t n;
+        const char *text = PyUnicode_AsUTF8AndSize(parts[j], &n);
+        if (text == NULL) goto done;
+        if (memchr(text, 'E', n) != NULL || n > 100) goto done; /* the Python maker */
+        if (style == 1) {
+            const char *dot = memchr(text, '.', n);
+            if (decimals[j] >= 0 && (dot == NULL ? decimals[j] != 0 : (text + n - dot - 1) != decimals[j]))
+                goto done;
+            int leading = 1;
+            for (Py_ssize_t i = 0; i < n; i++) {
+                char c = text[i];
+                if (c == '.' || (leading && c == '0')) continue;
+                leading = 0;
+                buf[len++] = c;
+            }
+        } else {
+            if (j == 1) buf[len++] = ':';
+            memcpy(buf + len, text, n);
+            len += n;
+        }
+    }
+    out = PyUnicode_DecodeASCII(buf, len, NULL);
+done:
+    Py_XDECREF(parts[0]);
+    Py_XDECREF(parts[1]);
+    return out;
+}
+
+/* top_texts(prices, sizes, texts, n, best_last, style, price_decimals, qty_decimals, make) -> [str, ...]:
+ * the best n levels' checksum texts, best first (bids: best_last, the end of the ascending lists); a level
+ * without its text gets it from fast_text, else from make(price, size), and keeps it in texts. */
+static PyObject *top_texts(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 9 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+        !PyList_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "top_texts(prices, sizes, texts, n, best_last, style, price_decimals, qty_decimals, make)");
+        return NULL;
+    }
+    PyObject *prices = args[0], *sizes = args[1], *texts = args[2], *make = args[8];
+    Py_ssize_t want = PyLong_AsSsize_t(args[3]);
+    int best_last = PyObject_IsTrue(args[4]);
+    int style = (int)PyLong_AsLong(args[5]);
+    int decimals[2] = {args[6] == Py_None ? -1 : (int)PyLong_AsLong(args[6]),
+                       args[7] == Py_None ? -1 : (int)PyLong_AsLong(args[7])};
+    if (PyErr_Occurred()) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(prices);
+    if (PyList_GET_SIZE(sizes) != n || PyList_GET_SIZE(texts) != n) {
+        PyErr_SetString(PyExc_ValueError, "prices, sizes and texts differ in length");
+        return NULL;
+    }
+    Py_ssize_t count = want < n ? want : n;
+    if (count < 0) count = 0;
+    PyObject *out = PyList_New(count);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t k = 0; k < count; k++) {
+        Py_ssize_t i = best_last ? n - 1 - k : k;
+        PyObject *text = PyList_GET_ITEM(texts, i);
+        if (text == Py_None) {
+            PyObject *price = PyList_GET_ITEM(prices, i), *size = PyList_GET_ITEM(sizes, i);
+            text = fast_text(price, size, style, decimals);
+            if (text == NULL) {
+                if (PyErr_Occurred() ||
+                    (text = PyObject_CallFunctionObjArgs(make, price, size, NULL)) == NULL) {
+                    Py_DECREF(out);
+                    return NULL;
+                }
+            }
+            if (!PyUnicode_Check(text)) {
+                Py_DECREF(text);
+                Py_DECREF(out);
+                PyErr_SetString(PyExc_TypeError, "a level's checksum text is a str");
+                return NULL;
+            }
+            PyList_SetItem(texts, i, Py_NewRef(text)); /* drops the None */
+        } else {
+            Py_INCREF(text);
+        }
+        PyList_SET_ITEM(out, k, text);
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"apply_side", (PyCFunction)(void (*)(void))apply_side, METH_FASTCALL,
-     "apply_side(prices, sizes, texts, levels): L2Book.update for one side"},
+     "apply_side(keys, prices, sizes, texts, levels): L2Book.update for one side"},
+    {"levels", (PyCFunction)(void (*)(void))levels, METH_FASTCALL,
+     "levels(rows, cache) -> [(Decimal, Decimal), ...] from [[price, size, ...], ...] strings"},
+    {"top_texts", (PyCFunction)(void (*)(void))top_texts, METH_FASTCALL,
+     "top_texts(prices, sizes, texts, n, best_last, style, price_decimals, qty_decimals, make) -> [str]"},
     {"bind", (PyCFunction)bind, METH_O, "bind(cls): the record class whose slots deltas() fills"},
     {"deltas", (PyCFunction)(void (*)(void))deltas, METH_FASTCALL,
      "deltas(exchange, symbol, bids, asks, sequence, event_timestamp, atom_timestamp) -> [record, ...]"},
@@ -195,4 +413,13 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__speedups(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__speedups(void) {
+    if (Decimal == NULL) {
+        PyObject *decimal = PyImport_ImportModule("decimal");
+        if (decimal == NULL) return NULL;
+        Decimal = PyObject_GetAttrString(decimal, "Decimal");
+        Py_DECREF(decimal);
+        if (Decimal == NULL) return NULL;
+    }
+    return PyModule_Create(&module);
+}

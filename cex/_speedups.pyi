@@ -1,17 +1,33 @@
 """Types of the C extension ``cex/_speedups.c`` (optional; ``cex.sync`` falls back to Python)."""
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
 def bind(cls: type, /) -> None: ...
 def apply_side(
+    keys: list[float | None],
     prices: list[Decimal],
     sizes: list[Decimal],
     texts: list[str | None],
     levels: Iterable[tuple[Decimal, Decimal]],
     /,
 ) -> None: ...
+def levels(
+    rows: Iterable[Sequence[object]], cache: dict[str, Decimal], /
+) -> list[tuple[Decimal, Decimal]]: ...
+def top_texts(
+    prices: list[Decimal],
+    sizes: list[Decimal],
+    texts: list[str | None],
+    n: int,
+    best_last: bool,
+    style: int,
+    price_decimals: int | None,
+    qty_decimals: int | None,
+    make: Callable[[Decimal, Decimal], str],
+    /,
+) -> list[str]: ...
 def deltas(
     exchange: str,
     symbol: str,

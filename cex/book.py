@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import zlib
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
 from operator import eq, itemgetter
 from typing import Literal
@@ -31,12 +31,24 @@ Level = tuple[Decimal, Decimal]
 _ZERO = Decimal(0)
 _PRICE = itemgetter(0)
 
-ApplySide = Callable[[list[Decimal], list[Decimal], list[str | None], Iterable[Level]], None]
+Keys = list[float | None]
+ApplySide = Callable[[Keys, list[Decimal], list[Decimal], list[str | None], Iterable[Level]], None]
+RowLevels = Callable[[Iterable[Sequence[object]], dict[str, Decimal]], list[Level]]
+TextStyle = tuple[int, int | None, int | None]
+TopTexts = Callable[
+    [list[Decimal], list[Decimal], list[str | None], int, bool, int, int | None, int | None,
+     Callable[[Decimal, Decimal], str]],
+    list[str],
+]  # fmt: skip
 _apply_side: ApplySide | None
-try:  # cex/_speedups.c, built by `make install`; without it, L2Book.update runs its Python loop
+_row_levels: RowLevels | None
+_top_texts: TopTexts | None
+try:  # cex/_speedups.c, built by `make install`; without it, the same steps run in Python
     from cex._speedups import apply_side as _apply_side
+    from cex._speedups import levels as _row_levels
+    from cex._speedups import top_texts as _top_texts
 except ImportError:
-    _apply_side = None
+    _apply_side = _row_levels = _top_texts = None
 
 
 class L2Book:
@@ -47,8 +59,8 @@ class L2Book:
     snapshot, sent in order, is loaded by one linear ``sort`` and two list copies."""
 
     __slots__ = (
-        "_ask_prices", "_ask_sizes", "_ask_texts", "_bid_prices", "_bid_sizes", "_bid_texts", "_text_of",
-        "depth", "sequence", "valid",
+        "_ask_keys", "_ask_prices", "_ask_sizes", "_ask_texts", "_bid_keys", "_bid_prices", "_bid_sizes",
+        "_bid_texts", "_text_of", "depth", "sequence", "valid",
     )  # fmt: skip
 
     def __init__(self, depth: int | None = None) -> None:
@@ -56,6 +68,10 @@ class L2Book:
         self._bid_sizes: list[Decimal] = []
         self._ask_prices: list[Decimal] = []
         self._ask_sizes: list[Decimal] = []
+        # per level, float(price) once the C search has read it (None: not yet): the search compares doubles,
+        # and Decimals only between prices whose doubles are equal
+        self._bid_keys: list[float | None] = []
+        self._ask_keys: list[float | None] = []
         # per level, its checksum text once made (None: not made, or the level changed since): a checksum
         # covers the top 10-25 levels after every message, and few of them change from one to the next
         self._bid_texts: list[str | None] = []
@@ -86,6 +102,8 @@ class L2Book:
         self._ask_prices, self._ask_sizes = _sorted_side(asks)
         self._bid_texts = [None] * len(self._bid_prices)
         self._ask_texts = [None] * len(self._ask_prices)
+        self._bid_keys = [None] * len(self._bid_prices)
+        self._ask_keys = [None] * len(self._ask_prices)
         if self.depth is not None:
             self.truncate(self.depth)
         self.sequence = sequence
@@ -98,41 +116,32 @@ class L2Book:
         if _apply_side is None:
             self._update_python(bids, asks)
         else:
-            _apply_side(self._bid_prices, self._bid_sizes, self._bid_texts, bids)
-            _apply_side(self._ask_prices, self._ask_sizes, self._ask_texts, asks)
+            _apply_side(self._bid_keys, self._bid_prices, self._bid_sizes, self._bid_texts, bids)
+            _apply_side(self._ask_keys, self._ask_prices, self._ask_sizes, self._ask_texts, asks)
         depth = self.depth
         if depth is not None and (len(self._bid_prices) > depth or len(self._ask_prices) > depth):
             self.truncate(depth)
 
     def _update_python(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         """Per side: binary search of the ascending prices, then set, delete or insert the level (its text,
-        when it has one, is dropped: the level changed). One loop per side, its lists bound locally."""
-        prices, sizes, texts = self._bid_prices, self._bid_sizes, self._bid_texts
-        for price, size in bids:
-            i = bisect_left(prices, price)
-            if i < len(prices) and prices[i] == price:
-                if size:
-                    sizes[i] = size
-                    texts[i] = None
-                else:
-                    del prices[i], sizes[i], texts[i]
-            elif size:
-                prices.insert(i, price)
-                sizes.insert(i, size)
-                texts.insert(i, None)
-        prices, sizes, texts = self._ask_prices, self._ask_sizes, self._ask_texts
-        for price, size in asks:
-            i = bisect_left(prices, price)
-            if i < len(prices) and prices[i] == price:
-                if size:
-                    sizes[i] = size
-                    texts[i] = None
-                else:
-                    del prices[i], sizes[i], texts[i]
-            elif size:
-                prices.insert(i, price)
-                sizes.insert(i, size)
-                texts.insert(i, None)
+        when it has one, is dropped: the level changed); a new level's key is left to the C search."""
+        for levels, keys, prices, sizes, texts in (
+            (bids, self._bid_keys, self._bid_prices, self._bid_sizes, self._bid_texts),
+            (asks, self._ask_keys, self._ask_prices, self._ask_sizes, self._ask_texts),
+        ):
+            for price, size in levels:
+                i = bisect_left(prices, price)
+                if i < len(prices) and prices[i] == price:
+                    if size:
+                        sizes[i] = size
+                        texts[i] = None
+                    else:
+                        del keys[i], prices[i], sizes[i], texts[i]
+                elif size:
+                    keys.insert(i, None)
+                    prices.insert(i, price)
+                    sizes.insert(i, size)
+                    texts.insert(i, None)
 
     def set(self, side: Side, price: Decimal, size: Decimal) -> None:
         if side == "bid":
@@ -144,9 +153,11 @@ class L2Book:
         """Keep the best ``depth`` levels per side (the worst bid is first, the worst ask last)."""
         excess = len(self._bid_prices) - depth
         if excess > 0:
-            del self._bid_prices[:excess], self._bid_sizes[:excess], self._bid_texts[:excess]
+            del self._bid_keys[:excess], self._bid_prices[:excess], self._bid_sizes[:excess]
+            del self._bid_texts[:excess]
         if len(self._ask_prices) > depth:
-            del self._ask_prices[depth:], self._ask_sizes[depth:], self._ask_texts[depth:]
+            del self._ask_keys[depth:], self._ask_prices[depth:], self._ask_sizes[depth:]
+            del self._ask_texts[depth:]
 
     def best_bid(self) -> Level | None:
         return (self._bid_prices[-1], self._bid_sizes[-1]) if self._bid_prices else None
@@ -172,14 +183,25 @@ class L2Book:
         return list(zip(self._ask_prices[:n], self._ask_sizes[:n], strict=True))
 
     def top_texts(
-        self, n: int, rule: object, make: Callable[[Decimal, Decimal], str]
+        self, n: int, rule: object, make: Callable[[Decimal, Decimal], str], style: TextStyle | None = None
     ) -> tuple[list[str], list[str]]:
         """The best ``n`` bids' and asks' texts, best first, each ``make(price, size)`` of its level, made
-        once and kept until the level changes. ``rule`` names ``make``: texts made by another are dropped."""
+        once and kept until the level changes. ``rule`` names ``make``: texts made by another are dropped.
+        ``style`` says what ``make`` makes, so that C (``cex/_speedups.c`` ``top_texts``) makes the same text
+        where it can: (0, None, None) OKX's ``price:size``, (1, price decimals, qty decimals) Kraken's digits;
+        ``make`` is still called for the levels C leaves (exponents, other precisions)."""
         if rule != self._text_of:
             self._bid_texts = [None] * len(self._bid_prices)
             self._ask_texts = [None] * len(self._ask_prices)
             self._text_of = rule
+        if style is not None and _top_texts is not None:
+            code, price_decimals, qty_decimals = style
+            bid_args = (self._bid_prices, self._bid_sizes, self._bid_texts, n, True)
+            ask_args = (self._ask_prices, self._ask_sizes, self._ask_texts, n, False)
+            return (
+                _top_texts(*bid_args, code, price_decimals, qty_decimals, make),
+                _top_texts(*ask_args, code, price_decimals, qty_decimals, make),
+            )
         texts, prices, sizes = self._bid_texts, self._bid_prices, self._bid_sizes
         start = max(len(prices) - n, 0)
         for i in range(start, len(prices)):
@@ -345,8 +367,12 @@ def kraken_checksum(book: L2Book, price_decimals: int | None = None, qty_decimal
             _at_precision(qty, qty_decimals)
         )
 
-    bids, asks = book.top_texts(10, ("kraken", price_decimals, qty_decimals), digits)
+    style = (1, price_decimals, qty_decimals)
+    bids, asks = book.top_texts(10, ("kraken", price_decimals, qty_decimals), digits, style)
     return zlib.crc32("".join(asks + bids).encode())
+
+
+_OKX_STYLE: TextStyle = (0, None, None)
 
 
 def _okx_level(price: Decimal, size: Decimal) -> str:
@@ -356,9 +382,11 @@ def _okx_level(price: Decimal, size: Decimal) -> str:
 def okx_checksum_text(book: L2Book) -> str:
     """OKX ``books``: the top 25 levels interleaved ``bid:bidsize:ask:asksize:...``; when one side is
     shorter, the other's remaining levels follow alone."""
-    bids, asks = book.top_texts(25, "okx", _okx_level)
+    bids, asks = book.top_texts(25, "okx", _okx_level, _OKX_STYLE)
     common = min(len(bids), len(asks))
-    parts = [part for pair in zip(bids, asks, strict=False) for part in pair]
+    parts: list[str] = [""] * (2 * common)  # interleaved by two slice assignments (C), not a loop
+    parts[0::2] = bids[:common]
+    parts[1::2] = asks[:common]
     parts.extend(bids[common:] or asks[common:])
     return ":".join(parts)
 
@@ -374,3 +402,33 @@ def levels_of(rows: Iterable[Iterable[str]]) -> Iterator[Level]:
     for row in rows:
         it = iter(row)
         yield Decimal(next(it)), Decimal(next(it))
+
+
+def _row_levels_python(rows: Iterable[Sequence[object]], cache: dict[str, Decimal]) -> list[Level]:
+    """``row_levels`` without the C extension: the same levels, the same cache."""
+    out = []
+    for row in rows:
+        if len(row) < 2:
+            raise ValueError(f"a book row is [price, size, ...], not {row!r}")
+        pair = []
+        for text in row[0], row[1]:
+            if type(text) is not str:
+                raise TypeError(f"a price or size is a decimal string, not {type(text).__name__}")
+            value = cache.get(text)
+            if value is None:
+                if len(cache) >= 65_536:
+                    cache.clear()
+                value = cache[text] = Decimal(text)
+            pair.append(value)
+        out.append((pair[0], pair[1]))
+    return out
+
+
+def row_levels(rows: Iterable[Sequence[object]], cache: dict[str, Decimal]) -> list[Level]:
+    """``[[price, size, ...], ...]`` (exchange strings, as OKX, Binance and Bybit send a book side) ->
+    ``(Decimal, Decimal)`` levels, each text's ``Decimal`` taken from ``cache`` (text -> Decimal, one per
+    exchange connection, cleared at 65,536 entries) when seen before: a feed repeats its prices and sizes,
+    and a dict lookup costs a fraction of ``Decimal(text)``. In C when built (``cex/_speedups.c``)."""
+    if _row_levels is None:
+        return _row_levels_python(rows, cache)
+    return _row_levels(rows, cache)

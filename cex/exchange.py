@@ -55,6 +55,8 @@ class Exchange:
         # an endpoint set by the user replaces the built-in fallbacks too, unless some are given with it
         default = () if ws_url else type(self).fallback_ws_urls
         self.fallbacks = list(default if fallbacks is None else fallbacks)
+        # an exchange's number text -> its Decimal, for book levels (``cex.book.row_levels``)
+        self.decimals: dict[str, Decimal] = {}
 
     # --- declarative mapping --------------------------------------------------------------------------
     def to_exchange_symbol(self, symbol: str) -> str:

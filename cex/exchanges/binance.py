@@ -15,11 +15,11 @@ each next one's ``pu`` equals the previous ``u``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 import orjson
 
+from cex.book import row_levels
 from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, trade
 from cex.sync import BookMessage, SequenceRule
 from core.errors import ConfigError
@@ -79,8 +79,8 @@ class Binance(Exchange):
         return BookMessage(
             symbol,
             True,
-            [(Decimal(p), Decimal(q)) for p, q in snap["bids"]],
-            [(Decimal(p), Decimal(q)) for p, q in snap["asks"]],
+            row_levels(snap["bids"], self.decimals),
+            row_levels(snap["asks"], self.decimals),
             last=int(snap["lastUpdateId"]),
             event_timestamp=snap.get("E"),
             atom_timestamp=atom_timestamp,
@@ -151,8 +151,8 @@ class Binance(Exchange):
         return BookMessage(
             self._symbol(data["s"]),
             False,
-            [(Decimal(p), Decimal(q)) for p, q in data["b"]],
-            [(Decimal(p), Decimal(q)) for p, q in data["a"]],
+            row_levels(data["b"], self.decimals),
+            row_levels(data["a"], self.decimals),
             first=data["U"],
             last=data["u"],
             prev=data.get("pu"),

@@ -20,6 +20,8 @@ from decimal import Decimal
 from itertools import chain
 from typing import Any, ClassVar
 
+import msgspec
+
 from cex.book import L2Book, kraken_checksum
 from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, taker_side
 from cex.sync import BookMessage, SequenceRule
@@ -54,6 +56,33 @@ def _ms(text: str | None) -> int | None:
             whole = _SECOND_MS[second] = _iso_ms(second + "Z")
         return whole + int(text[20:23])
     return _iso_ms(text)
+
+
+class _Level(msgspec.Struct):
+    price: Decimal
+    qty: Decimal
+
+
+class _Book(msgspec.Struct):
+    symbol: str
+    bids: list[_Level]
+    asks: list[_Level]
+    checksum: int
+    timestamp: str | None = None
+
+
+class _BookFrame(msgspec.Struct):
+    """A ``book`` frame, typed: msgspec reads each JSON number's text straight into a ``Decimal`` (the
+    digits as sent), without a dict per level or a Python call per number (0.6x the stdlib decoder's time
+    with ``parse_float=Decimal`` on the recording)."""
+
+    channel: str
+    type: str
+    data: list[_Book]
+
+
+_BOOK_DECODER = msgspec.json.Decoder(_BookFrame)
+_BOOK_PREFIX = '{"channel":"book",'
 
 
 def _decimal(value: object) -> Decimal:
@@ -110,8 +139,33 @@ class Kraken(Exchange):
         price, qty = self.precision.get(msg.symbol, (None, None))
         return kraken_checksum(book, price, qty) == msg.checksum
 
+    def _book_frame(self, frame: _BookFrame, atom_timestamp: int) -> Parsed:
+        out = Parsed()
+        snapshot = frame.type == "snapshot"
+        for item in frame.data:
+            out.books.append(
+                BookMessage(
+                    item.symbol.replace("/", "-"),
+                    snapshot,
+                    [(level.price, level.qty) for level in item.bids],
+                    [(level.price, level.qty) for level in item.asks],
+                    checksum=item.checksum,
+                    event_timestamp=_ms(item.timestamp),
+                    atom_timestamp=atom_timestamp,
+                )
+            )
+        return out
+
     def parse(self, frame: str | bytes, atom_timestamp: int) -> Parsed:
-        msg = _JSON.decode(frame if isinstance(frame, str) else frame.decode())
+        text = frame if isinstance(frame, str) else frame.decode()
+        if text.startswith(_BOOK_PREFIX):  # the hot channel, as Kraken orders its keys: the typed decoder
+            try:
+                book = _BOOK_DECODER.decode(text)
+            except msgspec.DecodeError:
+                pass  # another shape, or no JSON: the general path below says what is wrong with it
+            else:
+                return self._book_frame(book, atom_timestamp)
+        msg = _JSON.decode(text)
         out = Parsed()
         if not isinstance(msg, dict):
             raise MalformedMessage("not a v2 object frame")

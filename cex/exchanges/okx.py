@@ -14,12 +14,11 @@ the top 25 levels (``cex.book.okx_checksum``) is checked when non-zero: OKX send
 from __future__ import annotations
 
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any, ClassVar
 
 import orjson
 
-from cex.book import L2Book, okx_checksum
+from cex.book import L2Book, okx_checksum, row_levels
 from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, taker_side, trade
 from cex.sync import BookMessage, SequenceRule
 from records.cex import FundingRate, OpenInterest, Ticker
@@ -119,8 +118,8 @@ class Okx(Exchange):
                 BookMessage(
                     symbol,
                     snapshot,
-                    [(Decimal(row[0]), Decimal(row[1])) for row in item["bids"]],
-                    [(Decimal(row[0]), Decimal(row[1])) for row in item["asks"]],
+                    row_levels(item["bids"], self.decimals),
+                    row_levels(item["asks"], self.decimals),
                     last=seq,
                     prev=None if snapshot or prev is None or prev < 0 else prev,
                     checksum=item.get("checksum") or None,

@@ -238,3 +238,104 @@ def test_the_c_extension_is_built_and_used() -> None:
         deltas("okx", "BTC-USDT", [(Decimal(1),)], [], 1, 2, 3)  # a level is (price, size)
     with pytest.raises(TypeError):
         deltas("okx", "BTC-USDT", [], [])
+
+
+# --- the parse and checksum fast paths: C and Python against Decimal(text) and the documented rules -----
+
+number_texts = st.one_of(
+    st.builds(_text, st.integers(0, 10**12), scales, spelling),
+    st.sampled_from(["0", "1E-8", "1e+3", "-0.5", "0.00000001", "12345678901234567890.123456789"]),
+)
+
+
+@pytest.mark.parametrize("maker", ["C", "Python"])
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(number_texts, number_texts, st.sampled_from([(), ("0", "4")])), max_size=30))
+def test_row_levels_equal_decimal_of_each_text(
+    maker: str, rows: list[tuple[str, str, tuple[str, ...]]]
+) -> None:
+    # OKX/Binance rows [price, size, ...]: the cached Decimals are the ones Decimal(text) makes, digit for
+    # digit (str), including the second time a text is seen (from the cache)
+    make = book_module._row_levels if maker == "C" else book_module._row_levels_python
+    assert make is not None, "cex/_speedups.c is not built (make install)"
+    cache: dict[str, Decimal] = {}
+    table = [[price, size, *rest] for price, size, rest in rows]
+    for _ in range(2):
+        got = make(table, cache)
+        expected = [(Decimal(p), Decimal(q)) for p, q, _ in rows]
+        assert got == expected
+        assert [(str(p), str(q)) for p, q in got] == [(str(p), str(q)) for p, q in expected]
+    assert set(cache) == {t for p, q, _ in rows for t in (p, q)}
+
+
+@pytest.mark.parametrize("maker", ["C", "Python"])
+@pytest.mark.parametrize(
+    "row", [["1"], [], [1.5, "1"], ["1", None], ["abc", "1"]], ids=["short", "empty", "float", "none", "text"]
+)
+def test_row_levels_refuse_what_is_not_two_decimal_strings(maker: str, row: list[object]) -> None:
+    # a float would be inexact, a short row is garbage: both are malformed messages for the feed
+    make = book_module._row_levels if maker == "C" else book_module._row_levels_python
+    assert make is not None
+    with pytest.raises((TypeError, ValueError, ArithmeticError)):
+        make([["1", "2"], row], {})
+
+
+@pytest.mark.parametrize("texts", ["C", "Python"])
+@settings(max_examples=150, deadline=None)
+@given(one_spelling_books(), st.lists(st.tuples(st.booleans(), st.integers(0, 69)), max_size=10))
+def test_checksum_texts_in_c_equal_the_python_makers(
+    texts: str,
+    case: tuple[int, int, list[tuple[str, str]], list[tuple[str, str]]],
+    removals: list[tuple[bool, int]],
+) -> None:
+    # cex/_speedups.c top_texts makes OKX's and Kraken's level text itself (falling back to the Python
+    # maker for exponents and other precisions): held to the documented rules, on either path, after
+    # updates that remove levels (texts shift with their levels)
+    c_top = book_module._top_texts
+    assert c_top is not None, "cex/_speedups.c is not built (make install)"
+    book_module._top_texts = c_top if texts == "C" else None
+    try:
+        price_scale, size_scale, bids, asks = case
+        book = L2Book()
+        book.load(_levels(bids), _levels(asks))
+        for is_bid, index in [(True, 0), *removals]:
+            side = bids if is_bid else asks
+            if index < len(side) and index:
+                price, _ = side.pop(index)
+                book.update(
+                    *(
+                        ([(Decimal(price), Decimal(0))], [])
+                        if is_bid
+                        else ([], [(Decimal(price), Decimal(0))])
+                    )
+                )
+            assert okx_checksum(book) == _okx_reference(bids, asks)
+            assert kraken_checksum(book) == _kraken_reference(bids, asks)
+            assert kraken_checksum(book, price_scale, size_scale) == _kraken_reference(bids, asks)
+            assert kraken_checksum(book, price_scale + 1, size_scale) == _kraken_reference(
+                [(f"{Decimal(p):.{price_scale + 1}f}", q) for p, q in bids],
+                [(f"{Decimal(p):.{price_scale + 1}f}", q) for p, q in asks],
+            )
+    finally:
+        book_module._top_texts = c_top
+
+
+def test_prices_equal_as_doubles_are_still_told_apart() -> None:
+    # the C search compares float keys, and Decimals only where two keys are equal: prices that differ
+    # beyond a double's precision must still be separate levels, found again exactly
+    base = Decimal("1.00000000000000000001")
+    close = [base + Decimal(i) * Decimal("1E-20") for i in range(6)]
+    assert len({float(p) for p in close}) == 1
+    ref = Reference(None)
+    book = L2Book()
+    book.load([], [])
+    order = [3, 0, 5, 1, 4, 2]
+    for i in order:
+        book.update([(close[i], Decimal(i + 1))], [])
+        ref.bids[close[i]] = Decimal(i + 1)
+    book.update([(close[2], Decimal(0)), (close[4], Decimal(9))], [])
+    del ref.bids[close[2]]
+    ref.bids[close[4]] = Decimal(9)
+    assert book.bid_levels() == ref.bid_levels()
+    with pytest.raises(ArithmeticError):  # a NaN or infinite price has no place in a book
+        book.update([(Decimal("Infinity"), Decimal(1))], [])
