@@ -29,11 +29,13 @@ import posixpath
 from collections import defaultdict
 from dataclasses import replace
 
+import pyarrow as pa
+
 from archive.layout import BucketEntry, FileEntry, Stream, Target, hour_path, sha256
-from archive.reader import StoredBucket, bucket_records
-from archive.schema import stats_columns, to_table
+from archive.reader import StoredBucket, bucket_tables
+from archive.schema import kind_schema, stats_columns
 from archive.writer import parquet_bytes
-from records import Record, kinds
+from records import kinds
 
 log = logging.getLogger("dexnode.archive")
 
@@ -52,22 +54,26 @@ def _compact_hour(target: Target, stream: Stream, entries: list[BucketEntry]) ->
     their slices of those files."""
     hour_minute = entries[0].minute - entries[0].minute % 60
     generation = 1 + max((_generation(f.path) for e in entries for f in e.files), default=0)
-    rows: dict[str, list[Record]] = defaultdict(list)
+    tables: dict[str, list[pa.Table]] = defaultdict(list)
+    count: dict[str, int] = defaultdict(int)
     slices: list[dict[str, tuple[int, int]]] = []
     for entry in entries:
         at: dict[str, tuple[int, int]] = {}
-        for type_name, records in bucket_records(target, StoredBucket(stream, entry)).items():
-            at[type_name] = (len(rows[type_name]), len(records))
-            rows[type_name].extend(records)
+        for type_name, table in bucket_tables(target, StoredBucket(stream, entry)).items():
+            at[type_name] = (count[type_name], table.num_rows)
+            count[type_name] += table.num_rows
+            tables[type_name].append(table)
         slices.append(at)
     contents: dict[str, bytes] = {}
     files: dict[str, FileEntry] = {}
-    for type_name, records in rows.items():
+    for type_name, parts in tables.items():
         cls = kinds.BY_TYPE[type_name].record
-        data = parquet_bytes(to_table(cls, records), stats_columns(cls))
+        # the files' own rows as read (checksums verified), cast to the kind's schema as the writer's
+        table = pa.concat_tables(parts).cast(kind_schema(cls))
+        data = parquet_bytes(table, stats_columns(cls))
         path = hour_path(type_name, stream.name, hour_minute, generation)
         contents[path] = data
-        files[type_name] = FileEntry(type_name, path, len(records), len(data), sha256(data))
+        files[type_name] = FileEntry(type_name, path, table.num_rows, len(data), sha256(data))
     target.put_all_atomic(contents)
     order = {f.type: i for i, f in enumerate(entries[0].files)}
     return [

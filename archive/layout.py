@@ -12,6 +12,11 @@ minute: every kind's file of that minute, then one manifest update. The manifest
 bucket: per day so an update rewrites one day's entries, not the archive's whole history.
 Readers (query, replay, export, retention) go through the manifest only, so a file being written, or
 one a killed archiver left behind as ``*.tmp``, is never read.
+
+Besides a minute's own files, an entry can name its late parts (``<MM>.late-<n>.parquet``: CEX rows stored
+after the minute was archived) and, once its hour is compacted, slices of the hour's file
+(``hour.parquet``; ``archive.compact``). A CEX stream's folder also holds ``ids.json``, the id watermark
+its archived minutes are complete up to (``archive.archiver``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archive.layout import BucketEntry, FileEntry, Stream, Target, day_of, late_part_of, sha256
@@ -61,14 +62,14 @@ def read_file(target: Target, entry: FileEntry, *, verify: bool = True) -> pa.Ta
     return _table(entry, target.read_bytes(entry.path), verify)
 
 
-def _stored_order(type_name: str, records: list[Record]) -> list[Record]:
-    """CEX records of several parts in stored order: by their bucketing time (stable: within a time,
-    part by part). Chain buckets have one part per type, already in chain order."""
+def _stored_order(type_name: str, table: pa.Table) -> pa.Table:
+    """CEX rows of several parts in stored order: by their bucketing time, stably (within a time, part by
+    part). Chain buckets have one part per type, already in chain order."""
     kind = kinds.BY_TYPE.get(type_name)
     if kind is None or kind not in kinds.CEX:
-        return records
-    field = "end" if kind.record is Candle else "atom_timestamp"
-    return sorted(records, key=lambda r: getattr(r, field))
+        return table
+    time = pc.struct_field(table.column("data"), "end" if kind.record is Candle else "atom_timestamp")
+    return table.take(pc.sort_indices(time))  # Arrow's sort_indices is stable
 
 
 def records_of(table: pa.Table) -> list[Record]:
@@ -103,19 +104,25 @@ def buckets(
     return found
 
 
+def bucket_tables(target: Target, bucket: StoredBucket, types: set[str] | None = None) -> dict[str, pa.Table]:
+    """One bucket's rows by type name (only ``types`` when given), every part of it, as Arrow tables."""
+    files = [f for f in bucket.entry.files if types is None or f.type in types]
+    tables = {i: t for i, f in enumerate(files) if (t := _cached(target, f)) is not None}
+    contents = target.read_all(sorted({f.path for i, f in enumerate(files) if i not in tables}))
+    parts: dict[str, list[pa.Table]] = {}
+    for i, f in enumerate(files):
+        parts.setdefault(f.type, []).append(
+            tables[i] if i in tables else _decode(target, f, contents[f.path])
+        )
+    late = {f.type for f in files if late_part_of(f.path)}
+    return {t: _stored_order(t, pa.concat_tables(ts)) if t in late else ts[0] for t, ts in parts.items()}
+
+
 def bucket_records(
     target: Target, bucket: StoredBucket, types: set[str] | None = None
 ) -> dict[str, list[Record]]:
     """One bucket's records by type name (only ``types`` when given), every part of it."""
-    files = [f for f in bucket.entry.files if types is None or f.type in types]
-    tables = {i: t for i, f in enumerate(files) if (t := _cached(target, f)) is not None}
-    contents = target.read_all(sorted({f.path for i, f in enumerate(files) if i not in tables}))
-    out: dict[str, list[Record]] = {}
-    for i, f in enumerate(files):
-        table = tables[i] if i in tables else _decode(target, f, contents[f.path])
-        out.setdefault(f.type, []).extend(records_of(table))
-    late = {f.type for f in files if late_part_of(f.path)}
-    return {t: _stored_order(t, rs) if t in late else rs for t, rs in out.items()}
+    return {t: records_of(table) for t, table in bucket_tables(target, bucket, types).items()}
 
 
 def iter_records(

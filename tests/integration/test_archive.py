@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -37,15 +36,10 @@ from archive.layout import Stream, Target
 from archive.query import connect
 from archive.reader import bucket_records, buckets
 from archive.retention import apply_retention
-from archive.source import CEX_QUERIES, _cex_record
-from cex.exchanges.okx import Okx
-from cex.feed import FeedHandler
 from cex.store import CexStore
 from core.database import DatabaseInfo
-from core.retry import RetryPolicy
 from core.settings import build_settings
 from devnet.cache import DevnetCache
-from devnet.exchanges import okx as okx_server
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher, registry_from
 from indexer.pipeline.pipeline import consume
@@ -56,7 +50,14 @@ from sinks import schema
 from sinks.postgres import PostgresSink
 from sinks.postgres_read import record_columns, record_of
 from tests.api_check import served
-from tests.cex_harness import run_feed
+from tests.archive_helpers import (
+    archive_env,
+    archived,
+    kill_archiver,
+    okx_records,
+    postgres_cex,
+    run_archiver_once,
+)
 from tests.chain_check import assert_db_is_canonical, wait_for_tip
 from tests.conftest import dexnode_bin, free_port
 from tests.devnet_fixture import DEVNET_BLOCKS, DEVNET_RATE, DEVNET_SEED, REORG_HEADROOM
@@ -67,7 +68,6 @@ pytestmark = pytest.mark.integration
 CHAIN = "devnet"
 CONFIRMATIONS = 3
 LATER = 10**10  # a clock far past every CEX minute: all are closed (the feed and the store have stopped)
-SYMBOLS = {"BTC-USDT": "BTC-USDT", "UNI-USD-PERP": "UNI-USD-SWAP"}
 
 
 @dataclass
@@ -142,17 +142,10 @@ async def _follow_with_reorg(dsn: str, tmp: Path, cache_root: Path) -> list[str]
 
 async def _feed_okx(dsn: str) -> int:
     """The OKX feed into Postgres; returns how many trades were stored."""
-    server = await okx_server.OkxServer(okx_server.events(), pace=0.002).start()
-    try:
-        feed = FeedHandler(Okx(ws_url=server.url), list(SYMBOLS), ["book", "trades", "ticker"], connections=1,
-                           stale_after=5, retry=RetryPolicy(attempts=0, base_delay=0.3, max_delay=0.5),
-                           snapshot_every=0.2)  # fmt: skip
-        run = await run_feed(server, feed, SYMBOLS)
-    finally:
-        await server.stop()
+    published = await okx_records()
     store = await CexStore.connect(dsn)
     try:
-        await store.write(run.published)
+        await store.write(published)
         return int(await store.pool.fetchval("SELECT count(*) FROM cex_trades"))
     finally:
         await store.close()
@@ -225,64 +218,20 @@ async def _postgres_chain(dsn: str, last_block: int) -> dict[str, list[Record]]:
         await conn.close()
 
 
-async def _postgres_cex(dsn: str, exchange: str) -> dict[str, list[Record]]:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
-    try:
-        out: dict[str, list[Record]] = {}
-        for q in CEX_QUERIES:
-            rows = await pool.fetch(q.select, exchange, 0, 2**62)
-            out[q.kind.type] = [_cex_record(q, r) for r in rows]
-        return out
-    finally:
-        await pool.close()
-
-
-def _archived(target: Target) -> tuple[dict[str, list[Record]], list[Any]]:
-    got: dict[str, list[Record]] = {}
-    found = buckets(Target(target.url))
-    for bucket in found:
-        for type_name, records in bucket_records(target, bucket).items():
-            got.setdefault(type_name, []).extend(records)
-    return got, found
-
-
 def _env(dsn: str, target: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DEXNODE_")}
-    env.update(DEXNODE_DATABASE_URL=dsn, DEXNODE_CONFIRMATIONS=str(CONFIRMATIONS), DEXNODE_CHAIN=CHAIN,
-               DEXNODE_ARCHIVE_URL=target, DEXNODE_ARCHIVE_CEX_GRACE_SECONDS="0", **extra)  # fmt: skip
-    return env
+    return archive_env(dsn, target, DEXNODE_CONFIRMATIONS=str(CONFIRMATIONS), DEXNODE_CHAIN=CHAIN, **extra)
 
 
 def _kill_mid_run(env: dict[str, str], target: Target, after_buckets: int) -> None:
-    """Start ``dexnode archive --once``; SIGKILL it as soon as it logs its ``after_buckets``-th bucket
-    (it is then writing the next one)."""
-    proc = subprocess.Popen([dexnode_bin(), "archive", "--once"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)  # fmt: skip
-    try:
-        assert proc.stderr is not None
-        logged = []
-        for line in proc.stderr:
-            logged.append(line)
-            if sum("archived chain/" in x for x in logged) >= after_buckets:
-                proc.send_signal(signal.SIGKILL)
-                break
-        assert proc.wait(10) == -signal.SIGKILL, "".join(logged)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+    """``dexnode archive --once``, SIGKILLed as soon as it logs its ``after_buckets``-th bucket (it is
+    then writing the next one)."""
+    kill_archiver(env, lambda logged: sum("archived chain/" in x for x in logged) >= after_buckets)
     # the manifest holds what was complete at the kill, and no more than the process logged
     assert after_buckets <= len(buckets(Target(target.url), [Stream("chain", CHAIN)])) <= after_buckets + 1
 
 
 def _dexnode(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([dexnode_bin(), *args], env=env, capture_output=True, text=True, timeout=120)
-
-
-def _run_once(env: dict[str, str]) -> str:
-    done = _dexnode(env, "archive", "--once")
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 async def _finish_cex(run: Run, target: Target) -> None:
@@ -300,7 +249,7 @@ async def _finish_cex(run: Run, target: Target) -> None:
 
 async def _assert_archive_equals_postgres(run: Run, target: Target) -> None:
     await _finish_cex(run, target)
-    got, found = _archived(target)
+    got, found = archived(target)
     chain = [b.entry for b in found if b.stream == Stream("chain", CHAIN)]
     # every bucket exactly once: minutes strictly increasing, blocks contiguous without overlap
     minutes = [e.minute for e in chain]
@@ -327,12 +276,12 @@ async def _assert_archive_equals_postgres(run: Run, target: Target) -> None:
                      for r in got.get(k.type, [])}  # fmt: skip
             expected = {r.address: r for r in stored[kind.type]  # type: ignore[attr-defined]
                         if r.address in named or getattr(r, "created_block_number", None) is not None}  # type: ignore[attr-defined]  # fmt: skip
-            archived = {r.address: r for r in got.get(kind.type, [])}  # type: ignore[attr-defined]
-            assert archived == expected, kind.type
+            in_archive = {r.address: r for r in got.get(kind.type, [])}  # type: ignore[attr-defined]
+            assert in_archive == expected, kind.type
         else:
             assert got.get(kind.type, []) == stored[kind.type], kind.type
     assert not set(run.orphaned) & {b.hash for b in got["block"]}  # type: ignore[attr-defined]
-    for kind_type, records in (await _postgres_cex(run.dsn, "okx")).items():
+    for kind_type, records in (await postgres_cex(run.dsn, "okx")).items():
         assert got.get(kind_type, []) == records, kind_type
     assert got["trade"] and got["book_delta"] and got["book_snapshot"] and got["ticker"]
     for bucket in found:  # the manifest's counts and sizes are the files'
@@ -347,12 +296,12 @@ async def local_archive(run: Run) -> Target:
     env = _env(run.dsn, target.url)
     await asyncio.to_thread(_kill_mid_run, env, target, 5)
     killed_at = len(buckets(Target(target.url)))
-    await asyncio.to_thread(_run_once, env)
+    await asyncio.to_thread(run_archiver_once, env)
     assert len(buckets(Target(target.url))) > killed_at
     # a second run finds no new chain minute (a CEX minute may have closed in between)
     chain = [Stream("chain", CHAIN)]
     before = buckets(Target(target.url), chain)
-    await asyncio.to_thread(_run_once, env)
+    await asyncio.to_thread(run_archiver_once, env)
     assert buckets(Target(target.url), chain) == before
     await _finish_cex(run, target)
     return target
@@ -385,10 +334,10 @@ async def test_s3_target_through_a_local_s3_server(run: Run) -> None:
         target = Target("s3://archive-test/dexnode")
         env = _env(run.dsn, target.url, **aws)
         await asyncio.to_thread(_kill_mid_run, env, target, 3)
-        await asyncio.to_thread(_run_once, env)
+        await asyncio.to_thread(run_archiver_once, env)
         await _assert_archive_equals_postgres(run, target)
         # DuckDB reads the bucket's files through the same filesystem
-        got, _ = _archived(target)
+        got, _ = archived(target)
         con = connect(Target(target.url))
         assert con.execute("SELECT count(*), max(number) FROM block").fetchone() == (
             len(got["block"]),
@@ -442,7 +391,7 @@ async def test_query_daily_volume_per_pool_equals_a_sum_over_the_files(
     args = ["export", "--from", "0", "--to", str(LATER), "--kinds", "dex_trade,trade", "--format", "csv"]
     done = await asyncio.to_thread(_dexnode, _env(run.dsn, target.url), *args, "--out", str(out_dir))
     assert done.returncode == 0, done.stderr
-    got, _ = _archived(target)
+    got, _ = archived(target)
     for type_name in ("dex_trade", "trade"):
         lines = (out_dir / f"{type_name}.csv").read_text().splitlines()
         assert len(lines) - 1 == len(got[type_name]) > 0
