@@ -41,6 +41,10 @@ class _RouteTimer:
     def __init__(self, app: Any, metrics: ApiMetrics) -> None:
         self.app = app
         self.metrics = metrics
+        # the labelled children, looked up once per (route, method/status): ``labels()`` takes a lock
+        # and validates its arguments on every call
+        self._timers: dict[tuple[str, str], Any] = {}
+        self._counters: dict[tuple[str, int], Any] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -61,10 +65,22 @@ class _RouteTimer:
             template = getattr(route, "path", None) or "unmatched"
             if route is not None and scope["path"].startswith("/v1/"):
                 template = "/v1" + template  # a router's routes are stored without its prefix
-            self.metrics.request_seconds.labels(template, scope["method"]).observe(
-                time.perf_counter() - started
-            )
-            self.metrics.responses.labels(template, f"{status[0] // 100}xx").inc()
+            self._timer(template, scope["method"]).observe(time.perf_counter() - started)
+            self._counter(template, status[0] // 100).inc()
+
+    def _timer(self, template: str, method: str) -> Any:
+        key = (template, method)
+        timer = self._timers.get(key)
+        if timer is None:
+            timer = self._timers[key] = self.metrics.request_seconds.labels(template, method)
+        return timer
+
+    def _counter(self, template: str, status_class: int) -> Any:
+        key = (template, status_class)
+        counter = self._counters.get(key)
+        if counter is None:
+            counter = self._counters[key] = self.metrics.responses.labels(template, f"{status_class}xx")
+        return counter
 
 
 def create_app(

@@ -18,6 +18,7 @@ Keys are compared in constant time and never logged.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import math
@@ -85,6 +86,7 @@ def parse_keys(text: str | None, default_rate: int) -> dict[str, int]:
     return keys
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_loopback(host: str | None) -> bool:
     if host is None:
         return False
@@ -116,11 +118,15 @@ class AccessControl:
             )
         )
 
+    def open_to(self, host: str | None) -> bool:
+        """Whether a request from ``host`` that carries no key goes unchecked (``identify``'s "local")."""
+        mode = self.policy.mode
+        return mode == "off" or (mode == "auto" and not self._keys and _is_loopback(host))
+
     def identify(self, headers: Mapping[str, str], host: str | None) -> Identity:
         """Who is asking: a key holder, an anonymous IP, or (access off) nobody to limit."""
         given = headers.get(API_KEY_HEADER)
-        mode = self.policy.mode
-        if mode == "off" or (mode == "auto" and not self._keys and given is None and _is_loopback(host)):
+        if self.policy.mode == "off" or (given is None and self.open_to(host)):
             return Identity("local", host or "")
         if given is not None:
             for i, (key, _) in enumerate(self._keys):
@@ -192,10 +198,15 @@ class AccessMiddleware:
         if scope["type"] != "http" or scope.get("path") in self.exempt:
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         client = scope.get("client")
+        host = client[0] if client else None
+        raw = scope.get("headers", [])
+        if self.access.open_to(host) and not any(k.lower() == b"x-api-key" for k, _ in raw):
+            await self.app(scope, receive, send)  # a local client and no key anywhere: nothing to check
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
         try:
-            self.access.check(headers, client[0] if client else None)
+            self.access.check(headers, host)
         except AccessDenied as denied:
             await _refuse(send, denied)
             return

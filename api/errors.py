@@ -84,11 +84,22 @@ async def reject_unknown_params(conn: HTTPConnection) -> None:
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return
-    known = {p.alias for p in _query_params(dependant)}
+    known = _known_params(dependant)
     unknown = sorted(set(conn.query_params.keys()) - known)
     if unknown:
         takes = ", ".join(sorted(known)) or "none"
         raise bad_request(f"unknown query parameter(s): {', '.join(unknown)}; this route takes: {takes}")
+
+
+_KNOWN: dict[int, tuple[Any, frozenset[str]]] = {}  # id(dependant) -> (dependant, its query names)
+
+
+def _known_params(dependant: Any) -> frozenset[str]:
+    """The query parameter names of a route's dependency tree, walked once per route."""
+    entry = _KNOWN.get(id(dependant))
+    if entry is None or entry[0] is not dependant:
+        entry = _KNOWN[id(dependant)] = (dependant, frozenset(p.alias for p in _query_params(dependant)))
+    return entry[1]
 
 
 def _query_params(dependant: Any) -> list[Any]:

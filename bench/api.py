@@ -5,15 +5,20 @@ blocks 12 s apart, 100 pools over 20 tokens (18 decimals), 10,000 takers, exact 
 then ANALYZE. Postgres: ``DATABASE_URL``'s server if set, else an embedded pgserver in a temp dir.
 
 The API runs as ``dexnode serve`` in its own process; this process is the load: ``--clients`` (50)
-concurrent httpx clients, ``--requests`` per query. Per query: p50/p99 latency, requests/s, and
-requests per CPU-second of the server's processes (/proc utime+stime over the run, summed over
-``serve --workers``, 2 by default), beside the floor:
-the same SQL text the route runs (built by the same ``api.query.Query``), from one asyncpg connection,
-sequentially (p50/p99). Target: p99 < 25 ms for the indexed REST queries.
-Two cores here: Postgres, the server and this load generator share them.
+concurrent closed-loop keep-alive connections (``bench/http_load.py``, raw asyncio on uvloop: a
+twentieth of httpx's CPU per request; ``--client httpx`` for the old one), ``--requests`` per query.
+Per query: p50/p99 latency, requests/s, requests per CPU-second of the server's processes (/proc
+utime+stime over the run, summed over ``serve --workers``, 2 by default), and the CPU milliseconds
+per request of the server, of this load generator and of the Postgres backends (when Postgres runs
+on this host), so the shares of the two cores are visible; beside the floor: the same SQL text the
+route runs (built by the same ``api.query.Query``), from one asyncpg connection, sequentially
+(p50/p99). Target: p99 < 25 ms for the indexed REST queries: at 50 closed-loop clients that takes
+more than 2,000 requests/s through server, Postgres and load generator together.
+Two cores here: Postgres, the server and this load generator share them. ``--server-root DIR``
+serves another checkout's code, to alternate before/after runs.
 
     .venv/bin/python bench/api.py [--trades 1000000] [--clients 50] [--requests 2000] [--workers 2]
-        [--only LABEL-TEXT] [--data-dir DIR]
+        [--only LABEL-TEXT] [--client raw|httpx] [--server-root DIR] [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -37,9 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
 import httpx
+import uvloop
 
 from api import candles as ohlcv
 from api.query import Query
+from bench.http_load import Load, Request, Result, cpu_seconds_self
 from core.database import DatabaseInfo, asyncpg_dsn, embedded_server, ensure_database
 from migrations import runner
 from records import kinds
@@ -143,6 +150,8 @@ async def generate(conn: asyncpg.Connection, trades: int) -> None:
 
 
 def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
@@ -156,35 +165,30 @@ def cpu_seconds(pid: int) -> float:
     return own + sum(cpu_seconds(int(child)) for child in children)
 
 
-Request = Callable[[int], tuple[str, str, Any]]  # i -> (method, path, json body)
-
-
-async def load(
-    client: httpx.AsyncClient, request: Request, total: int, clients: int
-) -> tuple[list[float], int]:
-    """Latencies of the successful requests, and how many failed (a status other than 200, a GraphQL
-    error, a timeout): counted, not fatal, so one slow query does not end the run."""
-    latencies: list[float] = []
-    failures = 0
+async def httpx_load(client: httpx.AsyncClient, request: Request, total: int, clients: int) -> Result:
+    """``Load.run`` through httpx (``--client httpx``: the load generator this benchmark used before,
+    for comparison; it spends several times the server's CPU per request)."""
+    result = Result()
     counter = iter(range(total))
 
     async def worker() -> None:
-        nonlocal failures
         for i in counter:
             method, path, body = request(i)
             started = time.perf_counter()
             try:
                 answer = await client.request(method, path, json=body)
             except httpx.HTTPError:
-                failures += 1
+                result.failures += 1
                 continue
             if answer.status_code != 200 or b'"errors"' in answer.content[:20]:
-                failures += 1
+                result.failures += 1
                 continue
-            latencies.append(time.perf_counter() - started)
+            result.latencies.append(time.perf_counter() - started)
 
+    cpu, started = cpu_seconds_self(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
-    return latencies, failures
+    result.wall, result.cpu = time.perf_counter() - started, cpu_seconds_self() - cpu
+    return result
 
 
 async def floor(
@@ -199,22 +203,62 @@ async def floor(
 
 
 @contextlib.asynccontextmanager
-async def api_server(dsn: str, port: int, workers: int) -> AsyncIterator[asyncio.subprocess.Process]:
+async def api_server(
+    dsn: str, port: int, workers: int, root: Path | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``dexnode serve``; ``root``: run another checkout's code (``--server-root``, before/after)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEXNODE_")}
     env.update(DEXNODE_DATABASE_URL=dsn, DEXNODE_LOG_LEVEL="WARNING")
+    if root is not None:
+        env["PYTHONPATH"] = str(root)
     proc = await asyncio.create_subprocess_exec(str(REPO / ".venv" / "bin" / "dexnode"), "serve", "--port",
                                                 str(port), "--workers", str(workers), env=env)  # fmt: skip
     try:
-        async with httpx.AsyncClient(timeout=5) as probe:
-            for _ in range(300):
+        # until every worker answers (a new connection each time: the kernel spreads them), so no
+        # worker's start-up lands in a measurement; a loaded machine takes tens of seconds
+        seen: set[str] = set()
+        async with httpx.AsyncClient(timeout=5, headers={"Connection": "close"}) as probe:
+            for _ in range(1800):
                 with contextlib.suppress(httpx.TransportError):
-                    if (await probe.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
-                        break
+                    answer = await probe.get(f"http://127.0.0.1:{port}/health")
+                    if answer.status_code == 200:
+                        seen.add(answer.headers.get("x-dexnode-worker", "0"))
+                        if len(seen) == workers:
+                            break
                 await asyncio.sleep(0.1)
+            else:
+                raise SystemExit(f"serve did not start {workers} workers (saw {sorted(seen)})")
         yield proc
     finally:
         proc.terminate()
         await proc.wait()
+
+
+async def database_backends(conn: asyncpg.Connection) -> list[int]:
+    """The Postgres backends of this benchmark's database (the server's pools and the floor's
+    connection), whose CPU this host's /proc shows when Postgres runs here."""
+    pids = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    return local_pids([r["pid"] for r in pids])
+
+
+def local_pids(pids: list[int]) -> list[int]:
+    return [pid for pid in pids if Path(f"/proc/{pid}/stat").exists()]
+
+
+@contextlib.asynccontextmanager
+async def load_client(args: argparse.Namespace) -> AsyncIterator[Callable[[Request, int], Awaitable[Result]]]:
+    """``fire(request, total)``: ``total`` requests from ``--clients`` closed-loop clients."""
+    if args.client == "httpx":
+        limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
+        base = f"http://127.0.0.1:{args.port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client:
+            yield lambda request, total: httpx_load(client, request, total, args.clients)
+        return
+    load = Load("127.0.0.1", args.port, args.clients)
+    try:
+        yield load.run
+    finally:
+        load.close()
 
 
 def trades_sql(**filters: Any) -> tuple[str, list[Any]]:
@@ -303,31 +347,49 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
             f"{count:,} dex_trades, head {top:,}; {args.clients} clients, {args.requests} requests per query;"
             f" serve --workers {args.workers}; load average {os.getloadavg()[0]:.1f} at the start"
         )
-        header = ("query", "p50 ms", "p99 ms", "req/s", "req/cpu-s", "SQL p50", "SQL p99")
-        print("{:<52} {:>7} {:>7} {:>7} {:>9}  {:>7} {:>7}".format(*header))
-        limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
-        base = f"http://127.0.0.1:{args.port}"
+        header = (
+            "query",
+            "p50 ms",
+            "p99 ms",
+            "req/s",
+            "req/cpu-s",
+            "srv",
+            "load",
+            "pg",
+            "SQL p50",
+            "SQL p99",
+        )
+        print("{:<52} {:>7} {:>7} {:>6} {:>9} {:>5} {:>5} {:>5}  {:>7} {:>7}".format(*header))
         async with (
-            api_server(dsn, args.port, args.workers) as proc,
-            httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as client,
+            api_server(dsn, args.port, args.workers, args.server_root) as proc,
+            load_client(args) as fire,
         ):
             for case in cases(top):
                 if args.only and args.only not in case.label:
                     continue
-                await load(client, case.request, args.clients * 2, args.clients)  # warm up
-                cpu, started = cpu_seconds(proc.pid), time.perf_counter()
-                latencies, failures = await load(client, case.request, args.requests, args.clients)
-                wall, used = time.perf_counter() - started, cpu_seconds(proc.pid) - cpu
+                await fire(case.request, args.clients * 2)  # warm up
+                backends = await database_backends(conn)
+                cpu, pg = cpu_seconds(proc.pid), sum(map(cpu_seconds, backends))
+                result = await fire(case.request, args.requests)
+                used = cpu_seconds(proc.pid) - cpu
+                pg = sum(map(cpu_seconds, backends)) - pg
                 sql_cell = ""
                 if case.sql is not None and case.sql_args is not None:
                     alone = await floor(conn, case.sql, case.sql_args, min(args.requests, 500))
                     sql_cell = f"{pct(alone, 0.5):7.2f} {pct(alone, 0.99):7.2f}"
-                rate, per_cpu = len(latencies) / wall, len(latencies) / max(used, 1e-9)
-                p50, p99 = pct(latencies, 0.5), pct(latencies, 0.99)
-                failed = f"  ({failures} failed)" if failures else ""
+                done = max(len(result.latencies), 1)
+                rate, per_cpu = len(result.latencies) / result.wall, len(result.latencies) / max(used, 1e-9)
+                p50, p99 = pct(result.latencies, 0.5), pct(result.latencies, 0.99)
+                shares = " ".join(f"{1000 * s / done:5.2f}" for s in (used, result.cpu, pg))
+                failed = f"  ({result.failures} failed)" if result.failures else ""
                 print(
-                    f"{case.label:<52} {p50:7.2f} {p99:7.2f} {rate:7.0f} {per_cpu:9.0f}  {sql_cell}{failed}"
+                    f"{case.label:<52} {p50:7.2f} {p99:7.2f} {rate:6.0f} {per_cpu:9.0f} {shares}  {sql_cell}"
+                    f"{failed}"
                 )
+        print(
+            "srv, load, pg: CPU ms per request of the server's processes, this load generator"
+            f" ({args.client}) and the Postgres backends; load average {os.getloadavg()[0]:.1f} at the end"
+        )
     finally:
         await conn.close()
 
@@ -339,20 +401,23 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--workers", type=int, default=2, help="serve --workers (CPU summed over them)")
+    parser.add_argument("--client", choices=("raw", "httpx"), default="raw",
+                        help="load generator: bench/http_load.py (raw asyncio, cheap) or httpx")  # fmt: skip
+    parser.add_argument("--server-root", type=Path, help="serve the code of this checkout (before/after)")
     parser.add_argument("--only", help="run only the queries whose label contains this text")
     parser.add_argument("--only-generate", action="store_true")
     parser.add_argument("--data-dir", type=Path, help="keep the embedded Postgres here (reused if filled)")
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL")
     if url:
-        asyncio.run(run(args, asyncpg_dsn(url)))
+        uvloop.run(run(args, asyncpg_dsn(url)))
         return
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="dexnode-bench-api-"))
     try:
         with embedded_server(root) as server:
             dsn = asyncio.run(ensure_database(server, "bench_api"))
             print(f"database: {dsn}")
-            asyncio.run(run(args, dsn))
+            uvloop.run(run(args, dsn))
     finally:
         if args.data_dir is None:
             shutil.rmtree(root, ignore_errors=True)

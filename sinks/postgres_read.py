@@ -43,7 +43,13 @@ def _columns(table: sa.Table) -> str:
 
 def record_columns(kind: Kind[Any]) -> str:
     """The SELECT list ``record_of`` reads a row of ``kind`` from (the API's lists use it)."""
-    return _columns(_table(kind))
+    text = _RECORD_COLUMNS.get(kind.name)
+    if text is None:
+        text = _RECORD_COLUMNS[kind.name] = _columns(_table(kind))
+    return text
+
+
+_RECORD_COLUMNS: dict[str, str] = {}  # per kind: the API builds a statement per request
 
 
 def _numeric_ints(table: sa.Table, cls: type[Record]) -> frozenset[str]:
@@ -72,7 +78,7 @@ def row_json(cls: type[Record], row: asyncpg.Record) -> dict[str, Any]:
     """The record's JSON ``data`` straight from a row read with ``record_columns``, without building
     the record: equal to ``to_dict(record_of(cls, row))["data"]`` (NUMERIC text is already the JSON
     form's decimal string; JSONB holds nested records in their JSON form). The API's lists use it."""
-    data = dict(row.items())
+    data = dict(zip(row.keys(), row, strict=True))  # a quarter cheaper than dict(row.items())
     for name in _NUMERIC_INTS[cls]:
         if data[name] is not None:
             data[name] = int(data[name])

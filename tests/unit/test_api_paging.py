@@ -85,8 +85,12 @@ def test_a_list_query_passes_every_value_as_a_parameter() -> None:
         '"pool_address" = $1' in sql and '("token_bought_address" = $2 OR "token_sold_address" = $2)' in sql
     )
     assert '"block_number" <= $3' in sql and '("block_number", "log_index") < ($4, $5)' in sql
-    assert sql.endswith('ORDER BY "block_number" DESC, "log_index" DESC LIMIT $6')
-    assert query.params == ["0xaa'; DROP TABLE blocks; --", "0xbb", 100, 99, 3, 11]
+    # the page size is the one literal: an int, so the prepared statement's generic plan can be used
+    assert sql.endswith('ORDER BY "block_number" DESC, "log_index" DESC LIMIT 11')
+    assert query.params == ["0xaa'; DROP TABLE blocks; --", "0xbb", 100, 99, 3]
+    for bad in ("11; DROP TABLE blocks", 1.5, True, -1):
+        with pytest.raises(ValueError, match="not a row count"):
+            query.sql(head=100, after=None, limit=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="no column"):
         query.compare("pool_address; --", "=", 1)
     with pytest.raises(ValueError):
