@@ -25,6 +25,7 @@ import sys
 from typing import Any
 
 import uvicorn
+import uvloop
 
 from api.app import create_app
 from cli.common import configure_logging
@@ -117,7 +118,8 @@ def _worker(values: dict[str, Any], index: int) -> None:
         sock = _listening_socket(settings.api_host, settings.api_port, reuse_port=True)
         sock.listen(2048)
         app = _WorkerHeader(create_app(settings), index)
-        asyncio.run(uvicorn.Server(_config(app, settings)).serve(sockets=[sock]))
+        # uvloop: the event loop and socket transports in C (less CPU per request than asyncio's)
+        uvloop.run(uvicorn.Server(_config(app, settings)).serve(sockets=[sock]))
     except DexnodeError as exc:
         print(f"dexnode: serve worker {index}: {mask_urls_in(str(exc))}", file=sys.stderr)
         raise SystemExit(1) from None
