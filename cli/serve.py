@@ -53,6 +53,8 @@ def _config(app: Any, settings: Settings) -> uvicorn.Config:
 async def serve(settings: Settings, *, workers: int = 1) -> None:
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1 (got {workers})")
+    if settings.api_live_source == "kafka" and not settings.kafka_bootstrap_servers:
+        raise ConfigError("--live-source kafka needs a broker: DEXNODE_KAFKA_BOOTSTRAP_SERVERS")
     if workers == 1:
         log.info(
             "API on http://%s:%s (docs at /docs, GraphQL at /graphql)", settings.api_host, settings.api_port

@@ -182,6 +182,10 @@ class Settings(BaseSettings):
         default=10_000, ge=10, description="unsent messages before a slow websocket client is disconnected"
     )
     ws_heartbeat_seconds: float = Field(default=15.0, gt=0, le=3600, description="idle websocket heartbeat")
+    api_live_source: Literal["notify", "kafka"] = Field(
+        default="notify",
+        description="where a separate `serve` hears of new blocks: Postgres NOTIFY, or Kafka head.* topics",
+    )
     # POST /v1/sql (api/routes/sql.py): one parsed SELECT in a READ ONLY transaction
     api_sql_enabled: bool = Field(default=False, description="enable POST /v1/sql (read-only SELECT)")
     api_sql_timeout_ms: int = Field(

@@ -6,10 +6,12 @@ back through ``sinks.postgres_read`` and publishes them: the reorg first, then t
 ``serve`` processes can listen to one database, so API replicas scale out.
 
 Missed notifications (the listening connection was lost, or the process was busy) are made up for by
-reading forward from the hub's tip: after a reconnect, and every ``check_seconds``.
+reading forward from the hub's tip (``api.stream.stored_feed``): after a reconnect, and every
+``check_seconds``.
 
 The same connection also listens to ``dexnode_cex`` (exchange rows committed by ``cex.store.CexStore``),
-handled by ``api.stream.cex_listener``.
+handled by ``api.stream.cex_listener``. With ``chain=False`` it listens to that channel only: the chain's
+live events then come from Kafka (``api.stream.kafka_source``).
 """
 
 from __future__ import annotations
@@ -23,29 +25,33 @@ import asyncpg
 import orjson
 
 from api.stream.cex_listener import CexNotifyReader
-from api.stream.events import CHANNEL_RECORDS, Ref
+from api.stream.events import Ref
 from api.stream.hub import Hub
-from records import Record
+from api.stream.stored_feed import StoredFeed
 from sinks.cex_read import NOTIFY_CHANNEL as CEX_CHANNEL
 from sinks.postgres import NOTIFY_CHANNEL
-from sinks.postgres_read import StoredChain
 
 log = logging.getLogger("dexnode.api.listener")
 
 FOLLOW_STREAM = "follow"  # the follower's cursor name (indexer.pipeline.FOLLOW_STREAM; api/ cannot import it)
-CATCH_UP_BLOCKS = 100  # blocks read per step when making up for missed notifications
-_CLASSES: list[type[Record]] = list(CHANNEL_RECORDS.values())
 
 
 class NotifyListener:
     def __init__(
-        self, pool: asyncpg.Pool, hub: Hub, *, stream: str = FOLLOW_STREAM, check_seconds: float = 5.0
+        self,
+        pool: asyncpg.Pool,
+        hub: Hub,
+        *,
+        stream: str = FOLLOW_STREAM,
+        check_seconds: float = 5.0,
+        chain: bool = True,
     ) -> None:
         self.pool = pool
         self.hub = hub
         self.stream = stream
         self.check_seconds = check_seconds
-        self.chain = StoredChain(pool)
+        self.channels = (NOTIFY_CHANNEL, CEX_CHANNEL) if chain else (CEX_CHANNEL,)
+        self.stored = StoredFeed(pool, hub)
         self.notes: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (channel, payload)
         self.cex = CexNotifyReader(pool, hub)
         self.task: asyncio.Task[None] | None = None
@@ -70,14 +76,14 @@ class NotifyListener:
         while True:
             try:
                 async with self.pool.acquire() as conn:
-                    await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
-                    await conn.add_listener(CEX_CHANNEL, self._on_notify)
+                    for channel in self.channels:
+                        await conn.add_listener(channel, self._on_notify)
                     try:
                         self.listening.set()
                         await self._catch_up()
                         await self._serve(conn)
                     finally:
-                        for channel in (NOTIFY_CHANNEL, CEX_CHANNEL):
+                        for channel in self.channels:
                             with contextlib.suppress(Exception):
                                 await conn.remove_listener(channel, self._on_notify)
             except asyncio.CancelledError:
@@ -127,24 +133,9 @@ class NotifyListener:
             tip = self.hub.tip
             if tip is not None and tip.number + 1 < int(first):
                 await self._catch_up(upto=int(first) - 1)
-            await self._publish(int(first), int(last))
-
-    async def _publish(self, first: int, last: int) -> None:
-        blocks, parts = await self.chain.blocks_with(first, last, _CLASSES)
-        self.hub.publish_blocks(blocks, parts)
+            await self.stored.publish(int(first), int(last))
 
     async def _catch_up(self, upto: int | None = None) -> None:
         """Publish stored blocks above the hub's tip (missed notifications)."""
-        tip = self.hub.tip
-        if tip is None:
-            return
-        if upto is None:
-            stored = await self.pool.fetchval("SELECT max(number) FROM blocks")
-            if stored is None:
-                return
-            upto = int(stored)
-        first = tip.number + 1
-        while first <= upto:
-            last = min(first + CATCH_UP_BLOCKS - 1, upto)
-            await self._publish(first, last)
-            first = last + 1
+        if NOTIFY_CHANNEL in self.channels:
+            await self.stored.catch_up(upto)
