@@ -192,6 +192,18 @@ def serve(
     ws_connections_per_client: WsConnectionsPerClientOpt = None,
     ws_max_subscriptions: WsMaxSubscriptionsOpt = None,
     api_sql_enabled: ApiSqlEnabledOpt = None,
+    live_source: Annotated[
+        str | None,
+        typer.Option(
+            "--live-source",
+            help="notify|kafka: live events from Postgres LISTEN/NOTIFY or from the node's head.* topics"
+            " (env DEXNODE_API_LIVE_SOURCE, notify)",
+            show_default=False,
+        ),
+    ] = None,
+    kafka_bootstrap_servers: KafkaBootstrapOpt = None,
+    kafka_topic_prefix: KafkaTopicPrefixOpt = None,
+    kafka_option: KafkaOptionOpt = None,
 ) -> None:
     """Serve the indexed data: REST under /v1, GraphQL at /graphql, websocket at /ws, /docs, /metrics."""
     from cli.serve import serve as run_serve
@@ -211,6 +223,10 @@ def serve(
         ws_connections_per_client=ws_connections_per_client,
         ws_max_subscriptions=ws_max_subscriptions,
         api_sql_enabled=api_sql_enabled,
+        api_live_source=live_source,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_topic_prefix=kafka_topic_prefix,
+        kafka_option=kafka_option,
     )
     run_async(run_serve(settings, workers=workers))
 
