@@ -15,8 +15,9 @@ Measured, each against a peer or limit of the same run:
 - a day of trades: daily volume per pool with DuckDB over the minute files and over the compacted hours
   against the same SQL on Postgres, ``--rounds`` rounds alternated, medians;
 - replay: ``dexnode replay``'s playback of the day from the archive at full speed to one websocket
-  connection subscribed to blocks and DEX trades, messages/s received (and the same client's rate is
-  the limit that matters).
+  connection subscribed to blocks and DEX trades, data messages/s received, against the peer of the same
+  run: the live API's ``/ws`` catching the same subscriptions up from Postgres (``from_block``), the same
+  number of messages; rounds alternated, medians.
 
 Server: ``DATABASE_URL`` if set (a new database there, dropped at the end), else an embedded pgserver.
 The machine may be loaded by other work: read the ratios, not the absolute figures.
@@ -48,8 +49,11 @@ import asyncpg
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
+import uvicorn
 from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
 
+from api.app import create_app
 from api.stream.history import Playback
 from archive.archiver import Archiver
 from archive.layout import Target
@@ -225,32 +229,69 @@ async def query_day(pool: asyncpg.Pool, minutes: Target, hours: Target, rounds: 
               f" Postgres's {median['postgres'] * 1000:.0f} ms")  # fmt: skip
 
 
-async def replay_rate(dsn: str, target: Target) -> tuple[int, float]:
-    with socket.socket() as sock:  # a free port
+SUBS = [
+    {"op": "subscribe", "id": "b", "channel": "blocks"},
+    {"op": "subscribe", "id": "t", "channel": "dex_trades"},
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        return int(sock.getsockname()[1])
+
+
+async def _read(url: str, subs: list[dict[str, Any]], until: int | None = None) -> tuple[int, float]:
+    """Data messages (not events, not finality marks) one connection receives, and the seconds from its
+    subscribe to the last one; reads until the server closes, or ``until`` messages."""
+    received = 0
+    async with ws_connect(url, max_size=None) as ws:
+        for sub in subs:
+            await ws.send(orjson.dumps(sub).decode())
+        t0 = last = time.perf_counter()
+        with contextlib.suppress(ConnectionClosed):
+            async for text in ws:
+                if isinstance(text, str) and text.startswith('{"id":') and '"type":"finalized"' not in text:
+                    received += 1
+                    last = time.perf_counter()
+                    if until is not None and received >= until:
+                        break
+    return received, last - t0
+
+
+async def replay_rate(dsn: str, target: Target) -> tuple[int, float]:
+    """One connection's playback of the day from the archive at full speed (blocks and DEX trades)."""
+    port = _free_port()
     settings = build_settings(database_url=dsn, archive_url=target.url, api_port=port, confirmations=0)
-    subs = [
-        {"op": "subscribe", "id": "b", "channel": "blocks"},
-        {"op": "subscribe", "id": "t", "channel": "dex_trades"},
-    ]
     ready, stop = asyncio.Event(), asyncio.Event()
     day = Playback(DAY_START * 1_000_000, (DAY_START + 86_400) * 1_000_000)
     task = asyncio.create_task(run_replay(settings, day, announce=lambda _: ready.set(), stop=stop))
-    await asyncio.wait_for(ready.wait(), 60)
-    received = 0
-    # one connection, its own playback of the day (it starts once both subscriptions are in)
-    async with ws_connect(f"ws://127.0.0.1:{port}/ws?subscriptions={len(subs)}", max_size=None) as ws:
-        for sub in subs:
-            await ws.send(orjson.dumps(sub).decode())
-        t0 = time.perf_counter()
-        with contextlib.suppress(Exception):
-            async for _ in ws:
-                received += 1
-        seconds = time.perf_counter() - t0
-    stop.set()
-    await task
-    return received, seconds
+    try:
+        await asyncio.wait_for(ready.wait(), 60)
+        # it starts once both subscriptions are in
+        return await _read(f"ws://127.0.0.1:{port}/ws?subscriptions={len(SUBS)}", SUBS)
+    finally:
+        stop.set()
+        await task
+
+
+async def catch_up_rate(dsn: str, messages: int) -> tuple[int, float]:
+    """The peer: the live API's /ws catching the same subscriptions up from Postgres (``from_block`` 0),
+    the first ``messages`` data messages."""
+    port = _free_port()
+    settings = build_settings(database_url=dsn, api_port=port, confirmations=0)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, pool=pool), port=port, log_level="warning"))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event for it)
+            await asyncio.sleep(0.02)
+        subs = [{**sub, "from_block": 0} for sub in SUBS]
+        return await _read(f"ws://127.0.0.1:{port}/ws", subs, until=messages)
+    finally:
+        server.should_exit = True
+        await serving
+        await pool.close()
 
 
 async def run(args: argparse.Namespace, server_uri: str, where: str) -> None:
@@ -316,10 +357,19 @@ async def run(args: argparse.Namespace, server_uri: str, where: str) -> None:
             await query_day(pool, target, compacted, args.rounds)
         finally:
             await pool.close()
-        received, seconds = await replay_rate(dsn, target)
+        # alternated rounds, medians: the archive's playback vs the live API catching up from Postgres
+        replay: list[tuple[int, float]] = []
+        peer: list[tuple[int, float]] = []
+        for _ in range(args.rounds):
+            replay.append(await replay_rate(dsn, target))
+            peer.append(await catch_up_rate(dsn, replay[-1][0]))
+        r_rate = statistics.median(n / s for n, s in replay)
+        p_rate = statistics.median(n / s for n, s in peer)
         print(
-            f"\nreplay at full speed: {received:,} messages to one client in {seconds:.1f}s:"
-            f" {received / seconds:,.0f} messages/s"
+            f"\nreplay at full speed (median of {args.rounds}, alternated): {replay[0][0]:,} data messages"
+            f" to one connection, {r_rate:,.0f} messages/s; the live /ws catching up the same from Postgres"
+            f" {p_rate:,.0f} messages/s -> replay {r_rate / p_rate:.2f}x; load average"
+            f" {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
     finally:
         admin = await asyncpg.connect(server_uri)
