@@ -268,6 +268,9 @@ async def test_okx_funding_open_interest_and_resync_reason_on_both_paths(clean_d
             resyncs[path] = await messages(clients[(path, "book")], "resync", 1, f"the resync on {path}")
         assert resyncs["in_process"] == resyncs["notify"]
         assert resyncs["notify"] == [OKX_RESYNC]
+        async with httpx.AsyncClient(base_url=base, timeout=10) as http:  # an L2 book has no orders to show
+            response = await http.get("/v1/cex/books/okx/BTC-USDT", params={"level": 3})
+        assert response.status_code == 400 and "by price level (L2)" in response.json()["detail"]
 
 
 # the dropped 41st BTC-USDT book frame: a gap; the book had applied 40 frames (OKX seqId = frames so far)
