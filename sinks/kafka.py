@@ -20,7 +20,9 @@ The split, and why the order is what it is (``with_kafka`` builds it):
 
 1. ``KafkaHeadSink`` produces a batch *before* Postgres commits it. Its reverts need the orphaned
    records' keys, which only Postgres has, and only until it commits the reorg. The deliveries
-   travel while Postgres writes the batch, and the COMMIT waits for every delivery report; a
+   travel while Postgres writes the batch (a batch of ``THREADED_RECORDS`` or more, as a backfill's,
+   is even encoded and produced meanwhile, in the producer's thread), and the COMMIT waits for
+   every delivery report; a
    failure raises ``KafkaUnavailable`` (retryable), which rolls the transaction back, so Postgres
    does not commit, the cursor does not move, and the whole batch is written again: Kafka can hold a batch
    Postgres does not have yet, never the reverse. "Never lost" costs possible duplicates: same
@@ -97,6 +99,9 @@ from sinks.postgres_read import StoredChain
 
 log = logging.getLogger("dexnode.sink.kafka")
 
+# a batch with this many records is encoded and produced in the producer's thread (a live block's few
+# hundred cost less there than the hand-over)
+THREADED_RECORDS = 2_000
 
 _ENFORCED = {"enable.idempotence": True, "acks": "all"}
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -161,6 +166,7 @@ class KafkaHeadSink:
         cache: EncodedCache | None = None,
         confirmed_streams: frozenset[str] = CONFIRMED_STREAMS,
         history_on_head: bool = True,
+        threaded_records: int = THREADED_RECORDS,
     ) -> None:
         self.producer = producer
         self.topics = topics
@@ -170,6 +176,7 @@ class KafkaHeadSink:
         self.cache = cache or EncodedCache()
         self.confirmed_streams = confirmed_streams  # their batches go to confirmed.* here, not after
         self.history_on_head = history_on_head  # and to head.* too (False: confirmed.* only)
+        self.threaded_records = threaded_records  # batches this big: encoded and produced in a thread
         self._started: set[str] = set()
 
     async def start(self, stream: str) -> None:
@@ -258,14 +265,22 @@ class KafkaHeadSink:
                 messages.extend(revert_messages(self.topics, replaced))
         if self.journal:
             await self._journal(batch, reorg, orphaned)
-        encoded = self.cache.encode(batch)
-        if not confirmed_only or self.history_on_head:
-            head = {kind: self.topics.of(HEAD, kind) for kind in KINDS}
-            messages.extend([(head[kind], key, value, headers, -1) for kind, key, value, headers in encoded])
+        flavours = [HEAD] if not confirmed_only or self.history_on_head else []
         if confirmed_only:
-            confirmed = {kind: self.topics.of(CONFIRMED, kind) for kind in KINDS}
-            messages.extend((confirmed[k], key, value, headers, -1) for k, key, value, headers in encoded)
-        return await self.producer.start_send(messages)
+            flavours.append(CONFIRMED)
+
+        def build() -> list[OutMessage]:
+            encoded = self.cache.encode(batch)
+            for flavour in flavours:
+                topic = {kind: self.topics.of(flavour, kind) for kind in KINDS}
+                messages.extend([(topic[kind], key, value, hs, -1) for kind, key, value, hs in encoded])
+            return messages
+
+        if batch.count() < self.threaded_records:
+            return await self.producer.start_send(build())
+        # encoded and produced in the producer's thread while Postgres writes the batch: the waiter,
+        # which the COMMIT waits for, waits for that too
+        return self.producer.start_send_later(build)
 
     async def _journal(self, batch: Batch, reorg: Reorg | None, orphaned: list[BlockKeys]) -> None:
         """``reorg``: the reorg record this batch produces (None on a replay), ``orphaned``: the keys
@@ -340,7 +355,12 @@ class KafkaPostgresSink(CompositeSink):
 
 
 def kafka_composite(
-    options: KafkaOptions, postgres: PostgresSink, *, journal: bool = True, history_on_head: bool = True
+    options: KafkaOptions,
+    postgres: PostgresSink,
+    *,
+    journal: bool = True,
+    history_on_head: bool = True,
+    threaded_records: int = THREADED_RECORDS,
 ) -> KafkaPostgresSink:
     producer = KafkaProducer(options.producer_config())
     topics = Topics(options.topic_prefix)
@@ -354,6 +374,7 @@ def kafka_composite(
         journal=journal,
         cache=cache,
         history_on_head=history_on_head,
+        threaded_records=threaded_records,
     )
     confirmed = ConfirmedPublisher(producer, topics, stored, options.confirmations, cache=cache)
     return KafkaPostgresSink(head, postgres, confirmed)

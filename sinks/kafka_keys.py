@@ -14,6 +14,7 @@ partition, after that record.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -228,13 +229,15 @@ class EncodedCache:
     def __init__(self, size: int = 32) -> None:
         self.size = size
         self._entries: dict[int, tuple[Batch, list[Encoded]]] = {}
+        self._lock = threading.Lock()  # the producer's thread encodes big batches (sinks.kafka)
 
     def encode(self, batch: Batch) -> list[Encoded]:
         entry = self._entries.get(id(batch))
         if entry is not None and entry[0] is batch:
             return entry[1]
         encoded = encode_batch(batch)
-        if len(self._entries) >= self.size:
-            del self._entries[next(iter(self._entries))]
-        self._entries[id(batch)] = (batch, encoded)
+        with self._lock:
+            if len(self._entries) >= self.size:
+                del self._entries[next(iter(self._entries))]
+            self._entries[id(batch)] = (batch, encoded)
         return encoded

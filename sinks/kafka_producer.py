@@ -13,8 +13,10 @@ the command (SIGTERM) is not held up by an unreachable broker.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -78,6 +80,7 @@ class KafkaProducer:
         self.config = config
         self._producer: Producer | None = None
         self._fatal: KafkaError | None = None
+        self._thread: ThreadPoolExecutor | None = None  # start_send_later's, made at its first use
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():
@@ -106,24 +109,66 @@ class KafkaProducer:
             return _nothing_to_wait_for
         producer = self._current()
         deliveries = _Deliveries()
+        remaining: Iterator[OutMessage] = iter(messages)
+        while (held := self._produce(producer, remaining, deliveries)) is not None:  # the queue is full
+            await asyncio.to_thread(producer.poll, 0.1)  # let deliveries drain it
+            remaining = itertools.chain((held,), remaining)
+        return self._waiter(producer, deliveries, len(messages))
+
+    def start_send_later(self, build: Callable[[], Sequence[OutMessage]]) -> Callable[[], Awaitable[None]]:
+        """``build`` the messages and produce them in order in the producer's own thread, while the
+        event loop goes on (a big batch's encoding and producing overlap its Postgres write); the
+        returned waiter waits for that, then for every delivery report (and raises if any failed).
+
+        One thread, so sends started this way are produced one after the other, in the order they
+        were started."""
+        producer = self._current()
+        deliveries = _Deliveries()
+
+        def produce_all() -> int:
+            messages = build()
+            remaining: Iterator[OutMessage] = iter(messages)
+            while (held := self._produce(producer, remaining, deliveries)) is not None:
+                producer.poll(0.1)  # the local queue is full: let deliveries drain it
+                remaining = itertools.chain((held,), remaining)
+            return len(messages)
+
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="dexnode-kafka-produce")
+        produced = asyncio.get_running_loop().run_in_executor(self._thread, produce_all)
+
+        async def wait() -> None:
+            await self._waiter(producer, deliveries, await produced)()
+
+        return wait
+
+    def _produce(
+        self, producer: Producer, messages: Iterator[OutMessage], deliveries: _Deliveries
+    ) -> OutMessage | None:
+        """Produce from ``messages`` until it is exhausted (None) or the local queue is full: then
+        the message that did not fit, for the caller to produce first once deliveries drained it."""
         produce = producer.produce
         last: object = None
         given: Headers | dict[str, str | bytes | None] = []
-        for topic, key, value, headers, partition in messages:
+        for message in messages:
+            topic, key, value, headers, partition = message
             if headers is not last:  # one list per block (kafka_keys.encode_batch): converted once
                 # confluent-kafka turns a dict into librdkafka headers faster than a list of pairs
                 # (the same header on the wire): 7% less CPU in this loop, 348k messages measured
                 last, given = headers, dict(headers) if len(headers) == 1 else headers
-            while True:
-                try:
-                    produce(topic, value, key, partition, deliveries, headers=given)
-                    break
-                except BufferError:  # the local queue is full: let deliveries drain it
-                    await asyncio.to_thread(producer.poll, 0.1)
-                except KafkaException as exc:
-                    raise self._error(exc.args[0]) from None
-        total = len(messages)
+            try:
+                # positional (topic, value, key, partition, on_delivery, callback, timestamp, headers):
+                # 12% less CPU per call than the keyword, measured
+                produce(topic, value, key, partition, deliveries, None, 0, given)
+            except BufferError:
+                return message
+            except KafkaException as exc:
+                raise self._error(exc.args[0]) from None
+        return None
 
+    def _waiter(
+        self, producer: Producer, deliveries: _Deliveries, total: int
+    ) -> Callable[[], Awaitable[None]]:
         async def wait() -> None:
             # wait for this send's reports only: flush sends at once (poll would wait for linger.ms)
             # and returns when the queue is empty; in short slices, as concurrent sends keep it busy
@@ -186,6 +231,9 @@ class KafkaProducer:
             )
 
     async def close(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.shutdown)  # what it was producing is queued first
+            self._thread = None
         if self._producer is None:
             return
         left = await asyncio.to_thread(self._producer.flush, timeout)

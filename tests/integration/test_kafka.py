@@ -34,7 +34,7 @@ from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
 from records import from_dict
 from sinks.base import CompositeSink, Sink
-from sinks.kafka import KafkaOptions, kafka_composite
+from sinks.kafka import THREADED_RECORDS, KafkaOptions, kafka_composite
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.postgres import BlockRef, PostgresSink
 from sinks.postgres_read import StoredChain
@@ -175,6 +175,9 @@ async def test_a_batch_on_kafka_but_not_in_postgres_and_then_orphaned_is_reverte
     await assert_kafka_is_postgres(kafka.bootstrap, prefix, clean_db.dsn, confirmations=CONFIRMATIONS)
 
 
+# 0: every batch is encoded and produced in the producer's thread while Postgres writes it (what only
+# batches of THREADED_RECORDS records get by default, as a backfill's): the same guarantees either way
+@pytest.mark.parametrize("threaded_records", [THREADED_RECORDS, 0], ids=["inline", "threaded"])
 async def test_the_node_waits_while_the_broker_does_not_answer_and_loses_nothing(
     anvil: str,
     rpc: RpcClient,
@@ -182,10 +185,12 @@ async def test_the_node_waits_while_the_broker_does_not_answer_and_loses_nothing
     kafka: KafkaDev,
     prefix: str,
     caplog: pytest.LogCaptureFixture,
+    threaded_records: int,
 ) -> None:
     emitter = await deploy_transfer_emitter(rpc)
     postgres = await PostgresSink.connect(clean_db.dsn)
-    writer = kafka_composite(options(kafka, prefix, **{"message.timeout.ms": "1500"}), postgres)
+    config = options(kafka, prefix, **{"message.timeout.ms": "1500"})
+    writer = kafka_composite(config, postgres, threaded_records=threaded_records)
     stored = StoredChain(postgres.pool)
     try:
         async with following(rpc, anvil, writer):

@@ -1,0 +1,89 @@
+"""A big batch is encoded and produced in the producer's thread while Postgres writes it
+(``sinks.kafka.THREADED_RECORDS``): Postgres must still commit only once Kafka has every message.
+
+Against librdkafka's mock cluster (its own process, frozen to stop answering), a real anvil and a real
+Postgres; the truth is the node's own blocks and transactions."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from core.database import DatabaseInfo
+from indexer.chain.extract import extract_block
+from indexer.chain.rpc import RpcClient
+from indexer.pipeline.pipeline import batch_of
+from sinks.kafka import KafkaOptions, kafka_composite
+from sinks.kafka_dev import start_kafka_dev
+from sinks.kafka_producer import KafkaUnavailable
+from sinks.kafka_read import Received, read_topic
+from sinks.postgres import PostgresSink
+from tests.chain_check import mine, send_transfers
+
+pytestmark = pytest.mark.integration
+
+BLOCKS = 12
+
+
+@pytest.fixture
+async def chain(anvil: str) -> AsyncIterator[RpcClient]:
+    """Bare anvil with blocks of ETH transfers (head ``BLOCKS``)."""
+    async with RpcClient(anvil) as rpc:
+        await rpc.call("evm_setAutomine", [False])
+        for i in range(BLOCKS):
+            await send_transfers(rpc, 1 + i % 3, salt=i)
+            await mine(rpc)
+        yield rpc
+
+
+async def test_a_threaded_batch_commits_only_after_kafka_acknowledged_all_of_it(
+    chain: RpcClient, clean_db: DatabaseInfo
+) -> None:
+    numbers = list(range(BLOCKS + 1))
+    blocks = await chain.get_blocks(numbers)
+    receipts = await chain.get_receipts_for_blocks(blocks)
+    batch = batch_of("backfill", [extract_block(b, r) for b, r in zip(blocks, receipts, strict=True)])
+    want_blocks = {str(int(b["number"], 16)): b["hash"] for b in blocks}
+    want_txs = {tx["hash"]: b["hash"] for b in blocks for tx in b["transactions"]}
+    assert len(want_txs) > BLOCKS
+    prefix = f"th{uuid.uuid4().hex[:6]}."
+    with start_kafka_dev() as broker:
+        options = KafkaOptions(broker.bootstrap, prefix, 5, {"message.timeout.ms": "1500"})
+        postgres = await PostgresSink.connect(clean_db.dsn)
+        writer = kafka_composite(options, postgres, journal=False, threaded_records=0)
+        try:
+            await writer.head.start("backfill")
+            broker.pause()
+            try:
+                with pytest.raises(KafkaUnavailable):  # every delivery times out: the COMMIT waited
+                    await writer.write(batch)
+            finally:
+                broker.resume()
+            conn = await asyncpg.connect(clean_db.dsn)
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM blocks") == 0  # rolled back
+                assert await conn.fetchval("SELECT count(*) FROM cursors") == 0
+                await writer.write(batch)  # written again once the broker answers
+                stored = {
+                    str(r["number"]): r["hash"] for r in await conn.fetch("SELECT number, hash FROM blocks")
+                }
+                assert stored == want_blocks
+            finally:
+                await conn.close()
+        finally:
+            await writer.close()
+
+        def read(topic: str) -> list[Received]:
+            return list(read_topic(options.consumer_config(), prefix + topic, idle_timeout=20))
+
+        for flavour in ("confirmed", "head"):
+            got_blocks = await asyncio.to_thread(read, f"{flavour}.blocks")
+            assert {m.key: m.block_hash for m in got_blocks} == want_blocks
+            assert all(m.doc["data"]["hash"] == m.block_hash for m in got_blocks)
+            got_txs = await asyncio.to_thread(read, f"{flavour}.transactions")
+            assert {m.key: m.block_hash for m in got_txs} == want_txs
+            assert all(m.doc["data"]["block_hash"] == m.block_hash for m in got_txs)
