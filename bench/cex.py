@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from cex.book import L2Book  # noqa: E402
 from cex.exchange import Exchange  # noqa: E402
+from cex.exchanges import kraken  # noqa: E402
 from cex.exchanges.binance import Binance  # noqa: E402
 from cex.exchanges.kraken import Kraken  # noqa: E402
 from cex.exchanges.okx import Okx  # noqa: E402
@@ -167,21 +168,22 @@ def _peer(python: Path, rounds: int, checksums: str) -> dict[str, dict[str, floa
     return {doc["exchange"]: doc for doc in map(json.loads, out.splitlines())}
 
 
-def _json_decode_cost(rounds: int = 20) -> tuple[float, float]:
-    """µs per frame to decode the Kraken recording as v1 (what cryptofeed reads: arrays of strings, yapic
-    or stdlib json) and as v2 (what dexnode reads: an object per level, numbers as Decimal): the two
-    protocol versions cost different amounts before any book work starts."""
+def _json_decode_cost(rounds: int = 20) -> tuple[float, float, float]:
+    """µs per frame to decode the Kraken recording as v1 (what cryptofeed reads: arrays of strings; stdlib
+    json here, cryptofeed uses yapic.json) and as v2 (what dexnode reads: an object per level, numbers as
+    Decimal), v2 both with the stdlib decoder (``parse_float=Decimal``) and with the typed msgspec decoder
+    dexnode uses: the two protocol versions cost different amounts before any book work starts."""
     v1 = recording.received(FIXTURES / "kraken" / "KRAKEN.ws.50.0.first500lines")
     v2 = kraken_v2.from_v1(FIXTURES / "kraken" / "KRAKEN.ws.50.0.first500lines").frames
     decoder = json.JSONDecoder(parse_float=Decimal)
     costs = []
-    for frames, decode in ((v1, json.loads), (v2, decoder.decode)):
+    for frames, decode in ((v1, json.loads), (v2, decoder.decode), (v2, kraken._BOOK_DECODER.decode)):
         start = time.process_time()
         for _ in range(rounds):
             for frame in frames:
                 decode(frame)
         costs.append((time.process_time() - start) / rounds / len(frames) * 1e6)
-    return costs[0], costs[1]
+    return costs[0], costs[1], costs[2]
 
 
 def main() -> None:
@@ -229,10 +231,11 @@ def main() -> None:
                 f"  [{min(ratios):.2f}-{max(ratios):.2f}]"
             )
         print(line)
-    v1, v2 = _json_decode_cost()
+    v1, v2, v2_typed = _json_decode_cost()
     print(
-        f"\nKraken JSON decode alone: v1 frames (cryptofeed reads) {v1:.1f} µs/frame, the same frames as v2 "
-        f"(dexnode's) {v2:.1f} µs/frame"
+        f"\nKraken JSON decode alone: v1 frames (cryptofeed reads) {v1:.1f} µs/frame; the same frames as v2 "
+        f"(dexnode reads) {v2:.1f} µs/frame with the stdlib decoder, {v2_typed:.1f} µs/frame typed (msgspec, "
+        "dexnode's)"
     )
     print(f"memory of one L2 book of 5,000 levels (Decimal keys and sizes): {book_memory() / 1024:,.0f} KiB")
     print("targets (issue 13): >= 3x cryptofeed; >= 200k book deltas/s end to end on one core")

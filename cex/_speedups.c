@@ -398,6 +398,34 @@ static PyObject *top_texts(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return out;
 }
 
+/* pairs(items, first, second) -> [(item.first, item.second), ...]: Kraken v2's typed levels (msgspec
+ * Structs with price and qty) as the (price, size) tuples the book takes, without a Python loop. */
+static PyObject *pairs(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "pairs(items: list, first: str, second: str)");
+        return NULL;
+    }
+    PyObject *items = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(items);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        PyObject *level = PyTuple_New(2);
+        if (level == NULL) goto fail;
+        PyList_SET_ITEM(out, i, level);
+        for (int j = 0; j < 2; j++) {
+            PyObject *value = PyObject_GetAttr(item, args[1 + j]);
+            if (value == NULL) goto fail;
+            PyTuple_SET_ITEM(level, j, value);
+        }
+    }
+    return out;
+fail:
+    Py_DECREF(out); /* unfilled slots are NULL, in the list and in a half-made tuple */
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"apply_side", (PyCFunction)(void (*)(void))apply_side, METH_FASTCALL,
      "apply_side(keys, prices, sizes, texts, levels): L2Book.update for one side"},
@@ -405,6 +433,8 @@ static PyMethodDef methods[] = {
      "levels(rows, cache) -> [(Decimal, Decimal), ...] from [[price, size, ...], ...] strings"},
     {"top_texts", (PyCFunction)(void (*)(void))top_texts, METH_FASTCALL,
      "top_texts(prices, sizes, texts, n, best_last, style, price_decimals, qty_decimals, make) -> [str]"},
+    {"pairs", (PyCFunction)(void (*)(void))pairs, METH_FASTCALL,
+     "pairs(items, first, second) -> [(item.first, item.second), ...]"},
     {"bind", (PyCFunction)bind, METH_O, "bind(cls): the record class whose slots deltas() fills"},
     {"deltas", (PyCFunction)(void (*)(void))deltas, METH_FASTCALL,
      "deltas(exchange, symbol, bids, asks, sequence, event_timestamp, atom_timestamp) -> [record, ...]"},

@@ -28,6 +28,7 @@ def top_texts(
     make: Callable[[Decimal, Decimal], str],
     /,
 ) -> list[str]: ...
+def pairs(items: list[Any], first: str, second: str, /) -> list[tuple[Any, Any]]: ...
 def deltas(
     exchange: str,
     symbol: str,

@@ -14,7 +14,7 @@ are no sequence ids: the checksum is the only integrity check, so it is verified
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from itertools import chain
@@ -82,6 +82,17 @@ class _BookFrame(msgspec.Struct):
 
 
 _BOOK_DECODER = msgspec.json.Decoder(_BookFrame)
+
+
+def _pairs_python(items: list[Any], first: str, second: str) -> list[tuple[Any, Any]]:
+    return [(getattr(item, first), getattr(item, second)) for item in items]
+
+
+_pairs: Callable[[list[Any], str, str], list[tuple[Any, Any]]]
+try:  # cex/_speedups.c: the levels as (price, qty) tuples without a Python loop
+    from cex._speedups import pairs as _pairs
+except ImportError:
+    _pairs = _pairs_python
 _BOOK_PREFIX = '{"channel":"book",'
 
 
@@ -147,8 +158,8 @@ class Kraken(Exchange):
                 BookMessage(
                     item.symbol.replace("/", "-"),
                     snapshot,
-                    [(level.price, level.qty) for level in item.bids],
-                    [(level.price, level.qty) for level in item.asks],
+                    _pairs(item.bids, "price", "qty"),
+                    _pairs(item.asks, "price", "qty"),
                     checksum=item.checksum,
                     event_timestamp=_ms(item.timestamp),
                     atom_timestamp=atom_timestamp,
