@@ -103,6 +103,8 @@ class KafkaSource:
             "enable.partition.eof": False,
             "auto.offset.reset": "earliest",
             "allow.auto.create.topics": False,
+            "reconnect.backoff.ms": 500,  # a broker that is down is logged a few times, not hundreds
+            "reconnect.backoff.max.ms": 10_000,
         }
         self.positions: dict[tuple[str, int], int] = {}  # the next offset to read, per partition
         self.opened = False  # a consumer was assigned once (later topics start at their beginning)
@@ -116,7 +118,7 @@ class KafkaSource:
         self._refresh = False  # look for new topics before the next check
         self.reorg_topic = topics.of(HEAD, REORGS)
 
-    async def start(self, timeout: float = 30.0) -> None:
+    async def start(self, timeout: float = 5.0) -> None:
         """Start reading; returns once assigned, or after ``timeout`` (the broker unreachable: the
         source keeps trying, Postgres filling in meanwhile)."""
         await self.hub.start()
@@ -144,7 +146,7 @@ class KafkaSource:
             consumer: Consumer | None = None
             try:
                 consumer = await asyncio.to_thread(Consumer, self.config)
-                await asyncio.to_thread(self._assign, consumer)
+                await self._assign_meanwhile(consumer)
                 failures = 0
                 self.assigned.set()
                 await self.stored.catch_up()
@@ -161,6 +163,19 @@ class KafkaSource:
             finally:
                 if consumer is not None:
                     await asyncio.shield(asyncio.to_thread(consumer.close))
+
+    async def _assign_meanwhile(self, consumer: Consumer) -> None:
+        """``_assign``, Postgres filling in every ``check_seconds`` while the broker does not answer."""
+        assigning = asyncio.ensure_future(asyncio.to_thread(self._assign, consumer))
+        try:
+            while not assigning.done():
+                await asyncio.wait([assigning], timeout=self.check_seconds)
+                if not assigning.done():
+                    await self.stored.catch_up()
+        except asyncio.CancelledError:
+            await asyncio.wait([assigning])  # never close the consumer under a running call
+            raise
+        assigning.result()
 
     def _assign(self, consumer: Consumer) -> bool:
         """Assign every partition of the topics at its position (blocking); True if that changed."""

@@ -106,8 +106,8 @@ async def run(
 
 
 @contextlib.asynccontextmanager
-async def serving(run: Run, live_source: str, port: int | None = None) -> AsyncIterator[Served]:
-    served = Served(run, live_source, port or free_port())
+async def serving(run: Run, live_source: str, *, bootstrap: str | None = None) -> AsyncIterator[Served]:
+    served = Served(run, live_source, free_port(), bootstrap or run.kafka.bootstrap)
     await served.start()
     try:
         yield served
@@ -118,20 +118,21 @@ async def serving(run: Run, live_source: str, port: int | None = None) -> AsyncI
 class Served:
     """A ``dexnode serve`` process (stderr kept in the run's log folder)."""
 
-    def __init__(self, run: Run, live_source: str, port: int) -> None:
-        self.run, self.live_source, self.port = run, live_source, port
+    def __init__(self, run: Run, live_source: str, port: int, bootstrap: str) -> None:
+        self.run, self.live_source, self.port, self.bootstrap = run, live_source, port, bootstrap
         self.url = f"ws://127.0.0.1:{port}/ws"
         self.proc: asyncio.subprocess.Process | None = None
         self.starts = 0
+        self.log = run.logs / "unstarted.log"
 
     async def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DEXNODE_")}
         env |= {"DEXNODE_CONFIRMATIONS": str(CONFIRMATIONS), "DEXNODE_WS_HEARTBEAT_SECONDS": "1"}
         self.starts += 1
-        log = self.run.logs / f"{self.live_source}-{self.port}-{self.starts}.log"
+        log = self.log = self.run.logs / f"{self.live_source}-{self.port}-{self.starts}.log"
         args = ["serve", "--port", str(self.port), "--live-source", self.live_source]
         args += ["--database-url", self.run.dsn, "--rpc-http", self.run.devnet.rpc_http]
-        args += ["--kafka-bootstrap-servers", self.run.kafka.bootstrap]
+        args += ["--kafka-bootstrap-servers", self.bootstrap]
         args += ["--kafka-topic-prefix", self.run.prefix]
         with log.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
@@ -226,6 +227,20 @@ async def node_trades(run: Run, first: int, last: int) -> list[tuple[Any, ...]]:
     return [expected_trade(lg, pools[lg["address"].lower()]) for lg in logs if lg["address"].lower() in pools]
 
 
+async def follow_new_blocks(run: Run, ws: ClientConnection, got: list[Msg], blocks: int) -> tuple[int, int]:
+    """Both channels from the next block; ``blocks`` mined; read until both have the head. Returns the
+    first and the last block number."""
+    start = int((await node_head(run.rpc))["number"], 16) + 1
+    await subscribe_all(ws, {c: {"from_block": start} for c in SUBSCRIPTIONS}, got)
+    await asyncio.to_thread(run.devnet.activity, blocks, 6.0)
+    await wait_for_tip(run.dsn, run.rpc)
+    head = await node_head(run.rpc)
+    top = int(head["number"], 16)
+    await read_until(ws, has_block(top, head["hash"].lower()), got)
+    await read_until(ws, finalized_at(top - CONFIRMATIONS), got)
+    return start, top
+
+
 async def mine_with_a_reorg(run: Run, before: int, depth: int, after: int) -> Any:
     await asyncio.to_thread(run.devnet.activity, before, 6.0)
     await wait_for_tip(run.dsn, run.rpc)
@@ -259,7 +274,8 @@ async def test_a_kafka_serve_sends_what_a_notify_serve_sends_through_a_reorg(run
         assert mine == theirs
     # and what they agree on is the node's chain
     reorgs = [m for m in got_b if m.get("type") == "reorg"]
-    assert [m["id"] for m in reorgs] == list(SUBSCRIPTIONS)
+    assert sorted(m["id"] for m in reorgs) == sorted(SUBSCRIPTIONS)
+    reorgs.sort(key=lambda m: m["id"] != "blocks")
     chain = await node_chain(run.rpc, top)
     ancestor = result.common_ancestor
     assert reorgs[0]["data"] == {
@@ -293,14 +309,9 @@ async def test_a_kafka_serve_killed_and_started_again_a_client_resumes_to_the_ca
     run: Run,
 ) -> None:
     async with serving(run, "kafka") as served:
-        start = int((await node_head(run.rpc))["number"], 16) + 1
         got: list[Msg] = []
         async with connect(served.url) as ws:
-            await subscribe_all(ws, {c: {"from_block": start} for c in SUBSCRIPTIONS}, got)
-            await asyncio.to_thread(run.devnet.activity, 4, 6.0)
-            await wait_for_tip(run.dsn, run.rpc)
-            head = await node_head(run.rpc)
-            await read_until(ws, has_block(int(head["number"], 16), head["hash"].lower()), got)
+            start, _ = await follow_new_blocks(run, ws, got, 4)
         await served.stop(signal.SIGKILL)
         # while it is down: a reorg of what the client holds, and more blocks
         result = await asyncio.to_thread(run.devnet.reorg, 2)
@@ -335,3 +346,24 @@ async def test_a_kafka_serve_killed_and_started_again_a_client_resumes_to_the_ca
     # after the restart, live blocks came from Kafka (the ones mined while it was down: from Postgres)
     mined = 3 + len(later.new_hashes) + 3
     assert after["kafka"] - before["kafka"] >= mined - 1, (before, after)
+
+
+async def test_a_kafka_serve_that_cannot_reach_its_broker_keeps_its_clients_live_from_postgres(
+    run: Run,
+) -> None:
+    """The broker address answers nothing (a closed port): ``serve`` starts, logs and retries, and its
+    clients still get every block and trade, once each, read from Postgres."""
+    async with serving(run, "kafka", bootstrap=f"127.0.0.1:{free_port()}") as served:
+        got: list[Msg] = []
+        async with connect(served.url) as ws:
+            start, top = await follow_new_blocks(run, ws, got, 3)
+            live = await served.live_blocks()
+        assert served.proc is not None and served.proc.returncode is None, "serve died"
+    chain = await node_chain(run.rpc, top)
+    blocks = [
+        (m["data"]["number"], m["data"]["hash"]) for m in payloads(got, "blocks") if m["type"] == "block"
+    ]
+    assert blocks == [(n, chain[n]["hash"].lower()) for n in range(start, top + 1)]
+    assert canonical_trades(got) == await node_trades(run, start, top)
+    assert live == {"kafka": 0.0, "postgres": float(top - start + 1)}
+    assert "live events from Kafka:" in served.log.read_text()
