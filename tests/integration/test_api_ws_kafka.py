@@ -232,13 +232,18 @@ async def follow_new_blocks(run: Run, ws: ClientConnection, got: list[Msg], bloc
     first and the last block number."""
     start = int((await node_head(run.rpc))["number"], 16) + 1
     await subscribe_all(ws, {c: {"from_block": start} for c in SUBSCRIPTIONS}, got)
+    return start, (await follow_more(run, ws, got, blocks))[1]
+
+
+async def follow_more(run: Run, ws: ClientConnection, got: list[Msg], blocks: int) -> tuple[int, int]:
+    """``blocks`` more mined; read until both subscriptions have the head (and its finality mark)."""
     await asyncio.to_thread(run.devnet.activity, blocks, 6.0)
     await wait_for_tip(run.dsn, run.rpc)
     head = await node_head(run.rpc)
     top = int(head["number"], 16)
     await read_until(ws, has_block(top, head["hash"].lower()), got)
     await read_until(ws, finalized_at(top - CONFIRMATIONS), got)
-    return start, top
+    return top - blocks + 1, top
 
 
 async def mine_with_a_reorg(run: Run, before: int, depth: int, after: int) -> Any:
@@ -366,4 +371,32 @@ async def test_a_kafka_serve_that_cannot_reach_its_broker_keeps_its_clients_live
     assert blocks == [(n, chain[n]["hash"].lower()) for n in range(start, top + 1)]
     assert canonical_trades(got) == await node_trades(run, start, top)
     assert live == {"kafka": 0.0, "postgres": float(top - start + 1)}
+    assert "live events from Kafka:" in served.log.read_text()
+
+
+async def test_a_kafka_serve_goes_on_from_its_offsets_after_the_broker_stopped_answering(run: Run) -> None:
+    """The broker frozen (SIGSTOP) for longer than the consumer's metadata timeout while blocks are mined:
+    ``serve`` survives, rebuilds its consumer at the offsets it had read to, and its client gets every
+    block and trade once; what came after the thaw came from Kafka."""
+    async with serving(run, "kafka") as served:
+        got: list[Msg] = []
+        async with connect(served.url) as ws:
+            start, _ = await follow_new_blocks(run, ws, got, 1)
+            run.kafka.pause()
+            try:
+                await asyncio.to_thread(run.devnet.activity, 2, 6.0)
+                await asyncio.sleep(15)
+            finally:
+                run.kafka.resume()
+            before = await served.live_blocks()
+            _, top = await follow_more(run, ws, got, 3)
+            after = await served.live_blocks()
+        assert served.proc is not None and served.proc.returncode is None, "serve died"
+    chain = await node_chain(run.rpc, top)
+    blocks = [
+        (m["data"]["number"], m["data"]["hash"]) for m in payloads(got, "blocks") if m["type"] == "block"
+    ]
+    assert blocks == [(n, chain[n]["hash"].lower()) for n in range(start, top + 1)]
+    assert canonical_trades(got) == await node_trades(run, start, top)
+    assert after["kafka"] - before["kafka"] >= 3, (before, after)
     assert "live events from Kafka:" in served.log.read_text()
