@@ -241,6 +241,15 @@ async def database_backends(conn: asyncpg.Connection) -> list[int]:
     return local_pids([r["pid"] for r in pids])
 
 
+def backends_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds per backend still running (the pool may close one during a run: its share is lost)."""
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            found[pid] = cpu_seconds(pid)
+    return found
+
+
 def local_pids(pids: list[int]) -> list[int]:
     return [pid for pid in pids if Path(f"/proc/{pid}/stat").exists()]
 
@@ -369,10 +378,10 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
                     continue
                 await fire(case.request, args.clients * 2)  # warm up
                 backends = await database_backends(conn)
-                cpu, pg = cpu_seconds(proc.pid), sum(map(cpu_seconds, backends))
+                cpu, pg = cpu_seconds(proc.pid), backends_cpu(backends)
                 result = await fire(case.request, args.requests)
                 used = cpu_seconds(proc.pid) - cpu
-                pg = sum(map(cpu_seconds, backends)) - pg
+                pg = sum(backends_cpu(backends).get(pid, t) - t for pid, t in pg.items())
                 sql_cell = ""
                 if case.sql is not None and case.sql_args is not None:
                     alone = await floor(conn, case.sql, case.sql_args, min(args.requests, 500))
