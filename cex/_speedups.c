@@ -426,6 +426,55 @@ fail:
     return NULL;
 }
 
+/* ordered_side(levels) -> (prices, sizes) ascending with zero sizes dropped, when the non-zero levels'
+ * prices are strictly ascending or strictly descending (a snapshot as exchanges send it: one Decimal compare
+ * per neighbour); None otherwise, and cex.book sorts them. */
+static PyObject *ordered_side(PyObject *self, PyObject *arg) {
+    PyObject *levels = PySequence_Fast(arg, "levels: a sequence of (price, size)");
+    if (levels == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(levels), kept = 0;
+    PyObject **items = PySequence_Fast_ITEMS(levels);
+    PyObject *prices = PyList_New(n), *sizes = PyList_New(n), *result = NULL;
+    PyObject *last = NULL;
+    int direction = 0; /* 1 ascending, -1 descending, 0 not known yet */
+    if (prices == NULL || sizes == NULL) goto done;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *level = items[k];
+        if (!PyTuple_Check(level) || PyTuple_GET_SIZE(level) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a level is a (price, size) tuple");
+            goto done;
+        }
+        PyObject *price = PyTuple_GET_ITEM(level, 0), *size = PyTuple_GET_ITEM(level, 1);
+        int nonzero = PyObject_IsTrue(size);
+        if (nonzero < 0) goto done;
+        if (!nonzero) continue;
+        if (last != NULL) {
+            int up = PyObject_RichCompareBool(last, price, Py_LT);
+            if (up < 0) goto done;
+            int down = up ? 0 : PyObject_RichCompareBool(last, price, Py_GT);
+            if (down < 0) goto done;
+            int step = up ? 1 : (down ? -1 : 0);
+            if (step == 0 || (direction != 0 && step != direction)) {
+                result = Py_NewRef(Py_None); /* not strictly ordered: sorted in Python */
+                goto done;
+            }
+            direction = step;
+        }
+        last = price;
+        PyList_SET_ITEM(prices, kept, Py_NewRef(price));
+        PyList_SET_ITEM(sizes, kept, Py_NewRef(size));
+        kept++;
+    }
+    if (PyList_SetSlice(prices, kept, n, NULL) < 0 || PyList_SetSlice(sizes, kept, n, NULL) < 0) goto done;
+    if (direction < 0 && (PyList_Reverse(prices) < 0 || PyList_Reverse(sizes) < 0)) goto done;
+    result = PyTuple_Pack(2, prices, sizes);
+done:
+    Py_XDECREF(prices); /* unfilled slots are NULL: safe to free */
+    Py_XDECREF(sizes);
+    Py_DECREF(levels);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"apply_side", (PyCFunction)(void (*)(void))apply_side, METH_FASTCALL,
      "apply_side(keys, prices, sizes, texts, levels): L2Book.update for one side"},
@@ -435,6 +484,8 @@ static PyMethodDef methods[] = {
      "top_texts(prices, sizes, texts, n, best_last, style, price_decimals, qty_decimals, make) -> [str]"},
     {"pairs", (PyCFunction)(void (*)(void))pairs, METH_FASTCALL,
      "pairs(items, first, second) -> [(item.first, item.second), ...]"},
+    {"ordered_side", (PyCFunction)ordered_side, METH_O,
+     "ordered_side(levels) -> (prices, sizes) ascending, or None when not strictly ordered"},
     {"bind", (PyCFunction)bind, METH_O, "bind(cls): the record class whose slots deltas() fills"},
     {"deltas", (PyCFunction)(void (*)(void))deltas, METH_FASTCALL,
      "deltas(exchange, symbol, bids, asks, sequence, event_timestamp, atom_timestamp) -> [record, ...]"},

@@ -29,6 +29,9 @@ def top_texts(
     /,
 ) -> list[str]: ...
 def pairs(items: list[Any], first: str, second: str, /) -> list[tuple[Any, Any]]: ...
+def ordered_side(
+    levels: Iterable[tuple[Decimal, Decimal]], /
+) -> tuple[list[Decimal], list[Decimal]] | None: ...
 def deltas(
     exchange: str,
     symbol: str,

@@ -43,12 +43,14 @@ TopTexts = Callable[
 _apply_side: ApplySide | None
 _row_levels: RowLevels | None
 _top_texts: TopTexts | None
+_ordered_side: Callable[[Iterable[Level]], tuple[list[Decimal], list[Decimal]] | None] | None
 try:  # cex/_speedups.c, built by `make install`; without it, the same steps run in Python
     from cex._speedups import apply_side as _apply_side
     from cex._speedups import levels as _row_levels
+    from cex._speedups import ordered_side as _ordered_side
     from cex._speedups import top_texts as _top_texts
 except ImportError:
-    _apply_side = _row_levels = _top_texts = None
+    _apply_side = _row_levels = _top_texts = _ordered_side = None
 
 
 class L2Book:
@@ -231,7 +233,13 @@ class L2Book:
 def _sorted_side(levels: Iterable[Level]) -> tuple[list[Decimal], list[Decimal]]:
     """A snapshot side as ascending (prices, sizes). Exchanges send it in order (asks ascending, bids
     descending): ``sort`` sees one run and only compares neighbours. A price twice (never seen, but possible)
-    takes the dict path: the last non-zero size wins."""
+    takes the dict path: the last non-zero size wins. In C when built (``ordered_side``: one pass, one
+    ``Decimal`` compare per neighbour), for a side in strict order."""
+    if _ordered_side is not None:
+        levels = levels if isinstance(levels, list | tuple) else list(levels)  # read twice below, maybe
+        ordered_side = _ordered_side(levels)
+        if ordered_side is not None:
+            return ordered_side
     ordered = sorted([level for level in levels if level[1]], key=_PRICE)
     prices = [price for price, _ in ordered]
     if any(map(eq, prices, prices[1:])):

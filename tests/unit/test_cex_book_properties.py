@@ -339,3 +339,27 @@ def test_prices_equal_as_doubles_are_still_told_apart() -> None:
     assert book.bid_levels() == ref.bid_levels()
     with pytest.raises(ArithmeticError):  # a NaN or infinite price has no place in a book
         book.update([(Decimal("Infinity"), Decimal(1))], [])
+
+
+@pytest.mark.parametrize("order", ["ascending", "descending", "as drawn"])
+@settings(max_examples=150, deadline=None)
+@given(scales.flatmap(lambda scale: rows(scale, True)))
+def test_a_snapshot_side_loads_as_the_reference_orders_it(order: str, side: Rows) -> None:
+    # cex/_speedups.c ordered_side takes a strictly ordered side in one pass (zero sizes dropped), and
+    # hands anything else (repeated prices, no order) back to the sort: both give the reference's levels
+    levels = _levels(side)
+    if order != "as drawn":
+        levels.sort(key=lambda level: level[0], reverse=order == "descending")
+    ref = Reference(None)
+    ref.apply([], [(format(p, "f"), format(q, "f")) for p, q in levels if q])  # load: zeros dropped first
+    c_ordered = book_module._ordered_side
+    assert c_ordered is not None, "cex/_speedups.c is not built (make install)"
+    try:
+        for maker in (c_ordered, None):
+            book_module._ordered_side = maker
+            book = L2Book()
+            book.load([], iter(levels))  # a generator too (L3Book.to_l2 passes one)
+            assert book.ask_levels() == ref.ask_levels()
+            assert [str(p) for p, _ in book.ask_levels()] == [str(p) for p, _ in ref.ask_levels()]
+    finally:
+        book_module._ordered_side = c_ordered
