@@ -1,12 +1,13 @@
 """The order book, written once for every exchange: L2 by price level, L3 by order id.
 
-L2 levels live per side in two parallel lists kept in price order with C ``bisect`` (prices, sizes): no
-hashing of ``Decimal`` prices (0.4-1 µs each the first time), snapshots loaded by a linear sort, the top N
-levels two slices. On the recorded feeds this is 1.3x (OKX updates) to 2x (Binance snapshots) faster than
+L2 levels live per side in parallel lists kept in price order (prices, sizes, and per level its float key
+and checksum text): no hashing of ``Decimal`` prices (0.4-1 µs each the first time), a level found by a
+binary search over the float keys in C (Decimals compared only where two keys are equal: exact), snapshots
+loaded in one ordered pass, the top N levels two slices. On the recorded feeds this is 1.3x (OKX updates) to 2x (Binance snapshots) faster than
 the dict keyed by price it replaced, which was 1.11-1.28x faster than ``sortedcontainers.SortedDict`` (L3
 levels use that). Prices and sizes are ``Decimal`` built from
 the exchange's text; ``Decimal`` keeps the text's digits (``Decimal("0.10")`` prints ``0.10``), so the
-checksums below are computed from the book itself, in the exchange's own spelling.
+checksums (``cex.checksum``) are computed from the book itself, in the exchange's own spelling.
 
 A book carries its ``sequence`` (the exchange's last applied update id, when it has one) and a ``valid``
 flag: a book that failed a check stays invalid until it is rebuilt from a snapshot, and is never published
@@ -15,7 +16,6 @@ as if it were right.
 
 from __future__ import annotations
 
-import zlib
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
@@ -330,79 +330,6 @@ class L3Book:
         )
         book.valid = self.valid
         return book
-
-
-# --- checksums -------------------------------------------------------------------------------------------
-# Both exchanges checksum the top of the book after every update, so these run once per message; the text of
-# each level is made once and kept by the book until that level changes (``L2Book.top_texts``).
-
-
-def _plain(value: Decimal) -> str:
-    """The decimal text without exponent, digits as the exchange sent them (``str`` is 4x faster than
-    ``format``; it only differs where it would write an exponent)."""
-    text = str(value)
-    return format(value, "f") if "E" in text else text
-
-
-def _kraken_digits(text: str) -> str:
-    return text.replace(".", "").lstrip("0")
-
-
-def kraken_checksum_text(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> str:
-    """Kraken's checksum input: asks ascending then bids descending (the top 10 of each, as given), each
-    price then quantity with '.' removed and leading zeros stripped."""
-    return "".join(_kraken_digits(p) + _kraken_digits(q) for p, q in (*asks, *bids))
-
-
-def _at_precision(value: Decimal, decimals: int | None) -> str:
-    plain = _plain(value)
-    if decimals is None:
-        return plain
-    dot = plain.find(".")
-    # already at the precision (the usual case: the JSON text carries it): no formatting
-    if (dot < 0 and decimals == 0) or (dot >= 0 and len(plain) - dot - 1 == decimals):
-        return plain
-    return f"{value:.{decimals}f}"
-
-
-def kraken_checksum(book: L2Book, price_decimals: int | None = None, qty_decimals: int | None = None) -> int:
-    """CRC32 (unsigned) over the top 10 levels. v1 (the recordings): the prices and volumes as sent, which
-    carry the pair's decimals. v2: numbers are formatted to the instrument's ``price_precision`` and
-    ``qty_precision`` first (pass them; JSON numbers do not keep trailing zeros)."""
-
-    def digits(price: Decimal, qty: Decimal) -> str:
-        return _kraken_digits(_at_precision(price, price_decimals)) + _kraken_digits(
-            _at_precision(qty, qty_decimals)
-        )
-
-    style = (1, price_decimals, qty_decimals)
-    bids, asks = book.top_texts(10, ("kraken", price_decimals, qty_decimals), digits, style)
-    return zlib.crc32("".join(asks + bids).encode())
-
-
-_OKX_STYLE: TextStyle = (0, None, None)
-
-
-def _okx_level(price: Decimal, size: Decimal) -> str:
-    return f"{_plain(price)}:{_plain(size)}"
-
-
-def okx_checksum_text(book: L2Book) -> str:
-    """OKX ``books``: the top 25 levels interleaved ``bid:bidsize:ask:asksize:...``; when one side is
-    shorter, the other's remaining levels follow alone."""
-    bids, asks = book.top_texts(25, "okx", _okx_level, _OKX_STYLE)
-    common = min(len(bids), len(asks))
-    parts: list[str] = [""] * (2 * common)  # interleaved by two slice assignments (C), not a loop
-    parts[0::2] = bids[:common]
-    parts[1::2] = asks[:common]
-    parts.extend(bids[common:] or asks[common:])
-    return ":".join(parts)
-
-
-def okx_checksum(book: L2Book) -> int:
-    """CRC32 as OKX sends it: a signed 32-bit integer."""
-    crc = zlib.crc32(okx_checksum_text(book).encode())
-    return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
 def levels_of(rows: Iterable[Iterable[str]]) -> Iterator[Level]:

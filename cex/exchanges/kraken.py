@@ -6,7 +6,7 @@ A ``book`` update (numbers are JSON numbers; read as ``Decimal`` from their text
      "qty":0.10000000}],"asks":[],"checksum":3310070434,"timestamp":"2023-10-06T17:35:55.440295Z"}]}
 
 Invariant: after the whole message is applied and the book truncated to the subscribed depth, the CRC32 of
-the top 10 asks ascending then bids descending (``cex.book.kraken_checksum``, each number formatted to the
+the top 10 asks ascending then bids descending (``cex.checksum.kraken_checksum``, each number formatted to the
 pair's ``price_precision`` / ``qty_precision`` from the ``instrument`` channel) equals ``checksum``. There
 are no sequence ids: the checksum is the only integrity check, so it is verified on every update.
 """
@@ -22,7 +22,8 @@ from typing import Any, ClassVar
 
 import msgspec
 
-from cex.book import L2Book, kraken_checksum
+from cex.book import L2Book
+from cex.checksum import kraken_checksum
 from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, taker_side
 from cex.sync import BookMessage, SequenceRule
 from records.cex import Ticker, Trade

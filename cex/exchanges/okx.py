@@ -8,7 +8,7 @@ A ``books`` frame (recorded 2022-05-13; ``seqId``/``prevSeqId`` are in today's f
 
 Invariant: an update's ``prevSeqId`` is the ``seqId`` of the update before it (a heartbeat update has
 ``prevSeqId == seqId`` and no levels; ``seqId < prevSeqId`` is a reset during maintenance). The CRC32 of
-the top 25 levels (``cex.book.okx_checksum``) is checked when non-zero: OKX sends 0 since 2026-06-23.
+the top 25 levels (``cex.checksum.okx_checksum``) is checked when non-zero: OKX sends 0 since 2026-06-23.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 
 import orjson
 
-from cex.book import L2Book, okx_checksum, row_levels
+from cex.book import L2Book, row_levels
+from cex.checksum import okx_checksum
 from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, taker_side, trade
 from cex.sync import BookMessage, SequenceRule
 from records.cex import FundingRate, OpenInterest, Ticker

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cex.book import L2Book, L3Book, kraken_checksum, kraken_checksum_text, levels_of, okx_checksum
+from cex.book import L2Book, L3Book, levels_of
+from cex.checksum import kraken_checksum, kraken_checksum_text, okx_checksum
 from devnet.exchanges import recording
 
 pytestmark = pytest.mark.unit

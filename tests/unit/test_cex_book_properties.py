@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 import cex.book as book_module
 import cex.sync as sync_module
 from cex._speedups import deltas
-from cex.book import L2Book, kraken_checksum, okx_checksum
+from cex.book import L2Book
+from cex.checksum import kraken_checksum, okx_checksum
 from cex.sync import BookMessage, BookSync, _deltas_python
 from records.cex import BookDelta
 from records.codec import to_json
