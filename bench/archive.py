@@ -262,7 +262,11 @@ async def _read(url: str, subs: list[dict[str, Any]], until: int | None = None) 
 async def replay_rate(dsn: str, target: Target) -> tuple[int, float]:
     """One connection's playback of the day from the archive at full speed (blocks and DEX trades)."""
     port = _free_port()
-    settings = build_settings(database_url=dsn, archive_url=target.url, api_port=port, confirmations=0)
+    # the chain the archiver wrote ("bench"): another name would make the playback read the range from
+    # Postgres too, as past an archive of that chain
+    settings = build_settings(
+        database_url=dsn, archive_url=target.url, api_port=port, confirmations=0, chain="bench"
+    )
     ready, stop = asyncio.Event(), asyncio.Event()
     day = Playback(DAY_START * 1_000_000, (DAY_START + 86_400) * 1_000_000)
     task = asyncio.create_task(run_replay(settings, day, announce=lambda _: ready.set(), stop=stop))
