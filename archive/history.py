@@ -11,6 +11,7 @@ confirmed blocks after the last archived block, exchange rows after the last arc
 from __future__ import annotations
 
 import heapq
+import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,8 @@ from archive.source import CexSource
 from records import Block, Record, kinds
 from sinks.cex_read import StoredResync, records_between
 from sinks.postgres_read import StoredChain
+
+log = logging.getLogger("dexnode.archive")
 
 CHAIN_TYPES = frozenset(k.type for k in kinds.BATCH_KINDS)
 CEX_TYPES = frozenset(k.type for k in kinds.CEX)
@@ -175,6 +178,10 @@ async def _stored(
     if wanted & CHAIN_TYPES:
         name = chain or next((s.name for s in streams if s.venue == "chain"), None)
         last = target.last_bucket(Stream("chain", name)) if name else None
+        others = sorted(s.name for s in streams if s.venue == "chain" and s.name != name)
+        if last is None and others:
+            log.warning("replay: no chain %r in the archive (it has %s): blocks read from Postgres",
+                        name, ", ".join(others))  # fmt: skip
         after_block = last.last_block if last is not None and last.last_block is not None else -1
         before = await pool.fetchval("SELECT max(number) FROM blocks WHERE timestamp < $1", first * 60)
         after_block = max(after_block, -1 if before is None else int(before))  # not from the chain's start
