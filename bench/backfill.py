@@ -53,6 +53,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+# the repository before bench/ on the path: bench/api.py would shadow the api package (cli.demo imports it)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import asyncpg
 
 from cli.demo import venue_settings
