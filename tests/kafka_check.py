@@ -86,6 +86,24 @@ def read_all(bootstrap: str, topic: str) -> list[Received]:
         raise
 
 
+async def assert_blocks_and_transactions_on_both_flavours(
+    config: dict[str, Any], prefix: str, want_blocks: dict[str, str], want_txs: dict[str, str]
+) -> None:
+    """``confirmed.*`` and ``head.*`` hold exactly the node's blocks (key = number, header = its hash) and
+    transactions (key = hash, header = their block's hash), each value naming the same block."""
+
+    def read(topic: str) -> list[Received]:
+        return list(read_topic(config, prefix + topic, idle_timeout=20))
+
+    for flavour in ("confirmed", "head"):
+        got_blocks = await asyncio.to_thread(read, f"{flavour}.blocks")
+        assert {m.key: m.block_hash for m in got_blocks} == want_blocks
+        assert all(m.doc["data"]["hash"] == m.block_hash for m in got_blocks)
+        got_txs = await asyncio.to_thread(read, f"{flavour}.transactions")
+        assert {m.key: m.block_hash for m in got_txs} == want_txs
+        assert all(m.doc["data"]["block_hash"] == m.block_hash for m in got_txs)
+
+
 def net_records(messages: list[Received]) -> dict[str, object]:
     """Key -> record held after docs/kafka.md's consumer rule (written here, not dexnode's ``NetState``)."""
     held, _ = _held([RawMessage(m.key, m.doc, m.block_hash) for m in messages])

@@ -3,7 +3,6 @@ and transaction on ``confirmed.*`` and ``head.*``, keyed and headed as the node 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -15,8 +14,8 @@ from indexer.backfill.job import backfill
 from indexer.chain.rpc import RpcClient
 from sinks.kafka import KafkaOptions
 from sinks.kafka_dev import start_kafka_dev
-from sinks.kafka_read import Received, read_topic
 from tests.chain_check import mine, send_transfers
+from tests.kafka_check import assert_blocks_and_transactions_on_both_flavours
 
 pytestmark = pytest.mark.integration
 
@@ -54,13 +53,6 @@ async def test_a_backfill_with_kafka_puts_every_block_and_transaction_on_both_fl
         options = KafkaOptions.from_settings(settings)
         assert options is not None
 
-        def read(topic: str) -> list[Received]:
-            return list(read_topic(options.consumer_config(), prefix + topic, idle_timeout=20))
-
-        for flavour in ("confirmed", "head"):
-            got_blocks = await asyncio.to_thread(read, f"{flavour}.blocks")
-            assert {m.key: m.block_hash for m in got_blocks} == want_blocks
-            assert all(m.doc["data"]["hash"] == m.block_hash for m in got_blocks)
-            got_txs = await asyncio.to_thread(read, f"{flavour}.transactions")
-            assert {m.key: m.block_hash for m in got_txs} == want_txs
-            assert all(m.doc["data"]["block_hash"] == m.block_hash for m in got_txs)
+        await assert_blocks_and_transactions_on_both_flavours(
+            options.consumer_config(), prefix, want_blocks, want_txs
+        )

@@ -6,7 +6,6 @@ Postgres; the truth is the node's own blocks and transactions."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
@@ -20,9 +19,9 @@ from indexer.pipeline.pipeline import batch_of
 from sinks.kafka import KafkaOptions, kafka_composite
 from sinks.kafka_dev import start_kafka_dev
 from sinks.kafka_producer import KafkaUnavailable
-from sinks.kafka_read import Received, read_topic
 from sinks.postgres import PostgresSink
 from tests.chain_check import mine, send_transfers
+from tests.kafka_check import assert_blocks_and_transactions_on_both_flavours
 
 pytestmark = pytest.mark.integration
 
@@ -77,13 +76,6 @@ async def test_a_threaded_batch_commits_only_after_kafka_acknowledged_all_of_it(
         finally:
             await writer.close()
 
-        def read(topic: str) -> list[Received]:
-            return list(read_topic(options.consumer_config(), prefix + topic, idle_timeout=20))
-
-        for flavour in ("confirmed", "head"):
-            got_blocks = await asyncio.to_thread(read, f"{flavour}.blocks")
-            assert {m.key: m.block_hash for m in got_blocks} == want_blocks
-            assert all(m.doc["data"]["hash"] == m.block_hash for m in got_blocks)
-            got_txs = await asyncio.to_thread(read, f"{flavour}.transactions")
-            assert {m.key: m.block_hash for m in got_txs} == want_txs
-            assert all(m.doc["data"]["block_hash"] == m.block_hash for m in got_txs)
+        await assert_blocks_and_transactions_on_both_flavours(
+            options.consumer_config(), prefix, want_blocks, want_txs
+        )
