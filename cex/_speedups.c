@@ -243,6 +243,7 @@ static PyObject *decimal_of(PyObject *cache, PyObject *text) {
         PyErr_Format(PyExc_TypeError, "a price or size is a decimal string, not %.50s", Py_TYPE(text)->tp_name);
         return NULL;
     }
+    if (cache == Py_None) return PyObject_CallOneArg(Decimal, text);
     PyObject *value = PyDict_GetItemWithError(cache, text);
     if (value != NULL) return Py_NewRef(value);
     if (PyErr_Occurred()) return NULL;
@@ -259,8 +260,8 @@ static PyObject *decimal_of(PyObject *cache, PyObject *text) {
 /* levels(rows, cache) -> [(Decimal, Decimal), ...]: rows [[price, size, ...], ...] of strings (OKX, Binance,
  * Bybit), the first two of each row read through decimal_of. */
 static PyObject *levels(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyDict_CheckExact(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "levels(rows, cache: dict)");
+    if (nargs != 2 || !(PyDict_CheckExact(args[1]) || args[1] == Py_None)) {
+        PyErr_SetString(PyExc_TypeError, "levels(rows, cache: dict | None)");
         return NULL;
     }
     PyObject *cache = args[1];

@@ -14,7 +14,7 @@ def apply_side(
     /,
 ) -> None: ...
 def levels(
-    rows: Iterable[Sequence[object]], cache: dict[str, Decimal], /
+    rows: Iterable[Sequence[object]], cache: dict[str, Decimal] | None, /
 ) -> list[tuple[Decimal, Decimal]]: ...
 def top_texts(
     prices: list[Decimal],

@@ -3,10 +3,10 @@
 L2 levels live per side in parallel lists kept in price order (prices, sizes, and per level its float key
 and checksum text): no hashing of ``Decimal`` prices (0.4-1 µs each the first time), a level found by a
 binary search over the float keys in C (Decimals compared only where two keys are equal: exact), snapshots
-loaded in one ordered pass, the top N levels two slices. On the recorded feeds this is 1.3x (OKX updates) to 2x (Binance snapshots) faster than
-the dict keyed by price it replaced, which was 1.11-1.28x faster than ``sortedcontainers.SortedDict`` (L3
-levels use that). Prices and sizes are ``Decimal`` built from
-the exchange's text; ``Decimal`` keeps the text's digits (``Decimal("0.10")`` prints ``0.10``), so the
+loaded in one ordered pass, the top N levels two slices. Sorted lists were 1.3x (OKX updates) to 2x
+(Binance snapshots) faster than the dict keyed by price they replaced, which was 1.11-1.28x faster than
+``sortedcontainers.SortedDict`` (L3 levels use that). Prices and sizes are ``Decimal`` built from the
+exchange's text; ``Decimal`` keeps the text's digits (``Decimal("0.10")`` prints ``0.10``), so the
 checksums (``cex.checksum``) are computed from the book itself, in the exchange's own spelling.
 
 A book carries its ``sequence`` (the exchange's last applied update id, when it has one) and a ``valid``
@@ -33,7 +33,7 @@ _PRICE = itemgetter(0)
 
 Keys = list[float | None]
 ApplySide = Callable[[Keys, list[Decimal], list[Decimal], list[str | None], Iterable[Level]], None]
-RowLevels = Callable[[Iterable[Sequence[object]], dict[str, Decimal]], list[Level]]
+RowLevels = Callable[[Iterable[Sequence[object]], dict[str, Decimal] | None], list[Level]]
 TextStyle = tuple[int, int | None, int | None]
 TopTexts = Callable[
     [list[Decimal], list[Decimal], list[str | None], int, bool, int, int | None, int | None,
@@ -339,7 +339,7 @@ def levels_of(rows: Iterable[Iterable[str]]) -> Iterator[Level]:
         yield Decimal(next(it)), Decimal(next(it))
 
 
-def _row_levels_python(rows: Iterable[Sequence[object]], cache: dict[str, Decimal]) -> list[Level]:
+def _row_levels_python(rows: Iterable[Sequence[object]], cache: dict[str, Decimal] | None) -> list[Level]:
     """``row_levels`` without the C extension: the same levels, the same cache."""
     out = []
     for row in rows:
@@ -349,21 +349,25 @@ def _row_levels_python(rows: Iterable[Sequence[object]], cache: dict[str, Decima
         for text in row[0], row[1]:
             if type(text) is not str:
                 raise TypeError(f"a price or size is a decimal string, not {type(text).__name__}")
-            value = cache.get(text)
+            value = None if cache is None else cache.get(text)
             if value is None:
-                if len(cache) >= 65_536:
-                    cache.clear()
-                value = cache[text] = Decimal(text)
+                value = Decimal(text)
+                if cache is not None:
+                    if len(cache) >= 65_536:
+                        cache.clear()
+                    cache[text] = value
             pair.append(value)
         out.append((pair[0], pair[1]))
     return out
 
 
-def row_levels(rows: Iterable[Sequence[object]], cache: dict[str, Decimal]) -> list[Level]:
+def row_levels(rows: Iterable[Sequence[object]], cache: dict[str, Decimal] | None) -> list[Level]:
     """``[[price, size, ...], ...]`` (exchange strings, as OKX, Binance and Bybit send a book side) ->
     ``(Decimal, Decimal)`` levels, each text's ``Decimal`` taken from ``cache`` (text -> Decimal, one per
     exchange connection, cleared at 65,536 entries) when seen before: a feed repeats its prices and sizes,
-    and a dict lookup costs a fraction of ``Decimal(text)``. In C when built (``cex/_speedups.c``)."""
+    and a dict lookup costs a fraction of ``Decimal(text)``; ``None``: no cache (a REST snapshot's thousands
+    of texts, mostly seen once, would cost more to remember than they save). In C when built
+    (``cex/_speedups.c``)."""
     if _row_levels is None:
         return _row_levels_python(rows, cache)
     return _row_levels(rows, cache)

@@ -79,8 +79,8 @@ class Binance(Exchange):
         return BookMessage(
             symbol,
             True,
-            row_levels(snap["bids"], self.decimals),
-            row_levels(snap["asks"], self.decimals),
+            row_levels(snap["bids"], None),  # thousands of texts mostly seen once: not cached
+            row_levels(snap["asks"], None),
             last=int(snap["lastUpdateId"]),
             event_timestamp=snap.get("E"),
             atom_timestamp=atom_timestamp,

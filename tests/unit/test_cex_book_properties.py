@@ -267,6 +267,7 @@ def test_row_levels_equal_decimal_of_each_text(
         assert got == expected
         assert [(str(p), str(q)) for p, q in got] == [(str(p), str(q)) for p, q in expected]
     assert set(cache) == {t for p, q, _ in rows for t in (p, q)}
+    assert make(table, None) == expected  # no cache (REST snapshots): the same levels
 
 
 @pytest.mark.parametrize("maker", ["C", "Python"])
