@@ -172,11 +172,16 @@ def dexnode_bin() -> str:
 @pytest.fixture
 async def clean_db(migrated_db: DatabaseInfo) -> DatabaseInfo:
     """The session database, emptied of rows (schema kept) before the test."""
+    await empty_tables(migrated_db.dsn)
+    return migrated_db
+
+
+async def empty_tables(dsn: str) -> None:
+    """Every table of the schema emptied (TRUNCATE), the schema kept."""
     from sinks.schema import metadata
 
-    conn = await asyncpg.connect(migrated_db.dsn)
+    conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in metadata.tables))
     finally:
         await conn.close()
-    return migrated_db

@@ -50,12 +50,18 @@ def devnet_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("anvil-logs")
 
 
-@pytest.fixture(scope="session")
-def devnet(pytestconfig: pytest.Config, devnet_logs: Path) -> Iterator[Devnet]:
+def load_devnet(pytestconfig: pytest.Config, devnet_logs: Path) -> Devnet:
+    """An anvil of the caller's own holding the seed-1 chain (from the cache), with ``REORG_HEADROOM``
+    blocks to reorg; the caller stops it. For module-scoped fixtures that reorg it."""
     cache = DevnetCache(
         _cache_root(pytestconfig), devnet_logs, DEVNET_SEED, DEVNET_BLOCKS, DEVNET_RATE, _cache_enabled()
     )
-    node = cache.load(headroom=REORG_HEADROOM)
+    return cache.load(headroom=REORG_HEADROOM)
+
+
+@pytest.fixture(scope="session")
+def devnet(pytestconfig: pytest.Config, devnet_logs: Path) -> Iterator[Devnet]:
+    node = load_devnet(pytestconfig, devnet_logs)
     yield node
     node.stop()
 

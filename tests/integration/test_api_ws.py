@@ -25,17 +25,16 @@ from api.stream.protocol import Cursor
 from core.database import DatabaseInfo
 from core.settings import build_settings
 from devnet import Devnet
-from devnet.cache import DevnetCache
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher, registry_from
 from indexer.pipeline.pipeline import consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
 from sinks.postgres import PostgresSink
-from sinks.schema import metadata
 from tests.api_check import start_server
 from tests.chain_check import wait_for_tip
-from tests.devnet_fixture import DEVNET_BLOCKS, DEVNET_RATE, DEVNET_SEED, REORG_HEADROOM, _cache_enabled
+from tests.conftest import empty_tables
+from tests.devnet_fixture import load_devnet
 from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, venues
 
 pytestmark = pytest.mark.integration
@@ -75,20 +74,8 @@ async def _serve_app(dsn: str, rpc_http: str, **overrides: Any) -> tuple[str, An
 async def stack(
     migrated_db: DatabaseInfo, pytestconfig: pytest.Config, devnet_logs: Any
 ) -> AsyncIterator[Stack]:
-    conn = await asyncpg.connect(migrated_db.dsn)
-    try:
-        await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in metadata.tables))
-    finally:
-        await conn.close()
-    cache = DevnetCache(
-        pytestconfig.rootpath / ".dexnode-test-cache",
-        devnet_logs,
-        DEVNET_SEED,
-        DEVNET_BLOCKS,
-        DEVNET_RATE,
-        _cache_enabled(),
-    )
-    devnet = await asyncio.to_thread(cache.load, REORG_HEADROOM)
+    await empty_tables(migrated_db.dsn)
+    devnet = await asyncio.to_thread(load_devnet, pytestconfig, devnet_logs)
     sink = await PostgresSink.connect(migrated_db.dsn)
     stops: list[Any] = []
     async with RpcClient(devnet.rpc_http) as rpc:

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from core.database import DatabaseInfo
 from devnet import Devnet
-from devnet.cache import DevnetCache
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher, registry_from
 from indexer.pipeline.pipeline import consume
@@ -34,10 +32,9 @@ from indexer.realtime.heads import HeadStream
 from sinks.kafka import KafkaOptions, kafka_composite
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.postgres import PostgresSink
-from sinks.schema import metadata
 from tests.chain_check import wait_for_tip
-from tests.conftest import dexnode_bin, free_port
-from tests.devnet_fixture import DEVNET_BLOCKS, DEVNET_RATE, DEVNET_SEED, REORG_HEADROOM, _cache_enabled
+from tests.conftest import dexnode_bin, empty_tables, free_port
+from tests.devnet_fixture import load_devnet
 from tests.integration.test_api_ws import Msg, apply, has_block, node_chain, node_head, read_until, send
 from tests.integration.test_dex_devnet import V2_SWAP, V3_SWAP, expected_trade, venues
 
@@ -70,20 +67,8 @@ async def run(
     kafka: KafkaDev,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[Run]:
-    conn = await asyncpg.connect(migrated_db.dsn)
-    try:
-        await conn.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in metadata.tables))
-    finally:
-        await conn.close()
-    cache = DevnetCache(
-        pytestconfig.rootpath / ".dexnode-test-cache",
-        devnet_logs,
-        DEVNET_SEED,
-        DEVNET_BLOCKS,
-        DEVNET_RATE,
-        _cache_enabled(),
-    )
-    devnet = await asyncio.to_thread(cache.load, REORG_HEADROOM)
+    await empty_tables(migrated_db.dsn)
+    devnet = await asyncio.to_thread(load_devnet, pytestconfig, devnet_logs)
     prefix = f"t{uuid.uuid4().hex[:8]}."
     postgres = await PostgresSink.connect(migrated_db.dsn)
     writer = kafka_composite(KafkaOptions(kafka.bootstrap, prefix, CONFIRMATIONS, {}), postgres)
