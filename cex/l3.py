@@ -98,18 +98,7 @@ class L3Sync:
         if book.crossed():
             self.counters.crossed += 1
             return [self.invalidate("crossed")]
-        l2 = book.to_l2()
-        out: list[Published] = [
-            BookSnapshot(
-                self.exchange,
-                self.symbol,
-                tuple(l2.bid_levels()),
-                tuple(l2.ask_levels()),
-                msg.last,
-                msg.event_timestamp,
-                msg.atom_timestamp,
-            )
-        ]
+        out: list[Published] = [self._l2_snapshot(msg.last, msg.event_timestamp, msg.atom_timestamp)]
         out.extend(self._delta(op.order_id, msg) for op in msg.ops)
         for update in pending:
             if update.last <= msg.last:
@@ -120,23 +109,25 @@ class L3Sync:
                 break
         return out
 
+    def _l2_snapshot(self, sequence: int | None, event_ts: int | None, atom_timestamp: int) -> BookSnapshot:
+        """The book's L2 view (price levels, orders' sizes summed) as a snapshot record."""
+        l2 = self.book.to_l2()
+        return BookSnapshot(
+            self.exchange,
+            self.symbol,
+            tuple(l2.bid_levels()),
+            tuple(l2.ask_levels()),
+            sequence,
+            event_ts,
+            atom_timestamp,
+        )
+
     def republish(self, atom_timestamp: int) -> list[Published]:
         """The valid book again as a consumer starts from it (a periodic snapshot, a new leader): the L2
         view, then one delta per resting order at the book's sequence, each level's orders in time
         priority; an L2 snapshot alone would leave a consumer keeping orders (or storage) without them."""
         book = self.book
-        l2 = book.to_l2()
-        out: list[Published] = [
-            BookSnapshot(
-                self.exchange,
-                self.symbol,
-                tuple(l2.bid_levels()),
-                tuple(l2.ask_levels()),
-                book.sequence,
-                None,
-                atom_timestamp,
-            )
-        ]
+        out: list[Published] = [self._l2_snapshot(book.sequence, None, atom_timestamp)]
         for side, levels in (("bid", book.bids), ("ask", book.asks)):
             for price, queue in levels.items():
                 for order_id, size in queue.items():
