@@ -338,6 +338,17 @@ async def test_a_kafka_serve_killed_and_started_again_a_client_resumes_to_the_ca
     assert after["kafka"] - before["kafka"] >= mined - 1, (before, after)
 
 
+async def assert_got_the_chain(run: Run, got: list[Msg], start: int, top: int) -> None:
+    """The client got every block from ``start`` to ``top`` of the node's chain once, in order, and
+    exactly the node's trades in them."""
+    chain = await node_chain(run.rpc, top)
+    blocks = [
+        (m["data"]["number"], m["data"]["hash"]) for m in payloads(got, "blocks") if m["type"] == "block"
+    ]
+    assert blocks == [(n, chain[n]["hash"].lower()) for n in range(start, top + 1)]
+    assert canonical_trades(got) == await node_trades(run, start, top)
+
+
 async def test_a_kafka_serve_that_cannot_reach_its_broker_keeps_its_clients_live_from_postgres(
     run: Run,
 ) -> None:
@@ -349,12 +360,7 @@ async def test_a_kafka_serve_that_cannot_reach_its_broker_keeps_its_clients_live
             start, top = await follow_new_blocks(run, ws, got, 3)
             live = await served.live_blocks()
         assert served.proc is not None and served.proc.returncode is None, "serve died"
-    chain = await node_chain(run.rpc, top)
-    blocks = [
-        (m["data"]["number"], m["data"]["hash"]) for m in payloads(got, "blocks") if m["type"] == "block"
-    ]
-    assert blocks == [(n, chain[n]["hash"].lower()) for n in range(start, top + 1)]
-    assert canonical_trades(got) == await node_trades(run, start, top)
+    await assert_got_the_chain(run, got, start, top)
     assert live == {"kafka": 0.0, "postgres": float(top - start + 1)}
     assert "live events from Kafka:" in served.log.read_text()
 
@@ -377,11 +383,6 @@ async def test_a_kafka_serve_goes_on_from_its_offsets_after_the_broker_stopped_a
             _, top = await follow_more(run, ws, got, 3)
             after = await served.live_blocks()
         assert served.proc is not None and served.proc.returncode is None, "serve died"
-    chain = await node_chain(run.rpc, top)
-    blocks = [
-        (m["data"]["number"], m["data"]["hash"]) for m in payloads(got, "blocks") if m["type"] == "block"
-    ]
-    assert blocks == [(n, chain[n]["hash"].lower()) for n in range(start, top + 1)]
-    assert canonical_trades(got) == await node_trades(run, start, top)
+    await assert_got_the_chain(run, got, start, top)
     assert after["kafka"] - before["kafka"] >= 3, (before, after)
     assert "live events from Kafka:" in served.log.read_text()
