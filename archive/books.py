@@ -4,9 +4,9 @@ a live subscriber gets the books the hub holds (``api.stream.cex.CexFanOut.add``
 A book at a moment is its last snapshot before the moment and the deltas after that snapshot, up to the
 moment. Within the archive both come from the exchange's buckets: the snapshot files of the
 ``LOOKBACK_MINUTES`` before the moment (``dexnode cex`` stores a snapshot of every active book each minute),
-then the delta files from the oldest of those snapshots on. Past the archive, Postgres rebuilds it
-(``sinks.cex_read.rebuild_book``, which also knows the resyncs the archive does not keep: a book found
-wrong after its last snapshot starts invalid).
+then the delta files from the oldest of those snapshots on; a book with an archived resync
+(``book_resync``) at or after its last snapshot starts invalid. Past the archive, Postgres rebuilds it
+(``sinks.cex_read.rebuild_book``, invalid the same way).
 
 "After the snapshot" is the feed's order: a REST snapshot's buffered deltas were received (``atom_timestamp``)
 before the snapshot but come after it. The archive keeps no arrival id across files, so the exchange's
@@ -25,6 +25,7 @@ import asyncpg
 
 from archive.layout import Stream, Target
 from archive.reader import bucket_records, buckets
+from archive.resyncs import BookResync, resyncs_between
 from archive.source import CexSource
 from records.cex import BookDelta, BookSnapshot
 from sinks.cex_read import rebuild_book
@@ -85,8 +86,17 @@ def _with(found: Sequence[Any], type_name: str) -> list[Any]:
     return [b for b in found if any(f.type == type_name for f in b.entry.files)]
 
 
-def archived_books(target: Target, exchange: str, at_us: int) -> list[BookSnapshot]:
-    """The books of ``exchange`` with a snapshot archived in the lookback before ``at_us``, at ``at_us``."""
+def _last_resyncs(resyncs: Iterable[BookResync]) -> dict[str, int]:
+    """Each symbol's last resync position (``atom_timestamp``)."""
+    last: dict[str, int] = {}
+    for r in resyncs:
+        last[r.symbol] = max(last.get(r.symbol, r.atom_timestamp), r.atom_timestamp)
+    return last
+
+
+def archived_books(target: Target, exchange: str, at_us: int) -> list[StartBook]:
+    """The books of ``exchange`` with a snapshot archived in the lookback before ``at_us``, at ``at_us``
+    (invalid where a resync was published at or after the last snapshot)."""
     stream = Stream("cex", exchange)
     at_minute = at_us // US_PER_MINUTE
     found = buckets(target, [stream], at_minute - LOOKBACK_MINUTES, at_minute)
@@ -110,24 +120,41 @@ def archived_books(target: Target, exchange: str, at_us: int) -> list[BookSnapsh
             assert isinstance(d, BookDelta)
             if d.symbol in snapshots:
                 deltas[d.symbol].append(d)
-    return [fold(snapshots[s], deltas[s], at_us) for s in sorted(snapshots)]
+    resyncs = [
+        r
+        for bucket in _with([b for b in found if b.entry.minute >= first], BookResync.TYPE)
+        for r in bucket_records(target, bucket, {BookResync.TYPE}).get(BookResync.TYPE, [])
+        if isinstance(r, BookResync) and r.atom_timestamp < at_us
+    ]
+    resynced = _last_resyncs(resyncs)
+    return [
+        InvalidBook(exchange, s)
+        if resynced.get(s, -1) >= snapshots[s].atom_timestamp
+        else fold(snapshots[s], deltas[s], at_us)
+        for s in sorted(snapshots)
+    ]
 
 
 async def stored_books(pool: asyncpg.Pool, exchange: str, at_us: int) -> list[StartBook]:
     """The books of ``exchange`` with a snapshot stored in the lookback before ``at_us``, at ``at_us``,
-    rebuilt by Postgres (invalid where a resync came after the last snapshot)."""
+    rebuilt by Postgres (invalid where a resync came after the last snapshot: by the resync's position, as
+    in the archive, not by its later write time alone)."""
+    since = at_us - LOOKBACK_MINUTES * US_PER_MINUTE
     rows = await pool.fetch(
-        "SELECT DISTINCT symbol FROM cex_book_events WHERE exchange = $1 AND kind = 'snapshot'"
-        " AND atom_timestamp >= $2 AND atom_timestamp < $3 ORDER BY symbol",
+        "SELECT symbol, max(atom_timestamp) AS snapshot FROM cex_book_events WHERE exchange = $1"
+        " AND kind = 'snapshot' AND atom_timestamp >= $2 AND atom_timestamp < $3"
+        " GROUP BY symbol ORDER BY symbol",
         exchange,
-        at_us - LOOKBACK_MINUTES * US_PER_MINUTE,
+        since,
         at_us,
     )
+    resynced = _last_resyncs(await resyncs_between(pool, exchange, since, at_us, None))
     out: list[StartBook] = []
     for row in rows:
         symbol = row["symbol"]
         book = await rebuild_book(pool, exchange, symbol, at_us - 1)
-        if not book.valid or book.last_id is None or book.timestamp is None:
+        invalid = resynced.get(symbol, -1) >= row["snapshot"]
+        if invalid or not book.valid or book.last_id is None or book.timestamp is None:
             out.append(InvalidBook(exchange, symbol))
             continue
         event_ts = await pool.fetchval(

@@ -33,9 +33,9 @@ import pyarrow as pa
 
 from archive.layout import BucketEntry, FileEntry, Stream, Target, hour_path, sha256
 from archive.reader import StoredBucket, bucket_tables
+from archive.resyncs import record_class
 from archive.schema import kind_schema, stats_columns
 from archive.writer import parquet_bytes
-from records import kinds
 
 log = logging.getLogger("dexnode.archive")
 
@@ -67,7 +67,7 @@ def _compact_hour(target: Target, stream: Stream, entries: list[BucketEntry]) ->
     contents: dict[str, bytes] = {}
     files: dict[str, FileEntry] = {}
     for type_name, parts in tables.items():
-        cls = kinds.BY_TYPE[type_name].record
+        cls = record_class(type_name)
         # the files' own rows as read (checksums verified), cast to the kind's schema as the writer's
         table = pa.concat_tables(parts).cast(kind_schema(cls))
         data = parquet_bytes(table, stats_columns(cls))

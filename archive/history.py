@@ -14,16 +14,16 @@ import heapq
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
 from archive.layout import Stream, Target
 from archive.reader import StoredBucket, bucket_records, buckets
+from archive.resyncs import BookResync
 from archive.source import CexSource
 from records import Block, Record, kinds
-from sinks.cex_read import StoredResync, records_between
 from sinks.postgres_read import StoredChain
 
 log = logging.getLogger("dexnode.archive")
@@ -32,7 +32,6 @@ CHAIN_TYPES = frozenset(k.type for k in kinds.BATCH_KINDS)
 CEX_TYPES = frozenset(k.type for k in kinds.CEX)
 BOOK_TYPES = frozenset({"book_delta", "book_snapshot"})
 US_PER_MINUTE = 60_000_000
-RESYNC_WRITE_SLACK_US = 10 * US_PER_MINUTE  # a resync is stored at most this long after its book event
 
 
 @dataclass(frozen=True)
@@ -82,8 +81,11 @@ def _book_times(snapshots: list[Any], deltas: list[Any]) -> dict[int, int]:
 
 
 def cex_steps(by_type: dict[str, list[Any]]) -> list[Step]:
-    """Exchange records (and stored resyncs, ``resync``) grouped by arrival moment, in arrival order (each
-    kind's stored order kept; at one moment a snapshot first, a resync last)."""
+    """Exchange records (and resyncs, ``book_resync``, as the live ``resync``) grouped by arrival moment,
+    in arrival order (each kind's stored order kept; at one moment a snapshot first, a resync last)."""
+    if BookResync.TYPE in by_type:
+        by_type = dict(by_type)
+        by_type["resync"] = [r.stored() for r in by_type.pop(BookResync.TYPE)]
     snapshots = by_type.get("book_snapshot", [])
     moved = _book_times(snapshots, by_type.get("book_delta", []))
 
@@ -149,6 +151,7 @@ async def _archived(target: Target, first: int, end: int, wanted: frozenset[str]
     """The archive's buckets of the minutes ``[first, end)``, minute by minute, every stream's steps merged
     by time."""
     read_types = set(wanted) | ({"block"} if wanted & CHAIN_TYPES else set())
+    read_types |= {BookResync.TYPE} if wanted & BOOK_TYPES else set()
     by_minute: dict[int, list[StoredBucket]] = defaultdict(list)
     for b in buckets(target, target.streams(), first, end - 1):
         by_minute[b.entry.minute].append(b)
@@ -232,35 +235,10 @@ async def _stored(
         for exchange, archived_minute in exchanges.items():
             if minute > archived_minute:
                 bucket = await cex.bucket(exchange, minute)
+                resyncs = {BookResync.TYPE} if wanted & BOOK_TYPES else set()
                 by_cex: dict[str, list[Any]] = {
-                    c.TYPE: rs for c, rs in bucket.records.items() if c.TYPE in wanted
+                    c.TYPE: rs for c, rs in bucket.records.items() if c.TYPE in wanted | resyncs
                 }
-                if wanted & BOOK_TYPES:
-                    by_cex["resync"] = await _resyncs(pool, exchange, minute)
                 parts.append(cex_steps(by_cex))
                 exchanges[exchange] = minute
         yield minute, _merge(parts)
-
-
-async def _resyncs(pool: asyncpg.Pool, exchange: str, minute: int) -> list[StoredResync]:
-    """The minute's stored resyncs, each at the moment of the book event stored before it: a resync's own
-    time is when it was written (by ``CexStore``, up to ``RESYNC_WRITE_SLACK_US`` later), which can be
-    after the snapshot that ends it (both in one batch)."""
-    start, end = minute * US_PER_MINUTE, (minute + 1) * US_PER_MINUTE
-    rows = await pool.fetch(
-        "SELECT r.id, (SELECT p.atom_timestamp FROM cex_book_events p WHERE p.exchange = r.exchange"
-        " AND p.symbol = r.symbol AND p.id < r.id AND p.kind <> 'resync' ORDER BY p.id DESC LIMIT 1)"
-        " AS before FROM cex_book_events r WHERE r.exchange = $1 AND r.kind = 'resync'"
-        " AND r.atom_timestamp >= $2 AND r.atom_timestamp < $3 ORDER BY r.id",
-        exchange,
-        start,
-        end + RESYNC_WRITE_SLACK_US,
-    )
-    out = []
-    for row in rows:
-        for _, item in await records_between(pool, "cex_book_events", row["id"], row["id"]):
-            if isinstance(item, StoredResync) and item.atom_timestamp is not None:
-                at = row["before"] if row["before"] is not None else item.atom_timestamp
-                if start <= at < end:
-                    out.append(replace(item, atom_timestamp=at))
-    return out

@@ -21,7 +21,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from archive.layout import BucketEntry, FileEntry, Stream, Target, day_of, late_part_of, sha256
-from records import Candle, Record, from_dict, kinds
+from archive.resyncs import BookResync, decode
+from records import Candle, Record, kinds
 
 
 class ArchiveCorrupt(Exception):
@@ -67,15 +68,16 @@ def _stored_order(type_name: str, table: pa.Table) -> pa.Table:
     """CEX rows of several parts in stored order: by their bucketing time, stably (within a time, part by
     part). Chain buckets have one part per type, already in chain order."""
     kind = kinds.BY_TYPE.get(type_name)
-    if kind is None or kind not in kinds.CEX:
+    if type_name != BookResync.TYPE and (kind is None or kind not in kinds.CEX):
         return table
-    time = pc.struct_field(table.column("data"), "end" if kind.record is Candle else "atom_timestamp")
+    candle = kind is not None and kind.record is Candle
+    time = pc.struct_field(table.column("data"), "end" if candle else "atom_timestamp")
     return table.take(pc.sort_indices(time))  # Arrow's sort_indices is stable
 
 
 def records_of(table: pa.Table) -> list[Record]:
     """A file's rows as records (each row is the record's JSON document)."""
-    return [from_dict(row) for row in table.to_pylist()]
+    return [decode(row) for row in table.to_pylist()]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ CEX: a minute of one exchange is archived once the clock is ``grace`` seconds pa
 rows stored by then up to a settled id watermark (``archive.watermark``); rows of the minute stored
 later (above that watermark) are archived as the bucket's late parts (``late``; ``archive.archiver``).
 Records are bucketed by ``atom_timestamp`` (when dexnode received them), candles by their last
-millisecond (``end``), so a candle is archived once, closed.
+millisecond (``end``), so a candle is archived once, closed; book resyncs (``book_resync``) by where the
+live stream published them (``archive.resyncs``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from archive.resyncs import TABLE as BOOK_TABLE
+from archive.resyncs import BookResync, late_resyncs, resyncs_between
 from records import Block, BookDelta, BookSnapshot, Candle, Pool, Record, Token, from_dict, kinds
 from records.batch import Batch
 from records.kinds import Kind
@@ -210,6 +213,8 @@ def _cex_query(kind: Kind[Any]) -> _CexQuery:
 
 CEX_QUERIES: tuple[_CexQuery, ...] = tuple(_cex_query(k) for k in kinds.CEX)
 _CEX_TABLES = sorted({k.table for k in kinds.CEX})
+# what a CEX bucket holds: every CEX kind, and the book resyncs (``archive.resyncs``)
+CEX_CLASSES: tuple[type[Record], ...] = (*(q.kind.record for q in CEX_QUERIES), BookResync)
 
 
 def _cex_record(query: _CexQuery, row: asyncpg.Record) -> Record:
@@ -261,7 +266,7 @@ class CexSource:
 
     async def bucket(self, exchange: str, minute: int) -> Bucket:
         found = await self.buckets(exchange, minute, minute + 1)
-        return found[0] if found else Bucket(minute, {q.kind.record: [] for q in CEX_QUERIES})
+        return found[0] if found else Bucket(minute, {cls: [] for cls in CEX_CLASSES})
 
     async def buckets(
         self, exchange: str, first_minute: int, end_minute: int, upto: dict[str, int] | None = None
@@ -278,10 +283,11 @@ class CexSource:
                 for r in await conn.fetch(*args):
                     minute = int(r[q.time_column]) // q.per_minute
                     per[minute].setdefault(q.kind.record, []).append(_cex_record(q, r))
-        return [
-            Bucket(m, {q.kind.record: per[m].get(q.kind.record, []) for q in CEX_QUERIES})
-            for m in sorted(per)
-        ]
+            limit = None if upto is None else upto.get(BOOK_TABLE, 0)
+            start, end = first_minute * US_PER_MINUTE, end_minute * US_PER_MINUTE
+            for resync in await resyncs_between(conn, exchange, start, end, limit):
+                per[resync.atom_timestamp // US_PER_MINUTE].setdefault(BookResync, []).append(resync)
+        return [Bucket(m, {cls: per[m].get(cls, []) for cls in CEX_CLASSES}) for m in sorted(per)]
 
     async def late(
         self, exchange: str, after: dict[str, int], upto: dict[str, int], end_minute: int
@@ -300,4 +306,10 @@ class CexSource:
                     minute = int(r[q.time_column]) // q.per_minute
                     row = (table, int(r["_id"]), _cex_record(q, r))
                     per[minute].setdefault(q.kind.record, []).append(row)
+            after_id, upto_id = after.get(BOOK_TABLE, 0), upto.get(BOOK_TABLE, 0)
+            if upto_id > after_id:
+                end = end_minute * US_PER_MINUTE
+                for id_, resync in await late_resyncs(conn, exchange, after_id, upto_id, end):
+                    rows = per[resync.atom_timestamp // US_PER_MINUTE].setdefault(BookResync, [])
+                    rows.append((BOOK_TABLE, id_, resync))
         return dict(per)

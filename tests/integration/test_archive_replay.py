@@ -30,7 +30,7 @@ from websockets.asyncio.client import connect as ws_connect
 from api.app import create_app
 from api.stream.history import Playback
 from archive.archiver import Archiver
-from archive.layout import Target
+from archive.layout import Stream, Target
 from cex.store import CexStore
 from cex.sync import Resync
 from cli.archive import run_replay
@@ -372,14 +372,16 @@ async def test_a_bad_range_is_a_clear_error(recorded: Recorded) -> None:
             assert ws.close_code == 1008
 
 
-async def test_a_resync_replays_as_the_live_resync(recorded: Recorded) -> None:
+@pytest.mark.parametrize("source", ["postgres", "archive"])
+async def test_a_resync_replays_as_the_live_resync(recorded: Recorded, source: str) -> None:
     """A book found wrong, then rebuilt from a REST snapshot whose buffered delta was received before it:
-    stored by ``CexStore`` while a live client listens, replayed from Postgres as the live client got it
-    (the resync where it was published, not at the later moment it was written; the buffered delta after
-    the snapshot)."""
+    stored by ``CexStore`` while a live client listens, replayed as the live client got it (the resync
+    where it was published, not at the later moment it was written; the buffered delta after the
+    snapshot): from Postgres, and from the archive alone (archived, then the exchange's rows deleted from
+    Postgres, so only the archive's ``book_resync`` file can bring the resync back)."""
     run = recorded
     at = int(time.time()) // 60 * 60_000_000 + 10_000_000  # a minute's 10th second: all in one minute
-    ex, sym = "replaytest", "ETH-USDT"
+    ex, sym = f"replaytest-{source}", "ETH-USDT"
     items: list[Record | Resync] = [
         BookSnapshot(ex, sym, ((D("100"), D("1")),), ((D("101"), D("2")),), 10, None, at),
         BookDelta(ex, sym, "bid", D("100"), D("3"), None, 11, None, at + 1_000),
@@ -398,9 +400,31 @@ async def test_a_resync_replays_as_the_live_resync(recorded: Recorded) -> None:
     assert [m["type"] for m in expected] == ["book_snapshot", "book_delta", "resync", "book_snapshot"] + [
         "book_delta"
     ] * 2
-    async with _replay_server(run, str(run.tmp / "empty")) as server:
+    assert expected[2]["data"]["reason"] == "gap"
+    archive = run.tmp / f"resync-{source}"
+    if source == "archive":
+        pool = await asyncpg.create_pool(run.dsn, min_size=1, max_size=2)
+        try:
+            target = Target(str(archive))
+            await Archiver(pool, target, chain=CHAIN, confirmations=CONFIRMATIONS, cex_grace_seconds=0,
+                           clock=lambda: time.time() + 120).archive_cex()  # fmt: skip
+            entry = target.bucket(Stream("cex", ex), at // 60_000_000)
+            assert entry is not None and "book_resync" in {f.type for f in entry.files}
+            deleted = await pool.execute("DELETE FROM cex_book_events WHERE exchange = $1", ex)
+            assert deleted == f"DELETE {len(items)}"
+        finally:
+            await pool.close()
+    async with _replay_server(run, str(archive)) as server:
         got = await _client(
             f"{server.url}?from={(at - 1_000_000) / 1e6:.6f}&to={(at + 5_000_000) / 1e6:.6f}", subs
         )
+        # from between the resync and the snapshot that ended it: the book starts invalid, as the live
+        # hub sends a book it holds invalid to a new subscriber (no reason, no sequence)
+        mid = await _client(
+            f"{server.url}?from={(at + 1_500) / 1e6:.6f}&to={(at + 5_000_000) / 1e6:.6f}", subs
+        )
     assert got.close_code == 1000
     assert _data(got.messages, "book") == expected
+    invalid = {**expected[2], "data": {**expected[2]["data"], "reason": None, "sequence": None}}
+    assert mid.close_code == 1000
+    assert _data(mid.messages, "book") == [invalid, *expected[3:]]
