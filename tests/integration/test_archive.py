@@ -21,14 +21,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import httpx
-import orjson
 import pyarrow.parquet as pq
 import pytest
-from websockets.asyncio.client import connect as ws_connect
 
 from api.app import create_app
 from archive.archiver import Archiver, archive_lag, run_archiver
@@ -75,29 +72,6 @@ class Run:
     dsn: str
     orphaned: list[str]
     tmp: Path
-    live: list[dict[str, Any]]  # every message a /ws client got during the run, in order
-
-
-# what the recorded live client and the replay client subscribe to (the same ids)
-SUBSCRIPTIONS = [
-    {"op": "subscribe", "id": "blocks", "channel": "blocks", "finality": "confirmed"},
-    {"op": "subscribe", "id": "trades", "channel": "dex_trades", "finality": "confirmed"},
-    {"op": "subscribe", "id": "cex", "channel": "cex_trades", "exchange": "okx"},
-]
-
-
-async def _record(url: str, into: list[dict[str, Any]], subscribed: asyncio.Event) -> None:
-    async with ws_connect(url, max_size=None) as ws:
-        for sub in SUBSCRIPTIONS:
-            await ws.send(orjson.dumps(sub).decode())
-        acks = 0
-        async for text in ws:
-            message = orjson.loads(text)
-            into.append(message)
-            if message.get("event") == "live":
-                acks += 1
-                if acks == len(SUBSCRIPTIONS):
-                    subscribed.set()
 
 
 async def _follow_with_reorg(dsn: str, tmp: Path, cache_root: Path) -> list[str]:
@@ -162,32 +136,9 @@ async def run(
     finally:
         await conn.close()
     tmp = tmp_path_factory.mktemp("archive")
-    # the API serving /ws live (NOTIFY from the follower's and the CEX store's writes) and a client
-    # recording what it sends, from before the first block is indexed to after the last CEX trade
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    live: list[dict[str, Any]] = []
-    settings = build_settings(database_url=dsn, confirmations=CONFIRMATIONS)
-    try:
-        async with served(create_app(settings, pool=pool)) as base:
-            subscribed = asyncio.Event()
-            recorder = asyncio.create_task(_record(base.replace("http", "ws") + "/ws", live, subscribed))
-            await asyncio.wait_for(subscribed.wait(), 30)
-            cache = Path(pytestconfig.rootpath) / ".dexnode-test-cache"
-            orphaned = await _follow_with_reorg(dsn, tmp, cache)
-            trades = await _feed_okx(dsn)
-            for _ in range(1000):  # until the last stored trade has reached the live client
-                if (
-                    sum(1 for m in live if m.get("id") == "cex" and "cursor" not in m and "data" in m)
-                    >= trades
-                ):
-                    break
-                await asyncio.sleep(0.02)
-            recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder
-    finally:
-        await pool.close()
-    yield Run(dsn, orphaned, tmp, live)
+    orphaned = await _follow_with_reorg(dsn, tmp, Path(pytestconfig.rootpath) / ".dexnode-test-cache")
+    assert await _feed_okx(dsn) > 0
+    yield Run(dsn, orphaned, tmp)
 
 
 def _archived_hashes(target: Target) -> set[str]:
