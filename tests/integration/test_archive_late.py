@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from dataclasses import replace
+from decimal import Decimal as D
 from typing import Any
 
 import asyncpg
@@ -19,11 +21,14 @@ import pytest
 
 from archive.archiver import Archiver
 from archive.layout import Stream, Target, late_part_of
+from archive.reader import StoredBucket, bucket_records
+from archive.resyncs import BookResync
 from archive.retention import apply_retention
 from archive.watermark import settle
 from cex.store import CexStore
 from cex.sync import Resync
 from core.database import DatabaseInfo
+from records.cex import BookSnapshot
 from tests.archive_helpers import (
     archive_env,
     archived,
@@ -203,4 +208,54 @@ async def test_a_batch_in_flight_is_waited_for_not_skipped(migrated_db: Database
     finally:
         with contextlib.suppress(Exception):
             await blocker.close()
+        await pool.close()
+
+
+async def test_a_resync_stored_after_its_minute_was_archived_is_a_late_part(
+    migrated_db: DatabaseInfo, tmp_path: Any
+) -> None:
+    """A resync (and the snapshot that ended it) stored after the minute of the book event it followed was
+    archived: both go into that minute's late part, once; the archived resync is the stored row, at the
+    position the live stream published it (the book event stored before it)."""
+    dsn = migrated_db.dsn
+    await truncate_all(dsn)
+    ex, sym = "latetest", "ETH-USDT"
+    at = time.time_ns() // 1000 - 2_000_000
+    minute = at // 60_000_000
+    first = BookSnapshot(ex, sym, ((D("100"), D("1")),), ((D("101"), D("2")),), 10, None, at)
+    await _store(dsn, [first])
+    target = Target(str(tmp_path / "archive"))
+    stream = Stream("cex", ex)
+    await _archive_now(dsn, target)
+    entry = target.bucket(stream, minute)
+    assert entry is not None and [f.type for f in entry.files] == ["book_snapshot"]
+
+    ending = BookSnapshot(ex, sym, ((D("99"), D("5")),), ((D("102"), D("1")),), 20, None, at + 2_000)
+    await _store(dsn, [Resync(ex, sym, "checksum", 12), ending])
+    await _archive_now(dsn, Target(target.url))
+    await _archive_now(dsn, Target(target.url))  # nothing new: no second part
+    entry = Target(target.url).bucket(stream, minute)
+    assert entry is not None
+    assert [(f.type, late_part_of(f.path)) for f in entry.files] == [
+        ("book_snapshot", 0), ("book_snapshot", 1), ("book_resync", 1)
+    ]  # fmt: skip
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow("SELECT reason, sequence, atom_timestamp FROM cex_book_events"
+                                  " WHERE exchange = $1 AND kind = 'resync'", ex)  # fmt: skip
+    finally:
+        await conn.close()
+    assert row is not None and row["atom_timestamp"] > at  # written after the event it followed
+    records = bucket_records(target, StoredBucket(stream, entry))
+    assert records["book_resync"] == [BookResync(ex, sym, "checksum", 12, at, row["atom_timestamp"])]
+    assert records["book_snapshot"] == [first, ending]
+
+
+async def _archive_now(dsn: str, target: Target) -> None:
+    """One archiver pass with every minute up to now closed."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    try:
+        await Archiver(pool, target, chain="devnet", confirmations=3, cex_grace_seconds=0,
+                       clock=lambda: time.time() + 120).archive_cex()  # fmt: skip
+    finally:
         await pool.close()
