@@ -128,10 +128,12 @@ async def rebuild_book(
         if at is not None:
             # the stored stream up to the newest row received by ``at``: a prefix by id, so a snapshot
             # fetched over REST (received after the updates buffered meanwhile, stored before them) and a
-            # resync (stamped when written) are never skipped while rows after them are taken
+            # resync (stamped when written) are never skipped while rows after them are taken. A resync's
+            # stamp is its write time, later than the rows received with it (the snapshot ending it
+            # among them), so it never ends the prefix: its id places it
             upto = await conn.fetchval(
                 "SELECT id FROM cex_book_events WHERE exchange = $1 AND symbol = $2 AND atom_timestamp <= $3"
-                " AND id <= $4 ORDER BY atom_timestamp DESC, id DESC LIMIT 1",
+                " AND id <= $4 AND kind <> 'resync' ORDER BY atom_timestamp DESC, id DESC LIMIT 1",
                 exchange,
                 symbol,
                 at,

@@ -354,11 +354,9 @@ async def test_in_process_rest_and_websocket_equal_the_recording_and_the_market(
                     stored = (await rest(http, f"/v1/cex/books/okx/{ours}", at=f"{time.time() + 1:.6f}"))[
                         "data"
                     ]
-                    for answer in (live, stored):
-                        assert (
-                            answer["valid"]
-                            and (levels(answer["bids"]), levels(answer["asks"])) == market[ours]
-                        )
+                    for what, answer in (("live", live), ("stored", stored)):
+                        assert answer["valid"], (what, ours, answer["sequence"])
+                        assert (levels(answer["bids"]), levels(answer["asks"])) == market[ours], (what, ours)
                         assert answer["exchange"] == "okx" and answer["symbol"] == ours
                     assert live["sequence"] == stored["sequence"] == server.books[SYMBOLS[ours]].sequence
                 top = (await rest(http, "/v1/cex/books/okx/BTC-USDT", depth=3))["data"]
