@@ -2,26 +2,37 @@
 
 Alembic's command functions are synchronous and ``env.py`` runs its own event loop, so they run
 in a worker thread when called from async code.
+
+Every indexing command upgrades to head as it starts, and nearly always finds the schema there
+already. Alembic costs that command ~0.2 CPU-s for nothing (its import, loading every revision, a
+SQLAlchemy engine and event loop of its own), so ``upgrade`` first compares the database's
+``alembic_version`` with the head read from the revision files' own ``revision``/``down_revision``
+lines (one asyncpg query) and imports Alembic only when they differ.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy.ext.asyncio import create_async_engine
+import asyncpg
+
+from core.database import asyncpg_dsn
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 
 
 def alembic_config(sqlalchemy_url: str) -> Config:
+    # imported when used: Alembic is left out of a start-up that finds the schema at head
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", sqlalchemy_url.replace("%", "%%"))
@@ -29,10 +40,47 @@ def alembic_config(sqlalchemy_url: str) -> Config:
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     heads = ScriptDirectory.from_config(alembic_config("postgresql+asyncpg://")).get_heads()
     if len(heads) != 1:
         raise RuntimeError(f"migrations have {len(heads)} heads: {heads}")
     return heads[0]
+
+
+# ``revision: str = "0008"`` / ``down_revision: str | None = "0007"`` (or ``= None``), as Alembic's
+# template writes them; a file written otherwise makes ``file_head`` answer None (Alembic decides)
+_REVISION_LINE = re.compile(
+    r"^(revision|down_revision)\s*(?::[^=\n]*)?=\s*(?:\"([^\"\n]*)\"|'([^'\n]*)'|(None))\s*$", re.MULTILINE
+)
+
+
+def file_head(versions: Path = MIGRATIONS_DIR / "versions") -> str | None:
+    """The one head of the revision files, read from their text without importing them; None when a
+    file does not state both lines plainly or there is not exactly one head (Alembic then decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in versions.glob("*.py"):
+        found = {m[1]: m[2] or m[3] or None for m in _REVISION_LINE.finditer(path.read_text())}
+        if set(found) != {"revision", "down_revision"} or found["revision"] is None:
+            return None
+        revisions.add(found["revision"])
+        if found["down_revision"] is not None:
+            parents.add(found["down_revision"])
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+async def current_revision(sqlalchemy_url: str) -> str | None:
+    """The database's ``alembic_version`` (None: no table, no row, or more than one)."""
+    conn = await asyncpg.connect(asyncpg_dsn(sqlalchemy_url))
+    try:
+        if await conn.fetchval("SELECT to_regclass('alembic_version')") is None:
+            return None
+        rows = await conn.fetch("SELECT version_num FROM alembic_version")
+    finally:
+        await conn.close()
+    return str(rows[0][0]) if len(rows) == 1 else None
 
 
 # Alembic's command functions install their context in module globals (alembic.context, alembic.op): two
@@ -41,17 +89,23 @@ def head_revision() -> str:
 _ALEMBIC = threading.Lock()
 
 
-def _locked(func: Any, *args: Any) -> None:
+def _run_command(name: str, sqlalchemy_url: str, revision: str) -> None:
+    from alembic import command
+
     with _ALEMBIC:
-        func(*args)
+        getattr(command, name)(alembic_config(sqlalchemy_url), revision)
 
 
 async def upgrade(sqlalchemy_url: str, revision: str = "head") -> None:
-    await asyncio.to_thread(_locked, command.upgrade, alembic_config(sqlalchemy_url), revision)
+    if revision == "head":
+        head = file_head()
+        if head is not None and await current_revision(sqlalchemy_url) == head:
+            return  # at head already: what Alembic would conclude, without loading it
+    await asyncio.to_thread(_run_command, "upgrade", sqlalchemy_url, revision)
 
 
 async def downgrade(sqlalchemy_url: str, revision: str) -> None:
-    await asyncio.to_thread(_locked, command.downgrade, alembic_config(sqlalchemy_url), revision)
+    await asyncio.to_thread(_run_command, "downgrade", sqlalchemy_url, revision)
 
 
 @dataclass(frozen=True)
@@ -67,6 +121,9 @@ class SchemaStatus:
 
 
 async def status(sqlalchemy_url: str) -> SchemaStatus:
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     engine = create_async_engine(sqlalchemy_url)
     try:
         async with engine.connect() as conn:
