@@ -20,6 +20,7 @@ from api import ws
 from api.auth import AccessControl, AccessMiddleware
 from api.deps import ApiState
 from api.errors import install_error_handlers
+from api.fastpath import FastPath, FastPathStats
 from api.graph.schema import graphql_router
 from api.metrics import ApiMetrics
 from api.query import reset_connection
@@ -83,11 +84,22 @@ class _RouteTimer:
         return counter
 
 
+def _api_state(scope: dict[str, Any]) -> ApiState:
+    state: ApiState = scope["app"].state.api
+    return state
+
+
 def create_app(
-    settings: Settings, *, pool: asyncpg.Pool | None = None, hub: Any = None, books: Any = None
+    settings: Settings,
+    *,
+    pool: asyncpg.Pool | None = None,
+    hub: Any = None,
+    books: Any = None,
+    fast_path: bool = True,
 ) -> FastAPI:
     """``books``: an ``api.routes.cex.LiveBooks`` (the CLI passes ``cex.pipeline.FeedBooks`` of the feeds
-    it runs) so ``/v1/cex/books`` answers the live book; without it books are rebuilt from storage."""
+    it runs) so ``/v1/cex/books`` answers the live book; without it books are rebuilt from storage.
+    ``fast_path=False``: every request through FastAPI (``api/fastpath.py``; tests compare the two)."""
     metrics = ApiMetrics()
 
     @contextlib.asynccontextmanager
@@ -122,6 +134,11 @@ def create_app(
     app.include_router(graphql_router(), prefix="/graphql", include_in_schema=False)
     app.include_router(ws.router)
     dashboard.mount(app)  # the page at / and its files under /static (docs/dashboard.md)
+    # innermost: the chain routes' GETs parsed without FastAPI's per-request machinery (api/fastpath.py)
+    app.state.fast_path = FastPathStats()
+    if fast_path:
+        hot = (blocks.router, transactions.router, tokens.router, dex.router)
+        app.add_middleware(FastPath, routers=hot, prefix="/v1", state=_api_state, stats=app.state.fast_path)
     app.add_middleware(_RouteTimer, metrics=metrics)
     app.state.access = AccessControl.from_settings(settings)  # api/auth.py: API keys, rate limits, ws caps
     app.add_middleware(AccessMiddleware, access=app.state.access)

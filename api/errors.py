@@ -51,9 +51,13 @@ def validation_message(exc: RequestValidationError) -> str:
     return "invalid parameters: " + "; ".join(problems)
 
 
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status)
+
+
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return JSONResponse({"detail": exc.detail, **exc.extra}, status_code=exc.status)
+    return error_response(exc)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
