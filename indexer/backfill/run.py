@@ -18,7 +18,6 @@ can still be reorged and can run beside the follower.
 from __future__ import annotations
 
 import asyncio
-import gc
 import heapq
 import logging
 import time
@@ -36,7 +35,13 @@ from indexer.backfill.plan import BlockRange
 from indexer.backfill.progress import Progress
 from indexer.chain.extract import ExtractedBlock, InconsistentBlockError, extract_block
 from indexer.chain.rpc import RpcClient
-from indexer.pipeline.pipeline import Enricher, batch_of, fewer_collections, write_with_retry
+from indexer.pipeline.pipeline import (
+    RECORD_MAKERS,
+    Enricher,
+    batch_of,
+    fewer_collections,
+    write_with_retry,
+)
 from records import DexTrade, Log, TokenTransfer, Transaction
 from records.batch import Batch
 from sinks.base import Sink
@@ -140,7 +145,6 @@ class Backfill:
         self._down_since: float | None = None  # when the node started failing every try
         self._down_logged = 0.0
         self._measured_batches = 0
-        self._fetched_since_gc = 0
         rpc.max_batch_size = load.batch
 
     @property
@@ -212,7 +216,6 @@ class Backfill:
         try:
             t0 = time.perf_counter()
             extracted = await self._fetch_until_done(chunk)
-            self._collect_garbage(len(chunk))
             if self.enrich is not None:
                 batch = await self._enrich_in_order(chunk, extracted)
             else:
@@ -225,19 +228,6 @@ class Backfill:
         finally:
             if cost and self.budget is not None:
                 await self.budget.release(cost)
-
-    def _collect_garbage(self, blocks: int) -> None:
-        """httpx leaves each response (its body: the raw JSON) in a reference cycle, which only the
-        cyclic collector frees, and ``fewer_collections`` makes that rare: left alone, a run's
-        garbage grows by about its answers' size per block (measured: +170 MB over 200 mainnet-sized
-        blocks). Collect once a quarter of the budget has been fetched since the last time; the
-        frozen heap is skipped, so the cost stays proportional to the budget."""
-        if self.budget is None or not self.budget.measured:
-            return
-        self._fetched_since_gc += self.budget.cost(blocks)
-        if self._fetched_since_gc >= self.budget.limit // 4:
-            self._fetched_since_gc = 0
-            gc.collect()
 
     def _is_next(self, chunk: BlockRange) -> bool:
         return self.enrich is not None and bool(self._unenriched) and self._unenriched[0] == chunk.first
@@ -345,7 +335,7 @@ class Backfill:
             receipts = await self.rpc.get_receipts_for_blocks(blocks)
             self._measure(blocks, receipts)
             try:
-                part = [extract_block(b, r) for b, r in zip(blocks, receipts, strict=True)]
+                part = [extract_block(b, r, RECORD_MAKERS) for b, r in zip(blocks, receipts, strict=True)]
                 _check_chain(part, previous)
                 return part
             except InconsistentBlockError as exc:

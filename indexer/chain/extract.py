@@ -21,7 +21,7 @@ transactions, ``to`` of a contract creation) are null.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -63,8 +63,20 @@ if (
     or tuple(f.name for f in fields(Transaction)) != _TRANSACTION_FIELDS
 ):
     raise ImportError("records.Log or records.Transaction changed its fields: update extract.py")
-_new_log = Log
-_new_transaction = Transaction
+
+
+@dataclass(frozen=True, slots=True)
+class Makers:
+    """What the hot loop builds its records with, positionally: the record classes themselves, or
+    makers that give equal records more cheaply. The backfill passes ``indexer.pipeline.pipeline.
+    RECORD_MAKERS`` (``protocols/_speedups.c``: slots filled in one C call, records left out of the cycle
+    collector's tracking), which this layer cannot import (``protocols`` stands beside it)."""
+
+    log: Callable[..., Log] = Log
+    transaction: Callable[..., Transaction] = Transaction
+
+
+CLASSES = Makers()
 _NO_RECEIPT: Json = {}
 _MISSING_TOPICS = tuple((None,) * (4 - n) for n in range(5))  # topic0..3 absent after the n given
 
@@ -147,7 +159,12 @@ def map_authorizations(entries: Sequence[Json] | None) -> tuple[Authorization, .
 
 
 def map_transaction(
-    tx: Json, receipt: Json | None, block_number: int, block_hash: str, block_timestamp: int
+    tx: Json,
+    receipt: Json | None,
+    block_number: int,
+    block_hash: str,
+    block_timestamp: int,
+    make: Callable[..., Transaction] = Transaction,
 ) -> Transaction:
     """A full transaction object, joined with its receipt (``None``: receipt fields are null)."""
     # Positional and inlined (no helper per field): this runs once per transaction in the backfill.
@@ -170,7 +187,7 @@ def map_transaction(
     blob_gas_used = rget("blobGasUsed")
     blob_gas_price = rget("blobGasPrice")
     authorizations = get("authorizationList")
-    return _new_transaction(
+    return make(
         tx["hash"].lower(),
         block_number,
         block_hash,
@@ -217,6 +234,7 @@ def _receipt_logs(
     number_hex: str,
     out: list[Log],
     last_log_index: int,
+    new_log: Callable[..., Log] = Log,
 ) -> int:
     """Check one receipt against its block and transaction, append its logs; → last log index.
 
@@ -263,7 +281,7 @@ def _receipt_logs(
         if n > 4:
             raise InconsistentBlockError(f"block {block_number}: log {log_index} has {n} topics")
         append(
-            _new_log(
+            new_log(
                 block_number,
                 block_hash,
                 tx_hash,
@@ -296,7 +314,7 @@ def _finish(block: Block, transactions: tuple[Transaction, ...], logs: list[Log]
     )
 
 
-def extract_block(block_json: Json, receipts: Sequence[Json]) -> ExtractedBlock:
+def extract_block(block_json: Json, receipts: Sequence[Json], makers: Makers = CLASSES) -> ExtractedBlock:
     """Records of one block; raises ``InconsistentBlockError`` when block and receipts disagree."""
     block_number, block_hash = _check_header(block_json)
     txs = block_json["transactions"]
@@ -312,6 +330,7 @@ def extract_block(block_json: Json, receipts: Sequence[Json]) -> ExtractedBlock:
     logs: list[Log] = []
     last_log_index = -1
     number_hex = block_json["number"]
+    new_log, new_transaction = makers.log, makers.transaction
     for i, (tx, receipt) in enumerate(zip(txs, receipts, strict=True)):
         tx_hash = tx["hash"].lower()
         tx_block = tx.get("blockHash")
@@ -323,9 +342,11 @@ def extract_block(block_json: Json, receipts: Sequence[Json]) -> ExtractedBlock:
                 f"{tx['transactionIndex']} in block {tx_block}"
             )
         last_log_index = _receipt_logs(
-            receipt, i, tx_hash, block_number, block_hash, number_hex, logs, last_log_index
+            receipt, i, tx_hash, block_number, block_hash, number_hex, logs, last_log_index, new_log
         )
-        transactions.append(map_transaction(tx, receipt, block_number, block_hash, timestamp))
+        transactions.append(
+            map_transaction(tx, receipt, block_number, block_hash, timestamp, new_transaction)
+        )
     return _finish(block, tuple(transactions), logs)
 
 

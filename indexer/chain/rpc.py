@@ -117,6 +117,11 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _text(content: bytes) -> str:
+    """The start of a body, for an error message."""
+    return content[:200].decode("utf-8", "replace")
+
+
 def _not_null(what: str) -> Check:
     def check(_: int, result: Any) -> Any:
         if result is None:
@@ -221,8 +226,9 @@ class RpcClient:
         if is_batch:
             self.stats.batches += 1
         label = calls[0][0] if not is_batch else f"batch of {len(calls)} ({calls[0][0]}, …)"
+        request = self._http.build_request("POST", self.url, content=request_body(calls, first_id))
         try:
-            response = await self._http.post(self.url, content=request_body(calls, first_id))
+            response, content = await self._send(request)
         except httpx.TimeoutException as exc:
             self.stats.count_error("timeout")
             raise RpcRetryableError(f"{label}: timeout ({type(exc).__name__})", method=label) from exc
@@ -240,23 +246,37 @@ class RpcClient:
             raise BatchTooLarge(f"{label}: HTTP 413 request too large", method=label)
         if status in (408, 429) or status >= 500:
             raise RpcRetryableError(
-                f"{label}: HTTP {status} {mask_urls_in(response.text[:200])!r}",
+                f"{label}: HTTP {status} {mask_urls_in(_text(content))!r}",
                 method=label,
                 retry_after=_parse_retry_after(response.headers.get("retry-after")),
             )
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(content)
         except orjson.JSONDecodeError as exc:
             if status < 400:
                 self.stats.count_error("invalid_json")
             if status >= 400:
                 raise RpcFatalError(
-                    f"{label}: HTTP {status} {mask_urls_in(response.text[:200])!r}", method=label
+                    f"{label}: HTTP {status} {mask_urls_in(_text(content))!r}", method=label
                 ) from exc
             raise RpcRetryableError(
-                f"{label}: response is not JSON: {mask_urls_in(response.text[:200])!r}"
+                f"{label}: response is not JSON: {mask_urls_in(_text(content))!r}"
             ) from exc
         return results_of(body, calls, first_id, label)
+
+    async def _send(self, request: httpx.Request) -> tuple[httpx.Response, bytes]:
+        """The response and its (decoded) body, read as a stream and kept apart from the response.
+
+        httpx keeps a response in a reference cycle (response, stream, request), and a body read by
+        ``.content`` lives on the response: each answer (up to megabytes of JSON) would then wait for the
+        cyclic collector, which the indexer runs rarely (``fewer_collections``). Read this way the
+        body is freed as soon as it is parsed; what the cycle holds is a few small objects."""
+        response = await self._http.send(request, stream=True)
+        try:
+            content = b"".join([part async for part in response.aiter_bytes()])
+        finally:
+            await response.aclose()
+        return response, content
 
     # -- the retry loop ----------------------------------------------------------------------
 

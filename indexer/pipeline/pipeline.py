@@ -18,8 +18,9 @@ import asyncpg
 
 from core.errors import FatalError, RetryableError
 from core.retry import RetryPolicy
-from indexer.chain.extract import ExtractedBlock
+from indexer.chain.extract import ExtractedBlock, Makers
 from indexer.pipeline.events import ChainEvent, EventSource, Finalized, FollowerEvent, NewBlock, Reorg
+from protocols.trades import slot_maker
 from records import DexLiquidity, DexTrade, Log, TokenTransfer, Transaction
 from records import Reorg as ReorgRecord
 from records.batch import Batch
@@ -29,6 +30,11 @@ from sinks.postgres import BlockRef
 log = logging.getLogger("dexnode.pipeline")
 
 FOLLOW_STREAM = "follow"
+
+# Extraction's records made by protocols/_speedups.c's slot maker (the Python twin without it): equal
+# records, their slots filled in one call and, holding no container, left out of the cycle collector's
+# tracking. Extracting the 2,011-block devnet with 16 chunks held: 0.63 -> 0.43 CPU-s.
+RECORD_MAKERS = Makers(log=slot_maker(Log), transaction=slot_maker(Transaction))
 
 
 class Enricher(Protocol):
