@@ -22,7 +22,10 @@ backfill write throughput (ratio ≥ 0.80). Also printed, as a floor: the CPU ti
 record once (``encode_batch``: key, JSON value, headers), with nothing produced, against the
 Postgres-only write time: the target allows Kafka a quarter of that time for everything it adds.
 Postgres: ``DATABASE_URL``'s server if set, else an embedded pgserver in a temp dir. Two cores here:
-the broker, Postgres and this process share them.
+the broker, Postgres and this process share them. Each round prints the CPU seconds of the write:
+dexnode's process by thread (the event loop, the producer's thread, the waits serving delivery reports,
+librdkafka's own threads), the broker's process (the mock cluster) and Postgres's backends (embedded
+server only); ``--modes`` picks the modes, ``--live-blocks 0`` skips the live rounds.
 
     .venv/bin/python bench/kafka.py [--rounds 3] [--batch-blocks 100] [--live-blocks 200]
 """
@@ -37,14 +40,17 @@ import shutil
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import asyncpg
+from backfill import process_cpu  # bench/backfill.py: CPU seconds of a process (and its reaped children)
 
 from core.database import asyncpg_dsn, embedded_server, ensure_database
 from devnet import Devnet
@@ -58,7 +64,7 @@ from records import DexLiquidity, DexTrade, Log, Pool, Token, TokenTransfer, Tra
 from records.batch import Batch
 from sinks.base import Sink
 from sinks.kafka import KafkaHeadSink, KafkaOptions, KafkaPostgresSink, kafka_composite
-from sinks.kafka_dev import start_kafka_dev
+from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.kafka_keys import encode_batch
 from sinks.postgres import BlockRef, PostgresSink
 from sinks.schema import metadata
@@ -111,6 +117,52 @@ def records(batch: Batch) -> int:
     return batch.count()
 
 
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """This process's live threads: native id -> (role, CPU seconds so far). Roles: the event loop,
+    the producer's thread (big batches encoded and produced), the waits (``asyncio.to_thread``: the
+    flushes that serve delivery reports), librdkafka's own threads (``rdk:*``: batching, compression,
+    the broker connections)."""
+    python = {t.native_id: t.name for t in threading.enumerate()}
+    main = threading.main_thread().native_id
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # exited meanwhile
+        comm, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        fields = rest.split()
+        tid = int(task.name)
+        name = python.get(tid, "")
+        if tid == main:
+            role = "event loop"
+        elif name.startswith("dexnode-kafka-produce"):
+            role = "producer thread"
+        elif name.startswith("asyncio"):
+            role = "waits"
+        elif comm.startswith("rdk:"):
+            role = "librdkafka"
+        else:
+            role = "other"
+        out[tid] = (role, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def cpu_by_role(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    roles: dict[str, float] = {}
+    for tid, (role, seconds) in after.items():
+        roles[role] = roles.get(role, 0.0) + seconds - before.get(tid, (role, 0.0))[1]
+    return roles
+
+
+@dataclass
+class Written:
+    seconds: list[float]  # per batch (workers == 1) or the whole run
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds: this process by role, broker, postgres
+
+
 def one_block_batches(batches: list[Batch], count: int) -> list[Batch]:
     """The first ``count`` blocks as live batches: one block each with what belongs to it."""
     out: list[Batch] = []
@@ -152,20 +204,22 @@ async def empty(dsn: str) -> None:
 async def write_all(
     dsn: str,
     batches: list[Batch],
-    bootstrap: str | None,
+    broker: KafkaDev | None,
     *,
     journal: bool,
     workers: int = 1,
     history_on_head: bool = True,
-) -> list[float]:
+    postmaster: int | None = None,
+) -> Written:
     """Write ``batches`` into emptied tables (and fresh topics), ``workers`` at a time in order as the
-    backfill does; seconds per batch, the last one including the final flush."""
+    backfill does; seconds per batch, the last one including the final flush, and the CPU seconds
+    of the writes: this process's threads by role, the broker's process, Postgres's backends."""
     await empty(dsn)
     postgres = await PostgresSink.connect(dsn, max_size=workers + 2)
     writer: Sink = postgres
     finalizing: KafkaPostgresSink | None = None
-    if bootstrap is not None:
-        options = KafkaOptions(bootstrap, f"bench{uuid.uuid4().hex[:6]}.", CONFIRMATIONS)
+    if broker is not None:
+        options = KafkaOptions(broker.bootstrap, f"bench{uuid.uuid4().hex[:6]}.", CONFIRMATIONS)
         composite = kafka_composite(options, postgres, journal=journal, history_on_head=history_on_head)
         head = composite.sinks[0]
         assert isinstance(head, KafkaHeadSink)
@@ -186,63 +240,89 @@ async def write_all(
                 await finalizing.finalize(BlockRef(tip.number - CONFIRMATIONS, tip.hash, ""))
             times.append(time.perf_counter() - t0)
 
+    threads0, process0 = thread_cpu(), time.process_time()
+    broker0, pg0 = process_cpu(broker.pid if broker else None), process_cpu(postmaster, children=True)
     started = time.perf_counter()
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(workers):
                 group.create_task(worker())
+        cpu = cpu_by_role(threads0, thread_cpu())  # before close: the producer's threads end there
     finally:
         await writer.close()
+    wall = time.perf_counter() - started
+    cpu["dexnode"] = time.process_time() - process0
+    cpu["broker"] = process_cpu(broker.pid if broker else None) - broker0
+    if postmaster is not None:
+        await asyncio.sleep(0.3)  # the postmaster reaps the backends, adding their CPU to its children's
+        cpu["postgres"] = process_cpu(postmaster, children=True) - pg0
     if workers > 1:  # concurrent: the wall time is what counts
-        return [time.perf_counter() - started]
-    times[-1] += time.perf_counter() - started - sum(times)  # the final flush belongs to the run
-    return times
+        return Written([wall], cpu)
+    times[-1] += wall - sum(times)  # the final flush belongs to the run
+    return Written(times, cpu)
 
 
 @contextlib.contextmanager
-def postgres_server(tmp: Path) -> Iterator[str]:
+def postgres_server(tmp: Path) -> Iterator[tuple[str, int | None]]:
+    """(server URI, the postmaster's pid when embedded: its backends' CPU is counted)."""
     url = os.environ.get("DATABASE_URL")
     if url:
-        yield asyncpg_dsn(url)
+        yield asyncpg_dsn(url), None
         return
     with embedded_server(tmp / "pg") as uri:
-        yield uri
+        pid_file = tmp / "pg" / "postgres" / "postmaster.pid"
+        yield uri, int(pid_file.read_text().split()[0]) if pid_file.exists() else None
+
+
+ROLES = ("event loop", "producer thread", "waits", "librdkafka", "other")
+
+
+def cpu_text(cpu: dict[str, float]) -> str:
+    """dexnode's process (by thread role, librdkafka's threads included), the broker, Postgres."""
+    own = " + ".join(f"{role} {cpu[role]:.2f}" for role in ROLES if cpu.get(role, 0.0) >= 0.005)
+    text = f"dexnode {cpu['dexnode']:.2f} ({own}), broker {cpu['broker']:.2f}"
+    return text + (f", postgres {cpu['postgres']:.2f}" if "postgres" in cpu else "")
 
 
 async def rounds(
     args: argparse.Namespace,
     dsn: str,
+    postmaster: int | None,
     batches: list[Batch],
     live: list[Batch],
     total: int,
     best: dict[str, float],
     live_ms: dict[str, list[float]],
+    cpus: dict[str, list[dict[str, float]]],
 ) -> None:
     for round_ in range(args.rounds):
-        for name in MODES:
+        for name in args.modes:
             with start_kafka_dev() if name != POSTGRES else contextlib.nullcontext() as broker:
-                bootstrap = broker.bootstrap if broker is not None else None
-                seconds = sum(
-                    await write_all(
-                        dsn, batches, bootstrap, journal=False, workers=args.workers,
-                        history_on_head=name != CONFIRMED_ONLY,
-                    )
+                written = await write_all(
+                    dsn, batches, broker, journal=False, workers=args.workers,
+                    history_on_head=name != CONFIRMED_ONLY, postmaster=postmaster,
                 )  # fmt: skip
                 per_block = (
-                    [] if name == CONFIRMED_ONLY else await write_all(dsn, live, bootstrap, journal=True)
+                    []
+                    if name == CONFIRMED_ONLY or not args.live_blocks
+                    else (await write_all(dsn, live, broker, journal=True)).seconds
                 )
+            seconds = sum(written.seconds)
             rate = total / seconds
             best[name] = max(best.get(name, 0.0), rate)
+            cpus.setdefault(name, []).append(written.cpu)
             note = ""
             if per_block:
                 live_ms.setdefault(name, []).extend(1000 * s for s in per_block[5:])  # past the warm-up
                 note = f"   live p50 {statistics.median(per_block[5:]) * 1000:.2f} ms/block"
             print(
-                f"  round {round_ + 1} {name:>34}: {rate:9,.0f} records/s ({seconds:.2f}s){note}", flush=True
+                f"  round {round_ + 1} {name:>34}: {rate:9,.0f} records/s ({seconds:.2f}s){note}\n"
+                f"      CPU s: {cpu_text(written.cpu)}; load average {os.getloadavg()[0]:.1f}",
+                flush=True,
             )
 
 
-async def measure(args: argparse.Namespace, server: str, devnet: Devnet) -> None:
+async def measure(args: argparse.Namespace, server: str, postmaster: int | None, devnet: Devnet) -> None:
     dsn = await ensure_database(server, f"dexnode_bench_kafka_{os.getpid()}")
     await runner.upgrade("postgresql+asyncpg://" + dsn.split("://", 1)[1])
     t0 = time.perf_counter()
@@ -255,17 +335,20 @@ async def measure(args: argparse.Namespace, server: str, devnet: Devnet) -> None
           flush=True)  # fmt: skip
     best: dict[str, float] = {}
     live_ms: dict[str, list[float]] = {}
+    cpus: dict[str, list[dict[str, float]]] = {}
     with fewer_collections():  # as the backfill runs (its garbage collector settings), both modes alike
-        await rounds(args, dsn, batches, live, total, best, live_ms)
+        await rounds(args, dsn, postmaster, batches, live, total, best, live_ms, cpus)
         encoding = encode_seconds(batches)
     print()
-    for name in MODES:
-        ratio = best[name] / best[POSTGRES]
+    for name in args.modes:
+        ratio = best[name] / best.get(POSTGRES, best[name])
         verdict = "" if name == POSTGRES else f"  ratio {ratio:.2f} (Kafka costs {1 - ratio:.0%})"
         if name == BOTH:
             verdict += f" vs target >= {TARGET_RATIO:.2f}: {'meets' if ratio >= TARGET_RATIO else 'MISSES'}"
         print(f"{name:>34}: {best[name]:9,.0f} records/s{verdict}")
-    pg_seconds = total / best[POSTGRES]
+        median = {k: statistics.median(c.get(k, 0.0) for c in cpus[name]) for k in cpus[name][0]}
+        print(f"{'':>34}  CPU s (median of rounds): {cpu_text(median)}")
+    pg_seconds = total / best.get(POSTGRES, min(best.values()))
     print(
         f"encoding alone (every record once, CPU, best of 3): {encoding:.2f}s ="
         f" {encoding / pg_seconds:.0%} of the Postgres-only write's {pg_seconds:.2f}s;"
@@ -289,7 +372,13 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=4, help="batches written at once, as the backfill does"
     )
-    parser.add_argument("--live-blocks", type=int, default=200)
+    parser.add_argument("--live-blocks", type=int, default=200, help="0: no live rounds")
+    parser.add_argument(
+        "--modes",
+        type=lambda text: [MODES[int(i)] for i in text.split(",")],
+        default=list(MODES),
+        help="which modes, by index: 0 Postgres, 1 Kafka on both flavours, 2 confirmed only (default 0,1,2)",
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dexnode-bench-kafka-"))
     cache = DevnetCache(REPO / ".dexnode-test-cache", tmp, args.seed, args.blocks, args.rate, True)
@@ -297,8 +386,8 @@ def main() -> None:
           flush=True)  # fmt: skip
     devnet = cache.load(headroom=0)
     try:
-        with postgres_server(tmp) as server:
-            asyncio.run(measure(args, server, devnet))
+        with postgres_server(tmp) as (server, postmaster):
+            asyncio.run(measure(args, server, postmaster, devnet))
     finally:
         devnet.stop()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,11 @@ from typing import Annotated, Any, ClassVar, TypeVar, get_args, get_origin, get_
 
 import orjson
 
+try:
+    from records._codec import Encoder as _NativeEncoder
+except ImportError:  # pragma: no cover - make install builds it; to_json then goes through a dict
+    _NativeEncoder = None
+
 
 class _U256Marker:
     """Marks an int field that can exceed 2^53 (amounts, wei)."""
@@ -216,15 +221,21 @@ def _fields_from_dict(cls: type[R], doc: Any) -> R:
 _FAST: dict[type, Callable[[Any], dict[str, Any]]] = {}
 
 
-def _inline(name: str, hint: Any, env: dict[str, Any]) -> str:
-    """A Python expression encoding field ``name`` of ``r``: plain values inline, the rest by call."""
+def _shape(hint: Any) -> tuple[Any, bool, bool]:
+    """(the type under ``| None``, optional or not, a ``U256`` or not)."""
     base, optional = hint, False
     if get_origin(hint) in (typing.Union, types.UnionType):
         args = [a for a in get_args(hint) if a is not type(None)]
         base, optional = (args[0], True) if len(args) == 1 else (hint, False)
+    is_big = get_origin(base) is Annotated and any(isinstance(e, _U256Marker) for e in get_args(base)[1:])
+    return base, optional, is_big
+
+
+def _inline(name: str, hint: Any, env: dict[str, Any]) -> str:
+    """A Python expression encoding field ``name`` of ``r``: plain values inline, the rest by call."""
+    base, optional, is_big = _shape(hint)
     if base in (int, str, bool):
         return f"r.{name}"
-    is_big = get_origin(base) is Annotated and any(isinstance(e, _U256Marker) for e in get_args(base)[1:])
     if is_big or base is Decimal:
 
         def conv(x: str) -> str:
@@ -264,7 +275,49 @@ def to_dict_reference(record: Record) -> dict[str, Any]:
 
 
 def to_json(record: Record) -> bytes:
+    encode = _JSON.get(type(record))
+    if encode is None:
+        encode = _JSON[type(record)] = _json_encoder(type(record))
+    return encode(record)
+
+
+def to_json_python(record: Record) -> bytes:
+    """``to_json`` without the C encoder: the dict, then orjson (what the C encoder must equal)."""
     return orjson.dumps(to_dict(record))
+
+
+_JSON: dict[type, Callable[[Any], bytes]] = {}
+_PLAIN, _BIG, _DECIMAL, _SEQUENCE, _OTHER = range(5)  # records/_codec.c's field kinds
+
+
+def _kind(hint: Any) -> tuple[int, bool]:
+    """(``records/_codec.c``'s kind of a field, optional or not)."""
+    base, optional, is_big = _shape(hint)
+    if base in (int, str, bool):
+        return _PLAIN, optional
+    if is_big or base is Decimal:
+        return (_BIG if is_big else _DECIMAL), optional
+    if get_origin(base) is tuple and get_args(base)[1:] == (Ellipsis,):
+        return _SEQUENCE, optional
+    return _OTHER, optional
+
+
+def _json_encoder(cls: type) -> Callable[[Any], bytes]:
+    """The C encoder of ``cls`` (``records/_codec.c``: each field written from its slot into one buffer,
+    with orjson writing whatever it does not write itself), or dict + orjson where it is not built."""
+    if _NativeEncoder is None:
+        return to_json_python
+    hints = get_type_hints(cls, include_extras=True)
+    fields = []
+    for i, f in enumerate(dataclasses.fields(cls)):
+        kind, optional = _kind(hints[f.name])
+        key = (b"," if i else b"") + orjson.dumps(f.name) + b":"
+        fields.append((f.name, key, kind, optional, None if kind == _PLAIN else _compile(hints[f.name])[0]))
+    envelope = {"type": cls.TYPE, "version": cls.VERSION, "data": {}}  # type: ignore[attr-defined]
+    encoder: Callable[[Any], bytes] = _NativeEncoder(
+        cls, orjson.dumps(envelope)[:-2], tuple(fields), orjson.dumps, Decimal
+    )
+    return encoder
 
 
 def from_dict(doc: Any) -> Record:

@@ -1,0 +1,212 @@
+"""The Kafka message value, ``records.to_json``: the C encoder (``records/_codec.c``) writes exactly the bytes
+of the record's dict through orjson (``to_json_python``), whatever the field values, odd ones included.
+``tests/unit/test_records.py`` checks every record kind on generated records against the generic codec."""
+
+from __future__ import annotations
+
+import dataclasses
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from records import Block, DexLiquidity, DexTrade, Log, Pool, TokenTransfer, Transaction, to_json
+from records.chain import TokenAmount, Withdrawal
+from records.codec import _NativeEncoder, to_dict_reference, to_json_python
+
+pytestmark = pytest.mark.unit
+
+LOG = Log(
+    1, "0x" + "ab" * 32, "0x" + "cd" * 32, 0, 3, "0x" + "ef" * 20, "0x", "0x" + "12" * 32, None, None, None
+)
+TRADE = DexTrade(
+    **{
+        "block_number": 7,
+        "block_time": 1_700_000_000,
+        "block_hash": "0x" + "01" * 32,
+        "transaction_hash": "0x" + "02" * 32,
+        "transaction_index": 1,
+        "log_index": 2,
+        "protocol": "uniswap",
+        "version": "2",
+        "exchange": "uniswap-v2",
+        "pool_address": "0x" + "03" * 20,
+        "taker": "0x" + "04" * 20,
+        "maker": None,
+        "token_bought_address": "0x" + "05" * 20,
+        "token_sold_address": "0x" + "06" * 20,
+        "token_bought_symbol": "WETH",
+        "token_sold_symbol": None,
+        "amount_bought_raw": 2**200,
+        "amount_sold_raw": 5,
+        "amount_bought": Decimal("1.50"),
+        "amount_sold": None,
+        "price": Decimal("-0.000001"),
+        "tx_from": "0x" + "07" * 20,
+        "tx_to": None,
+    }
+)
+
+
+BLOCK = Block(1, "0x" + "aa" * 32, "0x" + "bb" * 32, None, None, "0x" + "00" * 256, None, None, None, None,
+              None, None, None, None, 30_000_000, 21_000, 7, 1_700_000_000, 1)  # fmt: skip
+TRANSACTION = Transaction("0x" + "cc" * 32, 1, "0x" + "aa" * 32, 1_700_000_000, 0, 0, "0x" + "dd" * 20,
+                          None, 10**20, 21_000, None, "0x", 2 * 10**10, 10**9, None, None, 2, 1, None, 21_000,
+                          21_000, 10**9, None)  # fmt: skip
+
+
+def same(record: Any) -> None:
+    """The C encoder's bytes are the dict + orjson bytes, or both raise the same kind of error."""
+    try:
+        expected: bytes | type[Exception] = to_json_python(record)
+    except Exception as exc:
+        expected = type(exc)
+    if isinstance(expected, bytes):
+        assert to_json(record) == expected
+        assert orjson.dumps(to_dict_reference(record)) == expected
+    else:
+        with pytest.raises(expected):
+            to_json(record)
+
+
+def test_the_c_encoder_is_built_and_used() -> None:
+    assert _NativeEncoder is not None, "records/_codec.c is not built (make install)"
+    to_json(LOG)
+    from records.codec import _JSON
+
+    assert type(_JSON[Log]) is _NativeEncoder
+
+
+ODD_TEXT = [
+    "",
+    'a"b',
+    "back\\slash",
+    "tab\tnew\nline\r\x00\x1f\x7f",
+    "caf\u00e9",
+    "\U0001f600",
+    "0x" + "f" * 300,  # past the 8-byte steps
+    "1234567\\",  # the escape in the tail after the 8-byte steps
+    '12345678"',
+]
+
+
+@pytest.mark.parametrize("text", ODD_TEXT)
+def test_strings_escaped_as_orjson_does(text: str) -> None:
+    same(dataclasses.replace(LOG, address=text, topic1=text))
+    same(dataclasses.replace(TRADE, token_sold_symbol=text))
+
+
+class Text(str):
+    pass
+
+
+class Number(int):
+    pass
+
+
+class Amount(Decimal):
+    pass
+
+
+ODD_INTS = [0, -1, 2**63 - 1, -(2**63), 2**63, 2**64 - 1, 2**64, -(2**63) - 1, True, False, Number(5)]
+
+
+@pytest.mark.parametrize("value", ODD_INTS, ids=repr)
+def test_ints_as_orjson_writes_them_or_refuses_them(value: int) -> None:
+    same(dataclasses.replace(LOG, log_index=value))  # a plain int: a JSON number (orjson: 64 bits at most)
+    same(dataclasses.replace(TRADE, amount_sold_raw=value))  # U256: its decimal text, any size
+
+
+ODD_DECIMALS = [
+    "0",
+    "-0",
+    "1.50",
+    "1E+2",
+    "1.0E-7",
+    "0.0000001",
+    "-12345678901234567890.123456789012345678",
+    "NaN",
+    "-Infinity",
+    "1E-30",
+]
+
+
+@pytest.mark.parametrize("text", ODD_DECIMALS)
+def test_decimals_as_format_f(text: str) -> None:
+    same(dataclasses.replace(TRADE, amount_bought=Decimal(text), price=Amount(text)))
+
+
+@given(st.decimals(allow_nan=True, allow_infinity=True, places=None))
+@settings(max_examples=300, deadline=None)
+def test_any_decimal_as_format_f(value: Decimal) -> None:
+    same(dataclasses.replace(TRADE, amount_bought=value))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"amount_bought_raw": None},  # not optional: the Python encoder writes "None"
+        {"amount_sold_raw": "12"},  # a str where an int belongs
+        {"token_bought_symbol": 1.5},  # a float: orjson writes it
+        {"taker": Text("0xab")},  # a str subclass
+        {"amount_bought": 3},  # an int where a Decimal belongs
+        {"block_number": [1, 2]},  # a list: orjson writes it
+        {"maker": object()},  # orjson refuses it
+    ],
+    ids=str,
+)
+def test_wrong_types_as_the_python_encoder(changes: dict[str, Any]) -> None:
+    same(dataclasses.replace(TRADE, **changes))
+
+
+def test_tuples_and_nested_records() -> None:
+    liquidity = DexLiquidity(
+        **{
+            **{f.name: getattr(TRADE, f.name) for f in dataclasses.fields(DexTrade) if f.name in _LIQUIDITY},
+            "event": "mint",
+            "event_type": "add",
+            "token0": "0x" + "05" * 20,
+            "token1": "0x" + "06" * 20,
+            "amount0_raw": 1,
+            "amount1_raw": 2,
+            "amount0": Decimal("0.1"),
+            "amount1": None,
+            "owner": None,
+            "sender": None,
+            "liquidity": 2**100,
+            "tick_lower": -887220,
+            "tick_upper": None,
+        }
+    )
+    same(liquidity)
+    same(dataclasses.replace(liquidity, amounts=(TokenAmount("0x" + "05" * 20, 2**255, Decimal("2.5")),)))
+    same(dataclasses.replace(liquidity, amounts=[]))  # a list, not the tuple the hint says
+    same(dataclasses.replace(TRANSACTION, blob_versioned_hashes=("0x01", "0x02")))
+    same(dataclasses.replace(TRANSACTION, blob_versioned_hashes=()))
+    same(dataclasses.replace(BLOCK, withdrawals=(Withdrawal(0, 1, "0x" + "aa" * 20, 2**70),)))
+    same(dataclasses.replace(BLOCK, withdrawals=()))
+
+
+_LIQUIDITY = {f.name for f in dataclasses.fields(DexLiquidity)}
+
+
+def test_unset_slot_and_wrong_class() -> None:
+    broken = object.__new__(Pool)
+    with pytest.raises(AttributeError):
+        to_json(broken)
+    if _NativeEncoder is not None:
+        from records.codec import _JSON
+
+        to_json(TRADE)
+        with pytest.raises(TypeError):
+            _JSON[DexTrade](LOG)
+
+
+def test_plain_records() -> None:
+    transfer = TokenTransfer("0x" + "01" * 20, "0x" + "02" * 20, "0x" + "03" * 20, 2**256 - 1, None, "erc20",
+                             None, 1, "0x" + "aa" * 32, "0x" + "cc" * 32, 0, 4)  # fmt: skip
+    for record in (BLOCK, TRANSACTION, LOG, TRADE, transfer):
+        same(record)
