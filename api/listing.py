@@ -11,7 +11,7 @@ from fastapi import Response
 
 from api.errors import not_found
 from api.params import ListArgs
-from api.query import Query, next_cursor, page, reading, record_json
+from api.query import Query, next_cursor, page, reading, record_json, records_json
 from records.kinds import Kind
 from sinks.postgres_read import record_columns
 
@@ -30,10 +30,8 @@ async def list_records(
 ) -> JsonBytes:
     cursor, fp = args.start(query, resource, filters)
     result = await page(pool, query, limit=args.limit, cursor=cursor)
-    cls = query.kind.record
-    return JsonBytes(
-        {"data": [record_json(cls, r) for r in result.rows], "next_cursor": next_cursor(query, result, fp)}
-    )
+    data = records_json(query.kind.record, result.rows)
+    return JsonBytes({"data": data, "next_cursor": next_cursor(query, result, fp)})
 
 
 async def fetch_one(pool: asyncpg.Pool, kind: Kind[Any], column: str, value: Any) -> Json | None:

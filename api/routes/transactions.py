@@ -19,7 +19,7 @@ from api.params import (
     list_args,
     lower,
 )
-from api.query import Query, reading, record_json
+from api.query import Query, reading, records_json
 from records import kinds
 from sinks.postgres_read import record_columns
 
@@ -45,7 +45,7 @@ async def transaction(
         raise not_found(f"no transaction {tx_hash} in the indexed data")
     async with reading(pool) as conn:
         rows = await conn.fetch(_LOGS_OF_TX, tx_hash, data["block_hash"])
-    return JsonBytes({"data": data, "logs": [record_json(kinds.LOGS.record, r) for r in rows]})
+    return JsonBytes({"data": data, "logs": records_json(kinds.LOGS.record, rows)})
 
 
 @router.get("/transactions", response_class=JsonBytes)

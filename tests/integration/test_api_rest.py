@@ -21,6 +21,7 @@ from schemathesis.core.result import Ok
 from schemathesis.schemas import BaseSchema
 
 from api.app import create_app
+from api.query import records_json
 from core.settings import build_settings
 from devnet import Devnet
 from records import kinds, to_dict
@@ -72,15 +73,16 @@ async def test_blocks_transactions_logs_and_transfers_are_the_chain(
 
 
 async def test_rows_to_json_equal_the_records_own_encoding(indexed: Indexed) -> None:
-    """The API's fast path (``row_json``) against the reference: every stored row of every kind
-    decoded into its record and encoded by ``records.to_dict``."""
+    """The API's fast paths (``row_json``, and ``records_json`` on a page) against the reference:
+    every stored row of every kind decoded into its record and encoded by ``records.to_dict``."""
     conn = await asyncpg.connect(indexed.dsn)
     try:
         for kind in kinds.BATCH_KINDS:
             rows = await conn.fetch(f'SELECT {record_columns(kind)} FROM "{kind.table}"')
             assert rows, kind.name
-            for row in rows:
-                assert row_json(kind.record, row) == to_dict(record_of(kind.record, row))["data"], kind.name
+            want = [to_dict(record_of(kind.record, row))["data"] for row in rows]
+            assert [row_json(kind.record, row) for row in rows] == want, kind.name
+            assert records_json(kind.record, rows) == want, kind.name
     finally:
         await conn.close()
 
