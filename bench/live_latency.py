@@ -63,6 +63,7 @@ class Costs:
         self.own_cpu_s = 0.0
         self.postgres_cpu_s = 0.0
         self.blocks = 0
+        self.receipts_with_block: int | None = None  # blocks stored from receipts asked with them
         self._start: tuple[float, float, int] | None = None
         self.load: list[tuple[float, float, float]] = [os.getloadavg()]
 
@@ -149,6 +150,7 @@ async def run(
             while len(timing.total_ms) < target - head and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
             costs.stop(len(timing.total_ms))
+            costs.receipts_with_block = getattr(follower, "receipts_guessed", None)  # None: older code
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -186,6 +188,8 @@ def report(timing: Timing, costs: Costs) -> None:
             f"CPU per block: dexnode {costs.own_cpu_s / costs.blocks * 1000:.2f} ms (fetching included),"
             f" its Postgres connections {costs.postgres_cpu_s / costs.blocks * 1000:.2f} ms"
         )
+    if costs.receipts_with_block is not None:
+        print(f"blocks stored from receipts asked in the block's own request: {costs.receipts_with_block}")
     by_generation = {g: [ms for gen, ms in costs.pauses if gen == g] for g in (0, 1, 2)}
     print(
         "garbage collections while following: "

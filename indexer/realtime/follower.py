@@ -9,6 +9,13 @@ a ``Finalize`` passes through (``Finalized``, which publishes ``confirmed.*``). 
 heads are hints, canonical by number before orphaning, walking back below the stored window, holes,
 the maximum reorg depth — is the core's, unit-tested without a node.
 
+A block at a new height is asked with its receipts in one JSON-RPC batch (``eth_getBlockByNumber``
+and ``eth_getBlockReceipts`` by number): one round trip to the node instead of two. The receipts are
+only a guess until ``extract_block`` has checked that every receipt and log names this block's hash,
+number and transactions; receipts of another branch (a reorg between the two entries), a null or a
+short answer, or a node that refuses the method fall back to the receipts asked by the block's hash
+as before, so the guess never decides what is stored.
+
 A node that fails (unreachable, rate-limiting past the RPC client's own retries, answering
 inconsistently) is waited out with the one ``RetryPolicy``, unbounded: the same head is synced again
 from the same window, which the core moves only once an event was delivered.
@@ -24,8 +31,8 @@ from typing import Any, Protocol
 
 from core.errors import RetryableError
 from core.retry import RetryPolicy
-from indexer.chain.extract import extract_block
-from indexer.chain.rpc import RpcClient
+from indexer.chain.extract import InconsistentBlockError, extract_block
+from indexer.chain.rpc import RpcClient, RpcFatalError
 from indexer.pipeline.events import Finalized, FollowerEvent, NewBlock, Reorg
 from indexer.realtime import core
 from indexer.realtime.core import ChainWindow, NodeChainMoved, ReorgTooDeep
@@ -74,6 +81,9 @@ class Follower:
             start, from_block=from_block, max_reorg_depth=max_reorg_depth, confirmations=confirmations
         )
         self.retry = retry or RetryPolicy(attempts=0, base_delay=1.0, max_delay=max_backoff)
+        # receipts by number in the block's own request; off once the node refuses that (for good)
+        self.receipts_with_block = True
+        self.receipts_guessed = 0  # blocks stored from the receipts asked with them (for benchmarks)
 
     @property
     def chain(self) -> dict[int, BlockRef]:
@@ -111,6 +121,7 @@ class Follower:
         steps = self.window.sync(core.Hint(head.number, head.hash), bounded=bounded)
         answer: Any = None
         fetch_ms = 0.0  # the node's time for the request that led to the next block
+        receipts: dict[str, list[dict[str, Any]]] = {}  # by block hash: asked with the block, unchecked
         while True:
             try:
                 step = steps.send(answer)
@@ -119,17 +130,25 @@ class Follower:
             answer = None
             t0 = time.perf_counter()
             if isinstance(step, core.ByNumber):
-                answer = self._fetched(await self.rpc.get_block_by_number(step.number, full_txs=step.full))
+                tip = self.window.tip
+                if step.full and self.receipts_with_block and (tip is None or step.number > tip.number):
+                    block, guess = await self._block_and_receipts(step.number)
+                    if guess is not None:
+                        receipts[block["hash"]] = guess
+                else:
+                    block = await self.rpc.get_block_by_number(step.number, full_txs=step.full)
+                answer = self._fetched(block)
                 fetch_ms = (time.perf_counter() - t0) * 1000
             elif isinstance(step, core.ByHash):
                 answer = self._fetched(await self.rpc.get_block_by_hash(step.hash))
             elif isinstance(step, core.NodeHead):
                 answer = await self.rpc.block_number()
             elif isinstance(step, core.Block):
-                (new,) = await self._extracted([step.payload], head.seen_at, fetch_ms)
+                (new,) = await self._extracted([step.payload], head.seen_at, fetch_ms, receipts)
                 yield new
             elif isinstance(step, core.Reorg):
-                extracted = await self._extracted([b.payload for b in step.new], head.seen_at, 0.0)
+                payloads = [b.payload for b in step.new]
+                extracted = await self._extracted(payloads, head.seen_at, 0.0, receipts)
                 yield Reorg(step.ancestor, step.orphaned, tuple(extracted))
             else:
                 yield Finalized(step.ref)
@@ -138,11 +157,60 @@ class Follower:
     def _fetched(block: dict[str, Any]) -> core.Fetched:
         return core.Fetched(_ref(block), block)
 
+    async def _block_and_receipts(self, number: int) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
+        """Block ``number`` with its transactions and, from the same request, the receipts the node
+        has at that number (None: not usable, asked by hash later). A null block (a backend not there
+        yet) or a failed request is asked again the usual way, with the client's retries for a block."""
+        try:
+            block, receipts = await self.rpc.batch(
+                [("eth_getBlockByNumber", [hex(number), True]), ("eth_getBlockReceipts", [hex(number)])]
+            )
+        except RpcFatalError as exc:  # the method or a number refused: receipts by hash from now on
+            self.receipts_with_block = False
+            log.info("receipts not asked with their block from now on (%s)", exc)
+            block, receipts = None, None
+        except RetryableError as exc:
+            log.warning("block %d with its receipts: %s; asking the block alone", number, exc)
+            block, receipts = None, None
+        if block is None:
+            return await self.rpc.get_block_by_number(number, full_txs=True), None
+        return block, receipts if isinstance(receipts, list) else None
+
     async def _extracted(
+        self,
+        blocks: list[dict[str, Any]],
+        seen_at: float,
+        header_ms: float,
+        guessed: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> list[NewBlock]:
+        """Receipts for the blocks, and their records. Receipts asked with a block (``guessed``, by
+        block hash) are used when ``extract_block`` finds them to be that block's; the others are asked
+        by hash. Receipts from another branch than a block (a backend that moved between the two
+        calls) are refetched with the block by its hash."""
+        out: list[NewBlock | None] = [None] * len(blocks)
+        for i, block in enumerate(blocks):
+            receipts = (guessed or {}).get(block["hash"])
+            if receipts is None:
+                continue
+            t1 = time.perf_counter()
+            try:
+                extracted = extract_block(block, receipts)
+            except InconsistentBlockError as exc:  # another branch's, or a lagging backend's: by hash
+                log.info("block %s: receipts asked with it are not its own (%s)", block.get("number"), exc)
+                continue
+            self.receipts_guessed += 1
+            out[i] = NewBlock(extracted, header_ms, seen_at, (time.perf_counter() - t1) * 1000)
+        rest = [i for i, new in enumerate(out) if new is None]
+        if rest:
+            fetched = await self._fetch_all([blocks[i] for i in rest], seen_at, header_ms)
+            for i, new in zip(rest, fetched, strict=True):
+                out[i] = new
+        return [new for new in out if new is not None]
+
+    async def _fetch_all(
         self, blocks: list[dict[str, Any]], seen_at: float, header_ms: float
     ) -> list[NewBlock]:
-        """Receipts for the blocks, and their records. Receipts from another branch than a block (a
-        backend that moved between the two calls) are refetched with the block by its hash."""
+        """Receipts asked by hash for the blocks, and their records (see ``_extracted``)."""
         tries = 0
         while True:
             try:

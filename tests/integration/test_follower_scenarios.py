@@ -208,7 +208,8 @@ async def test_a_block_that_leaves_the_chain_before_its_receipts_is_not_waited_f
     sink: PostgresSink, clean_db: DatabaseInfo
 ) -> None:
     """The reorg lands between the fetch of block 11 and its receipts (anvil: the orphan's receipts and
-    the orphan by hash are null from then on). The follower asks for the receipts a few times, sees the
+    the orphan by hash are null from then on; the receipts asked by number with the block are the new
+    block 11's, which extraction refuses). The follower asks for the receipts a few times, sees the
     block is no longer the node's block 11 and syncs again, instead of waiting out the client's whole
     retry policy twice (receipts, then the block by hash): the demo stalled ~13 s at every reorg."""
     patient = RetryPolicy(attempts=6, base_delay=0.02, max_delay=0.1)  # the default's tries, sped up
@@ -217,13 +218,16 @@ async def test_a_block_that_leaves_the_chain_before_its_receipts_is_not_waited_f
         orphaned: list[str] = []
 
         def reorg_before_receipts(method: str, params: list[Any]) -> None:
+            # asked by number in the block's own request, or by hash after it
+            block = node.chain.block(11)
             if (
                 method == "eth_getBlockReceipts"
                 and not orphaned
-                and params[0] == node.chain.block(11)["hash"]
-            ):  # type: ignore[index]
-                orphaned.append(params[0])
-                node.refused_hashes.add(params[0])
+                and block is not None
+                and params[0] in (block["hash"], "0xb")
+            ):
+                orphaned.append(block["hash"])
+                node.refused_hashes.add(block["hash"])
                 node.chain.reorg(1)
 
         node.before_answer = reorg_before_receipts
@@ -237,6 +241,44 @@ async def test_a_block_that_leaves_the_chain_before_its_receipts_is_not_waited_f
         by_hash = [p for m, p in node.calls if m == "eth_getBlockByHash" and p[0] == orphaned[0]]
         assert len(asked) <= 3, f"the orphan's receipts were asked {len(asked)} times"
         assert by_hash == [], f"the orphan was fetched by hash {len(by_hash)} times"
+
+
+async def test_receipts_come_with_their_block_in_one_request(
+    sink: PostgresSink, clean_db: DatabaseInfo
+) -> None:
+    """A new block is asked with its receipts (by number) in one JSON-RPC batch: nothing is asked by
+    hash, and what is stored is still exactly the chain."""
+    async with scripted(10) as node, following(node, sink) as run:
+        await wait_for_head(run, node, clean_db.dsn)
+        node.calls.clear()
+        for _ in range(3):
+            await node.mine(1)
+            await wait_for_head(run, node, clean_db.dsn)
+        await assert_db_is_chain(clean_db.dsn, node.chain, range(10, 14))
+        receipts = [p[0] for m, p in node.calls if m == "eth_getBlockReceipts"]
+        assert receipts == ["0xb", "0xc", "0xd"], receipts
+        assert run.follower.receipts_guessed >= 3
+
+
+async def test_a_node_that_refuses_receipts_by_number(sink: PostgresSink, clean_db: DatabaseInfo) -> None:
+    """Receipts by number refused (JSON-RPC -32601, as for a method the node lacks): the follower stops
+    asking them with the block and asks them by hash; every block is stored exactly."""
+    async with scripted(10) as node:
+
+        def refuse_by_number(method: str, params: list[Any]) -> None:
+            if method == "eth_getBlockReceipts" and len(str(params[0])) != 66:
+                raise KeyError(method)  # the scripted node's "method not found"
+
+        node.before_answer = refuse_by_number
+        async with following(node, sink) as run:
+            await wait_for_head(run, node, clean_db.dsn)
+            await node.mine(2)
+            await wait_for_head(run, node, clean_db.dsn)
+            await assert_db_is_chain(clean_db.dsn, node.chain, range(10, 13))
+            assert not run.follower.receipts_with_block
+            assert run.follower.receipts_guessed == 0
+            by_hash = [p[0] for m, p in node.calls if m == "eth_getBlockReceipts" and len(p[0]) == 66]
+            assert by_hash[-2:] == [node.chain.block(11)["hash"], node.chain.block(12)["hash"]]  # type: ignore[index]
 
 
 # -- item 4: a late side-branch head --------------------------------------------------------------
