@@ -161,9 +161,10 @@ static int delete_at(PyObject **lists, Py_ssize_t i) {
  * Decimal one at ~270 instructions); prices whose keys are equal are told apart by Decimal < and ==, so the
  * search is exact. */
 static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 5 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
+    if ((nargs != 5 && nargs != 6) || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1]) ||
         !PyList_CheckExact(args[2]) || !PyList_CheckExact(args[3])) {
-        PyErr_SetString(PyExc_TypeError, "apply_side(keys: list, prices: list, sizes: list, texts: list, levels)");
+        PyErr_SetString(PyExc_TypeError,
+                        "apply_side(keys: list, prices: list, sizes: list, texts: list, levels[, level_keys])");
         return NULL;
     }
     PyObject *keys = args[0], *prices = args[1], *sizes = args[2], *texts = args[3];
@@ -172,6 +173,8 @@ static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (levels == NULL) return NULL;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(levels);
     PyObject **items = PySequence_Fast_ITEMS(levels);
+    /* the levels' keys made by levels() from the exchange's text (a float, or None: made here) */
+    PyObject *given = nargs == 6 && PyList_CheckExact(args[5]) && PyList_GET_SIZE(args[5]) == count ? args[5] : NULL;
     for (Py_ssize_t k = 0; k < count; k++) {
         PyObject *level = items[k];
         if (!PyTuple_Check(level) || PyTuple_GET_SIZE(level) != 2) {
@@ -185,7 +188,9 @@ static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t na
             goto fail;
         }
         double key, at;
-        if (price_key(price, &key) < 0) goto fail;
+        PyObject *hint = given == NULL ? NULL : PyList_GET_ITEM(given, k);
+        if (hint != NULL && PyFloat_CheckExact(hint)) key = PyFloat_AS_DOUBLE(hint);
+        else if (price_key(price, &key) < 0) goto fail;
         Py_ssize_t lo = 0, hi = n;
         while (lo < hi) { /* the first index whose key >= key */
             Py_ssize_t mid = lo + (hi - lo) / 2;
@@ -257,14 +262,33 @@ static PyObject *decimal_of(PyObject *cache, PyObject *text) {
     return value;
 }
 
-/* levels(rows, cache) -> [(Decimal, Decimal), ...]: rows [[price, size, ...], ...] of strings (OKX, Binance,
- * Bybit), the first two of each row read through decimal_of. */
+/* The search key of a price from its text: what float(Decimal(text)) gives (both are the correctly rounded
+ * double of the same number), without going through the Decimal's str (~5x the instructions). None when
+ * the text is not a plain finite number for the double parser: apply_side then asks the Decimal. */
+static PyObject *text_key(PyObject *text) {
+    Py_ssize_t n;
+    const char *s = PyUnicode_AsUTF8AndSize(text, &n);
+    if (s == NULL) return NULL;
+    char *end = NULL;
+    double k = PyOS_string_to_double(s, &end, NULL);
+    if ((k == -1.0 && PyErr_Occurred()) || end != s + n || !isfinite(k)) {
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(k);
+}
+
+/* levels(rows, cache[, keys]) -> [(Decimal, Decimal), ...]: rows [[price, size, ...], ...] of strings (OKX,
+ * Binance, Bybit), the first two of each row read through decimal_of; with a list ``keys``, each price's
+ * search key (text_key) is appended to it, for apply_side. */
 static PyObject *levels(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !(PyDict_CheckExact(args[1]) || args[1] == Py_None)) {
-        PyErr_SetString(PyExc_TypeError, "levels(rows, cache: dict | None)");
+    if ((nargs != 2 && nargs != 3) || !(PyDict_CheckExact(args[1]) || args[1] == Py_None) ||
+        (nargs == 3 && !PyList_CheckExact(args[2]))) {
+        PyErr_SetString(PyExc_TypeError, "levels(rows, cache: dict | None[, keys: list])");
         return NULL;
     }
     PyObject *cache = args[1];
+    PyObject *keys = nargs == 3 ? args[2] : NULL;
     PyObject *rows = PySequence_Fast(args[0], "rows: a list of [price, size, ...]");
     if (rows == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(rows);
@@ -282,6 +306,15 @@ static PyObject *levels(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
         PyObject *price = decimal_of(cache, cells[0]);
         if (price == NULL) goto fail;
+        if (keys != NULL) {
+            PyObject *key = text_key(cells[0]);
+            if (key == NULL || PyList_Append(keys, key) < 0) {
+                Py_XDECREF(key);
+                Py_DECREF(price);
+                goto fail;
+            }
+            Py_DECREF(key);
+        }
         PyObject *size = decimal_of(cache, cells[1]);
         if (size == NULL) {
             Py_DECREF(price);

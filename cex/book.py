@@ -32,8 +32,8 @@ _ZERO = Decimal(0)
 _PRICE = itemgetter(0)
 
 Keys = list[float | None]
-ApplySide = Callable[[Keys, list[Decimal], list[Decimal], list[str | None], Iterable[Level]], None]
-RowLevels = Callable[[Iterable[Sequence[object]], dict[str, Decimal] | None], list[Level]]
+ApplySide = Callable[..., None]  # (keys, prices, sizes, texts, levels[, level_keys])
+RowLevels = Callable[..., list[Level]]  # (rows, cache[, keys])
 TextStyle = tuple[int, int | None, int | None]
 TopTexts = Callable[
     [list[Decimal], list[Decimal], list[str | None], int, bool, int, int | None, int | None,
@@ -111,15 +111,18 @@ class L2Book:
         self.sequence = sequence
         self.valid = True
 
-    def update(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+    def update(self, bids: Iterable[Level], asks: Iterable[Level], bid_keys: Keys | None = None,
+               ask_keys: Keys | None = None) -> None:  # fmt: skip
         """Apply levels with absolute sizes; size 0 removes the level (a missing one is no error: exchanges
         delete levels beyond the depth they send). The hot path of every feed: in C when built
-        (``cex/_speedups.c`` ``apply_side``, the same steps as ``_update_python``)."""
+        (``cex/_speedups.c`` ``apply_side``, the same steps as ``_update_python``). ``bid_keys`` and
+        ``ask_keys``: the levels' search keys as ``row_levels`` made them from the exchange's text (a float
+        per level, None where C makes it from the price), so C does not make each from the ``Decimal``."""
         if _apply_side is None:
             self._update_python(bids, asks)
         else:
-            _apply_side(self._bid_keys, self._bid_prices, self._bid_sizes, self._bid_texts, bids)
-            _apply_side(self._ask_keys, self._ask_prices, self._ask_sizes, self._ask_texts, asks)
+            _apply_side(self._bid_keys, self._bid_prices, self._bid_sizes, self._bid_texts, bids, bid_keys)
+            _apply_side(self._ask_keys, self._ask_prices, self._ask_sizes, self._ask_texts, asks, ask_keys)
         depth = self.depth
         if depth is not None and (len(self._bid_prices) > depth or len(self._ask_prices) > depth):
             self.truncate(depth)
@@ -339,8 +342,11 @@ def levels_of(rows: Iterable[Iterable[str]]) -> Iterator[Level]:
         yield Decimal(next(it)), Decimal(next(it))
 
 
-def _row_levels_python(rows: Iterable[Sequence[object]], cache: dict[str, Decimal] | None) -> list[Level]:
-    """``row_levels`` without the C extension: the same levels, the same cache."""
+def _row_levels_python(
+    rows: Iterable[Sequence[object]], cache: dict[str, Decimal] | None, keys: Keys | None = None
+) -> list[Level]:
+    """``row_levels`` without the C extension: the same levels, the same cache; no keys (the Python search
+    compares Decimals)."""
     out = []
     for row in rows:
         if len(row) < 2:
@@ -361,13 +367,19 @@ def _row_levels_python(rows: Iterable[Sequence[object]], cache: dict[str, Decima
     return out
 
 
-def row_levels(rows: Iterable[Sequence[object]], cache: dict[str, Decimal] | None) -> list[Level]:
+def row_levels(
+    rows: Iterable[Sequence[object]], cache: dict[str, Decimal] | None, keys: Keys | None = None
+) -> list[Level]:
     """``[[price, size, ...], ...]`` (exchange strings, as OKX, Binance and Bybit send a book side) ->
     ``(Decimal, Decimal)`` levels, each text's ``Decimal`` taken from ``cache`` (text -> Decimal, one per
     exchange connection, cleared at 65,536 entries) when seen before: a feed repeats its prices and sizes,
     and a dict lookup costs a fraction of ``Decimal(text)``; ``None``: no cache (a REST snapshot's thousands
     of texts, mostly seen once, would cost more to remember than they save). In C when built
-    (``cex/_speedups.c``)."""
+    (``cex/_speedups.c``), which also appends each price's search key to ``keys`` when given: the double
+    nearest the price, read from its text (what ``float`` of the ``Decimal`` gives, at a fifth of the cost),
+    None where the text is not a plain finite number (``L2Book.update`` then makes it from the price)."""
     if _row_levels is None:
-        return _row_levels_python(rows, cache)
-    return _row_levels(rows, cache)
+        return _row_levels_python(rows, cache, keys)
+    if keys is None:
+        return _row_levels(rows, cache)
+    return _row_levels(rows, cache, keys)

@@ -45,6 +45,9 @@ class BookMessage:
     atom_timestamp: int = 0
     engine_sequence: int | None = None  # Bybit ``seq``: kept on the records, not checked
     engine_timestamp: int | None = None  # Bybit ``cts``
+    # the levels' search keys made from the exchange's text by ``cex.book.row_levels`` (None: not made)
+    bid_keys: list[float | None] | None = None
+    ask_keys: list[float | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +180,7 @@ class BookSync:
 
     def _apply(self, msg: BookMessage) -> list[Published]:
         book = self.book
-        book.update(msg.bids, msg.asks)
+        book.update(msg.bids, msg.asks, msg.bid_keys, msg.ask_keys)
         self.fresh = False
         if msg.last is not None:
             book.sequence = msg.last

@@ -114,8 +114,15 @@ def _book_session(
     book, ref = L2Book(depth), Reference(depth)
     book.load(_levels(snap_bids), _levels(snap_asks), sequence=1)
     ref.apply(snap_bids, snap_asks)
-    for bids, asks in [((), ()), *updates]:
-        if bids or asks:
+    for n, (bids, asks) in enumerate([((), ()), *updates]):
+        if (bids or asks) and n % 2:  # as OKX and Binance apply: with the keys read from the text
+            bid_keys: list[float | None] = []
+            ask_keys: list[float | None] = []
+            bid_levels = book_module.row_levels(list(bids), None, bid_keys)
+            ask_levels = book_module.row_levels(list(asks), None, ask_keys)
+            book.update(bid_levels, ask_levels, bid_keys, ask_keys)
+            ref.apply(list(bids), list(asks))
+        elif bids or asks:
             book.update(_levels(list(bids)), _levels(list(asks)))
             ref.apply(list(bids), list(asks))
         assert book.bid_levels() == ref.bid_levels()
@@ -268,6 +275,36 @@ def test_row_levels_equal_decimal_of_each_text(
         assert [(str(p), str(q)) for p, q in got] == [(str(p), str(q)) for p, q in expected]
     assert set(cache) == {t for p, q, _ in rows for t in (p, q)}
     assert make(table, None) == expected  # no cache (REST snapshots): the same levels
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(number_texts, max_size=30))
+def test_price_keys_read_from_the_text_equal_the_decimals_floats(texts: list[str]) -> None:
+    # the search key C reads from a price's text is float(Decimal(text)) (both the nearest double), so the
+    # binary search over keys made from texts and from Decimals agrees; None where C makes it from the Decimal
+    keys: list[float | None] = []
+    assert book_module._row_levels is not None, "cex/_speedups.c is not built (make install)"
+    book_module._row_levels([[t, "1"] for t in texts], {}, keys)
+    assert keys == [float(Decimal(t)) for t in texts]
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("1E+5", 1e5),
+        ("-0", 0.0),
+        ("0.1", 0.1),
+        ("1_000", None),
+        ("Infinity", None),
+        ("NaN", None),
+        (" 2", None),
+    ],
+)
+def test_a_price_text_the_double_parser_does_not_take_has_no_key(text: str, key: float | None) -> None:
+    keys: list[float | None] = []
+    assert book_module._row_levels is not None
+    book_module._row_levels([[text, "1"]], None, keys)
+    assert keys == [key]
 
 
 @pytest.mark.parametrize("maker", ["C", "Python"])

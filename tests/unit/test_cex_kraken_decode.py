@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import cex.exchanges.kraken as kraken_module
+from cex.exchange import MalformedMessage
 from cex.exchanges.kraken import Kraken
 from devnet.exchanges import kraken_v2
 
@@ -66,3 +67,14 @@ def test_a_book_frame_of_another_shape_takes_the_general_path_and_is_malformed()
         exchange.parse(bad, 0)
     with pytest.raises(ValueError):  # not JSON at all
         exchange.parse('{"channel":"book",', 0)
+
+
+@pytest.mark.parametrize("number", ["null", "true", '{"x":1}', "[1]"])
+def test_a_price_that_is_not_a_number_is_malformed(number: str) -> None:
+    """The typed decoder refuses a level whose price is no number; the frame goes to the general path, which
+    says it is malformed (what the feed counts and skips), never a book message."""
+    exchange = Kraken()
+    frame = '{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":' + number
+    frame += ',"qty":1.25}],"asks":[],"checksum":1}]}'
+    with pytest.raises(MalformedMessage):
+        exchange.parse(frame, 0)
