@@ -36,11 +36,13 @@ from core.redact import mask_urls_in
 from core.settings import Settings, build_settings
 
 log = logging.getLogger("dexnode.serve")
-WORKER_HEADER = b"x-dexnode-worker"
+WORKER_HEADER = "x-dexnode-worker"
 _STOP_SECONDS = 10.0
 
 
-def _config(app: Any, settings: Settings) -> uvicorn.Config:
+def _config(app: Any, settings: Settings, worker: int | None = None) -> uvicorn.Config:
+    """``worker``: its index, in an ``X-Dexnode-Worker`` header on every HTTP answer and websocket
+    handshake (uvicorn adds it as it writes the head: no middleware wrapping each response)."""
     return uvicorn.Config(
         app,
         host=settings.api_host,
@@ -48,6 +50,7 @@ def _config(app: Any, settings: Settings) -> uvicorn.Config:
         log_level=settings.log_level.lower(),
         access_log=False,
         proxy_headers=True,
+        headers=[] if worker is None else [(WORKER_HEADER, str(worker))],
     )
 
 
@@ -74,28 +77,6 @@ async def serve(settings: Settings, *, workers: int = 1) -> None:
             await _supervise(values, settings, workers)
     finally:
         probe.close()
-
-
-class _WorkerHeader:
-    """ASGI middleware: which worker answered (``X-Dexnode-Worker`` on HTTP answers and websocket
-    handshakes), for operators and the test."""
-
-    def __init__(self, app: Any, index: int) -> None:
-        self.app = app
-        self.value = str(index).encode()
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-
-        async def tagged(message: dict[str, Any]) -> None:
-            # an HTTP answer's head, or the websocket handshake's
-            if message["type"] in ("http.response.start", "websocket.accept"):
-                message["headers"] = [*message.get("headers", []), (WORKER_HEADER, self.value)]
-            await send(message)
-
-        await self.app(scope, receive, tagged)
 
 
 def _collect_less() -> None:
@@ -133,10 +114,10 @@ def _worker(values: dict[str, Any], index: int) -> None:
         configure_logging(settings.log_level)
         sock = _listening_socket(settings.api_host, settings.api_port, reuse_port=True)
         sock.listen(2048)
-        app = _WorkerHeader(create_app(settings), index)
+        app = create_app(settings)
         _collect_less()
         # uvloop: the event loop and socket transports in C (less CPU per request than asyncio's)
-        uvloop.run(uvicorn.Server(_config(app, settings)).serve(sockets=[sock]))
+        uvloop.run(uvicorn.Server(_config(app, settings, index)).serve(sockets=[sock]))
     except DexnodeError as exc:
         print(f"dexnode: serve worker {index}: {mask_urls_in(str(exc))}", file=sys.stderr)
         raise SystemExit(1) from None
