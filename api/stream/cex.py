@@ -104,15 +104,23 @@ class HeldBook:
     atom_timestamp: int = 0
     orders: dict[str, tuple[str, Decimal, Decimal]] | None = None  # L3: order_id -> (side, price, size)
     fresh: bool = False  # a snapshot whose orders have not come yet
+    # the last snapshot while its orders may still be arriving (deltas at its sequence): a new subscriber
+    # gets it as published, then the orders held so far; the rest reach it live (a batch can end between
+    # a snapshot and its orders). Not the held levels, which are partial sums until the orders are in.
+    filling: BookSnapshot | None = None
 
     def apply(self, item: BookSnapshot | BookDelta | ResyncLike) -> None:
         if isinstance(item, BookSnapshot | BookDelta):
             if isinstance(item, BookSnapshot):
                 self.bids, self.asks = dict(item.bids), dict(item.asks)
                 self.valid, self.fresh = True, True
+                self.filling = item if item.sequence is not None else None
+                if self.orders is not None:  # an L3 book: the previous snapshot's orders are void
+                    self.orders = {}
             elif item.order_id is not None:
                 self._order(item)
             else:
+                self.filling = None
                 side = self.bids if item.side == "bid" else self.asks
                 if item.size:
                     side[item.price] = item.size
@@ -120,11 +128,13 @@ class HeldBook:
                     side.pop(item.price, None)
             self.event_timestamp, self.atom_timestamp = item.event_timestamp, item.atom_timestamp
         else:
-            self.bids, self.asks, self.valid, self.orders = {}, {}, False, None
+            self.bids, self.asks, self.valid, self.orders, self.filling = {}, {}, False, None, None
         if item.sequence is not None:
             self.sequence = item.sequence
 
     def _order(self, item: BookDelta) -> None:
+        if self.filling is not None and item.sequence != self.filling.sequence:
+            self.filling = None  # past the snapshot's orders: the held levels are whole again
         if self.fresh or self.orders is None:  # the snapshot's orders: the levels are rebuilt from them
             self.bids, self.asks, self.orders, self.fresh = {}, {}, {}, False
         order_id = str(item.order_id)
@@ -146,6 +156,8 @@ class HeldBook:
             levels.pop(price, None)
 
     def snapshot(self) -> BookSnapshot:
+        if self.filling is not None:
+            return self.filling
         return BookSnapshot(
             self.exchange,
             self.symbol,
@@ -250,6 +262,8 @@ class CexFanOut:
             if book is None:
                 book = self.books[key] = HeldBook(exchange, symbol)
             book.apply(item)  # type: ignore[arg-type]
+            if not book.valid:  # deltas on no snapshot (a serve that started mid-snapshot): the next one
+                return
         subs = self._subs(channel)
         if subs:
             data = to_dict(item)["data"]

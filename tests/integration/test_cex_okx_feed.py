@@ -11,11 +11,12 @@ import pytest
 
 from cex.exchanges.okx import Okx
 from cex.feed import FeedHandler
+from cex.sync import Resync
 from core.retry import RetryPolicy
 from devnet.exchanges import okx as okx_server
-from devnet.exchanges.server import Fault
+from devnet.exchanges.server import Fault, ReplayServer
 from records.cex import Ticker, Trade
-from tests.cex_harness import run_feed
+from tests.cex_harness import market_levels, run_feed
 
 pytestmark = pytest.mark.integration
 
@@ -23,17 +24,26 @@ SYMBOLS = {"BTC-USDT": "BTC-USDT", "UNI-USD-PERP": "UNI-USD-SWAP", "BTC-USD-2205
 FAST = RetryPolicy(attempts=0, base_delay=0.05, max_delay=0.2)
 
 
-def _feed(server: okx_server.OkxServer, connections: int = 1) -> FeedHandler:
+# A stale threshold no run can cross: run_feed gives up after 30 s. Staleness is measured in wall-clock
+# time by the event loop that also runs the replay server, so a loaded machine that stalls the process
+# for stale_after (0.8 s was crossed at load ~16) made a drop or a reorder look like a silence ("stale"
+# resyncs, the gap never seen; a clean replay resynced). Only the "silent" fault (1.5 s of silence) needs a
+# short one.
+NEVER_STALE = 60.0
+
+
+def _feed(server: ReplayServer, connections: int = 1, stale_after: float = NEVER_STALE) -> FeedHandler:
     exchange = Okx(ws_url=server.url)
     exchange.ping_interval = 0.2  # type: ignore[misc]
     return FeedHandler(exchange, list(SYMBOLS), ["book", "trades", "ticker"], connections=connections,
-                       stale_after=0.8, retry=FAST)  # fmt: skip
+                       stale_after=stale_after, retry=FAST)  # fmt: skip
 
 
-async def _replay(faults: list[Fault] | None = None, connections: int = 1, during: object = None):  # type: ignore[no-untyped-def]
+async def _replay(faults: list[Fault] | None = None, connections: int = 1, during: object = None,  # type: ignore[no-untyped-def]
+                  stale_after: float = NEVER_STALE):  # fmt: skip
     server = await okx_server.OkxServer(okx_server.events(), faults, wait_for_sessions=connections).start()
     try:
-        return await run_feed(server, _feed(server, connections), SYMBOLS, during=during), server
+        return await run_feed(server, _feed(server, connections, stale_after), SYMBOLS, during=during), server
     finally:
         await server.stop()
 
@@ -59,9 +69,19 @@ async def test_clean_replay_verifies_every_checksum_and_publishes_every_trade() 
     ],
 )
 async def test_fault_is_detected_resynced_and_the_book_ends_equal(kind: str, reason: str) -> None:
-    run, _ = await _replay([Fault(0, "BTC-USDT", 40, kind)])
-    assert reason in run.resyncs()
+    """Each fault is detected as itself: every resync is of the fault's kind, and a fault in one book's
+    stream resyncs that book only, once (no staleness can mask a gap);
+    run_feed returns only once the feed's and the consumer's books equal the server's (an uninterrupted
+    replay's), checked again here."""
+    stale_after = 0.8 if kind == "silent" else NEVER_STALE
+    run, server = await _replay([Fault(0, "BTC-USDT", 40, kind)], stale_after=stale_after)
+    resyncs = [(r.symbol, r.reason) for r in run.of(Resync)]
+    assert ("BTC-USDT", reason) in resyncs and {r for _, r in resyncs} == {reason}
+    if kind not in ("close", "silent"):  # those two hit every book of the connection
+        assert resyncs == [("BTC-USDT", reason)]
     assert run.feed.sync("BTC-USDT").counters.snapshots >= 2  # rebuilt from a new snapshot
+    for symbol, native in SYMBOLS.items():
+        assert run.consumers[symbol].levels() == market_levels(server, native)
 
 
 async def test_duplicate_is_ignored_without_resync() -> None:
