@@ -34,6 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cli.common import run_loop
 from cli.demo import venue_settings
 from core.database import asyncpg_dsn, embedded_server, ensure_database
 from devnet import Devnet
@@ -214,6 +215,12 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=150)
     parser.add_argument("--rate", type=float, default=50.0, help="transactions per block")
     parser.add_argument("--interval", type=float, default=0.5, help="seconds between blocks")
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the follower's event loop (uvloop: as dexnode's realtime commands run when it is installed)",
+    )
     args = parser.parse_args()
     costs = Costs()
     with tempfile.TemporaryDirectory(prefix="dexnode-bench-") as tmp:
@@ -223,15 +230,19 @@ def main() -> None:
             url = os.environ.get("DATABASE_URL")
             if url:
                 dsn = asyncio.run(ensure_database(asyncpg_dsn(url), "dexnode_bench_latency"))
-                timing = asyncio.run(run(dsn, devnet, data_dir, args.blocks, args.rate, args.interval, costs))
+                timing = run_loop(
+                    run(dsn, devnet, data_dir, args.blocks, args.rate, args.interval, costs), loop=args.loop
+                )
             else:
                 with embedded_server(Path(tmp) / "pg") as server:
                     dsn = asyncio.run(ensure_database(server, "dexnode"))
-                    timing = asyncio.run(
-                        run(dsn, devnet, data_dir, args.blocks, args.rate, args.interval, costs)
+                    timing = run_loop(
+                        run(dsn, devnet, data_dir, args.blocks, args.rate, args.interval, costs),
+                        loop=args.loop,
                     )
         finally:
             devnet.stop()
+    print(f"event loop: {args.loop}")
     report(timing, costs)
 
 

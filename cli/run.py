@@ -38,6 +38,7 @@ from cli.common import (
     WsConnectionsPerClientOpt,
     WsMaxConnectionsOpt,
     WsMaxSubscriptionsOpt,
+    run_loop,
     settings_of,
 )
 from core.config_file import load_settings
@@ -89,7 +90,7 @@ def _exit_now() -> None:
 
 def run_forever(settings: Settings, **options: Any) -> None:
     try:
-        asyncio.run(run_until_signalled(settings, **options))
+        run_loop(run_until_signalled(settings, **options))
     except asyncio.CancelledError:
         typer.echo("dexnode: forced to stop", err=True)
         raise SystemExit(130) from None
