@@ -237,7 +237,7 @@ def run_loop(main: Coroutine[Any, Any, T], *, loop: str = "uvloop") -> T:
 def run_async(coro: Coroutine[Any, Any, T], *, realtime: bool = False) -> T:
     """Run a command; SIGTERM cancels it like Ctrl-C, so every ``async with`` cleans up
     (the embedded Postgres is stopped, the database transaction rolled back). ``realtime`` commands
-    (``follow``) run on uvloop when it is installed (``run_loop``)."""
+    (``follow``, ``serve``, the long-running ones) run on uvloop when it is installed (``run_loop``)."""
 
     async def main() -> T:
         task = asyncio.current_task()

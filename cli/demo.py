@@ -30,7 +30,7 @@ from typing import Annotated, Any
 import asyncpg
 import typer
 
-from cli.common import ApiPortOpt, DatabaseUrlOpt, DataDirOpt, settings_of
+from cli.common import ApiPortOpt, DatabaseUrlOpt, DataDirOpt, run_loop, settings_of
 from cli.node import listen_socket, run_node
 from core.database import DatabaseInfo, open_database
 from core.settings import Settings
@@ -261,7 +261,7 @@ def demo_command(
         live=live,
     )
     try:
-        asyncio.run(run_demo(settings, options))
+        run_loop(run_demo(settings, options))
     except asyncio.CancelledError:  # a second Ctrl-C: what still ran was cancelled, clean-ups done
         typer.echo("dexnode demo: forced to stop", err=True)
         raise SystemExit(130) from None

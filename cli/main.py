@@ -161,7 +161,8 @@ def follow(
         database_url=database_url,
         data_dir=data_dir,
     )
-    run_async(run_follow(settings, from_block=from_block, quiet=quiet, silence_timeout=silence_timeout))
+    follow = run_follow(settings, from_block=from_block, quiet=quiet, silence_timeout=silence_timeout)
+    run_async(follow, realtime=True)
 
 
 @_app.command("serve")
@@ -223,7 +224,7 @@ def serve(
         kafka_topic_prefix=kafka_topic_prefix,
         kafka_option=kafka_option,
     )
-    run_async(run_serve(settings, workers=workers))
+    run_async(run_serve(settings, workers=workers), realtime=True)
 
 
 # Commands defined in their own modules (name, module, function, takes the plugins' flags), imported
