@@ -11,9 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
-import pytest
 
-from core.database import DatabaseInfo
 from indexer.chain.extract import extract_block
 from indexer.chain.rpc import RetryPolicy, RpcClient
 from indexer.pipeline.pipeline import FOLLOW_STREAM, batch_of, consume
@@ -25,13 +23,6 @@ from tests.scripted_node import ScriptedChain, ScriptedNode
 KEY = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"  # an API key in node URLs, which no log line may show
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.02, max_delay=0.1)
-
-
-@pytest.fixture
-async def sink(clean_db: DatabaseInfo) -> AsyncIterator[PostgresSink]:
-    s = await PostgresSink.connect(clean_db.dsn)
-    yield s
-    await s.close()
 
 
 @contextlib.asynccontextmanager

@@ -100,15 +100,6 @@ async def rpc() -> AsyncIterator[RpcClient]:
             yield client
 
 
-@pytest.fixture
-async def sink(clean_db: DatabaseInfo) -> AsyncIterator[PostgresSink]:
-    s = await PostgresSink.connect(clean_db.dsn)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
 def enricher(rpc: RpcClient, sink: PostgresSink) -> DexEnricher:
     return DexEnricher(
         rpc, sink.pool, registry_from(f"{FACTORY}=uniswap-v2", ""), retry=RetryPolicy(attempts=1)

@@ -36,13 +36,6 @@ async def rpc(anvil: str) -> AsyncIterator[RpcClient]:
         yield client
 
 
-@pytest.fixture
-async def sink(clean_db: DatabaseInfo) -> AsyncIterator[PostgresSink]:
-    s = await PostgresSink.connect(clean_db.dsn)
-    yield s
-    await s.close()
-
-
 @contextlib.asynccontextmanager
 async def running(follower: Follower, sink: PostgresSink) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(consume(follower, sink, quiet=True))

@@ -18,18 +18,16 @@ from core.database import DatabaseInfo
 from core.errors import FatalError
 from indexer.chain.rpc import RetryPolicy, RpcClient
 from sinks.postgres import PostgresSink
-from tests.integration.test_follower_scenarios import (
+from tests.integration.follower_scenarios import (
     assert_db_is_chain,
     following,
     reorg_rows,
     scripted,
-    sink,
     wait_for_head,
 )
 from tests.scripted_node import ScriptedChain, ScriptedNode
 
 pytestmark = pytest.mark.integration
-__all__ = ["sink"]  # the fixture, shared with test_follower_scenarios
 
 
 async def test_a_restart_after_a_reorg_below_the_short_window_is_resolved_on_the_node(

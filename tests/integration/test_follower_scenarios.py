@@ -16,7 +16,6 @@ import pytest
 from core.database import DatabaseInfo
 from indexer.chain.rpc import RetryPolicy, RpcClient
 from sinks.postgres import PostgresSink
-from tests.integration import follower_scenarios as scenarios
 from tests.integration.follower_scenarios import (
     assert_db_is_chain,
     following,
@@ -27,8 +26,6 @@ from tests.integration.follower_scenarios import (
 )
 
 pytestmark = pytest.mark.integration
-
-sink = scenarios.sink  # the fixture: a PostgresSink on the clean database
 
 
 @pytest.mark.parametrize("depth", [1, 3])

@@ -14,7 +14,6 @@ from core.database import DatabaseInfo
 from core.errors import RetryableError
 from indexer.chain.rpc import RetryPolicy, RpcClient
 from sinks.postgres import PostgresSink
-from tests.integration import follower_scenarios as scenarios
 from tests.integration.follower_scenarios import (
     KEY,
     assert_db_is_chain,
@@ -24,8 +23,6 @@ from tests.integration.follower_scenarios import (
 )
 
 pytestmark = pytest.mark.integration
-
-sink = scenarios.sink  # the fixture: a PostgresSink on the clean database
 
 
 async def test_a_websocket_url_key_never_reaches_the_logs(

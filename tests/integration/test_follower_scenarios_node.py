@@ -13,7 +13,6 @@ import pytest
 
 from core.database import DatabaseInfo
 from sinks.postgres import PostgresSink
-from tests.integration import follower_scenarios as scenarios
 from tests.integration.follower_scenarios import (
     assert_db_is_chain,
     following,
@@ -23,8 +22,6 @@ from tests.integration.follower_scenarios import (
 )
 
 pytestmark = pytest.mark.integration
-
-sink = scenarios.sink  # the fixture: a PostgresSink on the clean database
 
 
 async def test_a_head_hash_the_node_never_serves_does_not_stall(

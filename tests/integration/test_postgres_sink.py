@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
@@ -15,7 +14,6 @@ import asyncpg
 import orjson
 import pytest
 
-from core.database import DatabaseInfo
 from indexer.chain.extract import ExtractedBlock, extract_block, extract_receipts_only
 from indexer.pipeline.pipeline import batch_of
 from records import Block, Log, Record, Reorg, TokenTransfer, Transaction, Withdrawal
@@ -49,13 +47,6 @@ def record_from_row(cls: type[Record], row: asyncpg.Record) -> Record:
 async def _fetch(conn: asyncpg.Connection, table: str, cls: type[Record], order: str) -> list[Record]:
     rows = await conn.fetch(f"SELECT * FROM {table} ORDER BY {order}")
     return [record_from_row(cls, r) for r in rows]
-
-
-@pytest.fixture
-async def sink(clean_db: DatabaseInfo) -> AsyncIterator[PostgresSink]:
-    s = await PostgresSink.connect(clean_db.dsn)
-    yield s
-    await s.close()
 
 
 def _real_blocks(fixtures: Path) -> list[ExtractedBlock]:

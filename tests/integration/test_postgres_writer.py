@@ -152,15 +152,6 @@ async def reorg_rows(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
 
 
 @pytest.fixture
-async def sink(clean_db: DatabaseInfo) -> AsyncIterator[PostgresSink]:
-    s = await PostgresSink.connect(clean_db.dsn)
-    try:
-        yield s
-    finally:
-        await s.close()
-
-
-@pytest.fixture
 async def conn(clean_db: DatabaseInfo) -> AsyncIterator[asyncpg.Connection]:
     c = await asyncpg.connect(clean_db.dsn)
     await c.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
