@@ -98,7 +98,10 @@ async def test_an_unanswered_resubscribe_is_asked_again() -> None:
     await server.start()
     try:
         feed = _feed(server)
-        feed.stale_after = 0.3
+        # the re-ask waits for this silence on the unanswered book; 1.5 s, not less: the other books'
+        # messages come every few ms, but a loaded machine can stall this process (server and feed both)
+        # for a few hundred ms, which a shorter threshold would take for a stale feed
+        feed.stale_after = 1.5
         run = await run_feed(server, feed, SYMBOLS)
     finally:
         await server.stop()
