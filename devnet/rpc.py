@@ -1,5 +1,5 @@
 """The devnet's JSON-RPC: a thin synchronous wrapper around the product's wire code
-(``indexer.chain.rpc.request_body`` / ``results_of``, errors mapped by ``map_rpc_error``), for driving
+(``indexer.chain.rpc_wire.request_body`` / ``results_of``, errors mapped by ``map_rpc_error``), for driving
 anvil over one keep-alive connection. Synchronous because the devnet's setup, miner and activity run in
 plain threads; no retries: anvil is local, and a failure there is a setup error."""
 
@@ -12,7 +12,7 @@ import httpx
 import orjson
 
 from core.errors import FatalError
-from indexer.chain.rpc import request_body, results_of
+from indexer.chain.rpc_wire import request_body, results_of
 
 
 class DevnetError(FatalError):

@@ -11,11 +11,8 @@ is the node lagging (``NotAvailableYet``, retried), never an empty block.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -34,6 +31,20 @@ from indexer.chain.rpc_errors import (
     RpcRetryableError,
     StateUnavailable,
     map_rpc_error,
+)
+from indexer.chain.rpc_wire import (
+    BlockId,
+    CallResult,
+    Check,
+    RpcStats,
+    all_receipts,
+    block_param,
+    body_start,
+    error_kind,
+    not_null,
+    parse_retry_after,
+    request_body,
+    results_of,
 )
 
 __all__ = [
@@ -55,123 +66,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("dexnode.rpc")
-
-BlockId = int | str  # a number, a tag ("latest", "finalized", "safe") or a 0x block hash
-Check = Callable[[int, Any], Any]  # (position in the batch, result) → value; may raise RetryableError
-
-
-@dataclass(slots=True)
-class RpcStats:
-    """Counters for benchmarks and logs."""
-
-    requests: int = 0  # HTTP POSTs sent
-    batches: int = 0  # of which were JSON-RPC batches (more than one call)
-    calls: int = 0  # JSON-RPC calls sent, counting each batch entry and each resend
-    retries: int = 0  # backoff sleeps taken
-    # failures seen, retried or not, by kind: timeout, connection, http_429, http_503, invalid_json,
-    # jsonrpc_<code>, not_available_yet, ... (an eth_call that reverts is an answer, not counted).
-    # A plain dict: the API exports it as dexnode_rpc_errors_total when it runs in this process.
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def count_error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class CallResult:
-    """One ``eth_calls`` entry, always an answer from the chain: ``data`` (0x-hex, ``"0x"`` when the
-    call returned nothing) or ``error``, the ``CallReverted`` of a call that failed in the EVM."""
-
-    data: str | None
-    error: CallReverted | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def _error_kind(exc: Exception) -> str:
-    """``jsonrpc_<code>`` for a node's JSON-RPC error, else the class in snake case."""
-    code = getattr(exc, "code", None)
-    if isinstance(code, int):
-        return f"jsonrpc_{code}"
-    name = type(exc).__name__
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
-
-
-def _block_param(block: BlockId) -> str:
-    return hex(block) if isinstance(block, int) else block
-
-
-def _parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _text(content: bytes) -> str:
-    """The start of a body, for an error message."""
-    return content[:200].decode("utf-8", "replace")
-
-
-def _not_null(what: str) -> Check:
-    def check(_: int, result: Any) -> Any:
-        if result is None:
-            raise NotAvailableYet(f"node returned null for {what}")
-        return result
-
-    return check
-
-
-def _all_receipts(blocks: Sequence[Mapping[str, Any]]) -> Check:
-    def check(i: int, receipts: Any) -> Any:
-        if receipts is None or len(receipts) != len(blocks[i]["transactions"]):
-            got = "null" if receipts is None else len(receipts)
-            raise NotAvailableYet(f"eth_getBlockReceipts gave {got} receipts for block {blocks[i]['hash']}")
-        return receipts
-
-    return check
-
-
-def request_body(calls: Sequence[tuple[str, Sequence[Any]]], first_id: int) -> bytes:
-    """The JSON-RPC request for ``calls`` (ids ``first_id``, ``first_id + 1``, ...): one object for one
-    call, a batch array for more."""
-    payload = [
-        {"jsonrpc": "2.0", "id": first_id + i, "method": m, "params": list(p)}
-        for i, (m, p) in enumerate(calls)
-    ]
-    return orjson.dumps(payload if len(calls) > 1 else payload[0])
-
-
-def results_of(body: Any, calls: Sequence[tuple[str, Sequence[Any]]], first_id: int, label: str) -> list[Any]:
-    """Per call of ``request_body(calls, first_id)``, in order: its result, or the exception for its
-    entry (errors mapped by ``map_rpc_error``; a missing entry is retryable). Raises the mapped error
-    when the request as a whole was refused."""
-    is_batch = len(calls) > 1
-    if isinstance(body, Mapping) and (is_batch or body.get("id") is None) and "error" in body:
-        raise map_rpc_error(body["error"], label)  # the request as a whole was refused
-    entries = body if isinstance(body, list) else [body]
-    by_id = {e.get("id"): e for e in entries if isinstance(e, Mapping)}
-    if not is_batch and len(by_id) == 1:  # a single answer: trust it whatever id a proxy gave
-        by_id = {first_id: next(iter(by_id.values()))}
-    out: list[Any] = []
-    for i, (method, _) in enumerate(calls):
-        entry = by_id.get(first_id + i)
-        if entry is None:
-            out.append(RpcRetryableError(f"{method}: no response entry in the batch", method=method))
-        elif "error" in entry and entry["error"] is not None:
-            out.append(map_rpc_error(entry["error"], method))
-        else:
-            out.append(entry.get("result"))
-    return out
 
 
 class RpcClient:
@@ -246,9 +140,9 @@ class RpcClient:
             raise BatchTooLarge(f"{label}: HTTP 413 request too large", method=label)
         if status in (408, 429) or status >= 500:
             raise RpcRetryableError(
-                f"{label}: HTTP {status} {mask_urls_in(_text(content))!r}",
+                f"{label}: HTTP {status} {mask_urls_in(body_start(content))!r}",
                 method=label,
-                retry_after=_parse_retry_after(response.headers.get("retry-after")),
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
             )
         try:
             body = orjson.loads(content)
@@ -257,10 +151,10 @@ class RpcClient:
                 self.stats.count_error("invalid_json")
             if status >= 400:
                 raise RpcFatalError(
-                    f"{label}: HTTP {status} {mask_urls_in(_text(content))!r}", method=label
+                    f"{label}: HTTP {status} {mask_urls_in(body_start(content))!r}", method=label
                 ) from exc
             raise RpcRetryableError(
-                f"{label}: response is not JSON: {mask_urls_in(_text(content))!r}"
+                f"{label}: response is not JSON: {mask_urls_in(body_start(content))!r}"
             ) from exc
         return results_of(body, calls, first_id, label)
 
@@ -319,7 +213,7 @@ class RpcClient:
                     continue
                 for i, outcome in zip(chunk, outcomes, strict=True):
                     if isinstance(outcome, Exception) and not isinstance(outcome, CallReverted):
-                        self.stats.count_error(_error_kind(outcome))
+                        self.stats.count_error(error_kind(outcome))
                     if isinstance(outcome, BatchTooLarge) and len(chunk) > 1:
                         self._shrink_batches(len(chunk), outcome)
                     if isinstance(outcome, RetryableError):
@@ -330,7 +224,7 @@ class RpcClient:
                         try:
                             results[i] = check(i, outcome)
                         except RetryableError as exc:
-                            self.stats.count_error(_error_kind(exc))
+                            self.stats.count_error(error_kind(exc))
                             failed[i] = exc
             if not failed:
                 break
@@ -392,13 +286,13 @@ class RpcClient:
 
     async def get_block_by_number(self, block: int | str, full_txs: bool = True) -> dict[str, Any]:
         results = await self._run(
-            [("eth_getBlockByNumber", [_block_param(block), full_txs])], _not_null(f"block {block}")
+            [("eth_getBlockByNumber", [block_param(block), full_txs])], not_null(f"block {block}")
         )
         return self._raise_first(results)[0]
 
     async def get_block_by_hash(self, block_hash: str, full_txs: bool = True) -> dict[str, Any]:
         results = await self._run(
-            [("eth_getBlockByHash", [block_hash, full_txs])], _not_null(f"block {block_hash}")
+            [("eth_getBlockByHash", [block_hash, full_txs])], not_null(f"block {block_hash}")
         )
         return self._raise_first(results)[0]
 
@@ -406,12 +300,12 @@ class RpcClient:
         self, numbers: Sequence[int], full_txs: bool = True, *, retry: RetryPolicy | None = None
     ) -> list[dict[str, Any]]:
         calls = [("eth_getBlockByNumber", [hex(n), full_txs]) for n in numbers]
-        return self._raise_first(await self._run(calls, _not_null("a block"), retry))
+        return self._raise_first(await self._run(calls, not_null("a block"), retry))
 
     async def get_block_receipts(self, block: BlockId) -> list[dict[str, Any]]:
         """``eth_getBlockReceipts``; raises ``MethodNotFound`` where the node lacks it."""
         results = await self._run(
-            [("eth_getBlockReceipts", [_block_param(block)])], _not_null(f"receipts of {block}")
+            [("eth_getBlockReceipts", [block_param(block)])], not_null(f"receipts of {block}")
         )
         return self._raise_first(results)[0]
 
@@ -436,7 +330,7 @@ class RpcClient:
         while self._block_receipts_by in ("hash", "number"):
             key = self._block_receipts_by
             calls = [("eth_getBlockReceipts", [b[key]]) for b in blocks]
-            results = await self._run(calls, _all_receipts(blocks), retry)
+            results = await self._run(calls, all_receipts(blocks), retry)
             refused = next((r for r in results if isinstance(r, MethodNotFound | InvalidParams)), None)
             if refused is None:
                 return self._raise_first(results)
@@ -449,7 +343,7 @@ class RpcClient:
             log.warning("eth_getBlockReceipts by %s refused (%s)", key, refused)
         hashes = [[tx if isinstance(tx, str) else tx["hash"] for tx in b["transactions"]] for b in blocks]
         flat = [("eth_getTransactionReceipt", [h]) for hs in hashes for h in hs]
-        receipts = self._raise_first(await self._run(flat, _not_null("a transaction receipt"), retry))
+        receipts = self._raise_first(await self._run(flat, not_null("a transaction receipt"), retry))
         out: list[list[dict[str, Any]]] = []
         pos = 0
         for hs in hashes:
@@ -459,7 +353,7 @@ class RpcClient:
 
     async def eth_call(self, to: str, data: str, block: BlockId = "latest") -> str:
         """Raises ``CallReverted`` when the call reverts."""
-        result: str = await self.call("eth_call", [{"to": to, "data": data}, _block_param(block)])
+        result: str = await self.call("eth_call", [{"to": to, "data": data}, block_param(block)])
         return result
 
     async def eth_calls(
@@ -474,7 +368,7 @@ class RpcClient:
         raises too: the caller must not take either for what the contract said. Calls the node cannot
         answer at ``block`` because it pruned that state (``StateUnavailable``) are asked at ``latest``.
         """
-        param = _block_param(block)
+        param = block_param(block)
         results = await self._run([("eth_call", [{"to": to, "data": data}, param]) for to, data in calls])
         pruned = [i for i, r in enumerate(results) if isinstance(r, StateUnavailable)]
         if pruned and param != "latest":

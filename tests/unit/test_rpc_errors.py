@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import FatalError, RetryableError
-from indexer.chain.rpc import RetryPolicy, _parse_retry_after
+from indexer.chain.rpc import RetryPolicy
 from indexer.chain.rpc_errors import (
     BatchTooLarge,
     CallReverted,
@@ -15,6 +15,7 @@ from indexer.chain.rpc_errors import (
     RpcRetryableError,
     map_rpc_error,
 )
+from indexer.chain.rpc_wire import parse_retry_after
 
 pytestmark = pytest.mark.unit
 
@@ -69,11 +70,11 @@ def test_malformed_error_object_is_fatal() -> None:
 
 
 def test_retry_after_parsing() -> None:
-    assert _parse_retry_after("3") == 3.0
-    assert _parse_retry_after("1.5") == 1.5
-    assert _parse_retry_after(None) is None
-    assert _parse_retry_after("soon") is None
-    assert _parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: now
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: now
 
 
 def test_backoff_grows_is_jittered_capped_and_honours_retry_after() -> None:
