@@ -70,6 +70,11 @@ _JSON = {
 }
 
 
+def as_read(cls: type[Record]) -> bool:
+    """Whether ``row_json`` gives this kind's rows as read: no NUMERIC integer or JSONB column to convert."""
+    return not _NUMERIC_INTS[cls] and not _JSON[cls]
+
+
 def record_of(cls: type[Record], row: asyncpg.Record) -> Record:
     return from_dict({"type": cls.TYPE, "version": cls.VERSION, "data": row_json(cls, row)})
 
