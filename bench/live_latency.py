@@ -219,7 +219,7 @@ def main() -> None:
         "--loop",
         choices=("uvloop", "asyncio"),
         default="uvloop",
-        help="the follower's event loop (uvloop: as dexnode's realtime commands run when it is installed)",
+        help="the follower's event loop (uvloop: as dexnode's realtime commands run)",
     )
     args = parser.parse_args()
     costs = Costs()

@@ -220,24 +220,21 @@ def with_plugin_flags(command: C) -> C:
 
 
 def run_loop(main: Coroutine[Any, Any, T], *, loop: str = "uvloop") -> T:
-    """``asyncio.run(main)`` on uvloop's event loop when ``loop`` is "uvloop" and uvloop is installed (its
-    loop, sockets and transports are in C: less CPU per followed block, ``bench/live_latency.py``), else on
-    asyncio's. Both go through ``asyncio.Runner``: Ctrl-C cancels the main task the same way, and
+    """``asyncio.run(main)`` on uvloop's event loop when ``loop`` is "uvloop" (its loop, sockets and
+    transports are in C: less CPU per followed block, ``bench/live_latency.py``), else on asyncio's. Both
+    go through ``asyncio.Runner``: Ctrl-C cancels the main task the same way, and
     ``loop.add_signal_handler`` works on both."""
     if loop == "uvloop":
-        try:
-            import uvloop  # optional: the realtime commands run on asyncio's loop without it
-        except ImportError:
-            pass
-        else:
-            return uvloop.run(main)
+        import uvloop  # imported here: the short commands (backfill, migrate) do not pay for it
+
+        return uvloop.run(main)
     return asyncio.run(main)
 
 
 def run_async(coro: Coroutine[Any, Any, T], *, realtime: bool = False) -> T:
     """Run a command; SIGTERM cancels it like Ctrl-C, so every ``async with`` cleans up
     (the embedded Postgres is stopped, the database transaction rolled back). ``realtime`` commands
-    (``follow``, ``serve``, the long-running ones) run on uvloop when it is installed (``run_loop``)."""
+    (``follow``, ``serve``, the long-running ones) run on uvloop (``run_loop``)."""
 
     async def main() -> T:
         task = asyncio.current_task()

@@ -1,5 +1,5 @@
-"""The follower run as a realtime command runs it (``cli.common.run_async(..., realtime=True)``: on uvloop
-when it is installed), in its own process against a scripted node (HTTP + websocket heads), stopped by
+"""The follower run as a realtime command runs it (``cli.common.run_async(..., realtime=True)``: on
+uvloop), in its own process against a scripted node (HTTP + websocket heads), stopped by
 SIGTERM or Ctrl-C while blocks arrive: it exits as a command does, and what it stored is exactly the
 scripted chain up to its cursor (a block in flight is written whole or not at all).
 """
