@@ -358,8 +358,10 @@ async def test_run_archiver_keeps_running_until_stopped_and_ready_reports_its_la
     stop = asyncio.Event()
     task = asyncio.create_task(run_archiver(settings, target.url, once=False, stop=stop))
     stream = [Stream("chain", CHAIN)]
+    # until both the chain and the CEX stream have a minute archived: /ready reports both below
+    wanted = {*stream, Stream("cex", "okx")}
     for _ in range(600):
-        if buckets(Target(target.url), stream) or task.done():
+        if {b.stream for b in buckets(Target(target.url), list(wanted))} == wanted or task.done():
             break
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.2)  # a few more passes: nothing is written twice
