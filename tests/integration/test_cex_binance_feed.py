@@ -21,7 +21,7 @@ from devnet.exchanges import binance as binance_server
 from devnet.exchanges import recording
 from devnet.exchanges.server import Fault
 from records.cex import Ticker, Trade
-from tests.cex_harness import Run, run_feed
+from tests.cex_harness import NEVER_STALE, Run, run_feed, stale_after_for
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,10 @@ async def _replay(
     await server.start()
     try:
         exchange = Binance(ws_url=f"{server.url}/stream", rest_url=server.rest_url)
-        feed = FeedHandler(exchange, list(SYMBOLS), ["book", "trades", "ticker"], stale_after=1.5, retry=FAST)
+        stale_after = stale_after_for(faults, short=1.5)
+        feed = FeedHandler(
+            exchange, list(SYMBOLS), ["book", "trades", "ticker"], stale_after=stale_after, retry=FAST
+        )
         return await run_feed(server, feed, SYMBOLS), server
     finally:
         await server.stop()
@@ -76,7 +79,7 @@ async def test_connection_rollover_before_the_24h_limit_loses_nothing() -> None:
             exchange,
             list(SYMBOLS),
             ["book", "trades", "ticker"],
-            stale_after=1.5,
+            stale_after=NEVER_STALE,
             retry=FAST,
             max_connection_age=0.3,
             rollover_overlap=0.2,

@@ -19,7 +19,7 @@ from devnet.exchanges import bybit as bybit_server
 from devnet.exchanges import recording
 from devnet.exchanges.server import Fault
 from records.cex import Trade
-from tests.cex_harness import Run, run_feed
+from tests.cex_harness import NEVER_STALE, Run, run_feed, stale_after_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,8 @@ async def _replay(faults: list[Fault] | None = None) -> Run:
     try:
         exchange = Bybit(ws_url=server.url, depth=bybit_server.DEPTH)
         exchange.ping_interval = 0.2  # type: ignore[misc]
-        feed = FeedHandler(exchange, list(SYMBOLS), ["book", "trades"], stale_after=0.8, retry=FAST)
+        feed = FeedHandler(exchange, list(SYMBOLS), ["book", "trades"], stale_after=stale_after_for(faults),
+                           retry=FAST)  # fmt: skip
         return await run_feed(server, feed, SYMBOLS)
     finally:
         await server.stop()
@@ -81,7 +82,7 @@ async def test_the_fallback_endpoint_is_used_when_the_primary_cannot_be_reached(
     try:
         exchange = Bybit(ws_url="ws://127.0.0.1:9", depth=bybit_server.DEPTH, fallbacks=[server.url])
         exchange.ping_interval = 0.2  # type: ignore[misc]
-        feed = FeedHandler(exchange, list(SYMBOLS), ["book", "trades"], stale_after=0.8, retry=FAST)
+        feed = FeedHandler(exchange, list(SYMBOLS), ["book", "trades"], stale_after=NEVER_STALE, retry=FAST)
         run = await run_feed(server, feed, SYMBOLS)
     finally:
         await server.stop()

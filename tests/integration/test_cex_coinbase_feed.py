@@ -19,7 +19,7 @@ from devnet.exchanges import coinbase as coinbase_server
 from devnet.exchanges import recording
 from devnet.exchanges.server import Fault
 from records.cex import Trade
-from tests.cex_harness import Run, run_feed
+from tests.cex_harness import Run, run_feed, stale_after_for
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,11 @@ async def _replay(faults: list[Fault] | None = None) -> Run:
     server = await coinbase_server.CoinbaseServer(coinbase_server.events(), faults).start()
     try:
         feed = FeedHandler(
-            Coinbase(ws_url=server.url), list(SYMBOLS), ["book", "trades"], stale_after=0.8, retry=FAST
+            Coinbase(ws_url=server.url),
+            list(SYMBOLS),
+            ["book", "trades"],
+            stale_after=stale_after_for(faults),
+            retry=FAST,
         )
         return await run_feed(server, feed, SYMBOLS)
     finally:

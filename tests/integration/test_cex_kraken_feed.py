@@ -20,7 +20,7 @@ from cex.feed import FeedHandler
 from core.retry import RetryPolicy
 from devnet.exchanges import kraken as kraken_server
 from devnet.exchanges.server import Fault, MarketBook
-from tests.cex_harness import Run, run_feed
+from tests.cex_harness import Run, run_feed, stale_after_for
 
 pytestmark = pytest.mark.integration
 
@@ -57,7 +57,12 @@ async def _replay(faults: list[Fault] | None = None, connections: int = 1) -> Ru
     try:
         exchange = Kraken(ws_url=server.url, depth=kraken_server.DEPTH)
         feed = FeedHandler(
-            exchange, list(SYMBOLS), ["book"], connections=connections, stale_after=0.8, retry=FAST
+            exchange,
+            list(SYMBOLS),
+            ["book"],
+            connections=connections,
+            stale_after=stale_after_for(faults),
+            retry=FAST,
         )
         return await run_feed(server, feed, SYMBOLS, depth=kraken_server.DEPTH)
     finally:

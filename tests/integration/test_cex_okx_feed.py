@@ -16,7 +16,7 @@ from core.retry import RetryPolicy
 from devnet.exchanges import okx as okx_server
 from devnet.exchanges.server import Fault, ReplayServer
 from records.cex import Ticker, Trade
-from tests.cex_harness import market_levels, run_feed
+from tests.cex_harness import NEVER_STALE, market_levels, run_feed, stale_after_for
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,7 @@ SYMBOLS = {"BTC-USDT": "BTC-USDT", "UNI-USD-PERP": "UNI-USD-SWAP", "BTC-USD-2205
 FAST = RetryPolicy(attempts=0, base_delay=0.05, max_delay=0.2)
 
 
-# A stale threshold no run can cross: run_feed gives up after 30 s. Staleness is measured in wall-clock
-# time by the event loop that also runs the replay server, so a loaded machine that stalls the process
-# for stale_after (0.8 s was crossed at load ~16) made a drop or a reorder look like a silence ("stale"
-# resyncs, the gap never seen; a clean replay resynced). Only the "silent" fault (1.5 s of silence) needs a
-# short one.
-NEVER_STALE = 60.0
+# Only the "silent" fault (1.5 s of silence) needs a short stale threshold: see NEVER_STALE.
 
 
 def _feed(server: ReplayServer, connections: int = 1, stale_after: float = NEVER_STALE) -> FeedHandler:
@@ -73,8 +68,8 @@ async def test_fault_is_detected_resynced_and_the_book_ends_equal(kind: str, rea
     stream resyncs that book only, once (no staleness can mask a gap);
     run_feed returns only once the feed's and the consumer's books equal the server's (an uninterrupted
     replay's), checked again here."""
-    stale_after = 0.8 if kind == "silent" else NEVER_STALE
-    run, server = await _replay([Fault(0, "BTC-USDT", 40, kind)], stale_after=stale_after)
+    faults = [Fault(0, "BTC-USDT", 40, kind)]
+    run, server = await _replay(faults, stale_after=stale_after_for(faults))
     resyncs = [(r.symbol, r.reason) for r in run.of(Resync)]
     assert ("BTC-USDT", reason) in resyncs and {r for _, r in resyncs} == {reason}
     if kind not in ("close", "silent"):  # those two hit every book of the connection
