@@ -11,7 +11,7 @@ from fastapi import Response
 
 from api.errors import not_found
 from api.params import ListArgs
-from api.query import Query, next_cursor, page, reading, record_json, records_json
+from api.query import Query, next_cursor, page, reading, record_json, records_json_bytes
 from records.kinds import Kind
 from sinks.postgres_read import record_columns
 
@@ -25,13 +25,24 @@ class JsonBytes(Response):
         return orjson.dumps(content)
 
 
+class JsonEncoded(JsonBytes):
+    """An answer whose JSON is already encoded (bytes)."""
+
+    def render(self, content: Any) -> bytes:
+        if type(content) is not bytes:
+            raise TypeError("JsonEncoded takes the answer's JSON bytes")
+        return content
+
+
 async def list_records(
     pool: asyncpg.Pool, query: Query, args: ListArgs, resource: str, filters: Json
 ) -> JsonBytes:
     cursor, fp = args.start(query, resource, filters)
     result = await page(pool, query, limit=args.limit, cursor=cursor)
-    data = records_json(query.kind.record, result.rows)
-    return JsonBytes({"data": data, "next_cursor": next_cursor(query, result, fp)})
+    data = records_json_bytes(query.kind.record, result.rows)
+    cursor_json = orjson.dumps(next_cursor(query, result, fp))
+    # the bytes orjson writes for {"data": records_json(...), "next_cursor": ...}
+    return JsonEncoded(b'{"data":' + data + b',"next_cursor":' + cursor_json + b"}")
 
 
 async def fetch_one(pool: asyncpg.Pool, kind: Kind[Any], column: str, value: Any) -> Json | None:

@@ -2,7 +2,7 @@
 
 Data: ``--trades`` rows (default 1,000,000) generated into the real schema with COPY: ``--trades / 10``
 blocks 12 s apart, 100 pools over 20 tokens (18 decimals), 10,000 takers, exact amounts and prices;
-then ANALYZE. Postgres: ``DATABASE_URL``'s server if set, else an embedded pgserver in a temp dir.
+then VACUUM ANALYZE. Postgres: ``DATABASE_URL``'s server if set, else an embedded pgserver in a temp dir.
 
 The API runs as ``dexnode serve`` in its own process; this process is the load: ``--clients`` (50)
 concurrent closed-loop keep-alive connections (``bench/http_load.py``, raw asyncio on uvloop: a
@@ -145,7 +145,9 @@ async def generate(conn: asyncpg.Connection, trades: int) -> None:
         )
         rows = [trade_row(rng, n, i) for n in numbers for i in range(PER_BLOCK)]
         await conn.copy_records_to_table("dex_trades", records=rows, columns=columns("dex_trades"))
-    await conn.execute("ANALYZE")
+    # as autovacuum leaves a table some time after its inserts: hint bits set, pages all-visible (read
+    # right after COPY, every first visit of a page set its hint bits and dirtied it)
+    await conn.execute("VACUUM (ANALYZE)")
     print(f"generated {trades:,} dex_trades in {blocks:,} blocks in {time.perf_counter() - started:.0f} s")
 
 
@@ -351,10 +353,13 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
         if args.only_generate:
             return
         count = await conn.fetchval("SELECT count(*) FROM dex_trades")
+        size = await conn.fetchval("SELECT pg_size_pretty(pg_table_size('dex_trades'))")
+        buffers = await conn.fetchval("SHOW shared_buffers")
         top = await conn.fetchval("SELECT max(number) FROM blocks")
         print(
             f"{count:,} dex_trades, head {top:,}; {args.clients} clients, {args.requests} requests per query;"
-            f" serve --workers {args.workers}; load average {os.getloadavg()[0]:.1f} at the start"
+            f" serve --workers {args.workers}; load average {os.getloadavg()[0]:.1f} at the start;"
+            f" dex_trades {size}, shared_buffers {buffers}"
         )
         header = (
             "query",
