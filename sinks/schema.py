@@ -215,11 +215,11 @@ dex_trades = sa.Table(
     sa.Column("tx_to", sa.Text),
     sa.Index("ix_dex_trades_block_number", "block_number", "log_index"),
     sa.Index("ix_dex_trades_block_time", "block_time"),
-    sa.Index("ix_dex_trades_pool", "pool_address", "block_number"),
+    sa.Index("ix_dex_trades_pool", "pool_address", "block_number", "log_index"),  # migration 0009
     sa.Index("ix_dex_trades_pool_time", "pool_address", "block_time"),  # candles (migration 0006)
     sa.Index("ix_dex_trades_token_bought", "token_bought_address", "block_number"),
     sa.Index("ix_dex_trades_token_sold", "token_sold_address", "block_number"),
-    sa.Index("ix_dex_trades_taker", "taker", "block_number"),
+    sa.Index("ix_dex_trades_taker", "taker", "block_number", "log_index"),  # migration 0009
 )
 
 dex_liquidity = sa.Table(
