@@ -97,6 +97,42 @@ def test_a_list_query_passes_every_value_as_a_parameter() -> None:
         query.compare("pool_address", "LIKE", 1)
 
 
+def test_a_pinned_page_statement_built_once_per_shape_gets_each_query_s_values() -> None:
+    """``Query.pinned_sql`` keeps its text per query shape: a second query of the same shape gets the
+    same text and its own parameters, in the order the text numbers them; another shape, its own text."""
+    pool = "0x" + "aa" * 20
+
+    def query(value: str, desc: bool = False) -> Query:
+        q = Query(kinds.DEX_TRADES, kinds.DEX_TRADES.order, descending=desc)
+        q.compare("pool_address", "=", value)
+        return q
+
+    cursor = Cursor(120, HASH, (118, 7), "fp")
+    first, again = query(pool), query("0xbb")
+    text = first.pinned_sql(cursor=cursor, limit=101, offset=5)
+    assert again.pinned_sql(cursor=Cursor(9, "0xcc", (8, 1), "fp"), limit=101, offset=3) == text
+    assert first.params == [pool, 120, HASH, 118, 7, 5] and again.params == ["0xbb", 9, "0xcc", 8, 1, 3]
+    assert "WHERE number = $2 AND hash = $3" in text and '("block_number", "log_index") > ($4, $5)' in text
+    assert text.endswith("LIMIT 101 OFFSET $6")
+    first_page = query(pool)
+    assert first_page.pinned_sql(cursor=None, limit=101) != text and first_page.params == [pool]
+    descending = query(pool, desc=True)
+    assert "DESC" in descending.pinned_sql(cursor=cursor, limit=101) and descending.params == [
+        pool,
+        120,
+        HASH,
+        118,
+        7,
+    ]
+    other_limit = query(pool)
+    assert (
+        other_limit.pinned_sql(cursor=cursor, limit=11).endswith("LIMIT 11") and other_limit.params[-1] == 7
+    )
+    for bad in (True, 1.5):
+        with pytest.raises(ValueError, match="not a row count"):
+            query(pool).pinned_sql(cursor=None, limit=bad)  # type: ignore[arg-type]
+
+
 def test_pools_created_before_the_chain_stay_in_a_pinned_list() -> None:
     query = Query(kinds.POOLS, kinds.POOLS.order)
     sql = query.sql(head=5, after=None, limit=3)
