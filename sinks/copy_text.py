@@ -5,8 +5,10 @@ Why not asyncpg's binary COPY everywhere: it encodes every ``NUMERIC`` value thr
 prices). In text an int is ``str(int)`` in C and a row is one f-string generated per table from its
 columns. Measured on the 2,011-block devnet (CPU-s, binary → text): 20,844 transactions 0.25–0.27 →
 0.15–0.20, 43,352 token transfers 0.17–0.19 → 0.10–0.12; but 85,929 logs (no NUMERIC, 43 MB of hex)
-0.25 → 0.43, the per-value escaping check costing more than asyncpg's C: the writer uses text for
-tables with NUMERIC columns only.
+0.25 → 0.43, the per-value escaping check costing more than asyncpg's C. With ``sinks/_copy.c`` built
+(one C loop over records and columns) the text encoding costs less than either: transactions and token
+transfers 0.31 → 0.08 CPU-s, logs 0.11–0.13 against binary's 0.19–0.23 (load ~4), so the writer uses
+text for every table it can print; without it, for tables with NUMERIC columns only.
 
 The text format (PostgreSQL docs, "COPY", File Formats): columns separated by a tab, rows ended by a
 newline, null written ``\\N``, and a backslash, tab, newline or carriage return inside a value
@@ -22,6 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
+
+try:  # optional C extension (make install builds it); the generated Python encoder when it is missing
+    from sinks import _copy
+except ImportError:
+    _copy = None  # type: ignore[assignment]
+
+C_ENCODER = _copy is not None  # record_encoder encodes in C (sinks/_copy.c)
 
 _ESCAPE = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 NULL = "\\N"
@@ -48,6 +57,8 @@ def _expression(name: str, column: sa.Column[Any], converted: bool) -> str:
     value = f"_c_{name}(r)" if converted else f"r.{name}"
     kind = column.type
     if isinstance(kind, sa.ARRAY):
+        if not isinstance(kind.item_type, sa.String | sa.Text):
+            raise TypeError(f"no COPY text encoding for column {column.name} of type {kind!r}")
         return f"{{_array({value})}}"  # prints its own null
     text = converted or isinstance(kind, sa.String | sa.Text)
     if not text and not isinstance(kind, sa.Integer | sa.Numeric):
@@ -61,11 +72,9 @@ def _expression(name: str, column: sa.Column[Any], converted: bool) -> str:
     return f"{{{value}}}"
 
 
-def record_encoder(
+def _python_encoder(
     table: sa.Table, columns: Sequence[str], converters: Mapping[str, Callable[[Any], str | None]]
 ) -> Callable[[Sequence[Any]], bytes]:
-    """``encode(records)``: the COPY text data of ``records``, one row each, ``columns`` read as the
-    records' attributes of the same names, or through ``converters`` (to JSON text) when given."""
     fields = "\\t".join(_expression(name, table.c[name], name in converters) for name in columns)
     source = f'def encode(records):\n    return "".join([f"{fields}\\n" for r in records]).encode()\n'
     namespace: dict[str, Any] = {
@@ -78,3 +87,46 @@ def record_encoder(
     exec(source, namespace)  # generated from the table's own column names and types only
     encode: Callable[[Sequence[Any]], bytes] = namespace["encode"]
     return encode
+
+
+def _c_encoder(
+    table: sa.Table,
+    columns: Sequence[str],
+    converters: Mapping[str, Callable[[Any], str | None]],
+    record: type | None,
+) -> Callable[[Sequence[Any]], bytes]:
+    """The same encoding by ``sinks/_copy.c``: one C loop over records and columns (see its comment)."""
+    assert _copy is not None
+    specs: list[tuple[str, int, Callable[[Any], Any] | None]] = []
+    for name in columns:
+        column = table.c[name]
+        _expression(name, column, name in converters)  # the same type checks as the Python encoder
+        nullable = _copy.NULLABLE if column.nullable else 0
+        if name in converters:
+            specs.append((name, _copy.CONVERT, converters[name]))
+        elif isinstance(column.type, sa.ARRAY):
+            specs.append((name, _copy.ARRAY, text_array))
+        elif isinstance(column.type, sa.String | sa.Text):
+            specs.append((name, _copy.STR | nullable, None))
+        else:
+            specs.append((name, _copy.NUM | nullable, None))
+    return _copy.Encoder(tuple(specs), record).encode
+
+
+def record_encoder(
+    table: sa.Table,
+    columns: Sequence[str],
+    converters: Mapping[str, Callable[[Any], str | None]],
+    *,
+    record: type | None = None,
+    python: bool = False,
+) -> Callable[[Sequence[Any]], bytes]:
+    """``encode(records)``: the COPY text data of ``records``, one row each, ``columns`` read as the
+    records' attributes of the same names, or through ``converters`` (to JSON text) when given.
+
+    In C (``sinks/_copy.c``) when it is built, else (or with ``python``) a generated f-string per table:
+    the same bytes (``tests/unit/test_copy_text.py``). ``record``: the records' class, whose slots the C
+    encoder then reads directly (records of another type are read by attribute name)."""
+    if _copy is None or python:
+        return _python_encoder(table, columns, converters)
+    return _c_encoder(table, columns, converters, record)
