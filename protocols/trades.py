@@ -91,9 +91,11 @@ def slot_maker(cls: type[Any]) -> Callable[..., Any]:
 
 
 try:  # optional C extension; tests/unit/test_decode_makers.py runs both makers against cls(*values)
+    from protocols._speedups import receipt_logs as c_receipt_logs
     from protocols._speedups import slot_maker as _c_slot_maker
 except ImportError:  # not built (no compiler at install time): the Python maker, same records
     _c_slot_maker = None
+    c_receipt_logs = None  # extraction's common case in C (indexer.pipeline.pipeline.RECORD_MAKERS)
 
 _dex_trade: Callable[..., DexTrade] = slot_maker(DexTrade)
 _dex_liquidity: Callable[..., DexLiquidity] = slot_maker(DexLiquidity)

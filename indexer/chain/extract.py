@@ -74,6 +74,10 @@ class Makers:
 
     log: Callable[..., Log] = Log
     transaction: Callable[..., Transaction] = Transaction
+    # ``protocols._speedups.receipt_logs``: a receipt's logs checked and made in C where all is as a node
+    # normally writes it, else None (nothing appended) and ``_receipt_logs`` decides, accepting or
+    # raising as it always does; arguments as ``_receipt_logs``'s
+    receipt_logs: Callable[..., int | None] | None = None
 
 
 CLASSES = Makers()
@@ -330,7 +334,7 @@ def extract_block(block_json: Json, receipts: Sequence[Json], makers: Makers = C
     logs: list[Log] = []
     last_log_index = -1
     number_hex = block_json["number"]
-    new_log, new_transaction = makers.log, makers.transaction
+    new_log, new_transaction, fast_logs = makers.log, makers.transaction, makers.receipt_logs
     for i, (tx, receipt) in enumerate(zip(txs, receipts, strict=True)):
         tx_hash = tx["hash"].lower()
         tx_block = tx.get("blockHash")
@@ -341,9 +345,9 @@ def extract_block(block_json: Json, receipts: Sequence[Json], makers: Makers = C
                 f"block {block_number} {block_hash}: transaction {i} ({tx_hash}) says index "
                 f"{tx['transactionIndex']} in block {tx_block}"
             )
-        last_log_index = _receipt_logs(
-            receipt, i, tx_hash, block_number, block_hash, number_hex, logs, last_log_index, new_log
-        )
+        args = (receipt, i, tx_hash, block_number, block_hash, number_hex, logs, last_log_index, new_log)
+        last = None if fast_logs is None else fast_logs(*args)
+        last_log_index = _receipt_logs(*args) if last is None else last
         transactions.append(
             map_transaction(tx, receipt, block_number, block_hash, timestamp, new_transaction)
         )

@@ -34,6 +34,7 @@ from core.retry import RetryPolicy
 from indexer.chain.extract import InconsistentBlockError, extract_block
 from indexer.chain.rpc import RpcClient, RpcFatalError
 from indexer.pipeline.events import Finalized, FollowerEvent, NewBlock, Reorg
+from indexer.pipeline.pipeline import RECORD_MAKERS
 from indexer.realtime import core
 from indexer.realtime.core import ChainWindow, NodeChainMoved, ReorgTooDeep
 from indexer.realtime.heads import Head
@@ -194,7 +195,7 @@ class Follower:
                 continue
             t1 = time.perf_counter()
             try:
-                extracted = extract_block(block, receipts)
+                extracted = extract_block(block, receipts, RECORD_MAKERS)
             except InconsistentBlockError as exc:  # another branch's, or a lagging backend's: by hash
                 log.info("block %s: receipts asked with it are not its own (%s)", block.get("number"), exc)
                 continue
@@ -248,6 +249,6 @@ class Follower:
         out = []
         for block, block_receipts in zip(blocks, receipts, strict=True):
             t1 = time.perf_counter()
-            extracted = extract_block(block, block_receipts)
+            extracted = extract_block(block, block_receipts, RECORD_MAKERS)
             out.append(NewBlock(extracted, fetch_ms, seen_at, (time.perf_counter() - t1) * 1000))
         return out
