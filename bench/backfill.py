@@ -247,17 +247,20 @@ def peer(url: str, node_pid: int | None, wanted: BlockRange, workers: int, batch
 PACKAGES = ("records", "core", "decoders", "protocols", "indexer", "sinks", "migrations", "cli", "cex", "api")
 
 
-def compile_dexnode() -> None:
+def compile_dexnode(root: Path = REPO) -> None:
     """Compile dexnode's modules to bytecode once, as ``pip install`` of a wheel does (and did for
     ethereum-etl's venv): dexnode is installed editable here, and where ``PYTHONDONTWRITEBYTECODE``
     is set (this machine sets it) every ``dexnode`` command would otherwise compile its ~150 modules
     from source again, a cost no installed copy pays."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    dirs = [str(REPO / p) for p in PACKAGES if (REPO / p).is_dir()]
+    dirs = [str(root / p) for p in PACKAGES if (root / p).is_dir()]
     subprocess.run(
         [sys.executable, "-m", "compileall", "-q", *dirs], check=True, env=env, stdout=subprocess.DEVNULL
     )
 
+
+# the ``dexnode`` console script's body, for a checkout on PYTHONPATH
+_OLD_CLI = "import sys; from cli.main import main; sys.argv[0] = 'dexnode'; sys.exit(main())"
 
 _LINE = re.compile(
     r"backfilled ([\d,]+) blocks, ([\d,]+) txs, ([\d,]+) logs, ([\d,]+) token transfers, ([\d,]+) DEX trades"
@@ -274,7 +277,10 @@ async def dexnode(
     workers: int,
     chunk: int,
     defer: bool,
+    before: Path | None = None,
 ) -> Run:
+    """``dexnode backfill`` into a fresh database; ``before``: another checkout's code (an old commit,
+    its C extensions built in place) run by this venv's Python, for old-and-new comparisons."""
     name = f"dexnode_bench_backfill_{os.getpid()}_{secrets.token_hex(3)}"
     dsn = await ensure_database(server, name)
     v2, v3 = venue_settings(devnet.manifest)
@@ -284,7 +290,10 @@ async def dexnode(
         "DEXNODE_UNISWAP_V3_FACTORIES": v3,
         "DEXNODE_LOG_LEVEL": "WARNING",
     }
-    argv = [str(DEXNODE), "backfill", "--from", str(wanted.first), "--to", str(wanted.last),
+    if before is not None:
+        env["PYTHONPATH"] = str(before)  # ahead of the editable install's finder
+    command = [str(DEXNODE)] if before is None else [sys.executable, "-c", _OLD_CLI]
+    argv = [*command, "backfill", "--from", str(wanted.first), "--to", str(wanted.last),
             "--confirmations", "0", "--allow-unconfirmed", "--rpc-http", devnet.rpc_http,
             "--database-url", dsn,
             "--workers", str(workers), "--batch-blocks", str(chunk)]  # fmt: skip
@@ -317,6 +326,8 @@ async def dexnode(
     blocks, txs, logs, transfers, trades = (int(g.replace(",", "")) for g in m.groups()[:5])
     seconds = float(m.group(6)) + float(m.group(7) or 0.0)
     label = "dexnode --defer-indexes" if defer else "dexnode (indexes kept)"
+    if before is not None:
+        label = "old " + label
     note = (
         f"{transfers:,} token transfers, {trades:,} DEX trades, {liquidity:,} liquidity events, {pools} pools"
     )
@@ -390,18 +401,25 @@ async def measure(
     head = devnet.head()[0]
     wanted = BlockRange(0, head)
     limits: list[Run] = []
-    ours: dict[bool, list[Run]] = {False: [], True: []}
+    modes = [m == "deferred" for m in args.modes]
+    trees: list[Path | None] = [None] if args.before is None else [args.before, None]
+    ours: dict[tuple[bool, Path | None], list[Run]] = {(d, t): [] for d in modes for t in trees}
     for rnd in range(args.rounds):
         for k in sorted({max(1, args.workers // 2), args.workers}):
             limits.append(
                 await fetch_limit(devnet.rpc_http, devnet.pid, wanted, k, args.batch_blocks, args.rpc_batch)
             )
-        for defer in (False, True):
-            run = await dexnode(server, postmaster, devnet, wanted, args.workers, args.batch_blocks, defer)
-            ours[defer].append(run)
-        kept, deferred = ours[False][-1].seconds, ours[True][-1].seconds
-        print(f"round {rnd + 1}: limit {best(limits[-2:]).seconds:.2f}s, dexnode {kept:.2f}s,"
-              f" --defer-indexes {deferred:.2f}s", flush=True)  # fmt: skip
+        # old and new alternated, the old first in odd rounds and last in even ones
+        for tree in trees if rnd % 2 == 0 else trees[::-1]:
+            for defer in modes:
+                run = await dexnode(
+                    server, postmaster, devnet, wanted, args.workers, args.batch_blocks, defer, tree
+                )
+                ours[defer, tree].append(run)
+                lim = best(limits[-2:]).seconds
+                print(f"round {rnd + 1}: limit {lim:.2f}s, {run.name} {run.seconds:.2f}s"
+                      f" ({lim / run.seconds:.2f}× the limit), {_cpu(run)},"
+                      f" load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     etl = (
         await asyncio.to_thread(peer, devnet.rpc_http, devnet.pid, wanted, args.workers, args.rpc_batch)
         if args.peer
@@ -423,7 +441,19 @@ async def measure(
         f" and indexer; best of {args.rounds}; workers {args.workers}, {args.batch_blocks} blocks per chunk,"
         f" JSON-RPC batches of {args.rpc_batch}"
     )
-    report(env, chain, limit, etl, [best(ours[False]), best(ours[True])])
+    report(env, chain, limit, etl, [best(runs) for runs in ours.values()])
+    if args.before is not None:
+        print()
+        for defer in modes:
+            old, new = ours[defer, args.before], ours[defer, None]
+            for what, get in (
+                ("seconds", lambda r: r.seconds),
+                ("indexer CPU-s", lambda r: (r.cpu or {}).get("indexer", 0.0)),
+                ("Postgres CPU-s", lambda r: (r.cpu or {}).get("postgres", 0.0)),
+                ("node CPU-s", lambda r: (r.cpu or {}).get("node", 0.0)),
+            ):
+                pairs = ", ".join(f"{get(o):.2f} → {get(n):.2f}" for o, n in zip(old, new, strict=True))
+                print(f"{new[0].name}: {what} old → new by round: {pairs}")
 
 
 @contextlib.contextmanager
@@ -460,10 +490,26 @@ def main() -> None:
         "--rpc-batch", type=int, default=100, help="calls per JSON-RPC batch (and etl batch size)"
     )
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip ethereum-etl")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="another checkout (e.g. `git worktree add /tmp/before <commit>`, C extensions built in place):"
+        " its dexnode run in alternated rounds with this one's, and old → new figures printed per round",
+    )
+    parser.add_argument(
+        "--modes",
+        type=lambda s: s.split(","),
+        default=["kept", "deferred"],
+        help="dexnode runs per round: kept (indexes maintained), deferred (--defer-indexes), or both",
+    )
     args = parser.parse_args()
+    if not set(args.modes) <= {"kept", "deferred"}:
+        parser.error("--modes: kept, deferred or kept,deferred")
     if not DEXNODE.exists():
         sys.exit(f"{DEXNODE} missing: run `make install`")
     compile_dexnode()
+    if args.before is not None:
+        compile_dexnode(args.before.resolve())
     logs = Path(tempfile.mkdtemp(prefix="dexnode-bench-anvil-"))
     cache = DevnetCache(REPO / ".dexnode-test-cache", logs, args.seed, args.blocks, args.rate, True)
     print(f"devnet: seed {args.seed}, {args.blocks} blocks at rate {args.rate} (generated once, then cached)",
