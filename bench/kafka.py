@@ -25,7 +25,9 @@ Postgres: ``DATABASE_URL``'s server if set, else an embedded pgserver in a temp 
 the broker, Postgres and this process share them. Each round prints the CPU seconds of the write:
 dexnode's process by thread (the event loop, the producer's thread, the waits serving delivery reports,
 librdkafka's own threads), the broker's process (the mock cluster) and Postgres's backends (embedded
-server only); ``--modes`` picks the modes, ``--live-blocks 0`` skips the live rounds.
+server only); ``--modes`` picks the modes, ``--live-blocks 0`` skips the live rounds. Modes 3 and 4
+are the two Kafka modes again through confluent-kafka's ``Producer`` (a Python call and a delivery
+report callback per message) instead of ``sinks._rdkafka`` (librdkafka called from C), in the same run.
 
     .venv/bin/python bench/kafka.py [--rounds 3] [--batch-blocks 100] [--live-blocks 200]
 """
@@ -62,6 +64,7 @@ from indexer.pipeline.pipeline import batch_of, fewer_collections
 from migrations import runner
 from records import DexLiquidity, DexTrade, Log, Pool, Token, TokenTransfer, Transaction
 from records.batch import Batch
+from sinks import kafka_producer
 from sinks.base import Sink
 from sinks.kafka import KafkaHeadSink, KafkaOptions, KafkaPostgresSink, kafka_composite
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
@@ -75,7 +78,11 @@ CONFIRMATIONS = 12  # DEXNODE_CONFIRMATIONS's default
 POSTGRES = "postgres"
 BOTH = "postgres + kafka"  # each record on head.* and confirmed.*
 CONFIRMED_ONLY = "postgres + kafka, history on confirmed only"  # with_kafka(history_on_head=False)
-MODES = (POSTGRES, BOTH, CONFIRMED_ONLY)
+# the same two through confluent-kafka's Producer (sinks.kafka_producer.NATIVE off), against sinks/_rdkafka.c
+BOTH_CONFLUENT = "postgres + kafka [confluent-kafka path]"
+CONFIRMED_ONLY_CONFLUENT = "confirmed only [confluent-kafka path]"
+MODES = (POSTGRES, BOTH, CONFIRMED_ONLY, BOTH_CONFLUENT, CONFIRMED_ONLY_CONFLUENT)
+CONFLUENT = (BOTH_CONFLUENT, CONFIRMED_ONLY_CONFLUENT)
 
 
 def venues(manifest: dict[str, object]) -> tuple[str, str]:
@@ -297,16 +304,22 @@ async def rounds(
 ) -> None:
     for round_ in range(args.rounds):
         for name in args.modes:
-            with start_kafka_dev() if name != POSTGRES else contextlib.nullcontext() as broker:
-                written = await write_all(
-                    dsn, batches, broker, journal=False, workers=args.workers,
-                    history_on_head=name != CONFIRMED_ONLY, postmaster=postmaster,
-                )  # fmt: skip
-                per_block = (
-                    []
-                    if name == CONFIRMED_ONLY or not args.live_blocks
-                    else (await write_all(dsn, live, broker, journal=True)).seconds
-                )
+            confirmed_only = name in (CONFIRMED_ONLY, CONFIRMED_ONLY_CONFLUENT)
+            native = kafka_producer.NATIVE
+            kafka_producer.NATIVE = native and name not in CONFLUENT
+            try:
+                with start_kafka_dev() if name != POSTGRES else contextlib.nullcontext() as broker:
+                    written = await write_all(
+                        dsn, batches, broker, journal=False, workers=args.workers,
+                        history_on_head=not confirmed_only, postmaster=postmaster,
+                    )  # fmt: skip
+                    per_block = (
+                        []
+                        if confirmed_only or not args.live_blocks
+                        else (await write_all(dsn, live, broker, journal=True)).seconds
+                    )
+            finally:
+                kafka_producer.NATIVE = native
             seconds = sum(written.seconds)
             rate = total / seconds
             best[name] = max(best.get(name, 0.0), rate)
@@ -343,7 +356,7 @@ async def measure(args: argparse.Namespace, server: str, postmaster: int | None,
     for name in args.modes:
         ratio = best[name] / best.get(POSTGRES, best[name])
         verdict = "" if name == POSTGRES else f"  ratio {ratio:.2f} (Kafka costs {1 - ratio:.0%})"
-        if name == BOTH:
+        if name in (BOTH, BOTH_CONFLUENT):
             verdict += f" vs target >= {TARGET_RATIO:.2f}: {'meets' if ratio >= TARGET_RATIO else 'MISSES'}"
         print(f"{name:>34}: {best[name]:9,.0f} records/s{verdict}")
         median = {k: statistics.median(c.get(k, 0.0) for c in cpus[name]) for k in cpus[name][0]}
@@ -376,8 +389,9 @@ def main() -> None:
     parser.add_argument(
         "--modes",
         type=lambda text: [MODES[int(i)] for i in text.split(",")],
-        default=list(MODES),
-        help="which modes, by index: 0 Postgres, 1 Kafka on both flavours, 2 confirmed only (default 0,1,2)",
+        default=list(MODES[:3]),
+        help="which modes, by index: 0 Postgres, 1 Kafka on both flavours, 2 confirmed only, 3 and 4: 1 and 2"
+        " through confluent-kafka's Producer instead of sinks._rdkafka (default 0,1,2)",
     )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dexnode-bench-kafka-"))

@@ -84,6 +84,7 @@ from sinks.kafka_keys import (
     BlockKeys,
     EncodedCache,
     OutMessage,
+    Segment,
     Topics,
     encode_record,
     keys_of_batch,
@@ -269,15 +270,16 @@ class KafkaHeadSink:
         if confirmed_only:
             flavours.append(CONFIRMED)
 
-        def build() -> list[OutMessage]:
+        def build() -> list[Segment]:
             encoded = self.cache.encode(batch)
-            for flavour in flavours:
-                topic = {kind: self.topics.of(flavour, kind) for kind in KINDS}
-                messages.extend([(topic[kind], key, value, hs, -1) for kind, key, value, hs in encoded])
-            return messages
+            # each flavour's records straight from the encoding: no message tuple per record
+            by_kind = [
+                (encoded, {kind: self.topics.of(flavour, kind) for kind in KINDS}) for flavour in flavours
+            ]
+            return [(messages, None), *by_kind]
 
         if batch.count() < self.threaded_records:
-            return await self.producer.start_send(build())
+            return await self.producer.start_send_segments(build())
         # encoded and produced in the producer's thread while Postgres writes the batch: the waiter,
         # which the COMMIT waits for, waits for that too
         return self.producer.start_send_later(build)

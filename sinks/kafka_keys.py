@@ -31,6 +31,11 @@ Headers = list[tuple[str, str | bytes | None]]
 OutMessage = tuple[str, bytes, bytes, Headers, int]
 
 
+# a run of one send's messages: (OutMessage tuples, None), or (Encoded tuples, topic by kind): each record
+# produced to its kind's topic, partitioned by key, with no message tuple made for it (a batch on one flavour)
+Segment = tuple[list[Any], dict[str, str] | None]
+
+
 def out_message(topic: str, key: bytes, value: bytes, headers: Headers, partition: int = -1) -> OutMessage:
     return (topic, key, value, headers, partition)
 

@@ -1,0 +1,230 @@
+"""``sinks.kafka_producer.KafkaProducer`` on both of its paths, ``sinks._rdkafka`` (librdkafka called from C,
+delivery reports counted in C) and confluent-kafka's ``Producer``, against librdkafka's mock cluster (its
+own process). The truth is the list of messages the test made: every key, value, header and partition is
+read back with a plain confluent-kafka consumer; a frozen or stopped broker and a message the client
+refuses must fail the send, never lose a message silently."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+import sinks.kafka_producer as kafka_producer
+from core.errors import FatalError
+from sinks.kafka_dev import KafkaDev, start_kafka_dev
+from sinks.kafka_keys import Headers, OutMessage, Segment
+from sinks.kafka_producer import KafkaProducer, KafkaUnavailable
+
+pytestmark = pytest.mark.integration
+
+PATHS = ["native", "confluent"]
+
+
+@pytest.fixture(params=PATHS)
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "native" and not kafka_producer.NATIVE:
+        pytest.fail("sinks._rdkafka is not built or librdkafka did not load (make install builds it)")
+    monkeypatch.setattr(kafka_producer, "NATIVE", request.param == "native")
+    return str(request.param)
+
+
+@pytest.fixture
+def broker() -> Iterator[KafkaDev]:
+    with start_kafka_dev() as kafka:
+        yield kafka
+
+
+def config(broker: KafkaDev, **extra: object) -> dict[str, object]:
+    return {
+        "bootstrap.servers": broker.bootstrap,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "partitioner": "murmur2_random",
+        "logger": logging.getLogger("dexnode.librdkafka"),
+        **extra,
+    }
+
+
+def read_back(broker: KafkaDev, topic: str, count: int) -> list[tuple[bytes, bytes, Any, int]]:
+    """(key, value, headers, partition) of the first ``count`` messages of ``topic``, by partition."""
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": uuid.uuid4().hex, "enable.auto.commit": False}
+    )
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        got: list[tuple[bytes, bytes, Any, int]] = []
+        empty_polls = 0
+        while len(got) < count and empty_polls < 40:
+            message = consumer.poll(0.5)
+            if message is None:
+                empty_polls += 1
+                continue
+            assert message.error() is None, message.error()
+            key, value = message.key(), message.value()
+            assert isinstance(key, bytes) and isinstance(value, bytes)
+            got.append((key, value, message.headers(), int(message.partition() or 0)))
+        return got
+    finally:
+        consumer.close()
+
+
+def messages(topic: str, count: int, *, partition: int = -1) -> list[OutMessage]:
+    """Keyed messages with one header each, the header list shared by ten messages as a block's is."""
+    shared: list[Headers] = [[("block_hash", f"0x{b:064x}".encode())] for b in range(count // 10 + 1)]
+    return [
+        (
+            topic,
+            f"0x{i:064x}:{i}".encode(),
+            f'{{"n":{i},"pad":"{"x" * (i % 300)}"}}'.encode(),
+            shared[i // 10],
+            partition,
+        )
+        for i in range(count)
+    ]
+
+
+async def test_every_message_is_delivered_as_given_in_order_per_key(path: str, broker: KafkaDev) -> None:
+    """5,000 keyed messages through a local queue of 300 (the produce loop waits for room and goes on
+    where it stopped), plus messages without headers on partition 0: all read back, byte for byte, each
+    key on one partition, and the messages of a partition in the order they were given."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    keyed = messages(topic, 5000)
+    plain: list[OutMessage] = [(topic, b"", f"journal {i}".encode(), [], 0) for i in range(20)]
+    producer = KafkaProducer(config(broker, **{"queue.buffering.max.messages": 300}))
+    try:
+        await producer.send(keyed[:2500])
+        await producer.send(plain)
+        wait = producer.start_send_later(lambda: [(keyed[2500:], None)])  # its own thread, as a backfill's
+        await wait()
+    finally:
+        await producer.close()
+    got = read_back(broker, topic, len(keyed) + len(plain))
+    assert len(got) == len(keyed) + len(plain)
+    want = {key: (value, headers) for _, key, value, headers, _ in keyed}
+    seen_partition: dict[bytes, int] = {}
+    by_partition: dict[int, list[bytes]] = {}
+    journal = []
+    for key, value, headers, part in got:
+        if key == b"":
+            assert part == 0 and headers is None
+            journal.append(value)
+            by_partition.setdefault(part, []).append(value)
+            continue
+        want_value, want_headers = want.pop(key)
+        assert value == want_value
+        assert headers == want_headers
+        assert seen_partition.setdefault(key, part) == part
+        by_partition.setdefault(part, []).append(key)
+    assert want == {}
+    assert journal == [m[2] for m in plain]
+    order = {key: i for i, (_, key, _, _, _) in enumerate(keyed)}
+    for values in by_partition.values():
+        keys = [order[k] for k in values if k in order]
+        assert keys == sorted(keys)
+
+
+async def test_a_frozen_broker_fails_the_send_then_the_retry_delivers(path: str, broker: KafkaDev) -> None:
+    """Frozen (nothing answered): every message times out, the send raises ``KafkaUnavailable`` naming
+    how many of how many; once it answers again, the same messages sent again all arrive."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    batch = messages(topic, 200)
+    producer = KafkaProducer(config(broker, **{"message.timeout.ms": 2000}))
+    try:
+        await producer.send(batch[:1])  # connected, topic known
+        broker.pause()
+        try:
+            with pytest.raises(KafkaUnavailable, match=r"^200 of 200 Kafka messages not delivered"):
+                await producer.send(batch)
+        finally:
+            broker.resume()
+        await producer.send(batch)
+    finally:
+        await producer.close()
+    got = read_back(broker, topic, 1000)
+    keys = [key for key, _, _, _ in got]
+    assert set(keys) == {m[1] for m in batch}
+    assert keys.count(batch[0][1]) >= 2  # sent first alone, then in the retried batch (maybe three times)
+
+
+async def test_a_message_the_client_refuses_is_a_fatal_error(path: str, broker: KafkaDev) -> None:
+    """A value over ``message.max.bytes`` is refused when produced: ``FatalError`` (retrying cannot help)."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(config(broker, **{"message.max.bytes": 10_000}))
+    try:
+        with pytest.raises(FatalError, match="not delivered"):
+            await producer.send([(topic, b"k", b"x" * 20_000, [], -1)])
+        await producer.send(messages(topic, 3))  # the producer goes on
+    finally:
+        await producer.close()
+    assert len(read_back(broker, topic, 3)) == 3
+
+
+async def test_a_bad_setting_is_refused(path: str, broker: KafkaDev) -> None:
+    producer = KafkaProducer(config(broker, **{"linger.ms": "soon"}))  # alias of queue.buffering.max.ms
+    with pytest.raises(
+        KafkaException, match=r"Invalid value for configuration property .queue\.buffering\.max\.ms"
+    ):
+        await producer.send(messages("t", 1))
+
+
+async def test_librdkafka_logs_reach_the_logger(
+    path: str, broker: KafkaDev, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker gone: librdkafka's connection failures are logged at ``dexnode.librdkafka`` (served with
+    the delivery reports), and the send fails."""
+    producer = KafkaProducer(config(broker, **{"message.timeout.ms": 1500}))
+    broker.stop()
+    with caplog.at_level(logging.INFO, logger="dexnode.librdkafka"):
+        with pytest.raises(KafkaUnavailable):
+            await producer.send(messages("gone", 5))
+        await producer.close(timeout=1)
+    lines = [r for r in caplog.records if r.name == "dexnode.librdkafka"]
+    assert any(broker.bootstrap.rsplit(":", 1)[1] in r.getMessage() for r in lines), lines[:3]
+
+
+async def test_encoded_records_go_to_their_kinds_topic(path: str, broker: KafkaDev) -> None:
+    """A send in segments, as the head sink makes one: message tuples, then the same encoded records
+    (kind, key, value, headers) on two flavours, each to ``topics[kind]``: every record on its kind's
+    topic of both flavours, after the plain messages of its partition."""
+    prefix = f"s{uuid.uuid4().hex[:6]}"
+    kinds = ("blocks", "logs")
+    encoded = [
+        (
+            kinds[i % 2],
+            f"key-{i}".encode(),
+            f"value {i}".encode(),
+            [("block_hash", f"0x{i // 4:02x}".encode())],
+        )
+        for i in range(400)
+    ]
+    plain: list[OutMessage] = [(f"{prefix}.head.blocks", b"revert", b"undo", [("block_hash", b"0xff")], 0)]
+    segments: list[Segment] = [
+        (plain, None),
+        *(
+            (encoded, {kind: f"{prefix}.{flavour}.{kind}" for kind in kinds})
+            for flavour in ("head", "confirmed")
+        ),
+    ]
+    producer = KafkaProducer(config(broker))
+    try:
+        await (await producer.start_send_segments(segments))()
+    finally:
+        await producer.close()
+    for flavour in ("head", "confirmed"):
+        for kind in kinds:
+            topic = f"{prefix}.{flavour}.{kind}"
+            want = {(key, value, tuple(headers)) for k, key, value, headers in encoded if k == kind}
+            extra = {(b"revert", b"undo", (("block_hash", b"0xff"),))} if topic == plain[0][0] else set()
+            got = read_back(broker, topic, len(want) + len(extra))
+            assert {(key, value, tuple(headers or ())) for key, value, headers, _ in got} == want | extra
+            if extra:  # the revert went first on its partition
+                first = next(g for g in got if g[3] == 0)
+                assert first[0] == b"revert"
