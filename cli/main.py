@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
 
-from cex.exchanges import EXCHANGES
 from cli.common import (
     ApiAccessOpt,
     ApiAnonRateLimitOpt,
@@ -50,6 +50,20 @@ from core.errors import ConfigError, DexnodeError
 from core.redact import mask_urls_in
 from core.settings import build_settings
 
+
+class _ExchangeNames:
+    """The exchange names a configuration file's ``[cex]`` may use, for ``load_settings``: read (and
+    ``cex.exchanges`` imported with its exchange modules) only when there is a file to check, so that
+    ``backfill``, ``follow`` and the others do not import the CEX module at start-up."""
+
+    def __iter__(self) -> Iterator[str]:
+        from cex.exchanges import EXCHANGES
+
+        return iter(EXCHANGES)
+
+
+EXCHANGE_NAMES = _ExchangeNames()
+
 _app = typer.Typer(
     name="dexnode",
     help="dexnode: exact, reorg-safe on-chain and CEX market data in one schema.",
@@ -70,7 +84,7 @@ def root(
 ) -> None:
     """Options for every command; the command's own settings follow its name."""
     if config is not None:  # main() read DEXNODE_CONFIG or ./dexnode.toml; --config replaces it
-        ctx.obj = load_settings(config, exchanges=EXCHANGES)
+        ctx.obj = load_settings(config, exchanges=EXCHANGE_NAMES)
     settings = settings_of(ctx, log_level=log_level)
     ctx.obj = settings  # the commands start from these
     configure_logging(settings.log_level)
@@ -295,7 +309,7 @@ def main(argv: list[str] | None = None) -> None:
         # flags > DEXNODE_* > dexnode.toml > defaults; with --config, the command reads the file it names
         # (./dexnode.toml or DEXNODE_CONFIG must not be read, nor fail, first)
         named = any(arg == "--config" or arg.startswith("--config=") for arg in given)
-        settings = build_settings() if named else load_settings(exchanges=EXCHANGES)
+        settings = build_settings() if named else load_settings(exchanges=EXCHANGE_NAMES)
         configure_logging(settings.log_level)
         app(args=argv, obj=settings, prog_name="dexnode")
     except ConfigError as exc:
