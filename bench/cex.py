@@ -238,6 +238,13 @@ def main() -> None:
         "dexnode's)"
     )
     print(f"memory of one L2 book of 5,000 levels (Decimal keys and sizes): {book_memory() / 1024:,.0f} KiB")
+    try:
+        from cex._speedups import fast_decimals
+
+        made = "made directly in C" if fast_decimals() else "Decimal(text): the layout check failed"
+    except ImportError:
+        made = "Decimal(text): cex/_speedups.c not built"
+    print(f"Decimals of prices and sizes: {made}")
     print("targets (issue 13): >= 3x cryptofeed; >= 200k book deltas/s end to end on one core")
 
 

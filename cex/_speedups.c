@@ -1,12 +1,16 @@
-/* cex._speedups: the one part of the CEX hot path Python cannot do cheaply, making one frozen BookDelta per
- * book level. A frozen dataclass sets each field through object.__setattr__ (~1 us a record; ~0.5 us through
- * the slot descriptors); here the record is allocated and its slots filled directly (~0.07 us).
+/* cex._speedups: the parts of the CEX hot path Python cannot do cheaply. Making one frozen BookDelta per
+ * book level: a frozen dataclass sets each field through object.__setattr__ (~1 us a record; ~0.5 us through
+ * the slot descriptors); here the record is allocated and its slots filled directly (~0.07 us). Making the
+ * Decimal of each price and size from the exchange's text (~0.04 us, Decimal(text) ~0.3 us), the search
+ * key and the checksum text of a level from the Decimal's fields; the book's binary search and snapshot
+ * loading.
  * Optional: built by `make install` (setuptools ext-modules in pyproject.toml); cex.sync falls back to
  * Python when it is missing, and tests/unit/test_cex_book_properties.py checks both give equal records. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <structmember.h>
 #include <math.h>
+#include <stdint.h>
 
 #define NFIELDS 11
 static const char *FIELDS[NFIELDS] = {"exchange", "symbol", "side", "price", "size", "order_id",
@@ -115,9 +119,155 @@ fail:
     return NULL;
 }
 
+static PyObject *Decimal = NULL; /* decimal.Decimal, looked up at import */
+#define CACHE_LIMIT 65536
+
+/* Decimals made without Decimal(text). Decimal(text) costs ~0.3 us: a call through the type, the current
+ * context, a copy of the text, libmpdec's general parser. A book feed's numbers are short plain decimals
+ * (`30243.5`, `0.00012345`), which need none of that: their coefficient and exponent are read here and the
+ * Decimal's fields filled directly (~0.04 us). This relies on the layout of CPython's _decimal object
+ * (PyDecObject: the hash, libmpdec's mpd_t, four words of static coefficient data; unchanged 3.3-3.13), so
+ * it is verified at import: Decimal(text) of a set of texts must hold exactly the fields written here
+ * (flags, exponent, digits, words, the data pointer at the static words) and equal what is made here;
+ * otherwise (another layout, a pure-Python decimal) every Decimal comes from Decimal(text). Anything but a
+ * plain decimal of at most 38 significant digits (an exponent, a '+', spaces, '_', NaN) also goes to
+ * Decimal(text), so the values are always exactly Decimal(text)'s. */
+typedef struct {
+    uint8_t flags;
+    int64_t exp, digits, len, alloc;
+    uint64_t *data;
+} MpdLayout;
+
+typedef struct {
+    PyObject_HEAD
+    Py_hash_t hash;
+    MpdLayout dec;
+    uint64_t data[4];
+} DecimalLayout;
+
+#define MPD_NEG 1
+#define MPD_STATIC 16
+#define MPD_STATIC_DATA 32
+#define WORD 10000000000000000000ULL /* libmpdec's radix on 64-bit: 19 digits a word */
+static int fast_decimals = 0;        /* the layout check passed */
+
+static const double POW10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+typedef struct {
+    int neg;
+    int64_t exp, digits;
+    unsigned __int128 coef;
+} Parsed;
+
+/* a plain decimal: -?digits[.digits], at most 38 significant digits; 0 when the text is anything else */
+static int parse_plain(const char *s, Py_ssize_t n, Parsed *p) {
+    const char *at = s, *end = s + n;
+    p->neg = 0;
+    if (at < end && *at == '-') {
+        p->neg = 1;
+        at++;
+    }
+    if (end - at > 200) return 0;
+    const char *whole = at;
+    while (at < end && (unsigned)(*at - '0') < 10) at++;
+    const char *whole_end = at, *frac = at, *frac_end = at;
+    if (at == whole) return 0; /* no digit before the point */
+    if (at < end) {
+        if (*at != '.') return 0;
+        frac = ++at;
+        while (at < end && (unsigned)(*at - '0') < 10) at++;
+        frac_end = at;
+        if (at != end || frac_end == frac) return 0;
+    }
+    int64_t fraction_digits = frac_end - frac;
+    /* the coefficient: the digits without the point, leading zeros skipped */
+    while (whole < whole_end && *whole == '0') whole++;
+    if (whole == whole_end)
+        while (frac < frac_end && *frac == '0') frac++;
+    int64_t significant = (whole_end - whole) + (frac_end - frac);
+    if (significant > 38) return 0;
+    uint64_t low = 0;
+    unsigned __int128 coef = 0;
+    int64_t k = 0;
+    for (const char *c = whole; c < whole_end; c++, k++) {
+        if (k == 19) coef = low;
+        if (k < 19) low = low * 10 + (unsigned)(*c - '0');
+        else coef = coef * 10 + (unsigned)(*c - '0');
+    }
+    for (const char *c = frac; c < frac_end; c++, k++) {
+        if (k == 19) coef = low;
+        if (k < 19) low = low * 10 + (unsigned)(*c - '0');
+        else coef = coef * 10 + (unsigned)(*c - '0');
+    }
+    p->exp = -fraction_digits;
+    p->digits = significant ? significant : 1;
+    p->coef = significant <= 19 ? low : coef;
+    return 1;
+}
+
+/* the correctly rounded double of a parsed text (Clinger's fast path: both operands exact doubles, one
+ * rounding), or 0 when it does not apply */
+static int parsed_key(const Parsed *p, double *key) {
+    if (p->coef >= ((unsigned __int128)1 << 53) || p->exp < -22) return 0;
+    double k = (double)(uint64_t)p->coef / POW10[-p->exp];
+    *key = p->neg ? -k : k;
+    return 1;
+}
+
+static PyObject *make_decimal(const Parsed *p) {
+    DecimalLayout *d = (DecimalLayout *)_PyObject_New((PyTypeObject *)Decimal);
+    if (d == NULL) return NULL;
+    d->hash = -1;
+    d->dec.flags = MPD_STATIC | MPD_STATIC_DATA | (p->neg ? MPD_NEG : 0);
+    d->dec.exp = p->exp;
+    d->dec.digits = p->digits;
+    d->dec.alloc = 4;
+    d->dec.data = d->data;
+    if (p->digits <= 19) { /* one word: no 128-bit division */
+        d->data[0] = (uint64_t)p->coef;
+        d->data[1] = 0;
+        d->dec.len = 1;
+    } else {
+        d->data[0] = (uint64_t)(p->coef % WORD);
+        d->data[1] = (uint64_t)(p->coef / WORD);
+        d->dec.len = 2;
+    }
+    return (PyObject *)d;
+}
+
+/* The correctly rounded double of a Decimal read from its fields (no str, no float parsing: what
+ * float(value) gives, ~20x cheaper), when it is finite with a coefficient below 2^53 and an exponent in
+ * -22..0; 0 otherwise. */
+static int decimal_key(PyObject *value, double *key) {
+    if (!fast_decimals || !Py_IS_TYPE(value, (PyTypeObject *)Decimal)) return 0;
+    DecimalLayout *d = (DecimalLayout *)value;
+    if ((d->dec.flags & 14) || d->dec.len != 1 || d->dec.exp > 0 || d->dec.exp < -22 ||
+        d->dec.data[0] >= ((uint64_t)1 << 53))
+        return 0;
+    double k = (double)d->dec.data[0] / POW10[-d->dec.exp];
+    *key = (d->dec.flags & MPD_NEG) ? -k : k;
+    return 1;
+}
+
+/* Decimal(text) for a str, made directly when it is a plain decimal; *key (when given) its search key,
+ * NAN when it was not made here */
+static PyObject *decimal_from_str(PyObject *text, double *key) {
+    if (key != NULL) *key = NAN;
+    if (fast_decimals && PyUnicode_IS_COMPACT_ASCII(text)) {
+        Parsed p;
+        if (parse_plain((const char *)PyUnicode_DATA(text), PyUnicode_GET_LENGTH(text), &p)) {
+            if (key != NULL && !parsed_key(&p, key)) *key = NAN;
+            return make_decimal(&p);
+        }
+    }
+    return PyObject_CallOneArg(Decimal, text);
+}
+
 /* The float of a Decimal price (correctly rounded, so monotonic: a < b => key(a) <= key(b), and
  * key(a) != key(b) => a != b). -1 with an exception set for a price that is not a finite number. */
 static int price_key(PyObject *price, double *out) {
+    if (decimal_key(price, out)) return 0;
     PyObject *f = PyNumber_Float(price);
     if (f == NULL) return -1;
     double k = PyFloat_AS_DOUBLE(f);
@@ -146,6 +296,19 @@ static int key_at(PyObject *keys, PyObject *prices, Py_ssize_t i, double *out) {
     if (f == NULL) return -1;
     PyList_SET_ITEM(keys, i, f); /* replaces None (immortal enough: a borrowed singleton) */
     Py_DECREF(Py_None);
+    return 0;
+}
+
+/* PyList_Insert's effect with one memmove (3.11's moves the tail one pointer at a time in a loop): append
+ * (which grows the list and takes the reference), then shift the tail up and put the item at i */
+static int insert_at(PyObject *list, Py_ssize_t i, PyObject *item) {
+    if (PyList_Append(list, item) < 0) return -1;
+    PyObject **items = ((PyListObject *)list)->ob_item;
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    if (i < n - 1) {
+        memmove(&items[i + 1], &items[i], (size_t)(n - 1 - i) * sizeof(PyObject *));
+        items[i] = item; /* the reference the append took, whose slot the move overwrote */
+    }
     return 0;
 }
 
@@ -223,8 +386,8 @@ static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t na
         } else if (nonzero) {
             PyObject *f = PyFloat_FromDouble(key);
             if (f == NULL) goto fail;
-            int bad = PyList_Insert(keys, lo, f) < 0 || PyList_Insert(prices, lo, price) < 0 ||
-                      PyList_Insert(sizes, lo, size) < 0 || PyList_Insert(texts, lo, Py_None) < 0;
+            int bad = insert_at(keys, lo, f) < 0 || insert_at(prices, lo, price) < 0 ||
+                      insert_at(sizes, lo, size) < 0 || insert_at(texts, lo, Py_None) < 0;
             Py_DECREF(f);
             if (bad) goto fail;
         }
@@ -236,8 +399,48 @@ fail:
     return NULL;
 }
 
-static PyObject *Decimal = NULL; /* decimal.Decimal, looked up at import */
-#define CACHE_LIMIT 65536
+/* decimal(text) -> Decimal(text) (a str; anything else goes to Decimal() as it is) */
+static PyObject *decimal(PyObject *self, PyObject *text) {
+    if (PyUnicode_CheckExact(text)) return decimal_from_str(text, NULL);
+    return PyObject_CallOneArg(Decimal, text);
+}
+
+/* whether Decimal(text) of each text holds exactly the fields make_decimal writes */
+static int layout_matches(void) {
+    static const char *texts[] = {"0",        "-0",          "0.000",  "30243.5",   "0.00012345", "-1.10",
+                                  "4265.00000000", "007.50", "9999999999999999999", "10000000000000000000",
+                                  "12345678901234567890123456789012345678", "-0.0000000000000000000000001"};
+    if (((PyTypeObject *)Decimal)->tp_basicsize != (Py_ssize_t)sizeof(DecimalLayout) ||
+        ((PyTypeObject *)Decimal)->tp_itemsize != 0 || PyType_IS_GC((PyTypeObject *)Decimal))
+        return 0;
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        Parsed p;
+        if (!parse_plain(texts[i], (Py_ssize_t)strlen(texts[i]), &p)) return 0;
+        PyObject *made = make_decimal(&p);
+        PyObject *ref = PyObject_CallFunction(Decimal, "s", texts[i]);
+        int same = 0;
+        if (made != NULL && ref != NULL && Py_IS_TYPE(ref, (PyTypeObject *)Decimal)) {
+            DecimalLayout *a = (DecimalLayout *)made, *b = (DecimalLayout *)ref;
+            same = a->dec.flags == b->dec.flags && a->dec.exp == b->dec.exp && a->dec.digits == b->dec.digits &&
+                   a->dec.len == b->dec.len && b->dec.data == b->data && a->data[0] == b->data[0] &&
+                   (a->dec.len < 2 || a->data[1] == b->data[1]);
+            if (same) {
+                PyObject *s1 = PyObject_Str(made), *s2 = PyObject_Str(ref);
+                same = s1 != NULL && s2 != NULL && PyUnicode_Compare(s1, s2) == 0 &&
+                       PyObject_RichCompareBool(made, ref, Py_EQ) == 1 && PyObject_Hash(made) == PyObject_Hash(ref);
+                Py_XDECREF(s1);
+                Py_XDECREF(s2);
+            }
+        }
+        Py_XDECREF(made);
+        Py_XDECREF(ref);
+        if (PyErr_Occurred()) PyErr_Clear();
+        if (!same) return 0;
+    }
+    return 1;
+}
+
+static PyObject *fast_decimals_on(PyObject *self, PyObject *unused) { return PyBool_FromLong(fast_decimals); }
 
 /* The Decimal of an exchange's number text, from ``cache`` (text -> Decimal, cleared when it reaches
  * CACHE_LIMIT entries) or made and remembered: a book feed sends the same price and size texts again and
@@ -248,11 +451,11 @@ static PyObject *decimal_of(PyObject *cache, PyObject *text) {
         PyErr_Format(PyExc_TypeError, "a price or size is a decimal string, not %.50s", Py_TYPE(text)->tp_name);
         return NULL;
     }
-    if (cache == Py_None) return PyObject_CallOneArg(Decimal, text);
+    if (cache == Py_None) return decimal_from_str(text, NULL);
     PyObject *value = PyDict_GetItemWithError(cache, text);
     if (value != NULL) return Py_NewRef(value);
     if (PyErr_Occurred()) return NULL;
-    value = PyObject_CallOneArg(Decimal, text);
+    value = decimal_from_str(text, NULL);
     if (value == NULL) return NULL;
     if (PyDict_GET_SIZE(cache) >= CACHE_LIMIT) PyDict_Clear(cache);
     if (PyDict_SetItem(cache, text, value) < 0) {
@@ -304,10 +507,13 @@ static PyObject *levels(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyErr_Format(PyExc_ValueError, "a book row is [price, size, ...], not %R", row);
             goto fail;
         }
-        PyObject *price = decimal_of(cache, cells[0]);
+        PyObject *price;
+        double k = NAN;
+        if (fast_decimals && PyUnicode_CheckExact(cells[0])) price = decimal_from_str(cells[0], &k);
+        else price = decimal_of(cache, cells[0]);
         if (price == NULL) goto fail;
         if (keys != NULL) {
-            PyObject *key = text_key(cells[0]);
+            PyObject *key = isnan(k) ? text_key(cells[0]) : PyFloat_FromDouble(k);
             if (key == NULL || PyList_Append(keys, key) < 0) {
                 Py_XDECREF(key);
                 Py_DECREF(price);
@@ -315,7 +521,8 @@ static PyObject *levels(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
             }
             Py_DECREF(key);
         }
-        PyObject *size = decimal_of(cache, cells[1]);
+        PyObject *size = fast_decimals && PyUnicode_CheckExact(cells[1]) ? decimal_from_str(cells[1], NULL)
+                                                                         : decimal_of(cache, cells[1]);
         if (size == NULL) {
             Py_DECREF(price);
             goto fail;
@@ -338,6 +545,37 @@ fail:
     return NULL;
 }
 
+#define PLAIN_MAX 104
+/* format(value, "f") of a Decimal written from its fields into buf (what str gives when it has no
+ * exponent; a checksum's spelling), its length; -1 when it is not read here (not a Decimal made with the
+ * checked layout, not finite, a positive exponent, longer than 100 characters) */
+static Py_ssize_t plain_text(PyObject *value, char *buf) {
+    if (!fast_decimals || !Py_IS_TYPE(value, (PyTypeObject *)Decimal)) return -1;
+    DecimalLayout *d = (DecimalLayout *)value;
+    if ((d->dec.flags & 14) || d->dec.exp > 0 || d->dec.len > 2 || d->dec.exp < -60) return -1;
+    unsigned __int128 coef = d->dec.len == 2 ? (unsigned __int128)d->dec.data[1] * WORD + d->dec.data[0]
+                                             : d->dec.data[0];
+    char digits[40];
+    int n = 0;
+    do { /* least significant first */
+        digits[n++] = (char)('0' + (int)(coef % 10));
+        coef /= 10;
+    } while (coef);
+    int frac = (int)-d->dec.exp;
+    Py_ssize_t len = 0;
+    if (d->dec.flags & MPD_NEG) buf[len++] = '-';
+    if (n <= frac) {
+        buf[len++] = '0';
+    } else {
+        for (int i = n - 1; i >= frac; i--) buf[len++] = digits[i];
+    }
+    if (frac > 0) {
+        buf[len++] = '.';
+        for (int i = frac - 1; i >= 0; i--) buf[len++] = i < n ? digits[i] : '0';
+    }
+    return len;
+}
+
 /* The checksum text of one level without Python, or NULL with no exception set when the Python maker must
  * make it: a Decimal whose str has an exponent, or (Kraken v2) digits after the point other than the
  * instrument's precision. style 0: OKX "price:size"; style 1: Kraken, each number with '.' removed and
@@ -345,14 +583,17 @@ fail:
 static PyObject *fast_text(PyObject *price, PyObject *size, int style, int decimals[2]) {
     PyObject *parts[2] = {NULL, NULL};
     PyObject *out = NULL;
-    char buf[256];
+    char buf[256], plain[2][PLAIN_MAX];
     Py_ssize_t len = 0;
     for (int j = 0; j < 2; j++) {
-        parts[j] = PyObject_Str(j == 0 ? price : size);
-        if (parts[j] == NULL) goto done;
-        Py_ssize_t n;
-        const char *text = PyUnicode_AsUTF8AndSize(parts[j], &n);
-        if (text == NULL) goto done;
+        Py_ssize_t n = plain_text(j == 0 ? price : size, plain[j]);
+        const char *text = plain[j];
+        if (n < 0) { /* not read from the Decimal's fields: its str */
+            parts[j] = PyObject_Str(j == 0 ? price : size);
+            if (parts[j] == NULL) goto done;
+            text = PyUnicode_AsUTF8AndSize(parts[j], &n);
+            if (text == NULL) goto done;
+        }
         if (memchr(text, 'E', n) != NULL || n > 100) goto done; /* the Python maker */
         if (style == 1) {
             const char *dot = memchr(text, '.', n);
@@ -433,7 +674,9 @@ static PyObject *top_texts(PyObject *self, PyObject *const *args, Py_ssize_t nar
 }
 
 /* pairs(items, first, second) -> [(item.first, item.second), ...]: Kraken v2's typed levels (msgspec
- * Structs with price and qty) as the (price, size) tuples the book takes, without a Python loop. */
+ * Structs with price and qty) as the (price, size) tuples the book takes, without a Python loop. Each value
+ * is a Decimal (a JSON number with a fraction, made by the decoder's float_hook) or an int (one without:
+ * made a Decimal here); anything else is a TypeError (the frame then takes Kraken's general path). */
 static PyObject *pairs(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyList_CheckExact(args[0]) || !PyUnicode_Check(args[1]) || !PyUnicode_Check(args[2])) {
         PyErr_SetString(PyExc_TypeError, "pairs(items: list, first: str, second: str)");
@@ -451,6 +694,14 @@ static PyObject *pairs(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         for (int j = 0; j < 2; j++) {
             PyObject *value = PyObject_GetAttr(item, args[1 + j]);
             if (value == NULL) goto fail;
+            if (PyLong_CheckExact(value)) { /* a JSON number without a fraction: Decimal(int) */
+                Py_SETREF(value, PyObject_CallOneArg(Decimal, value));
+                if (value == NULL) goto fail;
+            } else if (!Py_IS_TYPE(value, (PyTypeObject *)Decimal)) {
+                PyErr_Format(PyExc_TypeError, "a price or quantity is a number, not %.50s", Py_TYPE(value)->tp_name);
+                Py_DECREF(value);
+                goto fail;
+            }
             PyTuple_SET_ITEM(level, j, value);
         }
     }
@@ -483,10 +734,17 @@ static PyObject *ordered_side(PyObject *self, PyObject *arg) {
         if (nonzero < 0) goto done;
         if (!nonzero) continue;
         if (last != NULL) {
-            int up = PyObject_RichCompareBool(last, price, Py_LT);
-            if (up < 0) goto done;
-            int down = up ? 0 : PyObject_RichCompareBool(last, price, Py_GT);
-            if (down < 0) goto done;
+            double a, b;
+            int up, down;
+            if (decimal_key(last, &a) && decimal_key(price, &b) && a != b) { /* keys differ: so do prices */
+                up = a < b;
+                down = !up;
+            } else {
+                up = PyObject_RichCompareBool(last, price, Py_LT);
+                if (up < 0) goto done;
+                down = up ? 0 : PyObject_RichCompareBool(last, price, Py_GT);
+                if (down < 0) goto done;
+            }
             int step = up ? 1 : (down ? -1 : 0);
             if (step == 0 || (direction != 0 && step != direction)) {
                 result = Py_NewRef(Py_None); /* not strictly ordered: sorted in Python */
@@ -520,6 +778,9 @@ static PyMethodDef methods[] = {
      "pairs(items, first, second) -> [(item.first, item.second), ...]"},
     {"ordered_side", (PyCFunction)ordered_side, METH_O,
      "ordered_side(levels) -> (prices, sizes) ascending, or None when not strictly ordered"},
+    {"decimal", (PyCFunction)decimal, METH_O, "decimal(text) -> Decimal(text), made directly for a plain decimal"},
+    {"fast_decimals", (PyCFunction)fast_decimals_on, METH_NOARGS,
+     "fast_decimals() -> whether Decimals are made directly (the layout check passed)"},
     {"bind", (PyCFunction)bind, METH_O, "bind(cls): the record class whose slots deltas() fills"},
     {"deltas", (PyCFunction)(void (*)(void))deltas, METH_FASTCALL,
      "deltas(exchange, symbol, bids, asks, sequence, event_timestamp, atom_timestamp) -> [record, ...]"},
@@ -535,6 +796,7 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         Decimal = PyObject_GetAttrString(decimal, "Decimal");
         Py_DECREF(decimal);
         if (Decimal == NULL) return NULL;
+        fast_decimals = PyType_Check(Decimal) && layout_matches();
     }
     return PyModule_Create(&module);
 }

@@ -7,7 +7,7 @@ to records and ``BookMessage``s. ``cex.feed`` does all the I/O around them, once
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import ClassVar, Literal
@@ -16,6 +16,12 @@ from cex.book import L2Book
 from cex.sync import BookMessage, SequenceRule
 from records.cex import Trade
 from records.codec import Record
+
+_decimal_of_text: Callable[[str], Decimal]
+try:  # cex/_speedups.c: Decimal(text) made directly for a plain decimal (~0.04 µs instead of ~0.3)
+    from cex._speedups import decimal as _decimal_of_text
+except ImportError:
+    _decimal_of_text = Decimal
 
 Feed = Literal["trades", "book", "ticker", "funding", "open_interest"]
 FEEDS: tuple[Feed, ...] = ("trades", "book", "ticker", "funding", "open_interest")
@@ -99,7 +105,7 @@ def dec(text: object) -> Decimal:
     if not isinstance(text, str | int | Decimal):
         raise MalformedMessage(f"not a decimal string: {text!r}")
     try:
-        value = Decimal(text)
+        value = _decimal_of_text(text) if type(text) is str else Decimal(text)
     except InvalidOperation as exc:
         raise MalformedMessage(f"not a decimal: {text!r}") from exc
     if not value.is_finite():

@@ -148,20 +148,16 @@ class Binance(Exchange):
         return out
 
     def _depth(self, data: dict[str, Any], atom_timestamp: int) -> BookMessage:
-        bid_keys: list[float | None] = []
-        ask_keys: list[float | None] = []
         return BookMessage(
             self._symbol(data["s"]),
             False,
-            row_levels(data["b"], self.decimals, bid_keys),
-            row_levels(data["a"], self.decimals, ask_keys),
+            row_levels(data["b"], self.decimals),
+            row_levels(data["a"], self.decimals),
             first=data["U"],
             last=data["u"],
             prev=data.get("pu"),
             event_timestamp=data.get("E"),
             atom_timestamp=atom_timestamp,
-            bid_keys=bid_keys,
-            ask_keys=ask_keys,
         )
 
 

@@ -115,21 +115,17 @@ class Okx(Exchange):
         for item in msg["data"]:
             seq = item.get("seqId")
             prev = item.get("prevSeqId")
-            bid_keys: list[float | None] | None = None if snapshot else []
-            ask_keys: list[float | None] | None = None if snapshot else []
             out.books.append(
                 BookMessage(
                     symbol,
                     snapshot,
-                    row_levels(item["bids"], self.decimals, bid_keys),
-                    row_levels(item["asks"], self.decimals, ask_keys),
+                    row_levels(item["bids"], self.decimals),
+                    row_levels(item["asks"], self.decimals),
                     last=seq,
                     prev=None if snapshot or prev is None or prev < 0 else prev,
                     checksum=item.get("checksum") or None,
                     event_timestamp=int(item["ts"]),
                     atom_timestamp=atom_timestamp,
-                    bid_keys=bid_keys,
-                    ask_keys=ask_keys,
                 )
             )
 
