@@ -3,8 +3,10 @@
  * Through confluent-kafka, every message costs a Python call (argument parsing, a header list
  * converted, a per-message state allocated) and, once delivered, a delivery report that retakes the
  * GIL, builds a Message and calls back into Python, even with delivery.report.only.error (its
- * per-message state is freed there). Here a list of messages is produced in one call, and each
- * delivery report only counts into its send's Tracker (C atomics, no GIL): the waiter reads the counts.
+ * per-message state is freed there). Here a list of messages is produced in one call, librdkafka
+ * pointing into the values instead of copying them (the send's Tracker holds the messages until each is
+ * reported), and each delivery report only counts into its send's Tracker (C atomics, no GIL): the
+ * waiter reads the counts.
  *
  * librdkafka is the one confluent-kafka's wheel bundles (confluent_kafka.libs/librdkafka-*.so.1, no
  * rdkafka.h installed): opened with dlopen by load(path), the few prototypes and struct layouts used
@@ -57,7 +59,6 @@ enum {
     VTYPE_MSGFLAGS = 7,
     VTYPE_HEADERS = 10,
 };
-enum { MSG_F_COPY = 0x2 };
 enum { PURGE_F_QUEUE = 0x1, PURGE_F_INFLIGHT = 0x2 };
 enum { ERR_FATAL = -150, ERR_QUEUE_FULL = -184 };
 
@@ -109,10 +110,37 @@ static void counts_release(Counts *c) {
     if (__atomic_sub_fetch(&c->refs, 1, __ATOMIC_ACQ_REL) == 0) free(c);
 }
 
+/* A send's tracker: its counts, and what its messages' payloads point into (librdkafka does not copy
+ * them: MSG_F_COPY is not set), kept until every one of them is reported. */
 typedef struct {
     PyObject_HEAD
     Counts *counts;
+    PyObject *held; /* list of the message lists' slices produced with this tracker */
 } Tracker;
+
+/* Trackers gone while some of their messages were still in librdkafka's hands: their payloads are kept
+ * here (GIL-protected) until the last report, then released by sweep() under the GIL. */
+typedef struct Orphan {
+    struct Orphan *next;
+    Counts *counts; /* one reference of its own */
+    PyObject *held;
+} Orphan;
+static Orphan *orphans = NULL;
+
+static void sweep(void) {
+    Orphan **at = &orphans;
+    while (*at != NULL) {
+        Orphan *o = *at;
+        if (__atomic_load_n(&o->counts->refs, __ATOMIC_ACQUIRE) == 1) { /* only ours left: all reported */
+            *at = o->next;
+            Py_DECREF(o->held);
+            counts_release(o->counts);
+            free(o);
+        } else {
+            at = &o->next;
+        }
+    }
+}
 
 static PyObject *tracker_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     if (PyTuple_GET_SIZE(args) || (kwargs != NULL && PyDict_GET_SIZE(kwargs))) {
@@ -127,12 +155,32 @@ static PyObject *tracker_new(PyTypeObject *type, PyObject *args, PyObject *kwarg
         return PyErr_NoMemory();
     }
     t->counts->refs = 1;
+    t->held = PyList_New(0);
+    if (t->held == NULL) {
+        Py_DECREF(t);
+        return NULL;
+    }
     return (PyObject *)t;
 }
 
 static void tracker_dealloc(PyObject *self) {
     Tracker *t = (Tracker *)self;
-    if (t->counts != NULL) counts_release(t->counts);
+    if (t->counts != NULL) {
+        if (t->held != NULL && __atomic_load_n(&t->counts->refs, __ATOMIC_ACQUIRE) > 1) {
+            /* messages still in flight point into held: it outlives this tracker until they are reported */
+            Orphan *o = malloc(sizeof(Orphan));
+            if (o != NULL) {
+                __atomic_add_fetch(&t->counts->refs, 1, __ATOMIC_ACQ_REL);
+                o->counts = t->counts;
+                o->held = t->held;
+                o->next = orphans;
+                orphans = o;
+            } /* else leaked, never freed under librdkafka */
+            t->held = NULL;
+        }
+        counts_release(t->counts);
+    }
+    Py_XDECREF(t->held);
     Py_TYPE(self)->tp_free(self);
 }
 
@@ -486,12 +534,12 @@ static Py_ssize_t queue_all(Producer *p, Pending *pending, Py_ssize_t count, Cou
         __atomic_add_fetch(&counts->refs, 1, __ATOMIC_ACQ_REL); /* the message's, released by its report */
         if (m->headers != NULL)
             *err = rk.producev(p->handle, VTYPE_RKT, m->topic, VTYPE_PARTITION, m->partition, VTYPE_MSGFLAGS,
-                               (int)MSG_F_COPY, VTYPE_KEY, (void *)m->key, m->key_size, VTYPE_VALUE,
+                               (int)0, VTYPE_KEY, (void *)m->key, m->key_size, VTYPE_VALUE,
                                (void *)m->value, m->value_size, VTYPE_OPAQUE, (void *)counts, VTYPE_HEADERS,
                                m->headers, VTYPE_END);
         else
             *err = rk.producev(p->handle, VTYPE_RKT, m->topic, VTYPE_PARTITION, m->partition, VTYPE_MSGFLAGS,
-                               (int)MSG_F_COPY, VTYPE_KEY, (void *)m->key, m->key_size, VTYPE_VALUE,
+                               (int)0, VTYPE_KEY, (void *)m->key, m->key_size, VTYPE_VALUE,
                                (void *)m->value, m->value_size, VTYPE_OPAQUE, (void *)counts, VTYPE_END);
         if (*err != 0) {
             counts_release(counts); /* no report will come: the message was not queued */
@@ -517,6 +565,7 @@ static PyObject *producer_produce(PyObject *self, PyObject *args) {
         return NULL;
     }
     if (!usable(p)) return NULL;
+    sweep();
     Pending *pending = PyMem_Malloc(CHUNK * sizeof(Pending));
     if (pending == NULL) return PyErr_NoMemory();
     Py_INCREF(messages); /* its items stay alive while the GIL is released */
@@ -529,9 +578,10 @@ static PyObject *producer_produce(PyObject *self, PyObject *args) {
         for (; count < CHUNK && at + count < end; count++) {
             if (collect(p, PyList_GET_ITEM(messages, at + count), topics, &pending[count]) < 0) break;
         }
-        /* the list is not ours alone: a slice of what to queue, taken now, keeps the bytes alive */
-        PyObject *held = PyList_GetSlice(messages, at, at + count);
-        int failed = PyErr_Occurred() != NULL || held == NULL;
+        /* librdkafka points into the keys and values until their reports (no copy): a slice of what is
+         * queued, held by the tracker until then, keeps them alive whatever happens to the list */
+        PyObject *held = PyErr_Occurred() == NULL ? PyList_GetSlice(messages, at, at + count) : NULL;
+        int failed = held == NULL || PyList_Append(tracker->held, held) < 0;
         Py_ssize_t queued = 0;
         if (!failed) {
             p->busy++;
@@ -575,6 +625,7 @@ static PyObject *producer_poll(PyObject *self, PyObject *arg) {
     served = rk.poll(p->handle, (int)(timeout * 1000));
     Py_END_ALLOW_THREADS
     p->busy--;
+    sweep();
     return PyLong_FromLong(served);
 }
 
@@ -591,6 +642,7 @@ static PyObject *producer_flush(PyObject *self, PyObject *arg) {
     left = rk.outq_len(p->handle);
     Py_END_ALLOW_THREADS
     p->busy--;
+    sweep();
     return PyLong_FromLong(left);
 }
 

@@ -11,9 +11,10 @@ the command (SIGTERM) is not held up by an unreachable broker.
 
 Two paths to the same librdkafka (the one confluent-kafka's wheel bundles): ``sinks._rdkafka`` (C,
 optional, built by ``make install``) produces a list of messages per call, with the GIL released while
-librdkafka copies them, and counts each send's delivery reports in C (a failure is kept with its error,
-so nothing is lost silently); without it, confluent-kafka's ``Producer``, one Python call and one
-delivery report callback per message. Same settings, same guarantees; ``bench/kafka.py`` measures both.
+librdkafka queues them (it points into the values, which the send keeps until they are reported), and
+counts each send's delivery reports in C (a failure is kept with its error, so nothing is lost
+silently); without it, confluent-kafka's ``Producer``, one Python call and one delivery report callback
+per message. Same settings, same guarantees; ``bench/kafka.py`` measures both.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ refuses must fail the send, never lose a message silently."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import uuid
 from collections.abc import Iterator
@@ -228,3 +230,31 @@ async def test_encoded_records_go_to_their_kinds_topic(path: str, broker: KafkaD
             if extra:  # the revert went first on its partition
                 first = next(g for g in got if g[3] == 0)
                 assert first[0] == b"revert"
+
+
+async def test_messages_outlive_a_send_nobody_waits_for(path: str, broker: KafkaDev) -> None:
+    """``sinks._rdkafka`` does not copy keys and values: librdkafka points into the bytes until each
+    message is reported. A send whose waiter is dropped while the broker is frozen, its list emptied and
+    its bytes unreferenced (then collected), still delivers exactly what was given once the broker answers."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    producer = KafkaProducer(config(broker, **{"request.timeout.ms": 1000}))
+    try:
+        await producer.send(messages(f"{topic}-warm", 1))  # connected; the topic itself not known yet,
+        broker.pause()  # so its messages wait unserialized for its metadata, pointing into their bytes
+        try:
+            batch = messages(topic, 2000)
+            want = {(bytes(bytearray(m[1])), bytes(bytearray(m[2]))) for m in batch}  # copies
+            wait = await producer.start_send(batch)
+            del wait
+            batch.clear()
+            gc.collect()
+            garbage = [bytes(bytearray(b"x" * 800)) for _ in range(20_000)]  # reuses whatever was freed
+            await asyncio.sleep(2)  # past request.timeout.ms: what was sent is sent again from the bytes
+            del garbage
+        finally:
+            broker.resume()
+        await producer.send(messages(f"{topic}-after", 10))  # serves the dropped send's reports too
+    finally:
+        await producer.close()
+    got = read_back(broker, topic, 4000)
+    assert {(key, value) for key, value, _, _ in got} == want
