@@ -292,7 +292,9 @@ async def dexnode(
     }
     if before is not None:
         env["PYTHONPATH"] = str(before)  # ahead of the editable install's finder
-    command = [str(DEXNODE)] if before is None else [sys.executable, "-c", _OLD_CLI]
+    # -P: no current directory on sys.path ahead of PYTHONPATH (run from this checkout, `-c` would
+    # otherwise import this tree's code as the old one)
+    command = [str(DEXNODE)] if before is None else [sys.executable, "-P", "-c", _OLD_CLI]
     argv = [*command, "backfill", "--from", str(wanted.first), "--to", str(wanted.last),
             "--confirmations", "0", "--allow-unconfirmed", "--rpc-http", devnet.rpc_http,
             "--database-url", dsn,
@@ -301,7 +303,7 @@ async def dexnode(
         argv.append("--defer-indexes")
     try:
         node0, pg0 = process_cpu(devnet.pid), process_cpu(postmaster, children=True)
-        measured = await asyncio.to_thread(run_measured, argv, env)
+        measured = await asyncio.to_thread(run_measured, argv, env, before)
         await asyncio.sleep(0.3)  # the postmaster reaps the backends, adding their CPU to its children's
         cpu = {
             "node": process_cpu(devnet.pid) - node0,
