@@ -61,7 +61,7 @@ def ensure_peer() -> Path:
     return python
 
 
-def _frames() -> dict[str, tuple[Callable[[], Exchange], list[str], Callable[[BookSync, Exchange], None]]]:
+def _frames() -> dict[str, tuple[Callable[[], Exchange], list[Any], Callable[[BookSync, Exchange], None]]]:
     okx = recording.received(FIXTURES / "okx" / "OKX.ws.1.0")
     kraken = kraken_v2.from_v1(FIXTURES / "kraken" / "KRAKEN.ws.50.0.first500lines")
     binance_lines = [
@@ -71,8 +71,13 @@ def _frames() -> dict[str, tuple[Callable[[], Exchange], list[str], Callable[[Bo
         if line.kind in ("received", "rest")
     ]
     binance_lines.sort(key=lambda x: x[0])
-    # REST snapshots are interleaved as frames tagged "rest:" (dexnode fetches them; both sides parse them)
-    binance = [payload if url is None else f"rest:{url}\n{payload}" for _, url, payload in binance_lines]
+    # REST snapshots are interleaved as (native symbol, body bytes): what dexnode's HTTP client hands
+    # parse_snapshot (both sides parse them; cryptofeed's side gets the body text from its stub client, also
+    # made before the timing)
+    binance: list[Any] = [
+        payload if url is None else (url.split("symbol=")[1].split("&")[0], payload.encode())
+        for _, url, payload in binance_lines
+    ]
 
     def make_kraken() -> Exchange:
         exchange = Kraken(depth=1000)
@@ -92,18 +97,17 @@ def _frames() -> dict[str, tuple[Callable[[], Exchange], list[str], Callable[[Bo
     }
 
 
-def dexnode_round(make: Callable[[], Exchange], frames: list[str]) -> tuple[int, int, int]:
+def dexnode_round(make: Callable[[], Exchange], frames: list[Any]) -> tuple[int, int, int]:
     """One pass: (book levels applied, ``BookDelta`` records published, records published in all)."""
     exchange = make()
     syncs: dict[str, BookSync] = {}
     levels = deltas = records = 0
     for frame in frames:
-        if frame.startswith("rest:"):
-            url, _, body = frame[5:].partition("\n")
-            native = url.split("symbol=")[1].split("&")[0]
+        if type(frame) is tuple:  # a REST snapshot (Binance)
+            native, body = frame
             symbol = exchange.symbols[native]  # type: ignore[attr-defined]
             sync = syncs.setdefault(symbol, BookSync(exchange.name, symbol, exchange.rule, None, True))
-            snap = exchange.parse_snapshot(symbol, body.encode(), 0)
+            snap = exchange.parse_snapshot(symbol, body, 0)
             levels += len(snap.bids) + len(snap.asks)
             out = sync.on_snapshot(snap)  # the BookSnapshot, then the deltas of updates buffered before it
             records += len(out)

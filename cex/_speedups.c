@@ -759,6 +759,10 @@ static PyObject *ordered_side(PyObject *self, PyObject *arg) {
     }
     if (PyList_SetSlice(prices, kept, n, NULL) < 0 || PyList_SetSlice(sizes, kept, n, NULL) < 0) goto done;
     if (direction < 0 && (PyList_Reverse(prices) < 0 || PyList_Reverse(sizes) < 0)) goto done;
+    /* a book side's lists hold Decimals only (no cycle can run through them): out of the cycle collector,
+     * which would otherwise walk a snapshot's thousands of items at every young collection until they age */
+    PyObject_GC_UnTrack(prices);
+    PyObject_GC_UnTrack(sizes);
     result = PyTuple_Pack(2, prices, sizes);
 done:
     Py_XDECREF(prices); /* unfilled slots are NULL: safe to free */

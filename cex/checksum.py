@@ -9,7 +9,7 @@ each level is made once and kept by the book until that level changes (``L2Book.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal
 
 from cex.book import L2Book, TextStyle
@@ -43,18 +43,33 @@ def _at_precision(value: Decimal, decimals: int | None) -> str:
     return f"{value:.{decimals}f}"
 
 
+_KrakenRule = tuple[tuple[str, int | None, int | None], Callable[[Decimal, Decimal], str], TextStyle]
+_KRAKEN_RULES: dict[tuple[int | None, int | None], _KrakenRule] = {}
+
+
+def _kraken_rule(price_decimals: int | None, qty_decimals: int | None) -> _KrakenRule:
+    """(the rule's name, its level maker, its C style) for a pair's precisions, made once per precisions
+    (a checksum runs after every message)."""
+    rule = _KRAKEN_RULES.get((price_decimals, qty_decimals))
+    if rule is None:
+
+        def digits(price: Decimal, qty: Decimal) -> str:
+            return _kraken_digits(_at_precision(price, price_decimals)) + _kraken_digits(
+                _at_precision(qty, qty_decimals)
+            )
+
+        name = ("kraken", price_decimals, qty_decimals)
+        style: TextStyle = (1, price_decimals, qty_decimals)
+        rule = _KRAKEN_RULES[(price_decimals, qty_decimals)] = (name, digits, style)
+    return rule
+
+
 def kraken_checksum(book: L2Book, price_decimals: int | None = None, qty_decimals: int | None = None) -> int:
     """CRC32 (unsigned) over the top 10 levels. v1 (the recordings): the prices and volumes as sent, which
     carry the pair's decimals. v2: numbers are formatted to the instrument's ``price_precision`` and
     ``qty_precision`` first (pass them; JSON numbers do not keep trailing zeros)."""
-
-    def digits(price: Decimal, qty: Decimal) -> str:
-        return _kraken_digits(_at_precision(price, price_decimals)) + _kraken_digits(
-            _at_precision(qty, qty_decimals)
-        )
-
-    style = (1, price_decimals, qty_decimals)
-    bids, asks = book.top_texts(10, ("kraken", price_decimals, qty_decimals), digits, style)
+    name, digits, style = _kraken_rule(price_decimals, qty_decimals)
+    bids, asks = book.top_texts(10, name, digits, style)
     return zlib.crc32("".join(asks + bids).encode())
 
 
