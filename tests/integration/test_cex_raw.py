@@ -67,8 +67,15 @@ async def test_every_received_frame_is_on_the_raw_topic_per_connection_in_order(
                            raw=True)  # fmt: skip
         pipeline = asyncio.ensure_future(run_cex_pipeline(feed, [publisher, other]))
         await asyncio.wait_for(server.done.wait(), 30)
-        # every frame written to both sockets has been read by the feed
-        while sum(c.counters.messages for c in feed.conns) < sum(len(s.sent) for s in server.sessions):  # noqa: ASYNC110 (counters, no event to await)
+        # every frame written to both sockets has been read by the feed (a bounded wait: a frame never read
+        # fails here with the counts instead of hanging the suite)
+        deadline = time.monotonic() + 30
+        while True:  # counters, no event to await
+            read = sum(c.counters.messages for c in feed.conns)
+            sent = sum(len(s.sent) for s in server.sessions)
+            if read >= sent:
+                break
+            assert time.monotonic() < deadline, f"the feed read {read} of the {sent} frames the server wrote"
             await asyncio.sleep(0.02)
         pipeline.cancel()
         with pytest.raises(asyncio.CancelledError):
