@@ -28,9 +28,13 @@ typedef struct {
 } Buffer;
 
 static int grow(Buffer *b, Py_ssize_t more) {
+    if (more <= b->capacity - b->size) return 0;
+    if (more > PY_SSIZE_T_MAX - b->size) { /* the size would overflow */
+        PyErr_NoMemory();
+        return -1;
+    }
     Py_ssize_t want = b->size + more;
-    if (want <= b->capacity) return 0;
-    Py_ssize_t capacity = b->capacity * 2 > want ? b->capacity * 2 : want;
+    Py_ssize_t capacity = b->capacity <= PY_SSIZE_T_MAX / 2 && b->capacity * 2 > want ? b->capacity * 2 : want;
     char *data = PyMem_Realloc(b->data, capacity);
     if (data == NULL) {
         PyErr_NoMemory();
@@ -42,7 +46,7 @@ static int grow(Buffer *b, Py_ssize_t more) {
 }
 
 static inline int put(Buffer *b, const char *text, Py_ssize_t size) {
-    if (b->size + size > b->capacity && grow(b, size) < 0) return -1;
+    if (size > b->capacity - b->size && grow(b, size) < 0) return -1;
     memcpy(b->data + b->size, text, size);
     b->size += size;
     return 0;
@@ -80,7 +84,11 @@ static int put_string(Buffer *b, PyObject *text) {
     const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size); /* fails on lone surrogates, as orjson */
     if (utf8 == NULL) return -1;
     /* the worst case: every byte as \u00xx, and the two quotes */
-    if (b->size + size * 6 + 2 > b->capacity && grow(b, size * 6 + 2) < 0) return -1;
+    if (size > (PY_SSIZE_T_MAX - 2) / 6) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (size * 6 + 2 > b->capacity - b->size && grow(b, size * 6 + 2) < 0) return -1;
     char *out = b->data + b->size;
     *out++ = '"';
     Py_ssize_t start = 0;
@@ -185,10 +193,13 @@ static PyObject *objects(PyObject *module, PyObject *const *args, Py_ssize_t nar
     }
     Py_ssize_t n = PyList_GET_SIZE(rows);
     Buffer b = {NULL, 0, 0};
-    if (grow(&b, 2 + n * 1024) < 0) return NULL;
+    if (grow(&b, 2 + (n < 1 << 20 ? n : 1 << 20) * 1024) < 0) return NULL;
     b.data[b.size++] = '[';
-    for (Py_ssize_t r = 0; r < n; r++) {
-        PyObject *row = PyList_GET_ITEM(rows, r);
+    /* a row that is not a tuple or asyncpg Record may run Python code in its __getitem__, which may
+     * change the list: its size is read again for each row and the row held while it is written */
+    PyObject *row = NULL;
+    for (Py_ssize_t r = 0; r < PyList_GET_SIZE(rows); r++) {
+        Py_XSETREF(row, Py_NewRef(PyList_GET_ITEM(rows, r)));
         if (r && put(&b, ",", 1) < 0) goto fail;
         for (Py_ssize_t i = 0; i < count; i++) {
             PyObject *key = PyTuple_GET_ITEM(keys, i);
@@ -205,11 +216,13 @@ static PyObject *objects(PyObject *module, PyObject *const *args, Py_ssize_t nar
         }
         if (put(&b, "}", 1) < 0) goto fail;
     }
+    Py_XDECREF(row);
     if (put(&b, "]", 1) < 0) goto fail;
     PyObject *result = PyBytes_FromStringAndSize(b.data, b.size);
     PyMem_Free(b.data);
     return result;
 fail:
+    Py_XDECREF(row);
     PyMem_Free(b.data);
     return NULL;
 }

@@ -55,7 +55,9 @@ static PyObject *slot_maker(PyObject *module, PyObject *const *args, Py_ssize_t 
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
         PyObject *descr = PyUnicode_Check(name) ? PyDict_GetItemWithError(type->tp_dict, name) : NULL;
-        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+        /* the descriptor's own class must be type: a member of another class assigned as an attribute of
+         * type has an offset in that class's layout, outside type's objects */
+        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) || PyDescr_TYPE(descr) != type ||
             ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
             if (!PyErr_Occurred())
                 PyErr_Format(PyExc_TypeError, "%s.%R is not an object slot", type->tp_name, name);
@@ -137,8 +139,10 @@ static PyObject *receipt_logs(PyObject *module, PyObject *const *args, Py_ssize_
     PyObject *block_hash = args[4], *number_hex = args[5], *out = args[6], *make = args[8];
     if (!PyDict_CheckExact(receipt) || !PyList_CheckExact(out) || !PyLong_CheckExact(args[7]))
         Py_RETURN_NONE;
-    long long last = PyLong_AsLongLong(args[7]);
+    int overflow;
+    long long last = PyLong_AsLongLongAndOverflow(args[7], &overflow);
     if (last == -1 && PyErr_Occurred()) return NULL;
+    if (overflow) Py_RETURN_NONE; /* beyond 64 bits: the Python check decides */
     PyObject *r_hash = get(receipt, K_blockHash);
     PyObject *r_tx = get(receipt, K_transactionHash);
     if (r_hash == NULL || r_hash == Py_None || !absent_or_same(r_hash, block_hash) || r_tx == NULL ||
@@ -150,11 +154,15 @@ static PyObject *receipt_logs(PyObject *module, PyObject *const *args, Py_ssize_
     PyObject *logs = get(receipt, K_logs);
     if (PyErr_Occurred()) return NULL;
     if (logs == NULL || !PyList_CheckExact(logs)) Py_RETURN_NONE;
+    if (logs == out) Py_RETURN_NONE;
     Py_ssize_t start = PyList_GET_SIZE(out);
     PyObject *fields[11] = {block_number, block_hash, tx_hash, index, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
-    Py_ssize_t nlogs = PyList_GET_SIZE(logs);
-    for (Py_ssize_t k = 0; k < nlogs; k++) {
-        PyObject *lg = PyList_GET_ITEM(logs, k);
+    /* make may be Python code: the list is held, its size read again and each log held while it is made,
+     * so a change to the receipt from there cannot free what is in use */
+    Py_INCREF(logs);
+    PyObject *lg = NULL;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(logs); k++) {
+        Py_XSETREF(lg, Py_NewRef(PyList_GET_ITEM(logs, k)));
         if (!PyDict_CheckExact(lg)) goto fallback;
         long long log_index = hex_quantity(get(lg, K_logIndex));
         PyObject *removed = get(lg, K_removed);
@@ -175,7 +183,7 @@ static PyObject *receipt_logs(PyObject *module, PyObject *const *args, Py_ssize_
         fields[4] = PyLong_FromLongLong(log_index);
         fields[5] = fields[4] ? ascii_lower(address) : NULL;
         ok = fields[5] != NULL;
-        fields[6] = data;
+        fields[6] = Py_NewRef(data);
         for (Py_ssize_t t = 0; t < 4; t++) {
             fields[7 + t] = NULL;
             if (!ok) continue;
@@ -189,6 +197,7 @@ static PyObject *receipt_logs(PyObject *module, PyObject *const *args, Py_ssize_
         PyObject *record = ok ? PyObject_Vectorcall(make, fields, 11, NULL) : NULL;
         Py_XDECREF(fields[4]);
         Py_XDECREF(fields[5]);
+        Py_DECREF(fields[6]);
         for (int t = 7; t < 11; t++) Py_XDECREF(fields[t]);
         if (record == NULL) {
             if (PyErr_Occurred()) goto error;
@@ -198,13 +207,24 @@ static PyObject *receipt_logs(PyObject *module, PyObject *const *args, Py_ssize_
         Py_DECREF(record);
         if (rc < 0) goto error;
     }
+    Py_XDECREF(lg);
+    Py_DECREF(logs);
     return PyLong_FromLongLong(last);
 fallback:
     if (PyErr_Occurred()) goto error; /* a failed lookup (a key's hash or comparison raised) */
+    Py_XDECREF(lg);
+    Py_DECREF(logs);
     if (PyList_SetSlice(out, start, PyList_GET_SIZE(out), NULL) < 0) return NULL;
     Py_RETURN_NONE;
 error:
-    PyList_SetSlice(out, start, PyList_GET_SIZE(out), NULL);
+    Py_XDECREF(lg);
+    Py_DECREF(logs);
+    if (PyList_GET_SIZE(out) > start) {
+        PyObject *type, *value, *traceback;
+        PyErr_Fetch(&type, &value, &traceback); /* SetSlice must not run with (or clobber) the error */
+        PyList_SetSlice(out, start, PyList_GET_SIZE(out), NULL);
+        PyErr_Restore(type, value, traceback);
+    }
     return NULL;
 }
 

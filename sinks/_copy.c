@@ -4,7 +4,9 @@
  * per record, per column, the attribute read, printed and escaped, fields joined by a tab, rows ended by a
  * newline, the whole data one bytes object. Each column is one of
  *   STR      a str, escaped (a backslash, tab, newline or carriage return prefixed with a backslash)
- *   NUM      an int or Decimal, printed as format(value, "") prints it (exact decimal text), not escaped
+ *   NUM      an int or Decimal, printed as format(value, "") prints it (exact decimal text), not escaped: a
+ *            value whose text holds a tab, newline, CR or backslash raises TypeError (the Python encoder
+ *            writes it as is, and the row is broken: only a non-number can print so)
  *   ARRAY    printed by a Python function of the value (copy_text.text_array: writes its own \N)
  *   CONVERT  a Python function of the record returning str or None (JSON text), then as STR
  * and, when NULLABLE is set, None is written \N. A None (or any non-str) in a NOT NULL STR column raises
@@ -24,7 +26,11 @@ typedef struct {
 } Buffer;
 
 static int reserve(Buffer *b, Py_ssize_t more) {
-    if (b->len + more <= b->cap) return 0;
+    if (more <= b->cap - b->len) return 0;
+    if (more > PY_SSIZE_T_MAX - b->len) { /* b->len + more would overflow */
+        PyErr_NoMemory();
+        return -1;
+    }
     Py_ssize_t cap = b->cap ? b->cap : 4096;
     while (cap < b->len + more) {
         if (cap > PY_SSIZE_T_MAX / 2) {
@@ -91,7 +97,16 @@ static int put_number(Buffer *b, PyObject *v, PyObject *empty) {
     if (text == NULL) return -1;
     Py_ssize_t n;
     const char *u = PyUnicode_AsUTF8AndSize(text, &n);
-    int rc = u == NULL ? -1 : put(b, u, n);
+    int rc = u == NULL ? -1 : 0;
+    /* printed unescaped: a value whose text holds a special character (a str in a NUM column, say)
+     * would shift the row's columns or start a row of its own, so it is refused */
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        if (ESCAPED[(unsigned char)u[i]]) {
+            PyErr_Format(PyExc_TypeError, "a number expected, got %.100s %R", Py_TYPE(v)->tp_name, v);
+            rc = -1;
+        }
+    }
+    if (rc == 0) rc = put(b, u, n);
     Py_DECREF(text);
     return rc;
 }
@@ -106,6 +121,7 @@ typedef struct {
     Py_ssize_t *offsets; /* per column, the slot's offset in an instance of cls; 0: read by name */
     PyTypeObject *cls;   /* the record class whose slots are read directly (NULL: none) */
     PyObject *empty;
+    int ready; /* __init__ completed: a failed __init__ leaves columns without a name */
 } Encoder;
 
 static void Encoder_dealloc(Encoder *self) {
@@ -174,12 +190,16 @@ static int Encoder_init(Encoder *self, PyObject *args, PyObject *kwds) {
              * descriptor would, for records whose type is exactly cls */
             PyObject *descr = PyDict_GetItemWithError(((PyTypeObject *)cls)->tp_dict, name);
             if (descr == NULL && PyErr_Occurred()) return -1;
+            /* the descriptor's own class must be cls: a member of another class assigned as an attribute
+             * of cls has an offset in that class's layout (Python's descriptor checks the instance) */
             if (descr != NULL && Py_IS_TYPE(descr, &PyMemberDescr_Type) &&
+                PyDescr_TYPE(descr) == (PyTypeObject *)cls &&
                 ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
                 self->offsets[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
         }
     }
     if (cls != Py_None) self->cls = (PyTypeObject *)Py_NewRef(cls);
+    self->ready = 1;
     return 0;
 }
 
@@ -235,19 +255,25 @@ static int put_value(Encoder *self, Buffer *b, Py_ssize_t i, PyObject *record) {
 }
 
 static PyObject *Encoder_encode(Encoder *self, PyObject *records) {
-    if (self->names == NULL) {
+    if (!self->ready) {
         PyErr_SetString(PyExc_TypeError, "Encoder not initialised");
         return NULL;
     }
     PyObject *seq = PySequence_Fast(records, "encode(records): a sequence of records");
     if (seq == NULL) return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    PyObject **items = PySequence_Fast_ITEMS(seq);
     Buffer b = {NULL, 0, 0};
-    for (Py_ssize_t r = 0; r < count; r++) {
+    /* A list is seq itself, and a column's function, __getattr__ or __format__ may change it: its size
+     * and items are read again for each row (as the Python encoder's loop does) and the row's record
+     * held while its columns are printed. */
+    for (Py_ssize_t r = 0; r < PySequence_Fast_GET_SIZE(seq); r++) {
+        PyObject *record = Py_NewRef(PySequence_Fast_GET_ITEM(seq, r));
         for (Py_ssize_t i = 0; i < self->ncols; i++) {
-            if ((i && put(&b, "\t", 1) < 0) || put_value(self, &b, i, items[r]) < 0) goto fail;
+            if ((i && put(&b, "\t", 1) < 0) || put_value(self, &b, i, record) < 0) {
+                Py_DECREF(record);
+                goto fail;
+            }
         }
+        Py_DECREF(record);
         if (put(&b, "\n", 1) < 0) goto fail;
     }
     Py_DECREF(seq);
