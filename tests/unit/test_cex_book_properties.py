@@ -466,3 +466,45 @@ def test_a_snapshot_side_loads_as_the_reference_orders_it(order: str, side: Rows
             assert [str(p) for p, _ in book.ask_levels()] == [str(p) for p, _ in ref.ask_levels()]
     finally:
         book_module._ordered_side = c_ordered
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 60), st.integers(0, 5)), max_size=12),
+    st.lists(st.tuples(st.integers(61, 120), st.integers(0, 5)), max_size=12),
+    st.sampled_from(["exchange order", "reversed", "shuffled"]),
+    st.one_of(st.none(), st.integers(1, 8)),
+    st.booleans(),
+)
+def test_a_snapshot_record_is_the_book_whatever_order_its_levels_came_in(
+    bid_ticks: list[tuple[int, int]],
+    ask_ticks: list[tuple[int, int]],
+    order: str,
+    depth: int | None,
+    then_update: bool,
+) -> None:
+    # whatever the order, zeros or repeats a snapshot's levels come in, and after an update, the published
+    # record is the book best first (bids descending, asks ascending), against a plain dict reference
+    def side(ticks: list[tuple[int, int]], descending: bool) -> list[tuple[Decimal, Decimal]]:
+        levels = [(Decimal(p) / 10, Decimal(s)) for p, s in ticks]
+        levels.sort(key=lambda level: level[0], reverse=descending)
+        if order == "reversed":
+            levels.reverse()
+        elif order == "shuffled":
+            levels = levels[1::2] + levels[0::2]
+        return levels
+
+    bids, asks = side(bid_ticks, True), side(ask_ticks, False)
+    # a snapshot's rule: zero sizes dropped, a price given twice keeps its last non-zero size
+    expected_bids = {price: size for price, size in bids if size}
+    expected_asks = {price: size for price, size in asks if size}
+    book = L2Book()
+    book.load(bids, asks, 7)
+    if then_update:
+        book.update([(Decimal("0.1"), Decimal(2))], [(Decimal("12.0"), Decimal(0))])
+        expected_bids[Decimal("0.1")] = Decimal(2)
+        expected_asks.pop(Decimal("12.0"), None)
+    record = book.snapshot("okx", "BTC-USDT", 5, depth)
+    assert record.bids == tuple(sorted(expected_bids.items(), reverse=True)[:depth])
+    assert record.asks == tuple(sorted(expected_asks.items())[:depth])
+    assert (record.sequence, record.atom_timestamp) == (7, 5)
