@@ -21,6 +21,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
@@ -444,7 +445,8 @@ fail:
  *
  * In chunks: each message's pointers are collected with the GIL held (its topic handle, its headers
  * made), then librdkafka copies and queues the chunk with the GIL released, so the event loop runs
- * meanwhile. The bytes stay alive and unchanged: the list holds them, and bytes are immutable. */
+ * meanwhile. The bytes stay alive and unchanged: the chunk's slice holds them (the tracker holds the
+ * slice until every report), and bytes are immutable. */
 static PyObject *ProduceError;
 
 #define CHUNK 1024
@@ -574,28 +576,30 @@ static PyObject *producer_produce(PyObject *self, PyObject *args) {
     rd_kafka_resp_err_t err = 0;
     PyObject *result = NULL;
     while (at < PyList_GET_SIZE(messages)) {
-        Py_ssize_t count = 0, end = PyList_GET_SIZE(messages);
-        for (; count < CHUNK && at + count < end; count++) {
-            if (collect(p, PyList_GET_ITEM(messages, at + count), topics, &pending[count]) < 0) break;
+        /* The chunk is sliced first and collected from the slice: collecting may call back into Python (a
+         * kind's hash, a partition's __index__) that could change the list, and librdkafka points into
+         * the keys and values until their reports (no copy): the slice, held by the tracker until then,
+         * keeps the chunk's messages alive whatever happens to the list. */
+        PyObject *held = PyList_GetSlice(messages, at, at + CHUNK);
+        if (held == NULL) goto done;
+        Py_ssize_t count = 0, end = PyList_GET_SIZE(held);
+        for (; count < end; count++) {
+            if (collect(p, PyList_GET_ITEM(held, count), topics, &pending[count]) < 0) break;
         }
-        /* librdkafka points into the keys and values until their reports (no copy): a slice of what is
-         * queued, held by the tracker until then, keeps them alive whatever happens to the list */
-        PyObject *held = PyErr_Occurred() == NULL ? PyList_GetSlice(messages, at, at + count) : NULL;
-        int failed = held == NULL || PyList_Append(tracker->held, held) < 0;
-        Py_ssize_t queued = 0;
-        if (!failed) {
-            p->busy++;
-            Py_BEGIN_ALLOW_THREADS
-            queued = queue_all(p, pending, count, counts, &err);
-            Py_END_ALLOW_THREADS
-            p->busy--;
-        } else {
+        if (count < end || PyList_Append(tracker->held, held) < 0) {
             for (Py_ssize_t i = 0; i < count; i++)
                 if (pending[i].headers != NULL) rk.headers_destroy(pending[i].headers);
+            Py_DECREF(held);
+            goto done;
         }
-        Py_XDECREF(held);
+        Py_DECREF(held); /* the tracker's now */
+        Py_ssize_t queued;
+        p->busy++;
+        Py_BEGIN_ALLOW_THREADS
+        queued = queue_all(p, pending, count, counts, &err);
+        Py_END_ALLOW_THREADS
+        p->busy--;
         at += queued;
-        if (failed) goto done;
         if (err != 0) break;
     }
     if (err != 0 && err != ERR_QUEUE_FULL) {
@@ -613,6 +617,14 @@ done:
     return result;
 }
 
+/* a timeout in seconds as librdkafka's milliseconds: 0 for NaN or negative (never -1, "forever"), at most
+ * INT_MAX (a float cast to int out of its range is undefined) */
+static int millis(double seconds) {
+    if (!(seconds > 0)) return 0;
+    if (seconds >= INT_MAX / 1000.0) return INT_MAX;
+    return (int)(seconds * 1000);
+}
+
 /* poll(timeout seconds) -> events served; reports, errors and logs are served here */
 static PyObject *producer_poll(PyObject *self, PyObject *arg) {
     Producer *p = (Producer *)self;
@@ -622,7 +634,7 @@ static PyObject *producer_poll(PyObject *self, PyObject *arg) {
     int served;
     p->busy++;
     Py_BEGIN_ALLOW_THREADS
-    served = rk.poll(p->handle, (int)(timeout * 1000));
+    served = rk.poll(p->handle, millis(timeout));
     Py_END_ALLOW_THREADS
     p->busy--;
     sweep();
@@ -638,7 +650,7 @@ static PyObject *producer_flush(PyObject *self, PyObject *arg) {
     int left;
     p->busy++;
     Py_BEGIN_ALLOW_THREADS
-    rk.flush(p->handle, (int)(timeout * 1000));
+    rk.flush(p->handle, millis(timeout));
     left = rk.outq_len(p->handle);
     Py_END_ALLOW_THREADS
     p->busy--;
@@ -659,7 +671,9 @@ static PyObject *producer_fatal_error(PyObject *self, PyObject *unused) {
     char errstr[512];
     rd_kafka_resp_err_t err = rk.fatal_error(p->handle, errstr, sizeof errstr);
     if (err == 0) Py_RETURN_NONE;
-    return Py_BuildValue("(is)", err, errstr);
+    PyObject *text = PyUnicode_DecodeUTF8(errstr, (Py_ssize_t)strnlen(errstr, sizeof errstr), "replace");
+    if (text == NULL) return NULL;
+    return Py_BuildValue("(iN)", err, text);
 }
 
 /* events() -> [(kind, code, text)]: kind "error" (code: the error code) or "log" (code: the syslog
@@ -711,6 +725,7 @@ static void destroy(Producer *p) {
     rk.poll(handle, 0);
     rk.destroy(handle);
     Py_END_ALLOW_THREADS
+    sweep(); /* the orphans whose last reports were served here (else kept until another producer's call) */
 }
 
 /* close(): purge what is still queued, destroy the handle (flush first to deliver it) */

@@ -264,3 +264,59 @@ async def test_messages_outlive_a_send_nobody_waits_for(path: str, broker: Kafka
         await producer.close()
     got = read_back(broker, topic, 4000)
     assert {(key, value) for key, value, _, _ in got} == want
+
+
+class _EmptyingKind(str):
+    """A kind whose first hash (the topic lookup while its message is produced) empties the message
+    list and fills the freed memory: produce must point only into messages it holds itself."""
+
+    __slots__ = ("victim",)
+    victim: list[Any]
+
+    def __hash__(self) -> int:
+        if self.victim:
+            self.victim.clear()
+            _ = [bytes(bytearray(b"z" * 700)) for _ in range(5_000)]  # reuses whatever was freed
+        return str.__hash__(self)
+
+
+async def test_a_list_emptied_while_it_is_produced_delivers_what_it_held(broker: KafkaDev) -> None:
+    """``sinks._rdkafka`` collects a chunk's pointers with the GIL held, calling back into Python (a kind's
+    hash, a partition's ``__index__``): one emptying the list mid-chunk must not leave librdkafka pointing
+    into freed messages. Every message of the chunk is delivered exactly as given."""
+    if not kafka_producer.NATIVE:
+        pytest.fail("sinks._rdkafka is not built or librdkafka did not load (make install builds it)")
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    trigger = _EmptyingKind("blocks")
+    records: list[Any] = [
+        (
+            trigger if i == 150 else "blocks",
+            f"key-{i}".encode(),
+            f"{i:>600}".encode(),
+            [("n", str(i).encode())],
+        )
+        for i in range(300)
+    ]
+    trigger.victim = records
+    want = {(bytes(bytearray(r[1])), bytes(bytearray(r[2]))) for r in records}  # copies
+    producer = KafkaProducer(config(broker))
+    try:
+        await (await producer.start_send_segments([(records, {"blocks": topic})]))()
+    finally:
+        await producer.close()
+    got = read_back(broker, topic, 300)
+    assert {(key, value) for key, value, _, _ in got} == want
+
+
+async def test_delivery_reports_of_errors_only_cannot_hang_a_send(path: str, broker: KafkaDev) -> None:
+    """A send waits for a report of every message: with ``delivery.report.only.error`` (a librdkafka
+    setting a user can pass through) delivered messages would never be reported and the send would wait
+    forever. It is overridden (with a warning): the send returns once all are delivered."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    batch = messages(topic, 50)
+    producer = KafkaProducer(config(broker, **{"delivery.report.only.error": "true"}))
+    try:
+        await asyncio.wait_for(producer.send(batch), 30)
+    finally:
+        await producer.close()
+    assert {key for key, _, _, _ in read_back(broker, topic, 50)} == {m[1] for m in batch}
