@@ -265,8 +265,21 @@ def _load_native() -> bool:
 NATIVE = _load_native()
 
 
+# a send waits for a delivery report of each of its messages: with this set, delivered ones are never
+# reported and the send would wait forever (a user can pass any librdkafka setting through)
+_ONLY_ERROR_REPORTS = "delivery.report.only.error"
+
+
 class KafkaProducer:
     def __init__(self, config: dict[str, Any]) -> None:
+        if _ONLY_ERROR_REPORTS in config:
+            if _setting(config[_ONLY_ERROR_REPORTS]).lower() not in ("false", "0"):
+                log.warning(
+                    "%s=%s ignored: a send waits for the report of every message",
+                    _ONLY_ERROR_REPORTS,
+                    config[_ONLY_ERROR_REPORTS],
+                )
+            config = {**config, _ONLY_ERROR_REPORTS: False}
         self.config = config
         self._client: _Client | None = None
         self._fatal: KafkaError | None = None
