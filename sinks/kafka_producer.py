@@ -210,7 +210,12 @@ class _Native:
         self._events()
 
     def flush(self, timeout: float) -> int:
-        left = int(self.producer.flush(timeout))
+        try:
+            left = int(self.producer.flush(timeout))
+        except RuntimeError:  # closed (shutdown) with reports a send still waits for, lost with the handle
+            raise KafkaUnavailable(
+                "the Kafka producer was closed before every message was reported"
+            ) from None
         self._events()
         return left
 
