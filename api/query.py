@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,9 @@ def _native_objects() -> Callable[[tuple[bytes, ...], list[Any], int], bytes] | 
     same bytes then come from orjson."""
     try:
         from api._pagejson import objects
-    except ImportError:  # pragma: no cover - make install builds it
+    except ImportError as error:  # pragma: no cover - make install builds it
+        if not isinstance(error, ModuleNotFoundError):  # built, but not loadable here (another Python)
+            logging.getLogger(__name__).warning("api._pagejson not loaded, pages through orjson: %s", error)
         return None
     return objects
 

@@ -21,6 +21,7 @@ is a trade: Dune keeps flash swaps and zero-amount swaps, so dexnode does too.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from decimal import Context as DecimalContext
@@ -93,9 +94,11 @@ def slot_maker(cls: type[Any]) -> Callable[..., Any]:
 try:  # optional C extension; tests/unit/test_decode_makers.py runs both makers against cls(*values)
     from protocols._speedups import receipt_logs as c_receipt_logs
     from protocols._speedups import slot_maker as _c_slot_maker
-except ImportError:  # not built (no compiler at install time): the Python maker, same records
+except ImportError as error:  # not built (no compiler at install time): the Python maker, same records
     _c_slot_maker = None
     c_receipt_logs = None  # extraction's common case in C (indexer.pipeline.pipeline.RECORD_MAKERS)
+    if not isinstance(error, ModuleNotFoundError):  # built, but not loadable here (another Python, say)
+        logging.getLogger(__name__).warning("protocols._speedups not loaded, makers in Python: %s", error)
 
 _dex_trade: Callable[..., DexTrade] = slot_maker(DexTrade)
 _dex_liquidity: Callable[..., DexLiquidity] = slot_maker(DexLiquidity)

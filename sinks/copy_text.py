@@ -20,15 +20,18 @@ same value and scale as the binary form would carry.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 try:  # optional C extension (make install builds it); the generated Python encoder when it is missing
-    from sinks import _copy
-except ImportError:
+    import sinks._copy as _copy  # not `from sinks import`: a missing module is ModuleNotFoundError
+except ImportError as error:
     _copy = None  # type: ignore[assignment]
+    if not isinstance(error, ModuleNotFoundError):  # built, but not loadable here (another Python, say)
+        logging.getLogger(__name__).warning("sinks._copy not loaded, COPY text in Python: %s", error)
 
 C_ENCODER = _copy is not None  # record_encoder encodes in C (sinks/_copy.c)
 
