@@ -7,10 +7,14 @@ refuses must fail the send, never lose a message silently."""
 from __future__ import annotations
 
 import asyncio
+import ctypes.util
 import gc
 import logging
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -320,3 +324,55 @@ async def test_delivery_reports_of_errors_only_cannot_hang_a_send(path: str, bro
     finally:
         await producer.close()
     assert {key for key, _, _, _ in read_back(broker, topic, 50)} == {m[1] for m in batch}
+
+
+def _run(code: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]  # the checkout: `sinks` importable
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, cwd=root
+    )
+
+
+def test_without_the_extension_it_produces_through_confluent_kafka(broker: KafkaDev) -> None:
+    """``sinks._rdkafka`` not built (its import fails): ``NATIVE`` is False and a send goes through
+    confluent-kafka, every message delivered."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    done = _run(
+        "import asyncio, sys\n"
+        "sys.modules['sinks._rdkafka'] = None  # import fails as when not built\n"
+        "import sinks.kafka_producer as k\n"
+        "assert not k.NATIVE\n"
+        f"p = k.KafkaProducer({{'bootstrap.servers': {broker.bootstrap!r}}})\n"
+        "async def main():\n"
+        f"    await p.send([({topic!r}, b'k%d' % i, b'v%d' % i, [], -1) for i in range(3)])\n"
+        "    await p.close()\n"
+        "asyncio.run(main())\n"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert {(key, value) for key, value, _, _ in read_back(broker, topic, 3)} == {
+        (b"k%d" % i, b"v%d" % i) for i in range(3)
+    }
+
+
+def test_a_library_without_a_function_is_refused_before_use() -> None:
+    """A library that lacks one of librdkafka's functions (here libc): ``load`` raises ``ImportError``
+    naming it, which ``sinks.kafka_producer`` takes as "produce through confluent-kafka", and no
+    producer can be made from the half-filled table."""
+    libc = ctypes.util.find_library("c")
+    assert libc is not None
+    done = _run(
+        "from sinks import _rdkafka\n"
+        "try:\n"
+        f"    _rdkafka.load({libc!r})\n"
+        "except ImportError as exc:\n"
+        "    print(exc)\n"
+        "try:\n"
+        "    _rdkafka.Producer([])\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == [
+        "librdkafka has no rd_kafka_conf_new",
+        "librdkafka is not loaded (sinks._rdkafka.load)",
+    ]
