@@ -45,10 +45,15 @@ def escape(value: str) -> str:
 
 
 def text_array(values: Sequence[str] | None) -> str:
-    """A ``text[]`` literal (``{a,b}``), every element quoted unless alphanumeric, then escaped."""
+    """A ``text[]`` literal (``{a,b}``), every element quoted unless alphanumeric, then escaped.
+
+    ``NULL`` unquoted (any case) is a null element to ``array_in``, so that word is quoted too."""
     if values is None:
         return NULL
-    parts = (v if v.isalnum() else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    parts = (
+        v if v.isalnum() and v.upper() != "NULL" else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values
+    )
     return escape("{" + ",".join(parts) + "}")
 
 

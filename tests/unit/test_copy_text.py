@@ -111,6 +111,8 @@ def test_escaping_helpers() -> None:
     assert escape("a\\b\tc") == "a\\\\b\\tc"
     assert text_array(None) == "\\N"
     assert text_array(["0xab", 'odd "one", with\\']) == '{0xab,"odd \\\\"one\\\\", with\\\\\\\\"}'
+    # unquoted NULL (any case) is a null element to array_in: a string that reads so is quoted
+    assert text_array(["NULL", "null", "nUlL", "NULLS", "x"]) == '{"NULL","null","nUlL",NULLS,x}'
 
 
 def _result(path: Path) -> Any:
