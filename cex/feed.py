@@ -198,7 +198,10 @@ class FeedHandler:
                 if timeout <= 0:
                     return True
             try:
-                frame = await asyncio.wait_for(ws.recv(), timeout)
+                # not wait_for: Python 3.11's returns a frame that completes as the task is cancelled
+                # and drops the cancellation, so a cancelled feed could read on forever
+                async with asyncio.timeout(timeout):
+                    frame = await ws.recv()
             except TimeoutError:
                 if retire_at is not None and loop.time() >= retire_at:
                     return True
@@ -233,7 +236,8 @@ class FeedHandler:
         end = loop.time() + self.rollover_overlap
         try:
             while (left := end - loop.time()) > 0:
-                frame = await asyncio.wait_for(ws.recv(), left)
+                async with asyncio.timeout(left):
+                    frame = await ws.recv()
                 await self.on_frame(conn, ws, frame)
         except (TimeoutError, OSError, websockets.WebSocketException):
             pass

@@ -70,8 +70,9 @@ async def run_cex_pipeline(
     duration: float | None = None,
 ) -> None:
     """Run ``feed`` and drain it into ``sinks`` until cancelled, the feed fails (its error is raised) or
-    ``duration`` seconds have passed; what was drained is written before it returns (or is cancelled
-    between batches). ``echo`` prints every item as a JSON line on stdout."""
+    ``duration`` seconds have passed; everything the feed published until then (its queue included) is
+    written before it returns or its cancellation completes. ``echo`` prints every item as a JSON line on
+    stdout."""
     task = asyncio.ensure_future(feed.run())
     try:
         await _drain(feed, task, sinks, echo, duration)
@@ -101,15 +102,14 @@ async def _drain(
             if task.done():
                 task.result()  # a feed that stopped raises its error here
             try:
-                item = await asyncio.wait_for(feed.queue.get(), FLUSH_SECONDS)
+                # not wait_for: Python 3.11's returns the item and drops a cancellation that arrives as
+                # the item does, and this loop would then never stop
+                async with asyncio.timeout(FLUSH_SECONDS):
+                    item = await feed.queue.get()
             except TimeoutError:
                 item = None
             if item is not None:
-                pending.append(item)
-                if isinstance(item, Trade):
-                    pending.extend(candles.add(item))
-                if echo:
-                    sys.stdout.buffer.write(line(item))
+                _take(item, pending, candles, echo)
             waiting = bool(pending) or (feed.raw_frames is not None and not feed.raw_frames.empty())
             if waiting and (len(pending) >= BATCH or loop.time() - last_flush >= FLUSH_SECONDS):
                 batch, pending = pending, []
@@ -118,12 +118,23 @@ async def _drain(
                 await asyncio.shield(writing)
                 last_flush = loop.time()
     finally:
+        # what the feed published and the loop had not taken yet (a stop between two gets) goes too
+        while not feed.queue.empty():
+            _take(feed.queue.get_nowait(), pending, candles, echo)
         if writing is not None and not writing.done():
             await writing  # one write at a time: the rest follows it
         raw = _raw_of(feed)
         if pending or raw:
             # shielded: a cancelled pipeline (Ctrl-C, dexnode run stopping) still stores what it drained
             await asyncio.shield(_write(sinks, pending, echo, raw))
+
+
+def _take(item: Record | Resync, pending: list[Record | Resync], candles: CandleBuilder, echo: bool) -> None:
+    pending.append(item)
+    if isinstance(item, Trade):
+        pending.extend(candles.add(item))
+    if echo:
+        sys.stdout.buffer.write(line(item))
 
 
 def _raw_of(feed: FeedHandler) -> list[RawFrame]:

@@ -95,7 +95,9 @@ class NotifyListener:
     async def _serve(self, conn: asyncpg.Connection) -> None:
         while True:
             try:
-                channel, payload = await asyncio.wait_for(self.notes.get(), self.check_seconds)
+                # not wait_for: Python 3.11's drops a cancellation that arrives as a note does
+                async with asyncio.timeout(self.check_seconds):
+                    channel, payload = await self.notes.get()
             except TimeoutError:
                 await conn.fetchval(
                     "SELECT 1", timeout=self.check_seconds

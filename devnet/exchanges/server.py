@@ -227,7 +227,8 @@ class ReplayServer:
         try:
             while True:
                 try:
-                    text = await asyncio.wait_for(ws.recv(), 0.25)
+                    async with asyncio.timeout(0.25):  # not wait_for: 3.11's can drop a cancellation
+                        text = await ws.recv()
                 except TimeoutError:
                     if beat is not None:
                         session.send(beat)

@@ -125,7 +125,9 @@ class HeadStream:
                 if self.subscribed:
                     timeout = min(timeout, self.silence_timeout)
                 try:
-                    head = await asyncio.wait_for(self._queue.get(), timeout=timeout)
+                    # not wait_for: Python 3.11's drops a cancellation that arrives as a head does
+                    async with asyncio.timeout(timeout):
+                        head = await self._queue.get()
                 except TimeoutError:
                     silent = time.perf_counter() - last_heard >= self.silence_timeout
                     if self.connected and silent:
@@ -211,7 +213,8 @@ class HeadStream:
                 self.reconnects += 1
                 self._reconnect.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._reconnect.wait(), timeout=delay)
+                    async with asyncio.timeout(delay):
+                        await self._reconnect.wait()
             finally:
                 self.connected = self.subscribed = False
 
