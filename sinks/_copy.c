@@ -25,8 +25,7 @@ typedef struct {
     Py_ssize_t len, cap;
 } Buffer;
 
-static int reserve(Buffer *b, Py_ssize_t more) {
-    if (more <= b->cap - b->len) return 0;
+static Py_NO_INLINE int grow(Buffer *b, Py_ssize_t more) {
     if (more > PY_SSIZE_T_MAX - b->len) { /* b->len + more would overflow */
         PyErr_NoMemory();
         return -1;
@@ -48,6 +47,8 @@ static int reserve(Buffer *b, Py_ssize_t more) {
     b->cap = cap;
     return 0;
 }
+
+static inline int reserve(Buffer *b, Py_ssize_t more) { return more <= b->cap - b->len ? 0 : grow(b, more); }
 
 static int put(Buffer *b, const char *s, Py_ssize_t n) {
     if (reserve(b, n) < 0) return -1;
@@ -76,6 +77,26 @@ static int put_escaped(Buffer *b, PyObject *s) {
     return put(b, u + start, n - start);
 }
 
+/* format(value, "") of anything but an exact int in 64 bits (a Decimal, a bigger int), kept out of the
+ * hot loop's inlined code. Printed unescaped: a value whose text holds a special character (a str in a
+ * NUM column, say) would shift the row's columns or start a row of its own, so it is refused. */
+static Py_NO_INLINE int put_formatted(Buffer *b, PyObject *v, PyObject *empty) {
+    PyObject *text = PyObject_Format(v, empty);
+    if (text == NULL) return -1;
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(text, &n);
+    int rc = u == NULL ? -1 : 0;
+    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
+        if (ESCAPED[(unsigned char)u[i]]) {
+            PyErr_Format(PyExc_TypeError, "a number expected, got %.100s %R", Py_TYPE(v)->tp_name, v);
+            rc = -1;
+        }
+    }
+    if (rc == 0) rc = put(b, u, n);
+    Py_DECREF(text);
+    return rc;
+}
+
 /* format(value, "") of an int or Decimal: exact ints print in C, anything else through PyObject_Format. */
 static int put_number(Buffer *b, PyObject *v, PyObject *empty) {
     if (PyLong_CheckExact(v)) {
@@ -93,22 +114,7 @@ static int put_number(Buffer *b, PyObject *v, PyObject *empty) {
             return put(b, p, end - p);
         }
     }
-    PyObject *text = PyObject_Format(v, empty);
-    if (text == NULL) return -1;
-    Py_ssize_t n;
-    const char *u = PyUnicode_AsUTF8AndSize(text, &n);
-    int rc = u == NULL ? -1 : 0;
-    /* printed unescaped: a value whose text holds a special character (a str in a NUM column, say)
-     * would shift the row's columns or start a row of its own, so it is refused */
-    for (Py_ssize_t i = 0; rc == 0 && i < n; i++) {
-        if (ESCAPED[(unsigned char)u[i]]) {
-            PyErr_Format(PyExc_TypeError, "a number expected, got %.100s %R", Py_TYPE(v)->tp_name, v);
-            rc = -1;
-        }
-    }
-    if (rc == 0) rc = put(b, u, n);
-    Py_DECREF(text);
-    return rc;
+    return put_formatted(b, v, empty);
 }
 
 /* The encoder: a tuple of (name: str, kind: int, function or None) per column; encode(records) -> bytes. */
