@@ -27,7 +27,7 @@ typedef struct {
     Py_ssize_t size, capacity;
 } Buffer;
 
-static int grow(Buffer *b, Py_ssize_t more) {
+static Py_NO_INLINE int grow(Buffer *b, Py_ssize_t more) {
     if (more <= b->capacity - b->size) return 0;
     if (more > PY_SSIZE_T_MAX - b->size) { /* the size would overflow */
         PyErr_NoMemory();
