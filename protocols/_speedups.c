@@ -177,6 +177,7 @@ static PyObject *receipt_logs(PyObject *module, PyObject *const *args, Py_ssize_
             !PyList_CheckExact(topics) || PyList_GET_SIZE(topics) > 4 || address == NULL || data == NULL ||
             !PyUnicode_CheckExact(data))
             goto fallback;
+        if (PyErr_Occurred()) goto error; /* a lookup raised (a key's __eq__): the check's error too */
         last = log_index;
         Py_ssize_t ntopics = PyList_GET_SIZE(topics);
         int ok = 1;

@@ -182,6 +182,30 @@ def test_receipt_logs_with_a_maker_that_changes_the_receipt_as_python_does() -> 
     assert answers[0][1][0].address == "0x" + "ef" * 20
 
 
+class _Raising:
+    """A key that collides with "blockHash" and cannot be compared: looking "blockHash" up raises."""
+
+    def __hash__(self) -> int:
+        return hash("blockHash")
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("not comparable")
+
+
+@needs_speedups
+def test_receipt_logs_raises_a_failed_lookup_as_python_does() -> None:
+    for check in (_speedups.receipt_logs, _receipt_logs):
+        receipt = _receipt(2)
+        log = receipt["logs"][1]
+        del log["blockHash"]
+        log[_Raising()] = 1
+        out: list[Log] = []
+        with pytest.raises(ValueError, match="not comparable"):  # was SystemError from C
+            check(receipt, 0, _TX, 16, _BLOCK, "0x10", out, -1, Log)
+        if check is _speedups.receipt_logs:
+            assert out == []
+
+
 class _Shrinking:
     """A row whose __getitem__ empties the page's list of rows (and frees them)."""
 
