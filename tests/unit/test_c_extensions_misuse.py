@@ -272,3 +272,14 @@ print("ok")
     assert warned == broken, done.stderr
     if broken:
         assert "undefined symbol: _PyFake_Symbol" in done.stderr
+
+
+def test_an_unset_slot_is_an_attribute_error_in_both_encoders() -> None:
+    """A record made without its fields (object.__new__): the slot holds NULL; C reads it at its offset
+    and must raise as the member descriptor does, not print or dereference it."""
+    table = sa.Table("t", sa.MetaData(), sa.Column("address", sa.Text), sa.Column("log_index", sa.Numeric))
+    for python in (True, False) if _copy is not None else (True,):
+        for column in ("address", "log_index"):
+            encode = record_encoder(table, (column,), {}, record=Log, python=python)
+            with pytest.raises(AttributeError, match=column):
+                encode([object.__new__(Log)])
