@@ -65,6 +65,13 @@ static PyObject *slot_maker(PyObject *module, PyObject *const *args, Py_ssize_t 
             return NULL;
         }
         at[i] = ((PyMemberDescrObject *)descr)->d_member->offset;
+        for (Py_ssize_t j = 0; j < i; j++) {
+            if (at[j] == at[i]) { /* make() would store twice, leaking the first value */
+                PyErr_Format(PyExc_TypeError, "%s.%U is named twice", type->tp_name, name);
+                Py_DECREF(offsets);
+                return NULL;
+            }
+        }
     }
     PyObject *self = PyTuple_Pack(2, (PyObject *)type, offsets);
     Py_DECREF(offsets);

@@ -68,6 +68,8 @@ def test_copy_reads_a_slot_of_another_class_by_name_as_python_does() -> None:
 def test_slot_maker_refuses_a_slot_of_another_class() -> None:
     with pytest.raises(TypeError, match="is not an object slot"):
         _speedups.slot_maker(_Narrow, ("far",))
+    with pytest.raises(TypeError, match="named twice"):  # make() would leak the first value
+        _speedups.slot_maker(_Wide, ("a", "b", "a"))
     make = _speedups.slot_maker(_Narrow, ("x",))
     assert make("v").x == "v"
 
