@@ -130,16 +130,29 @@ typedef struct {
     int ready; /* __init__ completed: a failed __init__ leaves columns without a name */
 } Encoder;
 
+/* The functions (converters, possibly closures) may refer back to what holds the encoder: the cycle
+ * collector sees them through traverse and breaks such a cycle through clear. */
+static int Encoder_traverse(Encoder *self, visitproc visit, void *arg) {
+    for (Py_ssize_t i = 0; self->functions && i < self->ncols; i++) Py_VISIT(self->functions[i]);
+    Py_VISIT(self->cls);
+    return 0;
+}
+
+static int Encoder_clear(Encoder *self) {
+    for (Py_ssize_t i = 0; self->functions && i < self->ncols; i++) Py_CLEAR(self->functions[i]);
+    Py_CLEAR(self->cls);
+    self->ready = 0; /* a function gone: encode() refuses rather than call NULL */
+    return 0;
+}
+
 static void Encoder_dealloc(Encoder *self) {
-    for (Py_ssize_t i = 0; i < self->ncols; i++) {
-        if (self->names) Py_XDECREF(self->names[i]);
-        if (self->functions) Py_XDECREF(self->functions[i]);
-    }
+    PyObject_GC_UnTrack(self);
+    Encoder_clear(self);
+    for (Py_ssize_t i = 0; self->names && i < self->ncols; i++) Py_XDECREF(self->names[i]);
     PyMem_Free(self->names);
     PyMem_Free(self->functions);
     PyMem_Free(self->kinds);
     PyMem_Free(self->offsets);
-    Py_XDECREF(self->cls);
     Py_XDECREF(self->empty);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
@@ -301,7 +314,9 @@ static PyTypeObject EncoderType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "sinks._copy.Encoder",
     .tp_basicsize = sizeof(Encoder),
     .tp_dealloc = (destructor)Encoder_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)Encoder_traverse,
+    .tp_clear = (inquiry)Encoder_clear,
     .tp_doc = "Encoder(columns, cls=None): columns a tuple of (attribute name, kind, function or None); the\n"
               "slots of records of exactly type cls are read directly",
     .tp_methods = Encoder_methods,

@@ -10,6 +10,7 @@ import gc
 import importlib
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,20 @@ def test_an_unset_slot_is_an_attribute_error_in_both_encoders() -> None:
             encode = record_encoder(table, (column,), {}, record=Log, python=python)
             with pytest.raises(AttributeError, match=column):
                 encode([object.__new__(Log)])
+
+
+class _Holder:
+    encode: Any = None
+
+
+@needs_copy
+def test_an_encoder_in_a_reference_cycle_is_collected() -> None:
+    """A converter that refers (through its defaults) to what holds the encoder: a cycle the collector
+    must see through the encoder to free it."""
+    holder = _Holder()
+    holder.encode = _copy.Encoder((("x", _copy.CONVERT, lambda r, holder=holder: "x"),)).encode
+    assert holder.encode([object()]) == b"x\n"
+    ref = weakref.ref(holder)
+    del holder
+    gc.collect()
+    assert ref() is None
