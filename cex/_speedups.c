@@ -771,6 +771,235 @@ done:
     return result;
 }
 
+/* book_json(frame) -> dict | None: a JSON object frame read without a general JSON decoder, its book sides
+ * already levels. Binance's frames (REST depth snapshots of thousands of levels, depthUpdate events) are
+ * objects of ints, short strings and sides [["price","qty"], ...]; a general decoder makes a str per number
+ * and a list per row, then row_levels makes the Decimals. Here each [str, str] row becomes the (Decimal,
+ * Decimal) level straight from the bytes (make_decimal: exactly Decimal(text)). Read: objects, ints of at
+ * most 18 digits, true/false/null, strings of printable ASCII without escapes, arrays that are empty or all
+ * [str, str] rows of plain decimals. Anything else (floats, escapes, non-ASCII, other arrays, bad JSON, the
+ * Decimal layout check failed) returns None, and the caller decodes the frame as before: what is read here
+ * is what orjson + row_levels give, and what is not is left to them, errors included. */
+typedef struct {
+    const unsigned char *at, *end;
+} Scan;
+
+#define SCAN_DEPTH 8
+#define FALLBACK NULL /* returned with no exception set: not this reader's shape */
+
+static inline void skip_space(Scan *s) {
+    while (s->at < s->end && (*s->at == ' ' || *s->at == '\n' || *s->at == '\r' || *s->at == '\t')) s->at++;
+}
+
+/* a string's bytes (the quotes excluded) when all are printable ASCII without an escape; 0 otherwise */
+static int scan_text(Scan *s, const char **text, Py_ssize_t *len) {
+    if (s->at >= s->end || *s->at != '"') return 0;
+    const unsigned char *start = ++s->at;
+    while (s->at < s->end && *s->at != '"') {
+        if (*s->at < 0x20 || *s->at > 0x7e || *s->at == '\\') return 0;
+        s->at++;
+    }
+    if (s->at >= s->end) return 0;
+    *text = (const char *)start;
+    *len = s->at - start;
+    s->at++;
+    return 1;
+}
+
+static PyObject *scan_value(Scan *s, int depth);
+
+/* [] or [["p","q"], ...] -> [(Decimal, Decimal), ...] */
+static PyObject *scan_levels(Scan *s) {
+    s->at++; /* '[' */
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    skip_space(s);
+    if (s->at < s->end && *s->at == ']') {
+        s->at++;
+        return out;
+    }
+    for (;;) {
+        skip_space(s);
+        if (s->at >= s->end || *s->at != '[') goto fallback;
+        s->at++;
+        PyObject *pair[2] = {NULL, NULL};
+        for (int j = 0; j < 2; j++) {
+            const char *text;
+            Py_ssize_t len;
+            Parsed p;
+            skip_space(s);
+            if (!scan_text(s, &text, &len) || !parse_plain(text, len, &p)) {
+                Py_XDECREF(pair[0]);
+                goto fallback;
+            }
+            pair[j] = make_decimal(&p);
+            if (pair[j] == NULL) {
+                Py_XDECREF(pair[0]);
+                goto fail;
+            }
+            skip_space(s);
+            if (s->at >= s->end || *s->at != (j == 0 ? ',' : ']')) {
+                Py_DECREF(pair[0]);
+                Py_XDECREF(pair[1]);
+                goto fallback;
+            }
+            s->at++;
+        }
+        PyObject *level = PyTuple_New(2);
+        if (level == NULL) {
+            Py_DECREF(pair[0]);
+            Py_DECREF(pair[1]);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(level, 0, pair[0]);
+        PyTuple_SET_ITEM(level, 1, pair[1]);
+        int bad = PyList_Append(out, level);
+        Py_DECREF(level);
+        if (bad < 0) goto fail;
+        skip_space(s);
+        if (s->at < s->end && *s->at == ',') {
+            s->at++;
+            continue;
+        }
+        if (s->at < s->end && *s->at == ']') {
+            s->at++;
+            /* Decimals and tuples of them only: nothing for the cycle collector to walk */
+            PyObject_GC_UnTrack(out);
+            return out;
+        }
+        goto fallback;
+    }
+fallback:
+    Py_DECREF(out);
+    return FALLBACK;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* -?(0|[1-9][0-9]*) of at most 18 digits, not followed by a fraction or an exponent */
+static PyObject *scan_int(Scan *s) {
+    int neg = 0;
+    if (*s->at == '-') {
+        neg = 1;
+        s->at++;
+    }
+    const unsigned char *start = s->at;
+    long long value = 0;
+    while (s->at < s->end && (unsigned)(*s->at - '0') < 10) value = value * 10 + (*s->at++ - '0');
+    Py_ssize_t n = s->at - start;
+    if (n == 0 || n > 18 || (n > 1 && *start == '0') || (neg && value == 0)) return FALLBACK;
+    if (s->at < s->end && (*s->at == '.' || *s->at == 'e' || *s->at == 'E')) return FALLBACK;
+    return PyLong_FromLongLong(neg ? -value : value);
+}
+
+static PyObject *scan_object(Scan *s, int depth) {
+    s->at++; /* '{' */
+    PyObject *out = PyDict_New();
+    if (out == NULL) return NULL;
+    skip_space(s);
+    if (s->at < s->end && *s->at == '}') {
+        s->at++;
+        return out;
+    }
+    for (;;) {
+        const char *text;
+        Py_ssize_t len;
+        skip_space(s);
+        if (!scan_text(s, &text, &len)) goto fallback;
+        skip_space(s);
+        if (s->at >= s->end || *s->at != ':') goto fallback;
+        s->at++;
+        skip_space(s);
+        PyObject *value = scan_value(s, depth + 1);
+        if (value == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            goto fallback;
+        }
+        PyObject *key = PyUnicode_DecodeASCII(text, len, NULL);
+        if (key == NULL) {
+            Py_DECREF(value);
+            goto fail;
+        }
+        int bad = PyDict_SetItem(out, key, value);
+        Py_DECREF(key);
+        Py_DECREF(value);
+        if (bad < 0) goto fail;
+        skip_space(s);
+        if (s->at < s->end && *s->at == ',') {
+            s->at++;
+            continue;
+        }
+        if (s->at < s->end && *s->at == '}') {
+            s->at++;
+            return out;
+        }
+        goto fallback;
+    }
+fallback:
+    Py_DECREF(out);
+    return FALLBACK;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static int scan_word(Scan *s, const char *word) {
+    size_t n = strlen(word);
+    if ((size_t)(s->end - s->at) < n || memcmp(s->at, word, n) != 0) return 0;
+    s->at += n;
+    return 1;
+}
+
+static PyObject *scan_value(Scan *s, int depth) {
+    if (s->at >= s->end || depth > SCAN_DEPTH) return FALLBACK;
+    unsigned char c = *s->at;
+    if (c == '{') return scan_object(s, depth);
+    if (c == '[') return scan_levels(s);
+    if (c == '"') {
+        const char *text;
+        Py_ssize_t len;
+        if (!scan_text(s, &text, &len)) return FALLBACK;
+        return PyUnicode_DecodeASCII(text, len, NULL);
+    }
+    if (c == '-' || (unsigned)(c - '0') < 10) return scan_int(s);
+    if (scan_word(s, "true")) Py_RETURN_TRUE;
+    if (scan_word(s, "false")) Py_RETURN_FALSE;
+    if (scan_word(s, "null")) Py_RETURN_NONE;
+    return FALLBACK;
+}
+
+static PyObject *book_json(PyObject *self, PyObject *frame) {
+    const char *data;
+    Py_ssize_t len;
+    if (PyBytes_CheckExact(frame)) {
+        data = PyBytes_AS_STRING(frame);
+        len = PyBytes_GET_SIZE(frame);
+    } else if (PyUnicode_CheckExact(frame)) {
+        if (!PyUnicode_IS_COMPACT_ASCII(frame)) Py_RETURN_NONE; /* non-ASCII text: the general decoder */
+        data = (const char *)PyUnicode_DATA(frame);
+        len = PyUnicode_GET_LENGTH(frame);
+    } else {
+        PyErr_Format(PyExc_TypeError, "book_json(frame): str or bytes, not %.50s", Py_TYPE(frame)->tp_name);
+        return NULL;
+    }
+    if (!fast_decimals) Py_RETURN_NONE;
+    Scan s = {(const unsigned char *)data, (const unsigned char *)data + len};
+    skip_space(&s);
+    if (s.at >= s.end || *s.at != '{') Py_RETURN_NONE;
+    PyObject *out = scan_object(&s, 0);
+    if (out == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    skip_space(&s);
+    if (s.at != s.end) {
+        Py_DECREF(out);
+        Py_RETURN_NONE;
+    }
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"apply_side", (PyCFunction)(void (*)(void))apply_side, METH_FASTCALL,
      "apply_side(keys, prices, sizes, texts, levels): L2Book.update for one side"},
@@ -782,6 +1011,8 @@ static PyMethodDef methods[] = {
      "pairs(items, first, second) -> [(item.first, item.second), ...]"},
     {"ordered_side", (PyCFunction)ordered_side, METH_O,
      "ordered_side(levels) -> (prices, sizes) ascending, or None when not strictly ordered"},
+    {"book_json", (PyCFunction)book_json, METH_O,
+     "book_json(frame) -> dict with book sides as levels, or None: the frame is for the general decoder"},
     {"decimal", (PyCFunction)decimal, METH_O, "decimal(text) -> Decimal(text), made directly for a plain decimal"},
     {"fast_decimals", (PyCFunction)fast_decimals_on, METH_NOARGS,
      "fast_decimals() -> whether Decimals are made directly (the layout check passed)"},

@@ -14,7 +14,7 @@ each next one's ``pu`` equals the previous ``u``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import orjson
@@ -24,6 +24,24 @@ from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, trade
 from cex.sync import BookMessage, SequenceRule
 from core.errors import ConfigError
 from records.cex import FundingRate, Ticker
+
+_book_json: Callable[[str | bytes], dict[str, Any] | None] | None
+try:  # cex/_speedups.c: the frame read with its book sides as levels (Decimals from the bytes), else None
+    from cex._speedups import book_json as _book_json
+except ImportError:
+    _book_json = None
+
+
+def _load(frame: str | bytes) -> tuple[Any, bool]:
+    """The decoded frame, and whether its book sides are levels already (``book_json`` read it) or rows of
+    texts (orjson, for ``row_levels``): the same levels either way, the same errors (a frame ``book_json``
+    does not read goes to orjson)."""
+    if _book_json is not None:
+        msg = _book_json(frame)
+        if msg is not None:
+            return msg, True
+    return orjson.loads(frame), False
+
 
 _STREAMS: dict[Feed, tuple[str, ...]] = {
     "trades": ("trade",),
@@ -75,12 +93,12 @@ class Binance(Exchange):
         return f"{self.rest_url_in_use}{self.snapshot_path.format(symbol=self.to_exchange_symbol(symbol))}"
 
     def parse_snapshot(self, symbol: str, body: bytes, atom_timestamp: int) -> BookMessage:
-        snap = orjson.loads(body)
+        snap, made = _load(body)
         return BookMessage(
             symbol,
             True,
-            row_levels(snap["bids"], None),  # thousands of texts mostly seen once: not cached
-            row_levels(snap["asks"], None),
+            snap["bids"] if made else row_levels(snap["bids"], None),  # texts mostly seen once: not cached
+            snap["asks"] if made else row_levels(snap["asks"], None),
             last=int(snap["lastUpdateId"]),
             event_timestamp=snap.get("E"),
             atom_timestamp=atom_timestamp,
@@ -93,7 +111,7 @@ class Binance(Exchange):
         return symbol
 
     def parse(self, frame: str | bytes, atom_timestamp: int) -> Parsed:
-        msg = orjson.loads(frame)
+        msg, made = _load(frame)
         out = Parsed()
         data = msg.get("data") if isinstance(msg, dict) else None
         if data is None:
@@ -101,7 +119,7 @@ class Binance(Exchange):
             return out
         event = data.get("e")
         if event == "depthUpdate":
-            out.books.append(self._depth(data, atom_timestamp))
+            out.books.append(self._depth(data, atom_timestamp, made))
         elif event in ("trade", "aggTrade"):
             side = "sell" if data["m"] else "buy"  # m: the buyer was the maker
             trade_id = data["t"] if event == "trade" else data["a"]
@@ -147,12 +165,12 @@ class Binance(Exchange):
             out.control = True  # kline and other streams not mapped
         return out
 
-    def _depth(self, data: dict[str, Any], atom_timestamp: int) -> BookMessage:
+    def _depth(self, data: dict[str, Any], atom_timestamp: int, made: bool) -> BookMessage:
         return BookMessage(
             self._symbol(data["s"]),
             False,
-            row_levels(data["b"], self.decimals),
-            row_levels(data["a"], self.decimals),
+            data["b"] if made else row_levels(data["b"], self.decimals),
+            data["a"] if made else row_levels(data["a"], self.decimals),
             first=data["U"],
             last=data["u"],
             prev=data.get("pu"),
