@@ -36,7 +36,7 @@ import httpx
 import websockets
 
 from cex.connection import Connection, Recent, identity
-from cex.exchange import Exchange, Feed, MalformedMessage
+from cex.exchange import Exchange, Feed, MalformedMessage, refuse_nul
 from cex.l3 import L3Sync
 from cex.sync import BookMessage, BookSync, Published, Resync
 from core.errors import RetryableError
@@ -258,6 +258,7 @@ class FeedHandler:
             await self.raw_frames.put(RawFrame(self.exchange.name, conn.index, atom, frame))
         try:
             parsed = self.exchange.parse(frame, atom)
+            refuse_nul(frame, parsed)
         except _PARSE_ERRORS as exc:
             conn.counters.malformed += 1
             log.warning(
@@ -375,6 +376,7 @@ class FeedHandler:
                     response = await self.http.get(self.exchange.snapshot_url(sync.symbol))
                     response.raise_for_status()
                     snap = self.exchange.parse_snapshot(sync.symbol, response.content, time.time_ns() // 1000)
+                    refuse_nul(response.content, snap)
                 except (httpx.HTTPError, *_PARSE_ERRORS) as exc:
                     tries += 1
                     log.warning("%s %s: snapshot failed (%s)", sync.exchange, sync.symbol, type(exc).__name__)
