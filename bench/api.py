@@ -344,6 +344,51 @@ def cases(top: int) -> list[Case]:
     ]  # fmt: skip
 
 
+async def database_activity(conn: asyncpg.Connection) -> dict[str, int]:
+    """Counters of what else Postgres did (``--detail``): checkpoints, autovacuum and autoanalyze of
+    ``dex_trades``, blocks read from outside shared buffers and found in them."""
+    row = await conn.fetchrow(
+        "SELECT (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter) AS checkpoints,"
+        " (SELECT autovacuum_count + autoanalyze_count FROM pg_stat_user_tables"
+        "  WHERE relname = 'dex_trades') AS autovacuum,"
+        " (SELECT blks_read FROM pg_stat_database WHERE datname = current_database()) AS blocks_read,"
+        " (SELECT blks_hit FROM pg_stat_database WHERE datname = current_database()) AS blocks_hit"
+    )
+    return {k: int(v) for k, v in row.items()}
+
+
+def print_detail(result: Result) -> None:
+    """Where the tail comes from (``--detail``): per server worker its connections, answers and
+    p50/p99; the load generator's own delay (answer read -> its task resumed); and whether the slow
+    answers cluster in time (a pause of a whole process) or spread (queueing)."""
+    samples = result.samples
+    if not samples:
+        return
+    by_worker: dict[str, list[float]] = {}
+    slots: dict[str, set[int]] = {}
+    for s in samples:
+        by_worker.setdefault(s.worker, []).append(s.received - s.sent)
+        slots.setdefault(s.worker, set()).add(s.slot)
+    for worker, latencies in sorted(by_worker.items()):
+        print(
+            f"    worker {worker}: {len(slots[worker])} connections, {len(latencies)} answers,"
+            f" p50 {pct(latencies, 0.5):.2f} p99 {pct(latencies, 0.99):.2f} ms"
+        )
+    own = [s.resumed - s.received for s in samples]
+    print(f"    load generator's own delay: p50 {pct(own, 0.5):.3f} p99 {pct(own, 0.99):.3f} ms")
+    received = [s.received - s.sent for s in samples]
+    limit = pct(received, 0.99) / 1000
+    start = min(s.sent for s in samples)
+    slow_at = sorted(int((s.received - start) * 100) for s in samples if s.received - s.sent >= limit)
+    if slow_at:
+        windows = len(set(slow_at))
+        span = int((max(s.received for s in samples) - start) * 100) + 1
+        print(
+            f"    answers >= p99: {len(slow_at)}, ending in {windows} of {span} 10-ms windows"
+            f" (clustered when far fewer windows than answers)"
+        )
+
+
 async def run(args: argparse.Namespace, dsn: str) -> None:
     await runner.upgrade(DatabaseInfo(dsn=dsn, embedded=False).sqlalchemy_url)
     conn = await asyncpg.connect(dsn)
@@ -383,6 +428,7 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
                     continue
                 await fire(case.request, args.clients * 2)  # warm up
                 backends = await database_backends(conn)
+                activity = await database_activity(conn) if args.detail else None
                 cpu, pg = cpu_seconds(proc.pid), backends_cpu(backends)
                 result = await fire(case.request, args.requests)
                 used = cpu_seconds(proc.pid) - cpu
@@ -400,6 +446,11 @@ async def run(args: argparse.Namespace, dsn: str) -> None:
                     f"{case.label:<52} {p50:7.2f} {p99:7.2f} {rate:6.0f} {per_cpu:9.0f} {shares}  {sql_cell}"
                     f"{failed}"
                 )
+                if activity is not None:
+                    print_detail(result)
+                    after = await database_activity(conn)
+                    print("    Postgres during the run: " + ", ".join(
+                        f"{k} {after[k] - activity[k]:+d}" for k in activity))  # fmt: skip
         print(
             "srv, load, pg: CPU ms per request of the server's processes, this load generator"
             f" ({args.client}) and the Postgres backends; load average {os.getloadavg()[0]:.1f} at the end"
@@ -420,6 +471,7 @@ def main() -> None:
     parser.add_argument("--server-root", type=Path, help="serve the code of this checkout (before/after)")
     parser.add_argument("--only", help="run only the queries whose label contains this text")
     parser.add_argument("--only-generate", action="store_true")
+    parser.add_argument("--detail", action="store_true", help="per-worker latency, the tail's shape")
     parser.add_argument("--data-dir", type=Path, help="keep the embedded Postgres here (reused if filled)")
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL")

@@ -39,6 +39,15 @@ def cpu_seconds_self() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _header(head: bytes, name: bytes) -> str:
+    """A header's value from a lower-cased head ending in CRLF, or ""."""
+    at = head.find(b"\r\n" + name + b":")
+    if at < 0:
+        return ""
+    start = at + len(name) + 3
+    return head[start : head.index(b"\r\n", start)].strip().decode("latin-1")
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: ``ask`` sends a request and waits for its whole answer."""
 
@@ -50,6 +59,8 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.answer: asyncio.Future[tuple[int, bytes]] | None = None
         self.lost: Exception | None = None
+        self.worker = ""  # the server's X-Dexnode-Worker of this connection (a connection stays on one)
+        self.answered_at = 0.0  # perf_counter() when the last answer was complete
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not asyncio's class
@@ -67,6 +78,8 @@ class _Connection(asyncio.Protocol):
                 return
             head = bytes(self.buffer[:end]).lower() + b"\r\n"
             self.status = int(head[9:12])
+            if not self.worker:
+                self.worker = _header(head, b"x-dexnode-worker") or "-"
             at = head.find(b"\r\ncontent-length:")
             if at < 0:
                 self._fail(ValueError("answer without Content-Length"))
@@ -77,6 +90,7 @@ class _Connection(asyncio.Protocol):
             body = bytes(self.buffer[self.body_at : self.expect])
             del self.buffer[: self.expect]
             self.expect = -1
+            self.answered_at = time.perf_counter()
             if not self.answer.done():
                 self.answer.set_result((self.status, body))
 
@@ -99,8 +113,22 @@ class _Connection(asyncio.Protocol):
 
 
 @dataclass
+class Sample:
+    """One successful answer: when it was sent (perf_counter seconds), when its last byte was read
+    (``data_received``) and when its client task resumed (what ``latencies`` counts: the difference
+    is this process's own delay), on which connection and which server worker answered."""
+
+    sent: float
+    received: float
+    resumed: float
+    slot: int
+    worker: str
+
+
+@dataclass
 class Result:
     latencies: list[float] = field(default_factory=list)  # seconds, of the successful answers
+    samples: list[Sample] = field(default_factory=list)  # the same answers, with their coordinates
     failures: int = 0  # a status other than 200, a GraphQL error, a lost connection, a timeout
     wall: float = 0.0
     cpu: float = 0.0  # this process's CPU seconds over the run
@@ -141,7 +169,9 @@ class Load:
                 if status != 200 or b'"errors"' in answer[:20]:
                     result.failures += 1
                     continue
-                result.latencies.append(time.perf_counter() - started)
+                resumed = time.perf_counter()
+                result.latencies.append(resumed - started)
+                result.samples.append(Sample(started, conn.answered_at, resumed, slot, conn.worker))
 
         cpu, started = cpu_seconds_self(), time.perf_counter()
         await asyncio.gather(*(client(slot) for slot in range(self.clients)))
