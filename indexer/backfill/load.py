@@ -8,8 +8,9 @@ load); ``grow_after`` healthy chunks in a row add one chunk of concurrency and d
 size, up to the configured maxima. A node that refuses a batch for its size makes ``RpcClient``
 shrink ``max_batch_size`` itself; that size becomes a ceiling the controller never grows past.
 
-``RateLimitedTransport`` wraps httpx's transport with a token bucket, so ``--max-rps`` holds for
-every HTTP request the client sends (one JSON-RPC batch is one request).
+``RateLimitedTransport`` wraps the RPC client's transport (``indexer.chain.http11``) with a token
+bucket, so ``--max-rps`` holds for every HTTP request the client sends (one JSON-RPC batch is one
+request).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from core.retry import RetryPolicy
+from indexer.chain.http11 import Http11Transport
 
 log = logging.getLogger("dexnode.backfill")
 
@@ -215,9 +217,7 @@ class RateLimitedTransport(httpx.AsyncBaseTransport):
     """httpx transport that spaces requests to at most ``max_rps`` per second (None: no limit)."""
 
     def __init__(self, max_rps: float | None = None, *, connections: int = 32) -> None:
-        self.inner = httpx.AsyncHTTPTransport(
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-        )
+        self.inner = Http11Transport(max_connections=connections)
         self.bucket = TokenBucket(max_rps) if max_rps else None
         self.requests = 0
 

@@ -1,6 +1,7 @@
 """Async JSON-RPC client for an Ethereum node over HTTP: batches, retries, typed helpers.
 
-One ``httpx.AsyncClient`` (keep-alive) per ``RpcClient``; use ``async with RpcClient(url) as rpc``
+One ``httpx.AsyncClient`` (keep-alive) per ``RpcClient``, over ``indexer.chain.http11``'s lean
+transport for ``http://`` nodes unless the caller passes another; use ``async with RpcClient(url) as rpc``
 or call ``aclose()``. Every call goes through one retry loop that decides by error class only
 (``indexer.chain.rpc_errors`` maps JSON-RPC codes once): timeouts, connection errors, HTTP 429/5xx and
 retryable JSON-RPC errors are retried with jittered exponential backoff, honouring
@@ -21,6 +22,7 @@ import orjson
 from core.errors import RetryableError
 from core.redact import mask_urls_in
 from core.retry import RetryPolicy
+from indexer.chain.http11 import Http11Transport
 from indexer.chain.rpc_errors import (
     BatchTooLarge,
     CallReverted,
@@ -92,8 +94,7 @@ class RpcClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             headers={"content-type": "application/json", **(headers or {})},
-            limits=httpx.Limits(max_keepalive_connections=16, keepalive_expiry=60.0),
-            transport=transport,
+            transport=transport or Http11Transport(max_connections=100, keepalive_expiry=60.0),
         )
 
     async def __aenter__(self) -> RpcClient:

@@ -1,0 +1,309 @@
+"""A lean HTTP/1.1 transport for httpx: keep-alive connections over asyncio, a response read whole.
+
+Why: the backfill reads ~50 MB of JSON per 1,000 devnet blocks, and httpcore hands a body over in
+socket-sized pieces, each through h11's event machinery, anyio's stream (``sniffio`` looked up each
+time) and httpx's iterators: 0.6–0.9 CPU-s of the 2,011-block devnet's fetch (load ~10), more than
+parsing that JSON costs. Here an ``asyncio.Protocol`` appends what arrives to one buffer and wakes
+the reader only when the bytes it needs (the head, then the whole body by ``Content-Length``) are
+there: one wake-up per response in the common case.
+
+Only ``http://`` goes this way (a node beside the indexer, where CPU is what limits a backfill).
+``https://`` is handed to httpx's own transport (TLS, HTTP/2 would be its business), and so is
+everything httpx routes elsewhere: proxies from the environment are httpx's mounts, never reaching
+this transport. The client above is unchanged: httpx still builds the request (headers, auth from the
+URL, ``Accept-Encoding``), decodes ``Content-Encoding``, and raises the same exception classes, which
+``RpcClient`` maps to retryable or fatal errors: ``ConnectTimeout``/``ReadTimeout``/``WriteTimeout``/
+``PoolTimeout`` (timeouts as httpx counts them: connect, each wait for bytes, each wait to write,
+waiting for a free connection) and ``ConnectError``/``ReadError``/``WriteError``/
+``RemoteProtocolError`` (all ``httpx.TransportError``).
+
+A connection is reused only after a complete response that did not ask to close it; an idle one
+that the server closed is noticed (``connection_lost``) and dropped, never written to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+import httpx
+
+_HEAD_END = b"\r\n\r\n"
+_MAX_HEAD = 64 * 1024  # bytes of status line + headers before the answer is refused
+
+
+class _Connection(asyncio.Protocol):
+    """One socket: what arrived (``buffer``), and a waiter woken when ``need`` bytes are there."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.need = 0  # wake the waiter once len(buffer) >= need (0: on any data)
+        self.waiter: asyncio.Future[None] | None = None
+        self.closed = False
+        self.error: BaseException | None = None
+        self.transport: asyncio.Transport | None = None
+        self.idle_since = 0.0
+        self._can_write: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is not None and len(self.buffer) >= self.need:
+            self._wake()
+
+    def eof_received(self) -> bool:
+        self.closed = True
+        self._wake()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.error = exc
+        self._wake()
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._can_write = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._can_write is not None and not self._can_write.done():
+            self._can_write.set_result(None)
+        self._can_write = None
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def write(self, data: bytes, timeout: float | None) -> None:
+        assert self.transport is not None
+        if self.closed:
+            raise httpx.WriteError("connection closed by the server")
+        self.transport.write(data)
+        if self._can_write is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._can_write
+            except TimeoutError:
+                raise httpx.WriteTimeout("timed out writing the request") from None
+            if self.closed:
+                raise httpx.WriteError(f"connection lost while writing: {self.error!r}")
+
+    async def fill(self, need: int, timeout: float | None) -> bool:
+        """Wait until the buffer holds ``need`` bytes (→ True) or the connection closed (→ False);
+        ``timeout`` bounds each wait for more bytes, as httpx's read timeout does."""
+        while len(self.buffer) < need:
+            if self.closed:
+                return False
+            self.need = need
+            before = len(self.buffer)
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.waiter
+            except TimeoutError:
+                if len(self.buffer) == before:
+                    raise httpx.ReadTimeout("timed out reading the response") from None
+            finally:
+                self.waiter = None
+        return True
+
+    async def fill_more(self, timeout: float | None) -> bool:
+        """Wait for any more bytes (→ True) or the close (→ False)."""
+        return await self.fill(len(self.buffer) + 1, timeout)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _read_response(
+    conn: _Connection, timeout: float | None
+) -> tuple[int, bytes, list[Any], bytes, bool]:
+    """(status, reason, headers, body, reusable) of the next response on ``conn`` (1xx skipped)."""
+    while True:
+        end = conn.buffer.find(_HEAD_END)
+        while end < 0:
+            if len(conn.buffer) > _MAX_HEAD:
+                raise httpx.RemoteProtocolError("response head too large")
+            if not await conn.fill_more(timeout):
+                raise httpx.RemoteProtocolError("server disconnected without sending a response")
+            end = conn.buffer.find(_HEAD_END, max(0, len(conn.buffer) - 4096))
+            if end < 0:
+                end = conn.buffer.find(_HEAD_END)
+        head = bytes(conn.buffer[:end])
+        del conn.buffer[: end + 4]
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
+            raise httpx.RemoteProtocolError(f"malformed status line {lines[0][:100]!r}")
+        status = int(parts[1])
+        reason = parts[2] if len(parts) > 2 else b""
+        headers: list[tuple[bytes, bytes]] = []
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip():
+                raise httpx.RemoteProtocolError(f"malformed header line {line[:100]!r}")
+            headers.append((name, value.strip()))
+        if 100 <= status < 200:
+            continue  # 100 Continue, 103 Early Hints: the answer follows
+        break
+    fields = {n.lower(): v for n, v in headers}
+    keep = parts[0] == b"HTTP/1.1" and b"close" not in fields.get(b"connection", b"").lower()
+    if status in (204, 304):
+        return status, reason, headers, b"", keep
+    if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
+        body = await _read_chunked(conn, timeout)
+    elif b"content-length" in fields:
+        value = fields[b"content-length"]
+        if not value.isdigit():
+            raise httpx.RemoteProtocolError(f"bad Content-Length {value[:40]!r}")
+        length = int(value)
+        if not await conn.fill(length, timeout):
+            raise httpx.RemoteProtocolError(
+                f"server disconnected after {len(conn.buffer)} of {length} body bytes"
+            )
+        body = bytes(conn.buffer[:length])
+        del conn.buffer[:length]
+    else:  # the body runs to the close
+        while await conn.fill_more(timeout):
+            pass
+        body, keep = bytes(conn.buffer), False
+        conn.buffer.clear()
+    return status, reason, headers, body, keep and not conn.closed
+
+
+async def _read_chunked(conn: _Connection, timeout: float | None) -> bytes:
+    out = bytearray()
+    while True:
+        end = conn.buffer.find(b"\r\n")
+        while end < 0:
+            if len(conn.buffer) > _MAX_HEAD or not await conn.fill_more(timeout):
+                raise httpx.RemoteProtocolError("bad or incomplete chunk size line")
+            end = conn.buffer.find(b"\r\n")
+        size_text = bytes(conn.buffer[:end]).split(b";", 1)[0].strip()
+        try:
+            size = int(size_text, 16)
+        except ValueError:
+            raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:40]!r}") from None
+        del conn.buffer[: end + 2]
+        if size == 0:  # trailers, then an empty line
+            while True:
+                end = conn.buffer.find(b"\r\n")
+                while end < 0:
+                    if not await conn.fill_more(timeout):
+                        raise httpx.RemoteProtocolError("incomplete chunked trailer")
+                    end = conn.buffer.find(b"\r\n")
+                del conn.buffer[: end + 2]
+                if end == 0:
+                    return bytes(out)
+        if not await conn.fill(size + 2, timeout):
+            raise httpx.RemoteProtocolError("server disconnected inside a chunk")
+        if conn.buffer[size : size + 2] != b"\r\n":
+            raise httpx.RemoteProtocolError("chunk not followed by CRLF")
+        out += conn.buffer[:size]
+        del conn.buffer[: size + 2]
+
+
+class Http11Transport(httpx.AsyncBaseTransport):
+    """httpx transport: plain ``http://`` over lean keep-alive connections, anything else through
+    httpx's ``AsyncHTTPTransport`` (same ``max_connections``)."""
+
+    def __init__(self, *, max_connections: int = 32, keepalive_expiry: float = 60.0) -> None:
+        self.max_connections = max_connections
+        self.keepalive_expiry = keepalive_expiry
+        self._idle: dict[tuple[str, int], deque[_Connection]] = {}
+        self._slots: asyncio.Semaphore | None = None
+        self._other: httpx.AsyncHTTPTransport | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "http":
+            if self._other is None:
+                limits = httpx.Limits(
+                    max_connections=self.max_connections, keepalive_expiry=self.keepalive_expiry
+                )
+                self._other = httpx.AsyncHTTPTransport(limits=limits)
+            return await self._other.handle_async_request(request)
+        if not isinstance(request.stream, httpx.ByteStream):
+            await request.aread()
+        timeouts = request.extensions.get("timeout", {})
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_connections)
+        try:
+            async with asyncio.timeout(timeouts.get("pool")):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no free connection in time") from None
+        try:
+            return await self._exchange(request, timeouts)
+        finally:
+            self._slots.release()
+
+    async def _exchange(self, request: httpx.Request, timeouts: dict[str, float | None]) -> httpx.Response:
+        host, port = request.url.host, request.url.port or 80
+        conn = self._reuse((host, port)) or await self._connect(host, port, timeouts.get("connect"))
+        try:
+            await conn.write(_request_bytes(request), timeouts.get("write"))
+            status, reason, headers, body, keep = await _read_response(conn, timeouts.get("read"))
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, OSError):
+                raise httpx.ReadError(repr(exc)) from exc
+            raise
+        if keep:
+            conn.idle_since = time.monotonic()
+            self._idle.setdefault((host, port), deque()).append(conn)
+        else:
+            conn.close()
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=httpx.ByteStream(body),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
+        )
+
+    def _reuse(self, key: tuple[str, int]) -> _Connection | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()  # the most recently used: the least likely to be closed by the server
+            if not conn.closed and not conn.buffer and now - conn.idle_since < self.keepalive_expiry:
+                return conn
+            conn.close()
+        return None
+
+    @staticmethod
+    async def _connect(host: str, port: int, timeout: float | None) -> _Connection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _, conn = await loop.create_connection(_Connection, host, port)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
+        except OSError as exc:
+            raise httpx.ConnectError(str(exc)) from exc
+        return conn
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.close()
+        self._idle.clear()
+        if self._other is not None:
+            await self._other.aclose()
+
+
+def _request_bytes(request: httpx.Request) -> bytes:
+    body = request.content  # the client's request is built from bytes: read already
+    target = request.url.raw_path
+    lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1"]
+    lines.extend(name + b": " + value for name, value in request.headers.raw)
+    if b"content-length" not in {n.lower() for n, _ in request.headers.raw}:
+        lines.append(b"Content-Length: " + str(len(body)).encode("ascii"))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body

@@ -1,0 +1,208 @@
+"""``indexer.chain.http11.Http11Transport`` under httpx against a real socket server on loopback that
+answers each request with scripted raw bytes: bodies by length, chunked and to the close, keep-alive
+reuse, servers that close, truncate, stall or answer garbage. What the transport must give is what
+httpx's own transport gives: the same body, or an ``httpx.TransportError`` that ``RpcClient`` retries."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import httpx
+import orjson
+import pytest
+
+from indexer.chain.http11 import Http11Transport
+from indexer.chain.rpc import RetryPolicy, RpcClient
+
+pytestmark = pytest.mark.integration
+
+Answer = Callable[[int, bytes], bytes | None]  # (request number, request bytes) -> raw response; None: stall
+
+
+@dataclass
+class Scripted:
+    answer: Answer
+    close_after: bool = False  # close the connection after each answer
+    connections: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    url: str = ""
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                raw = self.answer(len(self.requests), head + body)
+                if raw is None:
+                    await asyncio.sleep(30)
+                    return
+                writer.write(raw)
+                await writer.drain()
+                if self.close_after:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            return
+        finally:
+            writer.close()
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Awaitable[Scripted]]]:
+    started: list[asyncio.Server] = []
+
+    async def make(answer: Answer, *, close_after: bool = False) -> Scripted:
+        scripted = Scripted(answer, close_after)
+        server = await asyncio.start_server(scripted.handle, "127.0.0.1", 0)
+        started.append(server)
+        scripted.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/rpc?key=k"
+        return scripted
+
+    yield make
+    for server in started:
+        server.close()
+
+
+def ok(body: bytes, *extra: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), b"".join(e + b"\r\n" for e in extra))
+        + body
+    )
+
+
+async def post(client: httpx.AsyncClient, url: str, body: bytes = b'{"x":1}') -> httpx.Response:
+    response = await client.post(url, content=body, headers={"content-type": "application/json"})
+    await response.aread()
+    return response
+
+
+def lean(timeout: float = 5.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=Http11Transport(), timeout=timeout)
+
+
+async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given(serve) -> None:
+    server = await serve(lambda n, _: ok(b'{"n":%d}' % n))
+    transport = Http11Transport()
+    async with httpx.AsyncClient(transport=transport) as client:
+        for n in (1, 2, 3):
+            response = await client.post(server.url, content=b'{"id":%d}' % n)
+            assert response.status_code == 200
+            assert response.json() == {"n": n}
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /rpc?key=k HTTP/1.1\r\n")
+    assert b"\r\nhost: 127.0.0.1:" in first.lower()
+    assert b"\r\ncontent-length: 8\r\n" in first.lower()
+    assert first.endswith(b'\r\n\r\n{"id":1}')
+
+
+async def test_chunked_body_with_extensions_and_trailers(serve) -> None:
+    raw = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'4;name=x\r\n{"a"\r\n6\r\n:[1,2]\r\n1\r\n}\r\n0\r\nX-Trailer: t\r\n\r\n'
+    )
+    server = await serve(lambda n, _: raw)
+    async with lean() as client:
+        for _ in range(2):
+            response = await post(client, server.url)
+            assert response.json() == {"a": [1, 2]}
+    assert server.connections == 1  # the connection stays usable after a chunked body
+
+
+async def test_body_to_the_close_and_connection_close_are_not_reused(serve) -> None:
+    server = await serve(lambda n, _: b"HTTP/1.0 200 OK\r\n\r\n" + b'{"n":%d}' % n, close_after=True)
+    closing = await serve(lambda n, _: ok(b"{}", b"Connection: close"))
+    async with lean() as client:
+        assert (await post(client, server.url)).json() == {"n": 1}
+        assert (await post(client, server.url)).json() == {"n": 2}
+        await post(client, closing.url)
+        await post(client, closing.url)
+    assert server.connections == 2
+    assert closing.connections == 2
+
+
+async def test_an_idle_connection_the_server_closed_is_not_written_to(serve) -> None:
+    server = await serve(lambda n, _: ok(b'{"n":%d}' % n), close_after=True)  # keep-alive said, then closed
+    async with lean() as client:
+        assert (await post(client, server.url)).json() == {"n": 1}
+        await asyncio.sleep(0.05)  # the close reaches the client
+        assert (await post(client, server.url)).json() == {"n": 2}
+    assert server.connections == 2
+
+
+async def test_informational_answer_then_the_response(serve) -> None:
+    server = await serve(lambda n, _: b"HTTP/1.1 100 Continue\r\n\r\n" + ok(b"[1]"))
+    async with lean() as client:
+        assert (await post(client, server.url)).json() == [1]
+
+
+async def test_gzip_body_is_decoded_by_httpx_and_headers_kept(serve) -> None:
+    doc = {"jsonrpc": "2.0", "id": 1, "result": "0x" + "ab" * 5000}
+    packed = gzip.compress(orjson.dumps(doc))
+    server = await serve(lambda n, _: ok(packed, b"Content-Encoding: gzip", b"Retry-After: 7"))
+    async with lean() as client:
+        response = await post(client, server.url)
+    assert response.json() == doc
+    assert response.headers["retry-after"] == "7"
+    assert b"accept-encoding: gzip" in server.requests[0].lower()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10,  # truncated body
+        b"SMTP ready\r\n\r\n",  # not HTTP
+        b"HTTP/1.1 200 OK\r\n bad header\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",  # bad chunk size
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"",  # closed without an answer
+    ],
+)
+async def test_broken_answers_are_transport_errors(serve, raw: bytes) -> None:
+    server = await serve(lambda n, _: raw, close_after=True)
+    async with lean() as client:
+        with pytest.raises(httpx.TransportError):
+            await post(client, server.url)
+
+
+async def test_read_timeout_and_connection_refused(serve) -> None:
+    stalled = await serve(lambda n, _: None)
+    async with lean(timeout=0.2) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            await post(client, stalled.url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens once closed
+    async with lean() as client:
+        with pytest.raises(httpx.ConnectError):
+            await post(client, f"http://127.0.0.1:{port}/")
+
+
+async def test_rpc_client_retries_a_truncated_answer_over_this_transport(serve) -> None:
+    answer = b'{"jsonrpc":"2.0","id":1,"result":"0x10"}'
+    server = await serve(
+        lambda n, _: b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{" if n == 1 else ok(answer),
+        close_after=True,
+    )
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    async with RpcClient(server.url, retry=RetryPolicy(attempts=3, base_delay=0.1), sleep=sleep) as rpc:
+        assert await rpc.block_number() == 16
+        assert rpc.stats.errors == {"connection": 1}
+    assert len(delays) == 1 and server.connections == 2
