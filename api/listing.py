@@ -41,8 +41,9 @@ async def list_records(
     result = await page(pool, query, limit=args.limit, cursor=cursor)
     data = records_json_bytes(query.kind.record, result.rows)
     cursor_json = orjson.dumps(next_cursor(query, result, fp))
-    # the bytes orjson writes for {"data": records_json(...), "next_cursor": ...}
-    return JsonEncoded(b'{"data":' + data + b',"next_cursor":' + cursor_json + b"}")
+    # the bytes orjson writes for {"data": records_json(...), "next_cursor": ...}, copied once (``+``
+    # copied the ~98 kB of a 100-trade page twice)
+    return JsonEncoded(b"".join((b'{"data":', data, b',"next_cursor":', cursor_json, b"}")))
 
 
 async def fetch_one(pool: asyncpg.Pool, kind: Kind[Any], column: str, value: Any) -> Json | None:
