@@ -48,8 +48,7 @@ class _Connection(asyncio.Protocol):
         self._can_write: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -283,7 +282,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                _, conn = await loop.create_connection(_Connection, host, port)
+                transport, conn = await loop.create_connection(_Connection, host, port)
+            # uvloop returns before it has called connection_made (the follower runs on uvloop)
+            conn.transport = transport
         except TimeoutError:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 import pytest
+import uvloop
 
 from indexer.chain.http11 import Http11Transport
 from indexer.chain.rpc import RetryPolicy, RpcClient
@@ -206,3 +207,20 @@ async def test_rpc_client_retries_a_truncated_answer_over_this_transport(serve) 
         assert await rpc.block_number() == 16
         assert rpc.stats.errors == {"connection": 1}
     assert len(delays) == 1 and server.connections == 2
+
+
+def test_on_uvloop_the_event_loop_of_the_follower() -> None:
+    """uvloop calls ``connection_made`` after ``create_connection`` has returned, unlike asyncio."""
+
+    async def exchange() -> tuple[list[object], int]:
+        scripted = Scripted(lambda n, _: ok(b'{"n":%d}' % n))
+        server = await asyncio.start_server(scripted.handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        try:
+            async with lean() as client:
+                got = [(await post(client, url)).json() for _ in range(3)]
+        finally:
+            server.close()
+        return got, scripted.connections
+
+    assert uvloop.run(exchange()) == ([{"n": 1}, {"n": 2}, {"n": 3}], 1)
