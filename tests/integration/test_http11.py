@@ -224,3 +224,18 @@ def test_on_uvloop_the_event_loop_of_the_follower() -> None:
         return got, scripted.connections
 
     assert uvloop.run(exchange()) == ([{"n": 1}, {"n": 2}, {"n": 3}], 1)
+
+
+async def test_large_bodies_by_length_and_in_many_chunks_arrive_whole(serve) -> None:
+    doc = orjson.dumps([{"i": i, "data": "0x" + f"{i:064x}" * 8} for i in range(20_000)])  # ~11 MB
+    chunks = [doc[i : i + 997] for i in range(0, len(doc), 997)]
+    chunked = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks)
+        + b"0\r\n\r\n"
+    )
+    server = await serve(lambda n, _: ok(doc) if n % 2 else chunked)
+    async with lean() as client:
+        for _ in range(4):
+            assert (await post(client, server.url)).content == doc
+    assert server.connections == 1
