@@ -160,8 +160,8 @@ typedef struct {
     unsigned __int128 coef;
 } Parsed;
 
-/* a plain decimal: -?digits[.digits], at most 38 significant digits; 0 when the text is anything else */
-static int parse_plain(const char *s, Py_ssize_t n, Parsed *p) {
+/* parse_plain for more than 19 significant digits: two passes, a 128-bit coefficient */
+static int parse_plain_wide(const char *s, Py_ssize_t n, Parsed *p) {
     const char *at = s, *end = s + n;
     p->neg = 0;
     if (at < end && *at == '-') {
@@ -203,6 +203,42 @@ static int parse_plain(const char *s, Py_ssize_t n, Parsed *p) {
     p->exp = -fraction_digits;
     p->digits = significant ? significant : 1;
     p->coef = significant <= 19 ? low : coef;
+    return 1;
+}
+
+/* a plain decimal: -?digits[.digits], at most 38 significant digits; 0 when the text is anything else.
+ * One pass for the usual case (at most 19 significant digits: one 64-bit word), the same result as
+ * parse_plain_wide, which takes the rest. */
+static int parse_plain(const char *s, Py_ssize_t n, Parsed *p) {
+    const char *at = s, *end = s + n;
+    int neg = 0;
+    if (at < end && *at == '-') {
+        neg = 1;
+        at++;
+    }
+    const char *start = at;
+    uint64_t coef = 0;
+    int64_t significant = 0, fraction = 0;
+    int point = 0;
+    for (; at < end; at++) {
+        unsigned d = (unsigned)(*at - '0');
+        if (d < 10) {
+            fraction += point;
+            if (significant || d) { /* leading zeros are not significant */
+                if (++significant > 19) return parse_plain_wide(s, n, p);
+                coef = coef * 10 + d;
+            }
+        } else if (*at == '.' && !point && at != start) {
+            point = 1;
+        } else {
+            return 0;
+        }
+    }
+    if (at == start || (point && fraction == 0)) return 0; /* empty, or "1." */
+    p->neg = neg;
+    p->exp = -fraction;
+    p->digits = significant ? significant : 1;
+    p->coef = coef;
     return 1;
 }
 
@@ -782,6 +818,9 @@ done:
  * is what orjson + row_levels give, and what is not is left to them, errors included. */
 typedef struct {
     const unsigned char *at, *end;
+    /* level_key[0] NULL: sides are [str, str] rows; else a side is an array of objects {k0: number, k1: number}
+     * (exactly these keys, in this order; Kraken v2's {"price", "qty"}) and rows are not read */
+    const char *level_key[2];
 } Scan;
 
 #define SCAN_DEPTH 8
@@ -893,6 +932,129 @@ static PyObject *scan_int(Scan *s) {
     return PyLong_FromLongLong(neg ? -value : value);
 }
 
+/* a JSON number as a level's value: -?(0|[1-9][0-9]*)(.[0-9]+)?, its Decimal from its text, what the Kraken
+ * decoder makes (float_hook(text) for a fraction, Decimal(int) for an integer); an exponent, "-0" (an int 0,
+ * whose Decimal has no sign) or more than 38 digits: FALLBACK */
+static PyObject *scan_level_number(Scan *s) {
+    const unsigned char *start = s->at;
+    if (s->at < s->end && *s->at == '-') s->at++;
+    const unsigned char *digits = s->at;
+    while (s->at < s->end && (unsigned)(*s->at - '0') < 10) s->at++;
+    Py_ssize_t whole = s->at - digits;
+    if (whole == 0 || (whole > 1 && *digits == '0')) return FALLBACK;
+    int fraction = 0;
+    if (s->at < s->end && *s->at == '.') {
+        const unsigned char *frac = ++s->at;
+        while (s->at < s->end && (unsigned)(*s->at - '0') < 10) s->at++;
+        if (s->at == frac) return FALLBACK;
+        fraction = 1;
+    }
+    if (s->at < s->end && (*s->at == 'e' || *s->at == 'E')) return FALLBACK;
+    if (!fraction && *start == '-' && whole == 1 && *digits == '0') return FALLBACK;
+    Parsed p;
+    if (!parse_plain((const char *)start, s->at - start, &p)) return FALLBACK;
+    return make_decimal(&p);
+}
+
+static int scan_key(Scan *s, const char *key) {
+    const char *text;
+    Py_ssize_t len;
+    skip_space(s);
+    if (!scan_text(s, &text, &len) || (size_t)len != strlen(key) || memcmp(text, key, len) != 0) return 0;
+    skip_space(s);
+    if (s->at >= s->end || *s->at != ':') return 0;
+    s->at++;
+    skip_space(s);
+    return 1;
+}
+
+/* {k0: number, k1: number} -> (Decimal, Decimal): 1 made; 0 not a level object (position restored); -1
+ * FALLBACK for the frame (an exception set when it was an error) */
+static int scan_level_object(Scan *s, PyObject **out) {
+    const unsigned char *start = s->at;
+    PyObject *pair[2] = {NULL, NULL};
+    s->at++; /* '{' */
+    for (int j = 0; j < 2; j++) {
+        if (!scan_key(s, s->level_key[j])) goto not_level;
+        pair[j] = scan_level_number(s);
+        if (pair[j] == NULL) {
+            Py_XDECREF(pair[0]);
+            return -1;
+        }
+        skip_space(s);
+        if (s->at >= s->end || *s->at != (j == 0 ? ',' : '}')) goto not_level;
+        s->at++;
+    }
+    *out = PyTuple_New(2);
+    if (*out == NULL) goto error;
+    PyTuple_SET_ITEM(*out, 0, pair[0]);
+    PyTuple_SET_ITEM(*out, 1, pair[1]);
+    return 1;
+not_level:
+    Py_XDECREF(pair[0]);
+    Py_XDECREF(pair[1]);
+    s->at = start;
+    return 0;
+error:
+    Py_XDECREF(pair[0]);
+    Py_XDECREF(pair[1]);
+    return -1;
+}
+
+static PyObject *scan_object(Scan *s, int depth);
+
+/* [...] when sides are objects: [] ; all level objects -> levels; all other objects -> [dict, ...]; anything
+ * else (a mix, rows, scalars) FALLBACK */
+static PyObject *scan_object_array(Scan *s, int depth) {
+    s->at++; /* '[' */
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    int kind = 0; /* 1 levels, 2 objects */
+    skip_space(s);
+    if (s->at < s->end && *s->at == ']') {
+        s->at++;
+        return out;
+    }
+    for (;;) {
+        skip_space(s);
+        if (s->at >= s->end || *s->at != '{') goto fallback;
+        PyObject *item = NULL;
+        int made = kind == 2 ? 0 : scan_level_object(s, &item);
+        if (made < 0) goto fallback_or_fail;
+        if (made == 0) {
+            item = scan_object(s, depth + 1);
+            if (item == NULL) goto fallback_or_fail;
+        }
+        int this_kind = made ? 1 : 2;
+        if (kind != 0 && kind != this_kind) {
+            Py_DECREF(item);
+            goto fallback;
+        }
+        kind = this_kind;
+        int bad = PyList_Append(out, item);
+        Py_DECREF(item);
+        if (bad < 0) goto fail;
+        skip_space(s);
+        if (s->at < s->end && *s->at == ',') {
+            s->at++;
+            continue;
+        }
+        if (s->at < s->end && *s->at == ']') {
+            s->at++;
+            return out;
+        }
+        goto fallback;
+    }
+fallback_or_fail:
+    if (PyErr_Occurred()) goto fail;
+fallback:
+    Py_DECREF(out);
+    return FALLBACK;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
 static PyObject *scan_object(Scan *s, int depth) {
     s->at++; /* '{' */
     PyObject *out = PyDict_New();
@@ -955,7 +1117,10 @@ static PyObject *scan_value(Scan *s, int depth) {
     if (s->at >= s->end || depth > SCAN_DEPTH) return FALLBACK;
     unsigned char c = *s->at;
     if (c == '{') return scan_object(s, depth);
-    if (c == '[') return scan_levels(s);
+    if (c == '[') {
+        if (s->level_key[0] == NULL) return scan_levels(s);
+        return scan_object_array(s, depth);
+    }
     if (c == '"') {
         const char *text;
         Py_ssize_t len;
@@ -969,9 +1134,24 @@ static PyObject *scan_value(Scan *s, int depth) {
     return FALLBACK;
 }
 
-static PyObject *book_json(PyObject *self, PyObject *frame) {
+/* book_json(frame[, price_key, size_key]) */
+static PyObject *book_json(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     const char *data;
     Py_ssize_t len;
+    if (nargs != 1 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "book_json(frame[, price_key, size_key])");
+        return NULL;
+    }
+    PyObject *frame = args[0];
+    const char *level_key[2] = {NULL, NULL};
+    if (nargs == 3) {
+        for (int j = 0; j < 2; j++) {
+            if (!PyUnicode_Check(args[1 + j]) || (level_key[j] = PyUnicode_AsUTF8(args[1 + j])) == NULL) {
+                if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "book_json: the level keys are str");
+                return NULL;
+            }
+        }
+    }
     if (PyBytes_CheckExact(frame)) {
         data = PyBytes_AS_STRING(frame);
         len = PyBytes_GET_SIZE(frame);
@@ -984,7 +1164,7 @@ static PyObject *book_json(PyObject *self, PyObject *frame) {
         return NULL;
     }
     if (!fast_decimals) Py_RETURN_NONE;
-    Scan s = {(const unsigned char *)data, (const unsigned char *)data + len};
+    Scan s = {(const unsigned char *)data, (const unsigned char *)data + len, {level_key[0], level_key[1]}};
     skip_space(&s);
     if (s.at >= s.end || *s.at != '{') Py_RETURN_NONE;
     PyObject *out = scan_object(&s, 0);
@@ -1011,8 +1191,8 @@ static PyMethodDef methods[] = {
      "pairs(items, first, second) -> [(item.first, item.second), ...]"},
     {"ordered_side", (PyCFunction)ordered_side, METH_O,
      "ordered_side(levels) -> (prices, sizes) ascending, or None when not strictly ordered"},
-    {"book_json", (PyCFunction)book_json, METH_O,
-     "book_json(frame) -> dict with book sides as levels, or None: the frame is for the general decoder"},
+    {"book_json", (PyCFunction)(void (*)(void))book_json, METH_FASTCALL,
+     "book_json(frame[, price_key, size_key]) -> dict with book sides as levels, or None: the general decoder's"},
     {"decimal", (PyCFunction)decimal, METH_O, "decimal(text) -> Decimal(text), made directly for a plain decimal"},
     {"fast_decimals", (PyCFunction)fast_decimals_on, METH_NOARGS,
      "fast_decimals() -> whether Decimals are made directly (the layout check passed)"},

@@ -116,6 +116,11 @@ try:  # cex/_speedups.c: the levels as (price, qty) tuples without a Python loop
 except ImportError:
     _pairs = _pairs_python
 _BOOK_PREFIX = '{"channel":"book",'
+_book_json: Callable[..., dict[str, Any] | None] | None
+try:  # cex/_speedups.c: a book frame read with its {price, qty} levels made (Decimal, Decimal) from the text
+    from cex._speedups import book_json as _book_json
+except ImportError:
+    _book_json = None
 
 
 def _decimal(value: object) -> Decimal:
@@ -189,9 +194,51 @@ class Kraken(Exchange):
             )
         return out
 
+    def _book_levels_frame(self, msg: dict[str, Any], atom_timestamp: int) -> Parsed | None:
+        """A book frame as ``book_json`` read it (levels made), when it has the shape the typed decoder
+        takes (``_BookFrame``: what it would refuse, or read otherwise, is left to it): the same ``Parsed``
+        as ``_book_frame``; None otherwise."""
+        data, kind = msg.get("data"), msg.get("type")
+        if type(data) is not list or type(kind) is not str:
+            return None
+        out = Parsed()
+        snapshot = kind == "snapshot"
+        for item in data:
+            if type(item) is not dict:
+                return None
+            symbol, bids, asks = item.get("symbol"), item.get("bids"), item.get("asks")
+            checksum, timestamp = item.get("checksum"), item.get("timestamp")
+            if (
+                type(symbol) is not str
+                or type(bids) is not list
+                or type(asks) is not list
+                or (bids and type(bids[0]) is not tuple)  # a side is all levels or all other objects
+                or (asks and type(asks[0]) is not tuple)
+                or type(checksum) is not int
+                or not (timestamp is None or type(timestamp) is str)
+            ):
+                return None
+            out.books.append(
+                BookMessage(
+                    symbol.replace("/", "-"),
+                    snapshot,
+                    bids,
+                    asks,
+                    checksum=checksum,
+                    event_timestamp=_ms(timestamp),
+                    atom_timestamp=atom_timestamp,
+                )
+            )
+        return out
+
     def parse(self, frame: str | bytes, atom_timestamp: int) -> Parsed:
         text = frame if isinstance(frame, str) else frame.decode()
         if text.startswith(_BOOK_PREFIX):  # the hot channel, as Kraken orders its keys: the typed decoder
+            if _book_json is not None:
+                msg = _book_json(text, "price", "qty")
+                parsed = None if msg is None else self._book_levels_frame(msg, atom_timestamp)
+                if parsed is not None:
+                    return parsed
             try:
                 return self._book_frame(_BOOK_DECODER.decode(text), atom_timestamp)
             except (msgspec.DecodeError, TypeError):

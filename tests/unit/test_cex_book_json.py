@@ -1,4 +1,4 @@
-"""Binance frames read by ``cex._speedups.book_json`` (book sides made levels straight from the bytes) against
+"""Frames read by ``cex._speedups.book_json`` (book sides made levels straight from the bytes) against
 the general path (orjson, then ``cex.book.row_levels``): the same records, book messages and published book
 output on every recorded frame (``../shared/fixtures/cex/binance``: spot and Binance US depth, trades,
 bookTicker, kline, REST snapshots; recorded 2021-10-12), and on edge cases and mutated frames the reader
@@ -17,11 +17,13 @@ import pytest
 
 import cex.book as book_module
 import cex.exchanges.binance as binance_module
+import cex.exchanges.kraken as kraken_module
 from cex._speedups import book_json, fast_decimals
 from cex.book import _row_levels_python
 from cex.exchanges.binance import Binance
+from cex.exchanges.kraken import Kraken
 from cex.sync import BookSync
-from devnet.exchanges import recording
+from devnet.exchanges import kraken_v2, recording
 
 pytestmark = pytest.mark.unit
 
@@ -30,7 +32,10 @@ _RECORDINGS = (("BINANCE.ws.1.0", "BINANCE.http.0.0"), ("BINANCE_US.ws.1.0", "BI
 
 def _exact(value: Any) -> Any:
     """A comparable form that tells ``Decimal('1.0')`` from ``Decimal('1.00')`` (``==`` does not)."""
-    return repr(value)
+    try:
+        return repr(value)
+    except ValueError as exc:  # an int past repr's 4,300 digits (a mutated frame's exponent, general path)
+        return f"unprintable: {exc}"
 
 
 def _events(folder: Path, ws: str, http: str) -> list[tuple[str | None, str]]:
@@ -197,3 +202,110 @@ def test_book_json_refuses_other_types() -> None:
         book_json(None)  # type: ignore[arg-type]
     assert book_json("{}") == {}
     assert book_json('{"a":"é"}') is None  # non-ASCII text: the general decoder
+
+
+# --- Kraken v2: book frames with {"price", "qty"} levels (JSON numbers) -------------------------------------
+
+
+def _kraken_replay(frames: list[str], instrument: str) -> list[str]:
+    exchange = Kraken(depth=1000)
+    exchange.parse(instrument, 0)
+    syncs: dict[str, BookSync] = {}
+    out: list[str] = []
+    for frame in frames:
+        parsed = exchange.parse(frame, 7)
+        out.append(_exact(parsed))
+        for msg in parsed.books:
+            sync = syncs.setdefault(
+                msg.symbol, BookSync("kraken", msg.symbol, exchange.rule, exchange.verify, False, 1000)
+            )
+            out.append(_exact(sync.on_message(msg)))
+    failures = sum(s.counters.checksum_failures for s in syncs.values())
+    out.append(f"checksum failures {failures}")
+    return out
+
+
+def test_every_kraken_book_frame_gives_the_same_output_through_c_and_the_typed_decoder(
+    fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The v2 frames built from the 2021 v1 recording (``devnet.exchanges.kraken_v2``; 472 checksums)."""
+    recorded = kraken_v2.from_v1(fixtures_dir / "cex" / "kraken" / "KRAKEN.ws.50.0.first500lines")
+    frames, instrument = recorded.frames, recorded.instrument_frame()
+    read = [book_json(f, "price", "qty") for f in frames]
+    assert all(r is not None for r in read)  # every book frame took the C reader
+    fast = _kraken_replay(frames, instrument)
+    monkeypatch.setattr(kraken_module, "_book_json", None)
+    typed = _kraken_replay(frames, instrument)
+    monkeypatch.setattr(kraken_module, "_pairs", kraken_module._pairs_python)
+    monkeypatch.setattr(kraken_module, "_BOOK_PREFIX", "not a prefix")  # the general (stdlib json) path
+    general = _kraken_replay(frames, instrument)
+    assert fast == typed == general
+    assert fast[-1] == "checksum failures 0"
+    assert sum("BookDelta(" in line for line in fast) == 472  # every update frame published its deltas
+
+
+def _kraken_general(frame: str) -> str:
+    """What Kraken's parse gives without ``book_json`` (its typed decoder, else its general path)."""
+    try:
+        parsed = _KRAKEN_PLAIN.parse(frame, 7)
+    except Exception as exc:  # compared between the paths, not swallowed
+        return f"{type(exc).__name__}"
+    return _exact(parsed)
+
+
+_KRAKEN_PLAIN = Kraken()
+
+
+def test_mutated_kraken_frames_parse_the_same_with_and_without_c(
+    fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorded = kraken_v2.from_v1(fixtures_dir / "cex" / "kraken" / "KRAKEN.ws.50.0.first500lines")
+    frames = recorded.frames[:150]
+    rng = random.Random(17)
+    alphabet = '{}[],:"\\ 0123456789.-tfnu\x00é'  # no exponents: int(Decimal('1E+999999999')) takes minutes
+    fast_parser = Kraken()
+    read = 0
+    for _ in range(4_000):
+        frame = list(rng.choice(frames))
+        at = rng.randrange(len(frame))
+        op = rng.randrange(3)
+        if op == 0:
+            del frame[at]
+        elif op == 1:
+            frame.insert(at, rng.choice(alphabet))
+        else:
+            frame[at] = rng.choice(alphabet)
+        text = "".join(frame)
+        try:
+            fast = _exact(fast_parser.parse(text, 7))
+        except Exception as exc:  # compared between the paths, not swallowed
+            fast = f"{type(exc).__name__}"
+        with monkeypatch.context() as patched:
+            patched.setattr(kraken_module, "_book_json", None)
+            assert fast == _kraken_general(text), text
+        read += book_json(text, "price", "qty") is not None
+    assert read > 1_000
+
+
+def test_kraken_level_numbers_are_read_exactly_or_declined() -> None:
+    def side(levels: str) -> list[Any] | None:
+        made = book_json('{"bids":' + levels + "}", "price", "qty")
+        return None if made is None else made["bids"]
+
+    assert _exact(side('[{"price":45283.5,"qty":0.10000000},{"price":7,"qty":0}]')) == _exact(
+        [(Decimal("45283.5"), Decimal("0.10000000")), (Decimal(7), Decimal(0))]
+    )
+    assert _exact(side('[{"price":-0.0,"qty":1}]')) == _exact([(Decimal("-0.0"), Decimal(1))])
+    declined = [
+        '[{"price":1e5,"qty":1}]',  # an exponent: Decimal(text) keeps it, the typed decoder decides
+        '[{"price":-0,"qty":1}]',  # an int 0: Decimal(0) has no sign
+        '[{"price":01,"qty":1}]',  # not JSON
+        '[{"price":1.,"qty":1}]',
+        '[["1","2"]]',  # rows are not read in this mode
+        '[{"price":1,"qty":1},{"a":1}]',  # a mix
+    ]
+    for levels in declined:
+        assert side(levels) is None, levels
+    assert side('[{"qty":1,"price":2}]') == [{"qty": 1, "price": 2}]  # not a level object: an object
+    with pytest.raises(TypeError):
+        book_json("{}", "price", 3)  # type: ignore[arg-type]
