@@ -17,8 +17,11 @@ more than 2,000 requests/s through server, Postgres and load generator together.
 Two cores here: Postgres, the server and this load generator share them. ``--server-root DIR``
 serves another checkout's code, to alternate before/after runs.
 
+``--detail`` prints, per query, where the tail comes from (per serve worker, the load generator's own
+delay, whether slow answers cluster in time, what else Postgres did).
+
     .venv/bin/python bench/api.py [--trades 1000000] [--clients 50] [--requests 2000] [--workers 2]
-        [--only LABEL-TEXT] [--client raw|httpx] [--server-root DIR] [--data-dir DIR]
+        [--only LABEL-TEXT] [--client raw|httpx] [--server-root DIR] [--data-dir DIR] [--detail]
 """
 
 from __future__ import annotations
