@@ -14,7 +14,8 @@ then loaded from the anvil state cache in ``.dexnode-test-cache/``. Every measur
   ``export_receipts_and_logs``, ``extract_token_transfers``, with the same workers and batch size.
 - **dexnode**: ``dexnode backfill`` run as a user runs it (a subprocess) into a fresh database on the
   same Postgres: every record, DEX pools, tokens, trades and liquidity included; once with the
-  secondary indexes maintained, once with ``--defer-indexes`` (their rebuild included). Its modules
+  secondary indexes maintained (``--keep-indexes``), once with ``--defer-indexes`` (their rebuild
+  included; the default for a fresh database). Its modules
   are compiled to bytecode first, as an installed copy's are (``compile_dexnode``).
 
 The machine is shared with the node and Postgres (and maybe more): each measurement is repeated
@@ -301,6 +302,8 @@ async def dexnode(
             "--workers", str(workers), "--batch-blocks", str(chunk)]  # fmt: skip
     if defer:
         argv.append("--defer-indexes")
+    elif "--keep-indexes" in ((before or REPO) / "cli" / "backfill.py").read_text():
+        argv.append("--keep-indexes")  # a fresh database defers them by default since it exists
     try:
         node0, pg0 = process_cpu(devnet.pid), process_cpu(postmaster, children=True)
         measured = await asyncio.to_thread(run_measured, argv, env, before)

@@ -89,13 +89,15 @@ def backfill_command(
         ),
     ] = 256,
     defer_indexes: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--defer-indexes",
+            "--defer-indexes/--keep-indexes",
             help="drop secondary indexes first and rebuild them at the end (faster for large ranges;"
-            " queries and a running follower are slow meanwhile)",
+            " queries and a running follower are slow meanwhile), or maintain them row by row;"
+            " default: deferred when the database holds no block yet, else kept",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     dex: Annotated[
         bool,
         typer.Option(

@@ -54,7 +54,7 @@ async def backfill(
     workers: int = 8,
     batch_blocks: int = 50,
     max_rps: float | None = None,
-    defer_indexes: bool = False,
+    defer_indexes: bool | None = False,
     dex: bool = True,
     make_enricher: EnricherFactory | None = None,
     progress_tty: bool | None = None,
@@ -65,6 +65,10 @@ async def backfill(
 
     ``make_enricher(rpc, pool)`` builds the protocol step; by default (``dex``) the DEX enricher
     over the venues in the settings. ``confirmations`` 0 is refused unless ``allow_unconfirmed``.
+    ``defer_indexes``: drop the secondary indexes for the run and build them at its end; None: do so
+    when the database holds no block yet (``dexnode backfill``'s default: nothing there to query
+    meanwhile, and building each index once over all rows costs the server less than maintaining it
+    row by row). ``dexnode run`` keeps them (False): its API serves during the backfill.
     """
 
     if to.isdigit() and int(to) < from_block:
@@ -105,7 +109,7 @@ class _Job:
         sink: BackfillSink,
         workers: int,
         batch_blocks: int,
-        defer_indexes: bool,
+        defer_indexes: bool | None,
         progress_tty: bool | None,
         enrich: Enricher | None,
     ) -> None:
@@ -142,7 +146,16 @@ class _Job:
 
     async def _write(self, chunks: list[BlockRange], todo: int) -> BackfillReport:
 
-        if self.defer_indexes:
+        defer = self.defer_indexes
+        if defer is None:
+            defer = not await self.sink.pool.fetchval("SELECT EXISTS (SELECT 1 FROM blocks)")
+            if defer:
+                typer.echo(
+                    "note: a fresh database: secondary indexes are built at the end of the run"
+                    " (--keep-indexes maintains them meanwhile; a killed run's next backfill builds them)",
+                    err=True,
+                )
+        if defer:
             await drop_secondary_indexes(self.sink.pool)
         load = AdaptiveLoad(max_workers=self.workers, max_batch=self.settings.rpc_batch_size)
         progress = make_progress(todo, tty=self.progress_tty)

@@ -194,8 +194,12 @@ async def test_only_confirmed_blocks_are_written_and_the_command_says_so(
     above = cli(["--from", "0", "--to", "1000", *base], cli_env)
     assert above.returncode == 0, above.stderr
     assert "--to 1000 is above the last confirmed block 25 (head 30 minus 5 confirmations)" in above.stderr
+    # a fresh database: the secondary indexes are built once at the end, by default
+    assert "note: a fresh database: secondary indexes are built at the end" in above.stderr
+    assert "secondary indexes rebuilt in" in above.stdout
     conn = await asyncpg.connect(scratch_db.dsn)
     try:
+        assert await missing_indexes(conn) == []
         assert await conn.fetchval("SELECT max(number) FROM blocks") == 25
         for i in range(3):  # the head moves on: 'confirmed' follows it, still 5 behind
             await send_transfers(chain, 1, salt=100 + i)
@@ -203,6 +207,8 @@ async def test_only_confirmed_blocks_are_written_and_the_command_says_so(
         again = cli(["--from", "0", "--to", "confirmed", *base], cli_env)
         assert again.returncode == 0, again.stderr
         assert "backfilled 3 blocks" in again.stdout  # 26..28 only: the rest was done
+        # blocks are stored: the indexes are kept and maintained (nothing dropped, nothing rebuilt)
+        assert "fresh database" not in again.stderr and "indexes rebuilt" not in again.stdout
         assert await conn.fetchval("SELECT max(number) FROM blocks") == 28
         await mine(chain, 70)
         final = cli(["--from", "0", "--to", "finalized", *base], cli_env)  # anvil: finalized = head - 64
@@ -210,6 +216,21 @@ async def test_only_confirmed_blocks_are_written_and_the_command_says_so(
         assert await conn.fetchval("SELECT max(number) FROM blocks") == 103 - 64
         rows = await conn.fetch("SELECT number FROM blocks ORDER BY number")
         assert [r["number"] for r in rows] == list(range(0, 40))
+    finally:
+        await conn.close()
+
+
+async def test_keep_indexes_maintains_them_on_a_fresh_database(
+    chain: RpcClient, anvil: str, scratch_db: DatabaseInfo, cli_env: dict[str, str]
+) -> None:
+    base = ["--rpc-http", anvil, "--database-url", scratch_db.dsn, "--confirmations", "5"]
+    kept = cli(["--from", "0", "--to", "10", "--keep-indexes", *base], cli_env)
+    assert kept.returncode == 0, kept.stderr
+    assert "fresh database" not in kept.stderr and "indexes rebuilt" not in kept.stdout
+    assert "backfilled 11 blocks" in kept.stdout
+    conn = await asyncpg.connect(scratch_db.dsn)
+    try:
+        assert await missing_indexes(conn) == []
     finally:
         await conn.close()
 
