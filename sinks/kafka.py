@@ -86,6 +86,7 @@ from sinks.kafka_keys import (
     OutMessage,
     Segment,
     Topics,
+    encode_batch,
     encode_record,
     keys_of_batch,
     out_message,
@@ -271,7 +272,10 @@ class KafkaHeadSink:
             flavours.append(CONFIRMED)
 
         def build() -> list[Segment]:
-            encoded = self.cache.encode(batch)
+            # a confirmed stream's batch is on confirmed.* from here on, never encoded again: it skips the
+            # cache, which would hold a backfill's last 32 batches' messages (~200 MB of bytes for 100-block
+            # batches) for nothing; the heap growing for them cost page faults in every big batch's encoding
+            encoded = encode_batch(batch) if confirmed_only else self.cache.encode(batch)
             # each flavour's records straight from the encoding: no message tuple per record
             by_kind = [
                 (encoded, {kind: self.topics.of(flavour, kind) for kind in KINDS}) for flavour in flavours

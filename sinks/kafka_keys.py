@@ -236,6 +236,10 @@ class EncodedCache:
         self._entries: dict[int, tuple[Batch, list[Encoded]]] = {}
         self._lock = threading.Lock()  # the producer's thread encodes big batches (sinks.kafka)
 
+    def __contains__(self, batch: Batch) -> bool:
+        entry = self._entries.get(id(batch))
+        return entry is not None and entry[0] is batch
+
     def encode(self, batch: Batch) -> list[Encoded]:
         entry = self._entries.get(id(batch))
         if entry is not None and entry[0] is batch:

@@ -79,3 +79,41 @@ async def test_a_threaded_batch_commits_only_after_kafka_acknowledged_all_of_it(
         await assert_blocks_and_transactions_on_both_flavours(
             options.consumer_config(), prefix, want_blocks, want_txs
         )
+
+
+@pytest.mark.parametrize("threaded_records", [0, 10_000], ids=["threaded", "on the event loop"])
+async def test_a_backfill_batch_is_not_kept_encoded_a_follow_batch_is(
+    chain: RpcClient, clean_db: DatabaseInfo, threaded_records: int
+) -> None:
+    """A backfill batch is on ``confirmed.*`` once the head sink wrote it: its encoding is not kept for
+    the confirmed publisher (which never sends it again), while a follow batch's is, for when it is final."""
+    numbers = list(range(BLOCKS + 1))
+    blocks = await chain.get_blocks(numbers)
+    receipts = await chain.get_receipts_for_blocks(blocks)
+    extracted = [extract_block(b, r) for b, r in zip(blocks, receipts, strict=True)]
+    backfill, follow = batch_of("backfill", extracted[:-1]), batch_of("follow", extracted[-1:])
+    want_blocks = {str(int(b["number"], 16)): b["hash"] for b in blocks[:-1]}
+    want_txs = {tx["hash"]: b["hash"] for b in blocks[:-1] for tx in b["transactions"]}
+    prefix = f"th{uuid.uuid4().hex[:6]}."
+    with start_kafka_dev() as broker:
+        options = KafkaOptions(broker.bootstrap, prefix, 5)
+        postgres = await PostgresSink.connect(clean_db.dsn)
+        writer = kafka_composite(options, postgres, journal=False, threaded_records=threaded_records)
+        try:
+            await writer.head.start("backfill")
+            await writer.write(backfill)
+            assert backfill not in writer.head.cache
+        finally:
+            await writer.close()
+        await assert_blocks_and_transactions_on_both_flavours(
+            options.consumer_config(), prefix, want_blocks, want_txs
+        )
+        # a follow batch (its own topics: head.* only until final) is kept for the publisher
+        options = KafkaOptions(broker.bootstrap, f"th{uuid.uuid4().hex[:6]}.", 5)
+        postgres = await PostgresSink.connect(clean_db.dsn)  # closed with the first writer
+        writer = kafka_composite(options, postgres, journal=False, threaded_records=threaded_records)
+        try:
+            await writer.write(follow)
+            assert follow in writer.confirmed.cache
+        finally:
+            await writer.close()
