@@ -107,7 +107,9 @@ THREADED_RECORDS = 2_000
 
 _ENFORCED = {"enable.idempotence": True, "acks": "all"}
 PRODUCER_DEFAULTS: dict[str, Any] = {
-    "compression.type": "lz4",  # zstd packs ~15% tighter for ~35% more producer CPU (bench/kafka.py)
+    # lz4: 348k bench messages (266 MB of JSON) are 65-67 MB on the wire for 0.51-0.58 CPU-s of librdkafka's
+    # threads; zstd 32 MB for 0.76-0.93, none 321 MB for 0.24-0.32 (and 2-3x the broker's CPU): docs/kafka.md
+    "compression.type": "lz4",
     "linger.ms": 5,
     "partitioner": "murmur2_random",  # the Java client's partitioner: the same key, the same partition
     "message.timeout.ms": 30_000,  # a delivery not acknowledged by then fails the batch, which is retried
