@@ -21,6 +21,7 @@ import gc
 import logging
 import multiprocessing
 import multiprocessing.connection
+import signal
 import socket
 import sys
 from typing import Any
@@ -65,7 +66,7 @@ async def serve(settings: Settings, *, workers: int = 1) -> None:
         )
         app = create_app(settings)
         _collect_less()
-        await uvicorn.Server(_config(app, settings)).serve()
+        await _serve_until_signalled(uvicorn.Server(_config(app, settings)))
         return
     # bound (not listening) with SO_REUSEPORT: the port is checked free of other servers before
     # anything starts, and no connection is ever queued here
@@ -77,6 +78,20 @@ async def serve(settings: Settings, *, workers: int = 1) -> None:
             await _supervise(values, settings, workers)
     finally:
         probe.close()
+
+
+async def _serve_until_signalled(server: uvicorn.Server) -> None:
+    """One in-process server: uvicorn catches SIGINT/SIGTERM itself and stops gracefully (the requests
+    in flight are answered, then the app's lifespan closes the pool and the embedded Postgres). The
+    command's own SIGTERM handler (``run_async``: cancel the command) would fire too, since both see
+    the signal, and cancel those requests mid-query: a ``CancelledError`` traceback per request. Here it
+    only notes the signal; the command still ends as a terminated one (exit 143)."""
+    loop = asyncio.get_running_loop()
+    terminated: list[bool] = []
+    loop.add_signal_handler(signal.SIGTERM, terminated.append, True)
+    await server.serve()
+    if terminated:
+        raise asyncio.CancelledError
 
 
 def _collect_less() -> None:
