@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from core.database import open_database
 from core.redact import mask_url, mask_urls_in
 from core.settings import Settings
-from indexer.backfill.store import contiguous_end
+from indexer.backfill.store import contiguous_end, missing_indexes
 from indexer.chain.rpc import RpcClient
 from indexer.pipeline.dex import DexEnricher, registry_for
 from indexer.pipeline.events import EventSource, Finalized, FollowerEvent
@@ -41,6 +41,19 @@ async def start_chain(sink: PostgresSink, depth: int) -> list[BlockRef]:
     if top is None:
         return []
     return await sink.recent_blocks(int(top), depth)
+
+
+async def warn_if_indexes_missing(sink: PostgresSink) -> bool:
+    """A first backfill defers the secondary indexes by default; one killed (or still running) leaves
+    them missing, and every query on a large table is a sequential scan until they are built."""
+    dropped = await missing_indexes(sink.pool)
+    if dropped:
+        log.warning(
+            "%d secondary indexes are missing (a backfill dropped them and has not finished): queries"
+            " are slow until `dexnode backfill` (any range, even one already done) rebuilds them",
+            len(dropped),
+        )
+    return bool(dropped)
 
 
 async def check_chain(rpc: RpcClient, chain: list[BlockRef], max_reorg_depth: int = 64) -> None:
@@ -101,6 +114,7 @@ async def follow_into(
     else:
         where = f"block {from_block}" if from_block is not None else "the current head"
         log.info("chain %d: empty database, starting at %s", chain_id, where)
+    await warn_if_indexes_missing(sink)
     ws_url = settings.heads_ws_url
     log.info(
         "node %s, heads from %s",

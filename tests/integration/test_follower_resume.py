@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import pytest
 
-from cli.follow import check_chain, start_chain
+from cli.follow import check_chain, start_chain, warn_if_indexes_missing
 from core.database import DatabaseInfo
 from core.errors import FatalError
+from indexer.backfill.store import drop_secondary_indexes, rebuild_indexes
 from indexer.chain.rpc import RetryPolicy, RpcClient
 from sinks.postgres import PostgresSink
 from tests.integration.follower_scenarios import (
@@ -83,3 +84,19 @@ async def test_a_node_of_another_chain_is_still_refused(sink: PostgresSink, clea
         with pytest.raises(FatalError, match="the node does not know the stored chain's block") as refused:
             await check_chain(rpc, chain, max_reorg_depth=10)
     assert "is DEXNODE_RPC_HTTP the chain this database indexed?" in str(refused.value)
+
+
+async def test_a_follower_started_with_the_secondary_indexes_dropped_says_so(
+    sink: PostgresSink, clean_db: DatabaseInfo, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first backfill drops them by default; killed, it leaves them missing until the next one."""
+    assert not await warn_if_indexes_missing(sink)
+    assert "secondary indexes are missing" not in caplog.text
+    dropped = await drop_secondary_indexes(sink.pool)
+    try:
+        assert await warn_if_indexes_missing(sink)
+        assert f"{len(dropped)} secondary indexes are missing" in caplog.text
+        assert "`dexnode backfill`" in caplog.text
+    finally:
+        await rebuild_indexes(sink.pool)
+    assert not await warn_if_indexes_missing(sink)
