@@ -141,6 +141,8 @@ class _Connection(asyncio.Protocol):
 
     def take(self, length: int) -> bytes:
         """The first ``length`` bytes (or all there is), removed."""
+        if length <= 0 or not self.pieces:  # an empty body: nothing to remove (and no piece to drop)
+            return b""
         data = self.front(length)
         if len(data) <= length:
             del self.pieces[0]

@@ -239,3 +239,35 @@ async def test_large_bodies_by_length_and_in_many_chunks_arrive_whole(serve) -> 
         for _ in range(4):
             assert (await post(client, server.url)).content == doc
     assert server.connections == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "reused"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", True),  # an empty body by length
+        (b"HTTP/1.0 200 OK\r\n\r\n", False),  # an empty body to the close
+    ],
+)
+async def test_an_empty_body_is_an_empty_response(serve, raw: bytes, reused: bool) -> None:
+    server = await serve(lambda n, _: raw, close_after=not reused)
+    async with lean() as client:
+        for _ in range(2):
+            response = await post(client, server.url)
+            assert (response.status_code, response.content) == (200, b"")
+    assert server.connections == (1 if reused else 2)
+
+
+async def test_rpc_client_retries_a_429_without_a_body(serve) -> None:
+    answer = b'{"jsonrpc":"2.0","id":1,"result":"0x10"}'
+    server = await serve(
+        lambda n, _: b"HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\n\r\n" if n == 1 else ok(answer)
+    )
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    async with RpcClient(server.url, retry=RetryPolicy(attempts=3, base_delay=0.1), sleep=sleep) as rpc:
+        assert await rpc.block_number() == 16
+        assert rpc.stats.errors == {"http_429": 1}
+    assert len(delays) == 1 and server.connections == 1
