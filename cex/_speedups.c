@@ -925,7 +925,8 @@ static PyObject *scan_int(Scan *s) {
     }
     const unsigned char *start = s->at;
     long long value = 0;
-    while (s->at < s->end && (unsigned)(*s->at - '0') < 10) value = value * 10 + (*s->at++ - '0');
+    for (; s->at < s->end && (unsigned)(*s->at - '0') < 10; s->at++)
+        if (s->at - start < 18) value = value * 10 + (*s->at - '0'); /* past 18 digits: declined below */
     Py_ssize_t n = s->at - start;
     if (n == 0 || n > 18 || (n > 1 && *start == '0') || (neg && value == 0)) return FALLBACK;
     if (s->at < s->end && (*s->at == '.' || *s->at == 'e' || *s->at == 'E')) return FALLBACK;
@@ -1160,8 +1161,7 @@ static PyObject *book_json(PyObject *self, PyObject *const *args, Py_ssize_t nar
         data = (const char *)PyUnicode_DATA(frame);
         len = PyUnicode_GET_LENGTH(frame);
     } else {
-        PyErr_Format(PyExc_TypeError, "book_json(frame): str or bytes, not %.50s", Py_TYPE(frame)->tp_name);
-        return NULL;
+        Py_RETURN_NONE; /* a bytearray, a memoryview: the general decoder's */
     }
     if (!fast_decimals) Py_RETURN_NONE;
     Scan s = {(const unsigned char *)data, (const unsigned char *)data + len, {level_key[0], level_key[1]}};
