@@ -193,10 +193,7 @@ async def _read_response(
     if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
         body = await _read_chunked(conn, timeout)
     elif b"content-length" in fields:
-        value = fields[b"content-length"]
-        if not value.isdigit():
-            raise httpx.RemoteProtocolError(f"bad Content-Length {value[:40]!r}")
-        length = int(value)
+        length = _content_length(headers)
         if not await conn.fill(length, timeout):
             raise httpx.RemoteProtocolError(f"server disconnected after {conn.size} of {length} body bytes")
         body = conn.take(length)
@@ -205,6 +202,20 @@ async def _read_response(
             pass
         body, keep = conn.take(conn.size), False
     return status, reason, headers, body, keep and not conn.closed
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The body's length; repeated fields (or a list in one) must agree, as h11 requires: which one
+    frames the body is otherwise a guess, and a wrong guess reads the next answer's bytes."""
+    values = {
+        v.strip() for name, value in headers if name.lower() == b"content-length" for v in value.split(b",")
+    }
+    value = values.pop()
+    if values:
+        raise httpx.RemoteProtocolError("conflicting Content-Length headers")
+    if not value.isdigit():
+        raise httpx.RemoteProtocolError(f"bad Content-Length {value[:40]!r}")
+    return int(value)
 
 
 async def _read_chunked(conn: _Connection, timeout: float | None) -> bytes:

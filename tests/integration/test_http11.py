@@ -271,3 +271,26 @@ async def test_rpc_client_retries_a_429_without_a_body(serve) -> None:
         assert await rpc.block_number() == 16
         assert rpc.stats.errors == {"http_429": 1}
     assert len(delays) == 1 and server.connections == 1
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        b"Content-Length: 2\r\nContent-Length: 7\r\n",  # which one frames the body: refused, as h11 does
+        b"Content-Length: 2, 7\r\n",
+    ],
+)
+async def test_conflicting_content_lengths_are_refused(serve, lengths: bytes) -> None:
+    server = await serve(lambda n, _: b"HTTP/1.1 200 OK\r\n" + lengths + b"\r\n{}12345", close_after=True)
+    async with lean() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await post(client, server.url)
+
+
+async def test_a_repeated_equal_content_length_is_one(serve) -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2, 2\r\n\r\n{}"
+    server = await serve(lambda n, _: raw)
+    async with lean() as client:
+        for _ in range(2):
+            assert (await post(client, server.url)).content == b"{}"
+    assert server.connections == 1
