@@ -159,9 +159,10 @@ class _Connection(asyncio.Protocol):
 
 
 async def _read_response(
-    conn: _Connection, timeout: float | None
+    conn: _Connection, timeout: float | None, head_request: bool = False
 ) -> tuple[int, bytes, list[Any], bytes, bool]:
-    """(status, reason, headers, body, reusable) of the next response on ``conn`` (1xx skipped)."""
+    """(status, reason, headers, body, reusable) of the next response on ``conn`` (1xx skipped); the
+    answer to a HEAD request (``head_request``) has no body, whatever its Content-Length says."""
     while True:
         end = conn.find(_HEAD_END)
         while end < 0:
@@ -188,7 +189,7 @@ async def _read_response(
         break
     fields = {n.lower(): v for n, v in headers}
     keep = parts[0] == b"HTTP/1.1" and b"close" not in fields.get(b"connection", b"").lower()
-    if status in (204, 304):
+    if status in (204, 304) or head_request:
         return status, reason, headers, b"", keep
     if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
         body = await _read_chunked(conn, timeout)
@@ -288,7 +289,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
         conn = self._reuse((host, port)) or await self._connect(host, port, timeouts.get("connect"))
         try:
             await conn.write(_request_bytes(request), timeouts.get("write"))
-            status, reason, headers, body, keep = await _read_response(conn, timeouts.get("read"))
+            status, reason, headers, body, keep = await _read_response(
+                conn, timeouts.get("read"), request.method == "HEAD"
+            )
         except BaseException as exc:
             conn.close()
             if isinstance(exc, OSError):

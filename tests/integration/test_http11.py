@@ -294,3 +294,36 @@ async def test_a_repeated_equal_content_length_is_one(serve) -> None:
         for _ in range(2):
             assert (await post(client, server.url)).content == b"{}"
     assert server.connections == 1
+
+
+async def test_a_head_answer_has_no_body_whatever_its_content_length(serve) -> None:
+    server = await serve(lambda n, _: b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+    async with lean(timeout=2.0) as client:
+        for _ in range(2):
+            response = await client.head(server.url)
+            assert (response.status_code, response.content) == (200, b"")
+            assert response.headers["content-length"] == "5"
+    assert server.connections == 1
+
+
+async def test_a_reused_connection_closed_as_the_request_arrives_is_a_retried_error(serve) -> None:
+    """The stale keep-alive race: the server closes the idle connection while the request is on its
+    way. No answer, no hang: a TransportError, which RpcClient retries on a new connection."""
+
+    def answer(n: int, request: bytes) -> bytes:
+        if n == 2:
+            raise ConnectionResetError  # the handler closes the connection without answering
+        call = orjson.loads(request.partition(b"\r\n\r\n")[2])
+        return ok(orjson.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "0x10"}))
+
+    server = await serve(answer)
+    delays: list[float] = []
+
+    async def sleep(delay: float) -> None:
+        delays.append(delay)
+
+    async with RpcClient(server.url, retry=RetryPolicy(attempts=3, base_delay=0.1), sleep=sleep) as rpc:
+        assert await rpc.block_number() == 16
+        assert await rpc.block_number() == 16
+        assert rpc.stats.errors == {"connection": 1}
+    assert server.connections == 2 and len(delays) == 1
