@@ -33,6 +33,7 @@ from typing import Any
 import httpx
 
 _HEAD_END = b"\r\n\r\n"
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 _MAX_HEAD = 64 * 1024  # bytes of status line + headers before the answer is refused
 
 
@@ -224,10 +225,10 @@ async def _read_chunked(conn: _Connection, timeout: float | None) -> bytes:
     while True:
         line = await _line(conn, timeout, "bad or incomplete chunk size line")
         size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:40]!r}") from None
+        if not size_text or size_text.strip(_HEX_DIGITS) or len(size_text) > 16:
+            # int(x, 16) alone also takes '0x', '+', '-' and '_' (a negative size unsettled the buffer)
+            raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:40]!r}")
+        size = int(size_text, 16)
         if size == 0:  # trailers, then an empty line
             while await _line(conn, timeout, "incomplete chunked trailer"):
                 pass

@@ -327,3 +327,12 @@ async def test_a_reused_connection_closed_as_the_request_arrives_is_a_retried_er
         assert await rpc.block_number() == 16
         assert rpc.stats.errors == {"connection": 1}
     assert server.connections == 2 and len(delays) == 1
+
+
+@pytest.mark.parametrize("size", [b"0x2", b"+2", b"0_2", b"-2", b""])
+async def test_a_chunk_size_that_is_not_plain_hex_is_refused(serve, size: bytes) -> None:
+    raw = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\n{}\r\n0\r\n\r\n"
+    server = await serve(lambda n, _: raw, close_after=True)
+    async with lean() as client:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await post(client, server.url)
