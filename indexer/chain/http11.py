@@ -362,7 +362,10 @@ def _request_bytes(request: httpx.Request) -> bytes:
     body = request.content  # the client's request is built from bytes: read already
     target = request.url.raw_path
     lines = [request.method.encode("ascii") + b" " + target + b" HTTP/1.1"]
-    lines.extend(name + b": " + value for name, value in request.headers.raw)
-    if b"content-length" not in {n.lower() for n, _ in request.headers.raw}:
-        lines.append(b"Content-Length: " + str(len(body)).encode("ascii"))
+    # a streamed body (httpx said Transfer-Encoding: chunked) was read whole: it goes by length alone
+    fields = [
+        (n, v) for n, v in request.headers.raw if n.lower() not in (b"transfer-encoding", b"content-length")
+    ]
+    lines.extend(name + b": " + value for name, value in fields)
+    lines.append(b"Content-Length: " + str(len(body)).encode("ascii"))
     return b"\r\n".join(lines) + b"\r\n\r\n" + body

@@ -336,3 +336,21 @@ async def test_a_chunk_size_that_is_not_plain_hex_is_refused(serve, size: bytes)
     async with lean() as client:
         with pytest.raises(httpx.RemoteProtocolError):
             await post(client, server.url)
+
+
+async def test_a_streamed_request_body_is_sent_by_length_only(serve) -> None:
+    """httpx frames a generator's body as chunked; read whole here, it goes by Content-Length alone (both
+    fields with an unchunked body would make a server read it as chunks: garbage or a desync)."""
+
+    async def parts() -> AsyncIterator[bytes]:
+        yield b'{"a":'
+        yield b"1}"
+
+    server = await serve(lambda n, _: ok(b"[]"))
+    async with lean() as client:
+        response = await client.post(server.url, content=parts())
+        assert response.json() == []
+    head, _, body = server.requests[0].partition(b"\r\n\r\n")
+    assert body == b'{"a":1}'
+    assert b"\r\ntransfer-encoding:" not in head.lower()
+    assert b"\r\ncontent-length: 7" in head.lower()
