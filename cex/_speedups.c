@@ -821,6 +821,7 @@ typedef struct {
     /* level_key[0] NULL: sides are [str, str] rows; else a side is an array of objects {k0: number, k1: number}
      * (exactly these keys, in this order; Kraken v2's {"price", "qty"}) and rows are not read */
     const char *level_key[2];
+    size_t level_len[2];
 } Scan;
 
 #define SCAN_DEPTH 8
@@ -830,15 +831,19 @@ static inline void skip_space(Scan *s) {
     while (s->at < s->end && (*s->at == ' ' || *s->at == '\n' || *s->at == '\r' || *s->at == '\t')) s->at++;
 }
 
+/* 1 for the bytes a string is read with here: printable ASCII but the quote and the backslash */
+static unsigned char PLAIN_BYTE[256];
+
+static void init_plain_bytes(void) {
+    for (int c = 0x20; c <= 0x7e; c++) PLAIN_BYTE[c] = c != '"' && c != '\\';
+}
+
 /* a string's bytes (the quotes excluded) when all are printable ASCII without an escape; 0 otherwise */
 static int scan_text(Scan *s, const char **text, Py_ssize_t *len) {
     if (s->at >= s->end || *s->at != '"') return 0;
     const unsigned char *start = ++s->at;
-    while (s->at < s->end && *s->at != '"') {
-        if (*s->at < 0x20 || *s->at > 0x7e || *s->at == '\\') return 0;
-        s->at++;
-    }
-    if (s->at >= s->end) return 0;
+    while (s->at < s->end && PLAIN_BYTE[*s->at]) s->at++;
+    if (s->at >= s->end || *s->at != '"') return 0;
     *text = (const char *)start;
     *len = s->at - start;
     s->at++;
@@ -957,11 +962,11 @@ static PyObject *scan_level_number(Scan *s) {
     return make_decimal(&p);
 }
 
-static int scan_key(Scan *s, const char *key) {
+static int scan_key(Scan *s, const char *key, size_t key_len) {
     const char *text;
     Py_ssize_t len;
     skip_space(s);
-    if (!scan_text(s, &text, &len) || (size_t)len != strlen(key) || memcmp(text, key, len) != 0) return 0;
+    if (!scan_text(s, &text, &len) || (size_t)len != key_len || memcmp(text, key, len) != 0) return 0;
     skip_space(s);
     if (s->at >= s->end || *s->at != ':') return 0;
     s->at++;
@@ -976,7 +981,7 @@ static int scan_level_object(Scan *s, PyObject **out) {
     PyObject *pair[2] = {NULL, NULL};
     s->at++; /* '{' */
     for (int j = 0; j < 2; j++) {
-        if (!scan_key(s, s->level_key[j])) goto not_level;
+        if (!scan_key(s, s->level_key[j], s->level_len[j])) goto not_level;
         pair[j] = scan_level_number(s);
         if (pair[j] == NULL) {
             Py_XDECREF(pair[0]);
@@ -1164,7 +1169,10 @@ static PyObject *book_json(PyObject *self, PyObject *const *args, Py_ssize_t nar
         Py_RETURN_NONE; /* a bytearray, a memoryview: the general decoder's */
     }
     if (!fast_decimals) Py_RETURN_NONE;
-    Scan s = {(const unsigned char *)data, (const unsigned char *)data + len, {level_key[0], level_key[1]}};
+    Scan s = {(const unsigned char *)data,
+              (const unsigned char *)data + len,
+              {level_key[0], level_key[1]},
+              {level_key[0] ? strlen(level_key[0]) : 0, level_key[1] ? strlen(level_key[1]) : 0}};
     skip_space(&s);
     if (s.at >= s.end || *s.at != '{') Py_RETURN_NONE;
     PyObject *out = scan_object(&s, 0);
@@ -1205,6 +1213,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_speedups", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__speedups(void) {
+    init_plain_bytes();
     if (Decimal == NULL) {
         PyObject *decimal = PyImport_ImportModule("decimal");
         if (decimal == NULL) return NULL;
