@@ -287,9 +287,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     async def _exchange(self, request: httpx.Request, timeouts: dict[str, float | None]) -> httpx.Response:
         host, port = request.url.host, request.url.port or 80
+        data = _request_bytes(request)
         conn = self._reuse((host, port)) or await self._connect(host, port, timeouts.get("connect"))
         try:
-            await conn.write(_request_bytes(request), timeouts.get("write"))
+            await conn.write(data, timeouts.get("write"))
             status, reason, headers, body, keep = await _read_response(
                 conn, timeouts.get("read"), request.method == "HEAD"
             )
@@ -367,5 +368,10 @@ def _request_bytes(request: httpx.Request) -> bytes:
         (n, v) for n, v in request.headers.raw if n.lower() not in (b"transfer-encoding", b"content-length")
     ]
     lines.extend(name + b": " + value for name, value in fields)
+    for line in lines:
+        if b"\r" in line or b"\n" in line or b"\0" in line:  # h11 refuses them too
+            # the field's name only: its value (or the target) may be a key
+            name = line.partition(b":")[0][:40] if line is not lines[0] else b"request line"
+            raise httpx.LocalProtocolError(f"CR, LF or NUL in the request head ({name.decode('latin-1')})")
     lines.append(b"Content-Length: " + str(len(body)).encode("ascii"))
     return b"\r\n".join(lines) + b"\r\n\r\n" + body

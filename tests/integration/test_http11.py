@@ -354,3 +354,15 @@ async def test_a_streamed_request_body_is_sent_by_length_only(serve) -> None:
     assert body == b'{"a":1}'
     assert b"\r\ntransfer-encoding:" not in head.lower()
     assert b"\r\ncontent-length: 7" in head.lower()
+
+
+@pytest.mark.parametrize("value", ["k\r\nInjected: 1", "k\n", "k\x00"])
+async def test_a_header_value_that_would_break_the_request_is_refused(serve, value: str) -> None:
+    """As h11 refuses it (httpx's own transport): a key pasted with its newline must not become a
+    second header line or a truncated request."""
+    server = await serve(lambda n, _: ok(b"[]"))
+    async with lean() as client:
+        with pytest.raises(httpx.LocalProtocolError) as raised:
+            await client.post(server.url, content=b"{}", headers={"x-api-key": value})
+    assert server.requests == []
+    assert "x-api-key" in str(raised.value) and "k" not in str(raised.value).replace("x-api-key", "")
