@@ -316,7 +316,13 @@ class Http11Transport(httpx.AsyncBaseTransport):
         now = time.monotonic()
         while idle:
             conn = idle.pop()  # the most recently used: the least likely to be closed by the server
-            if not conn.closed and not conn.size and now - conn.idle_since < self.keepalive_expiry:
+            if (
+                not conn.closed
+                and not conn.size
+                and now - conn.idle_since < self.keepalive_expiry
+                # closed by the loop (a socket error), connection_lost not yet called
+                and not (conn.transport is not None and conn.transport.is_closing())
+            ):
                 return conn
             conn.close()
         return None

@@ -366,3 +366,28 @@ async def test_a_header_value_that_would_break_the_request_is_refused(serve, val
             await client.post(server.url, content=b"{}", headers={"x-api-key": value})
     assert server.requests == []
     assert "x-api-key" in str(raised.value) and "k" not in str(raised.value).replace("x-api-key", "")
+
+
+def test_on_uvloop_an_idle_connection_whose_socket_just_closed_is_not_written_to() -> None:
+    """A socket error closes the transport at once, ``connection_lost`` follows a loop turn later: a
+    request taking the connection in between must take a new one (it failed: 'server disconnected',
+    a retry with its backoff for a connection known dead)."""
+
+    async def exchange() -> tuple[list[object], int]:
+        scripted = Scripted(lambda n, _: ok(b'{"n":%d}' % n))
+        server = await asyncio.start_server(scripted.handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        transport = Http11Transport()
+        try:
+            async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+                got = [(await post(client, url)).json()]
+                for idle in transport._idle.values():
+                    for conn in idle:
+                        assert conn.transport is not None
+                        conn.transport.close()  # as the loop does on a reset; the protocol not told yet
+                got.append((await post(client, url)).json())
+        finally:
+            server.close()
+        return got, scripted.connections
+
+    assert uvloop.run(exchange()) == ([{"n": 1}, {"n": 2}], 2)
