@@ -391,3 +391,53 @@ def test_on_uvloop_an_idle_connection_whose_socket_just_closed_is_not_written_to
         return got, scripted.connections
 
     assert uvloop.run(exchange()) == ([{"n": 1}, {"n": 2}], 2)
+
+
+async def test_a_request_cancelled_mid_body_leaves_its_slot_and_no_connection_behind(serve) -> None:
+    half = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345"
+    answered = asyncio.Event()
+
+    def answer(n: int, _: bytes) -> bytes:
+        answered.set()
+        return half if n == 1 else ok(b'{"n":%d}' % n)
+
+    server = await serve(answer)
+    async with httpx.AsyncClient(transport=Http11Transport(max_connections=1), timeout=5) as client:
+        task = asyncio.create_task(post(client, server.url))
+        await answered.wait()
+        await asyncio.sleep(0.05)  # the half body reaches the client
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # the one slot is free again, and the half-read connection is not reused (its 5 bytes unread)
+        assert (await post(client, server.url)).json() == {"n": 2}
+    assert server.connections == 2
+
+
+async def test_no_free_connection_in_time_is_a_pool_timeout(serve) -> None:
+    asked = asyncio.Event()
+
+    def stall(n: int, _: bytes) -> None:
+        asked.set()
+
+    server = await serve(stall)
+    timeout = httpx.Timeout(5.0, pool=0.1)
+    async with httpx.AsyncClient(transport=Http11Transport(max_connections=1), timeout=timeout) as client:
+        stalled = asyncio.create_task(post(client, server.url))
+        await asked.wait()
+        with pytest.raises(httpx.PoolTimeout):
+            await post(client, server.url)
+        stalled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await stalled
+
+
+async def test_a_server_that_reads_nothing_is_a_write_timeout() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)  # the kernel accepts; nobody reads
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/"
+        timeout = httpx.Timeout(5.0, write=0.2)
+        async with httpx.AsyncClient(transport=Http11Transport(), timeout=timeout) as client:
+            with pytest.raises(httpx.WriteTimeout):
+                await client.post(url, content=b"x" * (64 * 1024 * 1024))
