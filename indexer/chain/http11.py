@@ -261,6 +261,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._other: httpx.AsyncHTTPTransport | None = None
+        self._closed = False  # by aclose(): a response completed later does not park its connection
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme != "http":
@@ -299,7 +300,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             if isinstance(exc, OSError):
                 raise httpx.ReadError(repr(exc)) from exc
             raise
-        if keep:
+        if keep and not self._closed:
             conn.idle_since = time.monotonic()
             self._idle.setdefault((host, port), deque()).append(conn)
         else:
@@ -342,6 +343,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         return conn
 
     async def aclose(self) -> None:
+        self._closed = True
         for idle in self._idle.values():
             for conn in idle:
                 conn.close()

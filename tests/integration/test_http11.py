@@ -441,3 +441,30 @@ async def test_a_server_that_reads_nothing_is_a_write_timeout() -> None:
         async with httpx.AsyncClient(transport=Http11Transport(), timeout=timeout) as client:
             with pytest.raises(httpx.WriteTimeout):
                 await client.post(url, content=b"x" * (64 * 1024 * 1024))
+
+
+async def test_a_response_completed_after_aclose_does_not_park_its_connection() -> None:
+    asked, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        asked.set()
+        await release.wait()
+        writer.write(ok(b"[]"))
+        await writer.drain()
+        await reader.read()  # until the client closes
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+    transport = Http11Transport()
+    try:
+        async with httpx.AsyncClient(transport=transport, timeout=5) as client:
+            task = asyncio.create_task(client.get(url))
+            await asked.wait()
+            await transport.aclose()  # shutting down with a request in flight
+            release.set()
+            assert (await task).json() == []
+            assert not any(transport._idle.values())  # closed, not left open in a closed pool
+    finally:
+        server.close()
