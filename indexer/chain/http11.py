@@ -10,12 +10,13 @@ cost +70 MB peak RSS on the devnet's backfill: its reallocations of multi-MB buf
 
 Only ``http://`` goes this way (a node beside the indexer, where CPU is what limits a backfill).
 ``https://`` is handed to httpx's own transport (TLS, HTTP/2 would be its business), and so is
-everything httpx routes elsewhere: proxies from the environment are httpx's mounts, never reaching
-this transport. The client above is unchanged: httpx still builds the request (headers, auth from the
-URL, ``Accept-Encoding``), decodes ``Content-Encoding``, and raises the same exception classes, which
-``RpcClient`` maps to retryable or fatal errors: ``ConnectTimeout``/``ReadTimeout``/``WriteTimeout``/
-``PoolTimeout`` (timeouts as httpx counts them: connect, each wait for bytes, each wait to write,
-waiting for a free connection) and ``ConnectError``/``ReadError``/``WriteError``/
+a node behind a proxy from the environment (``trust_env``, as ``RpcClient`` asks: httpx's client
+stops reading the environment once it is given a transport). The client above is unchanged: httpx
+still builds the request (headers, auth from the URL, ``Accept-Encoding``), decodes
+``Content-Encoding``, and raises the same exception classes, which ``RpcClient`` maps to retryable
+or fatal errors: ``ConnectTimeout``/``ReadTimeout``/``WriteTimeout``/``PoolTimeout`` (timeouts as
+httpx counts them: connect, each wait for bytes, each wait to write, waiting for a free connection)
+and ``ConnectError``/``ReadError``/``WriteError``/
 ``RemoteProtocolError`` (all ``httpx.TransportError``).
 
 A connection is reused only after a complete response that did not ask to close it; an idle one
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
@@ -255,21 +257,28 @@ class Http11Transport(httpx.AsyncBaseTransport):
     """httpx transport: plain ``http://`` over lean keep-alive connections, anything else through
     httpx's ``AsyncHTTPTransport`` (same ``max_connections``)."""
 
-    def __init__(self, *, max_connections: int = 32, keepalive_expiry: float = 60.0) -> None:
+    def __init__(
+        self, *, max_connections: int = 32, keepalive_expiry: float = 60.0, trust_env: bool = False
+    ) -> None:
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self._idle: dict[tuple[str, int], deque[_Connection]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._other: httpx.AsyncHTTPTransport | None = None
+        # trust_env: HTTP_PROXY/HTTPS_PROXY/ALL_PROXY minus NO_PROXY, read once as httpx's client
+        # does; a client given a transport no longer routes by them itself (RpcClient's did before)
+        self._proxies = urllib.request.getproxies_environment() if trust_env else {}
+        self._proxied: dict[str, httpx.AsyncHTTPTransport] = {}
         self._closed = False  # by aclose(): a response completed later does not park its connection
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._proxies and (proxy := self._proxy_for(request.url)) is not None:
+            if proxy not in self._proxied:
+                self._proxied[proxy] = httpx.AsyncHTTPTransport(proxy=proxy, limits=self._limits())
+            return await self._proxied[proxy].handle_async_request(request)
         if request.url.scheme != "http":
             if self._other is None:
-                limits = httpx.Limits(
-                    max_connections=self.max_connections, keepalive_expiry=self.keepalive_expiry
-                )
-                self._other = httpx.AsyncHTTPTransport(limits=limits)
+                self._other = httpx.AsyncHTTPTransport(limits=self._limits())
             return await self._other.handle_async_request(request)
         if not isinstance(request.stream, httpx.ByteStream):
             await request.aread()
@@ -312,6 +321,15 @@ class Http11Transport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
 
+    def _limits(self) -> httpx.Limits:
+        return httpx.Limits(max_connections=self.max_connections, keepalive_expiry=self.keepalive_expiry)
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
+        if not proxy or urllib.request.proxy_bypass_environment(url.host, self._proxies):
+            return None
+        return proxy if "://" in proxy else "http://" + proxy
+
     def _reuse(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
         now = time.monotonic()
@@ -348,8 +366,9 @@ class Http11Transport(httpx.AsyncBaseTransport):
             for conn in idle:
                 conn.close()
         self._idle.clear()
-        if self._other is not None:
-            await self._other.aclose()
+        for other in [self._other, *self._proxied.values()]:
+            if other is not None:
+                await other.aclose()
 
 
 class _Body(httpx.AsyncByteStream):

@@ -94,7 +94,8 @@ class RpcClient:
         self._http = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             headers={"content-type": "application/json", **(headers or {})},
-            transport=transport or Http11Transport(max_connections=100, keepalive_expiry=60.0),
+            transport=transport
+            or Http11Transport(max_connections=100, keepalive_expiry=60.0, trust_env=True),
         )
 
     async def __aenter__(self) -> RpcClient:

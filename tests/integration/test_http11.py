@@ -468,3 +468,25 @@ async def test_a_response_completed_after_aclose_does_not_park_its_connection() 
             assert not any(transport._idle.values())  # closed, not left open in a closed pool
     finally:
         server.close()
+
+
+async def test_rpc_client_honours_the_environment_proxy_as_before(serve, monkeypatch) -> None:
+    """Without a transport given, httpx routed the node's requests through HTTP_PROXY/ALL_PROXY (minus
+    NO_PROXY); an RpcClient over this transport must too (a node reachable only through a proxy)."""
+
+    def answer(n: int, request: bytes) -> bytes:
+        call = orjson.loads(request.partition(b"\r\n\r\n")[2])
+        return ok(orjson.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "0x10"}))
+
+    proxy = await serve(answer)
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.split("/rpc")[0])
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    async with RpcClient("http://node.invalid:8545/v1/key", retry=RetryPolicy(attempts=1)) as rpc:
+        assert await rpc.block_number() == 16
+    assert proxy.requests[0].startswith(b"POST http://node.invalid:8545/v1/key HTTP/1.1\r\n")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # bypassed: straight to the node
+    node = await serve(answer)
+    async with RpcClient(node.url, retry=RetryPolicy(attempts=1)) as rpc:
+        assert await rpc.block_number() == 16
+    assert len(proxy.requests) == 1 and len(node.requests) == 1
