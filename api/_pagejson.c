@@ -216,7 +216,7 @@ static PyObject *objects(PyObject *module, PyObject *const *args, Py_ssize_t nar
         }
         if (put(&b, "}", 1) < 0) goto fail;
     }
-    Py_XDECREF(row);
+    Py_CLEAR(row); /* cleared: the failure below goes to fail, which releases it too */
     if (put(&b, "]", 1) < 0) goto fail;
     PyObject *result = PyBytes_FromStringAndSize(b.data, b.size);
     PyMem_Free(b.data);

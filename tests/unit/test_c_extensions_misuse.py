@@ -303,3 +303,24 @@ def test_an_encoder_in_a_reference_cycle_is_collected() -> None:
     del holder
     gc.collect()
     assert ref() is None
+
+
+@needs_pagejson
+def test_pagejson_out_of_memory_at_the_closing_bracket_keeps_the_row_alive() -> None:
+    """Each allocation of objects() failing in turn (the last one grows the buffer for its ']'): a
+    MemoryError, and the row's references as they were (the row was released twice there)."""
+    testcapi = pytest.importorskip("_testcapi")
+    key = b'{"' + b"k" * 1016 + b'":'  # '[' + key + 'null' + '}' fills the first buffer exactly
+    row = (None,)
+    rows = [row]
+    assert _pagejson.objects((key,), rows, 1) == orjson.dumps([{"k" * 1016: None}])
+    for start in range(4):
+        before = sys.getrefcount(row)
+        testcapi.set_nomemory(start, start + 1)
+        try:
+            _pagejson.objects((key,), rows, 1)
+        except MemoryError:
+            pass
+        finally:
+            testcapi.remove_mem_hooks()
+        assert sys.getrefcount(row) == before
