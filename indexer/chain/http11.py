@@ -326,7 +326,10 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     def _proxy_for(self, url: httpx.URL) -> str | None:
         proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
-        if not proxy or urllib.request.proxy_bypass_environment(url.host, self._proxies):
+        if not proxy:
+            return None
+        # NO_PROXY as urllib (and so httpx's environment reading) applies it; not in typeshed's stubs
+        if urllib.request.proxy_bypass_environment(url.host, self._proxies):  # type: ignore[attr-defined]
             return None
         return proxy if "://" in proxy else "http://" + proxy
 
