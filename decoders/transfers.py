@@ -14,8 +14,8 @@ The raw log itself is still stored by the caller.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields
 
 from records import Log, TokenTransfer
 
@@ -27,6 +27,15 @@ TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523
 TRANSFER_SINGLE_TOPIC = "0xc3d58168c5ae7397731d063d5bbf3d657854427343f4c083240f7aacaa2d0f62"
 # keccak256("TransferBatch(address,address,address,uint256[],uint256[])")
 TRANSFER_BATCH_TOPIC = "0x4a39dc06d4c0dbc64b70af90fd698a233a518aa5d07e595d983b8c0526c8f7fb"
+
+# ``_erc20`` builds its records positionally, in field order: checked here once, so a field added to or
+# moved in TokenTransfer fails at import instead of shifting every later column.
+_TRANSFER_FIELDS = (
+    "token_address", "from_address", "to_address", "value", "token_id", "standard", "operator",
+    "block_number", "block_hash", "transaction_hash", "transaction_index", "log_index", "batch_index",
+)  # fmt: skip
+if tuple(f.name for f in fields(TokenTransfer)) != _TRANSFER_FIELDS:
+    raise ImportError("records.TokenTransfer changed its fields: update decoders/transfers.py")
 
 _ADDRESS_PAD = "0x" + "0" * 24  # an ABI-encoded address: 12 zero bytes, then 20 address bytes
 _WORD = 64  # hex chars per 32-byte word
@@ -225,10 +234,11 @@ def decode_transfer_batch(log_: Log) -> list[TokenTransfer]:
     ]
 
 
-def _erc20(log_: Log) -> TokenTransfer | None:
+def _erc20(log_: Log, make: Callable[..., TokenTransfer]) -> TokenTransfer | None:
     """The usual ERC-20 ``Transfer``, decoded with no helper call per field (most transfer logs are
     these, so this is the backfill's hot path); None for any other shape or doubt, which
-    ``decode_transfer`` then decodes or rejects with its reason."""
+    ``decode_transfer`` then decodes or rejects with its reason. ``make``: ``TokenTransfer`` or a
+    positional maker of equal records (``decode_transfers``)."""
     t1, t2, data = log_.topic1, log_.topic2, log_.data
     if (
         log_.topic3 is not None
@@ -245,19 +255,20 @@ def _erc20(log_: Log) -> TokenTransfer | None:
         value = int(data[2:], 16)
     except ValueError:
         return None
-    return TokenTransfer(
-        token_address=log_.address,
-        from_address="0x" + t1[26:],
-        to_address="0x" + t2[26:],
-        value=value,
-        token_id=None,
-        standard="erc20",
-        operator=None,
-        block_number=log_.block_number,
-        block_hash=log_.block_hash,
-        transaction_hash=log_.transaction_hash,
-        transaction_index=log_.transaction_index,
-        log_index=log_.log_index,
+    return make(  # positional, in TokenTransfer's field order
+        log_.address,
+        "0x" + t1[26:],
+        "0x" + t2[26:],
+        value,
+        None,  # token_id
+        "erc20",
+        None,  # operator
+        log_.block_number,
+        log_.block_hash,
+        log_.transaction_hash,
+        log_.transaction_index,
+        log_.log_index,
+        0,  # batch_index
     )
 
 
@@ -267,8 +278,15 @@ class TransferDecoding:
     skipped: tuple[SkippedTransfer, ...]
 
 
-def decode_transfers(logs: Iterable[Log]) -> TransferDecoding:
-    """All token transfers in ``logs`` (in log order, batch entries in array order), and the skips."""
+def decode_transfers(
+    logs: Iterable[Log], make: Callable[..., TokenTransfer] = TokenTransfer
+) -> TransferDecoding:
+    """All token transfers in ``logs`` (in log order, batch entries in array order), and the skips.
+
+    ``make`` builds the ERC-20 transfers (nearly all of them) from positional values in field order:
+    ``TokenTransfer`` itself, or a maker of equal records that costs less than a frozen dataclass's
+    ``__init__`` (its 13 ``object.__setattr__`` calls were 60 % of this function's time); the backfill
+    passes ``indexer.pipeline.pipeline.RECORD_MAKERS.transfer``."""
     transfers: list[TokenTransfer] = []
     skipped: list[SkippedTransfer] = []
     append = transfers.append
@@ -276,7 +294,7 @@ def decode_transfers(logs: Iterable[Log]) -> TransferDecoding:
         topic0 = lg.topic0
         try:
             if topic0 == TRANSFER_TOPIC:
-                fast = _erc20(lg)
+                fast = _erc20(lg, make)
                 append(decode_transfer(lg) if fast is None else fast)
             elif topic0 == TRANSFER_SINGLE_TOPIC:
                 transfers.append(decode_transfer_single(lg))

@@ -74,6 +74,7 @@ class Makers:
 
     log: Callable[..., Log] = Log
     transaction: Callable[..., Transaction] = Transaction
+    transfer: Callable[..., TokenTransfer] = TokenTransfer  # ERC-20 transfers (``decode_transfers``)
     # ``protocols._speedups.receipt_logs``: a receipt's logs checked and made in C where all is as a node
     # normally writes it, else None (nothing appended) and ``_receipt_logs`` decides, accepting or
     # raising as it always does; arguments as ``_receipt_logs``'s
@@ -307,8 +308,13 @@ def _check_count(block_number: int, block_hash: str, n_txs: int, receipts: Seque
         )
 
 
-def _finish(block: Block, transactions: tuple[Transaction, ...], logs: list[Log]) -> ExtractedBlock:
-    decoded = decode_transfers(logs)
+def _finish(
+    block: Block,
+    transactions: tuple[Transaction, ...],
+    logs: list[Log],
+    make_transfer: Callable[..., TokenTransfer] = TokenTransfer,
+) -> ExtractedBlock:
+    decoded = decode_transfers(logs, make_transfer)
     return ExtractedBlock(
         block=block,
         transactions=transactions,
@@ -351,7 +357,7 @@ def extract_block(block_json: Json, receipts: Sequence[Json], makers: Makers = C
         transactions.append(
             map_transaction(tx, receipt, block_number, block_hash, timestamp, new_transaction)
         )
-    return _finish(block, tuple(transactions), logs)
+    return _finish(block, tuple(transactions), logs, makers.transfer)
 
 
 def extract_receipts_only(header_json: Json, receipts: Sequence[Json]) -> ExtractedBlock:

@@ -396,15 +396,17 @@ def test_backfill_makers_make_the_records_the_classes_make(
         (STREAM, "0x1ac9f2", STREAM),
         (STREAM, "0x1ac9f3", STREAM),
     ]
-    pairs: list[tuple[Transaction | Log, Transaction | Log]] = []
+    pairs: list[tuple[Transaction | Log | TokenTransfer, Transaction | Log | TokenTransfer]] = []
     for (folder, n, receipts), expected in zip(cases, [block_483920, *stream_blocks], strict=True):
         raw = result(folder / f"web3_response.eth_getBlockByNumber_{n}_true.json")
         got = extract_block(raw, receipts_for(raw, receipts), RECORD_MAKERS)
         assert got == expected
         pairs += [*zip(got.transactions, expected.transactions, strict=True)]
         pairs += [*zip(got.logs, expected.logs, strict=True)]
+        pairs += [*zip(got.token_transfers, expected.token_transfers, strict=True)]
         assert not any(gc.is_tracked(lg) for lg in got.logs)  # the point: the collector never scans them
-    assert {type(plain) for _, plain in pairs} == {Transaction, Log}
+        assert not any(gc.is_tracked(t) for t in got.token_transfers)
+    assert {type(plain) for _, plain in pairs} == {Transaction, Log, TokenTransfer}
     for made, plain in pairs:
         assert type(made) is type(plain)
         assert dataclasses.astuple(made) == dataclasses.astuple(plain)
