@@ -20,7 +20,9 @@ and ``ConnectError``/``ReadError``/``WriteError``/
 ``RemoteProtocolError`` (all ``httpx.TransportError``).
 
 A connection is reused only after a complete response that did not ask to close it; an idle one
-that the server closed is noticed (``connection_lost``) and dropped, never written to.
+that the server closed is noticed (``connection_lost``) and dropped, never written to. One the server
+closes just as a request goes out on it (no byte answered) has that request sent once more on a new
+connection; anything else that fails is raised for the caller's retries.
 """
 
 from __future__ import annotations
@@ -52,12 +54,14 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
+        self.answered = False  # any byte received since the request was sent
         self._can_write: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
+        self.answered = True
         self.pieces.append(data)
         self.size += len(data)
         if self.waiter is not None and self.size >= self.need:
@@ -298,7 +302,29 @@ class Http11Transport(httpx.AsyncBaseTransport):
     async def _exchange(self, request: httpx.Request, timeouts: dict[str, float | None]) -> httpx.Response:
         host, port = request.url.host, request.url.port or 80
         data = _request_bytes(request)
-        conn = self._reuse((host, port)) or await self._connect(host, port, timeouts.get("connect"))
+        conn = self._reuse((host, port))
+        if conn is not None:
+            try:
+                return await self._send(conn, host, port, request, data, timeouts)
+            except (httpx.WriteError, httpx.ReadError, httpx.RemoteProtocolError):
+                if conn.answered or not conn.closed:
+                    raise
+                # The stale keep-alive race: the server closed this idle connection (its own idle
+                # timeout) as the request went out, and nothing came back. Once more on a new one,
+                # as browsers and urllib3 do, rather than fail the request for a routine close.
+        conn = await self._connect(host, port, timeouts.get("connect"))
+        return await self._send(conn, host, port, request, data, timeouts)
+
+    async def _send(
+        self,
+        conn: _Connection,
+        host: str,
+        port: int,
+        request: httpx.Request,
+        data: bytes,
+        timeouts: dict[str, float | None],
+    ) -> httpx.Response:
+        conn.answered = False
         try:
             await conn.write(data, timeouts.get("write"))
             status, reason, headers, body, keep = await _read_response(
