@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import ChainMap, Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -128,7 +128,9 @@ class DexEnricher(PoolTokenResolver):
         events = [lg for lg in dex_logs if handlers[lg.topic0 or ""].kind != POOL_CREATED]
         # pure: pools need no lookup; one at a time, so a discovery event sees the pools found before it
         state: dict[str, Any] = {}  # pool state protocols track through the batch (ctx.state)
-        ctx = self._context(batch, ChainMap(learned.pools, self.pools), state)
+        block_times = {b.hash: b.timestamp for b in batch.blocks}
+        senders = {t.hash: (t.from_address, t.to_address) for t in batch.of(Transaction)}
+        ctx = Context(ChainMap(learned.pools, self.pools), self.tokens, block_times, senders, state)
         created = self.registry.decode([], ctx)
         for entry in creations:
             one = self.registry.decode([entry], ctx)
@@ -137,12 +139,13 @@ class DexEnricher(PoolTokenResolver):
             for pool in one.records:
                 if isinstance(pool, Pool):
                     learned.add_pool(pool, pool.created_block_number or at, new=True)
-        await self._resolve_pools(events, learned, at, gone)
-        await self._resolve_tokens(self._tokens_of(events, learned), learned, at, gone)
-        await self._read_state(events, learned, state, batch.first_number)
+        naming = self._first_naming(events)  # the lookups ask about pools: one event per pool is enough
+        await self._resolve_pools(naming, learned, at, gone)
+        await self._resolve_tokens(self._tokens_of(naming, learned), learned, at, gone)
+        await self._read_state(naming, learned, state, batch.first_number)
         self._commit(learned, at)  # everything is resolved: from here on nothing can fail
         self.counts.update(created.counts)
-        decoded = self.registry.decode(events, self._context(batch, None, state))
+        decoded = self.registry.decode(events, Context(self.pools, self.tokens, block_times, senders, state))
         self.counts.update(decoded.counts)
         skips = created.counts + decoded.counts  # counted skips of creation events too
         found: dict[type[Record], list[Record]] = {}  # per kind, whatever kinds the protocols emit
@@ -193,17 +196,6 @@ class DexEnricher(PoolTokenResolver):
         if stale:
             log.info("reorg above block %d: forgot %d cached pool(s)/token(s)", ancestor, len(set(stale)))
         return Gone(ancestor, frozenset(pools), frozenset(tokens))
-
-    def _context(
-        self, batch: Batch, pools: Mapping[str, Pool] | None = None, state: dict[str, Any] | None = None
-    ) -> Context:
-        return Context(
-            state={} if state is None else state,
-            pools=self.pools if pools is None else pools,
-            tokens=self.tokens,
-            block_times={b.hash: b.timestamp for b in batch.blocks},
-            transactions={t.hash: (t.from_address, t.to_address) for t in batch.of(Transaction)},
-        )
 
     def _commit(self, learned: Learned, at: int) -> None:
         for address, pool in learned.pools.items():

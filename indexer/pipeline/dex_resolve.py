@@ -97,6 +97,21 @@ class PoolTokenResolver:
     tokens: dict[str, Token]
     counts: Counter[str]
 
+    def _first_naming(self, events: Sequence[Log]) -> list[Log]:
+        """The first of ``events`` (in log order) of each handler and pool id: what the pool, token and
+        state lookups below need to see, each of them asking about pools, first-seen first, and taking
+        the first event that names a pool. A batch has many events per pool (the devnet's 50-block
+        chunks: ~700 events, ~30 pools), and each pass over all of them looked up the handler and the
+        pool id again for every event."""
+        handlers = self.registry.handlers
+        first: dict[tuple[str, str | None], Log] = {}
+        for entry in events:
+            topic0 = entry.topic0 or ""
+            key = (topic0, pool_id(entry, handlers[topic0].pool_key))
+            if key not in first:
+                first[key] = entry
+        return list(first.values())
+
     def _tokens_of(self, events: Sequence[Log], learned: Learned) -> set[str]:
         wanted: set[str] = set()
         for pool in learned.new_pools:
