@@ -15,11 +15,12 @@ each next one's ``pu`` equals the previous ``u``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
 import orjson
 
-from cex.book import row_levels
+from cex.book import Level, row_levels
 from cex.exchange import Exchange, Feed, MalformedMessage, Parsed, dec, trade
 from cex.sync import BookMessage, SequenceRule
 from core.errors import ConfigError
@@ -41,6 +42,13 @@ def _load(frame: str | bytes) -> tuple[Any, bool]:
         if msg is not None:
             return msg, True
     return orjson.loads(frame), False
+
+
+def _side(value: Any, made: bool, cache: dict[str, Decimal] | None) -> list[Level]:
+    """A book side: the levels ``book_json`` made of an array, else ``row_levels`` of orjson's rows. A side
+    that is no array (a string, a number, null) ``book_json`` passes through as it is: ``row_levels`` refuses
+    it here, at parse, as it does without C (the frame is skipped as malformed, the book left as it is)."""
+    return value if made and type(value) is list else row_levels(value, cache)
 
 
 _STREAMS: dict[Feed, tuple[str, ...]] = {
@@ -97,8 +105,8 @@ class Binance(Exchange):
         return BookMessage(
             symbol,
             True,
-            snap["bids"] if made else row_levels(snap["bids"], None),  # texts mostly seen once: not cached
-            snap["asks"] if made else row_levels(snap["asks"], None),
+            _side(snap["bids"], made, None),  # texts mostly seen once: not cached
+            _side(snap["asks"], made, None),
             last=int(snap["lastUpdateId"]),
             event_timestamp=snap.get("E"),
             atom_timestamp=atom_timestamp,
@@ -169,8 +177,8 @@ class Binance(Exchange):
         return BookMessage(
             self._symbol(data["s"]),
             False,
-            data["b"] if made else row_levels(data["b"], self.decimals),
-            data["a"] if made else row_levels(data["a"], self.decimals),
+            _side(data["b"], made, self.decimals),
+            _side(data["a"], made, self.decimals),
             first=data["U"],
             last=data["u"],
             prev=data.get("pu"),
