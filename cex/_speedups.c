@@ -38,11 +38,21 @@ static PyObject *bind(PyObject *self, PyObject *cls) {
             return NULL;
         }
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
-        if (member->type != T_OBJECT_EX) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot", type->tp_name, FIELDS[i]);
+        /* a member descriptor of another class set on this one has that class's offset, which may lie past
+         * the end of this class's objects: deltas() would write there */
+        PyTypeObject *owner = ((PyMemberDescrObject *)descr)->d_common.d_type;
+        if (member->type != T_OBJECT_EX || !PyType_IsSubtype(type, owner) || member->offset < 0 ||
+            member->offset + (Py_ssize_t)sizeof(PyObject *) > type->tp_basicsize) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is not an object slot of its own", type->tp_name, FIELDS[i]);
             return NULL;
         }
         offsets[i] = member->offset;
+        for (int j = 0; j < i; j++) {
+            if (offsets[j] == offsets[i]) { /* deltas() would write the slot twice, leaking the first value */
+                PyErr_Format(PyExc_TypeError, "%s.%s and .%s are one slot", type->tp_name, FIELDS[j], FIELDS[i]);
+                return NULL;
+            }
+        }
     }
     Py_XDECREF(layout.cls);
     Py_INCREF(type);

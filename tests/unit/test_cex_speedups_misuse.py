@@ -1,9 +1,11 @@
-"""cex/_speedups.c given what its callers never give it: Binance frames whose book side is no array.
-Each must raise a clear error or do what the Python path does.
+"""cex/_speedups.c given what its callers never give it: a slot of another class; and Binance frames
+whose book side is no array. Each must raise a clear error or do what the Python path does, never read or
+write outside an object.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 import cex.exchanges.binance as binance_module
 from cex.exchange import MalformedMessage
 from cex.exchanges.binance import Binance
+from records.cex import BookDelta
 
 _speedups: Any
 try:
@@ -19,6 +22,33 @@ except ImportError:  # pragma: no cover - make install builds it
     _speedups = None
 
 pytestmark = [pytest.mark.unit, pytest.mark.skipif(_speedups is None, reason="cex/_speedups.c not built")]
+
+_FIELDS = (
+    "exchange", "symbol", "side", "price", "size", "order_id", "sequence", "event_timestamp",
+    "atom_timestamp", "engine_sequence", "engine_timestamp",
+)  # fmt: skip
+
+
+class _Wide:
+    __slots__ = tuple(f"s{i}" for i in range(40))
+
+
+def test_bind_refuses_a_slot_of_another_class_or_one_slot_twice() -> None:
+    """A member descriptor of a bigger class set on the record class: its offset lies past the end of the
+    record, where deltas() wrote (out of the object). Two fields that are one slot: the first value leaked."""
+    narrow: Any = type("Narrow", (), {"__slots__": _FIELDS[:-1]})
+    narrow.engine_timestamp = _Wide.__dict__["s39"]
+    twice: Any = type("Twice", (), {"__slots__": _FIELDS[:-1]})
+    twice.engine_timestamp = twice.__dict__["engine_sequence"]
+    try:
+        with pytest.raises(TypeError, match=r"Narrow\.engine_timestamp is not an object slot of its own"):
+            _speedups.bind(narrow)
+        with pytest.raises(TypeError, match=r"Twice\.engine_sequence and \.engine_timestamp are one slot"):
+            _speedups.bind(twice)
+    finally:
+        _speedups.bind(BookDelta)  # what cex.sync bound at import
+    made = _speedups.deltas("x", "X-Y", [(Decimal(1), Decimal(2))], [], 5, 6, 7)
+    assert made == [BookDelta("x", "X-Y", "bid", Decimal(1), Decimal(2), None, 5, 6, 7)]
 
 
 @pytest.mark.parametrize("side", ['"x"', "5", "null", "true", '"12"'])
