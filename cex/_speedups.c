@@ -468,7 +468,8 @@ static int layout_matches(void) {
         if (made != NULL && ref != NULL && Py_IS_TYPE(ref, (PyTypeObject *)Decimal)) {
             DecimalLayout *a = (DecimalLayout *)made, *b = (DecimalLayout *)ref;
             same = a->dec.flags == b->dec.flags && a->dec.exp == b->dec.exp && a->dec.digits == b->dec.digits &&
-                   a->dec.len == b->dec.len && b->dec.data == b->data && a->data[0] == b->data[0] &&
+                   a->dec.len == b->dec.len && a->dec.alloc == b->dec.alloc && b->dec.data == b->data &&
+                   a->data[0] == b->data[0] &&
                    (a->dec.len < 2 || a->data[1] == b->data[1]);
             if (same) {
                 PyObject *s1 = PyObject_Str(made), *s2 = PyObject_Str(ref);
@@ -682,6 +683,10 @@ static PyObject *top_texts(PyObject *self, PyObject *const *args, Py_ssize_t nar
     int decimals[2] = {args[6] == Py_None ? -1 : (int)PyLong_AsLong(args[6]),
                        args[7] == Py_None ? -1 : (int)PyLong_AsLong(args[7])};
     if (PyErr_Occurred()) return NULL;
+    if (style != 0 && style != 1) { /* another style's texts are make's: fast_text would write OKX's */
+        PyErr_Format(PyExc_ValueError, "top_texts: style 0 (OKX) or 1 (Kraken), not %d", style);
+        return NULL;
+    }
     Py_ssize_t n = PyList_GET_SIZE(prices);
     if (PyList_GET_SIZE(sizes) != n || PyList_GET_SIZE(texts) != n) {
         PyErr_SetString(PyExc_ValueError, "prices, sizes and texts differ in length");
@@ -1160,9 +1165,11 @@ static PyObject *book_json(PyObject *self, PyObject *const *args, Py_ssize_t nar
     }
     PyObject *frame = args[0];
     const char *level_key[2] = {NULL, NULL};
+    Py_ssize_t level_len[2] = {0, 0}; /* a key's length as given, a NUL included (strlen would stop there) */
     if (nargs == 3) {
         for (int j = 0; j < 2; j++) {
-            if (!PyUnicode_Check(args[1 + j]) || (level_key[j] = PyUnicode_AsUTF8(args[1 + j])) == NULL) {
+            if (!PyUnicode_Check(args[1 + j]) ||
+                (level_key[j] = PyUnicode_AsUTF8AndSize(args[1 + j], &level_len[j])) == NULL) {
                 if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "book_json: the level keys are str");
                 return NULL;
             }
@@ -1182,7 +1189,7 @@ static PyObject *book_json(PyObject *self, PyObject *const *args, Py_ssize_t nar
     Scan s = {(const unsigned char *)data,
               (const unsigned char *)data + len,
               {level_key[0], level_key[1]},
-              {level_key[0] ? strlen(level_key[0]) : 0, level_key[1] ? strlen(level_key[1]) : 0}};
+              {(size_t)level_len[0], (size_t)level_len[1]}};
     skip_space(&s);
     if (s.at >= s.end || *s.at != '{') Py_RETURN_NONE;
     PyObject *out = scan_object(&s, 0);

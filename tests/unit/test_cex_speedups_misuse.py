@@ -1,6 +1,6 @@
-"""cex/_speedups.c given what its callers never give it: a slot of another class; and Binance frames
-whose book side is no array. Each must raise a clear error or do what the Python path does, never read or
-write outside an object.
+"""cex/_speedups.c given what its callers never give it: a slot of another class, a level key with a NUL,
+a checksum style it does not know; and Binance frames whose book side is no array. Each must raise a clear
+error or do what the Python path does, never read or write outside an object.
 """
 
 from __future__ import annotations
@@ -49,6 +49,21 @@ def test_bind_refuses_a_slot_of_another_class_or_one_slot_twice() -> None:
         _speedups.bind(BookDelta)  # what cex.sync bound at import
     made = _speedups.deltas("x", "X-Y", [(Decimal(1), Decimal(2))], [], 5, 6, 7)
     assert made == [BookDelta("x", "X-Y", "bid", Decimal(1), Decimal(2), None, 5, 6, 7)]
+
+
+def test_top_texts_refuses_a_style_it_does_not_make() -> None:
+    """Style 2 was written as OKX's price:size where the Python path calls make."""
+    prices, sizes = [Decimal("1.5")], [Decimal(2)]
+    assert _speedups.top_texts(prices, sizes, [None], 10, False, 0, None, None, str) == ["1.5:2"]
+    with pytest.raises(ValueError, match=r"style 0 \(OKX\) or 1 \(Kraken\), not 2"):
+        _speedups.top_texts(prices, sizes, [None], 10, False, 2, None, None, lambda p, s: "made")
+
+
+def test_book_json_level_keys_are_compared_whole() -> None:
+    """A key with a NUL was compared up to the NUL: "price\\0x" matched "price"."""
+    frame = '{"bids":[{"price":1.5,"qty":2}]}'
+    assert _speedups.book_json(frame, "price", "qty") == {"bids": [(Decimal("1.5"), Decimal(2))]}
+    assert _speedups.book_json(frame, "price\0x", "qty") is None
 
 
 @pytest.mark.parametrize("side", ['"x"', "5", "null", "true", '"12"'])
