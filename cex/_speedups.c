@@ -326,23 +326,37 @@ static int price_key(PyObject *price, double *out) {
     return 0;
 }
 
-/* keys[i], computed from prices[i] on first use (a snapshot loads its keys as None: most are never read) */
-static int key_at(PyObject *keys, PyObject *prices, Py_ssize_t i, double *out) {
+static int side_changed(void) {
+    PyErr_SetString(PyExc_RuntimeError, "a book side changed during apply_side (by a price's or size's methods)");
+    return -1;
+}
+
+/* keys[i], computed from prices[i] on first use (a snapshot loads its keys as None: most are never read);
+ * i < n, the lists' length, which only Python code run here (float() of a price that is not a Decimal)
+ * can change: checked after it */
+static int key_made(PyObject *keys, PyObject *prices, Py_ssize_t n, Py_ssize_t i, double *out) {
     PyObject *item = PyList_GET_ITEM(keys, i);
-    if (PyFloat_CheckExact(item)) {
-        *out = PyFloat_AS_DOUBLE(item);
-        return 0;
-    }
     if (item != Py_None) {
         PyErr_SetString(PyExc_TypeError, "a price key is a float or None");
         return -1;
     }
-    if (price_key(PyList_GET_ITEM(prices, i), out) < 0) return -1;
+    PyObject *price = Py_NewRef(PyList_GET_ITEM(prices, i));
+    int bad = price_key(price, out); /* a Decimal's fields; else float(price), which may run Python code */
+    Py_DECREF(price);
+    if (bad < 0) return -1;
+    if (PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(prices) != n) return side_changed();
     PyObject *f = PyFloat_FromDouble(*out);
     if (f == NULL) return -1;
-    PyList_SET_ITEM(keys, i, f); /* replaces None (immortal enough: a borrowed singleton) */
-    Py_DECREF(Py_None);
-    return 0;
+    return PyList_SetItem(keys, i, f); /* replaces the None (or whatever Python code put there) */
+}
+
+static inline int key_at(PyObject *keys, PyObject *prices, Py_ssize_t n, Py_ssize_t i, double *out) {
+    PyObject *item = PyList_GET_ITEM(keys, i);
+    if (PyFloat_CheckExact(item)) { /* made before: the search's usual step, inline */
+        *out = PyFloat_AS_DOUBLE(item);
+        return 0;
+    }
+    return key_made(keys, prices, n, i, out);
 }
 
 /* PyList_Insert's effect with one memmove (3.11's moves the tail one pointer at a time in a loop): append
@@ -356,6 +370,12 @@ static int insert_at(PyObject *list, Py_ssize_t i, PyObject *item) {
         items[i] = item; /* the reference the append took, whose slot the move overwrote */
     }
     return 0;
+}
+
+/* A book side's list that ordered_side took out of the cycle collector (Decimals only) back in it when it is
+ * given anything else, through which a reference cycle could run */
+static inline void track_for(PyObject *list, PyObject *item) {
+    if (!Py_IS_TYPE(item, (PyTypeObject *)Decimal) && !PyObject_GC_IsTracked(list)) PyObject_GC_Track(list);
 }
 
 static int delete_at(PyObject **lists, Py_ssize_t i) {
@@ -380,12 +400,17 @@ static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t na
     PyObject *lists[4] = {keys, prices, sizes, texts};
     PyObject *levels = PySequence_Fast(args[4], "levels: a sequence of (price, size)");
     if (levels == NULL) return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(levels);
-    PyObject **items = PySequence_Fast_ITEMS(levels);
+    PyObject *level = NULL;
     /* the levels' keys made by levels() from the exchange's text (a float, or None: made here) */
-    PyObject *given = nargs == 6 && PyList_CheckExact(args[5]) && PyList_GET_SIZE(args[5]) == count ? args[5] : NULL;
-    for (Py_ssize_t k = 0; k < count; k++) {
-        PyObject *level = items[k];
+    PyObject *given = nargs == 6 && PyList_CheckExact(args[5]) &&
+                              PyList_GET_SIZE(args[5]) == PySequence_Fast_GET_SIZE(levels)
+                          ? args[5]
+                          : NULL;
+    /* A size's __bool__ and a price's __eq__ or __float__ (for what is not a Decimal) are Python code, which
+     * may change the list of levels (or the given keys): it is read by index as the Python loop reads it, up
+     * to where it ends now, each level held while it is applied */
+    for (Py_ssize_t k = 0; k < PySequence_Fast_GET_SIZE(levels); k++) {
+        level = Py_NewRef(PySequence_Fast_GET_ITEM(levels, k));
         if (!PyTuple_Check(level) || PyTuple_GET_SIZE(level) != 2) {
             PyErr_SetString(PyExc_TypeError, "a level is a (price, size) tuple");
             goto fail;
@@ -397,19 +422,19 @@ static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t na
             goto fail;
         }
         double key, at;
-        PyObject *hint = given == NULL ? NULL : PyList_GET_ITEM(given, k);
+        PyObject *hint = given == NULL || k >= PyList_GET_SIZE(given) ? NULL : PyList_GET_ITEM(given, k);
         if (hint != NULL && PyFloat_CheckExact(hint)) key = PyFloat_AS_DOUBLE(hint);
         else if (price_key(price, &key) < 0) goto fail;
         Py_ssize_t lo = 0, hi = n;
         while (lo < hi) { /* the first index whose key >= key */
             Py_ssize_t mid = lo + (hi - lo) / 2;
-            if (key_at(keys, prices, mid, &at) < 0) goto fail;
+            if (key_at(keys, prices, n, mid, &at) < 0) goto fail;
             if (at < key) lo = mid + 1;
             else hi = mid;
         }
         int found = 0;
         while (lo < n) { /* among equal keys (rare: prices beyond a double's 15-17 digits), by Decimal */
-            if (key_at(keys, prices, lo, &at) < 0) goto fail;
+            if (key_at(keys, prices, n, lo, &at) < 0) goto fail;
             if (at != key) break;
             PyObject *there = PyList_GET_ITEM(prices, lo);
             Py_INCREF(there);
@@ -417,11 +442,17 @@ static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t na
             int less = found == 0 ? PyObject_RichCompareBool(there, price, Py_LT) : 0;
             Py_DECREF(there);
             if (found < 0 || less < 0) goto fail;
+            if (PyList_GET_SIZE(keys) != n || PyList_GET_SIZE(prices) != n) { /* by an __eq__ or __lt__ */
+                side_changed();
+                goto fail;
+            }
             if (!less) break;
             lo++;
         }
         int nonzero = PyObject_IsTrue(size);
         if (nonzero < 0) goto fail;
+        track_for(prices, price);
+        track_for(sizes, size);
         if (found) {
             if (nonzero) {
                 if (PyList_SetItem(sizes, lo, Py_NewRef(size)) < 0) goto fail;
@@ -437,10 +468,12 @@ static PyObject *apply_side(PyObject *self, PyObject *const *args, Py_ssize_t na
             Py_DECREF(f);
             if (bad) goto fail;
         }
+        Py_CLEAR(level);
     }
     Py_DECREF(levels);
     Py_RETURN_NONE;
 fail:
+    Py_XDECREF(level);
     Py_DECREF(levels);
     return NULL;
 }
@@ -700,22 +733,26 @@ static PyObject *top_texts(PyObject *self, PyObject *const *args, Py_ssize_t nar
         Py_ssize_t i = best_last ? n - 1 - k : k;
         PyObject *text = PyList_GET_ITEM(texts, i);
         if (text == Py_None) {
-            PyObject *price = PyList_GET_ITEM(prices, i), *size = PyList_GET_ITEM(sizes, i);
+            /* held: str() of a price that is not a Decimal, and make, are Python code that may change the lists */
+            PyObject *price = Py_NewRef(PyList_GET_ITEM(prices, i)), *size = Py_NewRef(PyList_GET_ITEM(sizes, i));
             text = fast_text(price, size, style, decimals);
-            if (text == NULL) {
-                if (PyErr_Occurred() ||
-                    (text = PyObject_CallFunctionObjArgs(make, price, size, NULL)) == NULL) {
-                    Py_DECREF(out);
-                    return NULL;
-                }
-            }
-            if (!PyUnicode_Check(text)) {
-                Py_DECREF(text);
-                Py_DECREF(out);
+            if (text == NULL && !PyErr_Occurred()) text = PyObject_CallFunctionObjArgs(make, price, size, NULL);
+            Py_DECREF(price);
+            Py_DECREF(size);
+            if (text != NULL && !PyUnicode_Check(text)) {
+                Py_CLEAR(text);
                 PyErr_SetString(PyExc_TypeError, "a level's checksum text is a str");
+            }
+            if (text != NULL &&
+                (PyList_GET_SIZE(prices) != n || PyList_GET_SIZE(sizes) != n || PyList_GET_SIZE(texts) != n)) {
+                Py_CLEAR(text);
+                PyErr_SetString(PyExc_RuntimeError, "a book side changed while its checksum texts were made");
+            }
+            if (text == NULL || PyList_SetItem(texts, i, Py_NewRef(text)) < 0) { /* drops the None */
+                Py_XDECREF(text);
+                Py_DECREF(out);
                 return NULL;
             }
-            PyList_SetItem(texts, i, Py_NewRef(text)); /* drops the None */
         } else {
             Py_INCREF(text);
         }
@@ -734,31 +771,46 @@ static PyObject *pairs(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
         return NULL;
     }
     PyObject *items = args[0];
-    Py_ssize_t n = PyList_GET_SIZE(items);
-    PyObject *out = PyList_New(n);
+    PyObject *out = PyList_New(PyList_GET_SIZE(items));
     if (out == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PyList_GET_ITEM(items, i);
+    Py_ssize_t i = 0, made = PyList_GET_SIZE(out);
+    /* an attribute may be Python code that changes the list: it is read by index as the Python loop reads
+     * it (stopping where it ends now), each item held while its attributes are read */
+    for (; i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
         PyObject *level = PyTuple_New(2);
-        if (level == NULL) goto fail;
-        PyList_SET_ITEM(out, i, level);
+        if (level == NULL) {
+            Py_DECREF(item);
+            goto fail;
+        }
         for (int j = 0; j < 2; j++) {
             PyObject *value = PyObject_GetAttr(item, args[1 + j]);
-            if (value == NULL) goto fail;
-            if (PyLong_CheckExact(value)) { /* a JSON number without a fraction: Decimal(int) */
+            if (value != NULL && PyLong_CheckExact(value)) { /* a JSON number without a fraction: Decimal(int) */
                 Py_SETREF(value, PyObject_CallOneArg(Decimal, value));
-                if (value == NULL) goto fail;
-            } else if (!Py_IS_TYPE(value, (PyTypeObject *)Decimal)) {
+            } else if (value != NULL && !Py_IS_TYPE(value, (PyTypeObject *)Decimal)) {
                 PyErr_Format(PyExc_TypeError, "a price or quantity is a number, not %.50s", Py_TYPE(value)->tp_name);
-                Py_DECREF(value);
+                Py_CLEAR(value);
+            }
+            if (value == NULL) {
+                Py_DECREF(item);
+                Py_DECREF(level); /* its unfilled slot is NULL */
                 goto fail;
             }
             PyTuple_SET_ITEM(level, j, value);
         }
+        Py_DECREF(item);
+        if (i < made) {
+            PyList_SET_ITEM(out, i, level);
+        } else {
+            int bad = PyList_Append(out, level);
+            Py_DECREF(level);
+            if (bad < 0) goto fail;
+        }
     }
+    if (i < made && PyList_SetSlice(out, i, made, NULL) < 0) goto fail; /* the list was shortened */
     return out;
 fail:
-    Py_DECREF(out); /* unfilled slots are NULL, in the list and in a half-made tuple */
+    Py_DECREF(out); /* unfilled slots are NULL */
     return NULL;
 }
 
@@ -769,13 +821,20 @@ static PyObject *ordered_side(PyObject *self, PyObject *arg) {
     PyObject *levels = PySequence_Fast(arg, "levels: a sequence of (price, size)");
     if (levels == NULL) return NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(levels), kept = 0;
-    PyObject **items = PySequence_Fast_ITEMS(levels);
     PyObject *prices = PyList_New(n), *sizes = PyList_New(n), *result = NULL;
-    PyObject *last = NULL;
-    int direction = 0; /* 1 ascending, -1 descending, 0 not known yet */
+    PyObject *last = NULL, *level = NULL;
+    int direction = 0;   /* 1 ascending, -1 descending, 0 not known yet */
+    int decimals = 1;    /* every kept price and size is a Decimal */
     if (prices == NULL || sizes == NULL) goto done;
     for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *level = items[k];
+        Py_CLEAR(level); /* the previous one */
+        /* a size's __bool__, a price's __lt__ (not a Decimal) are Python code that may change the list: a
+         * list changed here is left to the Python sort, which reads it as it is now */
+        if (PySequence_Fast_GET_SIZE(levels) != n) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        level = Py_NewRef(PySequence_Fast_GET_ITEM(levels, k));
         if (!PyTuple_Check(level) || PyTuple_GET_SIZE(level) != 2) {
             PyErr_SetString(PyExc_TypeError, "a level is a (price, size) tuple");
             goto done;
@@ -784,6 +843,7 @@ static PyObject *ordered_side(PyObject *self, PyObject *arg) {
         int nonzero = PyObject_IsTrue(size);
         if (nonzero < 0) goto done;
         if (!nonzero) continue;
+        decimals &= Py_IS_TYPE(price, (PyTypeObject *)Decimal) && Py_IS_TYPE(size, (PyTypeObject *)Decimal);
         if (last != NULL) {
             double a, b;
             int up, down;
@@ -803,19 +863,27 @@ static PyObject *ordered_side(PyObject *self, PyObject *arg) {
             }
             direction = step;
         }
-        last = price;
+        last = price; /* held by prices */
         PyList_SET_ITEM(prices, kept, Py_NewRef(price));
         PyList_SET_ITEM(sizes, kept, Py_NewRef(size));
         kept++;
     }
+    if (PySequence_Fast_GET_SIZE(levels) != n) { /* changed by the last level's __bool__ or __lt__ */
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
     if (PyList_SetSlice(prices, kept, n, NULL) < 0 || PyList_SetSlice(sizes, kept, n, NULL) < 0) goto done;
     if (direction < 0 && (PyList_Reverse(prices) < 0 || PyList_Reverse(sizes) < 0)) goto done;
-    /* a book side's lists hold Decimals only (no cycle can run through them): out of the cycle collector,
-     * which would otherwise walk a snapshot's thousands of items at every young collection until they age */
-    PyObject_GC_UnTrack(prices);
-    PyObject_GC_UnTrack(sizes);
+    /* a book side's lists of Decimals only (no cycle can run through them): out of the cycle collector,
+     * which would otherwise walk a snapshot's thousands of items at every young collection until they age;
+     * lists of anything else stay tracked (a cycle through them must be collectable) */
+    if (decimals) {
+        PyObject_GC_UnTrack(prices);
+        PyObject_GC_UnTrack(sizes);
+    }
     result = PyTuple_Pack(2, prices, sizes);
 done:
+    Py_XDECREF(level);
     Py_XDECREF(prices); /* unfilled slots are NULL: safe to free */
     Py_XDECREF(sizes);
     Py_DECREF(levels);
