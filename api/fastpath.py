@@ -47,6 +47,14 @@ _STATE_DEPS: dict[Callable[..., Any], Callable[[deps.ApiState], Any]] = {
 }
 
 
+def _query_pairs(text: str) -> list[tuple[str, str]]:
+    """``parse_qsl(text, keep_blank_values=True)``; without an escape (``%``, ``+``) to decode, split
+    in place (a fifth of parse_qsl's time: it unquotes every name and value)."""
+    if "%" in text or "+" in text:
+        return parse_qsl(text, keep_blank_values=True)
+    return [(name, value) for name, _, value in (f.partition("=") for f in text.split("&") if f)]
+
+
 class _Refused(Exception):
     """This request is FastAPI's to answer (its error, in its words)."""
 
@@ -149,6 +157,15 @@ class _Call:
         hints = typing.get_type_hints(function, include_extras=True)
         for name, parameter in inspect.signature(function).parameters.items():
             self._add(name, hints.get(name), parameter.default, path_names)
+        # per request only the parameters given are converted, over the defaults copied at once (a
+        # list route declares ten or more, a request names one to three)
+        self.defaults = {name: d for name, _, _, d in self.query if d is not _MISSING}
+        self.required = tuple(query_name for _, query_name, _, d in self.query if d is _MISSING)
+        self.by_name: dict[str, tuple[str, Convert]] = {}
+        for name, query_name, convert, _ in self.query:
+            if query_name in self.by_name:
+                raise _Unsupported(f"two parameters named {query_name!r}")
+            self.by_name[query_name] = (name, convert)
 
     def _add(self, name: str, hint: Any, default: Any, path_names: set[str]) -> None:
         extras: list[Any] = []
@@ -188,15 +205,14 @@ class _Call:
         return found
 
     async def __call__(self, state: deps.ApiState, query: dict[str, str], path: dict[str, str]) -> Any:
-        kwargs: dict[str, Any] = {}
-        for name, query_name, convert, default in self.query:
-            text = query.get(query_name)
-            if text is None:
-                if default is _MISSING:
-                    raise _Refused
-                kwargs[name] = default
-            else:
-                kwargs[name] = convert(text)
+        kwargs = self.defaults.copy()
+        for query_name, text in query.items():
+            entry = self.by_name.get(query_name)
+            if entry is not None:
+                kwargs[entry[0]] = entry[1](text)
+        for query_name in self.required:
+            if query_name not in query:
+                raise _Refused
         for name, convert in self.path:
             kwargs[name] = convert(path[name])
         for name, get in self.state:
@@ -275,7 +291,7 @@ class FastPath:
             await self.app(scope, receive, send)
             return
         route, path = matched
-        pairs = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+        pairs = _query_pairs(scope["query_string"].decode("latin-1"))
         query = dict(pairs)
         if len(query) != len(pairs) or not route.known.issuperset(query) or "" in query.values():
             await self._pass(scope, receive, send)
