@@ -199,7 +199,8 @@ class Kraken(Exchange):
         takes (``_BookFrame``: what it would refuse, or read otherwise, is left to it): the same ``Parsed``
         as ``_book_frame``; None otherwise."""
         data, kind = msg.get("data"), msg.get("type")
-        if type(data) is not list or type(kind) is not str:
+        # the channel too: a second "channel" key (the last one counts) that is no str fails the typed decoder
+        if type(data) is not list or type(kind) is not str or type(msg.get("channel")) is not str:
             return None
         out = Parsed()
         snapshot = kind == "snapshot"

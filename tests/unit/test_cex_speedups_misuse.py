@@ -15,11 +15,12 @@ from typing import Any
 import pytest
 
 import cex.exchanges.binance as binance_module
+import cex.exchanges.kraken as kraken_module
 from cex import book as book_module
 from cex.book import L2Book
-from cex.exchange import MalformedMessage
+from cex.exchange import MalformedMessage, Parsed
 from cex.exchanges.binance import Binance
-from cex.exchanges.kraken import _pairs_python
+from cex.exchanges.kraken import Kraken, _pairs_python
 from records.cex import BookDelta
 
 _speedups: Any
@@ -258,3 +259,17 @@ def test_a_binance_side_that_is_no_array_is_refused_at_parse(
     snapshot = f'{{"lastUpdateId":5,"bids":{side},"asks":[]}}'.encode()
     with pytest.raises((TypeError, ValueError)):
         exchange.parse_snapshot("NKN-USDT", snapshot, 7)
+
+
+def test_a_kraken_book_frame_with_a_second_channel_key_parses_as_without_c(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """JSON's last key wins: '"channel":5' after '"channel":"book"' fails the typed decoder (the frame then
+    goes to the general path, which maps no channel 5), but book_json's frame was taken as a book update."""
+    frame = (
+        '{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[{"price":1.5,"qty":2.0}],'
+        '"asks":[],"checksum":1,"timestamp":"2023-10-06T17:35:55.440295Z"}],"channel":5}'
+    )
+    with_c = repr(Kraken().parse(frame, 7))
+    monkeypatch.setattr(kraken_module, "_book_json", None)
+    assert with_c == repr(Kraken().parse(frame, 7)) == repr(Parsed())
