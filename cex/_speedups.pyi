@@ -13,10 +13,14 @@ def apply_side(
     sizes: list[Decimal],
     texts: list[str | None],
     levels: Iterable[tuple[Decimal, Decimal]],
+    level_keys: list[float | None] | None = ...,
     /,
 ) -> None: ...
 def levels(
-    rows: Iterable[Sequence[object]], cache: dict[str, Decimal] | None, /
+    rows: Iterable[Sequence[object]],
+    cache: dict[str, Decimal] | None,
+    keys: list[float | None] = ...,
+    /,
 ) -> list[tuple[Decimal, Decimal]]: ...
 def top_texts(
     prices: list[Decimal],
