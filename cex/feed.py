@@ -45,7 +45,17 @@ from records.cex import BookSnapshot
 from records.codec import Record
 
 log = logging.getLogger(__name__)
-_PARSE_ERRORS = (MalformedMessage, ValueError, KeyError, TypeError, IndexError, ArithmeticError)
+# what parsing a frame of valid JSON but the wrong shape raises (a list where an object is expected:
+# AttributeError from `.get`): each is a counted, logged skip, never the end of the read loop
+_PARSE_ERRORS = (
+    MalformedMessage,
+    ValueError,
+    KeyError,
+    TypeError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+)
 
 
 @dataclass(frozen=True, slots=True)
