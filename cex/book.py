@@ -349,7 +349,7 @@ def _row_levels_python(
     compares Decimals)."""
     out = []
     for row in rows:
-        if len(row) < 2:
+        if not isinstance(row, list | tuple) or len(row) < 2:  # a string "12" would be [1, 2]
             raise ValueError(f"a book row is [price, size, ...], not {row!r}")
         pair = []
         for text in row[0], row[1]:

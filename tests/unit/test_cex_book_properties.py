@@ -508,3 +508,13 @@ def test_a_snapshot_record_is_the_book_whatever_order_its_levels_came_in(
     assert record.bids == tuple(sorted(expected_bids.items(), reverse=True)[:depth])
     assert record.asks == tuple(sorted(expected_asks.items())[:depth])
     assert (record.sequence, record.atom_timestamp) == (7, 5)
+
+
+@pytest.mark.parametrize("maker", ["C", "Python"])
+@pytest.mark.parametrize("row", ["12", "1234", b"12", 12, None])
+def test_a_book_row_that_is_no_list_is_refused(maker: str, row: object) -> None:
+    # a garbled side ["12"]: the Python maker read the string's characters as price 1 and size 2
+    make = book_module._row_levels if maker == "C" else book_module._row_levels_python
+    assert make is not None, "cex/_speedups.c is not built (make install)"
+    with pytest.raises((ValueError, TypeError)):
+        make([row], None)
