@@ -21,7 +21,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(PY_STAMP): $(BIN)/python pyproject.toml cex/_speedups.c protocols/_speedups.c records/_codec.c api/_pagejson.c sinks/_copy.c sinks/_rdkafka.c
+$(PY_STAMP): $(BIN)/python pyproject.toml cex/_speedups.c protocols/_speedups.c records/_codec.c records/_buffer.h api/_pagejson.c sinks/_copy.c sinks/_rdkafka.c
 	$(BIN)/python -m pip install --quiet -e '.[dev,api,bench,archive]'
 	touch $@
 

@@ -22,35 +22,7 @@
 #include <Python.h>
 #include <stdint.h>
 
-typedef struct {
-    char *data;
-    Py_ssize_t size, capacity;
-} Buffer;
-
-static Py_NO_INLINE int grow(Buffer *b, Py_ssize_t more) {
-    if (more <= b->capacity - b->size) return 0;
-    if (more > PY_SSIZE_T_MAX - b->size) { /* the size would overflow */
-        PyErr_NoMemory();
-        return -1;
-    }
-    Py_ssize_t want = b->size + more;
-    Py_ssize_t capacity = b->capacity <= PY_SSIZE_T_MAX / 2 && b->capacity * 2 > want ? b->capacity * 2 : want;
-    char *data = PyMem_Realloc(b->data, capacity);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->capacity = capacity;
-    return 0;
-}
-
-static inline int put(Buffer *b, const char *text, Py_ssize_t size) {
-    if (size > b->capacity - b->size && grow(b, size) < 0) return -1;
-    memcpy(b->data + b->size, text, size);
-    b->size += size;
-    return 0;
-}
+#include "_buffer.h"
 
 /* 1 where a byte must be escaped in a JSON string: the control characters, '"' and '\' */
 static unsigned char needs_escape[256];
@@ -88,7 +60,7 @@ static int put_string(Buffer *b, PyObject *text) {
         PyErr_NoMemory();
         return -1;
     }
-    if (size * 6 + 2 > b->capacity - b->size && grow(b, size * 6 + 2) < 0) return -1;
+    if (buffer_reserve(b, size * 6 + 2) < 0) return -1;
     char *out = b->data + b->size;
     *out++ = '"';
     Py_ssize_t start = 0;
@@ -156,16 +128,16 @@ static int put_int(Buffer *b, PyObject *value) {
     } else {
         return 1;
     }
-    return put(b, start, end - start);
+    return buffer_put(b, start, end - start);
 }
 
 /* 0 written, 1 a value this does not write, -1 error */
 static int put_value(Buffer *b, PyObject *value) {
     if (PyUnicode_CheckExact(value)) return put_string(b, value);
-    if (value == Py_None) return put(b, "null", 4);
+    if (value == Py_None) return buffer_put(b, "null", 4);
     if (PyLong_CheckExact(value)) return put_int(b, value);
-    if (value == Py_True) return put(b, "true", 4);
-    if (value == Py_False) return put(b, "false", 5);
+    if (value == Py_True) return buffer_put(b, "true", 4);
+    if (value == Py_False) return buffer_put(b, "false", 5);
     return 1;
 }
 
@@ -192,18 +164,19 @@ static PyObject *objects(PyObject *module, PyObject *const *args, Py_ssize_t nar
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(rows);
-    Buffer b = {NULL, 0, 0};
-    if (grow(&b, 2 + (n < 1 << 20 ? n : 1 << 20) * 1024) < 0) return NULL;
+    Buffer b;
+    buffer_init(&b);
+    if (buffer_grow(&b, 2 + (n < 1 << 20 ? n : 1 << 20) * 1024) < 0) return NULL;
     b.data[b.size++] = '[';
     /* a row that is not a tuple or asyncpg Record may run Python code in its __getitem__, which may
      * change the list: its size is read again for each row and the row held while it is written */
     PyObject *row = NULL;
     for (Py_ssize_t r = 0; r < PyList_GET_SIZE(rows); r++) {
         Py_XSETREF(row, Py_NewRef(PyList_GET_ITEM(rows, r)));
-        if (r && put(&b, ",", 1) < 0) goto fail;
+        if (r && buffer_put(&b, ",", 1) < 0) goto fail;
         for (Py_ssize_t i = 0; i < count; i++) {
             PyObject *key = PyTuple_GET_ITEM(keys, i);
-            if (put(&b, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)) < 0) goto fail;
+            if (buffer_put(&b, PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key)) < 0) goto fail;
             PyObject *value = PySequence_GetItem(row, i); /* a new reference */
             if (value == NULL) goto fail;
             int rc = put_value(&b, value);
@@ -214,16 +187,14 @@ static PyObject *objects(PyObject *module, PyObject *const *args, Py_ssize_t nar
                 goto fail;
             }
         }
-        if (put(&b, "}", 1) < 0) goto fail;
+        if (buffer_put(&b, "}", 1) < 0) goto fail;
     }
     Py_CLEAR(row); /* cleared: the failure below goes to fail, which releases it too */
-    if (put(&b, "]", 1) < 0) goto fail;
-    PyObject *result = PyBytes_FromStringAndSize(b.data, b.size);
-    PyMem_Free(b.data);
-    return result;
+    if (buffer_put(&b, "]", 1) < 0) goto fail;
+    return buffer_finish(&b);
 fail:
     Py_XDECREF(row);
-    PyMem_Free(b.data);
+    buffer_free(&b);
     return NULL;
 }
 

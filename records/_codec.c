@@ -16,6 +16,8 @@
 #include <stdint.h>
 #include <structmember.h>
 
+#include "_buffer.h"
+
 enum { PLAIN = 0, BIG = 1, DECIMAL = 2, SEQUENCE = 3, OTHER = 4 };
 
 typedef struct {
@@ -38,44 +40,11 @@ typedef struct {
     Field fields[1];
 } Encoder;
 
-typedef struct {
-    char *data;
-    Py_ssize_t size, capacity;
-    char small[2048];
-} Buffer;
-
-static int grow(Buffer *b, Py_ssize_t more) {
-    Py_ssize_t want = b->size + more;
-    if (want <= b->capacity) return 0;
-    Py_ssize_t capacity = b->capacity * 2 > want ? b->capacity * 2 : want;
-    char *data;
-    if (b->data == b->small) {
-        data = PyMem_Malloc(capacity);
-        if (data != NULL) memcpy(data, b->small, b->size);
-    } else {
-        data = PyMem_Realloc(b->data, capacity);
-    }
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->capacity = capacity;
-    return 0;
-}
-
-static inline int put(Buffer *b, const char *text, Py_ssize_t size) {
-    if (b->size + size > b->capacity && grow(b, size) < 0) return -1;
-    memcpy(b->data + b->size, text, size);
-    b->size += size;
-    return 0;
-}
-
 /* orjson.dumps(value), appended */
 static int put_dumped(Buffer *b, Encoder *e, PyObject *value) {
     PyObject *dumped = PyObject_CallOneArg(e->dumps, value);
     if (dumped == NULL) return -1;
-    int rc = put(b, PyBytes_AS_STRING(dumped), PyBytes_GET_SIZE(dumped));
+    int rc = buffer_put(b, PyBytes_AS_STRING(dumped), PyBytes_GET_SIZE(dumped));
     Py_DECREF(dumped);
     return rc;
 }
@@ -103,7 +72,7 @@ static int put_plain_str(Buffer *b, PyObject *s) {
         unsigned char c = (unsigned char)text[i];
         if (c < 0x20 || c == '"' || c == '\\') return 0;
     }
-    if (b->size + size + 2 > b->capacity && grow(b, size + 2) < 0) return -1;
+    if (buffer_reserve(b, size + 2) < 0) return -1;
     char *at = b->data + b->size;
     at[0] = '"';
     memcpy(at + 1, text, size);
@@ -128,7 +97,7 @@ static int put_int64(Buffer *b, PyObject *v, int quoted) {
     } while (u);
     if (n < 0) *--at = '-';
     if (quoted) *--at = '"';
-    return put(b, at, end - at) < 0 ? -1 : 1;
+    return buffer_put(b, at, end - at) < 0 ? -1 : 1;
 }
 
 /* str(value) of a Decimal when it is plain digits with a sign or a point: then it equals format(value, "f")
@@ -148,12 +117,12 @@ static PyObject *decimal_text(Encoder *e, PyObject *v) {
 
 static int put_field(Buffer *b, Encoder *e, Field *f, PyObject *v) {
     int done = 0;
-    if (v == Py_None && f->optional) return put(b, "null", 4); /* the Python encoder's None -> None */
+    if (v == Py_None && f->optional) return buffer_put(b, "null", 4); /* the Python encoder's None -> None */
     switch (f->kind) {
     case PLAIN:
-        if (v == Py_None) return put(b, "null", 4);
-        if (v == Py_True) return put(b, "true", 4);
-        if (v == Py_False) return put(b, "false", 5);
+        if (v == Py_None) return buffer_put(b, "null", 4);
+        if (v == Py_True) return buffer_put(b, "true", 4);
+        if (v == Py_False) return buffer_put(b, "false", 5);
         if (PyUnicode_CheckExact(v))
             done = put_plain_str(b, v);
         else if (PyLong_CheckExact(v))
@@ -181,7 +150,7 @@ static int put_field(Buffer *b, Encoder *e, Field *f, PyObject *v) {
         }
         break;
     case SEQUENCE: /* tuple[X, ...]: the Python encoder makes a list of the items */
-        if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0) return put(b, "[]", 2);
+        if (PyTuple_CheckExact(v) && PyTuple_GET_SIZE(v) == 0) return buffer_put(b, "[]", 2);
         break;
     }
     /* what the Python encoder makes of it, written by orjson */
@@ -204,14 +173,13 @@ static PyObject *encoder_call(PyObject *self, PyObject *const *args, size_t narg
                      Py_TYPE(record)->tp_name);
         return NULL;
     }
+    char small[2048]; /* most records fit: no allocation but the bytes object's */
     Buffer b;
-    b.data = b.small;
-    b.size = 0;
-    b.capacity = sizeof b.small;
-    if (put(&b, PyBytes_AS_STRING(e->prefix), PyBytes_GET_SIZE(e->prefix)) < 0) goto fail;
+    buffer_init_inline(&b, small, sizeof small);
+    if (buffer_put(&b, PyBytes_AS_STRING(e->prefix), PyBytes_GET_SIZE(e->prefix)) < 0) goto fail;
     for (Py_ssize_t i = 0; i < Py_SIZE(e); i++) {
         Field *f = &e->fields[i];
-        if (put(&b, PyBytes_AS_STRING(f->key), PyBytes_GET_SIZE(f->key)) < 0) goto fail;
+        if (buffer_put(&b, PyBytes_AS_STRING(f->key), PyBytes_GET_SIZE(f->key)) < 0) goto fail;
         PyObject *v = *(PyObject **)((char *)record + f->offset);
         if (v == NULL) { /* an unset slot: the AttributeError getattr raises */
             v = PyObject_GetAttr(record, f->name);
@@ -221,12 +189,10 @@ static PyObject *encoder_call(PyObject *self, PyObject *const *args, size_t narg
         }
         if (put_field(&b, e, f, v) < 0) goto fail;
     }
-    if (put(&b, "}}", 2) < 0) goto fail;
-    PyObject *out = PyBytes_FromStringAndSize(b.data, b.size);
-    if (b.data != b.small) PyMem_Free(b.data);
-    return out;
+    if (buffer_put(&b, "}}", 2) < 0) goto fail;
+    return buffer_finish(&b);
 fail:
-    if (b.data != b.small) PyMem_Free(b.data);
+    buffer_free(&b);
     return NULL;
 }
 

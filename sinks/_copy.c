@@ -18,44 +18,9 @@
 #include <structmember.h>
 #include <string.h>
 
+#include "_buffer.h"
+
 enum { KIND_STR = 0, KIND_NUM = 1, KIND_ARRAY = 2, KIND_CONVERT = 3, NULLABLE = 8 };
-
-typedef struct {
-    char *data;
-    Py_ssize_t len, cap;
-} Buffer;
-
-static Py_NO_INLINE int grow(Buffer *b, Py_ssize_t more) {
-    if (more > PY_SSIZE_T_MAX - b->len) { /* b->len + more would overflow */
-        PyErr_NoMemory();
-        return -1;
-    }
-    Py_ssize_t cap = b->cap ? b->cap : 4096;
-    while (cap < b->len + more) {
-        if (cap > PY_SSIZE_T_MAX / 2) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        cap *= 2;
-    }
-    char *data = PyMem_Realloc(b->data, (size_t)cap);
-    if (data == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    b->data = data;
-    b->cap = cap;
-    return 0;
-}
-
-static inline int reserve(Buffer *b, Py_ssize_t more) { return more <= b->cap - b->len ? 0 : grow(b, more); }
-
-static int put(Buffer *b, const char *s, Py_ssize_t n) {
-    if (reserve(b, n) < 0) return -1;
-    memcpy(b->data + b->len, s, (size_t)n);
-    b->len += n;
-    return 0;
-}
 
 /* A str's UTF-8, with the text format's four special characters escaped (none of them is part of a
  * multi-byte UTF-8 sequence, so bytes are scanned). Hex strings, nearly all values, are copied whole. */
@@ -69,12 +34,12 @@ static int put_escaped(Buffer *b, PyObject *s) {
     for (Py_ssize_t i = 0; i < n; i++) {
         char e = ESCAPED[(unsigned char)u[i]];
         if (!e) continue;
-        if (put(b, u + start, i - start) < 0 || reserve(b, 2) < 0) return -1;
-        b->data[b->len++] = '\\';
-        b->data[b->len++] = e;
+        if (buffer_put(b, u + start, i - start) < 0 || buffer_reserve(b, 2) < 0) return -1;
+        b->data[b->size++] = '\\';
+        b->data[b->size++] = e;
         start = i + 1;
     }
-    return put(b, u + start, n - start);
+    return buffer_put(b, u + start, n - start);
 }
 
 /* format(value, "") of anything but an exact int in 64 bits (a Decimal, a bigger int), kept out of the
@@ -92,7 +57,7 @@ static Py_NO_INLINE int put_formatted(Buffer *b, PyObject *v, PyObject *empty) {
             rc = -1;
         }
     }
-    if (rc == 0) rc = put(b, u, n);
+    if (rc == 0) rc = buffer_put(b, u, n);
     Py_DECREF(text);
     return rc;
 }
@@ -111,7 +76,7 @@ static int put_number(Buffer *b, PyObject *v, PyObject *empty) {
                 m /= 10;
             } while (m);
             if (x < 0) *--p = '-';
-            return put(b, p, end - p);
+            return buffer_put(b, p, end - p);
         }
     }
     return put_formatted(b, v, empty);
@@ -252,13 +217,13 @@ static int put_value(Encoder *self, Buffer *b, Py_ssize_t i, PyObject *record) {
         }
         Py_ssize_t n;
         const char *u = PyUnicode_AsUTF8AndSize(text, &n);
-        rc = u == NULL ? -1 : put(b, u, n);
+        rc = u == NULL ? -1 : buffer_put(b, u, n);
         Py_DECREF(text);
         return rc;
     }
     if (v == Py_None && (kind & NULLABLE || base == KIND_CONVERT)) {
         Py_DECREF(v);
-        return put(b, "\\N", 2);
+        return buffer_put(b, "\\N", 2);
     }
     if (base == KIND_NUM) {
         rc = put_number(b, v, self->empty);
@@ -280,28 +245,27 @@ static PyObject *Encoder_encode(Encoder *self, PyObject *records) {
     }
     PyObject *seq = PySequence_Fast(records, "encode(records): a sequence of records");
     if (seq == NULL) return NULL;
-    Buffer b = {NULL, 0, 0};
+    Buffer b;
+    buffer_init(&b);
     /* A list is seq itself, and a column's function, __getattr__ or __format__ may change it: its size
      * and items are read again for each row (as the Python encoder's loop does) and the row's record
      * held while its columns are printed. */
     for (Py_ssize_t r = 0; r < PySequence_Fast_GET_SIZE(seq); r++) {
         PyObject *record = Py_NewRef(PySequence_Fast_GET_ITEM(seq, r));
         for (Py_ssize_t i = 0; i < self->ncols; i++) {
-            if ((i && put(&b, "\t", 1) < 0) || put_value(self, &b, i, record) < 0) {
+            if ((i && buffer_put(&b, "\t", 1) < 0) || put_value(self, &b, i, record) < 0) {
                 Py_DECREF(record);
                 goto fail;
             }
         }
         Py_DECREF(record);
-        if (put(&b, "\n", 1) < 0) goto fail;
+        if (buffer_put(&b, "\n", 1) < 0) goto fail;
     }
     Py_DECREF(seq);
-    PyObject *out = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
-    PyMem_Free(b.data);
-    return out;
+    return buffer_finish(&b);
 fail:
     Py_DECREF(seq);
-    PyMem_Free(b.data);
+    buffer_free(&b);
     return NULL;
 }
 
