@@ -10,11 +10,11 @@ from decimal import Decimal
 
 import orjson
 import pytest
-import sqlalchemy as sa
 
 from records import Log, to_json
 from records.codec import _NativeEncoder, to_json_python
 from sinks import copy_text
+from tests.unit.test_copy_text import _COLUMNS, _TABLE, _Row
 
 pytestmark = pytest.mark.unit
 
@@ -63,30 +63,17 @@ def test_pagejson_across_growth(size: int) -> None:
         assert pagejson.objects(keys, rows, 3) == expected
 
 
-_TABLE = sa.Table(
-    "t",
-    sa.MetaData(),
-    sa.Column("hash", sa.Text, nullable=False),
-    sa.Column("name", sa.Text),
-    sa.Column("amount", sa.Numeric(78, 0), nullable=False),
-)
-
-
-class _Row:
-    def __init__(self, hash: str, name: str | None, amount: int | Decimal):
-        self.hash, self.name, self.amount = hash, name, amount
-
-
 @pytest.mark.skipif(copy_text._copy is None, reason="sinks/_copy.c not built")
 @pytest.mark.parametrize("size", SIZES)
 def test_copy_text_across_growth(size: int) -> None:
-    columns = ("hash", "name", "amount")
-    c = copy_text.record_encoder(_TABLE, columns, {})
-    python = copy_text.record_encoder(_TABLE, columns, {}, python=True)
+    converters = {"extra": lambda r: r.name}  # JSON text through the CONVERT column
+    c = copy_text.record_encoder(_TABLE, _COLUMNS, converters)
+    python = copy_text.record_encoder(_TABLE, _COLUMNS, converters, python=True)
     for rows in (
-        [_Row("h" * size, None, 2**200)],
-        [_Row("\t" * size, "\\" * size, Decimal("-1.5"))],  # every byte escaped: twice the size
-        [_Row(str(i) * (size // 50 + 1), "", i) for i in range(60)],
+        [_Row("h" * size, None, 2**200, None, None)],
+        # every byte escaped: twice the size
+        [_Row("\t" * size, "\\" * size, Decimal("-1.5"), Decimal("1E+3"), ("a\tb",) * (size // 10))],
+        [_Row(str(i) * (size // 50 + 1), "", i, i, ()) for i in range(60)],
         [],
     ):
         assert c(rows) == python(rows)
