@@ -10,6 +10,10 @@ Topics, for ``prefix`` = ``DEXNODE_KAFKA_TOPIC_PREFIX`` (default ``<chain>.``) a
 - ``<prefix>confirmed.<kind>``: blocks deeper than ``DEXNODE_CONFIRMATIONS`` (the follower's
   ``Finalize``), from the batches in memory (3. below), never reverted. No ``confirmed.reorgs``:
   nothing there is undone.
+- ``<merged prefix>trades``: each confirmed DEX trade once more, in the shape the CEX trades share
+  there (``sinks.merged_trades``; ``cex.kafka``), keyed by pool address, published with
+  ``confirmed.*`` (from the confirmed publisher, or with a backfill's batch): a reorg never touches it,
+  and it has no reverts. Its prefix is the CEX side's: ``DEXNODE_KAFKA_TOPIC_PREFIX`` if set, else none.
 
 Messages: value = ``records.to_json(record)`` (``type``, ``version``, ``data``); key = the natural
 key (``sinks.kafka_keys``); a ``block_hash`` header on every message.
@@ -89,6 +93,7 @@ from sinks.kafka_keys import (
     encode_batch,
     encode_record,
     keys_of_batch,
+    merged_trade_messages,
     out_message,
     reorg_key,
     restore_messages,
@@ -124,6 +129,9 @@ class KafkaOptions:
     topic_prefix: str
     confirmations: int
     extra: dict[str, str] = field(default_factory=dict)  # librdkafka settings (Settings.librdkafka)
+    # the merged trades topic's prefix: the CEX side's (cli.cex: no chain prefix unless one is set), so
+    # DEX and CEX trades meet on one topic; None: topic_prefix
+    merged_prefix: str | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KafkaOptions | None:
@@ -136,6 +144,7 @@ class KafkaOptions:
             topic_prefix=f"{settings.chain}." if prefix is None else prefix,
             confirmations=settings.confirmations,
             extra=dict(settings.librdkafka),
+            merged_prefix=prefix or "",
         )
 
     def producer_config(self) -> dict[str, Any]:
@@ -282,7 +291,10 @@ class KafkaHeadSink:
             by_kind = [
                 (encoded, {kind: self.topics.of(flavour, kind) for kind in KINDS}) for flavour in flavours
             ]
-            return [(messages, None), *by_kind]
+            segments: list[Segment] = [(messages, None), *by_kind]
+            if confirmed_only:  # and its DEX trades on the merged trades topic (confirmed only: no reverts)
+                segments.append((merged_trade_messages(batch, self.topics.merged_trades()), None))
+            return segments
 
         if batch.count() < self.threaded_records:
             return await self.producer.start_send_segments(build())
@@ -371,7 +383,7 @@ def kafka_composite(
     threaded_records: int = THREADED_RECORDS,
 ) -> KafkaPostgresSink:
     producer = KafkaProducer(options.producer_config())
-    topics = Topics(options.topic_prefix)
+    topics = Topics(options.topic_prefix, options.merged_prefix)
     stored = StoredChain(postgres.pool)
     cache = EncodedCache()
     head = KafkaHeadSink(

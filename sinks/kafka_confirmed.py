@@ -32,7 +32,15 @@ import asyncio
 import logging
 
 from records.batch import Batch
-from sinks.kafka_keys import CONFIRMED, KINDS, EncodedCache, OutMessage, Topics, encode_batch
+from sinks.kafka_keys import (
+    CONFIRMED,
+    KINDS,
+    EncodedCache,
+    OutMessage,
+    Topics,
+    encode_batch,
+    merged_trade_messages,
+)
 from sinks.kafka_producer import KafkaProducer, KafkaUnavailable
 from sinks.postgres import BlockRef
 from sinks.postgres_read import StoredChain
@@ -247,6 +255,7 @@ class ConfirmedPublisher:
             topic = topics.get(kind)
             if topic is not None:  # no confirmed.reorgs: nothing there is undone
                 messages.append((topic, key, value, headers, -1))
+        messages.extend(merged_trade_messages(batch, self.topics.merged_trades()))  # final: never reverted
         await self.producer.send(messages)
 
     async def close(self) -> None:

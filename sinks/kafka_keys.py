@@ -20,9 +20,13 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
 
+import orjson
+
 from records import Record, Reorg, Revert, kinds, to_json
 from records.batch import Batch
+from records.chain import DexTrade
 from records.kinds import Kind
+from sinks import merged_trades
 
 Headers = list[tuple[str, str | bytes | None]]
 
@@ -148,9 +152,15 @@ def keys_of_batch(batch: Batch) -> list[BlockKeys]:
 @dataclass(frozen=True)
 class Topics:
     prefix: str
+    # the merged ``trades`` topic's prefix, the one the CEX side uses (``cex.kafka``): unlike the chain
+    # topics', no ``<chain>.`` by default (None: ``prefix``)
+    merged_prefix: str | None = None
 
     def of(self, flavour: str, kind: str) -> str:
         return f"{self.prefix}{flavour}.{kind}"
+
+    def merged_trades(self) -> str:
+        return f"{self.prefix if self.merged_prefix is None else self.merged_prefix}trades"
 
     def journal(self, stream: str) -> str:
         return f"{self.prefix}_dexnode.inflight.{stream}"
@@ -159,6 +169,7 @@ class Topics:
         """Every topic dexnode writes, with its partition count (-1: the broker's default)."""
         topics = {self.of(HEAD, kind): -1 for kind in ALL_KINDS}
         topics |= {self.of(CONFIRMED, kind): -1 for kind in KINDS}
+        topics[self.merged_trades()] = -1
         return topics | {self.journal(s): 1 for s in streams}
 
 
@@ -201,6 +212,22 @@ def encode_batch(batch: Batch) -> list[Encoded]:
             if h is None:
                 h = headers[block_hash] = [("block_hash", block_hash.encode())]
             append((name, key_of(record).encode(), to_json(record), h))
+    return out
+
+
+def merged_trade_messages(batch: Batch, topic: str) -> list[OutMessage]:
+    """The batch's DEX trades on the merged ``trades`` topic, in ``sinks.merged_trades``' shape (the CEX
+    trades' too), keyed by pool address (one pool's trades in order on one partition, as a CEX trade's
+    key keeps its venue and symbol), with the ``block_hash`` header. Confirmed blocks only: nothing on
+    that topic is ever reverted."""
+    out: list[OutMessage] = []
+    headers: dict[str, Headers] = {}
+    dumps, shape = orjson.dumps, merged_trades.dex_trade
+    for trade in batch.of(DexTrade):
+        h = headers.get(trade.block_hash)
+        if h is None:
+            h = headers[trade.block_hash] = [("block_hash", trade.block_hash.encode())]
+        out.append((topic, trade.pool_address.encode(), dumps(shape(trade)), h, -1))
     return out
 
 

@@ -15,6 +15,8 @@ import json
 import logging
 import time
 import uuid
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -23,9 +25,10 @@ import asyncpg
 import orjson
 
 from indexer.chain.rpc import RpcClient
-from records import from_dict
+from records import DexTrade, from_dict
 from sinks.kafka_confirmed import CONFIRMED_CURSOR
 from sinks.kafka_read import Received, read_topic
+from sinks.merged_trades import dex_trade
 from tests.chain_check import DEV0
 
 
@@ -84,6 +87,22 @@ def read_all(bootstrap: str, topic: str) -> list[Received]:
         if "no topic" in str(exc):
             return []
         raise
+
+
+def assert_merged_trades_are(bootstrap: str, topic: str, want: Iterable[DexTrade]) -> int:
+    """The merged ``trades`` topic holds ``sinks.merged_trades.dex_trade`` of exactly ``want`` (the
+    canonical confirmed trades, from the caller's own source), each once, keyed by pool address with its
+    block's hash in the header: no other trade (none orphaned), no repeat. Returns how many."""
+
+    def canonical(doc: Any) -> bytes:
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+    got = Counter((m.key, m.block_hash, canonical(m.doc)) for m in read_all(bootstrap, topic))
+    expected = Counter((t.pool_address, t.block_hash, canonical(dex_trade(t))) for t in want)
+    assert got == expected, (
+        f"{topic}: {sum((got - expected).values())} unexpected, {sum((expected - got).values())} missing"
+    )
+    return sum(got.values())
 
 
 async def assert_blocks_and_transactions_on_both_flavours(

@@ -32,9 +32,10 @@ from indexer.pipeline.dex import DexEnricher, registry_from
 from indexer.pipeline.pipeline import batch_of, consume
 from indexer.realtime.follower import Follower
 from indexer.realtime.heads import HeadStream
-from records import from_dict
+from records import DexTrade, from_dict
 from sinks.base import CompositeSink, Sink
 from sinks.kafka import THREADED_RECORDS, KafkaOptions, kafka_composite
+from sinks.kafka_confirmed import CONFIRMED_CURSOR
 from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.postgres import BlockRef, PostgresSink
 from sinks.postgres_read import StoredChain
@@ -42,6 +43,7 @@ from tests.chain_check import assert_db_is_canonical, mine, reorg, send_transfer
 from tests.conftest import dexnode_bin
 from tests.kafka_check import (
     assert_kafka_is_postgres,
+    assert_merged_trades_are,
     deploy_transfer_emitter,
     send_token_transfers,
     wait_for_confirmed,
@@ -367,6 +369,17 @@ async def test_devnet_with_uniswap_activity_and_reorgs(
         kafka.bootstrap, prefix, clean_db.dsn, confirmations=CONFIRMATIONS
     )
     assert counts["reverts"] > 0
+    # the merged trades topic: exactly the canonical DEX trades up to the confirmed cursor (as Postgres
+    # holds them), each once; none from the orphaned branches
+    pool = await asyncpg.create_pool(clean_db.dsn, min_size=1, max_size=2)
+    try:
+        stored = StoredChain(pool)
+        cursor = await stored.cursor(CONFIRMED_CURSOR)
+        assert cursor is not None
+        confirmed = (await stored.batch_between(0, cursor.number)).of(DexTrade)
+    finally:
+        await pool.close()
+    assert assert_merged_trades_are(kafka.bootstrap, f"{prefix}trades", confirmed) == len(confirmed) > 0
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(REPO / "examples" / "pool_volume.py"), "--bootstrap-servers", kafka.bootstrap,
         "--topic", f"{prefix}head.dex_trades", "--until-end", "--every", "0", stdout=PIPE, stderr=PIPE,

@@ -19,7 +19,7 @@ from sinks.kafka_dev import KafkaDev, start_kafka_dev
 from sinks.postgres import PostgresSink
 from tests.finalizing import FinalizingWriter
 from tests.integration.test_kafka_consumers import TOKENS, block, chain
-from tests.kafka_check import read_all
+from tests.kafka_check import assert_merged_trades_are, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -143,3 +143,7 @@ async def test_a_reorg_branch_longer_than_what_is_final_reaches_confirmed_block_
     trades = confirmed_of(kafka, prefix, "dex_trades")
     expected = [t for b in [*main[:4], *side[:2]] for t in b.of(DexTrade)]
     assert Counter(map(repr, trades)) == Counter(map(repr, expected))
+    # and on the merged trades topic, in the shape CEX trades share, each once: none of 5's or 6's
+    orphaned_trades = [t for b in main[4:6] for t in b.of(DexTrade)]
+    assert orphaned_trades and all(t not in expected for t in orphaned_trades)
+    assert assert_merged_trades_are(kafka.bootstrap, f"{prefix}trades", expected) == len(expected) > 0

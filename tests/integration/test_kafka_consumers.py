@@ -34,7 +34,7 @@ from sinks.postgres import PostgresSink
 from sinks.postgres_read import StoredChain
 from tests.conftest import dexnode_bin
 from tests.finalizing import FinalizingWriter
-from tests.kafka_check import assert_kafka_is_postgres, net_records, read_all
+from tests.kafka_check import assert_kafka_is_postgres, assert_merged_trades_are, net_records, read_all
 
 pytestmark = pytest.mark.integration
 
@@ -271,6 +271,9 @@ async def test_a_backfill_written_out_of_order_is_all_on_confirmed_topics_withou
     counts = await assert_kafka_is_postgres(kafka.bootstrap, prefix, clean_db.dsn, confirmations=0)
     assert counts["reverts"] == 0 and counts["confirmed"] == counts["records"]
     assert read_back == [], "a backfill's batches are published from memory, never read back"
+    # and every backfilled DEX trade once on the merged trades topic (the chain the test wrote)
+    want = [t for b in blocks for t in b.of(DexTrade)]
+    assert assert_merged_trades_are(kafka.bootstrap, f"{prefix}trades", want) == len(want) > 0
 
 
 async def test_a_reorg_deeper_than_confirmations_is_an_error_once_and_the_new_branch_follows(

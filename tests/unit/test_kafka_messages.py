@@ -10,7 +10,15 @@ from records import Block, Log, Pool, Reorg, Revert, Token, TokenTransfer, Trans
 from records.batch import Batch
 from sinks.kafka import KafkaOptions
 from sinks.kafka_journal import InFlight, encode, last_complete
-from sinks.kafka_keys import BlockKeys, Topics, encode_record, keys_of_batch, message_key, restore_messages
+from sinks.kafka_keys import (
+    BlockKeys,
+    Topics,
+    encode_record,
+    keys_of_batch,
+    merged_trade_messages,
+    message_key,
+    restore_messages,
+)
 from sinks.kafka_read import NetState, Received, resolve_topic
 
 pytestmark = pytest.mark.unit
@@ -201,3 +209,51 @@ def test_short_topic_names_get_the_chain_prefix() -> None:
     assert resolve_topic("head.blocks", "ethereum.") == "ethereum.head.blocks"
     assert resolve_topic("ethereum.head.blocks", "ethereum.") == "ethereum.head.blocks"
     assert resolve_topic("other.topic", "ethereum.") == "other.topic"
+
+
+def test_a_dex_trade_on_the_merged_trades_topic_is_keyed_by_pool_in_the_cex_trades_shape() -> None:
+    from decimal import Decimal
+
+    from records import DexTrade
+
+    pool_address, weth, usdc = "0x" + "e" * 40, "0x" + "c" * 40, "0x" + "a" * 40
+    trade = DexTrade(block_number=7, block_time=1_700_000_012, block_hash=H1, transaction_hash=TX,
+                     transaction_index=0, log_index=3, protocol="uniswap", version="2", exchange="uniswap-v2",
+                     pool_address=pool_address, taker="0x" + "d" * 40, maker=pool_address,
+                     token_bought_address=weth, token_sold_address=usdc, token_bought_symbol="WETH",
+                     token_sold_symbol="USDC", amount_bought_raw=5 * 10**17, amount_sold_raw=1_500_000_000,
+                     amount_bought=Decimal("0.5"), amount_sold=Decimal("1500"), price=Decimal("3000"),
+                     tx_from="0x" + "d" * 40, tx_to=None)  # fmt: skip
+    batch = Batch("backfill", [block(7, H1)], {DexTrade: [trade]})
+    [(topic, key, value, headers, partition)] = merged_trade_messages(batch, "trades")
+    assert (topic, key, headers, partition) == (
+        "trades",
+        pool_address.encode(),
+        [("block_hash", H1.encode())],
+        -1,
+    )
+    # USDC (0xaa..) is token0, the base: the taker sold 1500 of it for 0.5 WETH, at 1/3000 WETH (38 digits)
+    assert orjson.loads(value) == {
+        "venue": "uniswap-v2", "symbol": "USDC-WETH", "pool": pool_address, "price": "0.000" + "3" * 38,
+        "size": "1500", "side": "sell", "time": 1_700_000_012_000, "trade_id": f"{TX}:3", "block_number": 7,
+    }  # fmt: skip
+
+
+def test_dex_and_cex_trades_meet_on_one_merged_topic_with_the_default_and_a_set_prefix() -> None:
+    from decimal import Decimal
+
+    from cex.kafka import messages as cex_messages
+    from records import Trade
+
+    cex = Trade("binance", "ETH-USDT", Decimal("3000"), Decimal("1"), "buy", "9", None, None, 1, 1000)
+    for prefix in (None, "mainnet."):
+        settings = build_settings(kafka_bootstrap_servers="localhost:9092", kafka_topic_prefix=prefix)
+        options = KafkaOptions.from_settings(settings)
+        assert options is not None
+        topics = Topics(options.topic_prefix, options.merged_prefix)
+        # the CEX side's prefix, as the cex command builds it (cli.cex)
+        cex_topics = {m[0] for m in cex_messages([cex], settings.kafka_topic_prefix or "")}
+        assert topics.merged_trades() in cex_topics
+        assert topics.merged_trades() in topics.all()
+    assert Topics("ethereum.", "").merged_trades() == "trades"
+    assert Topics("eth.").merged_trades() == "eth.trades"
