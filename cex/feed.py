@@ -19,7 +19,9 @@ closed and reopened). Reconnects back off by ``core.retry.RetryPolicy``.
 
 ``raw=True`` also puts every frame as received (``RawFrame``: receipt time, connection index, the frame
 verbatim, malformed ones too) on ``feed.raw_frames``, for the ``cex.<exchange>.raw`` Kafka topic; off by
-default (a copy of every frame).
+default (a copy of every frame). Apart from that, ``feed.raw_listener`` (the API's ``cex_raw`` fan-out when
+the feed runs in the API's process) is handed each frame synchronously while its ``wanted`` flag is set;
+with no listener or no subscriber the cost per frame is one attribute check.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import httpx
 import websockets
@@ -68,6 +70,15 @@ class RawFrame:
     frame: str | bytes
 
 
+class RawListener(Protocol):
+    """Takes frames as received, synchronously, when ``wanted`` (the API's ``cex_raw`` fan-out in
+    ``dexnode run``); must never wait."""
+
+    wanted: bool
+
+    def raw(self, frame: RawFrame) -> None: ...
+
+
 class FeedHandler:
     def __init__(
         self,
@@ -98,6 +109,8 @@ class FeedHandler:
         self.max_connection_age = max_connection_age or exchange.max_connection_age
         self.rollover_overlap = rollover_overlap
         self.raw_frames: asyncio.Queue[RawFrame] | None = asyncio.Queue(queue_size) if raw else None
+        # in process with the API: frames also go to it while a client wants them (cheap check per frame)
+        self.raw_listener: RawListener | None = None
         self.http = http
         self.queue: asyncio.Queue[Record | Resync] = asyncio.Queue(queue_size)
         self.conns = [Connection(i) for i in range(connections)]
@@ -266,6 +279,9 @@ class FeedHandler:
         atom = time.time_ns() // 1000
         if self.raw_frames is not None:
             await self.raw_frames.put(RawFrame(self.exchange.name, conn.index, atom, frame))
+        listener = self.raw_listener
+        if listener is not None and listener.wanted:
+            listener.raw(RawFrame(self.exchange.name, conn.index, atom, frame))
         try:
             parsed = self.exchange.parse(frame, atom)
             refuse_nul(frame, parsed)

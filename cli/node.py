@@ -9,7 +9,7 @@ One database (embedded PostgreSQL unless a URL is set), upgraded once; then, as 
   follower from where it ended (``cli.follow.follow_into``), writing ``[Kafka head, Postgres, Kafka
   confirmed]`` and then the hub, which therefore only sees committed batches;
 - the CEX feeds when exchanges are configured (``cex.pipeline.run_cex_pipeline``: Kafka, Postgres,
-  then the hub's CEX adapter);
+  then the hub's CEX adapter; raw frames straight to the hub's ``cex_raw`` while a client subscribes);
 - optional tasks (``OPTIONAL_TASKS``: the one place to add e.g. the archiver).
 
 Stopping (``stop`` set: ``dexnode run`` sets it on SIGINT/SIGTERM, the demo when it is done): the
@@ -301,6 +301,8 @@ async def run_node(
                 )
                 for v in venues
             ]
+            for handler in handlers:  # the websocket's cex_raw: frames as received, while a client wants them
+                handler.raw_listener = hub.cex.raw.attach()
             app = create_app(settings, pool=pool, hub=hub, books=FeedBooks(handlers))  # live /v1/cex/books
             node = Node(settings, db, pool, hub, stop, app)
             config = uvicorn.Config(

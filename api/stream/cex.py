@@ -1,6 +1,12 @@
 """Exchange data on the websocket: the ``cex_trades``, ``cex_book``, ``cex_ticker``, ``cex_candles``,
-``cex_funding`` and ``cex_open_interest`` channels and the merged ``trades`` channel where DEX and CEX trades
-meet (docs/api-websocket.md).
+``cex_funding``, ``cex_open_interest`` and ``cex_raw`` channels and the merged ``trades`` channel where DEX
+and CEX trades meet (docs/api-websocket.md).
+
+``cex_raw`` (``RawFanOut``, the fan-out's ``raw``) is fed straight by the feeds of this process, one frame
+at a time as a connection receives it (``cex.feed.FeedHandler.raw_listener``): the feed checks ``wanted``
+(a plain attribute, true while a client subscribes) and only then builds and hands over the frame; offering
+never waits (a slow client is disconnected as on the other channels). A hub no feed was attached to
+(a separate ``serve``) refuses ``cex_raw`` subscriptions.
 
 ``CexFanOut`` (one per hub) takes batches of CEX records and resyncs, typed by ``records`` (a resync is
 anything with exchange, symbol, reason and sequence: ``cex.sync.Resync`` in process, ``sinks.cex_read.
@@ -14,6 +20,7 @@ CLI puts after the Postgres sink, so clients see what was stored.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -209,10 +216,75 @@ def _merged_fields(doc: Mapping[str, Any]) -> dict[str, Any]:
     return {"venue": doc["venue"], "symbol": str(doc["symbol"]).upper(), "pool": doc["pool"]}
 
 
+class RawLike(Protocol):
+    """One frame as a connection received it (``cex.feed.RawFrame`` has this shape)."""
+
+    @property
+    def exchange(self) -> str: ...
+
+    @property
+    def connection(self) -> int: ...
+
+    @property
+    def atom_timestamp(self) -> int: ...
+
+    @property
+    def frame(self) -> str | bytes: ...
+
+
+RAW = "cex_raw"
+
+
+def raw_body(item: RawLike) -> str:
+    """The data of ``cex.<exchange>.raw``'s messages: the frame's text, or base64 of a binary frame."""
+    data: dict[str, Any] = {
+        "exchange": item.exchange,
+        "connection": item.connection,
+        "atom_timestamp": item.atom_timestamp,
+    }
+    if isinstance(item.frame, str):
+        data["frame"] = item.frame
+    else:
+        data["frame"], data["encoding"] = base64.b64encode(item.frame).decode(), "base64"
+    return _body(RAW, "raw", data)
+
+
+class RawFanOut:
+    """The ``cex_raw`` subscriptions; a ``cex.feed.RawListener`` by shape (``wanted``, ``raw(frame)``)."""
+
+    def __init__(self) -> None:
+        self.subs: set[CexSubscription] = set()
+        self.wanted = False  # read by the feeds on every frame: kept a plain attribute
+        self.attached = 0  # feeds handing their frames here (0: this process runs none)
+        self.published = 0
+
+    def attach(self) -> RawFanOut:
+        """A feed of this process will hand its frames here (``FeedHandler.raw_listener``)."""
+        self.attached += 1
+        return self
+
+    def add(self, sub: CexSubscription) -> None:
+        self.subs.add(sub)
+        self.wanted = True
+
+    def drop(self, sub: CexSubscription) -> None:
+        self.subs.discard(sub)
+        self.wanted = bool(self.subs)
+
+    def raw(self, item: RawLike) -> None:
+        """One frame to the matching subscribers (encoded once; never waits)."""
+        self.published += 1
+        body = raw_body(item)
+        fields = {"exchange": item.exchange}
+        for sub in list(self.subs):  # a slow client is dropped while this runs
+            sub.send(fields, body)
+
+
 class CexFanOut:
     """The CEX side of the hub: subscriptions by channel, held books, fan-out of a batch."""
 
     def __init__(self) -> None:
+        self.raw = RawFanOut()
         self.by_channel: dict[str, set[CexSubscription]] = {}
         self.books: dict[tuple[str, str], HeldBook] = {}
         self.published = 0  # items fanned out (a counter for tests and metrics)
@@ -221,6 +293,10 @@ class CexFanOut:
 
     def add(self, sub: CexSubscription) -> None:
         """Register; a ``cex_book`` subscriber first gets the matching books the hub holds."""
+        if sub.spec.channel.name == RAW:
+            self.raw.add(sub)
+            sub.client.offer(event("live", id=sub.spec.id))
+            return
         self.by_channel.setdefault(sub.spec.channel.name, set()).add(sub)
         if sub.spec.channel.name == "cex_book":
             for (exchange, symbol), book in sorted(self.books.items()):
@@ -234,6 +310,9 @@ class CexFanOut:
         sub.client.offer(event("live", id=sub.spec.id))
 
     def drop(self, sub: CexSubscription) -> None:
+        if sub.spec.channel.name == RAW:
+            self.raw.drop(sub)
+            return
         self.by_channel.get(sub.spec.channel.name, set()).discard(sub)
 
     def _subs(self, channel: str) -> list[CexSubscription]:

@@ -96,6 +96,16 @@ class Client:
                 )
             )
             return
+        if spec.channel.name == "cex_raw" and not self.hub.cex.raw.attached:
+            self.offer(
+                error(
+                    Code.RAW_UNAVAILABLE,
+                    "raw exchange frames are only available where the exchange feeds run (dexnode run),"
+                    " or from the Kafka topic cex.<exchange>.raw (DEXNODE_CEX_RAW)",
+                    id=spec.id,
+                )
+            )
+            return
         if spec.channel.live_only:
             cex = CexSubscription(spec, self)
             self.cex_subscriptions[spec.id] = cex

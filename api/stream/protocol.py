@@ -43,6 +43,7 @@ class Code(IntEnum):
     MESSAGE_TOO_LARGE = 4013
     TOO_MANY_SUBSCRIPTIONS = 4029
     CURSOR_NOT_FOUND = 4040  # a well-formed cursor naming a block this node never indexed
+    RAW_UNAVAILABLE = 4041  # cex_raw in a process that runs no exchange feed (a separate serve)
     REORG_BELOW_FINALITY = 4090  # a reorg deeper than the confirmations: confirmed data was wrong
     REPLAY_FAILED = 4500  # the database could not be read; subscribe again
 
@@ -118,12 +119,15 @@ CEX_CHANNELS: dict[str, ChannelSpec] = {
         ("cex_open_interest", "open_interest"),
     )
 }
+# every frame as an exchange sent it, where the feeds run in this process: by exchange only (a frame is the
+# exchange's text, which may name several symbols or none)
+CEX_CHANNELS["cex_raw"] = ChannelSpec("cex_raw", "raw", {"exchange": ("exchange",)}, live_only=True)
 CEX_CHANNELS["trades"] = ChannelSpec(
     "trades", "merged_trade", {"venue": ("venue",), "symbol": ("symbol",), "pool": ("pool",)}, live_only=True
 )
 ALL_CHANNELS: dict[str, ChannelSpec] = {**CHANNELS, **CEX_CHANNELS}
 # the seed's form {"op": "subscribe", "exchange": "binance", "feed": "trades"}: feed -> channel
-SEED_FEEDS: dict[str, str | None] = {
+SEED_FEEDS: dict[str, str] = {
     "trades": "cex_trades",
     "lob": "cex_book",
     "ticker": "cex_ticker",
@@ -131,7 +135,7 @@ SEED_FEEDS: dict[str, str | None] = {
     # the seed names no feed for these (its schemas are funding_rate and open_interest): dexnode's names
     "funding": "cex_funding",
     "open_interest": "cex_open_interest",
-    "raw": None,  # raw exchange frames are not kept
+    "raw": "cex_raw",  # live only, where the feeds run (dexnode run); elsewhere error RAW_UNAVAILABLE
 }
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # exchange / venue names, lower-case
 _SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._/-]{0,79}$")  # BASE-QUOTE[-PERP], upper-case
@@ -247,12 +251,6 @@ def seed_form(doc: dict[str, Any]) -> dict[str, Any]:
             Code.UNKNOWN_CHANNEL, f"unknown feed {str(feed)[:40]!r} (one of {', '.join(SEED_FEEDS)})"
         )
     channel = SEED_FEEDS[feed]
-    if channel is None:
-        raise ProtocolError(
-            Code.UNKNOWN_CHANNEL,
-            f"feed {feed!r} is not supported: raw exchange frames are not kept"
-            f" (use {', '.join(f for f, c in SEED_FEEDS.items() if c is not None)})",
-        )
     if doc.get("exchange") is None:
         raise ProtocolError(Code.BAD_MESSAGE, "the seed's form needs 'exchange' with 'feed'")
     rest = {k: v for k, v in doc.items() if k != "feed"}

@@ -17,6 +17,7 @@ from api.stream.cex_listener import CexNotifyReader
 from api.stream.events import Ref
 from api.stream.hub import Client, Hub, Limits
 from api.stream.protocol import Code, ProtocolError, Subscribe, parse
+from cex.feed import RawFrame
 from records.cex import BookDelta, BookSnapshot, Trade
 from records.chain import Block, DexTrade
 from sinks import merged_trades
@@ -60,7 +61,11 @@ def test_seed_form_maps_onto_the_channel_with_an_exchange_filter(feed: str, chan
 @pytest.mark.parametrize(
     ("doc", "code", "words"),
     [
-        ({"exchange": "binance", "feed": "raw"}, Code.UNKNOWN_CHANNEL, "raw exchange frames are not kept"),
+        (
+            {"exchange": "binance", "feed": "raw", "symbol": "BTC-USDT"},
+            Code.BAD_FILTER,
+            "(filters: exchange)",
+        ),
         ({"exchange": "binance", "feed": "l3"}, Code.UNKNOWN_CHANNEL, "unknown feed 'l3'"),
         ({"feed": "trades"}, Code.BAD_MESSAGE, "needs 'exchange'"),
         ({"exchange": "okx", "feed": "trades", "channel": "cex_trades"}, Code.BAD_MESSAGE, "not both"),
@@ -272,3 +277,58 @@ async def test_a_malformed_cex_notification_is_counted_and_skipped(payload: str)
     reader = CexNotifyReader(NoStore(), hub)  # type: ignore[arg-type]
     await reader.handle(payload)
     assert reader.skipped == 1
+
+
+def test_seed_raw_feed_is_the_cex_raw_channel_filtered_by_exchange() -> None:
+    spec = sub({"exchange": "Binance", "feed": "raw"})
+    assert spec.channel.name == "cex_raw" and spec.channel.live_only
+    assert spec.filters == {"exchange": frozenset({"binance"})}
+    assert sub({"channel": "cex_raw"}).filters == {}
+
+
+def test_raw_is_refused_where_no_feed_runs() -> None:
+    hub = Hub(NoStore(), confirmations=3)  # type: ignore[arg-type]
+    client = hub.connect("test")
+    client.subscribe(sub({"exchange": "okx", "feed": "raw", "id": "r"}))
+    (got,) = drain(client)
+    assert got["code"] == int(Code.RAW_UNAVAILABLE) and got["id"] == "r"
+    assert "cex.<exchange>.raw" in str(got["message"]) and not hub.cex.raw.wanted
+
+
+def test_raw_frames_reach_subscribers_of_their_exchange_and_a_slow_one_is_dropped() -> None:
+    hub = Hub(NoStore(), confirmations=3, limits=Limits(queue_messages=6))  # type: ignore[arg-type]
+    listener = hub.cex.raw.attach()
+    assert not listener.wanted  # no subscriber: the feed does nothing per frame
+    okx, anyone = hub.connect("okx"), hub.connect("anyone")
+    okx.subscribe(sub({"exchange": "okx", "feed": "raw", "id": "r"}))
+    anyone.subscribe(sub({"channel": "cex_raw", "id": "all"}))
+    assert [m["event"] for m in drain(okx) + drain(anyone)] == ["subscribed", "live"] * 2
+    assert listener.wanted
+    frames = [
+        RawFrame("okx", 0, 10, '{"arg":{"channel":"trades"},"data":[]}'),
+        RawFrame("kraken", 1, 11, "not json at all"),
+        RawFrame("okx", 1, 12, b"\x00\xff"),
+    ]
+    for frame in frames:
+        listener.raw(frame)
+    got = drain(okx)
+    assert [(m["id"], m["channel"], m["type"], m["version"]) for m in got] == [("r", "cex_raw", "raw", 1)] * 2
+    assert [m["data"] for m in got] == [
+        {
+            "exchange": "okx",
+            "connection": 0,
+            "atom_timestamp": 10,
+            "frame": '{"arg":{"channel":"trades"},"data":[]}',
+        },
+        {"exchange": "okx", "connection": 1, "atom_timestamp": 12, "frame": "AP8=", "encoding": "base64"},
+    ]
+    assert [m["data"]["frame"] for m in drain(anyone)] == [f.frame for f in frames[:2]] + ["AP8="]
+    for _ in range(7):  # nobody reads "anyone" or "okx": past 6 queued, each is disconnected
+        listener.raw(frames[0])
+    assert okx.closed.is_set() and anyone.closed.is_set() and "slow consumer" in str(okx.close_reason)
+    assert not listener.wanted and hub.cex.raw.subs == set()
+    again = hub.connect("again")
+    again.subscribe(sub({"channel": "cex_raw", "id": "x"}))
+    again.unsubscribe("x")
+    assert [m["event"] for m in drain(again)] == ["subscribed", "live", "unsubscribed"]
+    assert not listener.wanted
