@@ -16,7 +16,6 @@ frame verbatim as text (a binary frame as base64, with ``"encoding": "base64"``)
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable
 
 import orjson
@@ -24,7 +23,16 @@ import orjson
 from cex.feed import RawFrame
 from cex.sync import Resync
 from records import Record, to_json
-from records.cex import BookDelta, BookSnapshot, Candle, FundingRate, OpenInterest, Ticker, Trade
+from records.cex import (
+    BookDelta,
+    BookSnapshot,
+    Candle,
+    FundingRate,
+    OpenInterest,
+    Ticker,
+    Trade,
+    raw_frame_data,
+)
 from sinks import merged_trades
 from sinks.kafka_keys import OutMessage, out_message
 from sinks.kafka_producer import KafkaProducer
@@ -78,15 +86,7 @@ def messages(items: Iterable[Record | Resync], prefix: str = "") -> list[OutMess
 def raw_messages(frames: Iterable[RawFrame], prefix: str = "") -> list[OutMessage]:
     out: list[OutMessage] = []
     for raw in frames:
-        data: dict[str, object] = {
-            "exchange": raw.exchange,
-            "connection": raw.connection,
-            "atom_timestamp": raw.atom_timestamp,
-        }
-        if isinstance(raw.frame, str):
-            data["frame"] = raw.frame
-        else:
-            data["frame"], data["encoding"] = base64.b64encode(raw.frame).decode(), "base64"
+        data = raw_frame_data(raw.exchange, raw.connection, raw.atom_timestamp, raw.frame)
         key = f"{raw.exchange}:{raw.connection}".encode()
         value = orjson.dumps({"type": "raw", "data": data})
         out.append(out_message(f"{prefix}cex.{raw.exchange}.raw", key, value, []))

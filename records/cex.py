@@ -7,6 +7,7 @@ received the message, in µs.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -131,3 +132,20 @@ class OpenInterest(Record):
     open_interest: Decimal
     event_timestamp: int | None
     atom_timestamp: int
+
+
+def raw_frame_data(
+    exchange: str, connection: int, atom_timestamp: int, frame: str | bytes
+) -> dict[str, object]:
+    """The data of a raw exchange frame as both its outlets send it (Kafka ``cex.<exchange>.raw`` and the
+    websocket ``cex_raw`` channel): the frame's text as received, or base64 of a binary frame."""
+    data: dict[str, object] = {
+        "exchange": exchange,
+        "connection": connection,
+        "atom_timestamp": atom_timestamp,
+    }
+    if isinstance(frame, str):
+        data["frame"] = frame
+    else:
+        data["frame"], data["encoding"] = base64.b64encode(frame).decode(), "base64"
+    return data

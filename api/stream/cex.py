@@ -20,7 +20,6 @@ CLI puts after the Postgres sink, so clients see what was stored.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,7 +30,16 @@ import orjson
 from api.stream.events import BlockEvent, ReorgEvent
 from api.stream.protocol import Subscribe, event, matches
 from records import DexTrade, Record, to_dict
-from records.cex import BookDelta, BookSnapshot, Candle, FundingRate, OpenInterest, Ticker, Trade
+from records.cex import (
+    BookDelta,
+    BookSnapshot,
+    Candle,
+    FundingRate,
+    OpenInterest,
+    Ticker,
+    Trade,
+    raw_frame_data,
+)
 from sinks import merged_trades
 
 MERGED = "trades"
@@ -237,16 +245,7 @@ RAW = "cex_raw"
 
 def raw_body(item: RawLike) -> str:
     """The data of ``cex.<exchange>.raw``'s messages: the frame's text, or base64 of a binary frame."""
-    data: dict[str, Any] = {
-        "exchange": item.exchange,
-        "connection": item.connection,
-        "atom_timestamp": item.atom_timestamp,
-    }
-    if isinstance(item.frame, str):
-        data["frame"] = item.frame
-    else:
-        data["frame"], data["encoding"] = base64.b64encode(item.frame).decode(), "base64"
-    return _body(RAW, "raw", data)
+    return _body(RAW, "raw", raw_frame_data(item.exchange, item.connection, item.atom_timestamp, item.frame))
 
 
 class RawFanOut:
