@@ -2,11 +2,14 @@
 merged ``<prefix>trades`` topic that DEX and CEX trades share.
 
 Values are the records' JSON (``records.to_json``: ``{"type", "version", "data"}``); a resync goes on the
-book topic as ``{"type": "resync", "data": {exchange, symbol, reason, sequence}}``. Keys: a trade by
-``exchange:symbol:trade_id`` (a re-sent trade is the same message), everything else by
-``exchange:symbol``, so one symbol's book events stay in order on one partition. The merged ``trades``
-topic carries the common shape of ``sinks.merged_trades`` (``venue, symbol, pool, price, size, side, time,
-trade_id, block_number``; time in ms, side the taker's), keyed like the trade.
+book topic as ``{"type": "resync", "data": {exchange, symbol, reason, sequence}}``. Every message of an
+instrument, trades included, is keyed ``exchange:symbol``, so one symbol's trades and book events each stay
+in the order received on one partition. The merged ``trades`` topic carries the common shape of
+``sinks.merged_trades`` (``venue, symbol, pool, price, size, side, time, trade_id, block_number``; time in
+ms, side the taker's), keyed like the trade (a DEX trade there by its pool: one instrument, one partition
+on both venues). The key does not name a trade: a re-sent trade is a second message with the same key and
+value, and consumers dedupe by ``venue`` + ``trade_id`` in the value (``exchange`` + ``trade_id`` on
+``cex.<exchange>.trades``).
 
 ``cex.<exchange>.raw`` (when the feed keeps raw frames: ``dexnode cex --raw``, ``DEXNODE_CEX_RAW``) carries
 every frame as received: ``{"type": "raw", "data": {exchange, connection, atom_timestamp, frame}}``, the
@@ -74,11 +77,9 @@ def messages(items: Iterable[Record | Resync], prefix: str = "") -> list[OutMess
         if topic is None:
             raise TypeError(f"not a CEX record: {type(item).__name__}")
         exchange, symbol = item.exchange, item.symbol  # type: ignore[attr-defined]
+        key = f"{exchange}:{symbol}".encode()
         if isinstance(item, Trade):
-            key = f"{exchange}:{symbol}:{item.trade_id}".encode()
             out.append(out_message(f"{prefix}trades", key, merged_trade(item), []))
-        else:
-            key = f"{exchange}:{symbol}".encode()
         out.append(out_message(f"{prefix}cex.{exchange}.{topic}", key, to_json(item), []))
     return out
 
