@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -187,6 +188,8 @@ async def run_replay(
             app = replay_app(settings, pool, source, defaults, CHAIN_TYPES | CEX_TYPES)
             config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
             server = uvicorn.Server(config)
+            # before uvicorn's serve() sets its own handler (this one, set later, would replace it)
+            terminated = _note_sigterm() if stop is None else []
             serving = asyncio.create_task(server.serve())
             while not server.started:
                 if serving.done():
@@ -206,10 +209,22 @@ async def run_replay(
             finally:
                 server.should_exit = True
                 await serving
+            if terminated:
+                raise asyncio.CancelledError  # `run_async`: "dexnode: terminated", exit 143
             played: list[PlayStats] = app.state.replay.played
             return played
         finally:
             await pool.close()
+
+
+def _note_sigterm() -> list[int]:
+    """SIGTERM only noted (in the list returned) from now on, where it cancelled the command
+    (``run_async``). uvicorn catches it too and stops gracefully: each websocket client is sent a close
+    frame, its playback ends, then the lifespan. Cancelled as well, the server was cut off mid-way: a
+    ``CancelledError`` traceback from uvicorn's lifespan and one per connection (as ``serve`` had)."""
+    terminated: list[int] = []
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, terminated.append, signal.SIGTERM)
+    return terminated
 
 
 def replay_command(
