@@ -32,229 +32,10 @@ import time
 import urllib.request
 from collections import deque
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 
-_HEAD_END = b"\r\n\r\n"
-_HEX_DIGITS = b"0123456789abcdefABCDEF"
-_MAX_HEAD = 64 * 1024  # bytes of status line + headers before the answer is refused
-
-
-class _Connection(asyncio.Protocol):
-    """One socket: what arrived (``pieces``, ``size`` bytes), and a waiter woken when ``need`` bytes are
-    there."""
-
-    def __init__(self) -> None:
-        self.pieces: list[bytes] = []
-        self.size = 0
-        self.need = 0  # wake the waiter once size >= need
-        self.waiter: asyncio.Future[None] | None = None
-        self.closed = False
-        self.error: BaseException | None = None
-        self.transport: asyncio.Transport | None = None
-        self.idle_since = 0.0
-        self.answered = False  # any byte received since the request was sent
-        self._can_write: asyncio.Future[None] | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
-
-    def data_received(self, data: bytes) -> None:
-        self.answered = True
-        self.pieces.append(data)
-        self.size += len(data)
-        if self.waiter is not None and self.size >= self.need:
-            self._wake()
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        self._wake()
-        return False  # close the transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.error = exc
-        self._wake()
-        if self._can_write is not None and not self._can_write.done():
-            self._can_write.set_result(None)
-
-    def pause_writing(self) -> None:
-        self._can_write = asyncio.get_running_loop().create_future()
-
-    def resume_writing(self) -> None:
-        if self._can_write is not None and not self._can_write.done():
-            self._can_write.set_result(None)
-        self._can_write = None
-
-    def _wake(self) -> None:
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    async def write(self, data: bytes, timeout: float | None) -> None:
-        assert self.transport is not None
-        if self.closed:
-            raise httpx.WriteError("connection closed by the server")
-        self.transport.write(data)
-        if self._can_write is not None:
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._can_write
-            except TimeoutError:
-                raise httpx.WriteTimeout("timed out writing the request") from None
-            if self.closed:
-                raise httpx.WriteError(f"connection lost while writing: {self.error!r}")
-
-    async def fill(self, need: int, timeout: float | None) -> bool:
-        """Wait until ``need`` bytes are there (→ True) or the connection closed (→ False);
-        ``timeout`` bounds each wait for more bytes, as httpx's read timeout does."""
-        while self.size < need:
-            if self.closed:
-                return False
-            self.need = need
-            before = self.size
-            self.waiter = asyncio.get_running_loop().create_future()
-            try:
-                async with asyncio.timeout(timeout):
-                    await self.waiter
-            except TimeoutError:
-                if self.size == before:
-                    raise httpx.ReadTimeout("timed out reading the response") from None
-            finally:
-                self.waiter = None
-        return True
-
-    async def fill_more(self, timeout: float | None) -> bool:
-        """Wait for any more bytes (→ True) or the close (→ False)."""
-        return await self.fill(self.size + 1, timeout)
-
-    def front(self, n: int) -> bytes:
-        """The first piece, made to hold at least ``n`` bytes (or all there is) by joining only as many
-        pieces as that takes."""
-        pieces = self.pieces
-        if not pieces:
-            return b""
-        if len(pieces[0]) < n and len(pieces) > 1:
-            total = k = 0
-            while k < len(pieces) and total < n:
-                total += len(pieces[k])
-                k += 1
-            pieces[:k] = [b"".join(pieces[:k])]
-        return pieces[0]
-
-    def find(self, separator: bytes) -> int:
-        """Where ``separator`` starts within the first ``_MAX_HEAD`` bytes or so, or -1."""
-        return self.front(min(self.size, _MAX_HEAD + len(separator))).find(separator)
-
-    def take(self, length: int) -> bytes:
-        """The first ``length`` bytes (or all there is), removed."""
-        if length <= 0 or not self.pieces:  # an empty body: nothing to remove (and no piece to drop)
-            return b""
-        data = self.front(length)
-        if len(data) <= length:
-            del self.pieces[0]
-            self.size -= len(data)
-            return data
-        self.pieces[0] = data[length:]
-        self.size -= length
-        return data[:length]
-
-    def close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-
-async def _read_response(
-    conn: _Connection, timeout: float | None, head_request: bool = False
-) -> tuple[int, bytes, list[Any], bytes, bool]:
-    """(status, reason, headers, body, reusable) of the next response on ``conn`` (1xx skipped); the
-    answer to a HEAD request (``head_request``) has no body, whatever its Content-Length says."""
-    while True:
-        end = conn.find(_HEAD_END)
-        while end < 0:
-            if conn.size > _MAX_HEAD:
-                raise httpx.RemoteProtocolError("response head too large")
-            if not await conn.fill_more(timeout):
-                raise httpx.RemoteProtocolError("server disconnected without sending a response")
-            end = conn.find(_HEAD_END)
-        head = conn.take(end + 4)[:-4]
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
-            raise httpx.RemoteProtocolError(f"malformed status line {lines[0][:100]!r}")
-        status = int(parts[1])
-        reason = parts[2] if len(parts) > 2 else b""
-        headers: list[tuple[bytes, bytes]] = []
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                raise httpx.RemoteProtocolError(f"malformed header line {line[:100]!r}")
-            headers.append((name, value.strip()))
-        if 100 <= status < 200:
-            continue  # 100 Continue, 103 Early Hints: the answer follows
-        break
-    fields = {n.lower(): v for n, v in headers}
-    keep = parts[0] == b"HTTP/1.1" and b"close" not in fields.get(b"connection", b"").lower()
-    if status in (204, 304) or head_request:
-        return status, reason, headers, b"", keep
-    if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
-        body = await _read_chunked(conn, timeout)
-    elif b"content-length" in fields:
-        length = _content_length(headers)
-        if not await conn.fill(length, timeout):
-            raise httpx.RemoteProtocolError(f"server disconnected after {conn.size} of {length} body bytes")
-        body = conn.take(length)
-    else:  # the body runs to the close
-        while await conn.fill_more(timeout):
-            pass
-        body, keep = conn.take(conn.size), False
-    return status, reason, headers, body, keep and not conn.closed
-
-
-def _content_length(headers: list[tuple[bytes, bytes]]) -> int:
-    """The body's length; repeated fields (or a list in one) must agree, as h11 requires: which one
-    frames the body is otherwise a guess, and a wrong guess reads the next answer's bytes."""
-    values = {
-        v.strip() for name, value in headers if name.lower() == b"content-length" for v in value.split(b",")
-    }
-    value = values.pop()
-    if values:
-        raise httpx.RemoteProtocolError("conflicting Content-Length headers")
-    if not value.isdigit():
-        raise httpx.RemoteProtocolError(f"bad Content-Length {value[:40]!r}")
-    return int(value)
-
-
-async def _read_chunked(conn: _Connection, timeout: float | None) -> bytes:
-    out: list[bytes] = []
-    while True:
-        line = await _line(conn, timeout, "bad or incomplete chunk size line")
-        size_text = line.split(b";", 1)[0].strip()
-        if not size_text or size_text.strip(_HEX_DIGITS) or len(size_text) > 16:
-            # int(x, 16) alone also takes '0x', '+', '-' and '_' (a negative size unsettled the buffer)
-            raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:40]!r}")
-        size = int(size_text, 16)
-        if size == 0:  # trailers, then an empty line
-            while await _line(conn, timeout, "incomplete chunked trailer"):
-                pass
-            return b"".join(out)
-        if not await conn.fill(size + 2, timeout):
-            raise httpx.RemoteProtocolError("server disconnected inside a chunk")
-        chunk = conn.take(size + 2)
-        if chunk[size:] != b"\r\n":
-            raise httpx.RemoteProtocolError("chunk not followed by CRLF")
-        out.append(chunk[:size])
-
-
-async def _line(conn: _Connection, timeout: float | None, error: str) -> bytes:
-    """The next CRLF-ended line, without its CRLF."""
-    end = conn.find(b"\r\n")
-    while end < 0:
-        if conn.size > _MAX_HEAD or not await conn.fill_more(timeout):
-            raise httpx.RemoteProtocolError(error)
-        end = conn.find(b"\r\n")
-    return conn.take(end + 2)[:-2]
+from indexer.chain.http11_read import Connection, read_response
 
 
 class Http11Transport(httpx.AsyncBaseTransport):
@@ -266,7 +47,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
     ) -> None:
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
-        self._idle: dict[tuple[str, int], deque[_Connection]] = {}
+        self._idle: dict[tuple[str, int], deque[Connection]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._other: httpx.AsyncHTTPTransport | None = None
         # trust_env: HTTP_PROXY/HTTPS_PROXY/ALL_PROXY minus NO_PROXY, read once as httpx's client
@@ -317,7 +98,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
 
     async def _send(
         self,
-        conn: _Connection,
+        conn: Connection,
         host: str,
         port: int,
         request: httpx.Request,
@@ -327,7 +108,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         conn.answered = False
         try:
             await conn.write(data, timeouts.get("write"))
-            status, reason, headers, body, keep = await _read_response(
+            status, reason, headers, body, keep = await read_response(
                 conn, timeouts.get("read"), request.method == "HEAD"
             )
         except BaseException as exc:
@@ -359,7 +140,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
             return None
         return proxy if "://" in proxy else "http://" + proxy
 
-    def _reuse(self, key: tuple[str, int]) -> _Connection | None:
+    def _reuse(self, key: tuple[str, int]) -> Connection | None:
         idle = self._idle.get(key)
         now = time.monotonic()
         while idle:
@@ -376,11 +157,11 @@ class Http11Transport(httpx.AsyncBaseTransport):
         return None
 
     @staticmethod
-    async def _connect(host: str, port: int, timeout: float | None) -> _Connection:
+    async def _connect(host: str, port: int, timeout: float | None) -> Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
-                transport, conn = await loop.create_connection(_Connection, host, port)
+                transport, conn = await loop.create_connection(Connection, host, port)
             # uvloop returns before it has called connection_made (the follower runs on uvloop)
             conn.transport = transport
         except TimeoutError:
