@@ -19,6 +19,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from decimal import Decimal
+from math import isfinite
 from operator import eq, itemgetter
 from typing import Literal
 
@@ -99,9 +100,16 @@ class L2Book:
 
     def load(self, bids: Iterable[Level], asks: Iterable[Level], sequence: int | None = None) -> None:
         """Replace the whole book by a snapshot; it is valid from here on (until a check fails). Zero sizes
-        are dropped; a price given twice keeps its last non-zero size."""
-        self._bid_prices, self._bid_sizes = _sorted_side(bids)
-        self._ask_prices, self._ask_sizes = _sorted_side(asks)
+        are dropped; a price given twice keeps its last non-zero size. A price whose double is not finite
+        (``_refuse_unsearchable``) raises ``ArithmeticError`` and leaves the book as it was."""
+        bid_prices, bid_sizes = _sorted_side(bids)
+        ask_prices, ask_sizes = _sorted_side(asks)
+        for prices in (bid_prices, ask_prices):
+            if prices:  # in ascending order: only the lowest and the highest can lie beyond a double
+                _refuse_unsearchable(prices[0])
+                _refuse_unsearchable(prices[-1])
+        self._bid_prices, self._bid_sizes = bid_prices, bid_sizes
+        self._ask_prices, self._ask_sizes = ask_prices, ask_sizes
         self._bid_texts = [None] * len(self._bid_prices)
         self._ask_texts = [None] * len(self._ask_prices)
         self._bid_keys = [None] * len(self._bid_prices)
@@ -117,7 +125,9 @@ class L2Book:
         delete levels beyond the depth they send). The hot path of every feed: in C when built
         (``cex/_speedups.c`` ``apply_side``, the same steps as ``_update_python``). ``bid_keys`` and
         ``ask_keys``: the levels' search keys as ``row_levels`` made them from the exchange's text (a float
-        per level, None where C makes it from the price), so C does not make each from the ``Decimal``."""
+        per level, None where C makes it from the price), so C does not make each from the ``Decimal``.
+        A price with no finite double raises ``ArithmeticError`` at its level, levels before it applied (the
+        feed counts it malformed and rebuilds the book)."""
         if _apply_side is None:
             self._update_python(bids, asks)
         else:
@@ -135,6 +145,7 @@ class L2Book:
             (asks, self._ask_keys, self._ask_prices, self._ask_sizes, self._ask_texts),
         ):
             for price, size in levels:
+                _refuse_unsearchable(price)
                 i = bisect_left(prices, price)
                 if i < len(prices) and prices[i] == price:
                     if size:
@@ -231,6 +242,16 @@ class L2Book:
             event_timestamp=event_timestamp,
             atom_timestamp=atom_timestamp,
         )
+
+
+def _refuse_unsearchable(price: Decimal) -> None:
+    """What C's ``apply_side`` refuses: a price whose double, the search key, is not finite (beyond
+    ~1.8e308, NaN); a snapshot's keys are made on first use, so such a level failed every later C search
+    reaching it. Refused before it enters the book, on both paths (``adjusted``: no ``float`` below 1e308)."""
+    if isinstance(price, Decimal) and price.is_finite() and price.adjusted() < 308:
+        return
+    if not isfinite(float(price)):
+        raise ArithmeticError(f"not a finite price: {price!r}")
 
 
 def _sorted_side(levels: Iterable[Level]) -> tuple[list[Decimal], list[Decimal]]:

@@ -412,7 +412,12 @@ class FeedHandler:
                     tries += 1
                     await asyncio.sleep(min(0.05 * tries, 1.0))
                     continue
-                for item in sync.on_snapshot(snap):
+                try:
+                    out = sync.on_snapshot(snap)
+                except (ArithmeticError, TypeError, ValueError) as exc:  # as in _book: refetched on an update
+                    log.warning("%s %s: snapshot not applicable (%s)", sync.exchange, sync.symbol, exc)
+                    out = [sync.invalidate("malformed")]
+                for item in out:
                     await self.queue.put(item)
                 if not sync.book.valid:
                     return
