@@ -35,18 +35,31 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from indexer.chain.http11_read import Connection, read_response
+from indexer.chain.http11_read import Connection, ResponseTooLarge, read_response
+
+__all__ = ["Http11Transport", "ResponseTooLarge"]
+_ENCODED_PIECE = 64 * 1024  # a compressed body is handed to httpx's decoder in pieces of this size
 
 
 class Http11Transport(httpx.AsyncBaseTransport):
     """httpx transport: plain ``http://`` over lean keep-alive connections, anything else through
-    httpx's ``AsyncHTTPTransport`` (same ``max_connections``)."""
+    httpx's ``AsyncHTTPTransport`` (same ``max_connections``).
+
+    ``max_response_bytes``: a plain ``http://`` response longer than this (as sent, heads included) raises
+    ``ResponseTooLarge`` as it is read, and its connection is closed; None: no limit. Responses through
+    httpx's transports are streamed: their reader counts them (``RpcClient`` does)."""
 
     def __init__(
-        self, *, max_connections: int = 32, keepalive_expiry: float = 60.0, trust_env: bool = False
+        self,
+        *,
+        max_connections: int = 32,
+        keepalive_expiry: float = 60.0,
+        trust_env: bool = False,
+        max_response_bytes: int | None = None,
     ) -> None:
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
+        self.max_response_bytes = max_response_bytes
         self._idle: dict[tuple[str, int], deque[Connection]] = {}
         self._slots: asyncio.Semaphore | None = None
         self._other: httpx.AsyncHTTPTransport | None = None
@@ -109,7 +122,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         try:
             await conn.write(data, timeouts.get("write"))
             status, reason, headers, body, keep = await read_response(
-                conn, timeouts.get("read"), request.method == "HEAD"
+                conn, timeouts.get("read"), request.method == "HEAD", self.max_response_bytes
             )
         except BaseException as exc:
             conn.close()
@@ -118,13 +131,15 @@ class Http11Transport(httpx.AsyncBaseTransport):
             raise
         if keep and not self._closed:
             conn.idle_since = time.monotonic()
+            conn.parked = True
             self._idle.setdefault((host, port), deque()).append(conn)
         else:
             conn.close()
+        encoded = any(n.lower() == b"content-encoding" and v.lower() != b"identity" for n, v in headers)
         return httpx.Response(
             status,
             headers=headers,
-            stream=_Body(body),
+            stream=_Body(body, _ENCODED_PIECE if encoded else None),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": reason},
         )
 
@@ -152,6 +167,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
                 # closed by the loop (a socket error), connection_lost not yet called
                 and not (conn.transport is not None and conn.transport.is_closing())
             ):
+                conn.parked = False
                 return conn
             conn.close()
         return None
@@ -184,16 +200,25 @@ class Http11Transport(httpx.AsyncBaseTransport):
 class _Body(httpx.AsyncByteStream):
     """A body handed over once and then let go: httpx keeps a response in a reference cycle (response,
     stream, request) that only the cyclic collector frees, which the backfill runs rarely; a body the
-    stream still held would stay in memory that long (+65 MB peak RSS on the devnet)."""
+    stream still held would stay in memory that long (+65 MB peak RSS on the devnet).
 
-    def __init__(self, body: bytes) -> None:
+    A compressed body goes in pieces of ``piece`` bytes: httpx decodes each piece as it is handed over,
+    so a reader counting the decoded bytes (``RpcClient``) stops a small body that inflates to gigabytes
+    after one piece, rather than after all of it was inflated at once."""
+
+    def __init__(self, body: bytes, piece: int | None = None) -> None:
         self._body: bytes | None = body
+        self._piece = piece
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         body, self._body = self._body, None
         if body is None:
             raise httpx.StreamConsumed()
-        yield body
+        if self._piece is None:
+            yield body
+            return
+        for start in range(0, len(body), self._piece):
+            yield body[start : start + self._piece]
 
 
 def _request_bytes(request: httpx.Request) -> bytes:

@@ -5,6 +5,12 @@ An ``asyncio.Protocol`` keeps what arrives as a list of pieces and wakes the rea
 needs are there (the head, then the whole body by Content-Length): one wake-up and one join per response in
 the common case. Malformed answers raise ``httpx.RemoteProtocolError``, timeouts ``httpx.ReadTimeout`` /
 ``httpx.WriteTimeout``, as httpx's own transport does.
+
+A response is read whole into memory, so its size is bounded (``limit``): by its Content-Length before a
+byte of the body is read, and as the bytes arrive for a chunked body (its framing and trailers counted)
+or one that runs to the close; heads (1xx answers too) count. Over it, ``ResponseTooLarge``, and the caller
+closes the connection. A connection parked between requests that receives anything is closed at once:
+bytes nobody will read are not kept.
 """
 
 from __future__ import annotations
@@ -17,6 +23,32 @@ import httpx
 _HEAD_END = b"\r\n\r\n"
 _HEX_DIGITS = b"0123456789abcdefABCDEF"
 _MAX_HEAD = 64 * 1024  # bytes of status line + headers before the answer is refused
+_TINY_CHUNKS = 1024  # chunks of a chunked body, joined into one when they hold less than _TINY_BYTES
+_TINY_BYTES = 1 << 20
+
+
+class ResponseTooLarge(httpx.RemoteProtocolError):
+    """A response longer than the reader's limit: a node or proxy sending an endless or huge answer, or
+    a batch whose answer outgrew the limit. Not data: its connection is closed and never reused."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"response over the limit of {limit:,} bytes")
+        self.limit = limit
+
+
+class _Budget:
+    """Bytes of one response read so far, against ``limit`` (None: no limit)."""
+
+    __slots__ = ("limit", "used")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def spend(self, n: int) -> None:
+        self.used += n
+        if self.limit is not None and self.used > self.limit:
+            raise ResponseTooLarge(self.limit)
 
 
 class Connection(asyncio.Protocol):
@@ -33,12 +65,16 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self.answered = False  # any byte received since the request was sent
+        self.parked = False  # idle between requests: whatever arrives now is no answer
         self._can_write: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no asyncio.Transport subclass
 
     def data_received(self, data: bytes) -> None:
+        if self.parked:  # an idle connection answers nothing: kept, such bytes could grow without end
+            self.close()
+            return
         self.answered = True
         self.pieces.append(data)
         self.size += len(data)
@@ -144,10 +180,12 @@ class Connection(asyncio.Protocol):
 
 
 async def read_response(
-    conn: Connection, timeout: float | None, head_request: bool = False
+    conn: Connection, timeout: float | None, head_request: bool = False, limit: int | None = None
 ) -> tuple[int, bytes, list[Any], bytes, bool]:
     """(status, reason, headers, body, reusable) of the next response on ``conn`` (1xx skipped); the
-    answer to a HEAD request (``head_request``) has no body, whatever its Content-Length says."""
+    answer to a HEAD request (``head_request``) has no body, whatever its Content-Length says. More than
+    ``limit`` bytes (heads and body as sent): ``ResponseTooLarge``."""
+    budget = _Budget(limit)
     while True:
         end = conn.find(_HEAD_END)
         while end < 0:
@@ -157,6 +195,7 @@ async def read_response(
                 raise httpx.RemoteProtocolError("server disconnected without sending a response")
             end = conn.find(_HEAD_END)
         head = conn.take(end + 4)[:-4]
+        budget.spend(len(head) + 4)
         lines = head.split(b"\r\n")
         parts = lines[0].split(b" ", 2)
         if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():
@@ -177,15 +216,21 @@ async def read_response(
     if status in (204, 304) or head_request:
         return status, reason, headers, b"", keep
     if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
-        body = await _read_chunked(conn, timeout)
+        body = await _read_chunked(conn, timeout, budget)
     elif b"content-length" in fields:
         length = _content_length(headers)
+        budget.spend(length)  # refused before it is read
         if not await conn.fill(length, timeout):
             raise httpx.RemoteProtocolError(f"server disconnected after {conn.size} of {length} body bytes")
         body = conn.take(length)
     else:  # the body runs to the close
-        while await conn.fill_more(timeout):
-            pass
+        budget.spend(conn.size)
+        while True:
+            before = conn.size
+            more = await conn.fill_more(timeout)
+            budget.spend(conn.size - before)
+            if not more:
+                break
         body, keep = conn.take(conn.size), False
     return status, reason, headers, body, keep and not conn.closed
 
@@ -204,25 +249,34 @@ def _content_length(headers: list[tuple[bytes, bytes]]) -> int:
     return int(value)
 
 
-async def _read_chunked(conn: Connection, timeout: float | None) -> bytes:
+async def _read_chunked(conn: Connection, timeout: float | None, budget: _Budget) -> bytes:
     out: list[bytes] = []
+    tiny_from = tiny_bytes = 0  # the pieces since the last check for tiny chunks, and their bytes
     while True:
         line = await _line(conn, timeout, "bad or incomplete chunk size line")
+        budget.spend(len(line) + 2)
         size_text = line.split(b";", 1)[0].strip()
         if not size_text or size_text.strip(_HEX_DIGITS) or len(size_text) > 16:
             # int(x, 16) alone also takes '0x', '+', '-' and '_' (a negative size unsettled the buffer)
             raise httpx.RemoteProtocolError(f"bad chunk size {size_text[:40]!r}")
         size = int(size_text, 16)
         if size == 0:  # trailers, then an empty line
-            while await _line(conn, timeout, "incomplete chunked trailer"):
-                pass
+            while trailer := await _line(conn, timeout, "incomplete chunked trailer"):
+                budget.spend(len(trailer) + 2)
+            budget.spend(2)
             return b"".join(out)
+        budget.spend(size + 2)  # refused before it is read
         if not await conn.fill(size + 2, timeout):
             raise httpx.RemoteProtocolError("server disconnected inside a chunk")
         chunk = conn.take(size + 2)
         if chunk[size:] != b"\r\n":
             raise httpx.RemoteProtocolError("chunk not followed by CRLF")
         out.append(chunk[:size])
+        tiny_bytes += size
+        if len(out) - tiny_from >= _TINY_CHUNKS:
+            if tiny_bytes < _TINY_BYTES:  # one object, not a thousand objects' overhead (~40 bytes each)
+                out[tiny_from:] = [b"".join(out[tiny_from:])]
+            tiny_from, tiny_bytes = len(out), 0
 
 
 async def _line(conn: Connection, timeout: float | None, error: str) -> bytes:

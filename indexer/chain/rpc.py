@@ -7,6 +7,11 @@ or call ``aclose()``. Every call goes through one retry loop that decides by err
 retryable JSON-RPC errors are retried with jittered exponential backoff, honouring
 ``Retry-After``; in a batch only the entries that failed are sent again. A null block or receipt
 is the node lagging (``NotAvailableYet``, retried), never an empty block.
+
+An answer over ``max_response_bytes`` (decoded; for ``http://`` also as sent) is dropped as it arrives,
+its connection closed, and retried with backoff: a fault of that node or proxy (an endless body), not data;
+another try may reach a healthy backend. Not ``BatchTooLarge``: the default is far above what nodes send
+(geth caps a batch's answer at 25 MB, reth at 160 MB); smaller batches would only re-read a node that lies.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import orjson
 from core.errors import RetryableError
 from core.redact import mask_urls_in
 from core.retry import RetryPolicy
-from indexer.chain.http11 import Http11Transport
+from indexer.chain.http11 import Http11Transport, ResponseTooLarge
 from indexer.chain.rpc_errors import (
     BatchTooLarge,
     CallReverted,
@@ -68,6 +73,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("dexnode.rpc")
+MAX_RESPONSE_BYTES = 1024 * 1024 * 1024  # Settings.rpc_max_response_mb's default (1,024 MiB)
 
 
 class RpcClient:
@@ -81,10 +87,14 @@ class RpcClient:
         headers: Mapping[str, str] | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_response_bytes: int | None = MAX_RESPONSE_BYTES,
     ) -> None:
+        """``transport``: one of the caller's (give an ``Http11Transport`` the same ``max_response_bytes``:
+        it reads a plain ``http://`` answer whole before this client sees a byte)."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         self.url = url
+        self.max_response_bytes = max_response_bytes
         self.max_batch_size = max_batch_size  # lowered (and kept) when the node refuses a size
         self.retry = retry or RetryPolicy()
         self.stats = RpcStats()
@@ -95,7 +105,12 @@ class RpcClient:
             timeout=httpx.Timeout(timeout),
             headers={"content-type": "application/json", **(headers or {})},
             transport=transport
-            or Http11Transport(max_connections=100, keepalive_expiry=60.0, trust_env=True),
+            or Http11Transport(
+                max_connections=100,
+                keepalive_expiry=60.0,
+                trust_env=True,
+                max_response_bytes=max_response_bytes,
+            ),
         )
 
     async def __aenter__(self) -> RpcClient:
@@ -125,6 +140,13 @@ class RpcClient:
         request = self._http.build_request("POST", self.url, content=request_body(calls, first_id))
         try:
             response, content = await self._send(request)
+        except ResponseTooLarge as exc:
+            self.stats.count_error("response_too_large")
+            raise RpcRetryableError(
+                f"{label}: {exc} (DEXNODE_RPC_MAX_RESPONSE_MB): a node or proxy sending an endless or"
+                " oversized answer, or a batch too large for the limit (DEXNODE_RPC_BATCH_SIZE)",
+                method=label,
+            ) from exc
         except httpx.TimeoutException as exc:
             self.stats.count_error("timeout")
             raise RpcRetryableError(f"{label}: timeout ({type(exc).__name__})", method=label) from exc
@@ -166,10 +188,23 @@ class RpcClient:
         httpx keeps a response in a reference cycle (response, stream, request), and a body read by
         ``.content`` lives on the response: each answer (up to megabytes of JSON) would then wait for the
         cyclic collector, which the indexer runs rarely (``fewer_collections``). Read this way the
-        body is freed as soon as it is parsed; what the cycle holds is a few small objects."""
+        body is freed as soon as it is parsed; what the cycle holds is a few small objects. Over
+        ``max_response_bytes`` (Content-Length, then decoded bytes): ``ResponseTooLarge``; httpx closes
+        the connection of a response closed before its end."""
+        limit = self.max_response_bytes
         response = await self._http.send(request, stream=True)
         try:
-            content = b"".join([part async for part in response.aiter_bytes()])
+            declared = response.headers.get("content-length", "")
+            if limit is not None and declared.isdigit() and int(declared) > limit:
+                raise ResponseTooLarge(limit)
+            parts: list[bytes] = []
+            size = 0
+            async for part in response.aiter_bytes():
+                size += len(part)
+                if limit is not None and size > limit:
+                    raise ResponseTooLarge(limit)
+                parts.append(part)
+            content = b"".join(parts)
         finally:
             await response.aclose()
         return response, content
