@@ -71,7 +71,11 @@ async def follow(settings: Settings, *, from_block: int | None, quiet: bool, sil
         try:
             if writer is not sink:
                 log.info("Kafka: producing to %s", mask_urls_in(settings.kafka_bootstrap_servers or ""))
-            async with RpcClient(settings.rpc_http, max_batch_size=settings.rpc_batch_size) as rpc:
+            async with RpcClient(
+                settings.rpc_http,
+                max_batch_size=settings.rpc_batch_size,
+                max_response_bytes=settings.rpc_max_response_bytes,
+            ) as rpc:
                 await follow_into(
                     settings,
                     rpc,

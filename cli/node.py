@@ -193,7 +193,11 @@ async def _index(node: Node, following: asyncio.Event, *, quiet: bool, silence_t
     sink = await PostgresSink.connect(node.db.dsn)
     writer = with_kafka(settings, sink)
     try:
-        async with RpcClient(settings.rpc_http, max_batch_size=settings.rpc_batch_size) as rpc:
+        async with RpcClient(
+            settings.rpc_http,
+            max_batch_size=settings.rpc_batch_size,
+            max_response_bytes=settings.rpc_max_response_bytes,
+        ) as rpc:
             # the follower's RPC errors: on /metrics by kind, and in /v1/status's rpc_errors
             node.app.state.metrics.watch_rpc("follow", rpc.stats)
             register_status_source(

@@ -149,6 +149,13 @@ class Settings(BaseSettings):
         description="most calls per JSON-RPC batch (halved on its own when the node refuses a batch as too"
         " large)",
     )
+    rpc_max_response_mb: int = Field(
+        default=1024,
+        ge=1,
+        le=1_048_576,
+        description="largest JSON-RPC answer read from the node, in MiB (decoded); a bigger one is dropped as"
+        " it arrives, its connection closed, and retried (an endless or lying answer, not data)",
+    )
     chain: str = Field(default="ethereum", description="chain name, the default Kafka topic prefix")
     uniswap_v2_factories: str | None = Field(
         default=None,
@@ -309,6 +316,10 @@ class Settings(BaseSettings):
         if self.rpc_ws is not None:
             return self.rpc_ws
         return DEFAULT_LOCAL_WS if self.rpc_http == DEFAULT_LOCAL_HTTP else None
+
+    @property
+    def rpc_max_response_bytes(self) -> int:
+        return self.rpc_max_response_mb * 1024 * 1024
 
     @property
     def archive_target(self) -> str:

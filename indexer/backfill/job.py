@@ -89,9 +89,13 @@ async def backfill(
 
             writer = with_kafka(settings, sink, journal=False)
         try:
-            transport = RateLimitedTransport(max_rps, connections=workers * 2)
+            limit = settings.rpc_max_response_bytes
+            transport = RateLimitedTransport(max_rps, connections=workers * 2, max_response_bytes=limit)
             async with RpcClient(
-                settings.rpc_http, max_batch_size=settings.rpc_batch_size, transport=transport
+                settings.rpc_http,
+                max_batch_size=settings.rpc_batch_size,
+                transport=transport,
+                max_response_bytes=limit,
             ) as rpc:
                 enrich = make_enricher(rpc, sink.pool) if make_enricher is not None else None
                 job = _Job(settings, rpc, sink, workers, batch_blocks, defer_indexes, progress_tty, enrich)

@@ -214,10 +214,13 @@ class TokenBucket:
 
 
 class RateLimitedTransport(httpx.AsyncBaseTransport):
-    """httpx transport that spaces requests to at most ``max_rps`` per second (None: no limit)."""
+    """httpx transport that spaces requests to at most ``max_rps`` per second (None: no limit);
+    ``max_response_bytes``: ``Http11Transport``'s."""
 
-    def __init__(self, max_rps: float | None = None, *, connections: int = 32) -> None:
-        self.inner = Http11Transport(max_connections=connections)
+    def __init__(
+        self, max_rps: float | None = None, *, connections: int = 32, max_response_bytes: int | None = None
+    ) -> None:
+        self.inner = Http11Transport(max_connections=connections, max_response_bytes=max_response_bytes)
         self.bucket = TokenBucket(max_rps) if max_rps else None
         self.requests = 0
 
