@@ -28,6 +28,7 @@ connection; anything else that fails is raised for the caller's retries.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 import urllib.request
 from collections import deque
@@ -66,6 +67,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         # trust_env: HTTP_PROXY/HTTPS_PROXY/ALL_PROXY minus NO_PROXY, read once as httpx's client
         # does; a client given a transport no longer routes by them itself (RpcClient's did before)
         self._proxies = urllib.request.getproxies_environment() if trust_env else {}
+        self._no_proxy = NoProxy(self._proxies.get("no", ""))
         self._proxied: dict[str, httpx.AsyncHTTPTransport] = {}
         self._closed = False  # by aclose(): a response completed later does not park its connection
 
@@ -150,8 +152,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
         if not proxy:
             return None
-        # NO_PROXY as urllib (and so httpx's environment reading) applies it; not in typeshed's stubs
-        if urllib.request.proxy_bypass_environment(url.host, self._proxies):  # type: ignore[attr-defined]
+        if self._no_proxy.bypasses(url.host):
             return None
         return proxy if "://" in proxy else "http://" + proxy
 
@@ -195,6 +196,40 @@ class Http11Transport(httpx.AsyncBaseTransport):
         for other in [self._other, *self._proxied.values()]:
             if other is not None:
                 await other.aclose()
+
+
+class NoProxy:
+    """``NO_PROXY``, one rule for every scheme: ``*`` (anywhere in the list) bypasses every proxy; an
+    address or a network (``10.0.0.0/8``, ``127.0.0.1``, ``fd00::/8``, ``[::1]``) the addresses in it, as
+    curl (7.86+) and Go apply it; a name itself and its subdomains (``.example.org`` too), as urllib.
+    Neither urllib nor httpx (0.28.1) reads a network as one: urllib matches ``10.0.0.0/8`` as a name
+    (nothing), httpx as the one host ``10.0.0.0``; so a node at ``10.1.2.3`` went through the proxy."""
+
+    def __init__(self, entries: str) -> None:
+        self.everything = False
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        names = []
+        for entry in (e.strip() for e in entries.split(",")):
+            if entry == "*":
+                self.everything = True
+            elif entry:
+                try:
+                    self.networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                except ValueError:
+                    names.append(entry)
+        self.name_rules = {"no": ",".join(names)} if names else {}  # urllib's form
+
+    def bypasses(self, host: str) -> bool:
+        if self.everything:
+            return True
+        try:
+            address = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            address = None
+        if address is not None and any(address in network for network in self.networks):
+            return True
+        # names as urllib (and so httpx's environment reading) matches them; not in typeshed's stubs
+        return bool(self.name_rules) and bool(urllib.request.proxy_bypass_environment(host, self.name_rules))  # type: ignore[attr-defined]
 
 
 class _Body(httpx.AsyncByteStream):
