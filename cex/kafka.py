@@ -23,7 +23,7 @@ from collections.abc import Iterable
 
 import orjson
 
-from cex.feed import RawFrame
+from cex.dispatch import RawFrame
 from cex.sync import Resync
 from records import Record, to_json
 from records.cex import (

@@ -36,7 +36,8 @@ from typing import Protocol, runtime_checkable
 import orjson
 
 from cex.candles import CandleBuilder
-from cex.feed import FeedHandler, RawFrame
+from cex.dispatch import RawFrame
+from cex.feed import FeedHandler
 from cex.sync import Resync
 from records.cex import Trade
 from records.codec import Record, to_json

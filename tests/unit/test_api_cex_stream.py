@@ -17,7 +17,7 @@ from api.stream.cex_listener import CexNotifyReader
 from api.stream.events import Ref
 from api.stream.hub import Client, Hub, Limits
 from api.stream.protocol import Code, ProtocolError, Subscribe, parse
-from cex.feed import RawFrame
+from cex.dispatch import RawFrame
 from records.cex import BookDelta, BookSnapshot, Trade
 from records.chain import Block, DexTrade
 from sinks import merged_trades
