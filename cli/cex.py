@@ -58,6 +58,16 @@ def parse_feeds(text: str) -> list[Feed]:
     return feeds  # type: ignore[return-value]
 
 
+# `dexnode cex --raw` and `dexnode run` with DEXNODE_CEX_RAW but no Kafka: the setting feeds the Kafka topics
+# only, while the websocket's cex_raw channel (dexnode run) needs none; a user reaching for raw frames on the
+# websocket must not be told to set up Kafka
+RAW_NEEDS_KAFKA = (
+    "DEXNODE_CEX_RAW (dexnode cex --raw) publishes raw exchange frames on the Kafka topics"
+    " cex.<exchange>.raw and needs DEXNODE_KAFKA_BOOTSTRAP_SERVERS: set it, or unset DEXNODE_CEX_RAW / drop"
+    " --raw. Raw frames on the websocket need no setting: subscribe to the cex_raw channel of dexnode run"
+)
+
+
 async def run_cex(
     settings: Settings,
     exchange: Exchange,
@@ -72,7 +82,7 @@ async def run_cex(
     snapshot_every: float,
 ) -> None:
     if settings.cex_raw and KafkaOptions.from_settings(settings) is None:
-        raise ConfigError("--raw: raw frames go to Kafka only; set DEXNODE_KAFKA_BOOTSTRAP_SERVERS")
+        raise ConfigError(RAW_NEEDS_KAFKA)
     feed = FeedHandler(
         exchange,
         symbols,

@@ -45,7 +45,7 @@ from cex.exchanges import EXCHANGES
 from cex.feed import FeedHandler
 from cex.pipeline import FeedBooks, run_cex_pipeline
 from cex.store import CexStore
-from cli.cex import exchange_from, open_cex_sinks, parse_feeds
+from cli.cex import RAW_NEEDS_KAFKA, exchange_from, open_cex_sinks, parse_feeds
 from cli.follow import follow_into
 from core.database import DatabaseInfo, open_database
 from core.errors import ConfigError, DexnodeError, FatalError
@@ -283,9 +283,7 @@ async def run_node(
     stop = stop or asyncio.Event()
     venues = cex_venues(settings)
     if venues and settings.cex_raw and KafkaOptions.from_settings(settings) is None:
-        raise ConfigError(
-            "cex raw frames go to Kafka only; set DEXNODE_KAFKA_BOOTSTRAP_SERVERS or unset DEXNODE_CEX_RAW"
-        )
+        raise ConfigError(RAW_NEEDS_KAFKA)
     extra = {name: task for name, (enabled, task) in OPTIONAL_TASKS.items() if enabled(settings)}
     sock = listen_socket(settings.api_host, settings.api_port)
     with contextlib.closing(sock):

@@ -114,4 +114,6 @@ def test_raw_without_kafka_is_a_clear_error(
     with pytest.raises(SystemExit) as stopped:
         main(["cex", "--exchange", "okx", "--symbols", "BTC-USDT", "--no-store", "--raw"])
     assert stopped.value.code == 2
-    assert "raw frames go to Kafka only" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "publishes raw exchange frames on the Kafka topics cex.<exchange>.raw" in err
+    assert "needs DEXNODE_KAFKA_BOOTSTRAP_SERVERS" in err and "the cex_raw channel of dexnode run" in err

@@ -394,7 +394,9 @@ def test_flag_mistakes_exit_2_before_anything_starts(cli_env: dict[str, str], tm
     code, stderr = run_fails(["run", "--exchanges", "okx", "--symbols", "BTC-USDT"], raw_env)
     assert (code, stderr.strip()) == (
         2,
-        "dexnode: cex raw frames go to Kafka only;"
-        " set DEXNODE_KAFKA_BOOTSTRAP_SERVERS or unset DEXNODE_CEX_RAW",
+        "dexnode: DEXNODE_CEX_RAW (dexnode cex --raw) publishes raw exchange frames on the Kafka"
+        " topics cex.<exchange>.raw and needs DEXNODE_KAFKA_BOOTSTRAP_SERVERS: set it, or unset"
+        " DEXNODE_CEX_RAW / drop --raw. Raw frames on the websocket need no setting: subscribe to the"
+        " cex_raw channel of dexnode run",
     )
     assert not (Path(cli_env["DEXNODE_DATA_DIR"]) / "postgres").exists()

@@ -99,3 +99,60 @@ async def test_run_with_an_exchange_stores_and_streams_its_trades(
                 assert "Traceback" not in node.log()
     finally:
         await server.stop()
+
+
+async def test_run_serves_raw_frames_on_the_websocket_with_no_kafka_and_no_setting(
+    devnet: Devnet, pg_server: tuple[str, bool], cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``dexnode run``'s own wiring of the ``cex_raw`` channel (cli/node.py hands the feed the hub's raw
+    fan-out), with neither Kafka nor DEXNODE_CEX_RAW (``cli_env`` has no ``DEXNODE_*``): a client gets the
+    frames the feed's connection received, verbatim, in order. Truth: what the local OKX server wrote to
+    that socket (``Session.sent``). The frames before the client subscribed (the subscribe answers) are
+    not owed to it; every market frame is."""
+    assert not any(k in cli_env for k in ("DEXNODE_CEX_RAW", "DEXNODE_KAFKA_BOOTSTRAP_SERVERS"))
+    server = await okx_server.OkxServer(okx_server.events(), [], wait_for_sessions=2).start()
+    config = tmp_path / "dexnode.toml"
+    config.write_text(
+        f"[cex]\nexchanges = ['okx']\nfeeds = ['trades', 'book']\n"
+        f"[cex.okx]\nsymbols = {list(SYMBOLS)!r}\nws_url = '{server.url}'\n"
+    )
+    try:
+        async with own_database(pg_server, "dexnode_run_cex_raw") as db:
+            args = [
+                "--config", str(config), "--rpc-http", devnet.rpc_http, "--rpc-ws", devnet.rpc_ws,
+                "--database-url", db.dsn, "--quiet",
+            ]  # fmt: skip
+            async with running(args, cli_env, tmp_path) as node:
+                raw_ws = await WsClient.open(node.http, {"channel": "cex_raw", "exchange": "okx"})
+                async with connect(server.url) as gate:  # the second session starts the market
+                    await gate.send(
+                        orjson.dumps(
+                            {"op": "subscribe", "args": [{"channel": "trades", "instId": "BTC-USDT"}]}
+                        )
+                    )
+                    await asyncio.wait_for(server.done.wait(), 60)
+
+                    def feeds_session() -> list[str]:
+                        """What the server wrote to the node's feed (the session with book frames)."""
+                        (sent,) = [s.sent for s in server.sessions if any('"books"' in f for f in s.sent)]
+                        return sent
+
+                    def caught_up() -> bool:
+                        got = [d["frame"] for d in raw_ws.data("raw")]
+                        sent = feeds_session()
+                        first_market = next(i for i, f in enumerate(sent) if '"data"' in f)
+                        return len(sent) - first_market <= len(got) and sent[len(sent) - len(got) :] == got
+
+                    await eventually(caught_up, "every market frame of the feed's socket on cex_raw", 30)
+                got = raw_ws.data("raw")
+                sent = feeds_session()
+                assert [d["frame"] for d in got] == sent[len(sent) - len(got) :]
+                assert sum('"books"' in d["frame"] and '"data"' in d["frame"] for d in got) > 100
+                assert {(d["exchange"], d["connection"]) for d in got} == {("okx", 0)}
+                times = [d["atom_timestamp"] for d in got]
+                assert times == sorted(times)
+                await raw_ws.close()
+                node.proc.send_signal(signal.SIGTERM)
+                assert await asyncio.wait_for(node.proc.wait(), 60) == 0, node.log()
+    finally:
+        await server.stop()
