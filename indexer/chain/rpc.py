@@ -147,6 +147,9 @@ class RpcClient:
                 " oversized answer, or a batch too large for the limit (DEXNODE_RPC_BATCH_SIZE)",
                 method=label,
             ) from exc
+        except httpx.DecodingError as exc:  # no TransportError: a garbled or cut compressed body
+            self.stats.count_error("undecodable_body")
+            raise RpcRetryableError(f"{label}: undecodable body: {exc}", method=label) from exc
         except httpx.TimeoutException as exc:
             self.stats.count_error("timeout")
             raise RpcRetryableError(f"{label}: timeout ({type(exc).__name__})", method=label) from exc

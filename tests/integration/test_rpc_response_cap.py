@@ -233,3 +233,24 @@ async def test_an_idle_connection_that_receives_bytes_is_closed_at_once(
         assert 1 in server.cut_off, "the idle connection kept reading what the server sent"
         assert await rpc.block_number() == 16
     assert server.connections == 2
+
+
+async def corrupt_gzip(writer: asyncio.StreamWriter, call_id: int) -> None:
+    """Content-Encoding: gzip over bytes that are no gzip stream (a proxy that garbles, a cut body)."""
+    body = b"\x1f\x8b not a gzip stream"
+    head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+    writer.write(head + body)
+    await writer.drain()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_body_that_cannot_be_decoded_is_retried_not_raised(
+    node: Callable[..., Awaitable[Node]], transport: str
+) -> None:
+    """httpx raises ``DecodingError`` for it, which is no ``TransportError``: it went out of ``RpcClient``
+    past the retry loop, and so out of the follower and the backfill."""
+    server = await node(n1=corrupt_gzip)
+    async with _client(server.url, transport, attempts=2) as rpc:
+        assert await rpc.block_number() == 16
+        assert rpc.stats.errors == {"undecodable_body": 1} and rpc.stats.retries == 1
+    assert server.requests == 2
