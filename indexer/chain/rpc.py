@@ -193,13 +193,16 @@ class RpcClient:
         cyclic collector, which the indexer runs rarely (``fewer_collections``). Read this way the
         body is freed as soon as it is parsed; what the cycle holds is a few small objects. Over
         ``max_response_bytes`` (Content-Length, then decoded bytes): ``ResponseTooLarge``; httpx closes
-        the connection of a response closed before its end."""
+        the connection of a response closed before its end. The decoded bytes are counted per piece that
+        httpx inflates: one deflate layer grows a piece at most ~1,032-fold (64 KiB -> 66 MB past the
+        limit at worst), so stacked codings, whose layers multiply, are refused before a byte is read."""
         limit = self.max_response_bytes
         response = await self._http.send(request, stream=True)
         try:
             declared = response.headers.get("content-length", "")
             if limit is not None and declared.isdigit() and int(declared) > limit:
                 raise ResponseTooLarge(limit)
+            _refuse_stacked_codings(response.headers)
             parts: list[bytes] = []
             size = 0
             async for part in response.aiter_bytes():
@@ -429,3 +432,11 @@ class RpcClient:
             else:
                 out.append(CallResult(result))
         return out
+
+
+def _refuse_stacked_codings(headers: httpx.Headers) -> None:
+    """``Content-Encoding: gzip, gzip``: httpx inflates each layer of a piece whole, so a 1 KB answer
+    becomes gigabytes before it can be counted. No node stacks codings; a fault of that backend."""
+    codings = headers.get_list("content-encoding", split_commas=True)
+    if len([c for c in codings if c.strip().lower() not in ("", "identity")]) > 1:
+        raise httpx.DecodingError(f"stacked Content-Encoding {', '.join(codings)[:80]!r} refused")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -254,3 +256,42 @@ async def test_a_body_that_cannot_be_decoded_is_retried_not_raised(
         assert await rpc.block_number() == 16
         assert rpc.stats.errors == {"undecodable_body": 1} and rpc.stats.retries == 1
     assert server.requests == 2
+
+
+def _gzip_twice(size: int) -> bytes:
+    """``size`` spaces gzipped, and that gzipped again: ~200 bytes per 64 MiB, as each layer of deflate
+    inflates at most ~1,000-fold but the first layer's output is itself a run of repeats."""
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    mib = b" " * (1 << 20)
+    layer = b"".join(inner.compress(mib) for _ in range(size >> 20)) + inner.flush()
+    return gzip.compress(layer, 9)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_stacked_gzip_is_refused_before_it_inflates(
+    node: Callable[..., Awaitable[Node]], transport: str
+) -> None:
+    """``Content-Encoding: gzip, gzip``: httpx decodes the layers of each piece in one go, each layer
+    unbounded, so a 1 KB answer became 64 MiB in memory before the limit was checked (2.2 GB peak for a
+    1,828-byte answer of 1 GiB). No node stacks codings: refused as a fault of that backend."""
+    body = _gzip_twice(64 << 20)
+    assert len(body) < 1024
+
+    async def stacked(writer: asyncio.StreamWriter, call_id: int) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip, gzip\r\nContent-Length: %d\r\n\r\n" % len(body)
+        writer.write(head + body)
+        await writer.drain()
+
+    server = await node(n1=stacked)
+    async with _client(server.url, transport) as rpc:
+        tracemalloc.start()
+        try:
+            with pytest.raises(RpcRetryableError) as raised:
+                await rpc.block_number()
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 16 * LIMIT, f"{peak:,} bytes allocated at the peak"
+        assert "stacked Content-Encoding 'gzip, gzip'" in str(raised.value)
+        assert rpc.stats.errors == {"undecodable_body": 1}
+        assert await rpc.block_number() == 16
