@@ -152,7 +152,7 @@ class Http11Transport(httpx.AsyncBaseTransport):
         proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
         if not proxy:
             return None
-        if self._no_proxy.bypasses(url.host):
+        if self._no_proxy.bypasses(url.host, url.port or (443 if url.scheme == "https" else 80)):
             return None
         return proxy if "://" in proxy else "http://" + proxy
 
@@ -203,33 +203,49 @@ class NoProxy:
     address or a network (``10.0.0.0/8``, ``127.0.0.1``, ``fd00::/8``, ``[::1]``) the addresses in it, as
     curl (7.86+) and Go apply it; a name itself and its subdomains (``.example.org`` too), as urllib.
     Neither urllib nor httpx (0.28.1) reads a network as one: urllib matches ``10.0.0.0/8`` as a name
-    (nothing), httpx as the one host ``10.0.0.0``; so a node at ``10.1.2.3`` went through the proxy."""
+    (nothing), httpx as the one host ``10.0.0.0``; so a node at ``10.1.2.3`` went through the proxy.
+    An entry with a port (``node:8545``, ``10.0.0.1:8545``, ``[::1]:8545``) holds that port only, as
+    urllib (given the URL's port), httpx and Go read it."""
 
     def __init__(self, entries: str) -> None:
         self.everything = False
-        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        self.networks: list[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None]] = []
         names = []
         for entry in (e.strip() for e in entries.split(",")):
             if entry == "*":
                 self.everything = True
             elif entry:
+                host, port = _split_port(entry)
                 try:
-                    self.networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+                    self.networks.append(
+                        (ipaddress.ip_network(host.replace("[", "").replace("]", ""), strict=False), port)
+                    )
                 except ValueError:
                     names.append(entry)
         self.name_rules = {"no": ",".join(names)} if names else {}  # urllib's form
 
-    def bypasses(self, host: str) -> bool:
+    def bypasses(self, host: str, port: int) -> bool:
         if self.everything:
             return True
         try:
             address = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
             address = None
-        if address is not None and any(address in network for network in self.networks):
+        if address is not None and any(
+            address in network and entry_port in (None, port) for network, entry_port in self.networks
+        ):
             return True
-        # names as urllib (and so httpx's environment reading) matches them; not in typeshed's stubs
-        return bool(self.name_rules) and bool(urllib.request.proxy_bypass_environment(host, self.name_rules))  # type: ignore[attr-defined]
+        # names as urllib matches them, given host:port (an entry with a port matches that port only)
+        by_name = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed
+        return bool(self.name_rules) and bool(by_name(f"{host}:{port}", self.name_rules))
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """``host:port`` or ``[v6]:port`` → (host, port); anything else (``::1``, ``fd00::/8``) has no port."""
+    host, sep, port = entry.rpartition(":")
+    if sep and port.isdigit() and (":" not in host or (host.startswith("[") and host.endswith("]"))):
+        return host, int(port)
+    return entry, None
 
 
 class _Body(httpx.AsyncByteStream):

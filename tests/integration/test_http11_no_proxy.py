@@ -59,12 +59,11 @@ async def listeners() -> AsyncIterator[tuple[Listener, Listener]]:
         server.close()
 
 
-async def _reached(scheme: str, node: Listener, proxy: Listener) -> str:
-    """Which server one call to the node reached: 'node' or 'proxy'."""
+async def _reached(scheme: str, node: Listener, proxy: Listener, host: str = "127.0.0.1") -> str:
+    """Which server one call to the node (at ``host``, an address or name in its URL) reached: 'node' or
+    'proxy'."""
     before = len(node.first), len(proxy.first)
-    async with RpcClient(
-        f"{scheme}://127.0.0.1:{node.port}/", retry=RetryPolicy(attempts=1), timeout=5
-    ) as rpc:
+    async with RpcClient(f"{scheme}://{host}:{node.port}/", retry=RetryPolicy(attempts=1), timeout=5) as rpc:
         try:
             assert await rpc.block_number() == 16
         except RpcRetryableError:
@@ -74,7 +73,8 @@ async def _reached(scheme: str, node: Listener, proxy: Listener) -> str:
     name = next(n for n, firsts in reached.items() if firsts)
     if scheme == "https":  # through the proxy: a tunnel asked for; straight: the TLS hello itself
         assert reached[name][0] == (
-            b"CONNECT 127.0.0.1:%d HTTP/1.1" % node.port if name == "proxy" else b"TLS"
+            # httpcore 1.0.9 writes an IPv6 address unbracketed ('CONNECT ::1:8545')
+            b"CONNECT %s:%d HTTP/1.1" % (host.strip("[]").encode(), node.port) if name == "proxy" else b"TLS"
         )
     return name
 
@@ -104,3 +104,43 @@ async def test_http_and_https_urls_take_the_same_route_for_each_no_proxy(
     monkeypatch.setenv("NO_PROXY", no_proxy)
     assert await _reached("http", node, proxy) == expected
     assert await _reached("https", node, proxy) == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "no_proxy", "expected"),
+    [
+        ("127.0.0.1", "127.0.0.1:{port}", "node"),  # an address and the node's port (before: proxy)
+        ("127.0.0.1", "127.0.0.1:1", "proxy"),  # another port
+        ("127.0.0.1", "127.0.0.0/8, 10.0.0.0/8:{port}", "node"),
+        ("[::1]", "[::1]:{port}", "node"),  # an IPv6 address in brackets with a port (before: proxy)
+        ("[::1]", " [::1]:1 ", "proxy"),
+        ("[::1]", "[::1]", "node"),
+        ("[::1]", "[::]/0", "node"),  # a network in brackets (before: proxy)
+        ("localhost", "LOCALHOST:{port}", "node"),  # a name and the node's port (before: proxy)
+        ("localhost", ".localhost:{port}", "node"),
+        ("localhost", "localhost:1", "proxy"),
+        ("localhost", "localhost", "node"),
+    ],
+)
+async def test_an_entry_with_a_port_holds_that_port_only(
+    monkeypatch: pytest.MonkeyPatch, host: str, no_proxy: str, expected: str
+) -> None:
+    """An entry's port (``node:8545``, ``10.0.0.1:8545``, ``[::1]:8545``) limits it to that port, as
+    urllib (given a URL's port), httpx's own reading and Go take it; before, the host was matched without
+    its port, so such an entry bypassed nothing."""
+    node, proxy = Listener(), Listener()
+    address = host.strip("[]") if host.startswith("[") else "127.0.0.1"
+    servers = [await asyncio.start_server(x.handle, address, 0) for x in (node, proxy)]
+    node.port, proxy.port = (s.sockets[0].getsockname()[1] for s in servers)
+    try:
+        for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ALL_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        proxy_url = f"http://{address if ':' not in address else '[' + address + ']'}:{proxy.port}"
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        monkeypatch.setenv("HTTPS_PROXY", proxy_url)
+        monkeypatch.setenv("NO_PROXY", no_proxy.format(port=node.port))
+        assert await _reached("http", node, proxy, host) == expected
+        assert await _reached("https", node, proxy, host) == expected
+    finally:
+        for server in servers:
+            server.close()
