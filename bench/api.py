@@ -476,6 +476,9 @@ def main() -> None:
     parser.add_argument("--only-generate", action="store_true")
     parser.add_argument("--detail", action="store_true", help="per-worker latency, the tail's shape")
     parser.add_argument("--data-dir", type=Path, help="keep the embedded Postgres here (reused if filled)")
+    parser.add_argument("--shared-buffers", default="auto",
+                        help="the embedded server's DEXNODE_EMBEDDED_SHARED_BUFFERS (auto, a size, or off:"
+                        " Postgres's 128MB), applied when this run starts it")  # fmt: skip
     args = parser.parse_args()
     url = os.environ.get("DATABASE_URL")
     if url:
@@ -483,7 +486,7 @@ def main() -> None:
         return
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="dexnode-bench-api-"))
     try:
-        with embedded_server(root) as server:
+        with embedded_server(root, args.shared_buffers) as server:
             dsn = asyncio.run(ensure_database(server, "bench_api"))
             print(f"database: {dsn}")
             uvloop.run(run(args, dsn))

@@ -439,11 +439,13 @@ async def measure(
     conn = await asyncpg.connect(server)
     try:
         version = await conn.fetchval("SHOW server_version")
+        buffers = await conn.fetchval("SHOW shared_buffers")
     finally:
         await conn.close()
     env = (
-        f"PostgreSQL {version} ({where}); anvil on 127.0.0.1; {os.cpu_count()} cores shared by node, Postgres"
-        f" and indexer; best of {args.rounds}; workers {args.workers}, {args.batch_blocks} blocks per chunk,"
+        f"PostgreSQL {version} ({where}, shared_buffers {buffers}); anvil on 127.0.0.1;"
+        f" {os.cpu_count()} cores shared by node, Postgres and indexer; best of {args.rounds};"
+        f" workers {args.workers}, {args.batch_blocks} blocks per chunk,"
         f" JSON-RPC batches of {args.rpc_batch}"
     )
     report(env, chain, limit, etl, [best(runs) for runs in ours.values()])
@@ -462,7 +464,7 @@ async def measure(
 
 
 @contextlib.contextmanager
-def server() -> Iterator[tuple[str, str, int | None]]:
+def server(shared_buffers: str = "auto") -> Iterator[tuple[str, str, int | None]]:
     """(server URI, description, postmaster pid when local and embedded)."""
     url = os.environ.get("DATABASE_URL")
     if url:
@@ -471,7 +473,7 @@ def server() -> Iterator[tuple[str, str, int | None]]:
     root = Path(tempfile.mkdtemp(prefix="dexnode-bench-pg-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)
     try:
-        with embedded_server(root) as uri:
+        with embedded_server(root, shared_buffers) as uri:
             pid_file = root / "postgres" / "postmaster.pid"
             pid = int(pid_file.read_text().split()[0]) if pid_file.exists() else None
             yield uri, "embedded pgserver", pid
@@ -507,6 +509,12 @@ def main() -> None:
         default=["kept", "deferred"],
         help="dexnode runs per round: kept (indexes maintained), deferred (--defer-indexes), or both",
     )
+    parser.add_argument(
+        "--shared-buffers",
+        default="auto",
+        help="the embedded server's DEXNODE_EMBEDDED_SHARED_BUFFERS (auto, a size, or off for Postgres's"
+        " 128MB): to compare settings in alternated runs",
+    )
     args = parser.parse_args()
     if not set(args.modes) <= {"kept", "deferred"}:
         parser.error("--modes: kept, deferred or kept,deferred")
@@ -521,7 +529,7 @@ def main() -> None:
           flush=True)  # fmt: skip
     devnet = cache.load(headroom=0)
     try:
-        with server() as (uri, where, postmaster):
+        with server(args.shared_buffers) as (uri, where, postmaster):
             asyncio.run(measure(args, uri, where, postmaster, devnet))
     finally:
         devnet.stop()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from core import embedded_postgres
 from core.errors import ConfigError, FatalError
 from core.settings import Settings
 
@@ -72,24 +72,24 @@ _EMBEDDED: dict[Path, tuple[Any, int]] = {}
 
 
 @contextlib.contextmanager
-def embedded_server(data_dir: Path) -> Iterator[str]:
+def embedded_server(data_dir: Path, shared_buffers: str = "auto") -> Iterator[str]:
     """Start (or join) the embedded PostgreSQL in ``data_dir/postgres``; yield its server URI.
 
+    ``shared_buffers``: the ``embedded_shared_buffers`` setting (``auto``, a size, or ``off``), written
+    with dexnode's other settings into the data dir before the server starts (core/embedded_postgres.py);
+    a server another process already runs keeps its own until its next start.
     Nested uses in one process share the server; it stops when the last one exits (and no other
     dexnode process uses it)."""
     root = _prepare_data_dir(data_dir)
     pgdata = root / "postgres"
     entry = _EMBEDDED.get(pgdata)
     if entry is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import pgserver
-
-            try:
-                server = pgserver.get_server(pgdata, cleanup_mode="stop")
-            except Exception as exc:  # pgserver raises plain exceptions with the pg_ctl output
-                raise FatalError(f"could not start the embedded PostgreSQL in {pgdata}: {exc}") from None
-        entry = (server, 0)
+        try:
+            size = embedded_postgres.parse_shared_buffers(shared_buffers)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        pgdata.mkdir(exist_ok=True)
+        entry = (embedded_postgres.start_server(pgdata, embedded_postgres.server_settings(size)), 0)
     server, users = entry
     _EMBEDDED[pgdata] = (server, users + 1)
     try:
@@ -147,7 +147,7 @@ async def open_database(settings: Settings) -> AsyncIterator[DatabaseInfo]:
         await conn.close()
         yield DatabaseInfo(dsn=asyncpg_dsn(settings.database_url), embedded=False)
         return
-    with embedded_server(settings.data_dir) as server_uri:
+    with embedded_server(settings.data_dir, settings.embedded_shared_buffers) as server_uri:
         dsn = await ensure_database(server_uri, EMBEDDED_DATABASE)
         log.info("embedded PostgreSQL running in %s", settings.data_dir / "postgres")
         yield DatabaseInfo(dsn=dsn, embedded=True)

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from core.embedded_postgres import parse_shared_buffers
 from core.errors import ConfigError
 from core.redact import mask_url, mask_urls_in
 
@@ -137,6 +138,11 @@ class Settings(BaseSettings):
         " Kafka confirmed.* topics)",
     )
     data_dir: Path = Field(default=Path(".dexnode"), description="embedded Postgres, devnet and state")
+    embedded_shared_buffers: str = Field(
+        default="auto",
+        description="shared_buffers of the embedded PostgreSQL (no database URL): auto (25% of memory, at"
+        " most 2GB), a size such as 512MB, or off (Postgres's 128MB); applies at the server's next start",
+    )
     max_reorg_depth: int = Field(
         default=64,
         ge=1,
@@ -292,6 +298,12 @@ class Settings(BaseSettings):
         if scheme not in _PG_SCHEMES:
             raise ValueError(f"database URL must start with postgresql:// (got scheme {scheme or 'none'!r})")
         return value
+
+    @field_validator("embedded_shared_buffers")
+    @classmethod
+    def _check_embedded_shared_buffers(cls, value: str) -> str:
+        parse_shared_buffers(value)  # refuses a size Postgres would not take, before anything starts
+        return value.strip()
 
     @field_validator("rpc_http")
     @classmethod
