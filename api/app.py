@@ -123,7 +123,9 @@ def create_app(
                 )
                 stack.push_async_callback(own_pool.close)
             app.state.api = ApiState(settings=settings, pool=own_pool, metrics=metrics, hub=hub, books=books)
-            app.state.rpc = await stack.enter_async_context(RpcClient(settings.rpc_http, timeout=2.0))
+            app.state.rpc = await stack.enter_async_context(
+                RpcClient(settings.rpc_http, timeout=2.0, max_response_bytes=settings.rpc_max_response_bytes)
+            )
             yield
 
     app = FastAPI(
