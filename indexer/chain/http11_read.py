@@ -231,6 +231,8 @@ async def read_response(
             budget.spend(conn.size - before)
             if not more:
                 break
+        if conn.error is not None:  # a reset, not the close that ends such a body: it was cut short
+            raise httpx.ReadError(f"connection reset after {conn.size} body bytes: {conn.error!r}")
         body, keep = conn.take(conn.size), False
     return status, reason, headers, body, keep and not conn.closed
 
