@@ -215,7 +215,7 @@ async def read_response(
     keep = parts[0] == b"HTTP/1.1" and b"close" not in fields.get(b"connection", b"").lower()
     if status in (204, 304) or head_request:
         return status, reason, headers, b"", keep
-    if b"chunked" in fields.get(b"transfer-encoding", b"").lower():
+    if _chunked(headers):
         body = await _read_chunked(conn, timeout, budget)
     elif b"content-length" in fields:
         length = _content_length(headers)
@@ -235,6 +235,20 @@ async def read_response(
             raise httpx.ReadError(f"connection reset after {conn.size} body bytes: {conn.error!r}")
         body, keep = conn.take(conn.size), False
     return status, reason, headers, body, keep and not conn.closed
+
+
+def _chunked(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the body is chunked. Any other transfer coding (``gzip, chunked``, ``identity``) is
+    refused, as h11 refuses it: its bytes would be handed on undecoded, or framed by a guess."""
+    codings = [
+        c.strip().lower()
+        for name, value in headers
+        if name.lower() == b"transfer-encoding"
+        for c in value.split(b",")
+    ]
+    if codings and codings != [b"chunked"]:
+        raise httpx.RemoteProtocolError(f"unsupported Transfer-Encoding {b', '.join(codings)[:60]!r}")
+    return bool(codings)
 
 
 def _content_length(headers: list[tuple[bytes, bytes]]) -> int:

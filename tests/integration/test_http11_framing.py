@@ -1,6 +1,6 @@
 """Framing corners of the lean transport (``Http11Transport``) against a real socket server on loopback:
-a body that runs to the close but is cut by a reset. It must be an ``httpx.TransportError`` (``RpcClient``
-retries it), never a body handed on as the answer."""
+a body that runs to the close but is cut by a reset, and transfer codings other than ``chunked``. Each
+must be an ``httpx.TransportError`` (``RpcClient`` retries it), never a body handed on as the answer."""
 
 from __future__ import annotations
 
@@ -66,3 +66,29 @@ async def test_a_body_to_the_close_ended_by_the_close_is_whole(
     url = await answer_once(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n[1,2,3]", False)
     response = await _get(url)
     assert response.status_code == 200 and response.content == b"[1,2,3]"
+
+
+@pytest.mark.parametrize(
+    "codings",
+    [
+        b"Transfer-Encoding: gzip, chunked",  # before: the chunks' gzip bytes handed on as the body
+        b"Transfer-Encoding: identity",  # before: read to the close as if there were none
+        b"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+        b"Transfer-Encoding: xchunked",
+    ],
+)
+async def test_a_transfer_coding_other_than_chunked_is_refused(
+    answer_once: Callable[[bytes, bool], Awaitable[str]], codings: bytes
+) -> None:
+    """As h11 (httpx's own transport) refuses it: the body would be bytes of a coding nobody decodes."""
+    url = await answer_once(b"HTTP/1.1 200 OK\r\n" + codings + b"\r\n\r\n2\r\nok\r\n0\r\n\r\n", False)
+    with pytest.raises(httpx.RemoteProtocolError, match="Transfer-Encoding"):
+        await _get(url)
+
+
+@pytest.mark.parametrize("codings", [b"Transfer-Encoding: chunked", b"transfer-encoding:  Chunked "])
+async def test_chunked_alone_is_read(
+    answer_once: Callable[[bytes, bool], Awaitable[str]], codings: bytes
+) -> None:
+    url = await answer_once(b"HTTP/1.1 200 OK\r\n" + codings + b"\r\n\r\n2\r\nok\r\n0\r\n\r\n", False)
+    assert (await _get(url)).content == b"ok"
