@@ -58,9 +58,8 @@ async def shared_buffers_of(dsn: str) -> str:
 async def test_embedded_server_runs_with_dexnode_settings_and_the_override(data_dir: Path) -> None:
     memory = min(memtotal(), cgroup_limit() or memtotal())
     quarter_mb = min(memory // 4 // MB, 2048)
-    expected = "2GB" if quarter_mb == 2048 else f"{quarter_mb}MB"  # Postgres shows whole GB as GB
-    if quarter_mb <= 128:
-        expected = "128MB"
+    quarter_mb = max(quarter_mb, 128)  # never below Postgres's default
+    expected = f"{quarter_mb // 1024}GB" if quarter_mb % 1024 == 0 else f"{quarter_mb}MB"  # as SHOW writes it
     async with open_database(build_settings(data_dir=data_dir)) as db:
         assert await shared_buffers_of(db.dsn) == expected
     # the same (now existing) data dir, next start: the override applies
