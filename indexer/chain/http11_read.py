@@ -57,7 +57,8 @@ class Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.pieces: list[bytes] = []
-        self.size = 0
+        self.start = 0  # bytes of pieces[0] already taken
+        self.size = 0  # bytes not yet taken
         self.need = 0  # wake the waiter once size >= need
         self.waiter: asyncio.Future[None] | None = None
         self.closed = False
@@ -143,12 +144,14 @@ class Connection(asyncio.Protocol):
         return await self.fill(self.size + 1, timeout)
 
     def front(self, n: int) -> bytes:
-        """The first piece, made to hold at least ``n`` bytes (or all there is) by joining only as many
-        pieces as that takes."""
+        """The first piece, made to hold at least ``n`` bytes past ``start`` (or all there is) by joining
+        only as many pieces as that takes."""
         pieces = self.pieces
         if not pieces:
             return b""
-        if len(pieces[0]) < n and len(pieces) > 1:
+        if len(pieces[0]) - self.start < n and len(pieces) > 1:
+            if self.start:  # what was taken is not copied again
+                pieces[0], self.start = pieces[0][self.start :], 0
             total = k = 0
             while k < len(pieces) and total < n:
                 total += len(pieces[k])
@@ -158,20 +161,24 @@ class Connection(asyncio.Protocol):
 
     def find(self, separator: bytes) -> int:
         """Where ``separator`` starts within the first ``_MAX_HEAD`` bytes or so, or -1."""
-        return self.front(min(self.size, _MAX_HEAD + len(separator))).find(separator)
+        span = min(self.size, _MAX_HEAD + len(separator))
+        at = self.front(span).find(separator, self.start, self.start + span)
+        return at - self.start if at >= 0 else -1
 
     def take(self, length: int) -> bytes:
-        """The first ``length`` bytes (or all there is), removed."""
+        """The first ``length`` bytes (or all there is), removed. The first piece is not cut (a copy of
+        all it still holds, per line and chunk of a chunked body): ``start`` moves past what was taken."""
         if length <= 0 or not self.pieces:  # an empty body: nothing to remove (and no piece to drop)
             return b""
-        data = self.front(length)
-        if len(data) <= length:
+        data, start = self.front(length), self.start
+        if len(data) - start <= length:
             del self.pieces[0]
-            self.size -= len(data)
-            return data
-        self.pieces[0] = data[length:]
+            self.start = 0
+            self.size -= len(data) - start
+            return data[start:] if start else data
+        self.start = start + length
         self.size -= length
-        return data[:length]
+        return data[start : start + length]
 
     def close(self) -> None:
         self.closed = True
