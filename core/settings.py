@@ -258,7 +258,8 @@ class Settings(BaseSettings):
     cex_raw: bool = Field(
         default=False,
         description="CEX feeds also publish every websocket frame as received (with its receipt time and"
-        " connection) on the Kafka topic cex.<exchange>.raw; `dexnode cex --raw`",
+        " connection) on the Kafka topic cex.<exchange>.raw; `dexnode cex --raw`. Needs Kafka. The"
+        " websocket's cex_raw channel (`dexnode run`) needs no setting",
     )
 
     @classmethod
