@@ -12,6 +12,7 @@ import pytest
 from api.app import create_app
 from core.database import DatabaseInfo
 from core.settings import build_settings
+from tests.loopback_http import read_request
 
 pytestmark = pytest.mark.integration
 
@@ -20,10 +21,7 @@ async def _padded_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     """Each request answered by the result ``0x10`` followed by 2 MiB of JSON whitespace."""
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                          if line.lower().startswith(b"content-length:"))  # fmt: skip
-            call = orjson.loads(await reader.readexactly(length))
+            call = orjson.loads((await read_request(reader))[1])
             body = orjson.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "0x10"}) + b" " * (2 << 20)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()

@@ -18,6 +18,7 @@ import uvloop
 
 from indexer.chain.http11 import Http11Transport
 from indexer.chain.rpc import RetryPolicy, RpcClient
+from tests.loopback_http import read_request
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +37,7 @@ class Scripted:
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    (
-                        int(line.split(b":")[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                body = await reader.readexactly(length)
+                head, body = await read_request(reader)
                 self.requests.append(head + body)
                 raw = self.answer(len(self.requests), head + body)
                 if raw is None:

@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from indexer.chain.rpc import RetryPolicy, RpcClient, RpcRetryableError
+from tests.loopback_http import content_length
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +36,7 @@ class Listener:
             self.first.append(head.split(b"\r\n")[0])
             if head.startswith(b"CONNECT"):
                 return
-            field_line = next(
-                line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")
-            )
-            length = int(field_line.split(b":")[1])
-            call = orjson.loads(await reader.readexactly(length))
+            call = orjson.loads(await reader.readexactly(content_length(head)))
             body = orjson.dumps({"jsonrpc": "2.0", "id": call["id"], "result": "0x10"})
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
             await writer.drain()

@@ -20,6 +20,7 @@ import pytest
 
 from indexer.chain.http11 import Http11Transport, ResponseTooLarge
 from indexer.chain.rpc import RetryPolicy, RpcClient, RpcRetryableError
+from tests.loopback_http import read_request
 
 pytestmark = pytest.mark.integration
 
@@ -44,10 +45,7 @@ class Node:
         self.connections += 1
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                              if line.lower().startswith(b"content-length:"))  # fmt: skip
-                call = orjson.loads(await reader.readexactly(length))
+                call = orjson.loads((await read_request(reader))[1])
                 self.requests += 1
                 n = self.requests
                 try:
