@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,15 @@ def serve(brokers: int = 1, *, announce: Callable[[str], None] | None = None) ->
         del holder
 
 
+def _task_state(stat: Path) -> str:
+    """A task's state letter from its /proc stat line (after the command name, which may hold spaces)."""
+    try:
+        line = stat.read_text()
+    except FileNotFoundError:  # the thread ended: it does not answer anything either
+        return "T"
+    return line[line.rindex(")") + 2]
+
+
 class _Silent:
     """A logger for librdkafka that drops everything (the mock cluster announces itself at NOTICE)."""
 
@@ -69,10 +79,27 @@ class KafkaDev:
     def pid(self) -> int:
         return self.process.pid
 
-    def pause(self) -> None:
-        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered, nothing is lost."""
+    def pause(self, timeout: float = 5.0) -> None:
+        """Freeze the broker (SIGSTOP): connections stay open, nothing is answered, nothing is lost.
+
+        Returns once every thread of the process is seen stopped, so what the caller does next meets a
+        frozen broker; raises ``RuntimeError`` when that is not seen within ``timeout``."""
         os.kill(self.process.pid, signal.SIGSTOP)
         self.paused = True
+        deadline = time.monotonic() + timeout
+        while not self.frozen():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the mock Kafka broker (pid {self.pid}) did not stop in {timeout:.0f}s")
+            time.sleep(0.005)
+
+    def frozen(self) -> bool:
+        """Every thread of the broker's process stopped (state ``T``), read from /proc."""
+        tasks = Path(f"/proc/{self.pid}/task")
+        try:
+            states = [_task_state(task / "stat") for task in tasks.iterdir()]
+        except FileNotFoundError:
+            return False
+        return bool(states) and all(state == "T" for state in states)
 
     def resume(self) -> None:
         os.kill(self.process.pid, signal.SIGCONT)
