@@ -224,6 +224,9 @@ async def read_response(
         return status, reason, headers, b"", keep
     if _chunked(headers):
         body = await _read_chunked(conn, timeout, budget)
+        # Transfer-Encoding framed the body, but a Content-Length beside it means a server (or something
+        # between) that frames answers two ways: RFC 9112 6.3 has the connection closed after the answer
+        keep = keep and b"content-length" not in fields
     elif b"content-length" in fields:
         length = _content_length(headers)
         budget.spend(length)  # refused before it is read

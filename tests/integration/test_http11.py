@@ -115,6 +115,20 @@ async def test_chunked_body_with_extensions_and_trailers(serve) -> None:
     assert server.connections == 1  # the connection stays usable after a chunked body
 
 
+async def test_chunked_with_a_content_length_too_is_read_chunked_and_the_connection_not_reused(serve) -> None:
+    """Transfer-Encoding wins over Content-Length (RFC 9112 6.3); an answer framed both ways is a sign of
+    a server or proxy that frames two ways, so its connection is closed rather than read from again."""
+    raw = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b'9\r\n{"n":"a"}\r\n0\r\n\r\n'
+    )
+    server = await serve(lambda n, _: raw)
+    async with lean() as client:
+        for _ in range(2):
+            assert (await post(client, server.url)).json() == {"n": "a"}
+    assert server.connections == 2
+
+
 async def test_body_to_the_close_and_connection_close_are_not_reused(serve) -> None:
     server = await serve(lambda n, _: b"HTTP/1.0 200 OK\r\n\r\n" + b'{"n":%d}' % n, close_after=True)
     closing = await serve(lambda n, _: ok(b"{}", b"Connection: close"))
