@@ -20,10 +20,12 @@ from starlette.websockets import WebSocketDisconnect
 
 from api.auth import AccessControl, AccessDenied
 from api.deps import get_state
+from api.stream.frames import Message, frame, text_of
 from api.stream.hub import Client, Hub, Limits
 from api.stream.kafka_source import KafkaSource, live_source
 from api.stream.protocol import Code, Ping, ProtocolError, Subscribe, Unsubscribe, error, event, parse
 from api.stream.replay import PostgresStore
+from api.ws_transport import FrameWriter, frame_writer
 from core.settings import Settings
 
 log = logging.getLogger("dexnode.api.ws")
@@ -38,6 +40,8 @@ Beside = Callable[[Client], Awaitable[str]]
 # A kicked client still has what was sent before the close frame to read (the frame queues behind it):
 # it gets this long to read it and see the reason, then the connection is dropped.
 CLOSE_TIMEOUT = 60.0
+# what one socket write takes from a client's queue at most (the transport's high-water mark is 64 kB)
+WRITE_BYTES = 64 * 1024
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -163,9 +167,10 @@ async def _send_loop(websocket: WebSocket, client: Client) -> None:
     The heartbeat is one timer per connection that re-arms itself, not a timeout per message: a live
     block reaches every client through an empty queue, and ``wait_for`` there (a task and a timer per
     message per client) was an eighth of the fan-out's CPU."""
-    hub = client.hub
+    frames = frame_writer(websocket.scope)
     queue = client.queue
     loop = asyncio.get_running_loop()
+    hub = client.hub
     period = hub.limits.heartbeat_seconds
     last_sent = loop.time()
     timer: asyncio.TimerHandle
@@ -190,9 +195,31 @@ async def _send_loop(websocket: WebSocket, client: Client) -> None:
             if message is END:
                 return
             last_sent = loop.time()
-            await websocket.send_text(message)
+            if frames is None:  # a server without api.ws_transport (a test client): text, one by one
+                await websocket.send_text(text_of(message))
+            elif not await _write_frames(frames, message, queue):
+                return
     finally:
         timer.cancel()
+
+
+async def _write_frames(frames: FrameWriter, first: Message, queue: asyncio.Queue[Message]) -> bool:
+    """``first`` and whatever else is queued, as frames in one write: a block's messages (its data, then
+    the finality watermark) reach the socket in one send, not one each. The frames are built from the
+    messages' shared encoded halves (``api.stream.frames``). False when END was among them."""
+    await frames.ready()  # messages stay queued (and count against the bound) while the socket is full
+    bits = frames.window_bits
+    out = [frame(first, bits)]
+    size = len(out[0])
+    while size < WRITE_BYTES and not queue.empty():
+        message = queue.get_nowait()
+        if message is END:
+            frames.write(b"".join(out))
+            return False
+        out.append(frame(message, bits))
+        size += len(out[-1])
+    frames.write(out[0] if len(out) == 1 else b"".join(out))
+    return True
 
 
 async def _receive_loop(websocket: WebSocket, client: Client) -> None:

@@ -23,6 +23,7 @@ from rich.table import Table
 from api.replay import replay_app
 from api.stream.history import SETTLE_SECONDS, Playback, PlayStats, moment_us
 from api.stream.protocol import ProtocolError
+from api.ws_transport import uvicorn_options
 from archive.archiver import run_archiver
 from archive.books import StartBook, books_at
 from archive.history import CEX_TYPES, CHAIN_TYPES, Step, history
@@ -186,7 +187,13 @@ async def run_replay(
                 Target(settings.archive_target), pool, settings.confirmations, settings.chain
             )
             app = replay_app(settings, pool, source, defaults, CHAIN_TYPES | CEX_TYPES)
-            config = uvicorn.Config(app, host=settings.api_host, port=settings.api_port, log_level="warning")
+            config = uvicorn.Config(
+                app,
+                host=settings.api_host,
+                port=settings.api_port,
+                log_level="warning",
+                **uvicorn_options(compression=True),
+            )
             server = uvicorn.Server(config)
             # before uvicorn's serve() sets its own handler (this one, set later, would replace it)
             terminated = _note_sigterm() if stop is None else []

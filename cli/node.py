@@ -40,6 +40,7 @@ from api.stream.cex import HubCexSink
 from api.stream.hub import Hub
 from api.stream.replay import PostgresStore
 from api.ws import limits_of
+from api.ws_transport import uvicorn_options
 from cex.exchange import Exchange, Feed
 from cex.exchanges import EXCHANGES
 from cex.feed import FeedHandler
@@ -315,6 +316,7 @@ async def run_node(
                 proxy_headers=True,
                 lifespan="on",
                 timeout_graceful_shutdown=10,
+                **uvicorn_options(compression=True),  # /ws: one shared frame per message (docs/api.md)
             )
             server = _Server(config)
             # uvicorn's per-connection lines ("connection open", "Started server process"): the banner

@@ -30,6 +30,7 @@ import uvicorn
 import uvloop
 
 from api.app import create_app
+from api.ws_transport import uvicorn_options
 from cli.common import configure_logging
 from core.database import open_database
 from core.errors import ConfigError, DexnodeError
@@ -52,6 +53,7 @@ def _config(app: Any, settings: Settings, worker: int | None = None) -> uvicorn.
         access_log=False,
         proxy_headers=True,
         headers=[] if worker is None else [(WORKER_HEADER, str(worker))],
+        **uvicorn_options(compression=True),  # /ws: one shared frame per message (docs/api.md)
     )
 
 

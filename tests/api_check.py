@@ -21,6 +21,7 @@ from eth_abi import decode as abi_decode
 from fastapi import FastAPI
 
 from api.app import create_app
+from api.ws_transport import uvicorn_options
 from core.database import DatabaseInfo, ensure_database
 from core.settings import build_settings
 from devnet import Devnet
@@ -71,6 +72,7 @@ async def start_server(app: FastAPI) -> tuple[int, Callable[[], Awaitable[None]]
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=5,
+            **uvicorn_options(compression=True),  # the websocket transport serve runs
         )
     )
     task = asyncio.create_task(server.serve())

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from api.stream.frames import Encoded, body
 from api.stream.protocol import CHANNELS, Cursor
 from records import Block, DexTrade, Log, Record, TokenTransfer, to_dict
 
@@ -24,16 +25,17 @@ CHANNEL_RECORDS: dict[str, type[Record]] = {
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """One data message without its subscription id: ``body`` is the JSON object's text after ``{``."""
+    """One data message without its subscription id: ``body`` is the JSON object's text after ``{``,
+    encoded once for every subscriber (``api.stream.frames``)."""
 
     cursor: Cursor
     fields: Mapping[str, Any]  # the record's JSON ``data``, for filters
-    body: str
+    body: Encoded
 
 
 def _item(channel: str, cursor: Cursor, record: Record) -> Item:
     doc = to_dict(record)
-    body = orjson.dumps(
+    text = orjson.dumps(
         {
             "channel": channel,
             "type": doc["type"],
@@ -42,7 +44,7 @@ def _item(channel: str, cursor: Cursor, record: Record) -> Item:
             "data": doc["data"],
         }
     ).decode()
-    return Item(cursor, doc["data"], body[1:])
+    return Item(cursor, doc["data"], body(text[1:]))
 
 
 def _record_cursor(record: Any) -> Cursor:
@@ -90,6 +92,15 @@ class ReorgEvent:
 @dataclass(frozen=True, slots=True)
 class FinalizedEvent:
     number: int
+    # channel -> the watermark message's body, encoded once for every subscriber of the channel
+    _bodies: dict[str, Encoded] = field(default_factory=dict, compare=False, repr=False)
+
+    def body(self, channel: str) -> Encoded:
+        cached = self._bodies.get(channel)
+        if cached is None:
+            doc = {"channel": channel, "type": "finalized", "data": {"number": self.number}}
+            cached = self._bodies[channel] = body(orjson.dumps(doc).decode()[1:])
+        return cached
 
 
 StreamEvent = BlockEvent | ReorgEvent | FinalizedEvent

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from api.stream.cex import CexFanOut, CexItem, CexSubscription
 from api.stream.events import BlockEvent, FinalizedEvent, Ref, StreamEvent, block_events, reorg_event
+from api.stream.frames import Message
 from api.stream.protocol import Code, Subscribe, error, event
 from api.stream.subscription import SlowClient, Store, Subscription
 from records import Block, Record
@@ -46,14 +47,15 @@ class Client:
     def __init__(self, hub: Hub, name: str) -> None:
         self.hub = hub
         self.name = name
-        self.queue: asyncio.Queue[str] = asyncio.Queue(hub.limits.queue_messages)
+        # control events as text, data messages as shared encoded halves (api.stream.frames)
+        self.queue: asyncio.Queue[Message] = asyncio.Queue(hub.limits.queue_messages)
         self.subscriptions: dict[str, Subscription] = {}
         self.cex_subscriptions: dict[str, CexSubscription] = {}
         self.closed = asyncio.Event()
         self.close_reason: str | None = None
         self.next_id = 1
 
-    def offer(self, message: str) -> None:
+    def offer(self, message: Message) -> None:
         """Queue a message without waiting; a full queue disconnects the client."""
         if self.closed.is_set():
             return
@@ -62,7 +64,7 @@ class Client:
         except asyncio.QueueFull:
             self.kick(f"slow consumer: more than {self.hub.limits.queue_messages} messages unsent")
 
-    async def send(self, message: str) -> None:
+    async def send(self, message: Message) -> None:
         """Queue a message, waiting for room (replays: the client sets the pace)."""
         if not self.closed.is_set():
             put = asyncio.ensure_future(self.queue.put(message))

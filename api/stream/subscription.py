@@ -26,6 +26,7 @@ from typing import Protocol
 import orjson
 
 from api.stream.events import BlockEvent, FinalizedEvent, Ref, ReorgEvent, StreamEvent
+from api.stream.frames import Data, Message, prefix
 from api.stream.protocol import Code, Cursor, Subscribe, error, event, matches
 
 log = logging.getLogger("dexnode.api.ws")
@@ -52,9 +53,9 @@ class Client(Protocol):
     @property
     def subscriptions(self) -> dict[str, Subscription]: ...
 
-    def offer(self, message: str) -> None: ...
+    def offer(self, message: Message) -> None: ...
 
-    async def send(self, message: str) -> None: ...
+    async def send(self, message: Message) -> None: ...
 
     def kick(self, reason: str) -> None: ...
 
@@ -91,7 +92,7 @@ class Subscription:
         self.spec = spec
         self.client = client
         self.hub = hub
-        self.prefix = '{"id":' + orjson.dumps(spec.id).decode() + ","
+        self.prefix = prefix(spec.id)  # encoded once: every data message starts with it
         self.view: dict[int, str] = {}
         self.view_tip: int | None = None
         self.after: Cursor | None = spec.start  # items at or before it are not sent
@@ -151,7 +152,7 @@ class Subscription:
             del self.view[n]
         self.view_tip = number if self.view_tip is not None and self.view_tip > number else self.view_tip
 
-    def _apply(self, ev: StreamEvent, send: Callable[[str], None]) -> bool:
+    def _apply(self, ev: StreamEvent, send: Callable[[Message], None]) -> bool:
         """Apply one event; False when it does not fit the view (catch up from Postgres first)."""
         if isinstance(ev, FinalizedEvent):
             return self._finalized(ev, send)
@@ -161,7 +162,7 @@ class Subscription:
             return True  # confirmed blocks come with the watermark
         return self._block(ev, send)
 
-    def _block(self, ev: BlockEvent, send: Callable[[str], None]) -> bool:
+    def _block(self, ev: BlockEvent, send: Callable[[Message], None]) -> bool:
         if ev.number < self.min_block or self.view.get(ev.number) == ev.hash:
             return True
         if self.view_tip is not None:
@@ -172,18 +173,18 @@ class Subscription:
         self._send_block(ev, send)
         return True
 
-    def _send_block(self, ev: BlockEvent, send: Callable[[str], None]) -> None:
+    def _send_block(self, ev: BlockEvent, send: Callable[[Message], None]) -> None:
         after = self.after
         for item in ev.items(self.spec.channel.name):
             if after is not None and item.cursor <= after:
                 continue
             if matches(self.spec, item.fields):
-                send(self.prefix + item.body)
+                send(Data(self.prefix, item.body))
         if after is not None and ev.number > after.number:
             self.after = None
         self._set_view(ev.number, ev.hash)
 
-    def _reorg(self, ev: ReorgEvent, send: Callable[[str], None]) -> bool:
+    def _reorg(self, ev: ReorgEvent, send: Callable[[Message], None]) -> bool:
         orphaned = {r.number: r.hash for r in ev.orphaned}
         seen = [Ref(n, h) for n, h in sorted(self.view.items()) if orphaned.get(n) == h]
         if not seen:
@@ -202,7 +203,7 @@ class Subscription:
         return True
 
     def _send_reorg(
-        self, ancestor: Ref, orphaned: list[Ref], new_head: Ref, send: Callable[[str], None]
+        self, ancestor: Ref, orphaned: list[Ref], new_head: Ref, send: Callable[[Message], None]
     ) -> None:
         data = {
             "common_ancestor": ancestor.json(),
@@ -210,13 +211,13 @@ class Subscription:
             "new_head": new_head.json(),
         }
         body = orjson.dumps({"channel": self.spec.channel.name, "type": "reorg", "data": data}).decode()
-        send(self.prefix + body[1:])
+        send(self.prefix.text + body[1:])
         self._cut(ancestor.number)
         self.view_tip = ancestor.number
         if self.after is not None and self.after.number > ancestor.number:
             self.after = None
 
-    def _finalized(self, ev: FinalizedEvent, send: Callable[[str], None]) -> bool:
+    def _finalized(self, ev: FinalizedEvent, send: Callable[[Message], None]) -> bool:
         if ev.number <= self.finalized_sent:
             return True
         if self.confirmed:
@@ -226,10 +227,7 @@ class Subscription:
                 if block is None:
                     return False  # not in memory: read from Postgres
                 self._send_block(block, send)
-        body = orjson.dumps(
-            {"channel": self.spec.channel.name, "type": "finalized", "data": {"number": ev.number}}
-        ).decode()
-        send(self.prefix + body[1:])
+        send(Data(self.prefix, ev.body(self.spec.channel.name)))
         self.finalized_sent = ev.number
         return True
 
@@ -242,7 +240,7 @@ class Subscription:
             while True:
                 await self._replay()
                 while self.buffer:
-                    out: list[str] = []
+                    out: list[Message] = []
                     if not self._apply(self.buffer[0], out.append):
                         break  # another seam: replay again (the event stays buffered)
                     self.buffer.popleft()
@@ -283,7 +281,7 @@ class Subscription:
         return True
 
     async def _put_reorg(self, ancestor: Ref, orphaned: list[Ref], new_head: Ref) -> None:
-        out: list[str] = []
+        out: list[Message] = []
         self._send_reorg(ancestor, orphaned, new_head, out.append)
         for m in out:
             await self.client.send(m)
@@ -318,7 +316,7 @@ class Subscription:
             for ev in events:
                 if not self.confirmed and not self._block_fits(ev):
                     break  # the chain moved between chunks: reconcile, then read again
-                out: list[str] = []
+                out: list[Message] = []
                 self._send_block(ev, out.append)
                 for m in out:
                     await self.client.send(m)
@@ -349,4 +347,4 @@ class Subscription:
         await self._put_reorg(ancestor, [r for r in orphaned if r.number > ancestor_number], new_head)
 
 
-Sender = Callable[[str], Awaitable[None]]
+Sender = Callable[[Message], Awaitable[None]]

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from api.stream.events import BlockEvent, Ref, ReorgEvent, block_events, reorg_event
+from api.stream.frames import text_of
 from api.stream.hub import Client, Hub, Limits
 from api.stream.protocol import Cursor, Subscribe, parse
 from records import Block, Log, Record, Reorg
@@ -102,7 +103,7 @@ def reorg(hub: Hub, store: MemoryStore, ancestor: int, old: list[Block], new: li
 def drain(client: Client) -> list[dict[str, Any]]:
     out = []
     while not client.queue.empty():
-        out.append(orjson.loads(client.queue.get_nowait()))
+        out.append(orjson.loads(text_of(client.queue.get_nowait())))
     return out
 
 
