@@ -270,20 +270,16 @@ _LINE = re.compile(
 )
 
 
-async def dexnode(
-    server: str,
-    postmaster: int | None,
+def dexnode_command(
+    dsn: str,
     devnet: Devnet,
     wanted: BlockRange,
     workers: int,
     chunk: int,
     defer: bool,
     before: Path | None = None,
-) -> Run:
-    """``dexnode backfill`` into a fresh database; ``before``: another checkout's code (an old commit,
-    its C extensions built in place) run by this venv's Python, for old-and-new comparisons."""
-    name = f"dexnode_bench_backfill_{os.getpid()}_{secrets.token_hex(3)}"
-    dsn = await ensure_database(server, name)
+) -> tuple[list[str], dict[str, str]]:
+    """The ``dexnode backfill`` command line and environment of a run into ``dsn``."""
     v2, v3 = venue_settings(devnet.manifest)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEXNODE_")}
     env |= {
@@ -304,6 +300,24 @@ async def dexnode(
         argv.append("--defer-indexes")
     elif "--keep-indexes" in ((before or REPO) / "cli" / "backfill.py").read_text():
         argv.append("--keep-indexes")  # a fresh database defers them by default since it exists
+    return argv, env
+
+
+async def dexnode(
+    server: str,
+    postmaster: int | None,
+    devnet: Devnet,
+    wanted: BlockRange,
+    workers: int,
+    chunk: int,
+    defer: bool,
+    before: Path | None = None,
+) -> Run:
+    """``dexnode backfill`` into a fresh database; ``before``: another checkout's code (an old commit,
+    its C extensions built in place) run by this venv's Python, for old-and-new comparisons."""
+    name = f"dexnode_bench_backfill_{os.getpid()}_{secrets.token_hex(3)}"
+    dsn = await ensure_database(server, name)
+    argv, env = dexnode_command(dsn, devnet, wanted, workers, chunk, defer, before)
     try:
         node0, pg0 = process_cpu(devnet.pid), process_cpu(postmaster, children=True)
         measured = await asyncio.to_thread(run_measured, argv, env, before)

@@ -117,7 +117,9 @@ logs = sa.Table(
     sa.Index("ix_logs_block_number", "block_number", "log_index"),
     sa.Index("ix_logs_address", "address", "block_number"),
     sa.Index("ix_logs_topic0", "topic0", "block_number"),
-    sa.Index("ix_logs_transaction", "transaction_hash"),
+    # Equality only (a transaction's logs): a hash index keeps a 4-byte hash code per entry instead of
+    # the 66-byte text a B-tree compares at every level (migration 0010; bench/index_cost.py).
+    sa.Index("ix_logs_transaction", "transaction_hash", postgresql_using="hash"),
 )
 
 token_transfers = sa.Table(

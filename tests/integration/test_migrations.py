@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from core.database import DatabaseInfo
+from indexer.backfill import store
 from migrations import runner
 from sinks import schema
 
@@ -95,3 +97,54 @@ async def test_natural_keys_make_replays_idempotent_and_numeric_holds_2_256(
         pass
     finally:
         await conn.close()
+
+
+async def _index_definitions(dsn: str) -> dict[str, str]:
+    """Every index of the schema as Postgres prints it (method, columns, options)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"
+        )
+    finally:
+        await conn.close()
+    return {r["indexname"]: r["indexdef"] for r in rows}
+
+
+def _declared_method(ix: sa.Index) -> str:
+    return ix.dialect_options["postgresql"]["using"] or "btree"
+
+
+async def test_index_methods_are_the_declared_ones_and_0010_goes_down(scratch_db: DatabaseInfo) -> None:
+    # compare_metadata does not compare an index's method: checked here, for every declared index
+    await runner.upgrade(scratch_db.sqlalchemy_url)
+    defs = await _index_definitions(scratch_db.dsn)
+    for table in schema.metadata.tables.values():
+        for ix in table.indexes:
+            assert f" USING {_declared_method(ix)} (" in defs[str(ix.name)], (ix.name, defs[str(ix.name)])
+    assert defs["ix_logs_transaction"].endswith("USING hash (transaction_hash)")
+
+    await runner.downgrade(scratch_db.sqlalchemy_url, "0009")
+    down = await _index_definitions(scratch_db.dsn)
+    assert down["ix_logs_transaction"].endswith("USING btree (transaction_hash)")
+    assert {k: v for k, v in down.items() if k != "ix_logs_transaction"} == {
+        k: v for k, v in defs.items() if k != "ix_logs_transaction"
+    }
+    await runner.upgrade(scratch_db.sqlalchemy_url)
+    assert await _index_definitions(scratch_db.dsn) == defs
+
+
+async def test_deferred_indexes_are_rebuilt_as_the_migrations_build_them(scratch_db: DatabaseInfo) -> None:
+    """A first backfill drops the secondary indexes and builds them from ``sinks.schema`` at its end:
+    the same definitions, method included, as the migrations made."""
+    await runner.upgrade(scratch_db.sqlalchemy_url)
+    migrated = await _index_definitions(scratch_db.dsn)
+    pool = await asyncpg.create_pool(scratch_db.dsn, min_size=1, max_size=2)
+    try:
+        dropped = await store.drop_secondary_indexes(pool)
+        assert "ix_logs_transaction" in dropped
+        assert set(await _index_definitions(scratch_db.dsn)) == set(migrated) - set(dropped)
+        await store.rebuild_indexes(pool)
+    finally:
+        await pool.close()
+    assert await _index_definitions(scratch_db.dsn) == migrated
