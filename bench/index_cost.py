@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -186,6 +187,7 @@ def main() -> None:
             asyncio.run(measure(uri, devnet, args))
     finally:
         devnet.stop()
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 if __name__ == "__main__":
