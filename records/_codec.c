@@ -161,18 +161,8 @@ static int put_field(Buffer *b, Encoder *e, Field *f, PyObject *v) {
     return rc;
 }
 
-static PyObject *encoder_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    Encoder *e = (Encoder *)self;
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
-        PyErr_SetString(PyExc_TypeError, "an encoder takes one record");
-        return NULL;
-    }
-    PyObject *record = args[0];
-    if (Py_TYPE(record) != e->cls) {
-        PyErr_Format(PyExc_TypeError, "an encoder of %s records, given %s", e->cls->tp_name,
-                     Py_TYPE(record)->tp_name);
-        return NULL;
-    }
+/* the record's JSON bytes (its type already checked) */
+static PyObject *encode_one(Encoder *e, PyObject *record) {
     char small[2048]; /* most records fit: no allocation but the bytes object's */
     Buffer b;
     buffer_init_inline(&b, small, sizeof small);
@@ -194,6 +184,23 @@ static PyObject *encoder_call(PyObject *self, PyObject *const *args, size_t narg
 fail:
     buffer_free(&b);
     return NULL;
+}
+
+static int check_type(Encoder *e, PyObject *record) {
+    if (Py_TYPE(record) == e->cls) return 0;
+    PyErr_Format(PyExc_TypeError, "an encoder of %s records, given %s", e->cls->tp_name,
+                 Py_TYPE(record)->tp_name);
+    return -1;
+}
+
+static PyObject *encoder_call(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Encoder *e = (Encoder *)self;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "an encoder takes one record");
+        return NULL;
+    }
+    if (check_type(e, args[0]) < 0) return NULL;
+    return encode_one(e, args[0]);
 }
 
 static void encoder_dealloc(PyObject *self) {
@@ -290,7 +297,160 @@ static PyTypeObject EncoderType = {
     .tp_new = encoder_new,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "records._codec", NULL, -1, NULL};
+/* ---- a kind's Kafka messages (sinks.kafka_keys.encode_batch), one call per kind ---- */
+
+#define MAX_KEY_FIELDS 8
+
+/* the slot offset of the encoder's field `name`; -1 with ValueError when the record has no such field */
+static Py_ssize_t field_offset(Encoder *e, PyObject *name) {
+    for (Py_ssize_t i = 0; i < Py_SIZE(e); i++) {
+        int same = PyUnicode_Compare(e->fields[i].name, name);
+        if (same == 0) return e->fields[i].offset;
+        if (same == -1 && PyErr_Occurred()) return -1;
+    }
+    PyErr_Format(PyExc_ValueError, "%s has no field %R", e->cls->tp_name, name);
+    return -1;
+}
+
+/* the record's slot at offset (borrowed); NULL with AttributeError when unset */
+static PyObject *slot_of(PyObject *record, Py_ssize_t offset) {
+    PyObject *v = *(PyObject **)((char *)record + offset);
+    if (v == NULL) PyErr_SetString(PyExc_AttributeError, "a record's key or block hash field is unset");
+    return v;
+}
+
+/* one part of a key, as an f-string writes it (format(v, "")), in UTF-8 */
+static int put_key_part(Buffer *b, PyObject *v) {
+    PyObject *text;
+    if (PyUnicode_CheckExact(v)) {
+        text = Py_NewRef(v);
+    } else if (PyLong_CheckExact(v)) {
+        int done = put_int64(b, v, 0);
+        if (done) return done < 0 ? -1 : 0;
+        text = PyObject_Str(v); /* past 64 bits */
+    } else {
+        text = PyObject_Format(v, NULL);
+    }
+    if (text == NULL) return -1;
+    Py_ssize_t size;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &size);
+    int rc = utf8 == NULL ? -1 : buffer_put(b, utf8, size);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* the message key's bytes: the key fields' parts joined by ':', or key_of(record) encoded */
+static PyObject *key_bytes(PyObject *record, Py_ssize_t *offsets, Py_ssize_t count, PyObject *key_of) {
+    if (count < 0) {
+        PyObject *key = PyObject_CallOneArg(key_of, record);
+        if (key == NULL) return NULL;
+        PyObject *encoded = PyObject_CallMethod(key, "encode", NULL); /* key_of(record).encode() */
+        Py_DECREF(key);
+        return encoded;
+    }
+    char small[256];
+    Buffer b;
+    buffer_init_inline(&b, small, sizeof small);
+    for (Py_ssize_t j = 0; j < count; j++) {
+        PyObject *v = slot_of(record, offsets[j]);
+        if (v == NULL || (j && buffer_put(&b, ":", 1) < 0) || put_key_part(&b, v) < 0) {
+            buffer_free(&b);
+            return NULL;
+        }
+    }
+    return buffer_finish(&b);
+}
+
+/* the headers of a message of the block `block_hash`: one list per block, kept in `headers` */
+static PyObject *headers_of_block(PyObject *headers, PyObject *block_hash) {
+    PyObject *found = PyDict_GetItemWithError(headers, block_hash);
+    if (found != NULL || PyErr_Occurred()) return found;
+    /* block_hash.encode(), as the Python loop: a str's UTF-8, the same error for anything else */
+    PyObject *value = PyUnicode_CheckExact(block_hash) ? PyUnicode_AsUTF8String(block_hash)
+                                                        : PyObject_CallMethod(block_hash, "encode", NULL);
+    if (value == NULL) return NULL;
+    PyObject *list = Py_BuildValue("[(sN)]", "block_hash", value);
+    if (list == NULL) return NULL;
+    int rc = PyDict_SetItem(headers, block_hash, list);
+    Py_DECREF(list);
+    return rc < 0 ? NULL : list; /* borrowed: the dict holds it */
+}
+
+/* encode_messages(encoder, rows, kind, key_fields, key_of, hash_field, default_hash, headers, out):
+ * appends (kind, key, value, headers list) for each record of rows (the encoder's class), as
+ * sinks.kafka_keys.encode_batch's Python loop does: key = the key_fields' values as an f-string joins
+ * them with ':' (or key_of(record) when key_fields is None), UTF-8; value = the record's JSON; the
+ * block is the hash_field's value, default_hash when that is None, empty or hash_field is None; the
+ * headers list per block comes from (and goes to) the dict `headers`. */
+static PyObject *encode_messages(PyObject *module, PyObject *args) {
+    PyObject *encoder, *rows, *kind, *key_fields, *key_of, *hash_field, *default_hash, *headers, *out;
+    if (!PyArg_ParseTuple(args, "O!OUOOOUO!O!:encode_messages", &EncoderType, &encoder, &rows, &kind, &key_fields,
+                          &key_of, &hash_field, &default_hash, &PyDict_Type, &headers, &PyList_Type, &out))
+        return NULL;
+    Encoder *e = (Encoder *)encoder;
+    Py_ssize_t offsets[MAX_KEY_FIELDS], count = -1, hash_offset = -1;
+    if (key_fields != Py_None) {
+        if (!PyTuple_Check(key_fields) || PyTuple_GET_SIZE(key_fields) > MAX_KEY_FIELDS) {
+            PyErr_SetString(PyExc_TypeError, "key_fields is a tuple of at most 8 field names, or None");
+            return NULL;
+        }
+        count = PyTuple_GET_SIZE(key_fields);
+        for (Py_ssize_t j = 0; j < count; j++)
+            if ((offsets[j] = field_offset(e, PyTuple_GET_ITEM(key_fields, j))) < 0) return NULL;
+    } else if (!PyCallable_Check(key_of)) {
+        PyErr_SetString(PyExc_TypeError, "key_of must be callable when key_fields is None");
+        return NULL;
+    }
+    if (hash_field != Py_None && (hash_offset = field_offset(e, hash_field)) < 0) return NULL;
+    PyObject *seq = PySequence_Fast(rows, "rows must be a sequence");
+    if (seq == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+        PyObject *record = PySequence_Fast_GET_ITEM(seq, i);
+        if (check_type(e, record) < 0) goto fail;
+        PyObject *block_hash = default_hash;
+        if (hash_offset >= 0) {
+            PyObject *v = slot_of(record, hash_offset);
+            int truth = v == NULL ? -1 : PyObject_IsTrue(v); /* `hash or default`, as the Python loop */
+            if (truth < 0) goto fail;
+            if (truth) block_hash = v;
+        }
+        PyObject *h = headers_of_block(headers, block_hash);
+        if (h == NULL) goto fail;
+        PyObject *key = key_bytes(record, offsets, count, key_of);
+        if (key == NULL) goto fail;
+        PyObject *value = encode_one(e, record);
+        if (value == NULL) {
+            Py_DECREF(key);
+            goto fail;
+        }
+        PyObject *message = PyTuple_New(4);
+        if (message == NULL) {
+            Py_DECREF(key);
+            Py_DECREF(value);
+            goto fail;
+        }
+        PyTuple_SET_ITEM(message, 0, Py_NewRef(kind));
+        PyTuple_SET_ITEM(message, 1, key);
+        PyTuple_SET_ITEM(message, 2, value);
+        PyTuple_SET_ITEM(message, 3, Py_NewRef(h));
+        int rc = PyList_Append(out, message);
+        Py_DECREF(message);
+        if (rc < 0) goto fail;
+    }
+    Py_DECREF(seq);
+    Py_RETURN_NONE;
+fail:
+    Py_DECREF(seq);
+    return NULL;
+}
+
+static PyMethodDef module_methods[] = {
+    {"encode_messages", encode_messages, METH_VARARGS,
+     "encode_messages(encoder, rows, kind, key_fields, key_of, hash_field, default_hash, headers, out)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "records._codec", NULL, -1, module_methods};
 
 PyMODINIT_FUNC PyInit__codec(void) {
     if (PyType_Ready(&EncoderType) < 0) return NULL;

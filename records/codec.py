@@ -19,6 +19,7 @@ Rules that make the JSON exact for any consumer language:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Callable
@@ -29,8 +30,10 @@ import orjson
 
 try:
     from records._codec import Encoder as _NativeEncoder
+    from records._codec import encode_messages as _encode_messages
 except ImportError:  # pragma: no cover - make install builds it; to_json then goes through a dict
     _NativeEncoder = None
+    _encode_messages = None
 
 
 class _U256Marker:
@@ -279,6 +282,21 @@ def to_json(record: Record) -> bytes:
     if encode is None:
         encode = _JSON[type(record)] = _json_encoder(type(record))
     return encode(record)
+
+
+def native_messages(cls: type) -> Callable[..., None] | None:
+    """``records/_codec.c``'s ``encode_messages`` bound to ``cls``'s C encoder: a Kafka kind's messages
+    (key, JSON value, block header) in one C call per kind (``sinks.kafka_keys.encode_batch``); None
+    where the C encoder is not built."""
+    if _encode_messages is None:
+        return None
+    encode = _JSON.get(cls)
+    if encode is None:
+        encode = _JSON[cls] = _json_encoder(cls)
+    if _NativeEncoder is None or not isinstance(encode, _NativeEncoder):
+        return None
+    messages: Callable[..., None] = functools.partial(_encode_messages, encode)
+    return messages
 
 
 def to_json_python(record: Record) -> bytes:

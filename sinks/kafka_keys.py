@@ -25,6 +25,7 @@ import orjson
 from records import Record, Reorg, Revert, kinds, to_json
 from records.batch import Batch
 from records.chain import DexTrade
+from records.codec import native_messages
 from records.kinds import Kind
 from sinks import merged_trades
 
@@ -187,6 +188,12 @@ def encode_record(kind: str, record: Record, default_block: tuple[int, str]) -> 
 _FAST: tuple[tuple[Kind[Any], Callable[[Any], str], Callable[[Any], str | None] | None], ...] = tuple(
     (k, _key_function(k), _hash_function(k)) for k in kinds.BATCH_KINDS
 )
+# per kind, the same loop in C (``records/_codec.c``'s ``encode_messages``: the key, the JSON value and
+# the headers of each record without a Python statement per record; 174k records 0.20-0.22 -> 0.10-0.14 CPU-s,
+# docs/kafka.md), or None where the C encoder is not built
+_NATIVE: tuple[tuple[Callable[..., None] | None, tuple[str, ...] | None], ...] = tuple(
+    (native_messages(k.record), k.key if k.message_key is None else None) for k in kinds.BATCH_KINDS
+)
 
 
 def encode_batch(batch: Batch) -> list[Encoded]:
@@ -201,11 +208,14 @@ def encode_batch(batch: Batch) -> list[Encoded]:
     headers: dict[str, Headers] = {}
     out: list[Encoded] = []
     append = out.append
-    for kind, key_of, hash_of in _FAST:
+    for (kind, key_of, hash_of), (native, key_fields) in zip(_FAST, _NATIVE, strict=True):
         rows: Sequence[Record] = batch.of(kind.record)
         if not rows:
             continue
         name = kind.name
+        if native is not None:
+            native(rows, name, key_fields, key_of, kind.block_hash, default[1], headers, out)
+            continue
         for record in rows:
             block_hash = (hash_of(record) if hash_of else None) or default[1]
             h = headers.get(block_hash)

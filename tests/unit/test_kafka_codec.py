@@ -13,9 +13,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from records import Block, DexLiquidity, DexTrade, Log, Pool, TokenTransfer, Transaction, to_json
+from records import (
+    Block,
+    DexLiquidity,
+    DexTrade,
+    Log,
+    Pool,
+    Token,
+    TokenTransfer,
+    Transaction,
+    kinds,
+    to_json,
+)
+from records.batch import Batch
 from records.chain import TokenAmount, Withdrawal
 from records.codec import _NativeEncoder, to_dict_reference, to_json_python
+from sinks import kafka_keys
 
 pytestmark = pytest.mark.unit
 
@@ -210,3 +223,107 @@ def test_plain_records() -> None:
                              None, 1, "0x" + "aa" * 32, "0x" + "cc" * 32, 0, 4)  # fmt: skip
     for record in (BLOCK, TRANSACTION, LOG, TRADE, transfer):
         same(record)
+
+
+# ---- a batch's Kafka messages: encode_batch's C loop (records/_codec.c) against its Python loop
+
+
+def python_loop(monkeypatch: pytest.MonkeyPatch, batch: Batch) -> list[Any] | type[Exception]:
+    """``encode_batch`` through its Python loop (the C one switched off), or the error it raises."""
+    with monkeypatch.context() as patch:
+        patch.setattr(kafka_keys, "_NATIVE", tuple((None, key) for _, key in kafka_keys._NATIVE))
+        try:
+            return kafka_keys.encode_batch(batch)
+        except Exception as exc:
+            return type(exc)
+
+
+def same_messages(monkeypatch: pytest.MonkeyPatch, batch: Batch) -> list[Any]:
+    """The C loop's messages equal the Python loop's (key, value, headers, one headers list per block), or
+    both raise the same kind of error."""
+    expected = python_loop(monkeypatch, batch)
+    if not isinstance(expected, list):
+        with pytest.raises(expected):
+            kafka_keys.encode_batch(batch)
+        return []
+    got = kafka_keys.encode_batch(batch)
+    assert got == expected
+    assert [m[3] is got[0][3] for m in got] == [m[3] is expected[0][3] for m in expected]
+    return got
+
+
+H = "0x" + "aa" * 32
+TRANSFER = TokenTransfer("0x" + "01" * 20, "0x" + "02" * 20, "0x" + "03" * 20, 2**256 - 1, None, "erc20",
+                         None, 1, H, "0x" + "cc" * 32, 0, 4, 2)  # fmt: skip
+TOKEN = Token("0x" + "05" * 20, "WETH", "Wrapped Ether", 18, None)
+POOL = Pool("0x" + "03" * 20, "uniswap", "2", "uniswap-v2", None, "0x" + "05" * 20, "0x" + "06" * 20, 3000,
+            None, 1, H, None, None)  # fmt: skip
+UNCREATED = dataclasses.replace(
+    POOL, address="0x" + "09" * 20, created_block_number=None, created_block_hash=None
+)
+
+
+def every_kind(**changes: Any) -> Batch:
+    """A batch with a record of every kind (two blocks, a pool no indexed block created, a token),
+    ``changes`` applied to its log."""
+    other = dataclasses.replace(BLOCK, number=2, hash="0x" + "bb" * 32)
+    return Batch(
+        "backfill",
+        [BLOCK, other],
+        {
+            Transaction: [TRANSACTION, dataclasses.replace(TRANSACTION, block_hash=other.hash)],
+            Log: [
+                dataclasses.replace(LOG, **{"block_hash": H, **changes}),
+                dataclasses.replace(LOG, block_hash=other.hash),
+            ],
+            TokenTransfer: [TRANSFER],
+            Token: [TOKEN],
+            Pool: [POOL, UNCREATED],
+            DexTrade: [dataclasses.replace(TRADE, block_hash=H)],
+            DexLiquidity: [],
+        },
+    )
+
+
+def test_the_c_loop_is_built_and_gives_the_python_loops_messages(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert all(native is not None for native, _ in kafka_keys._NATIVE), "records/_codec.c is not built"
+    messages = same_messages(monkeypatch, every_kind())
+    by_kind = {kind: (key, headers) for kind, key, _, headers in messages}
+    # the independent truth: the registry's key fields joined by ":", the block the record belongs to
+    assert by_kind["token_transfers"] == (f"{H}:4:2".encode(), [("block_hash", H.encode())])
+    assert by_kind["tokens"][1] == [("block_hash", ("0x" + "bb" * 32).encode())]  # the batch's tip
+    pools = [(key, headers) for kind, key, _, headers in messages if kind == "pools"]
+    assert pools == [(POOL.address.encode(), [("block_hash", H.encode())]),
+                     (UNCREATED.address.encode(), [("block_hash", ("0x" + "bb" * 32).encode())])]  # fmt: skip
+    assert [m[2] for m in messages] == [to_json_python(r) for kind in kinds.BATCH_KINDS for r in
+                                        every_kind().of(kind.record)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"log_index": 2**70},  # past 64 bits
+        {"log_index": -3},
+        {"log_index": True},  # an int subclass: format() writes "True", as the f-string
+        {"log_index": None},
+        {"log_index": Decimal("1.5")},
+        {"block_hash": "0xcaf\u00e9"},  # non-ASCII: UTF-8
+        {"block_hash": "\ud800"},  # a lone surrogate: both refuse to encode it
+        {"block_hash": ""},  # empty: the batch's tip, as a missing hash
+        {"block_hash": None},
+        {"block_hash": 7},  # not a str: both fail (int has no encode)
+        {"block_hash": ["unhashable"]},
+    ],
+)
+def test_odd_keys_and_block_hashes_as_the_python_loop(
+    monkeypatch: pytest.MonkeyPatch, changes: dict[str, Any]
+) -> None:
+    same_messages(monkeypatch, every_kind(**changes))
+
+
+def test_a_wrong_record_or_unset_slot_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a record of another class among a kind's rows: the C loop refuses it (the Python loop would send a
+    # transaction's JSON on the logs topic when its key fields happened to exist)
+    with pytest.raises(TypeError, match="an encoder of Log records, given Transaction"):
+        kafka_keys.encode_batch(Batch("backfill", [BLOCK], {Log: [TRANSACTION]}))  # type: ignore[list-item]
+    same_messages(monkeypatch, Batch("backfill", [BLOCK], {Pool: [object.__new__(Pool)]}))
