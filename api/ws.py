@@ -21,11 +21,11 @@ from starlette.websockets import WebSocketDisconnect
 from api.auth import AccessControl, AccessDenied
 from api.deps import get_state
 from api.stream.frames import Message, frame, text_of
-from api.stream.hub import Client, Hub, Limits
+from api.stream.hub import Client, Hub, Limits, Writer
 from api.stream.kafka_source import KafkaSource, live_source
 from api.stream.protocol import Code, Ping, ProtocolError, Subscribe, Unsubscribe, error, event, parse
 from api.stream.replay import PostgresStore
-from api.ws_transport import FrameWriter, frame_writer
+from api.ws_transport import frame_writer
 from core.settings import Settings
 
 log = logging.getLogger("dexnode.api.ws")
@@ -115,6 +115,7 @@ async def serve_on(websocket: WebSocket, hub: Hub, beside: Beside | None = None)
     try:
         await websocket.accept()
         client = hub.connect(_client_name(websocket))
+        client.writer = frame_writer(websocket.scope)  # None under a test client: text, one by one
         try:
             await _serve(websocket, client, beside)
         finally:
@@ -166,22 +167,25 @@ async def _send_loop(websocket: WebSocket, client: Client) -> None:
 
     The heartbeat is one timer per connection that re-arms itself, not a timeout per message: a live
     block reaches every client through an empty queue, and ``wait_for`` there (a task and a timer per
-    message per client) was an eighth of the fan-out's CPU."""
-    frames = frame_writer(websocket.scope)
+    message per client) was an eighth of the fan-out's CPU.
+
+    With a frame writer, live messages offered while this sender idles are written by the hub
+    (``Client.flush``); the sender takes what is queued behind a full socket, and replays."""
+    frames = client.writer
     queue = client.queue
     loop = asyncio.get_running_loop()
     hub = client.hub
     period = hub.limits.heartbeat_seconds
-    last_sent = loop.time()
+    client.last_sent = loop.time()
     timer: asyncio.TimerHandle
 
     def beat() -> None:
         nonlocal timer
-        idle = loop.time() - last_sent
+        idle = loop.time() - client.last_sent
         if idle < period:  # something was sent since: wait out the rest of the period
             timer = loop.call_later(period - idle, beat)
             return
-        if queue.empty():  # (a sender stuck on a slow socket has messages queued: no heartbeat)
+        if client.unsent() == 0:  # (a sender stuck on a slow socket has messages queued: no heartbeat)
             tip = hub.tip
             client.offer(
                 event("heartbeat", head=None if tip is None else tip.number, finalized=hub.finalized)
@@ -191,10 +195,17 @@ async def _send_loop(websocket: WebSocket, client: Client) -> None:
     timer = loop.call_later(period, beat)
     try:
         while True:
-            message = await queue.get()
+            if queue.empty():
+                client.idle = True
+                try:
+                    message = await queue.get()
+                finally:
+                    client.idle = False
+            else:
+                message = queue.get_nowait()
             if message is END:
                 return
-            last_sent = loop.time()
+            client.last_sent = loop.time()
             if frames is None:  # a server without api.ws_transport (a test client): text, one by one
                 await websocket.send_text(text_of(message))
             elif not await _write_frames(frames, message, queue):
@@ -203,7 +214,7 @@ async def _send_loop(websocket: WebSocket, client: Client) -> None:
         timer.cancel()
 
 
-async def _write_frames(frames: FrameWriter, first: Message, queue: asyncio.Queue[Message]) -> bool:
+async def _write_frames(frames: Writer, first: Message, queue: asyncio.Queue[Message]) -> bool:
     """``first`` and whatever else is queued, as frames in one write: a block's messages (its data, then
     the finality watermark) reach the socket in one send, not one each. The frames are built from the
     messages' shared encoded halves (``api.stream.frames``). False when END was among them."""

@@ -45,6 +45,15 @@ class FrameWriter:
         if protocol.disconnected or protocol.close_sent or protocol.conn.state is not State.OPEN:
             raise WebSocketDisconnect(code=1006)
 
+    def can_write(self) -> bool:
+        """Whether ``write`` may go now, without waiting (the hub's direct fan-out)."""
+        protocol = self._protocol
+        return (
+            protocol.writable.is_set()
+            and not (protocol.disconnected or protocol.close_sent)
+            and protocol.conn.state is State.OPEN
+        )
+
     def write(self, frames: bytes) -> None:
         """Write whole frames (after ``ready``, with no await between)."""
         self._protocol.transport.write(frames)

@@ -7,6 +7,9 @@ delivery's delay is the client's receipt time minus the publish time, both ``tim
 (CLOCK_MONOTONIC, one clock for every process on the machine).
 
     .venv/bin/python bench/api_ws.py [--clients 500] [--blocks 40] [--interval 0.2] [--no-deflate]
+                                     [--loop uvloop|asyncio]
+
+Both processes run on uvloop's event loop, as ``serve`` does (``--loop asyncio``: Python's own).
 
 The server runs the websocket transport ``serve`` runs (``api.ws_transport``): each message is encoded
 and compressed once and the same frame bytes go to every client (``api.stream.frames``), and a client's
@@ -92,8 +95,10 @@ async def clients(url: str, count: int, blocks: int) -> None:
         await asyncio.sleep(0.002)  # do not flood the accept queue
     await all_ready.wait()
     print("ready", flush=True)
+    cpu0 = time.process_time()
     await asyncio.gather(*tasks)
-    sys.stdout.write(orjson.dumps(received).decode() + "\n")
+    cpu = time.process_time() - cpu0  # the clients' own share: frames read, inflated, parsed
+    sys.stdout.write(orjson.dumps({"received": received, "cpu": cpu}).decode() + "\n")
     sys.stdout.flush()
 
 
@@ -134,7 +139,7 @@ async def server(port: int, hub: Any, deflate: bool) -> AsyncIterator[None]:
         await task
 
 
-async def run(count: int, blocks: int, interval: float, deflate: bool) -> None:
+async def run(count: int, blocks: int, interval: float, deflate: bool, loop: str) -> None:
     from api.stream.hub import Hub, Limits
 
     hub = Hub(_NoHistory(), confirmations=12, limits=Limits(max_subscriptions=20))
@@ -144,7 +149,7 @@ async def run(count: int, blocks: int, interval: float, deflate: bool) -> None:
     async with server(port, hub, deflate):
         proc = await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--client-of", f"ws://127.0.0.1:{port}/ws",
-            "--clients", str(count), "--blocks", str(blocks),
+            "--clients", str(count), "--blocks", str(blocks), "--loop", loop,
             stdout=subprocess.PIPE,
             limit=1 << 26,
         )  # fmt: skip
@@ -157,7 +162,8 @@ async def run(count: int, blocks: int, interval: float, deflate: bool) -> None:
             published[n] = time.monotonic()
             hub.publish_blocks([_block(n)], {})
             await asyncio.sleep(interval)
-        received = orjson.loads(await asyncio.wait_for(proc.stdout.readline(), 120))
+        result = orjson.loads(await asyncio.wait_for(proc.stdout.readline(), 120))
+        received, client_cpu = result["received"], result["cpu"]
         cpu = time.process_time() - cpu0
         await proc.wait()
     delays = sorted((t - published[n]) * 1000 for n, t in received)
@@ -166,7 +172,9 @@ async def run(count: int, blocks: int, interval: float, deflate: bool) -> None:
     p99 = delays[int(len(delays) * 0.99) - 1]
     compression = "permessage-deflate on" if deflate else "no compression"
     print(
-        f"fan-out of a block to {count} subscribers, {blocks} blocks, {len(delays)} deliveries, {compression}"
+        f"fan-out of a block to {count} subscribers, {blocks} blocks, {len(delays)} deliveries,"
+        f" {compression},"
+        f" {loop} loop"
     )
     print(f"  delivery delay p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {delays[-1]:.1f} ms")
     print(f"  p99 / target ({TARGET_P99_MS:.0f} ms) = {p99 / TARGET_P99_MS:.2f}x")
@@ -174,6 +182,8 @@ async def run(count: int, blocks: int, interval: float, deflate: bool) -> None:
     print(
         f"  server CPU {cpu / blocks * 1000:.1f} ms per block fanned out ({per_delivery:.0f} µs per delivery)"
     )
+    per_client = client_cpu / len(delays) * 1e6
+    print(f"  client process CPU {per_client:.0f} µs per delivery (all {count} clients in one process)")
     hub_ms = await hub_alone(count, blocks)
     print(
         f"  the hub alone (into the {count} queues, no sockets): {hub_ms:.2f} ms per block"
@@ -211,12 +221,18 @@ def main() -> None:
         action="store_true",
         help="serve without permessage-deflate (on by default, as in serve)",
     )
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument("--client-of", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    runner: Any = asyncio.run
+    if args.loop == "uvloop":
+        import uvloop
+
+        runner = uvloop.run
     if args.client_of:
-        asyncio.run(clients(args.client_of, args.clients, args.blocks))
+        runner(clients(args.client_of, args.clients, args.blocks))
     else:
-        asyncio.run(run(args.clients, args.blocks, args.interval, not args.no_deflate))
+        runner(run(args.clients, args.blocks, args.interval, not args.no_deflate, args.loop))
 
 
 if __name__ == "__main__":

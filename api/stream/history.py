@@ -88,7 +88,7 @@ class PlayStats:
 
 
 def _queued(hub: Hub) -> int:
-    return max((c.queue.qsize() for c in hub.clients), default=0)
+    return max((c.unsent() for c in hub.clients), default=0)
 
 
 async def play(hub: Hub, steps: AsyncIterator[Step], *, speed: float | None = None) -> PlayStats:
@@ -107,7 +107,7 @@ async def play(hub: Hub, steps: AsyncIterator[Step], *, speed: float | None = No
         while _queued(hub) > room:  # the slowest client sets the pace rather than being disconnected
             stats.waits += 1
             await asyncio.sleep(PAUSE_SECONDS)
-        before = sum(c.queue.qsize() for c in hub.clients)
+        before = sum(c.unsent() for c in hub.clients)
         if step.block is not None:
             hub.publish_blocks([step.block], {cls: list(rs) for cls, rs in step.records.items()})
             hub.advance_finalized(step.block.number)  # history is final
@@ -115,7 +115,7 @@ async def play(hub: Hub, steps: AsyncIterator[Step], *, speed: float | None = No
         if step.cex:
             hub.publish_cex(list(step.cex))
             stats.cex_records += len(step.cex)
-        stats.messages += max(0, sum(c.queue.qsize() for c in hub.clients) - before)
+        stats.messages += max(0, sum(c.unsent() for c in hub.clients) - before)
         stats.steps += 1
         stats.last_us = step.time_us
     stats.seconds = time.monotonic() - started

@@ -19,10 +19,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from api.stream.cex import CexFanOut, CexItem, CexSubscription
 from api.stream.events import BlockEvent, FinalizedEvent, Ref, StreamEvent, block_events, reorg_event
-from api.stream.frames import Message
+from api.stream.frames import Message, frame
 from api.stream.protocol import Code, Subscribe, error, event
 from api.stream.subscription import SlowClient, Store, Subscription
 from records import Block, Record
@@ -41,14 +42,37 @@ class Limits:
     heartbeat_seconds: float = 15.0
 
 
+class Writer(Protocol):
+    """Writes ready frames onto the connection (``api.ws_transport.FrameWriter``)."""
+
+    @property
+    def window_bits(self) -> int | None: ...
+
+    async def ready(self) -> None: ...
+
+    def can_write(self) -> bool: ...
+
+    def write(self, frames: bytes) -> None: ...
+
+
 class Client:
-    """One websocket connection's outgoing side: a bounded queue drained by the endpoint's sender."""
+    """One websocket connection's outgoing side: a bounded queue drained by the endpoint's sender.
+
+    Where the server can take ready frames (``writer``), a live fan-out skips the sender: what is offered
+    to a client whose sender is idle on an empty queue is held in ``pending``, and the hub writes each
+    such client's pending frames in one go after the fan-out (``Hub.flush``: one socket write per client
+    per block, no task woken per client). Order holds: while anything is pending, everything offered or
+    sent goes after it."""
 
     def __init__(self, hub: Hub, name: str) -> None:
         self.hub = hub
         self.name = name
         # control events as text, data messages as shared encoded halves (api.stream.frames)
         self.queue: asyncio.Queue[Message] = asyncio.Queue(hub.limits.queue_messages)
+        self.pending: list[Message] = []
+        self.writer: Writer | None = None
+        self.idle = False  # the sender waits on an empty queue
+        self.last_sent = 0.0  # loop.time() of the last write (the heartbeat's idle clock)
         self.subscriptions: dict[str, Subscription] = {}
         self.cex_subscriptions: dict[str, CexSubscription] = {}
         self.closed = asyncio.Event()
@@ -59,13 +83,47 @@ class Client:
         """Queue a message without waiting; a full queue disconnects the client."""
         if self.closed.is_set():
             return
+        if self.pending or (self.idle and self.writer is not None and self.queue.empty()):
+            if len(self.pending) >= self.hub.limits.queue_messages:
+                self.kick(f"slow consumer: more than {self.hub.limits.queue_messages} messages unsent")
+                return
+            if not self.pending:
+                self.hub.to_flush(self)
+            self.pending.append(message)
+            return
+        self._put(message)
+
+    def _put(self, message: Message) -> None:
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
             self.kick(f"slow consumer: more than {self.hub.limits.queue_messages} messages unsent")
 
+    def unsent(self) -> int:
+        return self.queue.qsize() + len(self.pending)
+
+    def flush(self) -> None:
+        """Write what is pending, in one write; if the socket is full, hand it to the sender instead
+        (the queue is empty: nothing entered it while something was pending). A client kicked since
+        still gets what the socket takes before its close frame, as a sender draining its queue would."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        writer = self.writer
+        if writer is None:
+            return
+        if writer.can_write():
+            bits = writer.window_bits
+            writer.write(b"".join([frame(m, bits) for m in pending]))
+            self.last_sent = asyncio.get_running_loop().time()
+        elif not self.closed.is_set():
+            for message in pending:
+                self._put(message)
+
     async def send(self, message: Message) -> None:
         """Queue a message, waiting for room (replays: the client sets the pace)."""
+        self.flush()  # what is pending goes first
         if not self.closed.is_set():
             put = asyncio.ensure_future(self.queue.put(message))
             closed = asyncio.ensure_future(self.closed.wait())
@@ -149,6 +207,19 @@ class Hub:
         self.finalized: int | None = None
         self.published_at: float = 0.0  # perf_counter() of the last fan-out (for the benchmark)
         self.cex = CexFanOut()
+        self._to_flush: list[Client] = []
+
+    def to_flush(self, client: Client) -> None:
+        """``client`` has pending frames: write them once this fan-out is over (the next loop turn,
+        so a block and its finality watermark leave together)."""
+        if not self._to_flush:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._to_flush.append(client)
+
+    def flush(self) -> None:
+        clients, self._to_flush = self._to_flush, []
+        for client in clients:
+            client.flush()
 
     async def start(self) -> None:
         """Take the stored tip as the starting point (the watermark a confirmed subscriber starts at)."""
