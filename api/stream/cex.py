@@ -27,7 +27,9 @@ from typing import Any, Protocol
 
 import orjson
 
+from api.stream import frames
 from api.stream.events import BlockEvent, ReorgEvent
+from api.stream.frames import Data, Encoded, Message
 from api.stream.protocol import Subscribe, event, matches
 from records import DexTrade, Record, to_dict
 from records.cex import (
@@ -76,7 +78,7 @@ CexItem = Record | ResyncLike
 
 
 class Client(Protocol):
-    def offer(self, message: str) -> None: ...
+    def offer(self, message: Message) -> None: ...
 
 
 @dataclass(eq=False)
@@ -85,22 +87,26 @@ class CexSubscription:
 
     spec: Subscribe
     client: Client
-    prefix: str = field(init=False)
+    prefix: Encoded = field(init=False)
 
     def __post_init__(self) -> None:
-        self.prefix = '{"id":' + orjson.dumps(self.spec.id).decode() + ","
+        self.prefix = frames.prefix(
+            self.spec.id
+        )  # encoded once: every message of the subscription starts with it
 
-    def send(self, fields: Mapping[str, Any], body: str) -> None:
+    def send(self, fields: Mapping[str, Any], shared: Encoded) -> None:
         if matches(self.spec, fields):
-            self.client.offer(self.prefix + body)
+            self.client.offer(Data(self.prefix, shared))
 
     def cancel(self) -> None:
         """Nothing runs on its behalf (no replay)."""
 
 
-def _body(channel: str, kind: str, data: Mapping[str, Any]) -> str:
-    """A data message without its subscription id: the JSON object's text after ``{``."""
-    return orjson.dumps({"channel": channel, "type": kind, "version": VERSION, "data": data}).decode()[1:]
+def _body(channel: str, kind: str, data: Mapping[str, Any]) -> Encoded:
+    """A data message without its subscription id (the JSON object's text after ``{``), encoded once
+    for every subscriber (``api.stream.frames``)."""
+    doc = {"channel": channel, "type": kind, "version": VERSION, "data": data}
+    return frames.body(orjson.dumps(doc).decode()[1:])
 
 
 @dataclass
@@ -201,11 +207,11 @@ class HeldBook:
         ]
 
 
-def snapshot_body(snap: BookSnapshot) -> str:
+def snapshot_body(snap: BookSnapshot) -> Encoded:
     return _body("cex_book", "book_snapshot", {**to_dict(snap)["data"], "valid": True})
 
 
-def resync_body(item: ResyncLike) -> str:
+def resync_body(item: ResyncLike) -> Encoded:
     data = {
         "exchange": item.exchange,
         "symbol": item.symbol,
@@ -243,7 +249,7 @@ class RawLike(Protocol):
 RAW = "cex_raw"
 
 
-def raw_body(item: RawLike) -> str:
+def raw_body(item: RawLike) -> Encoded:
     """The data of ``cex.<exchange>.raw``'s messages: the frame's text, or base64 of a binary frame."""
     return _body(RAW, "raw", raw_frame_data(item.exchange, item.connection, item.atom_timestamp, item.frame))
 
@@ -391,9 +397,9 @@ class CexFanOut:
             "orphaned": [r.json() for r in ev.orphaned],
             "new_head": ev.new_head.json(),
         }
-        body = orjson.dumps({"channel": MERGED, "type": "reorg", "data": data}).decode()[1:]
+        shared = frames.body(orjson.dumps({"channel": MERGED, "type": "reorg", "data": data}).decode()[1:])
         for sub in merged:
-            sub.client.offer(sub.prefix + body)
+            sub.client.offer(Data(sub.prefix, shared))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from api.stream.cex import CexFanOut, CexSubscription
+from api.stream.frames import Message, text_of
 from api.stream.protocol import Subscribe, parse
 from records.cex import BookDelta, BookSnapshot
 
@@ -89,8 +90,8 @@ class Collect:
     def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
 
-    def offer(self, message: str) -> None:
-        self.messages.append(orjson.loads(message))
+    def offer(self, message: Message) -> None:
+        self.messages.append(orjson.loads(text_of(message)))
 
 
 def subscriber() -> CexSubscription:

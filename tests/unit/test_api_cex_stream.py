@@ -15,6 +15,7 @@ from api.routes.cex import parse_moment
 from api.stream.cex import CexFanOut, CexSubscription
 from api.stream.cex_listener import CexNotifyReader
 from api.stream.events import Ref
+from api.stream.frames import Message, text_of
 from api.stream.hub import Client, Hub, Limits
 from api.stream.protocol import Code, ProtocolError, Subscribe, parse
 from cex.dispatch import RawFrame
@@ -102,8 +103,8 @@ class ListClient:
     def __init__(self) -> None:
         self.sent: list[dict[str, object]] = []
 
-    def offer(self, message: str) -> None:
-        self.sent.append(orjson.loads(message))
+    def offer(self, message: Message) -> None:
+        self.sent.append(orjson.loads(text_of(message)))
 
     def data(self) -> list[tuple[object, object]]:
         return [(m["type"], m["data"]) for m in self.sent if "type" in m]
@@ -224,7 +225,7 @@ class NoStore:
 def drain(client: Client) -> list[dict[str, object]]:
     out = []
     while not client.queue.empty():
-        out.append(orjson.loads(client.queue.get_nowait()))
+        out.append(orjson.loads(text_of(client.queue.get_nowait())))
     return out
 
 
