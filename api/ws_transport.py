@@ -52,6 +52,7 @@ class FrameWriter:
             protocol.writable.is_set()
             and not (protocol.disconnected or protocol.close_sent)
             and protocol.conn.state is State.OPEN
+            and not protocol.transport.is_closing()
         )
 
     def write(self, frames: bytes) -> None:

@@ -219,7 +219,11 @@ class Hub:
     def flush(self) -> None:
         clients, self._to_flush = self._to_flush, []
         for client in clients:
-            client.flush()
+            try:
+                client.flush()
+            except Exception as exc:  # one broken connection must not hold the others' frames back
+                log.warning("ws client %s: write failed: %s", client.name, exc)
+                client.kick("write failed")
 
     async def start(self) -> None:
         """Take the stored tip as the starting point (the watermark a confirmed subscriber starts at)."""

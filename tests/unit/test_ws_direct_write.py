@@ -98,3 +98,25 @@ async def test_pending_messages_count_against_the_queue_bound() -> None:
     await asyncio.sleep(0)
     # what it had been offered before the kick still goes out ahead of the close frame
     assert [m["data"]["number"] for m in written(slow_writer)[-1]] == [0, 1, 2, 3, 4]
+
+
+async def test_a_write_that_fails_drops_that_client_only() -> None:
+    store = MemoryStore()
+    hub = Hub(store, confirmations=100)
+    broken, broken_writer = connect(hub, "broken")
+    fine, fine_writer = connect(hub, "fine")
+    for client in (broken, fine):
+        client.subscribe(sub('{"op":"subscribe","channel":"blocks","id":"b"}'))
+    await asyncio.sleep(0)
+
+    def fail(frames: bytes) -> None:
+        raise ConnectionResetError("peer gone")
+
+    broken_writer.write = fail  # type: ignore[method-assign]
+    publish(hub, store, block(0))
+    await asyncio.sleep(0)
+    assert broken.closed.is_set() and broken.close_reason == "write failed"
+    assert [m["data"]["number"] for m in written(fine_writer)[-1]] == [0]
+    publish(hub, store, block(1))  # the hub goes on for the others
+    await asyncio.sleep(0)
+    assert [m["data"]["number"] for m in written(fine_writer)[-1]] == [1]
