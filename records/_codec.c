@@ -361,19 +361,18 @@ static PyObject *key_bytes(PyObject *record, Py_ssize_t *offsets, Py_ssize_t cou
     return buffer_finish(&b);
 }
 
-/* the headers of a message of the block `block_hash`: one list per block, kept in `headers` */
+/* the headers of a message of the block `block_hash` (a new reference): one list per block, kept in `headers` */
 static PyObject *headers_of_block(PyObject *headers, PyObject *block_hash) {
     PyObject *found = PyDict_GetItemWithError(headers, block_hash);
-    if (found != NULL || PyErr_Occurred()) return found;
+    if (found != NULL || PyErr_Occurred()) return Py_XNewRef(found);
     /* block_hash.encode(), as the Python loop: a str's UTF-8, the same error for anything else */
     PyObject *value = PyUnicode_CheckExact(block_hash) ? PyUnicode_AsUTF8String(block_hash)
                                                         : PyObject_CallMethod(block_hash, "encode", NULL);
     if (value == NULL) return NULL;
     PyObject *list = Py_BuildValue("[(sN)]", "block_hash", value);
     if (list == NULL) return NULL;
-    int rc = PyDict_SetItem(headers, block_hash, list);
-    Py_DECREF(list);
-    return rc < 0 ? NULL : list; /* borrowed: the dict holds it */
+    if (PyDict_SetItem(headers, block_hash, list) < 0) Py_CLEAR(list);
+    return list;
 }
 
 /* encode_messages(encoder, rows, kind, key_fields, key_of, hash_field, default_hash, headers, out):
@@ -404,44 +403,47 @@ static PyObject *encode_messages(PyObject *module, PyObject *args) {
     if (hash_field != Py_None && (hash_offset = field_offset(e, hash_field)) < 0) return NULL;
     PyObject *seq = PySequence_Fast(rows, "rows must be a sequence");
     if (seq == NULL) return NULL;
+    /* the record, its block hash and its headers are held (not borrowed) while Python code runs (a key
+     * part's format(), key_of, a hash's encode()): that code could drop the last other reference */
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
-        PyObject *record = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *record = Py_NewRef(PySequence_Fast_GET_ITEM(seq, i));
+        PyObject *block_hash = Py_NewRef(default_hash), *h = NULL, *key = NULL, *value = NULL, *message;
         if (check_type(e, record) < 0) goto fail;
-        PyObject *block_hash = default_hash;
         if (hash_offset >= 0) {
-            PyObject *v = slot_of(record, hash_offset);
+            PyObject *v = Py_XNewRef(slot_of(record, hash_offset));
             int truth = v == NULL ? -1 : PyObject_IsTrue(v); /* `hash or default`, as the Python loop */
+            if (truth > 0) Py_SETREF(block_hash, Py_NewRef(v));
+            Py_XDECREF(v);
             if (truth < 0) goto fail;
-            if (truth) block_hash = v;
         }
-        PyObject *h = headers_of_block(headers, block_hash);
-        if (h == NULL) goto fail;
-        PyObject *key = key_bytes(record, offsets, count, key_of);
-        if (key == NULL) goto fail;
-        PyObject *value = encode_one(e, record);
-        if (value == NULL) {
-            Py_DECREF(key);
-            goto fail;
-        }
-        PyObject *message = PyTuple_New(4);
-        if (message == NULL) {
-            Py_DECREF(key);
-            Py_DECREF(value);
-            goto fail;
-        }
+        if ((h = headers_of_block(headers, block_hash)) == NULL) goto fail;
+        if ((key = key_bytes(record, offsets, count, key_of)) == NULL) goto fail;
+        if ((value = encode_one(e, record)) == NULL) goto fail;
+        if ((message = PyTuple_New(4)) == NULL) goto fail;
         PyTuple_SET_ITEM(message, 0, Py_NewRef(kind));
         PyTuple_SET_ITEM(message, 1, key);
         PyTuple_SET_ITEM(message, 2, value);
-        PyTuple_SET_ITEM(message, 3, Py_NewRef(h));
+        PyTuple_SET_ITEM(message, 3, h);
+        Py_DECREF(record);
+        Py_DECREF(block_hash);
         int rc = PyList_Append(out, message);
         Py_DECREF(message);
-        if (rc < 0) goto fail;
+        if (rc < 0) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        continue;
+    fail:
+        Py_DECREF(record);
+        Py_DECREF(block_hash);
+        Py_XDECREF(h);
+        Py_XDECREF(key);
+        Py_XDECREF(value);
+        Py_DECREF(seq);
+        return NULL;
     }
     Py_DECREF(seq);
     Py_RETURN_NONE;
-fail:
-    Py_DECREF(seq);
-    return NULL;
 }
 
 static PyMethodDef module_methods[] = {

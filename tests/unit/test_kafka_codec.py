@@ -327,3 +327,28 @@ def test_a_wrong_record_or_unset_slot_is_refused(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(TypeError, match="an encoder of Log records, given Transaction"):
         kafka_keys.encode_batch(Batch("backfill", [BLOCK], {Log: [TRANSACTION]}))  # type: ignore[list-item]
     same_messages(monkeypatch, Batch("backfill", [BLOCK], {Pool: [object.__new__(Pool)]}))
+
+
+class _DropsTheRows(int):
+    """A key field's value whose format() drops the last reference to its record (the rows list was
+    the only one): the C loop must hold the record itself, as the Python loop's variable does."""
+
+    rows: list[Any]
+
+    def __format__(self, spec: str) -> str:
+        self.rows.clear()
+        return str(int(self))
+
+
+def test_a_record_dropped_by_its_own_key_while_encoded_is_still_whole() -> None:
+    rows: list[Any] = []
+    index = _DropsTheRows(7)
+    index.rows = rows
+    record = dataclasses.replace(LOG, block_hash=H, log_index=index)
+    expected = to_json_python(record)
+    rows.append(record)
+    del record  # the rows list holds the only reference
+    messages = kafka_keys.encode_batch(Batch("backfill", [BLOCK], {Log: rows}))
+    [(kind, key, value, headers)] = [m for m in messages if m[0] == "logs"]
+    # the independent truth: the key fields joined by ":", the JSON of the record as it was
+    assert (kind, key, value, headers) == ("logs", f"{H}:7".encode(), expected, [("block_hash", H.encode())])
