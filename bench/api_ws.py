@@ -50,8 +50,8 @@ def _block(number: int) -> Any:
                  150)  # fmt: skip
 
 
-class _NoHistory:
-    """Live-only subscribers never read history."""
+class NoHistory:
+    """Live-only subscribers never read history (also the websocket frame tests' history)."""
 
     async def tip(self) -> Any:
         return None
@@ -142,7 +142,7 @@ async def server(port: int, hub: Any, deflate: bool) -> AsyncIterator[None]:
 async def run(count: int, blocks: int, interval: float, deflate: bool, loop: str) -> None:
     from api.stream.hub import Hub, Limits
 
-    hub = Hub(_NoHistory(), confirmations=12, limits=Limits(max_subscriptions=20))
+    hub = Hub(NoHistory(), confirmations=12, limits=Limits(max_subscriptions=20))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -197,7 +197,7 @@ async def hub_alone(count: int, blocks: int) -> float:
     from api.stream.hub import Hub, Limits
     from api.stream.protocol import parse
 
-    hub = Hub(_NoHistory(), confirmations=12, limits=Limits(queue_messages=blocks * 4))
+    hub = Hub(NoHistory(), confirmations=12, limits=Limits(queue_messages=blocks * 4))
     subscribers = [hub.connect(str(i)) for i in range(count)]
     for c in subscribers:
         c.subscribe(parse('{"op":"subscribe","channel":"blocks"}', 1))  # type: ignore[arg-type]

@@ -21,9 +21,9 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 from api import ws
 from api.deps import ApiState
 from api.metrics import ApiMetrics
-from api.stream.events import Ref
 from api.stream.hub import Hub, Limits
 from api.ws_transport import uvicorn_options
+from bench.api_ws import NoHistory
 from core.settings import build_settings
 from records import Block, to_dict
 from tests.conftest import free_port
@@ -31,22 +31,6 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.integration
 CONFIRMATIONS = 2
 BLOCKS = 6
-
-
-class LiveOnly:
-    """Live subscribers read no history."""
-
-    async def tip(self) -> Ref | None:
-        return None
-
-    async def read(self, first: int, last: int, channel: str) -> list[Any]:
-        return []
-
-    async def canonical(self, numbers: list[int]) -> dict[int, str]:
-        return {}
-
-    async def rejoin(self, cursor: Any) -> Any:
-        return None
 
 
 def block(number: int) -> Block:
@@ -115,7 +99,7 @@ CLIENTS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("compression", [True, False], ids=["deflate", "no-deflate"])
 async def test_every_client_decodes_every_shared_frame_in_order(compression: bool) -> None:
-    hub = Hub(LiveOnly(), confirmations=CONFIRMATIONS, limits=Limits())
+    hub = Hub(NoHistory(), confirmations=CONFIRMATIONS, limits=Limits())
     async with served(hub, compression=compression) as url, contextlib.AsyncExitStack() as stack:
         conns: dict[str, ClientConnection] = {}
         for name, kwargs in CLIENTS.items():
